@@ -1,0 +1,118 @@
+"""Process-group helpers and collectives that are no-ops on a single process.
+
+Every collective in the library goes through this module, so layers, losses and evaluation code run
+unchanged with or without ``torch.distributed`` initialised. The helper names follow the released
+``dinov2.distributed`` module.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+__all__ = [
+    "is_enabled",
+    "get_global_rank",
+    "get_global_size",
+    "get_local_rank",
+    "get_local_size",
+    "is_main_process",
+    "all_reduce",
+    "all_gather",
+    "broadcast",
+    "barrier",
+    "CompletedWork",
+]
+
+
+def is_enabled() -> bool:
+    """True when a default process group exists (torchrun, SLURM or a test's gloo group)."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_global_size() -> int:
+    """Number of processes in the default group (1 without one)."""
+    return dist.get_world_size() if is_enabled() else 1
+
+
+def get_global_rank() -> int:
+    """Rank of this process in the default group (0 without one)."""
+    return dist.get_rank() if is_enabled() else 0
+
+
+def get_local_rank() -> int:
+    """Rank of this process on its node (0 without a process group)."""
+    if not is_enabled():
+        return 0
+    return int(os.environ.get("LOCAL_RANK", get_global_rank()))
+
+
+def get_local_size() -> int:
+    """Number of processes on this node (1 without a process group)."""
+    if not is_enabled():
+        return 1
+    return int(os.environ.get("LOCAL_WORLD_SIZE", get_global_size()))
+
+
+def is_main_process() -> bool:
+    """True on global rank 0 (and on a single process)."""
+    return get_global_rank() == 0
+
+
+class CompletedWork:
+    """Stand-in for a ``torch.distributed.Work`` handle when there is nothing to wait for."""
+
+    def wait(self) -> bool:
+        return True
+
+    def is_completed(self) -> bool:
+        return True
+
+
+_REDUCE_OPS = {
+    "sum": dist.ReduceOp.SUM,
+    "max": dist.ReduceOp.MAX,
+    "min": dist.ReduceOp.MIN,
+}
+
+
+def all_reduce(tensor: torch.Tensor, op: str = "sum", async_op: bool = False):
+    """In-place all-reduce of ``tensor`` over the default group; a no-op on one process.
+
+    Returns a handle with ``wait()`` when ``async_op`` is true (a :class:`CompletedWork` without a
+    process group or with world size 1), else None.
+    """
+    if op not in _REDUCE_OPS:
+        raise ValueError(f"all_reduce op must be one of {sorted(_REDUCE_OPS)}, got {op!r}")
+    if get_global_size() == 1:
+        return CompletedWork() if async_op else None
+    work = dist.all_reduce(tensor, op=_REDUCE_OPS[op], async_op=async_op)
+    return work if async_op else None
+
+
+def all_gather(tensor: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """Concatenate ``tensor`` from every rank along ``dim`` (rank order); returns ``tensor`` on one process.
+
+    Tensors must have the same shape on every rank. The result carries no gradient.
+    """
+    world = get_global_size()
+    if world == 1:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(world)]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, dim=dim)
+
+
+def broadcast(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """Broadcast ``tensor`` in place from rank ``src``; a no-op on one process."""
+    if get_global_size() > 1:
+        dist.broadcast(tensor, src=src)
+    return tensor
+
+
+def barrier() -> None:
+    """Synchronise all processes; a no-op on one process."""
+    if get_global_size() > 1:
+        dist.barrier()

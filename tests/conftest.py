@@ -1,0 +1,43 @@
+"""Shared fixtures: the released-implementation reference data and a CUDA marker."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REFERENCE_DIR = REPO_ROOT.parent / "shared" / "reference"
+
+
+@functools.cache
+def _load_reference(name: str):
+    path = REFERENCE_DIR / name
+    if name.endswith(".json"):
+        return json.loads(path.read_text())
+    return torch.load(path, weights_only=True)
+
+
+def load_reference(name: str):
+    """Load ``../shared/reference/<name>`` (cached), skipping the test when the folder is absent."""
+    if not REFERENCE_DIR.is_dir():
+        pytest.skip(f"reference data not found at {REFERENCE_DIR} (expected ../shared/reference beside the repo)")
+    return _load_reference(name)
+
+
+@pytest.fixture
+def reference():
+    """Callable fixture: ``reference("backbones.pt")`` returns the loaded reference file."""
+    return load_reference
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_cuda = pytest.mark.skip(reason="needs a CUDA device; run on a GPU machine")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip_cuda)
