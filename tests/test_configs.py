@@ -1,0 +1,199 @@
+"""The packaged YAML configs hold the released keys and values, and every one loads and validates."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from omegaconf import OmegaConf
+
+import dinov2.configs as configs
+from dinov2.utils.config import load_cfg
+
+ALL_CONFIGS = configs.available_configs()
+
+
+def _flatten(tree, prefix=""):
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _precision(reduce_dtype):
+    mixed = {"param_dtype": "fp16", "reduce_dtype": reduce_dtype, "buffer_dtype": "fp32"}
+    return {"sharding_strategy": "SHARD_GRAD_OP", "mixed_precision": mixed}
+
+
+# The released ssl_default_config.yaml (facebookresearch/dinov2, with the register-token keys), key order included.
+RELEASED_DEFAULT_TREE = {
+    "MODEL": {"WEIGHTS": ""},
+    "compute_precision": {
+        "grad_scaler": True,
+        "teacher": {"backbone": _precision("fp16"), "dino_head": _precision("fp16"), "ibot_head": _precision("fp16")},
+        "student": {"backbone": _precision("fp16"), "dino_head": _precision("fp32"), "ibot_head": _precision("fp32")},
+    },
+    "dino": {
+        "loss_weight": 1.0,
+        "head_n_prototypes": 65536,
+        "head_bottleneck_dim": 256,
+        "head_nlayers": 3,
+        "head_hidden_dim": 2048,
+        "koleo_loss_weight": 0.1,
+    },
+    "ibot": {
+        "loss_weight": 1.0,
+        "mask_sample_probability": 0.5,
+        "mask_ratio_min_max": [0.1, 0.5],
+        "separate_head": False,
+        "head_n_prototypes": 65536,
+        "head_bottleneck_dim": 256,
+        "head_nlayers": 3,
+        "head_hidden_dim": 2048,
+    },
+    "train": {
+        "batch_size_per_gpu": 64,
+        "dataset_path": "ImageNet:split=TRAIN",
+        "output_dir": ".",
+        "saveckp_freq": 20,
+        "seed": 0,
+        "num_workers": 10,
+        "OFFICIAL_EPOCH_LENGTH": 1250,
+        "cache_dataset": True,
+        "centering": "centering",
+    },
+    "student": {
+        "arch": "vit_large",
+        "patch_size": 16,
+        "drop_path_rate": 0.3,
+        "layerscale": 1.0e-05,
+        "drop_path_uniform": True,
+        "pretrained_weights": "",
+        "ffn_layer": "mlp",
+        "block_chunks": 0,
+        "qkv_bias": True,
+        "proj_bias": True,
+        "ffn_bias": True,
+        "num_register_tokens": 0,
+        "interpolate_antialias": False,
+        "interpolate_offset": 0.1,
+    },
+    "teacher": {
+        "momentum_teacher": 0.992,
+        "final_momentum_teacher": 1,
+        "warmup_teacher_temp": 0.04,
+        "teacher_temp": 0.07,
+        "warmup_teacher_temp_epochs": 30,
+    },
+    "optim": {
+        "epochs": 100,
+        "weight_decay": 0.04,
+        "weight_decay_end": 0.4,
+        "base_lr": 0.004,
+        "lr": 0.0,
+        "warmup_epochs": 10,
+        "min_lr": 1.0e-06,
+        "clip_grad": 3.0,
+        "freeze_last_layer_epochs": 1,
+        "scaling_rule": "sqrt_wrt_1024",
+        "patch_embed_lr_mult": 0.2,
+        "layerwise_decay": 0.9,
+        "adamw_beta1": 0.9,
+        "adamw_beta2": 0.999,
+    },
+    "crops": {
+        "global_crops_scale": [0.32, 1.0],
+        "local_crops_number": 8,
+        "local_crops_scale": [0.05, 0.32],
+        "global_crops_size": 224,
+        "local_crops_size": 96,
+    },
+    "evaluation": {"eval_period_iterations": 12500},
+}
+
+_LARGE_RUN = {
+    "dino.head_n_prototypes": 131072, "dino.head_bottleneck_dim": 384, "ibot.separate_head": True,
+    "ibot.head_n_prototypes": 131072, "train.dataset_path": "ImageNet22k", "train.centering": "sinkhorn_knopp",
+    "student.patch_size": 14, "student.drop_path_rate": 0.4, "student.ffn_layer": "swiglufused",
+    "student.block_chunks": 4, "teacher.momentum_teacher": 0.994, "optim.epochs": 500, "optim.weight_decay_end": 0.2,
+    "optim.base_lr": 2.0e-04, "optim.warmup_epochs": 80, "optim.layerwise_decay": 1.0, "crops.local_crops_size": 98,
+}  # fmt: skip
+_EVAL = {"student.patch_size": 14, "crops.global_crops_size": 518, "crops.local_crops_size": 98}
+_REG4 = {"student.num_register_tokens": 4, "student.interpolate_antialias": True, "student.interpolate_offset": 0.0}
+_ARCHS = {"vits14": "vit_small", "vitb14": "vit_base", "vitl14": "vit_large", "vitg14": "vit_giant2"}
+
+RELEASED_DEFAULTS = _flatten(RELEASED_DEFAULT_TREE)
+
+# Released file name -> its exact content (flattened).
+RELEASED_FILES = {
+    "train/vitl16_short": {
+        "train.dataset_path": "ImageNet:split=TRAIN", "train.batch_size_per_gpu": 64, "student.block_chunks": 4
+    },
+    "train/vitl14": {**_LARGE_RUN, "train.batch_size_per_gpu": 32, "student.arch": "vit_large"},
+    "train/vitg14": {**_LARGE_RUN, "train.batch_size_per_gpu": 12, "student.arch": "vit_giant2"},
+    **{
+        f"eval/{name}{reg}_pretrain": {
+            "student.arch": arch,
+            **_EVAL,
+            **({"student.ffn_layer": "swiglufused"} if arch == "vit_giant2" else {}),
+            **(_REG4 if reg else {}),
+        }
+        for name, arch in _ARCHS.items()
+        for reg in ("", "_reg4")
+    },
+}  # fmt: skip
+
+
+def _flat(name):
+    return _flatten(OmegaConf.to_container(configs.load_config(name)))
+
+
+def test_default_config_is_the_released_one():
+    flat = _flat("ssl_default_config")
+    assert list(flat) == list(RELEASED_DEFAULTS)  # same keys, same order
+    assert flat == RELEASED_DEFAULTS
+    assert all(type(flat[k]) is type(v) for k, v in RELEASED_DEFAULTS.items())
+
+
+@pytest.mark.parametrize("name", sorted(RELEASED_FILES))
+def test_released_file_content(name):
+    assert _flat(name) == RELEASED_FILES[name]
+
+
+def test_every_released_file_is_packaged():
+    assert set(RELEASED_FILES) | {"ssl_default_config", "train/demo_cpu"} == set(ALL_CONFIGS)
+
+
+@pytest.mark.parametrize("name", ALL_CONFIGS)
+def test_every_config_loads_and_validates(name, tmp_path):
+    cfg = load_cfg(str(configs.config_path(name)), output_dir=str(tmp_path))
+    expected = {**RELEASED_DEFAULTS, **_flat(name), "train.output_dir": str(tmp_path)}
+    flat = _flatten(OmegaConf.to_container(cfg))
+    if name == "train/demo_cpu":
+        expected["train.dataset_path"] = f"Synthetic:root={tmp_path}/data:split=TRAIN"  # interpolation resolved
+    assert flat == expected
+
+
+def test_load_and_merge_config_and_lazy_default():
+    cfg = configs.load_and_merge_config("eval/vitg14_reg4_pretrain")
+    assert cfg.student.arch == "vit_giant2" and cfg.student.num_register_tokens == 4 and cfg.optim.epochs == 100
+    assert configs.dinov2_default_config.student.arch == "vit_large"
+    assert configs.dinov2_default_config is configs.dinov2_default_config  # one shared object, as released
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        configs.nope  # noqa: B018
+
+
+def test_importing_reads_no_config_file():
+    code = (
+        "import omegaconf\n"
+        "def refuse(*a, **k): raise RuntimeError('read')\n"
+        "omegaconf.OmegaConf.load = refuse\n"
+        "import dinov2.configs, dinov2.utils.config\n"
+        "try:\n    dinov2.configs.dinov2_default_config\nexcept RuntimeError:\n    print('lazy')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "lazy"
