@@ -187,6 +187,10 @@ def load_cfg(
     if config_file:
         path = resolve_config_file(config_file)
         file_cfg = OmegaConf.load(path)
+        if not isinstance(file_cfg, DictConfig):
+            raise ConfigKeyError(
+                f"config file {str(path)!r} must hold a mapping of keys (like ssl_default_config.yaml)"
+            )
         check_keys(file_cfg, defaults, source=f"config file {str(path)!r}")
         layers.append(file_cfg)
     cli = parse_overrides(opts)

@@ -60,6 +60,12 @@ def test_unknown_file_key_names_file_key_and_suggestion(tmp_path):
     assert "unknown key 'optm'; did you mean 'optim'" in message
 
 
+def test_empty_and_non_mapping_files(tmp_path):
+    assert load_cfg(_write(tmp_path / "empty.yaml", "")).optim.epochs == 100
+    with pytest.raises(ConfigKeyError, match="must hold a mapping"):
+        load_cfg(_write(tmp_path / "list.yaml", "- a\n- b\n"))
+
+
 def test_unknown_command_line_key_suggests_other_sections():
     with pytest.raises(
         ConfigKeyError, match=r"(?s)command-line overrides.*unknown key 'train\.lr'; did you mean 'optim\.lr'"

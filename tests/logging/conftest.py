@@ -1,0 +1,3 @@
+"""Logging-test fixtures (shared with tests/utils)."""
+
+from tests.utils.conftest import restore_logging  # noqa: F401
