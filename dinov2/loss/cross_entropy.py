@@ -33,6 +33,11 @@ __all__ = ["CHUNK_ELEMENTS", "cross_entropy_with_probs", "raise_if_not_finite"]
 CHUNK_ELEMENTS = 1 << 22  # rows per chunk * K; 16 MiB per float32 temporary
 
 
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half/bfloat16/float32 inputs; float64 stays float64 (used by gradcheck)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def _rows_per_chunk(n_prototypes: int, chunk_elements: int) -> int:
     return max(1, chunk_elements // max(n_prototypes, 1))
 
@@ -44,12 +49,13 @@ class _LeanCrossEntropy(torch.autograd.Function):
     def forward(ctx, student: torch.Tensor, temp: float, chunk_elements: int, *teachers: torch.Tensor):
         n_rows, n_prototypes = student.shape
         step = _rows_per_chunk(n_prototypes, chunk_elements)
-        loss = torch.empty(n_rows, dtype=torch.float32, device=student.device)  # [N]
-        lse = torch.empty(n_rows, dtype=torch.float32, device=student.device)  # [N]
+        dtype = _compute_dtype(student.dtype)
+        loss = torch.empty(n_rows, dtype=dtype, device=student.device)  # [N]
+        lse = torch.empty(n_rows, dtype=dtype, device=student.device)  # [N]
         with torch.autocast(device_type=student.device.type, enabled=False):
             for start in range(0, n_rows, step):
                 rows = slice(start, start + step)
-                scaled = student[rows].float() / temp  # [c, K]
+                scaled = student[rows].to(dtype) / temp  # [c, K]
                 lse[rows] = torch.logsumexp(scaled, dim=-1)
                 log_probs = F.log_softmax(scaled, dim=-1)  # [c, K]
                 chunk_loss = -(teachers[0][rows] * log_probs).sum(dim=-1)  # [c]
@@ -68,13 +74,14 @@ class _LeanCrossEntropy(torch.autograd.Function):
         temp, step = ctx.temp, ctx.step
         grad_student = torch.empty_like(student)  # [N, K], the student's dtype
         with torch.autocast(device_type=student.device.type, enabled=False):
-            grad_loss = grad_loss.float()
+            dtype = lse.dtype
+            grad_loss = grad_loss.to(dtype)
             for start in range(0, student.shape[0], step):
                 rows = slice(start, start + step)
-                target = teachers[0][rows].float()  # [c, K]
+                target = teachers[0][rows].to(dtype)  # [c, K]
                 for teacher in teachers[1:]:
                     target = target + teacher[rows]
-                probs = torch.exp(student[rows].float() / temp - lse[rows, None])  # [c, K]
+                probs = torch.exp(student[rows].to(dtype) / temp - lse[rows, None])  # [c, K]
                 probs *= target.sum(dim=-1, keepdim=True)
                 probs -= target
                 probs *= (grad_loss[rows] / temp)[:, None]
@@ -113,13 +120,13 @@ def cross_entropy_with_probs(
             ``log_softmax`` formulation (the reference).
         chunk_elements: elements per chunk of the lean path (rows per chunk = this // K, at least 1).
     Returns:
-        loss per row [N], float32.
+        loss per row [N], float32 (float64 for float64 logits).
     """
     student_temp = check_temperature("student_temp", student_temp)
     teachers = [teacher_probs] if isinstance(teacher_probs, torch.Tensor) else list(teacher_probs)
     _check_inputs(student_logits, teachers)
     if not lean:
-        log_probs = F.log_softmax(student_logits.float() / student_temp, dim=-1)  # [N, K]
+        log_probs = F.log_softmax(student_logits.to(_compute_dtype(student_logits.dtype)) / student_temp, dim=-1)
         loss = -(teachers[0] * log_probs).sum(dim=-1)
         for teacher in teachers[1:]:
             loss = loss - (teacher * log_probs).sum(dim=-1)
