@@ -5,8 +5,8 @@
 At the released prototype counts (K = 65,536 or 131,072) the plain formulation keeps the whole
 ``log_softmax`` output [N, K] (float32) alive for backward and builds several more [N, K] temporaries
 in the backward pass. The default *lean* path is a custom autograd function that works on row chunks
-of at most ``CHUNK_ELEMENTS`` elements, saves only the student's per-row log-sum-exp [N] besides its
-inputs, and recomputes the softmax in backward:
+of at most ``CHUNK_ELEMENTS`` elements, saves nothing but its inputs for backward, and recomputes the
+softmax there, chunk by chunk:
 
     d loss_i / d s_ik = (softmax(s_i / temp)_k * sum_k' q_ik' - q_ik) / temp
 
@@ -51,18 +51,15 @@ class _LeanCrossEntropy(torch.autograd.Function):
         step = _rows_per_chunk(n_prototypes, chunk_elements)
         dtype = _compute_dtype(student.dtype)
         loss = torch.empty(n_rows, dtype=dtype, device=student.device)  # [N]
-        lse = torch.empty(n_rows, dtype=dtype, device=student.device)  # [N]
         with torch.autocast(device_type=student.device.type, enabled=False):
             for start in range(0, n_rows, step):
                 rows = slice(start, start + step)
-                scaled = student[rows].to(dtype) / temp  # [c, K]
-                lse[rows] = torch.logsumexp(scaled, dim=-1)
-                log_probs = F.log_softmax(scaled, dim=-1)  # [c, K]
+                log_probs = F.log_softmax(student[rows].to(dtype) / temp, dim=-1)  # [c, K]
                 chunk_loss = -(teachers[0][rows] * log_probs).sum(dim=-1)  # [c]
                 for teacher in teachers[1:]:
                     chunk_loss -= (teacher[rows] * log_probs).sum(dim=-1)
                 loss[rows] = chunk_loss
-        ctx.save_for_backward(student, lse, *teachers)
+        ctx.save_for_backward(student, *teachers)  # inputs only: nothing new is kept alive
         ctx.temp = temp
         ctx.step = step
         return loss
@@ -70,22 +67,21 @@ class _LeanCrossEntropy(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss: torch.Tensor):
-        student, lse, *teachers = ctx.saved_tensors
+        student, *teachers = ctx.saved_tensors
         temp, step = ctx.temp, ctx.step
         grad_student = torch.empty_like(student)  # [N, K], the student's dtype
         with torch.autocast(device_type=student.device.type, enabled=False):
-            dtype = lse.dtype
-            grad_loss = grad_loss.to(dtype)
+            dtype = _compute_dtype(student.dtype)
+            row_scale = grad_loss.to(dtype)[:, None] / temp  # [N, 1]
             for start in range(0, student.shape[0], step):
                 rows = slice(start, start + step)
-                target = teachers[0][rows].to(dtype)  # [c, K]
+                target = teachers[0][rows]  # [c, K]
                 for teacher in teachers[1:]:
                     target = target + teacher[rows]
-                probs = torch.exp(student[rows].to(dtype) / temp - lse[rows, None])  # [c, K]
-                probs *= target.sum(dim=-1, keepdim=True)
-                probs -= target
-                probs *= (grad_loss[rows] / temp)[:, None]
-                grad_student[rows] = probs
+                grad = torch.softmax(student[rows].to(dtype) / temp, dim=-1)  # [c, K], recomputed
+                grad *= target.sum(dim=-1, keepdim=True, dtype=dtype)
+                grad -= target
+                torch.mul(grad, row_scale[rows], out=grad_student[rows])
         return (grad_student, None, None) + (None,) * len(teachers)
 
 
