@@ -77,6 +77,10 @@ def sinkhorn_knopp(
             release, which all-reduces it in place). An int is used as the global count as is.
     Returns:
         targets [N, K] float32; rows sum to 1.
+
+    As in the release, ``exp`` is taken without subtracting a maximum: logits above ~88 * teacher_temp
+    overflow to inf and give NaN targets. That is not checked here (it would need a device sync); it shows
+    up as a non-finite loss, which the trainer checks.
     """
     teacher_temp = check_temperature("teacher_temp", teacher_temp)
     if teacher_output.dim() != 2:

@@ -11,8 +11,9 @@ softmax there, chunk by chunk:
     d loss_i / d s_ik = (softmax(s_i / temp)_k * sum_k' q_ik' - q_ik) / temp
 
 so beyond the logits and targets the only K-sized tensor per row is the gradient itself (in the
-student's dtype). All arithmetic is float32 whatever the input dtype (as under autocast, where
-``log_softmax`` runs in float32). The plain path (``lean=False``) is kept as the reference.
+student's dtype), plus a few float32 temporaries of one chunk (<= 16 MiB each by default, whatever N).
+All arithmetic is float32 whatever the input dtype (as under autocast, where ``log_softmax`` runs in
+float32). The plain path (``lean=False``) is kept as the reference.
 
 Non-finite values are not searched for here (that would cost a device sync per call): they propagate
 into the loss, and the trainer checks the total loss once per step. The loss modules offer an
