@@ -1,0 +1,7 @@
+"""DINOv2 objectives: DINO (class token), iBOT (masked patches) and KoLeo, plus the shared teacher maths."""
+
+from dinov2.loss.dino_clstoken_loss import DINOLoss
+from dinov2.loss.ibot_patch_loss import iBOTPatchLoss
+from dinov2.loss.koleo_loss import KoLeoLoss
+
+__all__ = ["DINOLoss", "iBOTPatchLoss", "KoLeoLoss"]

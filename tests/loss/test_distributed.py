@@ -1,0 +1,104 @@
+"""Two gloo ranks holding half the batch each reproduce the single-process result on the full batch."""
+
+from __future__ import annotations
+
+import torch
+
+from dinov2.loss import DINOLoss, iBOTPatchLoss
+from tests.dist_helpers import run_distributed
+
+K = 32
+TEACHER_TEMP = 0.07
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    return {
+        "dino_steps": [torch.randn(8, K, generator=g) for _ in range(3)],  # [2n, K] per step
+        "ibot_tokens": torch.randn(12, K, generator=g),  # [M, K]
+        "ibot_split": [5, 7],  # masked tokens per rank (unequal)
+    }
+
+
+def _centring_run(loss_fn, batches):
+    """Three trainer steps: targets with the current centre, then the deferred update; returns targets, centres."""
+    targets, centres = [], []
+    for batch in batches:
+        targets.append(loss_fn.softmax_center_teacher(batch, TEACHER_TEMP))
+        loss_fn.update_center(batch)
+        centres.append(loss_fn.state_dict()["center"].clone())  # flushes the pending update
+    return targets, centres
+
+
+def _to_numpy(tree):
+    """Tensors cross the result queue as shared-memory handles that die with the worker: send numpy copies."""
+    if isinstance(tree, dict):
+        return {key: _to_numpy(value) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [_to_numpy(value) for value in tree]
+    return tree.numpy().copy()
+
+
+def _from_numpy(tree):
+    if isinstance(tree, dict):
+        return {key: _from_numpy(value) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [_from_numpy(value) for value in tree]
+    return torch.from_numpy(tree)
+
+
+def _worker(rank, world_size, data):
+    half = data["dino_steps"][0].shape[0] // world_size
+    rows = slice(rank * half, (rank + 1) * half)
+    dino_targets, dino_centres = _centring_run(DINOLoss(K), [b[rows] for b in data["dino_steps"]])
+    deferred = DINOLoss(K)
+    deferred.update_center(data["dino_steps"][0][rows])
+    deferred.apply_center_update()
+
+    dino_sinkhorn = DINOLoss(K).sinkhorn_knopp_teacher(data["dino_steps"][0][rows], TEACHER_TEMP)
+
+    split = data["ibot_split"]
+    start = sum(split[:rank])
+    tokens = data["ibot_tokens"][start : start + split[rank]]  # [M_rank, K]
+    n_masked = torch.tensor([split[rank]])
+    ibot_sinkhorn = iBOTPatchLoss(K).sinkhorn_knopp_teacher(tokens, TEACHER_TEMP, n_masked)
+
+    # iBOT centre: rank 0 has no masked token this step, rank 1 has them all.
+    ibot = iBOTPatchLoss(K)
+    ibot.update_center(data["ibot_tokens"][: 0 if rank == 0 else None].unsqueeze(0))
+    ibot.apply_center_update()
+    results = {
+        "dino_targets": dino_targets,
+        "dino_centres": dino_centres,
+        "deferred_centre": deferred.center,
+        "dino_sinkhorn": dino_sinkhorn,
+        "ibot_sinkhorn": ibot_sinkhorn,
+        "n_masked_after": n_masked,
+        "ibot_centre": ibot.center,
+    }
+    return _to_numpy(results)
+
+
+def test_two_ranks_match_single_process():
+    data = _data()
+    ranks = [_from_numpy(r) for r in run_distributed(_worker, 2, data)]
+
+    targets, centres = _centring_run(DINOLoss(K), data["dino_steps"])
+    for step in range(3):
+        torch.testing.assert_close(torch.cat([r["dino_targets"][step] for r in ranks]), targets[step])
+        for r in ranks:  # the deferred all-reduced update leaves the same centre on every rank
+            torch.testing.assert_close(r["dino_centres"][step], centres[step])
+    assert torch.equal(ranks[0]["deferred_centre"], ranks[1]["deferred_centre"])
+
+    single = DINOLoss(K).sinkhorn_knopp_teacher(data["dino_steps"][0], TEACHER_TEMP)
+    torch.testing.assert_close(torch.cat([r["dino_sinkhorn"] for r in ranks]), single)
+
+    single = iBOTPatchLoss(K).sinkhorn_knopp_teacher(data["ibot_tokens"], TEACHER_TEMP, torch.tensor([12]))
+    torch.testing.assert_close(torch.cat([r["ibot_sinkhorn"] for r in ranks]), single)
+    assert [r["n_masked_after"].item() for r in ranks] == data["ibot_split"]  # caller's tensor not reduced in place
+
+    ibot = iBOTPatchLoss(K)
+    ibot.update_center(data["ibot_tokens"].unsqueeze(0))
+    ibot.apply_center_update()
+    for r in ranks:  # the empty rank contributes nothing (no NaN, no dilution)
+        torch.testing.assert_close(r["ibot_centre"], ibot.center)
