@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import queue as queue_module
 import socket
 import traceback
@@ -33,7 +34,8 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, qu
     try:
         dist.init_process_group("gloo", rank=rank, world_size=world_size)
         result = fn(rank, world_size, *args)
-        queue.put((rank, True, result))
+        # Plain pickle copies tensor data; torch's shared-memory reduction would die with this process.
+        queue.put((rank, True, pickle.dumps(result)))
     except BaseException:  # report any failure (incl. assertion errors) to the parent test
         queue.put((rank, False, traceback.format_exc()))
     finally:
@@ -44,7 +46,8 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, qu
 def run_distributed(fn: Callable, world_size: int = 2, *args: Any, timeout: float = 180.0) -> list:
     """Call ``fn(rank, world_size, *args)`` on ``world_size`` gloo processes; return results by rank.
 
-    ``fn`` must be importable (module level). A failure on any rank re-raises here with its traceback.
+    ``fn`` must be importable (module level); results may hold tensors. A failure on any rank re-raises here
+    with its traceback.
     """
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
@@ -63,7 +66,7 @@ def run_distributed(fn: Callable, world_size: int = 2, *args: Any, timeout: floa
             codes = [p.exitcode for p in procs]
             raise AssertionError(f"distributed test timed out after {timeout}s (exit codes {codes})") from None
         if ok:
-            results[rank] = payload
+            results[rank] = pickle.loads(payload)
         else:
             errors.append(f"rank {rank} failed:\n{payload}")
     for p in procs:
