@@ -64,8 +64,8 @@ def _exact_topk(sims: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]
     ``topk`` returns the right values but may pick any of several columns tied at the k-th value;
     rows where that happens (detected by counting) are redone by taking the lowest tied columns.
     """
-    vals, cols = sims.topk(k, dim=1)  # [Q, k]
-    kth = vals[:, -1:]  # [Q, 1]
+    vals, cols = sims.topk(k, dim=1, sorted=False)  # [Q, k], re-sorted below
+    kth = vals.min(dim=1, keepdim=True).values  # [Q, 1] the k-th largest value
     ambiguous = (sims == kth).sum(dim=1) > (vals == kth).sum(dim=1)  # [Q]
     if ambiguous.any():
         rows = ambiguous.nonzero().squeeze(1)
