@@ -194,7 +194,7 @@ class DataAugmentationDINO:
         top, left, height, width = transforms.RandomResizedCrop.get_params(image, list(recipe.scale), _ASPECT_RATIO)
         crop = ops.resized_crop(image, top, left, height, width, recipe.size)  # uint8 [3, S, S]
         if torch.rand(1) < self.flip_probability:
-            crop = crop.flip(-1)
+            crop = ops.hflip(crop)
         x = crop.float()  # [3, S, S], 0..255
         if not self.color_jitter_probability < torch.rand(1):  # RandomApply: applied iff rand <= p
             x = self._jitter_tensor(x)

@@ -21,6 +21,7 @@ from torchvision.transforms.v2 import functional as tvf
 __all__ = [
     "to_uint8_chw",
     "resized_crop",
+    "hflip",
     "adjust_brightness",
     "adjust_contrast",
     "adjust_saturation",
@@ -66,6 +67,11 @@ def resized_crop(image: torch.Tensor, top: int, left: int, height: int, width: i
     return tvf.resized_crop(
         image, top, left, height, width, [size, size], interpolation=tvf.InterpolationMode.BICUBIC, antialias=True
     )
+
+
+def hflip(x: torch.Tensor) -> torch.Tensor:
+    """Mirror ``[C, H, W]`` left-right."""
+    return x.flip(-1)
 
 
 def adjust_brightness(x: torch.Tensor, factor: float) -> torch.Tensor:

@@ -15,7 +15,7 @@ from dinov2 import distributed
 
 from .dataset_strings import parse_dataset_str
 from .samplers import DistributedSampler, EpochSampler, InfiniteSampler, ShardedInfiniteSampler
-from .seeding import KeyedSampler, SeededCollate, SeededDataset, seed_worker
+from .seeding import KeyedSampler, SeededCollate, SeededDataset, mix_seed, seed_worker
 
 logger = logging.getLogger("dinov2")
 
@@ -126,7 +126,7 @@ def make_data_loader(
         pin_memory: default True when CUDA is available.
         persistent_workers: kept alive between iterations (ignored with ``num_workers=0``).
 
-    Workers are seeded from ``(seed, rank, worker_id)``.
+    Workers are seeded from ``(seed, rank, worker_id)``; the loader never draws from the global RNGs.
     """
     if batch_size < 1 or num_workers < 0:
         raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size} and {num_workers}")
@@ -150,6 +150,7 @@ def make_data_loader(
         persistent_workers=persistent_workers and num_workers > 0,
         collate_fn=collate_fn,
         worker_init_fn=functools.partial(seed_worker, seed=seed, rank=rank),
+        generator=torch.Generator().manual_seed(mix_seed(seed, rank)),  # workers' base seed; not the global RNG
     )
     try:
         logger.info("# of batches: %s", f"{len(data_loader):,d}")

@@ -43,9 +43,14 @@ def _torch_dtype(size: int) -> torch.dtype:
 
 
 @functools.cache
-def _numpy_matches_torch() -> bool:
-    """True when NumPy's legacy MT19937 reproduces the CPU torch.Generator's ``randint`` draws."""
-    seed, bounds = 123456789, [1, 2, 3, 7, 1000, 2**20 + 3, 2**31 - 1, 2**32 - 5]
+def _numpy_matches_torch(bound_bits: int) -> bool:
+    """True when NumPy's legacy MT19937 reproduces CPU ``torch.randint(0, b)`` draws for ``b <= 2**bound_bits``.
+
+    Small ranges are ``engine() % b`` on one 32-bit output; recent torch versions switch to other
+    draws for large ranges (2**28 and above in torch 2.15), hence the check per magnitude.
+    """
+    seed, top = 123456789, 2**bound_bits
+    bounds = [top, top - 1, top // 2 + 1, 7, 1, 2, 1000]
     generator = torch.Generator().manual_seed(seed)
     expected = [torch.randint(0, b, size=(1,), generator=generator).item() for b in bounds]
     raw = np.random.RandomState(seed & 0xFFFFFFFF).randint(0, 2**32, size=len(bounds), dtype=np.uint64)
@@ -55,33 +60,32 @@ def _numpy_matches_torch() -> bool:
 class TorchRandintStream:
     """The draws ``torch.randint(0, b, (1,), generator=g)`` of a CPU generator seeded with ``seed``, in bulk.
 
-    ``below(bounds)`` returns one draw per bound (each bound in ``[1, 2**32)``), continuing the stream.
-    The CPU generator is an MT19937 seeded with the low 32 bits of the seed, and each such draw is
+    ``below(bounds)`` returns one draw per bound (bounds >= 1), continuing the stream. The CPU
+    generator is an MT19937 seeded with the low 32 bits of the seed, and for small ranges a draw is
     ``engine() % b``; NumPy's legacy ``RandomState`` has the same engine and seeding, so the stream is
-    computed vectorised when a one-off check confirms it, else with an exact (slow) torch loop.
+    computed vectorised where a one-off check confirms it for the magnitude of the bounds, else with
+    an exact (slow) torch loop.
     """
 
     def __init__(self, seed: int):
-        self._fast = _numpy_matches_torch()
-        if self._fast:
-            self._state = np.random.RandomState(seed & 0xFFFFFFFF)
-        else:
-            self._generator = torch.Generator().manual_seed(seed)
+        self._numpy = np.random.RandomState(seed & 0xFFFFFFFF)
+        self._torch = torch.Generator().manual_seed(seed)
+        self._use_numpy: bool | None = None  # decided at the first draw; the stream then stays on one engine
 
     def below(self, bounds: np.ndarray) -> np.ndarray:
         bounds = np.asarray(bounds, dtype=np.uint64)
-        if self._fast:
-            raw = self._state.randint(0, 2**32, size=len(bounds), dtype=np.uint64)  # raw 32-bit engine outputs
+        if len(bounds) == 0:
+            return np.empty(0, dtype=np.int64)
+        fits = _numpy_matches_torch(max(int(bounds.max()) - 1, 1).bit_length())
+        if self._use_numpy is None:
+            self._use_numpy = fits
+        if self._use_numpy and fits:
+            raw = self._numpy.randint(0, 2**32, size=len(bounds), dtype=np.uint64)  # raw 32-bit engine outputs
             return (raw % bounds).astype(np.int64)
-        draws = [torch.randint(0, int(b), size=(1,), generator=self._generator).item() for b in bounds]
+        if self._use_numpy:
+            raise RuntimeError("TorchRandintStream: bounds grew past the range NumPy reproduces; use a new stream")
+        draws = [torch.randint(0, int(b), size=(1,), generator=self._torch).item() for b in bounds.tolist()]
         return np.array(draws, dtype=np.int64)
-
-    def skip(self, count: int) -> None:
-        """Discard ``count`` draws."""
-        while count > 0:
-            chunk = min(count, 1 << 22)
-            self.below(np.full(chunk, 2**32 - 1, dtype=np.uint64))
-            count -= chunk
 
 
 def _fisher_yates_forward(size: int, draws: np.ndarray) -> np.ndarray:
@@ -178,8 +182,9 @@ class InfiniteSampler(_KeyedSampler):
             while True:
                 yield np.arange(n, dtype=np.int64)
         stream = TorchRandintStream(self._seed)
-        stream.skip(first_pass * n)  # every pass consumes exactly n draws
         bounds = np.arange(n, 0, -1, dtype=np.uint64)  # draw i is torch.randint(i, n) = i + randint(0, n - i)
+        for _ in range(first_pass):  # replay the passes already consumed (the generator is never re-seeded)
+            stream.below(bounds)
         while True:
             yield _fisher_yates_forward(n, stream.below(bounds))
 
