@@ -40,6 +40,12 @@ def _pair(value: Sequence[float], name: str) -> tuple[float, float]:
     return lo, hi
 
 
+def _count(value: int, name: str, minimum: int) -> int:
+    if int(value) != value or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return int(value)
+
+
 def _probability(value: float, name: str) -> float:
     if not 0.0 <= float(value) <= 1.0:
         raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
@@ -90,16 +96,11 @@ class DataAugmentationDINO:
         mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
         std: Sequence[float] = IMAGENET_DEFAULT_STD,
     ):
-        if int(local_crops_number) != local_crops_number or local_crops_number < 0:
-            raise ValueError(f"local_crops_number must be an integer >= 0, got {local_crops_number}")
-        for name, size in (("global_crops_size", global_crops_size), ("local_crops_size", local_crops_size)):
-            if int(size) != size or size < 1:
-                raise ValueError(f"{name} must be a positive integer, got {size}")
+        self.local_crops_number = _count(local_crops_number, "local_crops_number", minimum=0)
+        self.global_crops_size = _count(global_crops_size, "global_crops_size", minimum=1)
+        self.local_crops_size = _count(local_crops_size, "local_crops_size", minimum=1)
         self.global_crops_scale = _pair(global_crops_scale, "global_crops_scale")
         self.local_crops_scale = _pair(local_crops_scale, "local_crops_scale")
-        self.local_crops_number = int(local_crops_number)
-        self.global_crops_size = int(global_crops_size)
-        self.local_crops_size = int(local_crops_size)
         self.fast = bool(fast)
         self.flip_probability = _probability(flip_probability, "flip_probability")
         self.color_jitter_probability = _probability(color_jitter_probability, "color_jitter_probability")
@@ -107,24 +108,23 @@ class DataAugmentationDINO:
         self.blur_sigma = _pair(blur_sigma, "blur_sigma")
         self.blur_kernel_size = int(blur_kernel_size)
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        p = {
+            name: _probability(value, name)
+            for name, value in (
+                ("global_crop1_blur_probability", global_crop1_blur_probability),
+                ("global_crop2_blur_probability", global_crop2_blur_probability),
+                ("global_crop2_solarize_probability", global_crop2_solarize_probability),
+                ("local_crops_blur_probability", local_crops_blur_probability),
+            )
+        }
+        global_size, global_scale = self.global_crops_size, self.global_crops_scale
         self.recipes = {
-            "global1": _CropRecipe(
-                self.global_crops_size,
-                self.global_crops_scale,
-                _probability(global_crop1_blur_probability, "global_crop1_blur_probability"),
-                None,
-            ),
+            "global1": _CropRecipe(global_size, global_scale, p["global_crop1_blur_probability"], None),
             "global2": _CropRecipe(
-                self.global_crops_size,
-                self.global_crops_scale,
-                _probability(global_crop2_blur_probability, "global_crop2_blur_probability"),
-                _probability(global_crop2_solarize_probability, "global_crop2_solarize_probability"),
+                global_size, global_scale, p["global_crop2_blur_probability"], p["global_crop2_solarize_probability"]
             ),
             "local": _CropRecipe(
-                self.local_crops_size,
-                self.local_crops_scale,
-                _probability(local_crops_blur_probability, "local_crops_blur_probability"),
-                None,
+                self.local_crops_size, self.local_crops_scale, p["local_crops_blur_probability"], None
             ),
         }
         self._scale_shift = ops.normalization_constants(self.mean, self.std)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dinov2.data import make_dataset
+from dinov2.data import DatasetWithEnumeratedTargets, make_dataset
 from dinov2.data.datasets import (
     CorruptImageError,
     ImageFolder,
@@ -94,6 +94,8 @@ def test_imagenet_samples_targets_and_class_info(imagenet_root, tmp_path):
     assert [int(np.argmax(val[i][0])) for i in range(3)] == [0, 1, 2]
     test = ImageNet(split="TEST", root=str(imagenet_root), extra=extra)
     assert len(test) == 2 and test[0][1] is None and test.get_targets() is None
+    assert DatasetWithEnumeratedTargets(test)[1][1] == (1, 1)  # unlabelled: the index stands in
+    assert DatasetWithEnumeratedTargets(train)[4][1] == (4, 2)
 
 
 def test_imagenet_reads_metadata_written_elsewhere(imagenet_root, tmp_path):
