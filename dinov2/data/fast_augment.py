@@ -1,0 +1,170 @@
+"""Tensor implementation of the multi-crop pixel operations (the fast path of ``DataAugmentationDINO``).
+
+The image is turned into a uint8 ``[3, H, W]`` tensor once (a channels-last view of the decoded
+pixels, no copy); each crop is cut and resized on uint8 (antialiased bicubic, like PIL), converted
+to float32 once, and every colour operation works in float on the 0..255 scale; the result is
+rounded to 8-bit levels (as the PIL path yields) and normalised in one step. Random parameters are
+not drawn here: ``augmentations.py`` draws them with the same calls, in the same order, as the
+torchvision v1 transforms of the released (PIL) path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as nnf
+from PIL import Image
+from torchvision.transforms.v2 import functional as tvf
+
+__all__ = [
+    "to_uint8_chw",
+    "resized_crop",
+    "hflip",
+    "adjust_brightness",
+    "adjust_contrast",
+    "adjust_saturation",
+    "adjust_hue",
+    "to_grayscale",
+    "gaussian_blur",
+    "solarize",
+    "normalization_constants",
+    "normalize_255",
+]
+
+_LUMA = torch.tensor([0.299, 0.587, 0.114])  # ITU-R 601-2 weights, as PIL's convert("L")
+
+
+def to_uint8_chw(image: Image.Image | torch.Tensor | np.ndarray) -> torch.Tensor:
+    """RGB uint8 ``[3, H, W]`` from a PIL image, an ``[H, W, 3]`` array or a ``[3, H, W]``/``[1, H, W]`` tensor.
+
+    PIL images and arrays become a channels-last view (strides ``(1, 3W, 3)``), which the uint8
+    resize kernels read fastest.
+    """
+    if isinstance(image, Image.Image):
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        image = np.array(image)  # [H, W, 3], writable copy
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 array [H, W, 3], got {image.dtype} {image.shape}")
+        return torch.from_numpy(image).permute(2, 0, 1)
+    if not isinstance(image, torch.Tensor) or image.dtype != torch.uint8 or image.ndim != 3:
+        raise ValueError(f"expected a PIL image or a uint8 tensor [3, H, W], got {type(image).__name__}")
+    if image.shape[0] == 1:
+        return image.expand(3, -1, -1)
+    if image.shape[0] != 3:
+        raise ValueError(f"expected a uint8 tensor [3, H, W] (RGB), got shape {tuple(image.shape)}")
+    return image
+
+
+def resized_crop(image: torch.Tensor, top: int, left: int, height: int, width: int, size: int) -> torch.Tensor:
+    """Crop ``[top:top+height, left:left+width]`` of a uint8 ``[3, H, W]`` image, resize to ``[3, size, size]``.
+
+    Antialiased bicubic (PIL's ``BICUBIC`` semantics), uint8 in and out.
+    """
+    return tvf.resized_crop(
+        image, top, left, height, width, [size, size], interpolation=tvf.InterpolationMode.BICUBIC, antialias=True
+    )
+
+
+def hflip(x: torch.Tensor) -> torch.Tensor:
+    """Mirror ``[C, H, W]`` left-right."""
+    return x.flip(-1)
+
+
+def adjust_brightness(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """``x * factor`` clipped to [0, 255]; ``x`` float ``[3, H, W]`` on the 0..255 scale."""
+    return x.mul(factor).clamp_(0.0, 255.0)
+
+
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    return torch.tensordot(_LUMA, x, dims=1)  # [H, W]
+
+
+def adjust_contrast(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Blend with the mean grey level of the image: ``mean + factor * (x - mean)``, clipped."""
+    mean = _luma(x).mean()
+    return x.sub(mean).mul_(factor).add_(mean).clamp_(0.0, 255.0)
+
+
+def adjust_saturation(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Blend with the per-pixel grey level: ``grey + factor * (x - grey)``, clipped."""
+    grey = _luma(x)  # [H, W]
+    return x.sub(grey).mul_(factor).add_(grey).clamp_(0.0, 255.0)
+
+
+_HUE_OFFSETS = torch.tensor([5.0, 3.0, 1.0]).view(3, 1, 1)
+
+
+def adjust_hue(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Rotate the HSV hue by ``factor`` turns (``factor`` in [-0.5, 0.5]); value and saturation are kept.
+
+    Uses the closed form ``channel_n = V - C * clamp(min(k, 4 - k), 0, 1)`` with
+    ``k = (n + 6 * hue) mod 6``, ``n = 5, 3, 1`` for R, G, B and chroma ``C = max - min``.
+    """
+    maxc = x.amax(0)  # [H, W]
+    chroma = maxc - x.amin(0)
+    inv_chroma = torch.where(chroma > 0, chroma.reciprocal(), 0.0)
+    r, g, b = x.unbind(0)
+    hue = torch.where(
+        maxc == r,
+        (g - b).mul_(inv_chroma),
+        torch.where(maxc == g, (b - r).mul_(inv_chroma).add_(2.0), (r - g).mul_(inv_chroma).add_(4.0)),
+    )  # [H, W], sextants in (-1, 5]
+    k = _HUE_OFFSETS.add(hue.add_(6.0 * factor))  # [3, H, W]
+    k.sub_(torch.floor(k * (1.0 / 6.0)).mul_(6.0))  # k mod 6 (cheaper than remainder on CPU)
+    ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+    return maxc - ramp.mul_(chroma)
+
+
+def to_grayscale(x: torch.Tensor) -> torch.Tensor:
+    """Grey level (601-2 luma) repeated on 3 channels."""
+    return _luma(x).unsqueeze(0).expand(3, -1, -1).contiguous()
+
+
+def _gaussian_kernel1d(kernel_size: int, sigma: float) -> torch.Tensor:
+    half = (kernel_size - 1) * 0.5
+    pos = torch.linspace(-half, half, kernel_size)
+    weights = torch.exp(-0.5 * (pos / sigma) ** 2)
+    return weights / weights.sum()
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float, kernel_size: int = 9) -> torch.Tensor:
+    """Gaussian blur of a float ``[C, H, W]`` image with reflect padding (torchvision's kernel).
+
+    Applied separably as sums of shifted views, which on CPU is several times faster than a
+    depthwise ``conv2d``; the result equals the 2-D convolution up to float rounding.
+    """
+    _, height, width = x.shape
+    weights = _gaussian_kernel1d(kernel_size, sigma).tolist()
+    pad = kernel_size // 2
+    padded = nnf.pad(x.unsqueeze(0), (pad, pad, pad, pad), mode="reflect")[0]  # [C, H + 2p, W + 2p]
+    rows = padded[:, :, :width] * weights[0]  # [C, H + 2p, W]
+    for shift in range(1, kernel_size):
+        rows.add_(padded[:, :, shift : shift + width], alpha=weights[shift])
+    out = rows[:, :height] * weights[0]  # [C, H, W]
+    for shift in range(1, kernel_size):
+        out.add_(rows[:, shift : shift + height], alpha=weights[shift])
+    return out
+
+
+def solarize(x: torch.Tensor, threshold: float = 128.0) -> torch.Tensor:
+    """Invert the levels at or above ``threshold`` (0..255 scale): ``255 - x`` where ``x >= threshold``."""
+    return torch.where(x >= threshold, 255.0 - x, x)
+
+
+def normalization_constants(mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scale, shift)`` ``[3, 1, 1]`` such that ``x * scale - shift = (x / 255 - mean) / std``."""
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std]).view(3, 1, 1)
+    shift = torch.tensor([m / s for m, s in zip(mean, std)]).view(3, 1, 1)
+    return scale, shift
+
+
+def normalize_255(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Round a 0..255 float image to 8-bit levels (in place), then ``x * scale - shift``.
+
+    ``scale`` / ``shift`` come from :func:`normalization_constants`.
+    """
+    return x.round_().mul_(scale).sub_(shift)
