@@ -153,3 +153,34 @@ def test_local_job_is_requeued_on_preemption_and_resumes(generic_env, tmp_path):
     assert result == {"first_iteration": int(starts[1][1]), "last_iteration": 24, "output_dir": str(output_dir)}
     log = (output_dir / f"{job.job_id}_0_log.err").read_text()  # job folder = the output dir here
     assert "this job is preempted" in log  # submitit logs the requeue itself at INFO (not shown)
+
+
+def test_local_job_with_two_tasks_forms_a_process_group(generic_env, tmp_path):
+    generic_env.setenv("PYTHONPATH", str(REPO_ROOT))
+    config = tmp_path / "config.yaml"
+    config.write_text("train: {}\n")
+    output_dir = tmp_path / "run"
+    job = train_launcher.main(
+        [
+            "--cluster",
+            "local",
+            "--ngpus",
+            "2",
+            "--config-file",
+            str(config),
+            "--output-dir",
+            str(output_dir),
+            "--entry-point",
+            "tests.run.fake_train:main",
+            "iters=2",
+            "sleep=0",
+        ]
+    )
+    try:
+        assert [r["last_iteration"] for r in job.results()] == [1, 1]
+    finally:
+        job.cancel()
+    for name in ("progress.txt", "progress_rank1.txt"):
+        line = (output_dir / name).read_text().split()
+        assert line[3:] == ["world", "2", "sum", "3"], line  # both ranks joined one group of 2
+    assert (output_dir / str(job.job_id) / f"{job.job_id}_1_log.out").exists()  # one log per task
