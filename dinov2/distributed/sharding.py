@@ -35,6 +35,13 @@ Gradient scaler: FSDP2 keeps gradients in the parameters' dtype (fp32), and
 ``torch.amp.GradScaler`` accepts DTensor gradients and all-reduces its inf/NaN flag across the
 mesh (pytorch#132816, torch >= 2.5): use it as is; FSDP1's ``ShardedGradScaler`` is not needed.
 
+Torch versions: ``fully_shard``, ``MixedPrecisionPolicy`` and DTensor-aware ``clip_grad_norm_`` /
+``GradScaler`` are public in torch 2.6, which is enough on CUDA/NCCL. On CPU/gloo, FSDP2 reduces fp32
+gradients with ``ReduceOp.AVG``, which gloo supports from torch 2.7 (pytorch#149781) and which
+averaged wrongly in some releases (pytorch#162338); where ``set_force_sum_reduction_for_comms``
+exists (public, torch >= 2.8) gloo meshes therefore reduce with SUM and FSDP divides. Tested here on
+torch 2.15 (CPU, gloo).
+
 Without a process group (one process) nothing is wrapped: modules are moved to the device and stay
 in fp32; use ``torch.autocast`` for mixed precision there.
 """
@@ -142,10 +149,13 @@ def shard_module(module: nn.Module, policy: ShardingPolicy, mesh, *, reshard_aft
     if reshard_after_forward is None:
         reshard_after_forward = policy.sharding_strategy == "FULL_SHARD"
     blocks = getattr(module, "blocks", None)
-    if isinstance(blocks, nn.ModuleList):
-        for block in blocks:  # a block, or a chunk of blocks (block_chunks > 0)
-            fully_shard(block, mesh=mesh, mp_policy=mp_policy, reshard_after_forward=reshard_after_forward)
-    fully_shard(module, mesh=mesh, mp_policy=mp_policy, reshard_after_forward=reshard_after_forward)
+    units = list(blocks) if isinstance(blocks, nn.ModuleList) else []  # blocks, or chunks of blocks
+    for unit in [*units, module]:  # each block first, then the root (it owns the remaining parameters)
+        fully_shard(unit, mesh=mesh, mp_policy=mp_policy, reshard_after_forward=reshard_after_forward)
+        # Gloo's AVG reduction is missing before torch 2.7 and was wrong in some later releases
+        # (pytorch#162338): on CPU, reduce with SUM and let FSDP divide (public API, torch >= 2.8).
+        if dist.get_backend() == "gloo" and hasattr(unit, "set_force_sum_reduction_for_comms"):
+            unit.set_force_sum_reduction_for_comms(True)
     return module
 
 

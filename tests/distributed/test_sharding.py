@@ -89,6 +89,7 @@ def references():
     return refs
 
 
+@tm.requires_cpu_fsdp
 @pytest.mark.parametrize("case", list(CASES))
 def test_two_processes_match_one_process(case, distributed_results, references):
     reference = references[CASES[case][2]]
@@ -107,6 +108,7 @@ def test_clipping_was_active(references):
     assert max(max(step) for step in references[0]["norms"]) > 0.05
 
 
+@tm.requires_cpu_fsdp
 def test_parameters_are_sharded_as_configured(distributed_results, references):
     rank0 = distributed_results[0]
     assert rank0["NO_SHARD"]["placements"] == ["(Replicate(), Shard(dim=0))"]
@@ -119,6 +121,7 @@ def test_parameters_are_sharded_as_configured(distributed_results, references):
     assert all(r[c]["teacher_sharded_after_forward"] for r in distributed_results for c in CASES)
 
 
+@tm.requires_cpu_fsdp
 def test_grad_scaler_skips_step_on_every_rank(distributed_results):
     for rank_result in distributed_results:
         assert rank_result["grad_scaler"]["unchanged_after_inf"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,6 +20,12 @@ from dinov2.distributed import all_reduce
 from dinov2.distributed.sharding import clip_grad_norm_, ema_update
 
 IN_DIM, DIM, OUT_DIM = 6, 8, 12
+
+# FSDP2 on CPU reduces fp32 gradients with gloo's ReduceOp.AVG, which gloo gained in torch 2.7
+# (pytorch#149781); torch 2.6 supports FSDP2 on CUDA/NCCL only.
+requires_cpu_fsdp = pytest.mark.skipif(
+    tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 7), reason="FSDP2 on CPU/gloo needs torch >= 2.7"
+)
 
 
 class TinyBlock(nn.Module):

@@ -195,6 +195,7 @@ def _sharded_save_then_resume(rank: int, world: int, directory: str) -> dict:
     }
 
 
+@tm.requires_cpu_fsdp
 def test_saved_by_two_processes_resumed_by_one(tmp_path):
     results = run_distributed(_sharded_save_then_resume, 2, str(tmp_path))
     rank0 = results[0]

@@ -92,7 +92,10 @@ def main(argv: list[str] | None = None):
     if not os.path.isfile(args.config_file):
         parser.error(f"--config-file {args.config_file!r} does not exist")
     resolve_entry_point(args.entry_point)  # fail here, not in the job, on a wrong entry point
-    return submit_jobs(Trainer, args, name="dinov2:train")
+    # Pickle the task class by its importable name, also when this file runs as a script (__main__).
+    from dinov2.run.train.train import Trainer as task_class
+
+    return submit_jobs(task_class, args, name="dinov2:train")
 
 
 if __name__ == "__main__":
