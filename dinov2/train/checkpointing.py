@@ -56,7 +56,7 @@ _TMP = re.compile(r"^ckpt_tmp_(\d+)$")
 
 
 def capture_rng_state() -> dict[str, Any]:
-    """This process's python, numpy, torch CPU and CUDA generator states (weights_only-loadable)."""
+    """This process's python, numpy, torch CPU and current-CUDA-device generator states (weights_only-loadable)."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
     cuda_initialized = torch.cuda.is_available() and torch.cuda.is_initialized()
     return {
@@ -69,7 +69,8 @@ def capture_rng_state() -> dict[str, Any]:
             "cached_gaussian": float(cached),
         },
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if cuda_initialized else None,
+        # only this process's device: the number of visible GPUs may differ when resuming
+        "cuda": torch.cuda.get_rng_state() if cuda_initialized else None,
     }
 
 
@@ -83,7 +84,7 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
     )
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def seed_all(seed: int) -> None:
@@ -375,6 +376,8 @@ class Checkpointer:
         return LoadedCheckpoint(path, extra["iteration"], extra["world_size"], extra["plain"], rng_restored)
 
     def _restore_rng(self, path: Path, extra: Mapping[str, Any]) -> bool:
+        if not self.save_rng:
+            return False
         rank = distributed.get_global_rank()
         own = path / f"rng_rank{rank:05d}.pt"
         if extra["world_size"] == distributed.get_global_size() and own.is_file():
