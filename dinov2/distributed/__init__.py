@@ -2,7 +2,9 @@
 
 Every collective in the library goes through this module, so layers, losses and evaluation code run
 unchanged with or without ``torch.distributed`` initialised. The helper names follow the released
-``dinov2.distributed`` module.
+``dinov2.distributed`` module. Process-group set-up (``enable``/``disable``) lives in
+:mod:`dinov2.distributed.env`; FSDP sharding, EMA and clipping on sharded parameters in
+:mod:`dinov2.distributed.sharding`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,22 @@ import os
 import torch
 import torch.distributed as dist
 
+from dinov2.distributed.env import (
+    DistributedEnvironment,
+    MainProcessFilter,
+    detect_environment,
+    disable,
+    enable,
+    restrict_logging_to_main_process,
+)
+
 __all__ = [
+    "enable",
+    "disable",
+    "detect_environment",
+    "DistributedEnvironment",
+    "MainProcessFilter",
+    "restrict_logging_to_main_process",
     "is_enabled",
     "get_global_rank",
     "get_global_size",

@@ -1,0 +1,290 @@
+"""FSDP2 sharding of the student and teacher, plus EMA and gradient clipping on sharded parameters.
+
+One function, :func:`shard_model`, wraps the model from outside (the model code knows nothing of
+FSDP), in a fixed order for every sub-module X of ``student`` and ``teacher``
+(``backbone``, ``dino_head``, ``ibot_head``), configured by ``compute_precision.<role>.<X>``:
+
+1. move X to the training device (and, optionally, broadcast rank 0's weights and buffers);
+2. cast floating buffers to ``buffer_dtype`` (FSDP2 leaves buffers alone, see below);
+3. ``fully_shard`` each element of ``X.blocks`` (a block, or a block chunk when ``block_chunks > 0``),
+   so that only one block's full weights are alive at a time;
+4. ``fully_shard`` X itself (patch embedding, tokens, final norm, head layers).
+
+Mapping of the released FSDP1 settings onto FSDP2 (``torch.distributed.fsdp.fully_shard``, public
+since torch 2.6):
+
+================ =====================================================================
+FSDP1            FSDP2 here
+================ =====================================================================
+FULL_SHARD       1-D mesh over all ranks, ``reshard_after_forward=True``
+SHARD_GRAD_OP    1-D mesh over all ranks, ``reshard_after_forward=False`` (student); the
+                 teacher never runs backward, so it always reshards after forward (else
+                 its parameters would stay gathered, and stale once the EMA updates them)
+NO_SHARD         2-D mesh ``(replicate=world, shard=1)``: HSDP with shard groups of one
+                 rank, i.e. every rank keeps full parameters and gradients are all-reduced
+param_dtype      ``MixedPrecisionPolicy.param_dtype`` (compute dtype of the gathered weights)
+reduce_dtype     ``MixedPrecisionPolicy.reduce_dtype`` (dtype of the gradient reduction)
+buffer_dtype     no FSDP2 equivalent: floating buffers are cast once, when sharding
+================ =====================================================================
+
+Every parameter is then a ``DTensor`` whether sharded or not, so EMA, clipping, the gradient
+scaler and ``torch.distributed.checkpoint`` follow one code path. Sharded gradients are averaged
+over ranks (each rank's loss must be the mean over its part of the global batch).
+
+Gradient scaler: FSDP2 keeps gradients in the parameters' dtype (fp32), and
+``torch.amp.GradScaler`` accepts DTensor gradients and all-reduces its inf/NaN flag across the
+mesh (pytorch#132816, torch >= 2.5): use it as is; FSDP1's ``ShardedGradScaler`` is not needed.
+
+Torch versions: ``fully_shard``, ``MixedPrecisionPolicy`` and DTensor-aware ``clip_grad_norm_`` /
+``GradScaler`` are public in torch 2.6, which is enough on CUDA/NCCL. On CPU/gloo, FSDP2 reduces fp32
+gradients with ``ReduceOp.AVG``, which gloo supports from torch 2.7 (pytorch#149781) and which
+averaged wrongly in some releases (pytorch#162338); where ``set_force_sum_reduction_for_comms``
+exists (public, torch >= 2.8) gloo meshes therefore reduce with SUM and FSDP divides. Tested here on
+torch 2.15 (CPU, gloo).
+
+Without a process group (one process) nothing is wrapped: modules are moved to the device and stay
+in fp32; use ``torch.autocast`` for mixed precision there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+logger = logging.getLogger("dinov2")
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+SHARDING_STRATEGIES = ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD")
+ROLES = ("student", "teacher")
+
+
+def parse_dtype(value: Any, name: str = "dtype") -> torch.dtype:
+    """``"fp32" | "fp16" | "bf16"`` (or a ``torch.dtype``) -> ``torch.dtype``."""
+    if isinstance(value, torch.dtype) and value in DTYPES.values():
+        return value
+    if isinstance(value, str) and value in DTYPES:
+        return DTYPES[value]
+    raise ValueError(f"{name} must be one of {sorted(DTYPES)}, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardingPolicy:
+    """Sharding strategy and mixed-precision dtypes of one sub-module (one config section)."""
+
+    sharding_strategy: str = "SHARD_GRAD_OP"
+    param_dtype: torch.dtype = torch.float32
+    reduce_dtype: torch.dtype = torch.float32
+    buffer_dtype: torch.dtype = torch.float32
+
+    def __post_init__(self) -> None:
+        if self.sharding_strategy not in SHARDING_STRATEGIES:
+            raise ValueError(
+                f"sharding_strategy must be one of {list(SHARDING_STRATEGIES)}, got {self.sharding_strategy!r}"
+            )
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any], name: str = "compute_precision") -> ShardingPolicy:
+        """Read ``{sharding_strategy, mixed_precision: {param_dtype, reduce_dtype, buffer_dtype}}``."""
+        unknown = set(section) - {"sharding_strategy", "mixed_precision"}
+        if unknown:
+            raise ValueError(f"{name} has unknown keys {sorted(unknown)}; expected sharding_strategy, mixed_precision")
+        precision = section.get("mixed_precision") or {}
+        unknown = set(precision) - {"param_dtype", "reduce_dtype", "buffer_dtype"}
+        if unknown:
+            raise ValueError(f"{name}.mixed_precision has unknown keys {sorted(unknown)}")
+        return cls(
+            sharding_strategy=str(section.get("sharding_strategy", "SHARD_GRAD_OP")),
+            param_dtype=parse_dtype(precision.get("param_dtype", "fp32"), f"{name}.mixed_precision.param_dtype"),
+            reduce_dtype=parse_dtype(precision.get("reduce_dtype", "fp32"), f"{name}.mixed_precision.reduce_dtype"),
+            buffer_dtype=parse_dtype(precision.get("buffer_dtype", "fp32"), f"{name}.mixed_precision.buffer_dtype"),
+        )
+
+
+class _Meshes:
+    """The two device meshes (built on first use, identically on every rank)."""
+
+    def __init__(self, device_type: str, shard_mesh=None) -> None:
+        self.device_type = device_type
+        self._shard = shard_mesh
+        self._replicate = None
+
+    def for_strategy(self, strategy: str):
+        from torch.distributed.device_mesh import init_device_mesh
+
+        world = dist.get_world_size()
+        if strategy == "NO_SHARD":
+            if self._replicate is None:
+                self._replicate = init_device_mesh(
+                    self.device_type, (world, 1), mesh_dim_names=("dp_replicate", "dp_shard")
+                )
+            return self._replicate
+        if self._shard is None:
+            self._shard = init_device_mesh(self.device_type, (world,), mesh_dim_names=("dp_shard",))
+        return self._shard
+
+
+def _broadcast_states(module: nn.Module) -> None:
+    for tensor in [*module.parameters(), *module.buffers()]:
+        dist.broadcast(tensor.data, src=0)
+
+
+def _cast_buffers(module: nn.Module, dtype: torch.dtype) -> None:
+    for sub in module.modules():
+        for name, buffer in sub.named_buffers(recurse=False):
+            if buffer is not None and buffer.is_floating_point() and buffer.dtype != dtype:
+                setattr(sub, name, buffer.to(dtype))
+
+
+def shard_module(module: nn.Module, policy: ShardingPolicy, mesh, *, reshard_after_forward: bool | None = None):
+    """Wrap ``module.blocks[i]`` (if any) then ``module`` with ``fully_shard``; returns ``module``."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mp_policy = MixedPrecisionPolicy(param_dtype=policy.param_dtype, reduce_dtype=policy.reduce_dtype)
+    if reshard_after_forward is None:
+        reshard_after_forward = policy.sharding_strategy == "FULL_SHARD"
+    blocks = getattr(module, "blocks", None)
+    units = list(blocks) if isinstance(blocks, nn.ModuleList) else []  # blocks, or chunks of blocks
+    for unit in [*units, module]:  # each block first, then the root (it owns the remaining parameters)
+        fully_shard(unit, mesh=mesh, mp_policy=mp_policy, reshard_after_forward=reshard_after_forward)
+        # Gloo's AVG reduction is missing before torch 2.7 and was wrong in some later releases
+        # (pytorch#162338): on CPU, reduce with SUM and let FSDP divide (public API, torch >= 2.8).
+        if dist.get_backend() == "gloo" and hasattr(unit, "set_force_sum_reduction_for_comms"):
+            unit.set_force_sum_reduction_for_comms(True)
+    return module
+
+
+def shard_model(
+    modules: Mapping[str, Mapping[str, nn.Module]],
+    precision_cfg: Mapping[str, Any],
+    *,
+    device: torch.device | str,
+    mesh=None,
+    sync_module_states: bool = True,
+) -> None:
+    """Shard ``modules[role][X]`` in place for role in student/teacher, per ``precision_cfg[role][X]``.
+
+    Args:
+        modules: e.g. ``{"student": model.student, "teacher": model.teacher}`` (``nn.ModuleDict`` of
+            ``backbone``, ``dino_head``, ``ibot_head``); other roles are ignored.
+        precision_cfg: the ``compute_precision`` config section.
+        device: training device; modules are moved there first.
+        mesh: a 1-D ``DeviceMesh`` over all ranks for FULL_SHARD / SHARD_GRAD_OP (default: built
+            from the default process group). NO_SHARD always uses a ``(world, 1)`` mesh.
+        sync_module_states: broadcast rank 0's parameters and buffers first, so that all ranks
+            start from the same weights whatever their seeds.
+    """
+    device = torch.device(device)
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    meshes = _Meshes(device.type, mesh)
+    for role in ROLES:
+        for name, module in (modules.get(role) or {}).items():
+            section = (precision_cfg.get(role) or {}).get(name)
+            if section is None:
+                raise ValueError(
+                    f"compute_precision.{role}.{name} is missing: add sharding_strategy and mixed_precision for it"
+                )
+            policy = ShardingPolicy.from_config(section, f"compute_precision.{role}.{name}")
+            module.to(device)
+            _cast_buffers(module, policy.buffer_dtype)
+            if not distributed:
+                continue
+            if sync_module_states:
+                _broadcast_states(module)
+            # The teacher only runs forward (under no_grad): reshard right after it.
+            reshard = True if role == "teacher" else None
+            shard_module(module, policy, meshes.for_strategy(policy.sharding_strategy), reshard_after_forward=reshard)
+            logger.info("sharded %s.%s: %s", role, name, policy)
+    if not distributed:
+        logger.info("no process group: student/teacher left unsharded in their parameters' dtype")
+
+
+def reshard(module: nn.Module) -> None:
+    """Free the gathered weights of every FSDP unit in ``module`` (after a no-grad forward of a
+    ``reshard_after_forward=False`` module); a no-op for unsharded modules."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for sub in module.modules():
+        if isinstance(sub, FSDPModule):
+            sub.reshard()
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    from torch.distributed.tensor import DTensor
+
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
+def _matching_local(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """The part of ``student`` that ``teacher`` holds locally (no communication when sharded alike)."""
+    from torch.distributed.tensor import DTensor, Shard
+
+    is_dt_s, is_dt_t = isinstance(student, DTensor), isinstance(teacher, DTensor)
+    if not is_dt_s and not is_dt_t:
+        return student
+    if is_dt_s != is_dt_t:
+        raise RuntimeError(
+            "EMA between a sharded and an unsharded parameter: shard teacher and student alike, and call "
+            "dinov2.distributed.sharding.reshard() after a no-grad forward of a SHARD_GRAD_OP module"
+        )
+    if student.device_mesh == teacher.device_mesh and student.placements == teacher.placements:
+        return student.to_local()
+    # Different strategies for teacher and student (slow path): gather, then slice like the teacher.
+    full = student.full_tensor()
+    coordinate = teacher.device_mesh.get_coordinate()
+    for mesh_dim, placement in enumerate(teacher.placements):
+        if isinstance(placement, Shard):
+            size = teacher.device_mesh.size(mesh_dim)
+            chunks = torch.chunk(full, size, dim=placement.dim)
+            index = coordinate[mesh_dim]
+            full = chunks[index] if index < len(chunks) else full.narrow(placement.dim, 0, 0)
+    return full
+
+
+@torch.no_grad()
+def ema_update(teacher_params: Iterable[torch.Tensor], student_params: Iterable[torch.Tensor], momentum: float) -> None:
+    """``teacher = momentum * teacher + (1 - momentum) * student`` in place, on local shards.
+
+    Both iterables must list matching parameters in the same order (e.g. ``teacher.parameters()``
+    and ``student.parameters()`` of the same architecture). With identical sharding this touches
+    only local shards (no collective).
+    """
+    teacher_local, student_local = [], []
+    teacher_params, student_params = list(teacher_params), list(student_params)
+    if len(teacher_params) != len(student_params):
+        raise ValueError(
+            f"EMA needs as many teacher as student parameters: {len(teacher_params)} vs {len(student_params)}"
+        )
+    for teacher, student in zip(teacher_params, student_params):
+        if teacher.shape != student.shape:
+            raise ValueError(
+                f"EMA parameter shapes differ: teacher {tuple(teacher.shape)}, student {tuple(student.shape)}"
+            )
+        teacher_local.append(_local(teacher))
+        student_local.append(_matching_local(student, teacher).to(teacher_local[-1].dtype))
+    if teacher_local:
+        torch._foreach_mul_(teacher_local, momentum)
+        torch._foreach_add_(teacher_local, student_local, alpha=1.0 - momentum)
+
+
+def clip_grad_norm_(parameters: Iterable[torch.Tensor], max_norm: float, norm_type: float = 2.0) -> torch.Tensor:
+    """Clip the gradients of sharded or plain parameters to a total norm of ``max_norm``.
+
+    The norm is over the full (global) gradients: for DTensor gradients torch reduces the partial
+    norms over the mesh. Call it once per student sub-module (backbone, heads) as the release does.
+    Returns the total norm before clipping as a plain scalar tensor (same on every rank).
+    """
+    from torch.distributed.tensor import DTensor
+
+    parameters = [p for p in parameters if p.grad is not None]
+    if not parameters:
+        return torch.zeros(())
+    total_norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm, norm_type=norm_type)
+    if isinstance(total_norm, DTensor):
+        total_norm = total_norm.full_tensor()
+    return total_norm

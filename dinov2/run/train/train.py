@@ -1,0 +1,103 @@
+"""Submit DINOv2 training with submitit: one task per GPU, requeued by itself on preemption or time-out.
+
+    python dinov2/run/train/train.py --nodes 4 --ngpus 8 --partition P --timeout 2800 \\
+        --config-file dinov2/configs/train/vitl16_short.yaml --output-dir /shared/exp key=value ...
+
+Each task joins the job's process group from the SLURM variables (``dinov2.distributed.enable``)
+and calls the training entry point with the parsed arguments. On SIGUSR2 (preemption, or the time
+limit minus 120 s) submitit calls :meth:`Trainer.checkpoint`, which resubmits a fresh task with
+the same arguments; the trainer then resumes from the latest checkpoint in ``--output-dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+from collections.abc import Callable
+
+from dinov2 import distributed
+from dinov2.run.submit import get_args_parser, submit_jobs
+
+logger = logging.getLogger("dinov2")
+
+DEFAULT_ENTRY_POINT = "dinov2.train.train:main"
+
+
+def get_train_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    """The flags of the training script (``dinov2/train/train.py``) that the launcher forwards."""
+    parser = argparse.ArgumentParser("DINOv2 training", add_help=add_help)
+    parser.add_argument("--config-file", default="", metavar="FILE", help="path to the config file")
+    parser.add_argument(
+        "--no-resume", action="store_true", help="start afresh instead of resuming the latest checkpoint"
+    )
+    parser.add_argument("--eval-only", action="store_true", help="only evaluate")
+    parser.add_argument("--eval", type=str, default="", help="evaluation to run")
+    parser.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="config overrides: key=value ...")
+    parser.add_argument("--output-dir", "--output_dir", default="", type=str, help="folder for logs and checkpoints")
+    return parser
+
+
+def resolve_entry_point(spec: str) -> Callable:
+    """``"package.module:function"`` -> the function."""
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"entry point must look like 'package.module:function', got {spec!r}")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+class Trainer:
+    """The submitit task: set up distributed, then run the training entry point on ``args``."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+
+    def __call__(self):
+        self._setup_args()
+        distributed.enable(overwrite=True)
+        entry_point = resolve_entry_point(getattr(self.args, "entry_point", DEFAULT_ENTRY_POINT))
+        return entry_point(self.args)
+
+    def checkpoint(self):
+        """Called by submitit on preemption / time-out: requeue a fresh task with the same arguments."""
+        import submitit
+
+        logger.info("requeuing %s", self.args)
+        return submitit.helpers.DelayedSubmission(type(self)(self.args))
+
+    def _setup_args(self) -> None:
+        import submitit
+
+        job_env = submitit.JobEnvironment()
+        self.args.output_dir = self.args.output_dir.replace("%j", str(job_env.job_id))
+        logger.info(
+            "process %d/%d of job %s, output in %s",
+            job_env.global_rank,
+            job_env.num_tasks,
+            job_env.job_id,
+            self.args.output_dir,
+        )
+
+
+def main(argv: list[str] | None = None):
+    """Parse the launcher and training flags and submit; returns the submitit job."""
+    parser = get_args_parser(
+        description="Submitit launcher for DINOv2 training", parents=[get_train_args_parser(add_help=False)]
+    )
+    parser.add_argument(
+        "--entry-point", default=DEFAULT_ENTRY_POINT, help="training function called in each task (module:function)"
+    )
+    args = parser.parse_args(argv)
+    if not os.path.isfile(args.config_file):
+        parser.error(f"--config-file {args.config_file!r} does not exist")
+    resolve_entry_point(args.entry_point)  # fail here, not in the job, on a wrong entry point
+    # Pickle the task class by its importable name, also when this file runs as a script (__main__).
+    from dinov2.run.train.train import Trainer as task_class
+
+    return submit_jobs(task_class, args, name="dinov2:train")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    main()

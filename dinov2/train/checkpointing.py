@@ -1,0 +1,433 @@
+"""Sharded, atomic, resumable training checkpoints and the teacher export.
+
+Layout of one checkpoint (``Checkpointer(directory)``)::
+
+    <directory>/model_0012499/          # iteration 12499, renamed into place when complete
+        .metadata, __<rank>_0.distcp    # torch.distributed.checkpoint: models and optimizer
+        extra.pt                        # rank 0: iteration, world size, plain values, stateful objects
+        rng_rank00000.pt ...            # one per rank: python / numpy / torch (CPU, CUDA) RNG states
+        COMPLETE                        # JSON marker: iteration, world size, size + CRC32 of every file
+
+Writing goes to ``<directory>/ckpt_tmp_0012499`` first; after every rank has written (barrier) rank 0
+checksums the files (shared among ranks), writes ``COMPLETE`` and renames the folder to
+``model_0012499``. A process killed before the rename leaves only a ``ckpt_tmp_*`` folder, which
+is ignored and later deleted: the previous checkpoint is untouched. Only the last ``keep``
+checkpoints are kept (older ones are deleted after a new one is complete).
+
+Models and the optimizer go through ``get_state_dict`` / ``set_state_dict``
+(``torch.distributed.checkpoint.state_dict``) and DCP, so FSDP2 (DTensor) and plain modules are
+saved alike and a checkpoint loads with another number of processes (saved by 2, resumed by 1).
+
+RNG states are per rank. When the world size is unchanged each rank gets its own state back
+(exact resume); otherwise streams cannot continue, and every rank is re-seeded from a seed derived
+from the checkpoint (its rank-0 torch state) and its new rank, which is reproducible but not the
+stream the old run would have drawn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import random
+import re
+import shutil
+import time
+import warnings
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from dinov2 import distributed
+
+logger = logging.getLogger("dinov2")
+
+MARKER = "COMPLETE"
+EXTRA_FILE = "extra.pt"
+_FINAL = re.compile(r"^model_(\d+)$")
+_TMP = re.compile(r"^ckpt_tmp_(\d+)$")
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """This process's python, numpy, torch CPU and current-CUDA-device generator states (weights_only-loadable)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    cuda_initialized = torch.cuda.is_available() and torch.cuda.is_initialized()
+    return {
+        "python": random.getstate(),
+        "numpy": {
+            "name": name,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+        # only this process's device: the number of visible GPUs may differ when resuming
+        "cuda": torch.cuda.get_rng_state() if cuda_initialized else None,
+    }
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state(
+        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def seed_all(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA) generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _crc32(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def _broadcast_object(obj: Any) -> Any:
+    if distributed.get_global_size() == 1:
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def _gather_objects(obj: Any) -> list[Any]:
+    if distributed.get_global_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * distributed.get_global_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _checksum_share(directory: Path, names: list[str]) -> dict[str, list[int]]:
+    """Size and CRC32 of this rank's share of ``names`` (every world-th file)."""
+    rank, world = distributed.get_global_rank(), distributed.get_global_size()
+    return {name: [(directory / name).stat().st_size, _crc32(directory / name)] for name in names[rank::world]}
+
+
+def _split_state(state: Mapping[str, Any]):
+    """-> (modules, (optimizer key, optimizer) or None, stateful objects, plain values)."""
+    modules = {k: v for k, v in state.items() if isinstance(v, nn.Module)}
+    optimizers = {k: v for k, v in state.items() if isinstance(v, torch.optim.Optimizer)}
+    if len(optimizers) > 1 or (optimizers and len(modules) != 1):
+        raise ValueError(
+            f"checkpoint state holds modules {sorted(modules)} and optimizers {sorted(optimizers)}: "
+            "an optimizer needs exactly one module (the model it optimises) and at most one optimizer is supported"
+        )
+    rest = {k: v for k, v in state.items() if k not in modules and k not in optimizers}
+    stateful = {k: v for k, v in rest.items() if hasattr(v, "state_dict") and hasattr(v, "load_state_dict")}
+    plain = {k: v for k, v in rest.items() if k not in stateful}
+    return modules, next(iter(optimizers.items()), None), stateful, plain
+
+
+def _dcp_state(modules, optimizer) -> dict[str, Any]:
+    """The state dict DCP reads or writes in place: ``{module key: ..., optimizer key: ...}``."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict
+
+    out: dict[str, Any] = {}
+    if optimizer is not None:
+        (model_key, model), (optim_key, optim) = next(iter(modules.items())), optimizer
+        out[model_key], out[optim_key] = get_state_dict(model, optim)
+    else:
+        out = {key: get_model_state_dict(module) for key, module in modules.items()}
+    return out
+
+
+def _dcp_call(fn, state_dict: dict, path: Path) -> None:
+    with warnings.catch_warnings():  # DCP warns that it runs "in a single process" without a group
+        warnings.filterwarnings("ignore", message=".*(single process|distributed is disabled|uninitialized).*")
+        fn(state_dict, checkpoint_id=str(path))
+
+
+@dataclasses.dataclass
+class LoadedCheckpoint:
+    """What :meth:`Checkpointer.load_latest` restored."""
+
+    path: Path
+    iteration: int
+    world_size: int  # number of processes that saved it
+    extra: dict[str, Any]  # the plain (non-module, non-stateful) values given to ``save``
+    rng_restored: bool  # False when the world size changed (ranks were re-seeded instead)
+
+
+def _fsync_write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # some file systems do not allow opening folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class Checkpointer:
+    """Save and resume training state in ``directory`` (see the module docstring for the layout).
+
+    ``state`` (for :meth:`save` and :meth:`load_latest`) maps names to:
+
+    - ``nn.Module``: model weights and buffers (sharded or not), e.g. ``{"model": ssl_meta_arch}``;
+    - one ``torch.optim.Optimizer`` (allowed with exactly one module, the one it optimises);
+    - objects with ``state_dict``/``load_state_dict`` (e.g. ``torch.amp.GradScaler``): saved by rank 0;
+    - anything else (iteration counters, sampler position, config hash): plain values saved by rank 0,
+      returned in :attr:`LoadedCheckpoint.extra`. They must be ``torch.load(weights_only=True)``-safe
+      (tensors, numbers, strings, lists, tuples, dicts).
+
+    Every method is collective: call it on all ranks.
+    """
+
+    def __init__(self, directory: str | os.PathLike, keep: int = 3, *, verify: bool = True, save_rng: bool = True):
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1 (number of checkpoints kept), got {keep}")
+        self.directory = Path(directory)
+        self.keep = keep
+        self.verify = verify
+        self.save_rng = save_rng
+
+    def path_for(self, iteration: int) -> Path:
+        return self.directory / f"model_{iteration:07d}"
+
+    def list_checkpoints(self) -> list[Path]:
+        """Complete checkpoints (completion marker present), newest first. Reads the file system only."""
+        if not self.directory.is_dir():
+            return []
+        found = []
+        for path in self.directory.iterdir():
+            match = _FINAL.match(path.name)
+            if match and (path / MARKER).is_file():
+                found.append((int(match.group(1)), path))
+        return [path for _, path in sorted(found, reverse=True)]
+
+    # ----------------------------------------------------------------------------------- save
+    def save(self, iteration: int, state: Mapping[str, Any]) -> Path:
+        """Write a checkpoint of ``state`` at ``iteration`` atomically; returns its final path."""
+        from torch.distributed.checkpoint import save as dcp_save
+
+        modules, optimizer, stateful, plain = _split_state(state)
+        rank, world = distributed.get_global_rank(), distributed.get_global_size()
+        tmp, final = self.directory / f"ckpt_tmp_{iteration:07d}", self.path_for(iteration)
+        if rank == 0:
+            if tmp.exists():  # left by a process killed while writing this iteration
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+        distributed.barrier()
+        _dcp_call(dcp_save, _dcp_state(modules, optimizer), tmp)
+        if self.save_rng:
+            torch.save(capture_rng_state(), tmp / f"rng_rank{rank:05d}.pt")
+        if rank == 0:
+            extra = {
+                "iteration": iteration,
+                "world_size": world,
+                "plain": dict(plain),
+                "stateful": {key: obj.state_dict() for key, obj in stateful.items()},
+            }
+            torch.save(extra, tmp / EXTRA_FILE)
+            self._check_loadable(tmp / EXTRA_FILE, plain)
+        distributed.barrier()
+        self._commit(iteration, tmp, final)
+        distributed.barrier()
+        if rank == 0:
+            self._prune()
+        return final
+
+    @staticmethod
+    def _check_loadable(path: Path, plain: Mapping[str, Any]) -> None:
+        try:
+            torch.load(path, weights_only=True)
+        except Exception as error:
+            raise TypeError(
+                f"checkpoint values {sorted(plain)} must be loadable with torch.load(weights_only=True) "
+                f"(tensors, numbers, strings, lists, dicts); convert other objects first: {error}"
+            ) from error
+
+    def _commit(self, iteration: int, tmp: Path, final: Path) -> None:
+        names = _broadcast_object(sorted(p.name for p in tmp.iterdir()) if distributed.is_main_process() else None)
+        files: dict[str, list[int]] = {}
+        if self.verify:
+            for share in _gather_objects(_checksum_share(tmp, names)):
+                files.update(share)
+        if not distributed.is_main_process():
+            return
+        marker = {
+            "iteration": iteration,
+            "world_size": distributed.get_global_size(),
+            "files": files,
+            "names": names,
+            "torch": torch.__version__,
+            "time": time.time(),
+        }
+        _fsync_write(tmp / MARKER, json.dumps(marker).encode())
+        if final.exists():
+            logger.warning("replacing existing checkpoint %s", final)
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync_dir(self.directory)
+        logger.info("saved checkpoint %s", final)
+
+    def _prune(self) -> None:
+        for old in self.list_checkpoints()[self.keep :]:
+            shutil.rmtree(old, ignore_errors=True)
+        for path in self.directory.iterdir():
+            if _TMP.match(path.name):
+                shutil.rmtree(path, ignore_errors=True)
+
+    # ----------------------------------------------------------------------------------- load
+    def load_latest(self, state: Mapping[str, Any]) -> LoadedCheckpoint | None:
+        """Restore the newest checkpoint that verifies and loads into ``state``; None if there is none.
+
+        A checkpoint that fails (checksum, missing file, load error) is reported with
+        ``logging.warning`` and the previous one is tried. If checkpoints exist but none loads, raises
+        ``RuntimeError`` rather than silently starting afresh.
+        """
+        candidates = _broadcast_object(self.list_checkpoints() if distributed.is_main_process() else None)
+        failures = []
+        for path in candidates:
+            result = self._try_load(path, state)
+            if isinstance(result, LoadedCheckpoint):
+                logger.info("resumed from %s (iteration %d)", path, result.iteration)
+                return result
+            logger.warning("checkpoint %s cannot be used (%s); trying the previous one", path, result)
+            failures.append(f"{path}: {result}")
+        if failures:
+            raise RuntimeError(
+                "no checkpoint could be loaded:\n  "
+                + "\n  ".join(failures)
+                + "\nremove the broken folders or start afresh with --no-resume"
+            )
+        return None
+
+    def load(self, path: str | os.PathLike, state: Mapping[str, Any]) -> LoadedCheckpoint:
+        """Restore the checkpoint at ``path`` into ``state`` (raises ``RuntimeError`` if it cannot)."""
+        result = self._try_load(Path(path), state)
+        if not isinstance(result, LoadedCheckpoint):
+            raise RuntimeError(f"checkpoint {path} cannot be used: {result}")
+        return result
+
+    def _try_load(self, path: Path, state: Mapping[str, Any]) -> LoadedCheckpoint | str:
+        """A LoadedCheckpoint, or the (rank-agreed) error message."""
+        error = _agreed_error(self._verify_share, path)
+        if error is None:
+            result: list[LoadedCheckpoint] = []
+            error = _agreed_error(lambda p: result.append(self._restore(p, state)), path)
+            if error is None:
+                return result[0]
+        return error
+
+    def _verify_share(self, path: Path) -> None:
+        marker = json.loads((path / MARKER).read_text())
+        names = marker["names"]
+        missing = [name for name in names if not (path / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"missing files {missing}")
+        rank, world = distributed.get_global_rank(), distributed.get_global_size()
+        for name in sorted(marker["files"])[rank::world]:
+            size, crc = marker["files"][name]
+            actual = (path / name).stat().st_size
+            if actual != size or _crc32(path / name) != crc:
+                raise OSError(f"{path / name} is corrupted (size {actual}, expected {size}; checksum mismatch)")
+
+    def _restore(self, path: Path, state: Mapping[str, Any]) -> LoadedCheckpoint:
+        from torch.distributed.checkpoint import load as dcp_load
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_state_dict
+
+        modules, optimizer, stateful, _ = _split_state(state)
+        state_dict = _dcp_state(modules, optimizer)
+        _dcp_call(dcp_load, state_dict, path)
+        if optimizer is not None:
+            (model_key, model), (optim_key, optim) = next(iter(modules.items())), optimizer
+            set_state_dict(model, optim, model_state_dict=state_dict[model_key], optim_state_dict=state_dict[optim_key])
+        else:
+            for key, module in modules.items():
+                set_model_state_dict(module, state_dict[key])
+        extra = torch.load(path / EXTRA_FILE, weights_only=True)
+        for key, obj in stateful.items():
+            if key not in extra["stateful"]:
+                raise KeyError(f"checkpoint has no state for {key!r} (it has {sorted(extra['stateful'])})")
+            obj.load_state_dict(extra["stateful"][key])
+        rng_restored = self._restore_rng(path, extra)
+        return LoadedCheckpoint(path, extra["iteration"], extra["world_size"], extra["plain"], rng_restored)
+
+    def _restore_rng(self, path: Path, extra: Mapping[str, Any]) -> bool:
+        if not self.save_rng:
+            return False
+        rank = distributed.get_global_rank()
+        own = path / f"rng_rank{rank:05d}.pt"
+        if extra["world_size"] == distributed.get_global_size() and own.is_file():
+            restore_rng_state(torch.load(own, weights_only=True))
+            return True
+        first = path / "rng_rank00000.pt"
+        base = zlib.crc32(torch.load(first, weights_only=True)["torch"].numpy().tobytes()) if first.is_file() else 0
+        seed_all(base + 1_000_003 * rank + extra["iteration"])
+        logger.info(
+            "world size changed (%d -> %d): RNG re-seeded per rank", extra["world_size"], distributed.get_global_size()
+        )
+        return False
+
+
+def _agreed_error(fn, path: Path) -> str | None:
+    """Run ``fn(path)`` on every rank; the first rank's error message (or None), the same on all ranks."""
+    try:
+        fn(path)
+        error = None
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # DCP's CheckpointException derives from BaseException
+        error = f"{type(exc).__name__}: {exc}"
+    errors = [e for e in _gather_objects(error) if e is not None]
+    return errors[0] if errors else None
+
+
+def export_teacher(path: str | os.PathLike, teacher: nn.Module | Mapping[str, torch.Tensor]) -> Path:
+    """Write ``{"teacher": full state dict}`` to ``path`` atomically (rank 0; others only gather).
+
+    ``teacher`` is the teacher module (sharded or not: its full tensors are gathered to rank 0 on
+    CPU, a collective call) or an already full state dict. This is the ``teacher_checkpoint.pth`` the
+    evaluation scripts read.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    path = Path(path)
+    if isinstance(teacher, nn.Module):
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        state_dict = get_model_state_dict(teacher, options=options)
+    else:
+        state_dict = dict(teacher)
+    if distributed.is_main_process():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            torch.save({"teacher": state_dict}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        logger.info("exported teacher weights to %s", path)
+    distributed.barrier()
+    return path
