@@ -64,10 +64,12 @@ def _make_dinov2_model(
         interpolate_offset=interpolate_offset,
     )
     vit_kwargs.update(**kwargs)
-    model = ARCHS[arch_name](**vit_kwargs)
-    if pretrained:
+    state_dict = source = None
+    if pretrained:  # fetch (or fail) before spending time on building the model
         source = backbone_weights_source(weights, arch_name, patch_size, num_register_tokens)
         state_dict = to_backbone_state_dict(load_state_dict(source))
+    model = ARCHS[arch_name](**vit_kwargs)
+    if state_dict is not None:
         if block_chunks > 0:
             state_dict = flat_to_chunked(state_dict, model.n_blocks, block_chunks)
         load_strict(model, state_dict, source, _make_dinov2_model_name(arch_name, patch_size, num_register_tokens))
