@@ -90,3 +90,81 @@ def to_backbone_state_dict(checkpoint: Mapping[str, object]) -> dict[str, Tensor
     if any(key.startswith("backbone.") for key in state_dict):
         state_dict = strip_prefix(state_dict, "backbone.", keep_others=False)
     return chunked_to_flat(state_dict)
+
+
+def _split_blocks(state_dict: Mapping[str, Tensor]):
+    """Yield ``(block index or None, rest of key, value)`` for a flat backbone state dict."""
+    for key, value in chunked_to_flat(state_dict).items():
+        match = _FLAT_KEY.match(key)
+        if match and not match["prefix"]:
+            yield int(match["block"]), match["rest"], value
+        else:
+            yield None, key, value
+
+
+def to_timm_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Our (released) backbone state dict -> timm ``vit_*_patch14[_reg4]_dinov2`` names.
+
+    timm has no mask token; its register models keep cls out of the position table (``no_embed_class``), so
+    the cls position embedding is folded into ``cls_token`` there. SwiGLU ``w12`` / ``w3`` become ``fc1`` /
+    ``fc2`` (timm's packed SwiGLU gates with the first half, like ours).
+    """
+    out = {}
+    state_dict = chunked_to_flat(state_dict)
+    registers = "register_tokens" in state_dict
+    for key, value in state_dict.items():
+        if key == "mask_token":
+            continue
+        if registers and key == "cls_token":
+            value = value + state_dict["pos_embed"][:, :1]
+        elif registers and key == "pos_embed":
+            value = value[:, 1:]
+        elif key == "register_tokens":
+            key = "reg_token"
+        key = re.sub(r"\.mlp\.w12\.", ".mlp.fc1.", re.sub(r"\.mlp\.w3\.", ".mlp.fc2.", key))
+        out[key] = value
+    return out
+
+
+_HF_EMBEDDINGS = {
+    "cls_token": "embeddings.cls_token",
+    "mask_token": "embeddings.mask_token",
+    "pos_embed": "embeddings.position_embeddings",
+    "register_tokens": "embeddings.register_tokens",
+    "patch_embed.proj.weight": "embeddings.patch_embeddings.projection.weight",
+    "patch_embed.proj.bias": "embeddings.patch_embeddings.projection.bias",
+    "norm.weight": "layernorm.weight",
+    "norm.bias": "layernorm.bias",
+}
+_HF_BLOCK = {
+    "attn.proj": "attention.o_proj",
+    "ls1.gamma": "layer_scale1.lambda1",
+    "ls2.gamma": "layer_scale2.lambda1",
+    "mlp.w3": "mlp.down_proj",
+}
+
+
+def to_hf_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Our (released) backbone state dict -> Hugging Face ``Dinov2Model`` / ``Dinov2WithRegistersModel``.
+
+    Names of transformers >= 5 (``q_proj`` / ``k_proj`` / ``v_proj`` / ``o_proj``; SwiGLU ``gate_proj`` /
+    ``up_proj`` / ``down_proj``): the fused ``qkv`` and ``w12`` weights are split into their parts.
+    """
+    out = {}
+    for block, rest, value in _split_blocks(state_dict):
+        if block is None:
+            out[_HF_EMBEDDINGS[rest]] = value
+            continue
+        prefix = f"encoder.layer.{block}."
+        name, param = rest.rsplit(".", 1)
+        if name == "attn.qkv":
+            for part, chunk in zip(("q_proj", "k_proj", "v_proj"), value.chunk(3, dim=0)):
+                out[f"{prefix}attention.{part}.{param}"] = chunk
+        elif name == "mlp.w12":
+            for part, chunk in zip(("gate_proj", "up_proj"), value.chunk(2, dim=0)):
+                out[f"{prefix}mlp.{part}.{param}"] = chunk
+        elif rest in _HF_BLOCK:  # ls gammas have no ".weight"
+            out[prefix + _HF_BLOCK[rest]] = value
+        else:
+            out[f"{prefix}{_HF_BLOCK.get(name, name)}.{param}"] = value
+    return out
