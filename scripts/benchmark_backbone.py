@@ -3,6 +3,8 @@
 All implementations run the same weights (ours, converted with ``dinov2.models.convert``), the same input,
 the same thread count, under ``torch.inference_mode``. Timed repeats are interleaved round-robin across
 implementations, so load changes on a shared machine hit all of them alike; the table gives the median.
+Each row produces the normalised cls token: ours through ``model(x)`` (in eval mode its last block computes
+the cls token only) and through ``forward_features`` (every token, as the release and the peers do).
 "CPU ms/batch" is process CPU time (all threads): less sensitive than wall time to other jobs on a shared
 machine, most telling with ``--threads 1``. Peak memory: on CUDA ``max_memory_allocated`` above the resting
 allocation; on CPU the peak resident memory (VmHWM) above the resting RSS during one forward, after
@@ -83,7 +85,11 @@ def build_hf(ours: nn.Module, registers: bool) -> tuple[nn.Module, Runner]:
 
 def build_runners(arch: str, registers: bool, impls: list[str], device, dtype) -> tuple[list[Runner], list]:
     ours = build_ours(arch, registers)
-    models, runners = [ours], [Runner("ours (dinov2)", lambda x: ours(x))]
+    models = [ours]
+    runners = [
+        Runner("ours (dinov2)", lambda x: ours(x)),  # eval forward: the last block computes the cls token only
+        Runner("ours, all tokens", lambda x: ours.forward_features(x)["x_norm_clstoken"]),  # the release's work
+    ]
     builders = {"timm": lambda: build_timm(ours, arch, registers), "hf": lambda: build_hf(ours, registers)}
     for impl in impls:
         module = {"timm": "timm", "hf": "transformers"}[impl]

@@ -73,6 +73,21 @@ class Attention(nn.Module):
             out = self._attend_sdpa(qkv, groups)
         return self.proj_drop(self.proj(out))  # [T, D]
 
+    def forward_first_token(self, x: Tensor) -> Tensor:
+        """Attention output of the first token only: ``[B, N, D] -> [B, 1, D]``.
+
+        Its query comes from token 0, keys and values from all tokens: what :meth:`forward` gives at position
+        0, without the query, projection and output work for the other tokens (inference shortcut).
+        """
+        batch, tokens, dim = x.shape
+        bias = self.qkv.bias
+        q = F.linear(x[:, :1], self.qkv.weight[:dim], None if bias is None else bias[:dim])  # [B, 1, D]
+        kv = F.linear(x, self.qkv.weight[dim:], None if bias is None else bias[dim:])  # [B, N, 2D]
+        q = q.view(batch, 1, self.num_heads, self.head_dim).transpose(1, 2)  # [B, H, 1, hd]
+        k, v = kv.view(batch, tokens, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v)  # [B, H, 1, hd]
+        return self.proj(out.transpose(1, 2).reshape(batch, 1, dim))
+
     def _attend_sdpa(self, qkv: Tensor, groups: Groups) -> Tensor:
         dropout_p = self.attn_drop if self.training else 0.0
         dim = qkv.shape[-1] // 3

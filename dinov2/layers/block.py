@@ -108,10 +108,13 @@ class Block(nn.Module):
         self.drop_path2 = DropPath(drop_path)
         self.sample_drop_ratio = drop_path
 
-    def forward(self, x: Tensor | list[Tensor]) -> Tensor | list[Tensor]:
+    def forward(self, x: Tensor | list[Tensor], first_token_only: bool = False) -> Tensor | list[Tensor]:
+        """Tokens ``[B, N, D]`` (or a list) -> same shape; ``first_token_only`` returns token 0 only, ``[B, 1, D]``."""
         if isinstance(x, Tensor):
             if x.ndim != 3:
                 raise ValueError(f"Block expects tokens [B, N, D] or a list of them, got shape {tuple(x.shape)}")
+            if first_token_only:
+                return self._forward_first_token(x)
             out = self.forward_packed(x.reshape(-1, x.shape[-1]), [(x.shape[0], x.shape[1])])
             return out.view(x.shape)
         packed, groups = pack(x)
@@ -126,6 +129,14 @@ class Block(nn.Module):
             return drop_add_residual_stochastic_depth_packed(x, groups, self._ffn_residual, self.sample_drop_ratio)
         x = x + self.drop_path1(self._attn_residual(x, groups), groups)
         return x + self.drop_path2(self._ffn_residual(x, groups), groups)
+
+    def _forward_first_token(self, x: Tensor) -> Tensor:
+        """Output of token 0 only (``[B, 1, D]``): what a final block owes ``forward()``, which keeps the cls
+        token alone; the other tokens skip their query, projection and FFN work."""
+        if (self.training and self.sample_drop_ratio > 0.0) or not hasattr(self.attn, "forward_first_token"):
+            return self.forward(x)[:, :1]
+        x = x[:, :1] + self.ls1(self.attn.forward_first_token(self.norm1(x)))  # [B, 1, D]
+        return x + self.ls2(self.mlp(self.norm2(x)))
 
     def _attn_residual(self, x: Tensor, groups: Groups) -> Tensor:
         return self.ls1(self.attn(self.norm1(x), groups))

@@ -39,10 +39,10 @@ FFN_LAYERS: dict[str, Callable[..., nn.Module]] = {
 class BlockChunk(nn.ModuleList):
     """A group of consecutive blocks (one FSDP unit); leading ``Identity`` entries keep global block indices."""
 
-    def forward(self, x: Tensor | list[Tensor]) -> Tensor | list[Tensor]:
-        for block in self:
-            if not isinstance(block, nn.Identity):
-                x = block(x)
+    def forward(self, x: Tensor | list[Tensor], first_token_only: bool = False) -> Tensor | list[Tensor]:
+        blocks = [block for block in self if not isinstance(block, nn.Identity)]
+        for i, block in enumerate(blocks):
+            x = block(x, first_token_only=True) if first_token_only and i == len(blocks) - 1 else block(x)
         return x
 
 
@@ -142,6 +142,7 @@ class DinoVisionTransformer(nn.Module):
         self.blocks = _chunk_blocks(blocks, block_chunks) if self.chunked_blocks else nn.ModuleList(blocks)
         self.norm = norm_layer(embed_dim)
         self.head = nn.Identity()
+        self.cls_only_last_block = True  # see forward()
         self.init_weights()
 
     # ----------------------------------------------------------------------------------------- init
@@ -268,13 +269,35 @@ class DinoVisionTransformer(nn.Module):
         return self._output_dict(x, masks)
 
     def forward(self, *args, is_training: bool = False, **kwargs):
-        """``head(x_norm_clstoken)`` ``[B, D]``; with ``is_training=True`` the ``forward_features`` output."""
+        """``head(x_norm_clstoken)`` ``[B, D]``; with ``is_training=True`` the ``forward_features`` output.
+
+        For one image tensor in eval mode the last block computes the cls token only (``cls_only_last_block``,
+        on by default; the outputs equal ``forward_features``'s up to float rounding, the release ran the
+        last block on every token). Set ``model.cls_only_last_block = False`` for the release's arithmetic.
+        """
+        if not is_training and self._can_skip_patch_outputs(*args, **kwargs):
+            return self.head(self._forward_cls_token(*args, **kwargs))
         ret = self.forward_features(*args, **kwargs)
         if is_training:
             return ret
         if isinstance(ret, list):
             return [self.head(r["x_norm_clstoken"]) for r in ret]
         return self.head(ret["x_norm_clstoken"])
+
+    def _can_skip_patch_outputs(self, x=None, masks=None) -> bool:
+        last = self.blocks[-1] if len(self.blocks) else None
+        if isinstance(last, BlockChunk):
+            last = last[-1]
+        # not for a list, in training, for a foreign block_fn, or with blocks hidden in FSDP(1) wrappers
+        return self.cls_only_last_block and not self.training and isinstance(x, Tensor) and isinstance(last, Block)
+
+    def _forward_cls_token(self, x: Tensor, masks: Tensor | None = None) -> Tensor:
+        """Normalised cls token ``[B, D]`` with the last block computing token 0 only."""
+        x = self.prepare_tokens_with_masks(x, masks)
+        for block in self.blocks[:-1]:
+            x = block(x)
+        x = self.blocks[-1](x, first_token_only=True)  # [B, 1, D]
+        return self.norm(x[:, 0])
 
     # ------------------------------------------------------------------------- intermediate layers
     def _flat_blocks(self) -> list[nn.Module]:

@@ -63,6 +63,26 @@ def test_forward_returns_cls_token_or_training_dict():
     assert features["x_prenorm"].shape == (2, 1 + 2 + 12, 32)
 
 
+@pytest.mark.parametrize("kwargs", [{}, {"num_register_tokens": 2, "block_chunks": 2, "ffn_layer": "swiglufused"}])
+@torch.no_grad()
+def test_eval_forward_runs_the_last_block_for_the_cls_token_only(kwargs):
+    model = _tiny(**kwargs).eval()
+    x, masks = torch.randn(3, 3, 56, 42), torch.rand(3, 12) < 0.5
+    last = model._flat_blocks()[-1]
+    seen = []
+    handle = last.mlp.register_forward_hook(lambda m, args, out: seen.append(args[0].shape))
+    fast = model(x, masks=masks)
+    handle.remove()
+    assert seen == [(3, 1, 32)]  # the FFN of the last block saw one token per image
+    expected = model.forward_features(x, masks)["x_norm_clstoken"]
+    torch.testing.assert_close(fast, expected, rtol=1e-5, atol=1e-5)
+    model.cls_only_last_block = False  # the release's arithmetic: every token through the last block
+    assert torch.equal(model(x, masks=masks), expected)
+    model.cls_only_last_block = True
+    model.train()  # training (and lists) always take the full path
+    assert torch.equal(model(x, masks=masks), expected)
+
+
 @pytest.mark.parametrize(
     ("x", "masks", "message"),
     [
