@@ -320,7 +320,8 @@ class DinoVisionTransformer(nn.Module):
         outputs = {}
         for i, block in enumerate(self._flat_blocks()[: max(wanted) + 1]):
             x = block(x)
-            outputs[i] = x
+            if i in wanted:
+                outputs[i] = x  # [B, 1 + R + N, D]
         return [outputs[i] for i in wanted]
 
     def get_intermediate_layers(
