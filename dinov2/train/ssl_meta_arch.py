@@ -21,11 +21,14 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from dinov2 import distributed
+from dinov2.distributed.sharding import ema_update, shard_model
 from dinov2.layers.dino_head import DINOHead
 from dinov2.loss import DINOLoss, KoLeoLoss, iBOTPatchLoss
 from dinov2.models import build_model_from_cfg
 from dinov2.train.precision import autocast_dtype
 from dinov2.utils.param_groups import fuse_params_groups, get_params_groups_with_decay
+from dinov2.utils.utils import has_batchnorms
 
 logger = logging.getLogger("dinov2")
 
@@ -290,18 +293,21 @@ class SSLMetaArch(nn.Module):
 
     @torch.no_grad()
     def update_teacher(self, m: float) -> None:
-        """EMA of every parameter: ``teacher = m * teacher + (1 - m) * student`` (works on sharded parameters)."""
-        teacher_params, student_params = [], []
+        """EMA of every parameter: ``teacher = m * teacher + (1 - m) * student`` (on local shards when sharded)."""
         for key in self.student.keys():
-            for (name_s, p_s), (name_t, p_t) in zip(
-                self.student[key].named_parameters(), self.teacher[key].named_parameters(), strict=True
-            ):
-                if name_s != name_t:
-                    raise RuntimeError(f"student/teacher parameter mismatch in {key}: {name_s} vs {name_t}")
-                student_params.append(_local(p_s))
-                teacher_params.append(_local(p_t))
-        torch._foreach_mul_(teacher_params, m)
-        torch._foreach_add_(teacher_params, student_params, alpha=1 - m)
+            ema_update(self.teacher[key].parameters(), self.student[key].parameters(), m)
+
+    def prepare_for_distributed_training(self, device: torch.device | str) -> None:
+        """Move to ``device`` and shard student and teacher per ``compute_precision`` (no-op sharding on 1 process).
+
+        Sharded sub-modules compute in their FSDP mixed-precision policy, so autocast is turned off then.
+        """
+        if has_batchnorms(self.student):
+            raise NotImplementedError("sharded training of models with batch norms is not supported")
+        self.to(device)
+        shard_model({"student": self.student, "teacher": self.teacher}, self.cfg.compute_precision, device=device)
+        if distributed.get_global_size() > 1:
+            self.autocast_dtype = None
 
     def get_params_groups(self) -> list[dict]:
         """Fused AdamW parameter groups of every student sub-module (layer-wise decay, wd and last-layer flags)."""
@@ -334,8 +340,3 @@ class SSLMetaArch(nn.Module):
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
-
-
-def _local(t: torch.Tensor) -> torch.Tensor:
-    """The local shard of a sharded (DTensor) parameter, or the tensor itself."""
-    return t.to_local() if hasattr(t, "to_local") else t

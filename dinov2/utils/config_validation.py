@@ -130,6 +130,8 @@ def _check_train(c: _Checker) -> None:
     c.boolean("train.cache_dataset")
     c.choice("train.centering", CENTERINGS)
     c.integer("evaluation.eval_period_iterations", minimum=0)
+    c.integer("checkpointing.period", minimum=0)
+    c.integer("checkpointing.max_to_keep", minimum=1)
 
 
 def _check_student(c: _Checker) -> None:
