@@ -1,0 +1,1 @@
+"""torch.hub models: released backbones (``backbones``) and ImageNet linear classifiers (``classifiers``)."""

@@ -1,0 +1,30 @@
+"""Building blocks of the DINOv2 vision transformer (one block per file)."""
+
+from dinov2.layers.attention import Attention, MemEffAttention
+from dinov2.layers.block import (
+    Block,
+    NestedTensorBlock,
+    drop_add_residual_stochastic_depth,
+    drop_add_residual_stochastic_depth_packed,
+)
+from dinov2.layers.drop_path import DropPath, drop_path
+from dinov2.layers.layer_scale import LayerScale
+from dinov2.layers.mlp import Mlp
+from dinov2.layers.patch_embed import PatchEmbed
+from dinov2.layers.swiglu_ffn import SwiGLUFFN, SwiGLUFFNFused
+
+__all__ = [
+    "Attention",
+    "Block",
+    "DropPath",
+    "LayerScale",
+    "MemEffAttention",
+    "Mlp",
+    "NestedTensorBlock",
+    "PatchEmbed",
+    "SwiGLUFFN",
+    "SwiGLUFFNFused",
+    "drop_add_residual_stochastic_depth",
+    "drop_add_residual_stochastic_depth_packed",
+    "drop_path",
+]

@@ -1,0 +1,192 @@
+"""Hub entry points for the released ImageNet-1k linear classifiers on frozen DINOv2 backbones (SPEC.md §6).
+
+``weights`` of a ``*_lc`` entry point is a :class:`Weights` value (released backbone + head files) or a local
+file holding either a linear head (``weight``, ``bias``: the released head format, also what our linear
+evaluation saves) or a whole classifier (``backbone.*``, ``linear_head.*``). ``backbone_weights`` picks the
+backbone separately (released weights by default, or a local file) when ``weights`` is a head file.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from dinov2.hub.backbones import REGISTER_SETTINGS, WeightsArg, _make_dinov2_model
+from dinov2.hub.backbones import Weights as BackboneWeights
+from dinov2.hub.utils import _DINOV2_BASE_URL, _make_dinov2_model_name, load_state_dict, load_strict, resolve_weights
+from dinov2.models.convert import strip_prefix
+
+_IMAGENET_CLASSES = 1000
+
+
+class Weights(Enum):
+    IMAGENET1K = "IMAGENET1K"
+
+
+class _LinearClassifierWrapper(nn.Module):
+    """Frozen-feature classifier: ``linear_head(features)`` with features as in the released linear heads.
+
+    ``layers=1``: cls token ++ mean patch token of the last block; ``layers=4``: the cls tokens of the last 4
+    blocks ++ mean patch token of the last block. Input ``[B, 3, H, W]``, output logits ``[B, classes]``.
+    """
+
+    def __init__(self, *, backbone: nn.Module, linear_head: nn.Module, layers: int = 4) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.linear_head = linear_head
+        self.layers = layers
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.layers == 1:
+            features = self.backbone.forward_features(x)
+            cls_token = features["x_norm_clstoken"]  # [B, D]
+            patch_tokens = features["x_norm_patchtokens"]  # [B, N, D]
+            linear_input = torch.cat([cls_token, patch_tokens.mean(dim=1)], dim=1)  # [B, 2D]
+        else:
+            blocks = self.backbone.get_intermediate_layers(x, n=self.layers, return_class_token=True)
+            cls_tokens = [cls_token for _, cls_token in blocks]
+            linear_input = torch.cat([*cls_tokens, blocks[-1][0].mean(dim=1)], dim=1)  # [B, (layers + 1) D]
+        return self.linear_head(linear_input)
+
+
+def _head_url(arch_name: str, patch_size: int, layers: int, num_register_tokens: int) -> str:
+    model_base_name = _make_dinov2_model_name(arch_name, patch_size)
+    model_full_name = _make_dinov2_model_name(arch_name, patch_size, num_register_tokens)
+    layers_str = "4" if layers == 4 else ""
+    return f"{_DINOV2_BASE_URL}/{model_base_name}/{model_full_name}_linear{layers_str}_head.pth"
+
+
+def _make_dinov2_linear_classification_head(
+    *,
+    arch_name: str = "vit_large",
+    patch_size: int = 14,
+    embed_dim: int = 1024,
+    layers: int = 4,
+    pretrained: bool = True,
+    weights: Weights | str = Weights.IMAGENET1K,
+    num_register_tokens: int = 0,
+    **kwargs,
+) -> nn.Linear:
+    """``nn.Linear((1 + layers) * embed_dim, 1000)``, with the released head weights when ``pretrained``."""
+    if layers not in (1, 4):
+        raise ValueError(f"layers={layers} is not supported: use 1 or 4")
+    linear_head = nn.Linear((1 + layers) * embed_dim, _IMAGENET_CLASSES)
+    if pretrained:
+        resolve_weights(weights, Weights)
+        url = _head_url(arch_name, patch_size, layers, num_register_tokens)
+        load_strict(linear_head, load_state_dict(url), url, "linear head")
+    return linear_head
+
+
+def _load_classifier_file(path: Path) -> tuple[dict | None, dict | None]:
+    """Split a local classifier file into (head state dict, None) or (None, whole-classifier state dict)."""
+    state_dict = load_state_dict(path)
+    if set(state_dict) == {"weight", "bias"}:
+        return state_dict, None
+    state_dict = strip_prefix(state_dict, "module.")
+    if any(key.startswith("linear_head.") for key in state_dict):
+        return None, state_dict
+    keys = sorted(state_dict)[:5]
+    raise ValueError(
+        f"{path} is neither a linear head (keys 'weight', 'bias') nor a classifier state dict "
+        f"('backbone.*', 'linear_head.*'); its first keys are {keys}"
+    )
+
+
+def _make_dinov2_linear_classifier(
+    *,
+    arch_name: str = "vit_large",
+    layers: int = 4,
+    pretrained: bool = True,
+    weights: Weights | WeightsArg = Weights.IMAGENET1K,
+    backbone_weights: WeightsArg | None = None,
+    num_register_tokens: int = 0,
+    interpolate_antialias: bool = False,
+    interpolate_offset: float = 0.1,
+    **kwargs,
+) -> _LinearClassifierWrapper:
+    """Backbone + linear head; see the module docstring for the accepted ``weights`` / ``backbone_weights``."""
+    if layers not in (1, 4):
+        raise ValueError(f"layers={layers} is not supported: use 1 or 4")
+    head_state = full_state = None
+    source = resolve_weights(weights, Weights) if pretrained else None
+    if isinstance(source, Path):
+        head_state, full_state = _load_classifier_file(source)
+        if full_state is not None and backbone_weights is not None:
+            raise ValueError(f"{source} holds a whole classifier, backbone included: leave backbone_weights unset")
+    backbone = _make_dinov2_model(
+        arch_name=arch_name,
+        pretrained=pretrained and full_state is None,
+        weights=BackboneWeights.LVD142M if backbone_weights is None else backbone_weights,
+        num_register_tokens=num_register_tokens,
+        interpolate_antialias=interpolate_antialias,
+        interpolate_offset=interpolate_offset,
+        **kwargs,
+    )
+    if isinstance(source, Weights):
+        linear_head = _make_dinov2_linear_classification_head(
+            arch_name=arch_name, patch_size=backbone.patch_size, embed_dim=backbone.embed_dim, layers=layers,
+            pretrained=True, weights=source, num_register_tokens=num_register_tokens,
+        )  # fmt: skip
+    else:
+        reference = head_state["weight"] if head_state else (full_state or {}).get("linear_head.weight")
+        classes = reference.shape[0] if reference is not None else _IMAGENET_CLASSES
+        linear_head = nn.Linear((1 + layers) * backbone.embed_dim, classes)
+    model = _LinearClassifierWrapper(backbone=backbone, linear_head=linear_head, layers=layers)
+    if head_state is not None:
+        load_strict(linear_head, head_state, source, f"the linear head for layers={layers}")
+    elif full_state is not None:
+        load_strict(model, full_state, source, f"{arch_name} linear classifier (layers={layers})")
+    return model
+
+
+def _classifier(arch_name: str, layers, pretrained, weights, backbone_weights, extra: dict, kwargs: dict):
+    return _make_dinov2_linear_classifier(
+        arch_name=arch_name, layers=layers, pretrained=pretrained, weights=weights,
+        backbone_weights=backbone_weights, **extra, **kwargs,
+    )  # fmt: skip
+
+
+def dinov2_vits14_lc(*, layers=4, pretrained=True, weights=Weights.IMAGENET1K, backbone_weights=None, **kwargs):
+    """Linear classifier (ImageNet-1k) on DINOv2 ViT-S/14; ``layers`` 1 or 4."""
+    return _classifier("vit_small", layers, pretrained, weights, backbone_weights, {}, kwargs)
+
+
+def dinov2_vitb14_lc(*, layers=4, pretrained=True, weights=Weights.IMAGENET1K, backbone_weights=None, **kwargs):
+    """Linear classifier (ImageNet-1k) on DINOv2 ViT-B/14; ``layers`` 1 or 4."""
+    return _classifier("vit_base", layers, pretrained, weights, backbone_weights, {}, kwargs)
+
+
+def dinov2_vitl14_lc(*, layers=4, pretrained=True, weights=Weights.IMAGENET1K, backbone_weights=None, **kwargs):
+    """Linear classifier (ImageNet-1k) on DINOv2 ViT-L/14; ``layers`` 1 or 4."""
+    return _classifier("vit_large", layers, pretrained, weights, backbone_weights, {}, kwargs)
+
+
+def dinov2_vitg14_lc(*, layers=4, pretrained=True, weights=Weights.IMAGENET1K, backbone_weights=None, **kwargs):
+    """Linear classifier (ImageNet-1k) on DINOv2 ViT-g/14; ``layers`` 1 or 4."""
+    extra = {"ffn_layer": "swiglufused"}
+    return _classifier("vit_giant2", layers, pretrained, weights, backbone_weights, extra, kwargs)
+
+
+def dinov2_vits14_reg_lc(*, layers=4, pretrained=True, weights=Weights.IMAGENET1K, backbone_weights=None, **kwargs):
+    """Linear classifier (ImageNet-1k) on DINOv2 ViT-S/14 with registers; ``layers`` 1 or 4."""
+    return _classifier("vit_small", layers, pretrained, weights, backbone_weights, REGISTER_SETTINGS, kwargs)
+
+
+def dinov2_vitb14_reg_lc(*, layers=4, pretrained=True, weights=Weights.IMAGENET1K, backbone_weights=None, **kwargs):
+    """Linear classifier (ImageNet-1k) on DINOv2 ViT-B/14 with registers; ``layers`` 1 or 4."""
+    return _classifier("vit_base", layers, pretrained, weights, backbone_weights, REGISTER_SETTINGS, kwargs)
+
+
+def dinov2_vitl14_reg_lc(*, layers=4, pretrained=True, weights=Weights.IMAGENET1K, backbone_weights=None, **kwargs):
+    """Linear classifier (ImageNet-1k) on DINOv2 ViT-L/14 with registers; ``layers`` 1 or 4."""
+    return _classifier("vit_large", layers, pretrained, weights, backbone_weights, REGISTER_SETTINGS, kwargs)
+
+
+def dinov2_vitg14_reg_lc(*, layers=4, pretrained=True, weights=Weights.IMAGENET1K, backbone_weights=None, **kwargs):
+    """Linear classifier (ImageNet-1k) on DINOv2 ViT-g/14 with registers; ``layers`` 1 or 4."""
+    extra = {"ffn_layer": "swiglufused", **REGISTER_SETTINGS}
+    return _classifier("vit_giant2", layers, pretrained, weights, backbone_weights, extra, kwargs)

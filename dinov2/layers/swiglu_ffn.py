@@ -1,0 +1,61 @@
+"""SwiGLU feed-forward networks (Shazeer, "GLU Variants Improve Transformer", 2020)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class SwiGLUFFN(nn.Module):
+    """``w3(silu(x1) * x2)`` where ``[x1, x2] = w12(x)`` splits in two halves: ``[..., in] -> [..., out]``.
+
+    One ``w12`` linear (``in -> 2 * hidden``) computes gate and value in a single matmul. ``act_layer`` and
+    ``drop`` are accepted for signature compatibility with :class:`Mlp` and unused (the released layer
+    ignores them too).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: int | None = None,
+        out_features: int | None = None,
+        act_layer: Callable[..., nn.Module] | None = None,
+        drop: float = 0.0,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        out_features = out_features or in_features
+        hidden_features = hidden_features or in_features
+        self.w12 = nn.Linear(in_features, 2 * hidden_features, bias=bias)
+        self.w3 = nn.Linear(hidden_features, out_features, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x1, x2 = self.w12(x).chunk(2, dim=-1)  # [..., hidden] each
+        return self.w3(F.silu(x1) * x2)
+
+
+def swiglu_hidden_features(hidden_features: int) -> int:
+    """Hidden size of the fused SwiGLU given the MLP's: two thirds, rounded up to a multiple of 8."""
+    return (int(hidden_features * 2 / 3) + 7) // 8 * 8
+
+
+class SwiGLUFFNFused(SwiGLUFFN):
+    """SwiGLU with the DINOv2 hidden size ``((int(2/3 * hidden) + 7) // 8) * 8`` (4096 for ViT-g's 6144).
+
+    The released code ran xformers' fused SwiGLU kernel here when available; this is the same arithmetic in
+    plain PyTorch (``w12`` / ``w3`` keys are unchanged).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: int | None = None,
+        out_features: int | None = None,
+        act_layer: Callable[..., nn.Module] | None = None,
+        drop: float = 0.0,
+        bias: bool = True,
+    ) -> None:
+        hidden_features = swiglu_hidden_features(hidden_features or in_features)
+        super().__init__(in_features, hidden_features, out_features, act_layer, drop, bias)

@@ -1,0 +1,216 @@
+"""Backbone inference benchmark: images/s and peak memory of our DINOv2 ViT next to timm and transformers.
+
+All implementations run the same weights (ours, converted with ``dinov2.models.convert``), the same input,
+the same thread count, under ``torch.inference_mode``. Timed repeats are interleaved round-robin across
+implementations, so load changes on a shared machine hit all of them alike; the table gives the median.
+Each row produces the normalised cls token: ours through ``model(x)`` (in eval mode its last block computes
+the cls token only) and through ``forward_features`` (every token, as the release and the peers do).
+"CPU ms/batch" is process CPU time (all threads): less sensitive than wall time to other jobs on a shared
+machine, most telling with ``--threads 1``. Peak memory: on CUDA ``max_memory_allocated`` above the resting
+allocation; on CPU the peak resident memory (VmHWM) above the resting RSS during one forward, after
+returning freed heap memory to the OS (Linux only). The last columns compare each implementation's cls
+token with ours at the benchmark resolution and at 518 px (the stored position grid: no interpolation).
+
+    PYTHONPATH=. python scripts/benchmark_backbone.py --arch vit_small vit_base --batch-size 8 --resolution 224
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import dataclasses
+import importlib.util
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from dinov2.hub import backbones
+from dinov2.models.convert import to_hf_state_dict, to_timm_state_dict
+
+SIZES = {"vit_small": "small", "vit_base": "base", "vit_large": "large", "vit_giant2": "giant"}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+NATIVE = 518  # hub backbones' stored position grid (37 x 37 patches of 14)
+
+
+@dataclass
+class Runner:
+    """One implementation: ``fn(images [B, 3, H, W]) -> normed cls token [B, D]``."""
+
+    name: str
+    fn: Callable[[Tensor], Tensor] | None
+    times: list[float] = field(default_factory=list)  # wall-clock seconds per batch
+    cpu_times: list[float] = field(default_factory=list)  # process CPU seconds per batch (all threads)
+    peak_mib: float | None = None
+    diffs: dict[int, float] = field(default_factory=dict)
+
+
+def build_ours(arch: str, registers: bool) -> nn.Module:
+    torch.manual_seed(0)
+    name = f"dinov2_vit{SIZES[arch][0]}14" + ("_reg" if registers else "")
+    return getattr(backbones, name)(pretrained=False).eval()
+
+
+def build_timm(ours: nn.Module, arch: str, registers: bool) -> tuple[nn.Module, Runner]:
+    import timm
+
+    name = f"vit_{SIZES[arch]}_patch14{'_reg4' if registers else ''}_dinov2"
+    model = timm.create_model(name, pretrained=False, img_size=NATIVE, dynamic_img_size=True).eval()
+    model.load_state_dict(to_timm_state_dict(ours.state_dict()), strict=True)
+    return model, Runner(f"timm {timm.__version__}", lambda x: model.forward_features(x)[:, 0])
+
+
+def build_hf(ours: nn.Module, registers: bool) -> tuple[nn.Module, Runner]:
+    import transformers
+
+    kwargs = dict(
+        hidden_size=ours.embed_dim, num_hidden_layers=ours.n_blocks, num_attention_heads=ours.num_heads,
+        image_size=NATIVE, patch_size=ours.patch_size, layer_norm_eps=1e-6, layerscale_value=1.0,
+        use_swiglu_ffn=hasattr(ours.blocks[0].mlp, "w12"),
+    )  # fmt: skip
+    if registers:
+        config = transformers.Dinov2WithRegistersConfig(num_register_tokens=ours.num_register_tokens, **kwargs)
+        model = transformers.Dinov2WithRegistersModel(config)
+    else:
+        model = transformers.Dinov2Model(transformers.Dinov2Config(**kwargs))
+    model.eval().load_state_dict(to_hf_state_dict(ours.state_dict()), strict=True)
+    name = f"transformers {transformers.__version__} ({model.config._attn_implementation})"  # sdpa by default
+    return model, Runner(name, lambda x: model(pixel_values=x).last_hidden_state[:, 0])
+
+
+def build_runners(arch: str, registers: bool, impls: list[str], device, dtype) -> tuple[list[Runner], list]:
+    ours = build_ours(arch, registers)
+    models = [ours]
+    runners = [
+        Runner("ours (dinov2)", lambda x: ours(x)),  # eval forward: the last block computes the cls token only
+        Runner("ours, all tokens", lambda x: ours.forward_features(x)["x_norm_clstoken"]),  # the release's work
+    ]
+    builders = {"timm": lambda: build_timm(ours, arch, registers), "hf": lambda: build_hf(ours, registers)}
+    for impl in impls:
+        module = {"timm": "timm", "hf": "transformers"}[impl]
+        if importlib.util.find_spec(module) is None:
+            print(f"# {module} is not installed: skipping it (pip install {module})")
+            continue
+        model, runner = builders[impl]()
+        models.append(model)
+        runners.append(runner)
+    for model in models:
+        model.to(device=device, dtype=dtype)
+    return runners, models
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(runners: list[Runner], x: Tensor, warmup: int, repeats: int) -> None:
+    for runner in runners:
+        for _ in range(warmup):
+            runner.fn(x)
+    _sync(x.device)
+    for _ in range(repeats):
+        for runner in runners:
+            start, cpu_start = time.perf_counter(), time.process_time()
+            runner.fn(x)
+            _sync(x.device)
+            runner.times.append(time.perf_counter() - start)
+            runner.cpu_times.append(time.process_time() - cpu_start)
+
+
+def _proc_status_kib(field_name: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    raise KeyError(field_name)
+
+
+def peak_memory_mib(runner: Runner, x: Tensor) -> float | None:
+    """Memory one forward needs beyond what is resident before it (MiB)."""
+    if x.device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(x.device)
+        base = torch.cuda.memory_allocated(x.device)
+        runner.fn(x)
+        _sync(x.device)
+        return (torch.cuda.max_memory_allocated(x.device) - base) / 2**20
+    if platform.system() != "Linux":
+        return None
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # return freed heap pages, so the next forward must map its own
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    base = _proc_status_kib("VmRSS")
+    runner.fn(x)
+    return (_proc_status_kib("VmHWM") - base) / 1024
+
+
+def check_outputs(runners: list[Runner], resolutions: list[int], device, dtype) -> None:
+    """Max |cls token difference| to ours per resolution: same weights must give the same features."""
+    generator = torch.Generator().manual_seed(0)
+    for resolution in resolutions:
+        x = torch.randn(2, 3, resolution, resolution, generator=generator).to(device=device, dtype=dtype)
+        reference = runners[0].fn(x).float()
+        for runner in runners:
+            runner.diffs[resolution] = (runner.fn(x).float() - reference).abs().max().item()
+
+
+def print_table(rows: list[tuple[str, Runner]], args: argparse.Namespace, resolutions: list[int]) -> None:
+    diff_cols = "".join(f" max abs diff @{r} |" for r in resolutions)
+    header = "| arch | implementation | img/s | ms/batch (median) | ms/batch (min) | CPU ms/batch (median) | peak MiB |"
+    print(header + diff_cols)
+    print("|---|---|---|---|---|---|---|" + "---|" * len(resolutions))
+    for arch, runner in rows:
+        median = statistics.median(runner.times)
+        peak = "n/a" if runner.peak_mib is None else f"{runner.peak_mib:.0f}"
+        diffs = "".join(f" {runner.diffs[r]:.1e} |" for r in resolutions if r in runner.diffs)
+        cpu = statistics.median(runner.cpu_times)
+        print(f"| {arch} | {runner.name} | {args.batch_size / median:.1f} | {median * 1e3:.0f} | "
+              f"{min(runner.times) * 1e3:.0f} | {cpu * 1e3:.0f} | {peak} |{diffs}")  # fmt: skip
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", nargs="+", default=["vit_small", "vit_base"], choices=sorted(SIZES))
+    parser.add_argument("--registers", action="store_true", help="the _reg (4 registers) variants")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--resolution", type=int, default=224, help="square input side in pixels")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--impls", nargs="*", default=["timm", "hf"], choices=["timm", "hf"], help="peers to run")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="intra-op CPU threads")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--no-check", action="store_true", help="skip the output comparison")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    if device.type == "cuda":  # compare like with like: no TF32 in fp32 matmuls
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, device {device}, "
+          f"threads {torch.get_num_threads()}, batch {args.batch_size}, {args.resolution}px, {args.dtype}, "
+          f"warm-up {args.warmup}, repeats {args.repeats} (interleaved), torch.inference_mode")  # fmt: skip
+    resolutions = [] if args.no_check else sorted({args.resolution, NATIVE})
+    rows = []
+    for arch in args.arch:
+        runners, models = build_runners(arch, args.registers, args.impls, device, dtype)
+        x = torch.randn(args.batch_size, 3, args.resolution, args.resolution, device=device, dtype=dtype)
+        with torch.inference_mode():
+            check_outputs(runners, resolutions, device, dtype)
+            time_interleaved(runners, x, args.warmup, args.repeats)
+            for runner in runners:
+                runner.peak_mib = peak_memory_mib(runner, x)
+        rows.extend((arch, dataclasses.replace(runner, fn=None)) for runner in runners)  # let models go
+        del models, runners
+    print_table(rows, args, resolutions)
+
+
+if __name__ == "__main__":
+    main()
