@@ -129,8 +129,12 @@ def train_step(
     batch: Batch,
     schedules: TrainingSchedules,
     iteration: int,
-) -> dict[str, float]:
-    """One optimisation step at ``iteration``; returns the loss terms averaged over processes."""
+) -> tuple[dict[str, float], dict[str, float]]:
+    """One optimisation step at ``iteration``.
+
+    Returns the loss terms averaged over processes and the gradient norm of every student sub-module before
+    clipping (empty when ``optim.clip_grad`` is 0).
+    """
     lr, wd = schedules.lr[iteration], schedules.wd[iteration]
     apply_optim_scheduler(optimizer, lr, wd, schedules.last_layer_lr[iteration])
     optimizer.zero_grad(set_to_none=True)
@@ -139,16 +143,17 @@ def train_step(
     scaler = model.fp16_scaler
     if scaler is not None:
         scaler.unscale_(optimizer)
+    grad_norms = {}
     if cfg.optim.clip_grad:
-        for module in model.student.values():
-            clip_grad_norm_(module.parameters(), cfg.optim.clip_grad)
+        for name, module in model.student.items():
+            grad_norms[name] = clip_grad_norm_(module.parameters(), cfg.optim.clip_grad)
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
     else:
         optimizer.step()
     model.update_teacher(schedules.momentum[iteration])
-    return reduce_loss_dict(loss_dict, iteration)
+    return reduce_loss_dict(loss_dict, iteration), {k: float(v) for k, v in grad_norms.items()}
 
 
 def reduce_loss_dict(loss_dict: dict[str, torch.Tensor], iteration: int) -> dict[str, float]:
@@ -179,8 +184,14 @@ def resume_or_load(cfg: DictConfig, model: SSLMetaArch, checkpointer: Checkpoint
     return 0
 
 
-def do_train(cfg: DictConfig, model: SSLMetaArch, resume: bool = False) -> dict[str, float]:
-    """Train from the latest checkpoint (or from scratch) up to ``optim.epochs * OFFICIAL_EPOCH_LENGTH``."""
+def do_train(
+    cfg: DictConfig, model: SSLMetaArch, resume: bool = False, history: list | None = None
+) -> dict[str, float]:
+    """Train from the latest checkpoint (or from scratch) up to ``optim.epochs * OFFICIAL_EPOCH_LENGTH``.
+
+    ``history``, when given, receives ``(iteration, losses)`` after every completed iteration (its checkpoint
+    included): a record for notebooks and tests.
+    """
     model.train()
     optimizer = build_optimizer(cfg, model.get_params_groups())
     schedules = build_schedulers(cfg)
@@ -207,7 +218,7 @@ def do_train(cfg: DictConfig, model: SSLMetaArch, resume: bool = False) -> dict[
         data_loader, 10, "Training", max_iter, start_iter, batch_size=batch_size * distributed.get_global_size()
     ):
         batch = Batch.from_collated(data, device)
-        losses = train_step(cfg, model, optimizer, batch, schedules, iteration)
+        losses, grad_norms = train_step(cfg, model, optimizer, batch, schedules, iteration)
         metric_logger.update(
             lr=schedules.lr[iteration],
             wd=schedules.wd[iteration],
@@ -216,17 +227,20 @@ def do_train(cfg: DictConfig, model: SSLMetaArch, resume: bool = False) -> dict[
             current_batch_size=batch.n_images,
             total_loss=sum(losses.values()),
             **losses,
+            **{f"{name}_grad_norm": norm for name, norm in grad_norms.items()},
         )
         if eval_period > 0 and (iteration + 1) % eval_period == 0:
             do_test(cfg, model, f"training_{iteration}")
         if (iteration + 1) % period == 0 or iteration == max_iter - 1:
             checkpointer.save(iteration, {**state, "sampler_position": (iteration + 1) * batch_size})
+        if history is not None:
+            history.append((iteration, losses))
         iteration += 1
     metric_logger.synchronize_between_processes()
     return {name: meter.global_avg for name, meter in metric_logger.meters.items()}
 
 
-def main(args: argparse.Namespace) -> dict[str, float] | Path:
+def main(args: argparse.Namespace, history: list | None = None) -> dict[str, float] | Path:
     """Entry point shared by this script, ``python -m dinov2.train.train`` and the SLURM launcher."""
     distributed.enable(overwrite=True)
     cfg = setup(args)
@@ -241,7 +255,7 @@ def main(args: argparse.Namespace) -> dict[str, float] | Path:
         checkpointer = Checkpointer(cfg.train.output_dir, keep=cfg.checkpointing.max_to_keep)
         iteration = resume_or_load(cfg, model, checkpointer, {"model": model}, resume=not args.no_resume)
         return do_test(cfg, model, f"manual_{iteration}")
-    return do_train(cfg, model, resume=not args.no_resume)
+    return do_train(cfg, model, resume=not args.no_resume, history=history)
 
 
 if __name__ == "__main__":
