@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,33 @@ def load_reference(name: str):
 def reference():
     """Callable fixture: ``reference("backbones.pt")`` returns the loaded reference file."""
     return load_reference
+
+
+@contextlib.contextmanager
+def preserved_logging():
+    """Undo logging set-up done inside (``setup_logging`` stops ``dinov2`` propagating to pytest's capture)."""
+    names = ("dinov2", "py.warnings", None)
+    saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).level, logging.getLogger(n).propagate)
+             for n in names}  # fmt: skip
+    try:
+        yield
+    finally:
+        for name, (handlers, level, propagate) in saved.items():
+            logger = logging.getLogger(name)
+            for handler in logger.handlers[:]:
+                if handler not in handlers:
+                    logger.removeHandler(handler)
+                    handler.close()
+            logger.setLevel(level)
+            logger.propagate = propagate
+        logging.captureWarnings(False)
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """Every test leaves logging as it found it (fixtures of wider scope use ``preserved_logging`` themselves)."""
+    with preserved_logging():
+        yield
 
 
 def pytest_collection_modifyitems(config, items):

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dinov2.hub.utils import load_state_dict
+from dinov2.hub.utils import fetch_state_dict
 from dinov2.models.convert import flat_to_chunked, to_backbone_state_dict
 
 logger = logging.getLogger("dinov2")
@@ -50,7 +50,7 @@ def load_student_pretrained_weights(model: nn.Module, path_or_url: str, block_ch
     Call before sharding. Raises ``RuntimeError`` naming the missing/unexpected keys when the file does not fit.
     """
     backbone = model.student.backbone
-    state_dict = to_backbone_state_dict(load_state_dict(_source(path_or_url)))
+    state_dict = to_backbone_state_dict(fetch_state_dict(_source(path_or_url)))
     chunks = block_chunks if block_chunks is not None else model.cfg.student.block_chunks
     state_dict = flat_to_chunked(state_dict, depth=backbone.n_blocks, block_chunks=chunks)
     expected = backbone.state_dict()
@@ -84,7 +84,7 @@ def load_model_weights(model: nn.Module, path: str) -> None:
         Checkpointer(source.parent).load(source, {"model": model})
         logger.info("initialised the model from checkpoint %s", source)
         return
-    checkpoint = load_state_dict(_source(path))
+    checkpoint = fetch_state_dict(_source(path))
     state_dict = checkpoint.get("model", checkpoint)
     try:
         set_model_state_dict(model, state_dict, options=StateDictOptions(full_state_dict=True, strict=True))

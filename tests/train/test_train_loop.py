@@ -12,6 +12,7 @@ import torch
 
 from dinov2.models.convert import to_backbone_state_dict
 from dinov2.train.train import get_args_parser, main
+from tests.conftest import preserved_logging
 from tests.train.tiny import FP32_OPTS, TINY_OPTS
 
 N_ITERATIONS = 8  # 2 epochs of 4; checkpoints after iterations 3 and 7 (checkpointing.period=4)
@@ -51,7 +52,8 @@ def _final_weights(output_dir: Path) -> dict[str, torch.Tensor]:
 def straight_run(tmp_path_factory):
     """One uninterrupted run of 8 iterations (shared by the tests below)."""
     out = tmp_path_factory.mktemp("runs") / "straight"
-    history = _run(out, "evaluation.eval_period_iterations=4")
+    with preserved_logging():
+        history = _run(out, "evaluation.eval_period_iterations=4")
     return out, history
 
 

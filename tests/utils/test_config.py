@@ -84,7 +84,7 @@ def test_malformed_overrides():
 
 def test_bad_values_are_all_listed():
     opts = [
-        "student.arch=vit_tiny",
+        "student.arch=vit_huge",
         "student.ffn_layer=swiglu64",
         "train.centering=sinkhorn",
         "compute_precision.student.backbone.mixed_precision.param_dtype=float16",
@@ -102,7 +102,7 @@ def test_bad_values_are_all_listed():
         load_cfg(opts=opts)
     message = str(info.value)
     expected = [
-        "student.arch: got 'vit_tiny', expected one of ['vit_small', 'vit_base', 'vit_large', 'vit_giant2']",
+        "student.arch: got 'vit_huge', expected one of ['vit_base', 'vit_giant2', 'vit_large', 'vit_small',",
         "student.ffn_layer: got 'swiglu64', expected one of ['mlp', 'swiglu', 'swiglufused', 'identity']",
         "train.centering: got 'sinkhorn', expected one of ['centering', 'sinkhorn_knopp']",
         "param_dtype: got 'float16', expected one of ['fp32', 'fp16', 'bf16']",
