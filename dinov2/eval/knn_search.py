@@ -157,4 +157,3 @@ class KnnIndex:
             empty = torch.empty(0, k, device=self.device)
             return empty, empty.long(), empty.long()
         return tuple(torch.cat(parts) for parts in zip(*outputs))  # type: ignore[return-value]
-

@@ -62,6 +62,15 @@ def backbone_files(tmp_path_factory) -> BackboneFiles:
     return BackboneFiles(folder / "dinov2_vits14_pretrain.pth", folder / "teacher_checkpoint.pth", state_dict)
 
 
+@pytest.fixture(scope="session")
+def eval_model(backbone_files):
+    """The fixture backbone built as the eval scripts build it (from the eval config and the hub file), on CPU."""
+    from dinov2.eval.setup import build_model_for_eval
+    from dinov2.utils.config import load_cfg
+
+    return build_model_for_eval(load_cfg(CONFIG), str(backbone_files.hub), device=torch.device("cpu"))
+
+
 @pytest.fixture
 def single_process_eval(restore_logging):  # noqa: F811
     """In-process ``main()`` runs: one thread, logging restored and the distributed state forgotten afterwards."""

@@ -20,11 +20,11 @@ from tests.eval.conftest import CONFIG, CROP, TRAIN_PER_CLASS, VAL_PER_CLASS
 from tests.eval.test_utils import CASES, ToyDataset, _extraction_worker, _reference
 
 
-@pytest.fixture(scope="module")
-def model(backbone_files):
+@pytest.fixture
+def model(eval_model):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield build_model_for_eval(load_cfg(CONFIG), str(backbone_files.hub), device=torch.device("cpu"))
+    yield eval_model
     torch.set_num_threads(threads)
 
 
