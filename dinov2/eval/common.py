@@ -54,7 +54,8 @@ def add_eval_transform_args(
         "--resize-size",
         type=int,
         default=None,
-        help=f"eval resize of the short side (px); default {resize_ratio:g} x crop size (released)",
+        help=f"eval resize of the short side (px); default {round(224 * resize_ratio)} for a 224 crop (released), "
+        "scaled with --crop-size",
     )
     if num_workers is not None:
         parser.add_argument("--num-workers", type=int, default=num_workers, help="data-loading processes")
