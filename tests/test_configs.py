@@ -127,6 +127,8 @@ _REG4 = {"student.num_register_tokens": 4, "student.interpolate_antialias": True
 _ARCHS = {"vits14": "vit_small", "vitb14": "vit_base", "vitl14": "vit_large", "vitg14": "vit_giant2"}
 
 RELEASED_DEFAULTS = _flatten(RELEASED_DEFAULT_TREE)
+# Keys this implementation adds to the defaults (a section of their own, after the released ones).
+EXTENSION_DEFAULTS = {"checkpointing.period": 0, "checkpointing.max_to_keep": 3}
 
 # Released file name -> its exact content (flattened).
 RELEASED_FILES = {
@@ -152,10 +154,10 @@ def _flat(name):
     return _flatten(OmegaConf.to_container(configs.load_config(name)))
 
 
-def test_default_config_is_the_released_one():
+def test_default_config_is_the_released_one_plus_extensions():
     flat = _flat("ssl_default_config")
-    assert list(flat) == list(RELEASED_DEFAULTS)  # same keys, same order
-    assert flat == RELEASED_DEFAULTS
+    assert list(flat) == list(RELEASED_DEFAULTS) + list(EXTENSION_DEFAULTS)  # released keys first, same order
+    assert flat == {**RELEASED_DEFAULTS, **EXTENSION_DEFAULTS}
     assert all(type(flat[k]) is type(v) for k, v in RELEASED_DEFAULTS.items())
 
 
@@ -171,7 +173,7 @@ def test_every_released_file_is_packaged():
 @pytest.mark.parametrize("name", ALL_CONFIGS)
 def test_every_config_loads_and_validates(name, tmp_path):
     cfg = load_cfg(str(configs.config_path(name)), output_dir=str(tmp_path))
-    expected = {**RELEASED_DEFAULTS, **_flat(name), "train.output_dir": str(tmp_path)}
+    expected = {**RELEASED_DEFAULTS, **EXTENSION_DEFAULTS, **_flat(name), "train.output_dir": str(tmp_path)}
     flat = _flatten(OmegaConf.to_container(cfg))
     if name == "train/demo_cpu":
         expected["train.dataset_path"] = f"Synthetic:root={tmp_path}/data:split=TRAIN"  # interpolation resolved

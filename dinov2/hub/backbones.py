@@ -6,7 +6,7 @@ import os
 from enum import Enum
 from pathlib import Path
 
-from dinov2.hub.utils import _DINOV2_BASE_URL, _make_dinov2_model_name, load_state_dict, load_strict, resolve_weights
+from dinov2.hub.utils import _DINOV2_BASE_URL, _make_dinov2_model_name, fetch_state_dict, load_strict, resolve_weights
 from dinov2.models.convert import flat_to_chunked, to_backbone_state_dict
 from dinov2.models.vision_transformer import ARCHS, DinoVisionTransformer
 
@@ -67,7 +67,7 @@ def _make_dinov2_model(
     state_dict = source = None
     if pretrained:  # fetch (or fail) before spending time on building the model
         source = backbone_weights_source(weights, arch_name, patch_size, num_register_tokens)
-        state_dict = to_backbone_state_dict(load_state_dict(source))
+        state_dict = to_backbone_state_dict(fetch_state_dict(source))
     model = ARCHS[arch_name](**vit_kwargs)
     if state_dict is not None:
         if block_chunks > 0:

@@ -16,8 +16,8 @@ from torch import Tensor, nn
 
 from dinov2.hub.backbones import REGISTER_SETTINGS, WeightsArg, _make_dinov2_model
 from dinov2.hub.backbones import Weights as BackboneWeights
-from dinov2.hub.utils import _DINOV2_BASE_URL, _make_dinov2_model_name, load_state_dict, load_strict, resolve_weights
-from dinov2.models.convert import strip_prefix
+from dinov2.hub.utils import _DINOV2_BASE_URL, _make_dinov2_model_name, fetch_state_dict, load_strict, resolve_weights
+from dinov2.models.convert import chunked_to_flat, strip_prefix
 
 _IMAGENET_CLASSES = 1000
 
@@ -77,16 +77,16 @@ def _make_dinov2_linear_classification_head(
     if pretrained:
         resolve_weights(weights, Weights)
         url = _head_url(arch_name, patch_size, layers, num_register_tokens)
-        load_strict(linear_head, load_state_dict(url), url, "linear head")
+        load_strict(linear_head, fetch_state_dict(url), url, "linear head")
     return linear_head
 
 
 def _load_classifier_file(path: Path) -> tuple[dict | None, dict | None]:
     """Split a local classifier file into (head state dict, None) or (None, whole-classifier state dict)."""
-    state_dict = load_state_dict(path)
+    state_dict = fetch_state_dict(path)
     if set(state_dict) == {"weight", "bias"}:
         return state_dict, None
-    state_dict = strip_prefix(state_dict, "module.")
+    state_dict = chunked_to_flat(strip_prefix(state_dict, "module."))
     if any(key.startswith("linear_head.") for key in state_dict):
         return None, state_dict
     keys = sorted(state_dict)[:5]

@@ -42,7 +42,7 @@ def resolve_weights(weights: enum.Enum | str | os.PathLike, enum_cls: type[enum.
     raise ValueError(f"unsupported weights {weights!r}: pass one of {valid} or the path of a local .pth file")
 
 
-def load_state_dict(source: str | Path) -> dict:
+def fetch_state_dict(source: str | Path) -> dict:
     """Load a checkpoint from a URL (cached by ``torch.hub``) or a local file, with ``weights_only=True``."""
     if isinstance(source, Path):
         if not source.is_file():

@@ -320,7 +320,8 @@ class DinoVisionTransformer(nn.Module):
         outputs = {}
         for i, block in enumerate(self._flat_blocks()[: max(wanted) + 1]):
             x = block(x)
-            outputs[i] = x
+            if i in wanted:
+                outputs[i] = x  # [B, 1 + R + N, D]
         return [outputs[i] for i in wanted]
 
     def get_intermediate_layers(
@@ -364,6 +365,11 @@ def _vit(embed_dim: int, depth: int, num_heads: int, patch_size: int, num_regist
     )
 
 
+def vit_tiny(patch_size: int = 16, num_register_tokens: int = 0, **kwargs) -> DinoVisionTransformer:
+    """ViT-Ti: 192 dim, 12 blocks, 3 heads (not a released DINOv2 model; for CPU demos and quick experiments)."""
+    return _vit(192, 12, 3, patch_size, num_register_tokens, **kwargs)
+
+
 def vit_small(patch_size: int = 16, num_register_tokens: int = 0, **kwargs) -> DinoVisionTransformer:
     """ViT-S: 384 dim, 12 blocks, 6 heads."""
     return _vit(384, 12, 6, patch_size, num_register_tokens, **kwargs)
@@ -385,6 +391,7 @@ def vit_giant2(patch_size: int = 16, num_register_tokens: int = 0, **kwargs) -> 
 
 
 ARCHS: dict[str, Callable[..., DinoVisionTransformer]] = {
+    "vit_tiny": vit_tiny,
     "vit_small": vit_small,
     "vit_base": vit_base,
     "vit_large": vit_large,

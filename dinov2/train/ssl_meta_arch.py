@@ -1,0 +1,342 @@
+"""Student/teacher meta-architecture of DINOv2 self-supervised training (SPEC.md §3).
+
+One training step reads as a list of named parts, each a method that can be tested alone:
+
+1. :meth:`SSLMetaArch.teacher_targets`  - teacher forward on the global crops, crop swap, heads, centring;
+2. :meth:`SSLMetaArch.student_outputs`  - packed multi-crop student forward, heads;
+3. :meth:`SSLMetaArch.loss_terms`       - DINO (local, global), KoLeo and iBOT terms and their weighted sum;
+4. :meth:`SSLMetaArch.backprop_loss`    - backward (through the gradient scaler in fp16).
+
+The optimizer step, gradient clipping and the teacher EMA (:meth:`SSLMetaArch.update_teacher`) are driven
+by the training loop (``dinov2/train/train.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from dinov2 import distributed
+from dinov2.distributed.sharding import ema_update, shard_model
+from dinov2.layers.dino_head import DINOHead
+from dinov2.loss import DINOLoss, KoLeoLoss, iBOTPatchLoss
+from dinov2.models import build_model_from_cfg
+from dinov2.train.precision import autocast_dtype
+from dinov2.utils.param_groups import fuse_params_groups, get_params_groups_with_decay
+from dinov2.utils.utils import has_batchnorms
+
+logger = logging.getLogger("dinov2")
+
+N_GLOBAL_CROPS = 2
+
+
+@dataclass
+class Batch:
+    """A collated multi-crop batch on the training device (keys of ``collate_data_and_cast``)."""
+
+    global_crops: torch.Tensor  # [2B, 3, H, W], crop-major
+    local_crops: torch.Tensor  # [L*B, 3, h, w], crop-major (L may be 0)
+    masks: torch.Tensor  # [2B, N] bool
+    mask_indices: torch.Tensor  # [M] int64, flat indices into [2B * N]
+    masks_weight: torch.Tensor  # [M] 1 / (#masked patches of the token's image)
+    n_masked_patches: torch.Tensor  # [1] int64 (M as a tensor, for Sinkhorn-Knopp's all-reduce)
+
+    @classmethod
+    def from_collated(cls, data: dict, device: torch.device | str) -> Batch:
+        """Move the collated dict to ``device`` once (non-blocking from pinned memory)."""
+
+        def move(key: str) -> torch.Tensor:
+            return data[key].to(device, non_blocking=True)
+
+        return cls(
+            global_crops=move("collated_global_crops"),
+            local_crops=move("collated_local_crops"),
+            masks=move("collated_masks"),
+            mask_indices=move("mask_indices_list"),
+            masks_weight=move("masks_weight"),
+            n_masked_patches=move("n_masked_patches"),
+        )
+
+    @property
+    def n_images(self) -> int:
+        return self.global_crops.shape[0] // N_GLOBAL_CROPS
+
+    @property
+    def n_local_crops(self) -> int:
+        return self.local_crops.shape[0] // self.n_images
+
+
+@dataclass
+class TeacherTargets:
+    """Teacher probabilities the student is trained to match."""
+
+    dino: torch.Tensor  # [2, B, K] per global crop, already swapped (row i of crop 0 is crop 1's target)
+    ibot: torch.Tensor | None  # [M, K_ibot] for the masked patches, or None without iBOT
+
+
+@dataclass
+class StudentOutputs:
+    """Student outputs entering the loss terms."""
+
+    global_cls: torch.Tensor  # [2B, D] backbone cls tokens of the global crops (KoLeo input)
+    global_cls_logits: torch.Tensor  # [2B, K] after the DINO head
+    local_cls_logits: torch.Tensor | None  # [L*B, K], None without local crops
+    masked_patch_logits: torch.Tensor | None  # [M, K_ibot], None without iBOT
+
+
+def _build_heads(cfg: DictConfig, embed_dim: int) -> dict[str, nn.Module]:
+    """The DINO head, and a separate iBOT head when ``ibot.separate_head`` (one fresh copy per call)."""
+    heads: dict[str, nn.Module] = {}
+    if cfg.dino.loss_weight > 0 or cfg.ibot.loss_weight > 0:
+        heads["dino_head"] = DINOHead(
+            in_dim=embed_dim,
+            out_dim=cfg.dino.head_n_prototypes,
+            hidden_dim=cfg.dino.head_hidden_dim,
+            bottleneck_dim=cfg.dino.head_bottleneck_dim,
+            nlayers=cfg.dino.head_nlayers,
+        )
+    if cfg.ibot.loss_weight > 0 and cfg.ibot.separate_head:
+        heads["ibot_head"] = DINOHead(
+            in_dim=embed_dim,
+            out_dim=cfg.ibot.head_n_prototypes,
+            hidden_dim=cfg.ibot.head_hidden_dim,
+            bottleneck_dim=cfg.ibot.head_bottleneck_dim,
+            nlayers=cfg.ibot.head_nlayers,
+        )
+    return heads
+
+
+class SSLMetaArch(nn.Module):
+    """DINOv2 student and EMA teacher (each a ModuleDict of ``backbone``, ``dino_head``, optional ``ibot_head``)."""
+
+    def __init__(self, cfg: DictConfig):
+        super().__init__()
+        self.cfg = cfg
+        student_backbone, teacher_backbone, embed_dim = build_model_from_cfg(cfg)
+        self.embed_dim = embed_dim
+        self.student = nn.ModuleDict({"backbone": student_backbone, **_build_heads(cfg, embed_dim)})
+        self.teacher = nn.ModuleDict({"backbone": teacher_backbone, **_build_heads(cfg, embed_dim)})
+        # The teacher starts as an exact copy of the student and is only ever updated by EMA.
+        self.teacher.load_state_dict(self.student.state_dict())
+        for p in self.teacher.parameters():
+            p.requires_grad = False
+
+        self.do_dino = cfg.dino.loss_weight > 0
+        self.do_koleo = cfg.dino.koleo_loss_weight > 0
+        self.do_ibot = cfg.ibot.loss_weight > 0
+        self.ibot_separate_head = bool(cfg.ibot.separate_head)
+        self.centering = cfg.train.centering
+        self.dino_loss = DINOLoss(cfg.dino.head_n_prototypes)
+        self.koleo_loss = KoLeoLoss()
+        ibot_out_dim = cfg.ibot.head_n_prototypes if self.ibot_separate_head else cfg.dino.head_n_prototypes
+        self.ibot_patch_loss = iBOTPatchLoss(ibot_out_dim)
+
+        # Precision of an unsharded model; the trainer sets the fp16 gradient scaler once the device is known,
+        # and clears ``autocast_dtype`` when FSDP mixed-precision policies take over (dinov2/train/precision.py).
+        self.autocast_dtype = autocast_dtype(cfg)
+        self.fp16_scaler: torch.amp.GradScaler | None = None
+        logger.info(
+            "SSLMetaArch: %s student/teacher, embed_dim %d, dino=%s koleo=%s ibot=%s (separate head: %s), centering=%s",
+            cfg.student.arch,
+            embed_dim,
+            self.do_dino,
+            self.do_koleo,
+            self.do_ibot,
+            self.ibot_separate_head,
+            self.centering,
+        )
+
+    # ----------------------------------------------------------------------------------------------------------
+    # The training step
+    # ----------------------------------------------------------------------------------------------------------
+
+    def forward(self, inputs):
+        raise NotImplementedError("SSLMetaArch is trained with forward_backward(images, teacher_temp)")
+
+    def forward_backward(self, images: dict | Batch, teacher_temp: float) -> dict[str, torch.Tensor]:
+        """One forward and backward pass; returns the (detached) loss terms for logging."""
+        batch = images if isinstance(images, Batch) else Batch.from_collated(images, self.device)
+        with self.autocast():
+            targets = self.teacher_targets(batch, teacher_temp)
+            outputs = self.student_outputs(batch)
+            loss_dict, loss = self.loss_terms(outputs, targets, batch)
+        self.backprop_loss(loss)
+        return {k: v.detach() for k, v in loss_dict.items()}
+
+    @torch.no_grad()
+    def teacher_targets(self, batch: Batch, teacher_temp: float) -> TeacherTargets:
+        """Teacher forward on the global crops and its centred (or Sinkhorn-Knopp) probabilities."""
+        out = self.teacher.backbone(batch.global_crops, is_training=True)
+        cls_tokens = out["x_norm_clstoken"]  # [2B, D]
+        # Swap the two global crops so that each student crop is matched with the *other* crop's teacher output.
+        crop0, crop1 = cls_tokens.chunk(N_GLOBAL_CROPS)
+        cls_tokens = torch.cat((crop1, crop0))
+        n_cls = cls_tokens.shape[0]
+
+        masked_logits = None
+        if self.do_ibot:
+            patch_tokens = out["x_norm_patchtokens"].flatten(0, 1)  # [2B * N, D]
+            masked_tokens = patch_tokens.index_select(0, batch.mask_indices)  # [M, D]
+            if self.ibot_separate_head:
+                cls_logits = self.teacher.dino_head(cls_tokens)
+                masked_logits = self.teacher.ibot_head(masked_tokens)
+            else:
+                logits = self.teacher.dino_head(torch.cat((cls_tokens, masked_tokens)))
+                cls_logits, masked_logits = logits[:n_cls], logits[n_cls:]
+        else:
+            cls_logits = self.teacher.dino_head(cls_tokens)  # [2B, K]
+
+        if self.centering == "centering":
+            dino = self.dino_loss.softmax_center_teacher(cls_logits, teacher_temp=teacher_temp)
+            self.dino_loss.update_center(cls_logits)
+            ibot = None
+            if masked_logits is not None:
+                masked_logits = masked_logits.unsqueeze(0)  # [1, M, K]: the iBOT centre is the mean over tokens
+                ibot = self.ibot_patch_loss.softmax_center_teacher(masked_logits, teacher_temp=teacher_temp)[0]
+                self.ibot_patch_loss.update_center(masked_logits)
+        elif self.centering == "sinkhorn_knopp":
+            dino = self.dino_loss.sinkhorn_knopp_teacher(cls_logits, teacher_temp=teacher_temp)
+            ibot = None
+            if masked_logits is not None:
+                ibot = self.ibot_patch_loss.sinkhorn_knopp_teacher(
+                    masked_logits, teacher_temp=teacher_temp, n_masked_patches_tensor=batch.n_masked_patches
+                )
+        else:
+            raise ValueError(f"train.centering must be 'centering' or 'sinkhorn_knopp', got {self.centering!r}")
+        return TeacherTargets(dino=dino.view(N_GLOBAL_CROPS, -1, dino.shape[-1]), ibot=ibot)
+
+    def student_outputs(self, batch: Batch) -> StudentOutputs:
+        """Packed student forward on global (masked) and local crops, then the heads in one call."""
+        n_local = batch.n_local_crops
+        crops, masks = [batch.global_crops], [batch.masks]
+        if n_local > 0:
+            crops.append(batch.local_crops)
+            masks.append(None)
+        outs = self.student.backbone(crops, masks=masks, is_training=True)
+        global_cls = outs[0]["x_norm_clstoken"]  # [2B, D]
+
+        # Rows of every head input go through the DINO head together: [local cls | global cls | masked patches].
+        head_inputs = [global_cls]
+        if n_local > 0:
+            head_inputs.insert(0, outs[1]["x_norm_clstoken"])  # [L*B, D]
+        masked_tokens = None
+        if self.do_ibot:
+            masked_tokens = outs[0]["x_norm_patchtokens"].flatten(0, 1).index_select(0, batch.mask_indices)  # [M, D]
+            if not self.ibot_separate_head:
+                head_inputs.append(masked_tokens)
+        sizes = [t.shape[0] for t in head_inputs]
+        logits = self.student.dino_head(torch.cat(head_inputs)).split(sizes)
+
+        local_logits = logits[0] if n_local > 0 else None
+        global_logits = logits[1 if n_local > 0 else 0]
+        masked_logits = None
+        if self.do_ibot:
+            masked_logits = self.student.ibot_head(masked_tokens) if self.ibot_separate_head else logits[-1]
+        return StudentOutputs(global_cls, global_logits, local_logits, masked_logits)
+
+    def loss_terms(
+        self, outputs: StudentOutputs, targets: TeacherTargets, batch: Batch
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The weighted loss terms (SPEC.md §3.4); returns (terms for display, total for backward)."""
+        cfg = self.cfg
+        n_local = batch.n_local_crops
+        # Normalise by the number of (student crop, teacher crop) pairs: 2 global pairs + 2L local ones.
+        n_terms = (N_GLOBAL_CROPS - 1) * N_GLOBAL_CROPS + max(n_local * N_GLOBAL_CROPS, 1)
+        loss_dict: dict[str, torch.Tensor] = {}
+        total = outputs.global_cls_logits.new_zeros(())
+
+        if self.do_dino:
+            if n_local > 0:
+                local = self.dino_loss(outputs.local_cls_logits.chunk(n_local), list(targets.dino)) / n_terms
+                loss_dict["dino_local_crops_loss"] = local
+                total = total + cfg.dino.loss_weight * local
+            # Both global crops are processed as one chunk (hence the factor 2), against the swapped targets.
+            glob = self.dino_loss([outputs.global_cls_logits], [targets.dino.flatten(0, 1)]) * 2 / n_terms
+            loss_dict["dino_global_crops_loss"] = glob
+            total = total + cfg.dino.loss_weight * glob
+            if self.do_koleo:
+                # KoLeo within each global crop's batch, never between two crops of the same image.
+                koleo = cfg.dino.koleo_loss_weight * sum(
+                    self.koleo_loss(p) for p in outputs.global_cls.chunk(N_GLOBAL_CROPS)
+                )
+                loss_dict["koleo_loss"] = koleo / 2  # displayed per global crop, as in the release
+                total = total + koleo
+
+        if self.do_ibot:
+            # forward_masked divides by all 2B global-crop images (masked or not); the release's extra
+            # factors (x2 for processing both crops together, x1/2 as the iBOT loss scale) cancel.
+            ibot = self.ibot_patch_loss.forward_masked(
+                outputs.masked_patch_logits,
+                targets.ibot,
+                student_masks_flat=batch.masks,
+                n_masked_patches=int(batch.mask_indices.shape[0]),
+                masks_weight=batch.masks_weight,
+            )
+            loss_dict["ibot_loss"] = ibot / 2
+            total = total + cfg.ibot.loss_weight * ibot
+        return loss_dict, total
+
+    def backprop_loss(self, loss: torch.Tensor) -> None:
+        if self.fp16_scaler is not None:
+            self.fp16_scaler.scale(loss).backward()
+        else:
+            loss.backward()
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Teacher EMA, optimisation helpers, modes
+    # ----------------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def update_teacher(self, m: float) -> None:
+        """EMA of every parameter: ``teacher = m * teacher + (1 - m) * student`` (on local shards when sharded)."""
+        for key in self.student.keys():
+            ema_update(self.teacher[key].parameters(), self.student[key].parameters(), m)
+
+    def prepare_for_distributed_training(self, device: torch.device | str) -> None:
+        """Move to ``device`` and shard student and teacher per ``compute_precision`` (no-op sharding on 1 process).
+
+        Sharded sub-modules compute in their FSDP mixed-precision policy, so autocast is turned off then.
+        """
+        if has_batchnorms(self.student):
+            raise NotImplementedError("sharded training of models with batch norms is not supported")
+        self.to(device)
+        shard_model({"student": self.student, "teacher": self.teacher}, self.cfg.compute_precision, device=device)
+        if distributed.get_global_size() > 1:
+            self.autocast_dtype = None
+
+    def get_params_groups(self) -> list[dict]:
+        """Fused AdamW parameter groups of every student sub-module (layer-wise decay, wd and last-layer flags)."""
+        groups = []
+        for module in self.student.values():
+            fused = fuse_params_groups(
+                get_params_groups_with_decay(
+                    module,
+                    lr_decay_rate=self.cfg.optim.layerwise_decay,
+                    patch_embed_lr_mult=self.cfg.optim.patch_embed_lr_mult,
+                )
+            )
+            for g in fused:
+                g["foreach"] = True
+            groups += fused
+        return groups
+
+    def train(self, mode: bool = True):
+        """Set the student's mode; the teacher always stays in eval mode."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.student.parameters()).device
+
+    def autocast(self):
+        """Autocast context for the mixed-precision compute dtype (a no-op in fp32)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)

@@ -1,0 +1,262 @@
+"""DINOv2 self-supervised training loop (released command line).
+
+    python dinov2/train/train.py --config-file F --output-dir D [--no-resume] [key=value ...]
+    python -m dinov2.train.train ...                      (same)
+    torchrun --nproc-per-node G dinov2/train/train.py ... (one node, several processes)
+
+The same code runs on one CPU, one GPU, torchrun and SLURM (``dinov2/run/train/train.py``). Per iteration:
+apply the schedules -> forward/backward (``SSLMetaArch.forward_backward``) -> clip gradients per student
+sub-module -> optimizer step (through the fp16 gradient scaler when used) -> teacher EMA -> metrics ->
+teacher export every ``evaluation.eval_period_iterations`` -> checkpoint every ``checkpointing.period``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+from functools import partial
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+if __package__ in (None, ""):  # run as a script: make the repository importable like `python -m` does
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from dinov2 import distributed  # noqa: E402
+from dinov2.data import (  # noqa: E402
+    DataAugmentationDINO,
+    MaskingGenerator,
+    SamplerType,
+    collate_data_and_cast,
+    make_data_loader,
+    make_dataset,
+)
+from dinov2.distributed.sharding import clip_grad_norm_  # noqa: E402
+from dinov2.logging import MetricLogger  # noqa: E402
+from dinov2.train.checkpointing import Checkpointer, export_teacher  # noqa: E402
+from dinov2.train.precision import compute_dtype, make_grad_scaler  # noqa: E402
+from dinov2.train.pretrained import load_model_weights, load_student_pretrained_weights  # noqa: E402
+from dinov2.train.ssl_meta_arch import Batch, SSLMetaArch  # noqa: E402
+from dinov2.utils.config import get_args_parser as _get_args_parser  # noqa: E402
+from dinov2.utils.config import setup  # noqa: E402
+from dinov2.utils.param_groups import apply_optim_scheduler  # noqa: E402
+from dinov2.utils.param_groups import build_optimizer as _build_adamw  # noqa: E402
+from dinov2.utils.schedules import TrainingSchedules, build_schedulers  # noqa: E402
+
+logger = logging.getLogger("dinov2")
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    """The released training parser: ``--config-file --output-dir --no-resume --eval-only --eval`` and ``opts``."""
+    return _get_args_parser(add_help=add_help)
+
+
+def build_optimizer(cfg: DictConfig, params_groups: list[dict]) -> torch.optim.AdamW:
+    return _build_adamw(params_groups, betas=(cfg.optim.adamw_beta1, cfg.optim.adamw_beta2))
+
+
+def training_device() -> torch.device:
+    """CUDA (this process's local GPU) when available, else CPU: chosen once for the whole run."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", distributed.get_local_rank() % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def checkpoint_period(cfg: DictConfig) -> int:
+    """Iterations between checkpoints: ``checkpointing.period`` or, when unset, 3 epochs as in the release."""
+    period = cfg.checkpointing.period
+    return int(period) if period else 3 * cfg.train.OFFICIAL_EPOCH_LENGTH
+
+
+def build_data_loader(cfg: DictConfig, start_iter: int) -> torch.utils.data.DataLoader:
+    """Multi-crop augmentation, iBOT masking and the sharded infinite loader, advanced to ``start_iter``.
+
+    Every sample's augmentation and every batch's masks are seeded from its position in the stream, so a
+    resumed run sees exactly the batches an uninterrupted one would have seen.
+    """
+    img_size, patch_size = cfg.crops.global_crops_size, cfg.student.patch_size
+    grid = img_size // patch_size
+    mask_generator = MaskingGenerator(input_size=(grid, grid), max_num_patches=0.5 * grid * grid)
+    transform = DataAugmentationDINO(
+        cfg.crops.global_crops_scale,
+        cfg.crops.local_crops_scale,
+        cfg.crops.local_crops_number,
+        global_crops_size=cfg.crops.global_crops_size,
+        local_crops_size=cfg.crops.local_crops_size,
+    )
+    collate_fn = partial(
+        collate_data_and_cast,
+        mask_ratio_tuple=tuple(cfg.ibot.mask_ratio_min_max),
+        mask_probability=cfg.ibot.mask_sample_probability,
+        n_tokens=grid * grid,
+        mask_generator=mask_generator,
+        dtype=compute_dtype(cfg),
+        local_crops_size=cfg.crops.local_crops_size,
+    )
+    dataset = make_dataset(dataset_str=cfg.train.dataset_path, transform=transform, target_transform=lambda _: ())
+    batch_size = cfg.train.batch_size_per_gpu
+    return make_data_loader(
+        dataset=dataset,
+        batch_size=batch_size,
+        num_workers=cfg.train.num_workers,
+        shuffle=True,
+        seed=cfg.train.seed,
+        sampler_type=SamplerType.SHARDED_INFINITE,
+        sampler_advance=start_iter * batch_size,
+        drop_last=True,
+        persistent_workers=cfg.train.num_workers > 0,
+        collate_fn=collate_fn,
+    )
+
+
+def do_test(cfg: DictConfig, model: SSLMetaArch, iteration: str) -> Path:
+    """Export the teacher to ``<output_dir>/eval/<iteration>/teacher_checkpoint.pth`` (collective)."""
+    path = Path(cfg.train.output_dir) / "eval" / iteration / "teacher_checkpoint.pth"
+    export_teacher(path, model.teacher)
+    if distributed.is_main_process():
+        logger.info("exported the teacher to %s", path)
+    return path
+
+
+def train_step(
+    cfg: DictConfig,
+    model: SSLMetaArch,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    schedules: TrainingSchedules,
+    iteration: int,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """One optimisation step at ``iteration``.
+
+    Returns the loss terms averaged over processes and the gradient norm of every student sub-module before
+    clipping (empty when ``optim.clip_grad`` is 0).
+    """
+    lr, wd = schedules.lr[iteration], schedules.wd[iteration]
+    apply_optim_scheduler(optimizer, lr, wd, schedules.last_layer_lr[iteration])
+    optimizer.zero_grad(set_to_none=True)
+    loss_dict = model.forward_backward(batch, teacher_temp=schedules.teacher_temp[iteration])
+
+    scaler = model.fp16_scaler
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    grad_norms = {}
+    if cfg.optim.clip_grad:
+        for name, module in model.student.items():
+            grad_norms[name] = clip_grad_norm_(module.parameters(), cfg.optim.clip_grad)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    model.update_teacher(schedules.momentum[iteration])
+    return reduce_loss_dict(loss_dict, iteration), {k: float(v) for k, v in grad_norms.items()}
+
+
+def reduce_loss_dict(loss_dict: dict[str, torch.Tensor], iteration: int) -> dict[str, float]:
+    """Average the loss terms over processes (one all-reduce) and stop the run on a non-finite value."""
+    names = sorted(loss_dict)
+    values = torch.stack([loss_dict[k].float() for k in names])
+    distributed.all_reduce(values)
+    values = (values / distributed.get_global_size()).tolist()
+    reduced = dict(zip(names, values))
+    if not all(math.isfinite(v) for v in values):
+        bad = ", ".join(f"{k}={v}" for k, v in reduced.items() if not math.isfinite(v))
+        raise FloatingPointError(
+            f"non-finite loss at iteration {iteration}: {bad} (all terms: {reduced}). Lower optim.base_lr, "
+            "check the data, or use fp32/bf16 instead of fp16 (compute_precision.*.mixed_precision.param_dtype)"
+        )
+    return reduced
+
+
+def resume_or_load(cfg: DictConfig, model: SSLMetaArch, checkpointer: Checkpointer, state: dict, resume: bool) -> int:
+    """First iteration to run: after the latest valid checkpoint when resuming, else 0 (from MODEL.WEIGHTS if set)."""
+    if resume:
+        loaded = checkpointer.load_latest(state)
+        if loaded is not None:
+            logger.info("resumed from %s (iteration %d)", loaded.path, loaded.iteration)
+            return loaded.iteration + 1
+    if cfg.MODEL.WEIGHTS:
+        load_model_weights(model, cfg.MODEL.WEIGHTS)
+    return 0
+
+
+def do_train(
+    cfg: DictConfig, model: SSLMetaArch, resume: bool = False, history: list | None = None
+) -> dict[str, float]:
+    """Train from the latest checkpoint (or from scratch) up to ``optim.epochs * OFFICIAL_EPOCH_LENGTH``.
+
+    ``history``, when given, receives ``(iteration, losses)`` after every completed iteration (its checkpoint
+    included): a record for notebooks and tests.
+    """
+    model.train()
+    optimizer = build_optimizer(cfg, model.get_params_groups())
+    schedules = build_schedulers(cfg)
+    checkpointer = Checkpointer(cfg.train.output_dir, keep=cfg.checkpointing.max_to_keep)
+    state = {"model": model, "optimizer": optimizer}
+    if model.fp16_scaler is not None:
+        state["grad_scaler"] = model.fp16_scaler
+    start_iter = resume_or_load(cfg, model, checkpointer, state, resume)
+    max_iter = cfg.optim.epochs * cfg.train.OFFICIAL_EPOCH_LENGTH
+    period, eval_period = checkpoint_period(cfg), cfg.evaluation.eval_period_iterations
+    if start_iter >= max_iter:
+        logger.info("nothing to do: the run already reached iteration %d of %d", start_iter, max_iter)
+        return {}
+
+    data_loader = build_data_loader(cfg, start_iter)
+    device = model.device
+    batch_size = cfg.train.batch_size_per_gpu
+    metric_logger = MetricLogger(
+        delimiter="  ", output_file=os.path.join(cfg.train.output_dir, "training_metrics.json")
+    )
+    logger.info("starting training from iteration %d of %d", start_iter, max_iter)
+    iteration = start_iter
+    for data in metric_logger.log_every(
+        data_loader, 10, "Training", max_iter, start_iter, batch_size=batch_size * distributed.get_global_size()
+    ):
+        batch = Batch.from_collated(data, device)
+        losses, grad_norms = train_step(cfg, model, optimizer, batch, schedules, iteration)
+        metric_logger.update(
+            lr=schedules.lr[iteration],
+            wd=schedules.wd[iteration],
+            mom=schedules.momentum[iteration],
+            last_layer_lr=schedules.last_layer_lr[iteration],
+            current_batch_size=batch.n_images,
+            total_loss=sum(losses.values()),
+            **losses,
+            **{f"{name}_grad_norm": norm for name, norm in grad_norms.items()},
+        )
+        if eval_period > 0 and (iteration + 1) % eval_period == 0:
+            do_test(cfg, model, f"training_{iteration}")
+        if (iteration + 1) % period == 0 or iteration == max_iter - 1:
+            checkpointer.save(iteration, {**state, "sampler_position": (iteration + 1) * batch_size})
+        if history is not None:
+            history.append((iteration, losses))
+        iteration += 1
+    metric_logger.synchronize_between_processes()
+    return {name: meter.global_avg for name, meter in metric_logger.meters.items()}
+
+
+def main(args: argparse.Namespace, history: list | None = None) -> dict[str, float] | Path:
+    """Entry point shared by this script, ``python -m dinov2.train.train`` and the SLURM launcher."""
+    distributed.enable(overwrite=True)
+    cfg = setup(args)
+    device = training_device()
+    model = SSLMetaArch(cfg)
+    if cfg.student.pretrained_weights:
+        load_student_pretrained_weights(model, cfg.student.pretrained_weights)
+    model.prepare_for_distributed_training(device)
+    model.fp16_scaler = make_grad_scaler(cfg, device)
+    logger.info("model:\n%s", model)
+    if args.eval_only:
+        checkpointer = Checkpointer(cfg.train.output_dir, keep=cfg.checkpointing.max_to_keep)
+        iteration = resume_or_load(cfg, model, checkpointer, {"model": model}, resume=not args.no_resume)
+        return do_test(cfg, model, f"manual_{iteration}")
+    return do_train(cfg, model, resume=not args.no_resume, history=history)
+
+
+if __name__ == "__main__":
+    main(get_args_parser(add_help=True).parse_args())
