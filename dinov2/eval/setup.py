@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from dinov2 import distributed
-from dinov2.hub.utils import load_state_dict
+from dinov2.hub.utils import fetch_state_dict
 from dinov2.models import build_model_from_cfg
 from dinov2.models.convert import flat_to_chunked, to_backbone_state_dict
 from dinov2.utils.config import setup
@@ -130,7 +130,7 @@ def read_backbone_weights(pretrained_weights: str | os.PathLike) -> dict[str, to
         )
     source = str(pretrained_weights)
     if _is_url(source):
-        checkpoint = load_state_dict(source)
+        checkpoint = fetch_state_dict(source)
     else:
         path = Path(source).expanduser()
         if not path.is_file():
@@ -138,7 +138,7 @@ def read_backbone_weights(pretrained_weights: str | os.PathLike) -> dict[str, to
                 f"--pretrained-weights {source!r} does not exist (looked in {os.getcwd()} for a relative path); "
                 "pass a teacher_checkpoint.pth, a hub backbone .pth or a URL"
             )
-        checkpoint = load_state_dict(path)
+        checkpoint = fetch_state_dict(path)
     if not isinstance(checkpoint, Mapping):
         raise ValueError(f"--pretrained-weights {source!r} holds a {type(checkpoint).__name__}, not a state dict")
     state_dict = to_backbone_state_dict(checkpoint)
