@@ -8,6 +8,13 @@ k-NN rows time :meth:`dinov2.eval.knn.KnnIndex.search` (exact top-k with (-sim, 
 and, for reference, a plain ``matmul + topk`` over the same chunks (what the released code does,
 without deterministic ties), then the softmax voting for k in {10, 20, 100, 200}. Features are random
 unit vectors; times are medians over ``--repeats`` runs after one warm-up.
+
+``--extract`` times the real backbone (``--arch``, ``--resolution``, ``--extract-batch``, ``--dtypes``;
+randomly initialised, hub layout) as the protocols run it: the k-NN forward (normalised cls token), the
+linear forward (4 last blocks) and the whole ``extract_features`` loop, in images/s::
+
+    PYTHONPATH=. python scripts/benchmark_eval.py --skip-knn --extract --arch vit_base --extract-batch 64 \
+        --devices cpu cuda --dtypes fp32 fp16 bf16
 """
 
 from __future__ import annotations
@@ -112,32 +119,72 @@ def bench_logreg(args) -> list[dict]:
     return rows
 
 
+class _ImageTensors(torch.utils.data.Dataset):
+    """``n`` random preprocessed images ``[3, R, R]`` with labels: the loader side costs nothing."""
+
+    def __init__(self, n: int, resolution: int):
+        self.images = torch.randn(n, 3, resolution, resolution, generator=torch.Generator().manual_seed(0))
+
+    def __getitem__(self, index):
+        return self.images[index], index % 10
+
+    def __len__(self):
+        return len(self.images)
+
+
+def _extraction_model(arch: str, device: torch.device):
+    """A randomly initialised hub-layout backbone (patch 14, 518 px position table as the eval configs build it)."""
+    from dinov2.models.vision_transformer import ARCHS
+
+    ffn = {"ffn_layer": "swiglufused"} if arch == "vit_giant2" else {}
+    model = ARCHS[arch](patch_size=14, img_size=518, init_values=1.0, block_chunks=0, **ffn)
+    return model.eval().requires_grad_(False).to(device)
+
+
 def bench_extraction(args) -> list[dict]:
-    """Images/s of a randomly initialised backbone forward (the feature-extraction cost of every protocol)."""
-    try:
-        from dinov2.models import vision_transformer as vits
-    except ImportError:
-        # TODO(#7): the backbone lands with the models branch; this runs once dinov2.models.vision_transformer exists
-        print("feature extraction: skipped (dinov2.models.vision_transformer is not available yet)")
-        return []
+    """Images/s of the real backbone as the protocols run it: k-NN features (normalised cls token, the
+    cls-only last block), linear features (4 last blocks with cls tokens), and the whole
+    :func:`dinov2.eval.utils.extract_features` loop (batching, gathering, storing) on in-memory images."""
+    from dinov2.eval.setup import autocast_context
+    from dinov2.eval.utils import ModelWithIntermediateLayers, ModelWithNormalize, extract_features
+
     rows = []
     for device_name in args.devices:
         if device_name == "cuda" and not torch.cuda.is_available():
             continue
         device = torch.device(device_name)
-        model = getattr(vits, args.arch)(patch_size=14, img_size=224).to(device).eval()
-        images = torch.randn(args.extract_batch, 3, 224, 224, device=device)
-        with torch.inference_mode():
-            seconds = _timed(partial(model, images), device, args.repeats)
-        rows.append(
-            {
-                "device": device_name,
-                "arch": args.arch,
-                "batch": args.extract_batch,
-                "images/s": args.extract_batch / seconds,
+        model = _extraction_model(args.arch, device)
+        images = torch.randn(args.extract_batch, 3, args.resolution, args.resolution, device=device)
+        dataset = _ImageTensors(args.extract_batch * args.extract_batches, args.resolution)
+        for dtype_name in args.dtypes:
+            if device.type == "cpu" and dtype_name != "fp32":
+                continue  # autocast runs on CUDA only (as released): the CPU path is float32
+            autocast = autocast_context(DTYPES[dtype_name], device)
+            knn_model = ModelWithNormalize(model)
+            linear_model = ModelWithIntermediateLayers(model, 4, autocast)
+            modes = {
+                "k-NN forward": partial(_under, autocast, knn_model, images),
+                "linear forward (4 blocks)": partial(linear_model, images),
+                "extract_features": partial(
+                    _under, autocast, extract_features, knn_model, dataset, args.extract_batch, 0, progress=False
+                ),
             }
-        )
+            for mode, fn in modes.items():
+                count = len(dataset) if mode == "extract_features" else args.extract_batch
+                with torch.inference_mode():
+                    seconds = _timed(fn, device, args.repeats)
+                rows.append(
+                    {
+                        "device": device_name, "arch": args.arch, "dtype": dtype_name, "mode": mode,
+                        "resolution": args.resolution, "batch": args.extract_batch, "images/s": count / seconds,
+                    }
+                )  # fmt: skip
     return rows
+
+
+def _under(autocast, fn, *args, **kwargs):
+    with autocast():
+        return fn(*args, **kwargs)
 
 
 def main() -> None:
@@ -159,8 +206,10 @@ def main() -> None:
     parser.add_argument("--logreg-classes", type=int, default=100)
     parser.add_argument("--logreg-c", type=float, nargs="+", default=[1e-2, 1e-1, 1.0])
     parser.add_argument("--extract", action="store_true", help="also time backbone feature extraction")
-    parser.add_argument("--arch", default="vit_small")
-    parser.add_argument("--extract-batch", type=int, default=16)
+    parser.add_argument("--arch", default="vit_small", choices=["vit_small", "vit_base", "vit_large", "vit_giant2"])
+    parser.add_argument("--resolution", type=int, default=224, help="image side for feature extraction (px)")
+    parser.add_argument("--extract-batch", type=int, default=16, help="images per batch for feature extraction")
+    parser.add_argument("--extract-batches", type=int, default=4, help="batches in the extract_features timing")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -5,28 +5,43 @@ Protocol (released ``dinov2/eval/knn.py``): features are L2-normalised; for each
 turned into weights ``softmax(sims / T)`` over those ``max(nb_knn)`` neighbours, and the class score
 for a given k sums the weights of the first k neighbours per class. Top-1 / top-5 accuracy per k.
 
-Sharding: every rank keeps one contiguous shard of the train set (``tensor_split`` in rank order).
-For each source rank in turn, its queries are broadcast (in chunks, to bound memory); every rank
-finds the top-k of that chunk within its shard; the candidates are all-gathered and merged into the
-global top-k, kept by the source rank. The result equals a single-process search over the full set.
+Command line (released flags; ``python -m dinov2.eval.knn``, or ``dinov2/run/eval/knn.py`` on SLURM)::
 
-Tie-breaking (deterministic; ``torch.topk`` does not specify the order of equal values): neighbours
-are ranked by (-similarity, train index), i.e. among equal similarities the lower train index comes
-first, both inside a shard and when merging shards. The released code inherits ``topk``'s arbitrary
-order, so on exact ties the two may pick different neighbours; without ties they agree.
+    python -m dinov2.eval.knn --config-file dinov2/configs/eval/vits14_pretrain.yaml \\
+        --pretrained-weights dinov2_vits14_pretrain.pth --output-dir out/knn \\
+        --train-dataset ImageFolder:root=/data/train --val-dataset ImageFolder:root=/data/val
+
+The search itself (:class:`KnnIndex`: train set sharded over ranks, exact top-k with deterministic
+tie-breaking by train index) lives in :mod:`dinov2.eval.knn_search`.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
+import sys
+import time
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
+from torch import nn
 
 from dinov2 import distributed
-from dinov2.eval.metrics import MetricType, build_metric
+from dinov2.eval.common import (
+    add_eval_transform_args,
+    args_record,
+    as_metric_type,
+    check_extracted_labels,
+    make_eval_dataset,
+    make_eval_transform,
+    write_results,
+)
+from dinov2.eval.knn_search import KnnIndex
+from dinov2.eval.metrics import AccuracyAveraging, MetricType, build_metric
 from dinov2.eval.results import format_table
+from dinov2.eval.setup import autocast_context, setup_and_build_model
+from dinov2.eval.setup import get_args_parser as get_setup_args_parser
+from dinov2.eval.utils import ModelWithNormalize, extract_features
 
 logger = logging.getLogger("dinov2")
 
@@ -40,147 +55,13 @@ __all__ = [
     "eval_knn",
     "released_knn_results",
     "format_knn_results",
+    "get_args_parser",
+    "eval_knn_with_model",
+    "main",
 ]
 
 DEFAULT_NB_KNN = (10, 20, 100, 200)
 DEFAULT_TEMPERATURE = 0.07
-# Elements of one [query chunk, train shard] similarity block when chunk_size is not given (512 MiB fp32).
-DEFAULT_MAX_BLOCK_ELEMENTS = 1 << 27
-_PAD_INDEX = torch.iinfo(torch.long).max
-
-
-def _sort_by_sim_then_index(sims: torch.Tensor, index: torch.Tensor, *extra: torch.Tensor):
-    """Sort each row by (-sims, index). sims, index, extra: [Q, M]. Returns the permuted tensors."""
-    order = torch.sort(index, dim=1, stable=True).indices  # [Q, M]
-    sims, index = sims.gather(1, order), index.gather(1, order)
-    extra = tuple(e.gather(1, order) for e in extra)
-    order = torch.sort(sims, dim=1, descending=True, stable=True).indices  # stable keeps index order on ties
-    return (sims.gather(1, order), index.gather(1, order), *(e.gather(1, order) for e in extra))
-
-
-def _exact_topk(sims: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k best columns per row by (-sim, column), sorted. sims: [Q, N]; returns ([Q, k], [Q, k]).
-
-    ``topk`` returns the right values but may pick any of several columns tied at the k-th value;
-    rows where that happens (detected by counting) are redone by taking the lowest tied columns.
-    """
-    vals, cols = sims.topk(k, dim=1, sorted=False)  # [Q, k], re-sorted below
-    kth = vals.min(dim=1, keepdim=True).values  # [Q, 1] the k-th largest value
-    ambiguous = (sims == kth).sum(dim=1) > (vals == kth).sum(dim=1)  # [Q]
-    if ambiguous.any():
-        rows = ambiguous.nonzero().squeeze(1)
-        s, t = sims[rows], kth[rows]  # [R, N], [R, 1]
-        above = s > t
-        tied = s == t
-        keep = above | (tied & (tied.cumsum(dim=1) <= k - above.sum(dim=1, keepdim=True)))
-        picked = keep.nonzero()[:, 1].view(len(rows), k)  # row-major: exactly k per row
-        cols[rows] = picked
-        vals[rows] = s.gather(1, picked)
-    return _sort_by_sim_then_index(vals, cols)
-
-
-class KnnIndex:
-    """This rank's shard of the train set, searched together with the other ranks' shards.
-
-    train_features: [n_local, D] this rank's shard (use :meth:`from_full` to shard a full set);
-    train_labels: [n_local] int. Shards are numbered in rank order: global index = sum of the sizes
-    of lower ranks' shards + local index. ``device`` holds the shard and runs the search (default:
-    where the features are); with NCCL it must be this rank's GPU.
-    """
-
-    def __init__(
-        self,
-        train_features: torch.Tensor,
-        train_labels: torch.Tensor,
-        *,
-        device: torch.device | str | None = None,
-        normalize: bool = True,
-        chunk_size: int | None = None,
-    ):
-        if train_features.ndim != 2 or train_labels.shape != train_features.shape[:1]:
-            raise ValueError(
-                f"train features must be [N, D] with labels [N], got {tuple(train_features.shape)} "
-                f"and {tuple(train_labels.shape)}"
-            )
-        device = torch.device(device) if device is not None else train_features.device
-        features = train_features.to(device)
-        if normalize:
-            features = F.normalize(features, dim=1, p=2)
-        self.features = features  # [n_local, D]; searched as queries @ features.T without a transposed copy
-        self.labels = train_labels.to(device=device, dtype=torch.long)  # [n_local]
-        self.device = device
-        self.chunk_size = chunk_size
-        self.normalize = normalize
-        sizes = distributed.all_gather(torch.tensor([features.shape[0]], device=device))  # [world]
-        rank = distributed.get_global_rank()
-        self.shard_sizes = sizes.tolist()
-        self.offset = sum(self.shard_sizes[:rank])
-        self.num_total = sum(self.shard_sizes)
-
-    @classmethod
-    def from_full(cls, train_features: torch.Tensor, train_labels: torch.Tensor, **kwargs) -> KnnIndex:
-        """Keep this rank's contiguous shard of a train set that every rank holds in full."""
-        world, rank = distributed.get_global_size(), distributed.get_global_rank()
-        features = torch.tensor_split(train_features, world)[rank]
-        labels = torch.tensor_split(train_labels, world)[rank]
-        return cls(features, labels, **kwargs)
-
-    def _chunk_size(self) -> int:
-        if self.chunk_size is not None:
-            return max(1, int(self.chunk_size))
-        return max(1, DEFAULT_MAX_BLOCK_ELEMENTS // max(1, max(self.shard_sizes)))
-
-    def _local_search(self, queries: torch.Tensor, k: int):
-        """Top-k of queries [m, D] in this shard, padded to k. Returns sims, global indices, labels [m, k]."""
-        m, n_local = queries.shape[0], self.features.shape[0]
-        k_local = min(k, n_local)
-        sims = queries @ self.features.t()  # [m, n_local]
-        vals, cols = _exact_topk(sims, k_local)
-        index, labels = cols + self.offset, self.labels[cols]
-        if k_local < k:  # a shard smaller than k: pad with candidates that always lose the merge
-            pad = k - k_local
-            vals = torch.cat([vals, vals.new_full((m, pad), float("-inf"))], dim=1)
-            index = torch.cat([index, index.new_full((m, pad), _PAD_INDEX)], dim=1)
-            labels = torch.cat([labels, labels.new_full((m, pad), -1)], dim=1)
-        return vals, index, labels
-
-    @torch.no_grad()
-    def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Global top-k neighbours of this rank's queries (collective: every rank must call it with the same k).
-
-        queries: [Q_local, D] (may differ per rank, may be empty). Returns similarities [Q_local, k]
-        (sorted, best first), global train indices [Q_local, k] and their labels [Q_local, k].
-        """
-        if k > self.num_total:
-            raise ValueError(
-                f"k={k} nearest neighbours requested but the train set has only {self.num_total} samples; "
-                "lower --nb_knn (or use more samples per class)"
-            )
-        queries = queries.to(device=self.device, dtype=self.features.dtype)
-        if self.normalize:
-            queries = F.normalize(queries, dim=1, p=2)
-        world, rank = distributed.get_global_size(), distributed.get_global_rank()
-        counts = distributed.all_gather(torch.tensor([queries.shape[0]], device=self.device)).tolist()
-        chunk, dim = self._chunk_size(), self.features.shape[1]
-        outputs = []
-        for src in range(world):
-            for start in range(0, counts[src], chunk):
-                m = min(chunk, counts[src] - start)
-                if rank == src:
-                    block = queries[start : start + m].contiguous()
-                else:
-                    block = torch.empty(m, dim, dtype=queries.dtype, device=self.device)
-                block = distributed.broadcast(block, src=src)
-                result = self._local_search(block, k)
-                if world > 1:
-                    merged = [distributed.all_gather(t, dim=1) for t in result]  # [m, world * k] each
-                    result = tuple(t[:, :k] for t in _sort_by_sim_then_index(*merged))
-                if rank == src:
-                    outputs.append(result)
-        if not outputs:
-            empty = torch.empty(0, k, device=self.device)
-            return empty, empty.long(), empty.long()
-        return tuple(torch.cat(parts) for parts in zip(*outputs))  # type: ignore[return-value]
 
 
 def knn_class_scores(
@@ -313,14 +194,16 @@ def _train_sets(train_features, train_labels, nb_knn, n_per_class_list, n_tries)
             yield setting, k_list, draws(n_per_class, setting, k_list)
 
 
-def released_knn_results(results: dict[str, dict]) -> dict[str, float]:
-    """Flatten :func:`eval_knn` results to the released JSON keys, e.g. ``"('full', 10) Top 1": 78.2``."""
+def released_knn_results(results: dict[str, dict]) -> dict[str, float | list[float]]:
+    """Flatten :func:`eval_knn` results to the released JSON keys, e.g. ``"('full', 10) Top 1": 78.2``.
+
+    Per-class accuracies (a vector per k) become lists (NaN for classes without validation images).
+    """
     flat = {}
     for setting, entry in results.items():
         for k, values in entry["mean"].items():
             for name, value in values.items():
-                if value.ndim == 0:
-                    flat[f"{(setting, k)} Top {name.split('-')[1]}"] = float(value)
+                flat[f"{(setting, k)} Top {name.split('-')[1]}"] = float(value) if value.ndim == 0 else value.tolist()
     return flat
 
 
@@ -337,3 +220,151 @@ def format_knn_results(results: dict[str, dict]) -> str:
                     row[f"{name} std"] = float(per_try.std())
             rows.append(row)
     return format_table(rows, title="k-NN accuracy (%)")
+
+
+# ----------------------------------------------------------------------------------- model level, CLI
+RESIZE_RATIO = 256 / 224  # released eval transform: resize 256, crop 224
+
+
+def get_args_parser(
+    description: str | None = None, parents: list[argparse.ArgumentParser] | None = None, add_help: bool = True
+) -> argparse.ArgumentParser:
+    """Released k-NN flags (``--train-dataset --val-dataset --nb_knn --temperature --gather-on-cpu
+    --batch-size --n-per-class-list --n-tries``) plus the set-up flags and the extras of
+    :mod:`dinov2.eval.common` (``--metric-type``, ``--crop-size``, ``--resize-size``, ``--num-workers``)."""
+    setup_parser = get_setup_args_parser(parents=parents or [], add_help=False)
+    parser = argparse.ArgumentParser(description=description, parents=[setup_parser], add_help=add_help)
+    parser.add_argument("--train-dataset", dest="train_dataset_str", type=str, help="Training dataset")
+    parser.add_argument("--val-dataset", dest="val_dataset_str", type=str, help="Validation dataset")
+    parser.add_argument("--nb_knn", nargs="+", type=int, help="Number of NN to use. 20 is usually working the best.")
+    parser.add_argument("--temperature", type=float, help="Temperature used in the voting coefficient")
+    parser.add_argument(
+        "--gather-on-cpu",
+        action="store_true",
+        help="gather the train features on the CPU (slower, avoids running out of GPU memory on large sets)",
+    )
+    parser.add_argument("--batch-size", type=int, help="Batch size (per process).")
+    parser.add_argument("--n-per-class-list", nargs="+", type=int, help="Number to take per class (-1: all)")
+    parser.add_argument("--n-tries", type=int, help="Number of tries (few-shot draws)")
+    parser.add_argument(
+        "--metric-type", type=MetricType, choices=list(MetricType), help="metric (released: mean_accuracy)"
+    )
+    add_eval_transform_args(parser, num_workers=5, resize_ratio=RESIZE_RATIO)
+    parser.set_defaults(
+        train_dataset_str="ImageNet:split=TRAIN",
+        val_dataset_str="ImageNet:split=VAL",
+        nb_knn=list(DEFAULT_NB_KNN),
+        temperature=DEFAULT_TEMPERATURE,
+        batch_size=256,
+        n_per_class_list=[-1],
+        n_tries=1,
+        metric_type=MetricType.MEAN_ACCURACY,
+    )
+    return parser
+
+
+def _check_k_fits(nb_knn: Sequence[int], n_per_class_list: Sequence[int], train_count: int, name: str) -> None:
+    """Fail before extracting features when k exceeds the train set (the search would fail afterwards)."""
+    if any(n < 0 for n in n_per_class_list) and max(nb_knn) > train_count:
+        raise ValueError(
+            f"--nb_knn {max(nb_knn)} is larger than the train set ({train_count} images in {name!r}); "
+            f"use k <= {train_count}, e.g. --nb_knn {' '.join(str(k) for k in nb_knn if k <= train_count) or 1}"
+        )
+
+
+def eval_knn_with_model(
+    model: nn.Module,
+    output_dir: str | None = None,
+    train_dataset_str="ImageNet:split=TRAIN",
+    val_dataset_str="ImageNet:split=VAL",
+    nb_knn: Sequence[int] = DEFAULT_NB_KNN,
+    temperature: float = DEFAULT_TEMPERATURE,
+    autocast_dtype: torch.dtype = torch.float,
+    accuracy_averaging: AccuracyAveraging | MetricType | str = AccuracyAveraging.MEAN_ACCURACY,
+    transform=None,
+    gather_on_cpu: bool = False,
+    batch_size: int = 256,
+    num_workers: int = 5,
+    n_per_class_list: Sequence[int] = (-1,),
+    n_tries: int = 1,
+    *,
+    crop_size: int = 224,
+    resize_size: int | None = None,
+    progress: bool = True,
+    run_args=None,
+) -> dict[str, float | list[float]]:
+    """k-NN evaluation of a backbone (``model(images) -> [B, D]`` cls features) on two datasets (collective).
+
+    Datasets are dataset strings (``ImageFolder:root=R``, ``Synthetic:root=R:split=VAL``, ...) or dataset
+    objects returning ``(image, label)``. ``transform`` (default: the eval transform at ``crop_size`` /
+    ``resize_size``) is applied to dataset strings. ``output_dir``: where the result files go (none when
+    None). Returns the released flat results on every rank, e.g. ``{"('full', 20) Top 1": 81.2, ...}``
+    (percent; lists for per-class accuracy).
+    """
+    start = time.perf_counter()
+    transform = transform or make_eval_transform(crop_size, resize_size, RESIZE_RATIO)
+    train_dataset = make_eval_dataset(train_dataset_str, transform, "train")
+    val_dataset = make_eval_dataset(val_dataset_str, transform, "val")
+    train_name, val_name = str(train_dataset_str), str(val_dataset_str)
+    _check_k_fits(nb_knn, n_per_class_list, len(train_dataset), train_name)
+    device = next(model.parameters()).device
+    normalized = ModelWithNormalize(model).eval()
+    with autocast_context(autocast_dtype, device)():
+        train_features, train_labels = extract_features(
+            normalized, train_dataset, batch_size, num_workers, gather_on_cpu, progress=progress, description="train"
+        )
+        check_extracted_labels(train_labels, train_name)
+        val_features, val_labels = extract_features(
+            normalized, val_dataset, batch_size, num_workers, gather=False, progress=progress, description="val"
+        )
+    check_extracted_labels(val_labels, val_name)
+    results = eval_knn(
+        train_features, train_labels, val_features, val_labels,
+        nb_knn=nb_knn, temperature=temperature, n_per_class_list=n_per_class_list, n_tries=n_tries,
+        metric_type=as_metric_type(accuracy_averaging), device=device, normalize=False,
+    )  # fmt: skip
+    flat = released_knn_results(results)
+    logger.info("\n%s", format_knn_results(results))
+    detailed = {
+        "protocol": "knn",
+        "train_dataset": train_name,
+        "val_dataset": val_name,
+        "num_train": len(train_dataset),
+        "num_val": len(val_dataset),
+        "results": flat,
+        "settings": {s: {"mean": e["mean"], "tries": e["tries"]} for s, e in results.items()},
+        "seconds": time.perf_counter() - start,
+        "args": args_record(run_args),
+    }
+    write_results(output_dir, "knn", flat, detailed)
+    distributed.barrier()
+    return flat
+
+
+def main(args: argparse.Namespace) -> int:
+    """Released entry point: build the backbone from ``--config-file`` / ``--pretrained-weights`` and run k-NN."""
+    model, autocast_dtype = setup_and_build_model(args)
+    eval_knn_with_model(
+        model=model,
+        output_dir=args.output_dir,
+        train_dataset_str=args.train_dataset_str,
+        val_dataset_str=args.val_dataset_str,
+        nb_knn=args.nb_knn,
+        temperature=args.temperature,
+        autocast_dtype=autocast_dtype,
+        accuracy_averaging=args.metric_type,
+        gather_on_cpu=args.gather_on_cpu,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        n_per_class_list=args.n_per_class_list,
+        n_tries=args.n_tries,
+        crop_size=args.crop_size,
+        resize_size=args.resize_size,
+        progress=not args.no_progress,
+        run_args=args,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser(description="DINOv2 k-NN evaluation").parse_args()))

@@ -1,357 +1,356 @@
-"""Linear probing on frozen features (SPEC.md §6): a grid of linear classifiers trained at once.
+"""Linear evaluation of a backbone: the released command line and model-level entry point.
 
-Facts from the released ``dinov2/eval/linear.py``: the backbone runs once per batch
-(``get_intermediate_layers(x, n=4, return_class_token=True)``); each classifier of the grid
-(learning rates x n_last_blocks {1, 4} x avgpool {False, True}) reads its input with
-:func:`create_linear_input`; one SGD (momentum 0.9, no weight decay, one param group per classifier
-with its scaled lr) and one cosine schedule to 0 over ``epochs * epoch_length`` iterations drive them
-all; the loss is the sum of the classifiers' cross-entropies, so each classifier gets exactly the
-gradient it would get alone. With several processes the gradients are averaged over ranks (what the
-released ``DistributedDataParallel`` wrapper does). The best classifier is chosen on validation top-1.
+    python -m dinov2.eval.linear --config-file dinov2/configs/eval/vits14_pretrain.yaml \\
+        --pretrained-weights dinov2_vits14_pretrain.pth --output-dir out/linear \\
+        --train-dataset ImageFolder:root=/data/train --val-dataset ImageFolder:root=/data/val
 
-Checkpoint I/O and the hub ``_lc`` head export live in ``dinov2.eval.linear_checkpoint``.
+(or ``dinov2/run/eval/linear.py`` on SLURM). The grid, its training loop and checkpoints are in
+:mod:`dinov2.eval.linear_probe` and :mod:`dinov2.eval.linear_checkpoint` (their names are re-exported here).
+
+Released behaviour: train transform ``RandomResizedCrop(224)`` + flip, sharded infinite sampler (seed 0,
+drop last), ``epochs * epoch_length`` iterations, validation every ``--eval-period-iterations`` and at the
+end, named checkpoints every ``--save-checkpoint-frequency`` epochs and a running one every epoch, resume
+from ``--output-dir`` unless ``--no-resume``, test sets scored with the classifier chosen on validation.
+Deliberate differences: the sampler resumes exactly (``start_iter * batch_size`` samples skipped; the
+release skipped ``start_iter`` samples); validation and test images are split across ranks without
+duplicates; the number of classes is ``max(train label) + 1`` (the release counted distinct labels, the
+same for contiguous labels); ``--test-class-mapping-fpaths`` may be omitted for several test sets.
+The best classifier among those with a hub layout (avgpool, 1 or 4 blocks) is saved as
+``linear_head.pth`` (1 block) or ``linear4_head.pth`` (4 blocks) in the hub ``_lc`` head format:
+``torch.hub.load("facebookresearch/dinov2", "dinov2_vits14_lc", layers=4, weights=".../linear4_head.pth",
+backbone_weights="dinov2_vits14_pretrain.pth")`` or ``dinov2.hub.classifiers.dinov2_vits14_lc(...)``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
 
+import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
 from dinov2 import distributed
-from dinov2.eval.linear_checkpoint import RUNNING_CHECKPOINT_NAME, hub_head_layers, save_linear_checkpoint
-from dinov2.eval.metrics import MetricType, build_metric
-from dinov2.eval.results import to_jsonable
+from dinov2.data import SamplerType, make_data_loader
+from dinov2.data.transforms import make_classification_train_transform
+from dinov2.eval.common import (
+    add_eval_transform_args,
+    args_record,
+    make_eval_dataset,
+    make_eval_transform,
+    write_results,
+)
+from dinov2.eval.linear_checkpoint import resume_or_load, save_hub_linear_head
+from dinov2.eval.linear_probe import (  # noqa: F401  (re-exported: the released module held them)
+    DEFAULT_LEARNING_RATES,
+    DEFAULT_N_LAST_BLOCKS_LIST,
+    AllClassifiers,
+    LinearClassifier,
+    best_hub_classifier,
+    classifier_name,
+    create_linear_input,
+    evaluate_linear_classifiers,
+    make_optimizer,
+    make_scheduler,
+    scale_lr,
+    select_best_classifier,
+    setup_linear_classifiers,
+    train_linear_classifiers,
+    train_step,
+)
+from dinov2.eval.metrics import MetricType
+from dinov2.eval.results import format_table, to_jsonable
+from dinov2.eval.setup import autocast_context, setup_and_build_model
+from dinov2.eval.setup import get_args_parser as get_setup_args_parser
+from dinov2.eval.utils import ModelWithIntermediateLayers, make_shard_loader
 
 logger = logging.getLogger("dinov2")
 
-__all__ = [
-    "DEFAULT_LEARNING_RATES",
-    "DEFAULT_N_LAST_BLOCKS_LIST",
-    "create_linear_input",
-    "LinearClassifier",
-    "AllClassifiers",
-    "scale_lr",
-    "classifier_name",
-    "setup_linear_classifiers",
-    "make_optimizer",
-    "make_scheduler",
-    "train_step",
-    "evaluate_linear_classifiers",
-    "select_best_classifier",
-    "best_hub_classifier",
-    "train_linear_classifiers",
-]
-
-DEFAULT_LEARNING_RATES = (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1)
-DEFAULT_N_LAST_BLOCKS_LIST = (1, 4)
-
-# images [B, 3, H, W] -> one (patch_tokens [B, N, D], cls_token [B, D]) pair per block, oldest first
-FeatureModel = Callable[[torch.Tensor], Sequence[tuple[torch.Tensor, torch.Tensor]]]
+RESIZE_RATIO = 256 / 224
 
 
-def create_linear_input(x_tokens_list, use_n_blocks: int, use_avgpool: bool) -> torch.Tensor:
-    """Classifier input from the last blocks' outputs.
-
-    x_tokens_list: [(patch_tokens [B, N, D], cls_token [B, D]), ...] oldest block first.
-    Returns float32 [B, use_n_blocks * D] (cls tokens of the last ``use_n_blocks`` blocks, oldest
-    first), with the mean of the last block's patch tokens appended ([B, (use_n_blocks + 1) * D])
-    when ``use_avgpool``. This is the input layout of the hub ``_lc`` heads.
-    """
-    blocks = list(x_tokens_list)[-use_n_blocks:]
-    output = torch.cat([cls_token for _, cls_token in blocks], dim=-1)  # [B, n * D]
-    if use_avgpool:
-        patch_mean = blocks[-1][0].mean(dim=1)  # [B, D]
-        output = torch.cat((output, patch_mean), dim=-1).reshape(output.shape[0], -1)
-    return output.float()
-
-
-class LinearClassifier(nn.Module):
-    """Linear layer on frozen features; weight ~ N(0, 0.01), bias 0 (released init)."""
-
-    def __init__(self, out_dim: int, use_n_blocks: int, use_avgpool: bool, num_classes: int = 1000):
-        super().__init__()
-        self.out_dim = out_dim
-        self.use_n_blocks = use_n_blocks
-        self.use_avgpool = use_avgpool
-        self.num_classes = num_classes
-        self.linear = nn.Linear(out_dim, num_classes)
-        self.linear.weight.data.normal_(mean=0.0, std=0.01)
-        self.linear.bias.data.zero_()
-
-    def forward(self, x_tokens_list) -> torch.Tensor:
-        return self.linear(create_linear_input(x_tokens_list, self.use_n_blocks, self.use_avgpool))
-
-
-class AllClassifiers(nn.Module):
-    """The grid, as a ``classifiers_dict`` ModuleDict (released state-dict keys
-    ``classifiers_dict.<name>.linear.{weight,bias}``). ``forward`` returns {name: logits [B, C]};
-    classifiers sharing (n blocks, avgpool) share one computed input.
-    """
-
-    def __init__(self, classifiers_dict: dict[str, LinearClassifier]):
-        super().__init__()
-        self.classifiers_dict = nn.ModuleDict()
-        self.classifiers_dict.update(classifiers_dict)
-
-    def forward(self, inputs) -> dict[str, torch.Tensor]:
-        cache: dict[tuple[int, bool], torch.Tensor] = {}
-        outputs = {}
-        for name, classifier in self.classifiers_dict.items():
-            key = (classifier.use_n_blocks, classifier.use_avgpool)
-            if key not in cache:
-                cache[key] = create_linear_input(inputs, *key)
-            outputs[name] = classifier.linear(cache[key])
-        return outputs
-
-    def __len__(self) -> int:
-        return len(self.classifiers_dict)
+def get_args_parser(
+    description: str | None = None, parents: list[argparse.ArgumentParser] | None = None, add_help: bool = True
+) -> argparse.ArgumentParser:
+    """Released linear-evaluation flags and defaults, plus ``--crop-size`` / ``--resize-size``."""
+    setup_parser = get_setup_args_parser(parents=parents or [], add_help=False)
+    parser = argparse.ArgumentParser(description=description, parents=[setup_parser], add_help=add_help)
+    add = parser.add_argument
+    add("--train-dataset", dest="train_dataset_str", type=str, help="Training dataset")
+    add("--val-dataset", dest="val_dataset_str", type=str, help="Validation dataset")
+    add("--test-datasets", dest="test_dataset_strs", type=str, nargs="+", help="Test datasets (default: val)")
+    add("--epochs", type=int, help="Number of training epochs")
+    add("--batch-size", type=int, help="Batch Size (per GPU)")
+    add("--num-workers", type=int, help="Number of data-loading workers")
+    add("--epoch-length", type=int, help="Length of an epoch in number of iterations")
+    add("--save-checkpoint-frequency", type=int, help="Number of epochs between two named checkpoint saves.")
+    add("--eval-period-iterations", type=int, help="Number of iterations between two evaluations.")
+    add("--learning-rates", nargs="+", type=float, help="Learning rates to grid search.")
+    add("--no-resume", action="store_true", help="Whether to not resume from existing checkpoints")
+    add("--val-metric-type", type=MetricType, choices=list(MetricType), help="Validation metric")
+    add("--test-metric-types", type=MetricType, choices=list(MetricType), nargs="+", help="Evaluation metric")
+    add("--classifier-fpath", type=str, help="Path to a file containing pretrained linear classifiers")
+    add("--val-class-mapping-fpath", type=str, help="Path to a .npy mapping to adjust classifier outputs")
+    add("--test-class-mapping-fpaths", nargs="+", type=str, help="Path(s) to .npy mappings, one per test set")
+    add_eval_transform_args(parser, num_workers=None, resize_ratio=RESIZE_RATIO, progress=False)
+    parser.set_defaults(
+        train_dataset_str="ImageNet:split=TRAIN",
+        val_dataset_str="ImageNet:split=VAL",
+        test_dataset_strs=None,
+        epochs=10,
+        batch_size=128,
+        num_workers=8,
+        epoch_length=1250,
+        save_checkpoint_frequency=20,
+        eval_period_iterations=1250,
+        learning_rates=list(DEFAULT_LEARNING_RATES),
+        val_metric_type=MetricType.MEAN_ACCURACY,
+        test_metric_types=None,
+        classifier_fpath=None,
+        val_class_mapping_fpath=None,
+        test_class_mapping_fpaths=[None],
+    )
+    return parser
 
 
-def scale_lr(learning_rate: float, batch_size: int, world_size: int | None = None) -> float:
-    """Released linear scaling: lr * (batch_size * world_size) / 256 (batch_size per process)."""
-    world_size = distributed.get_global_size() if world_size is None else world_size
-    return learning_rate * (batch_size * world_size) / 256.0
-
-
-def classifier_name(n_blocks: int, avgpool: bool, lr: float, digits: int = 5) -> str:
-    """Released name, e.g. ``classifier_4_blocks_avgpool_True_lr_0_00250`` (scaled lr, "." -> "_")."""
-    return f"classifier_{n_blocks}_blocks_avgpool_{avgpool}_lr_{lr:.{digits}f}".replace(".", "_")
-
-
-def setup_linear_classifiers(
-    sample_output,
-    n_last_blocks_list: Sequence[int] = DEFAULT_N_LAST_BLOCKS_LIST,
-    learning_rates: Sequence[float] = DEFAULT_LEARNING_RATES,
-    batch_size: int = 128,
-    num_classes: int = 1000,
-    *,
-    world_size: int | None = None,
-    device: torch.device | str | None = None,
-) -> tuple[AllClassifiers, list[dict]]:
-    """Build the grid in the released order (n blocks, then avgpool False/True, then lr).
-
-    sample_output: the feature model's output for a sample batch (sets the input sizes).
-    Returns the classifiers and one optimizer param group per classifier ``{"params", "lr"}``.
-    Names that would collide at 5 decimals (e.g. scaled lrs 5e-6 and 1e-5: the released code then
-    silently replaces one classifier in the dict) get 10 decimals instead. With a process group the
-    initial weights are broadcast from rank 0 (as DistributedDataParallel does).
-    """
-    if not learning_rates or min(learning_rates) <= 0:
-        raise ValueError(f"--learning-rates must be positive, got {list(learning_rates)}")
-    depth = len(sample_output)
-    if any(n < 1 or n > depth for n in n_last_blocks_list):
-        raise ValueError(f"n_last_blocks {list(n_last_blocks_list)} must be in [1, {depth}] (blocks in the output)")
-    grid = [
-        (n, avgpool, scale_lr(lr, batch_size, world_size))
-        for n in n_last_blocks_list
-        for avgpool in (False, True)
-        for lr in learning_rates
+def _pad_and_collate(batch):
+    """Collate ImageNet-ReaL targets (arrays of valid labels of different lengths), padded with -1."""
+    length = max(len(np.atleast_1d(target)) for _, target in batch)
+    padded = [
+        (image, np.pad(np.atleast_1d(t), (0, length - len(np.atleast_1d(t))), constant_values=-1)) for image, t in batch
     ]
-    short = [classifier_name(*entry) for entry in grid]
-    classifiers, param_groups = {}, []
-    for (n, avgpool, lr), name in zip(grid, short):
-        if short.count(name) > 1:
-            name = classifier_name(n, avgpool, lr, digits=10)
-        out_dim = create_linear_input(sample_output, use_n_blocks=n, use_avgpool=avgpool).shape[1]
-        classifier = LinearClassifier(out_dim, use_n_blocks=n, use_avgpool=avgpool, num_classes=num_classes)
-        classifiers[name] = classifier.to(device)
-        param_groups.append({"params": list(classifier.parameters()), "lr": lr})
-    if len(classifiers) != len(grid):
-        raise ValueError(f"duplicate learning rates in {list(learning_rates)}: classifier names must be unique")
-    all_classifiers = AllClassifiers(classifiers)
-    for param in all_classifiers.parameters():
-        distributed.broadcast(param.data, src=0)
-    return all_classifiers, param_groups
+    return torch.utils.data.default_collate(padded)
 
 
-def make_optimizer(param_groups: list[dict]) -> torch.optim.SGD:
-    """Released optimizer: SGD, momentum 0.9, weight decay 0, one group per classifier."""
-    return torch.optim.SGD(param_groups, momentum=0.9, weight_decay=0)
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, max_iter: int) -> torch.optim.lr_scheduler.CosineAnnealingLR:
-    """Released schedule: cosine from each group's lr to 0 over ``max_iter`` iterations (stepped per iteration)."""
-    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max_iter, eta_min=0)
-
-
-def _average_gradients(module: nn.Module) -> None:
-    """Average gradients over ranks in one flat all-reduce (what DistributedDataParallel does)."""
-    world = distributed.get_global_size()
-    grads = [p.grad for p in module.parameters() if p.grad is not None]
-    if world == 1 or not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    distributed.all_reduce(flat)
-    flat /= world
-    for grad, chunk in zip(grads, flat.split([g.numel() for g in grads])):
-        grad.copy_(chunk.view_as(grad))
-
-
-def train_step(
-    feature_model: FeatureModel,
-    classifiers: AllClassifiers,
-    optimizer: torch.optim.Optimizer,
-    scheduler,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-) -> torch.Tensor:
-    """One iteration on a batch: frozen features once, summed cross-entropy, backward, step. Returns the loss."""
-    device = next(classifiers.parameters()).device
-    images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-    if bool((labels < 0).any()):
-        raise ValueError(
-            f"train labels contain {labels.min().item()}: the train split has no labels; use a labelled split"
-        )
-    with torch.no_grad():
-        features = feature_model(images)
-    outputs = classifiers(features)
-    loss = sum(nn.functional.cross_entropy(logits, labels) for logits in outputs.values())
-    optimizer.zero_grad()
-    loss.backward()
-    _average_gradients(classifiers)
-    optimizer.step()
-    scheduler.step()
-    return loss.detach()
-
-
-def select_best_classifier(
-    results: dict[str, dict[str, torch.Tensor]], best_classifier_on_val: str | None = None, names: Iterable[str] = ()
-) -> dict:
-    """Released rule: the first classifier (grid order) with the highest top-1, or ``best_classifier_on_val``.
-
-    ``names`` restricts the candidates (e.g. to hub-compatible ones). A per-class top-1 is averaged
-    over the classes present. Returns ``{"name": str, "accuracy": float}`` (fraction, as released).
-    """
-    allowed = set(names) or set(results)
-    best_name, best_accuracy = "", -1.0
-    for name, metric in results.items():
-        accuracy = float(metric["top-1"].nanmean()) if metric["top-1"].ndim else float(metric["top-1"])
-        if name not in allowed:
-            continue
-        if (best_classifier_on_val is None and accuracy > best_accuracy) or name == best_classifier_on_val:
-            best_name, best_accuracy = name, accuracy
-    return {"name": best_name, "accuracy": best_accuracy}
-
-
-@torch.no_grad()
-def evaluate_linear_classifiers(
-    feature_model: FeatureModel,
-    classifiers: AllClassifiers,
-    data_loader: Iterable,
-    *,
-    metric_type: MetricType | str = MetricType.MEAN_ACCURACY,
-    num_classes: int,
-    class_mapping: Sequence[int] | torch.Tensor | None = None,
-    best_classifier_on_val: str | None = None,
-) -> dict:
-    """Evaluate every classifier on ``data_loader`` batches ``(images, targets, ...)`` (collective).
-
-    ``class_mapping`` selects/reorders the classifier outputs (``preds[:, class_mapping]``).
-    Returns ``{"classifiers": {name: {"top-1": .., "top-5": ..}}, "best_classifier": {"name", "accuracy"}}``.
-    """
-    device = next(classifiers.parameters()).device
-    mapping = None if class_mapping is None else torch.as_tensor(class_mapping, dtype=torch.long, device=device)
-    num_outputs = len(mapping) if mapping is not None else num_classes
-    metrics = {name: build_metric(metric_type, num_classes=num_outputs) for name in classifiers.classifiers_dict}
-    for images, targets, *_ in data_loader:
-        outputs = classifiers(feature_model(images.to(device)))
-        targets = targets.to(device)
-        for name, logits in outputs.items():
-            metrics[name].update(logits if mapping is None else logits[:, mapping], targets)
-    results = {name: metric.compute() for name, metric in metrics.items()}
-    return {"classifiers": results, "best_classifier": select_best_classifier(results, best_classifier_on_val)}
-
-
-def best_hub_classifier(val_results: dict, classifiers: AllClassifiers) -> dict | None:
-    """The best classifier on validation among those with a hub ``_lc`` layout: ``{"name", "accuracy", "layers"}``.
-
-    When the overall best classifier uses avgpool=False (or 2 blocks, ...) it cannot be exported as a
-    hub head; the best exportable one is returned instead (None if the grid has none) and the caller
-    reports both names.
-    """
-    names = [name for name, c in classifiers.classifiers_dict.items() if hub_head_layers(c) is not None]
-    if not names:
+def _load_class_mapping(path: str | None):
+    if path is None or path == "None":
         return None
-    best = select_best_classifier(val_results["classifiers"], names=names)
-    return {**best, "layers": hub_head_layers(classifiers.classifiers_dict[best["name"]])}
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"class mapping file {path!r} does not exist (expected a .npy array of class indices)")
+    logger.info("Using class mapping from %s", path)
+    return np.load(path)
 
 
-def _validate(feature_model, classifiers, val_data, iteration, metrics_file_path, **eval_kwargs) -> dict:
-    results = evaluate_linear_classifiers(feature_model, classifiers, val_data, **eval_kwargs)
-    for name, metric in results["classifiers"].items():
-        logger.info("ITER: %d -- Classifier: %s * %s", iteration, name, to_jsonable(metric))
-    logger.info("best classifier: %s", results["best_classifier"])
+def _test_settings(val_dataset_str, val_metric_type, test_dataset_strs, test_metric_types, mapping_fpaths):
+    """Released defaults: test on the val set with the val metric; one mapping (or None) per test set."""
+    tests = list(test_dataset_strs) if test_dataset_strs else [val_dataset_str]
+    metrics = list(test_metric_types) if test_metric_types else [val_metric_type] * len(tests)
+    mappings = list(mapping_fpaths) if mapping_fpaths else [None]
+    if mappings == [None] * len(mappings) and len(mappings) != len(tests):
+        mappings = [None] * len(tests)
+    for flag, values in (("--test-metric-types", metrics), ("--test-class-mapping-fpaths", mappings)):
+        if len(values) != len(tests):
+            raise ValueError(f"{flag} has {len(values)} value(s) for {len(tests)} test dataset(s); give one per set")
+    return tests, metrics, mappings
+
+
+def make_eval_data_loader(dataset_str, transform, batch_size: int, num_workers: int, metric_type):
+    """Loader of ``(images, targets)`` over this rank's share of a labelled eval dataset (no duplicates)."""
+    dataset = make_eval_dataset(dataset_str, transform, "evaluation")
+    collate = _pad_and_collate if MetricType(metric_type) is MetricType.IMAGENET_REAL_ACCURACY else None
+    return make_shard_loader(dataset, batch_size, num_workers, collate_fn=collate, with_index=False)
+
+
+def _num_classes(dataset, name) -> int:
+    get_targets = getattr(dataset, "get_targets", None)
+    if get_targets is None:
+        raise ValueError(f"train dataset {name!r} has no get_targets(): the number of classes cannot be read")
+    return int(np.max(np.asarray(get_targets()))) + 1
+
+
+def _write_block(metrics_file_path, iteration: int, results: dict) -> None:
+    """Released ``results_eval_linear.json`` block: ``iter: N``, one JSON line, a blank line."""
     if metrics_file_path is not None and distributed.is_main_process():
-        with open(metrics_file_path, "a") as f:  # released results_eval_linear.json layout
+        with open(metrics_file_path, "a") as f:
             f.write(f"iter: {iteration}\n{json.dumps({'best_classifier': results['best_classifier']})}\n\n")
+
+
+def _save_hub_head(output_dir, val_results: dict, classifiers: AllClassifiers) -> dict | None:
+    """Save the best hub-compatible classifier as ``linear[4]_head.pth``; returns its description."""
+    best = best_hub_classifier(val_results, classifiers)
+    if best is None or not output_dir:
+        return None
+    path = Path(output_dir) / f"linear{'4' if best['layers'] == 4 else ''}_head.pth"
+    if distributed.is_main_process():
+        save_hub_linear_head(classifiers.classifiers_dict[best["name"]], path)
+        logger.info("Saved %s (layers=%d) as the hub linear head %s", best["name"], best["layers"], path)
+    return {"name": best["name"], "layers": best["layers"], "path": str(path), "val top-1": 100.0 * best["accuracy"]}
+
+
+def _percent(metrics: dict) -> dict:
+    """``{"top-1": fraction, ...}`` -> percent (tensors of per-class values too)."""
+    return {name: 100.0 * value for name, value in metrics.items()}
+
+
+def format_linear_results(val_results: dict, results: dict) -> str:
+    """Table of the best learning rate per (blocks, avgpool) on validation, then the released results."""
+    rows = {}
+    for name, metrics in val_results["classifiers"].items():
+        classifier = name.split("_lr_")[0].removeprefix("classifier_")
+        top1 = float(metrics["top-1"].nanmean())
+        if classifier not in rows or top1 > rows[classifier]["top-1"]:
+            row = {"classifier": classifier, "best lr": name.split("_lr_")[1].replace("_", ".", 1), "top-1": top1}
+            rows[classifier] = {**row, "top-5": float(metrics.get("top-5", metrics["top-1"]).nanmean())}
+    table = format_table([{**r, "top-1": 100 * r["top-1"], "top-5": 100 * r["top-5"]} for r in rows.values()])
+    summary = "\n".join(
+        f"{key}: {value if isinstance(value, str) else f'{value:.2f}'}" for key, value in results.items()
+    )
+    return f"Linear probe, validation accuracy (%) of the best learning rate (scaled) per input:\n{table}\n{summary}"
+
+
+def _setup_probe(model, sample_image, n_last_blocks_list, learning_rates, batch_size, num_classes, dtype, max_iter):
+    """Feature model (last blocks of the frozen backbone), the classifier grid, SGD and the cosine schedule."""
+    device = next(model.parameters()).device
+    feature_model = ModelWithIntermediateLayers(model, max(n_last_blocks_list), autocast_context(dtype, device))
+    sample_output = feature_model(sample_image.unsqueeze(0).to(device))
+    classifiers, param_groups = setup_linear_classifiers(
+        sample_output, n_last_blocks_list, learning_rates, batch_size, num_classes, device=device
+    )
+    optimizer = make_optimizer(param_groups)
+    return feature_model, classifiers, optimizer, make_scheduler(optimizer, max_iter)
+
+
+def _test_on_datasets(feature_model, classifiers, tests, eval_transform, batch_size, num_classes, best_name, file, it):
+    """Score the classifier chosen on validation on each test set; ``{"<dataset>_accuracy": %}``."""
+    results, details = {}, {}
+    for dataset_str, metric_type, mapping_fpath in zip(*tests):
+        logger.info("Testing on %s", dataset_str)
+        loader = make_eval_data_loader(dataset_str, eval_transform, batch_size, 0, metric_type)
+        mapping = _load_class_mapping(mapping_fpath)
+        out = evaluate_linear_classifiers(
+            feature_model, classifiers, loader, metric_type=metric_type, num_classes=num_classes,
+            class_mapping=mapping, best_classifier_on_val=best_name,
+        )  # fmt: skip
+        _write_block(file, it, out)
+        results[f"{dataset_str}_accuracy"] = 100.0 * out["best_classifier"]["accuracy"]
+        details[dataset_str] = {"metric_type": MetricType(metric_type), **_percent(out["classifiers"][best_name])}
+    return results, details
+
+
+def run_eval_linear(
+    model: nn.Module,
+    output_dir: str,
+    train_dataset_str,
+    val_dataset_str,
+    batch_size: int,
+    epochs: int,
+    epoch_length: int,
+    num_workers: int,
+    save_checkpoint_frequency: int,
+    eval_period_iterations: int,
+    learning_rates: Sequence[float],
+    autocast_dtype: torch.dtype,
+    test_dataset_strs: Sequence[str] | None = None,
+    resume: bool = True,
+    classifier_fpath: str | None = None,
+    val_class_mapping_fpath: str | None = None,
+    test_class_mapping_fpaths: Sequence[str | None] = (None,),
+    val_metric_type: MetricType | str = MetricType.MEAN_ACCURACY,
+    test_metric_types: Sequence[MetricType | str] | None = None,
+    *,
+    crop_size: int = 224,
+    resize_size: int | None = None,
+    n_last_blocks_list: Sequence[int] = DEFAULT_N_LAST_BLOCKS_LIST,
+    seed: int = 0,
+    run_args=None,
+) -> dict:
+    """Train the linear grid on a frozen backbone and evaluate it (collective); released arguments.
+
+    Returns the released results ``{"best_classifier": name, "<val>_accuracy": %, "<test>_accuracy": %}``.
+    Writes ``results_eval_linear.json`` (released blocks), ``results_eval_linear_detailed.json``, the
+    checkpoints and the hub head ``linear[4]_head.pth`` to ``output_dir``.
+    """
+    start = time.perf_counter()
+    tests = _test_settings(
+        val_dataset_str, val_metric_type, test_dataset_strs, test_metric_types, test_class_mapping_fpaths
+    )
+    train_dataset = make_eval_dataset(
+        train_dataset_str, make_classification_train_transform(crop_size=crop_size), "train"
+    )
+    eval_transform = make_eval_transform(crop_size, resize_size, RESIZE_RATIO)
+    num_classes = _num_classes(train_dataset, train_dataset_str)
+    feature_model, classifiers, optimizer, scheduler = _setup_probe(
+        model, train_dataset[0][0], n_last_blocks_list, learning_rates, batch_size, num_classes, autocast_dtype,
+        epochs * epoch_length,
+    )  # fmt: skip
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    start_iter = resume_or_load(
+        output_dir, classifiers, optimizer, scheduler, classifier_fpath=classifier_fpath, resume=resume
+    )
+    logger.info(
+        "Training %d linear classifiers (%d classes) from iteration %d", len(classifiers), num_classes, start_iter
+    )
+    train_loader = make_data_loader(
+        dataset=train_dataset, batch_size=batch_size, num_workers=num_workers, shuffle=True, seed=seed,
+        sampler_type=SamplerType.SHARDED_INFINITE, sampler_advance=start_iter * batch_size, drop_last=True,
+        persistent_workers=True,
+    )  # fmt: skip
+    metrics_file = os.path.join(output_dir, "results_eval_linear.json")
+    val_results, iteration = train_linear_classifiers(
+        feature_model=feature_model, classifiers=classifiers, optimizer=optimizer, scheduler=scheduler,
+        train_data=train_loader, max_iter=epochs * epoch_length, start_iter=start_iter,
+        val_data=make_eval_data_loader(val_dataset_str, eval_transform, batch_size, num_workers, val_metric_type),
+        eval_period=eval_period_iterations, metric_type=val_metric_type, num_classes=num_classes,
+        val_class_mapping=_load_class_mapping(val_class_mapping_fpath), output_dir=output_dir,
+        checkpoint_period=save_checkpoint_frequency * epoch_length, running_checkpoint_period=epoch_length,
+        metrics_file_path=metrics_file,
+    )  # fmt: skip
+    best_name = val_results["best_classifier"]["name"]
+    results, test_details = {}, {}
+    if len(tests[0]) > 1 or tests[0][0] != val_dataset_str:
+        test_args = (tests, eval_transform, batch_size, num_classes, best_name, metrics_file, iteration)
+        results, test_details = _test_on_datasets(feature_model, classifiers, *test_args)
+    results["best_classifier"] = best_name
+    results[f"{val_dataset_str}_accuracy"] = 100.0 * val_results["best_classifier"]["accuracy"]
+    logger.info("Test Results Dict %s", results)
+    logger.info("\n%s", format_linear_results(val_results, results))
+    val_percent = {name: _percent(metrics) for name, metrics in val_results["classifiers"].items()}
+    detailed = {
+        "protocol": "linear", "results": results, "hub_head": _save_hub_head(output_dir, val_results, classifiers),
+        "num_classes": num_classes, "iterations": iteration, "tests": test_details,
+        "val": {"dataset": str(val_dataset_str), "classifiers": val_percent},
+        "seconds": time.perf_counter() - start, "args": args_record(run_args),
+    }  # fmt: skip
+    write_results(output_dir, "linear", None, to_jsonable(detailed))
+    distributed.barrier()
     return results
 
 
-def _checkpoint(output_dir, classifiers, optimizer, scheduler, iteration, start_iter, max_iter, period, running):
-    """Released checkpoint cadence: running checkpoint (not in the first 5 iterations after a (re)start),
-    periodic ``model_{iteration:07d}`` and ``model_final``."""
-    state = (classifiers, optimizer, scheduler, iteration)
-    if running and iteration - start_iter > 5 and iteration % running == 0:
-        save_linear_checkpoint(output_dir, RUNNING_CHECKPOINT_NAME, *state)
-    if period and (iteration + 1) % period == 0:
-        save_linear_checkpoint(output_dir, f"model_{iteration:07d}", *state)
-    if iteration == max_iter - 1:
-        save_linear_checkpoint(output_dir, "model_final", *state)
+def main(args: argparse.Namespace) -> int:
+    """Released entry point: build the backbone from ``--config-file`` / ``--pretrained-weights``, run the probe."""
+    model, autocast_dtype = setup_and_build_model(args)
+    run_eval_linear(
+        model=model,
+        output_dir=args.output_dir,
+        train_dataset_str=args.train_dataset_str,
+        val_dataset_str=args.val_dataset_str,
+        test_dataset_strs=args.test_dataset_strs,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        epoch_length=args.epoch_length,
+        num_workers=args.num_workers,
+        save_checkpoint_frequency=args.save_checkpoint_frequency,
+        eval_period_iterations=args.eval_period_iterations,
+        learning_rates=args.learning_rates,
+        autocast_dtype=autocast_dtype,
+        resume=not args.no_resume,
+        classifier_fpath=args.classifier_fpath,
+        val_metric_type=args.val_metric_type,
+        test_metric_types=args.test_metric_types,
+        val_class_mapping_fpath=args.val_class_mapping_fpath,
+        test_class_mapping_fpaths=args.test_class_mapping_fpaths,
+        crop_size=args.crop_size,
+        resize_size=args.resize_size,
+        run_args=args,
+    )
+    return 0
 
 
-def train_linear_classifiers(
-    *,
-    feature_model: FeatureModel,
-    classifiers: AllClassifiers,
-    optimizer: torch.optim.Optimizer,
-    scheduler,
-    train_data: Iterable,
-    max_iter: int,
-    start_iter: int = 0,
-    val_data: Iterable | None = None,
-    eval_period: int = 0,
-    metric_type: MetricType | str = MetricType.MEAN_ACCURACY,
-    num_classes: int = 1000,
-    val_class_mapping=None,
-    output_dir=None,
-    checkpoint_period: int = 0,
-    running_checkpoint_period: int = 0,
-    metrics_file_path=None,
-    log_period: int = 10,
-) -> tuple[dict | None, int]:
-    """Released training loop from ``start_iter`` to ``max_iter`` (iterations, not epochs).
-
-    train_data: batches ``(images, labels, ...)`` starting at ``start_iter`` (an infinite loader
-    advanced past the completed iterations on resume). Every ``eval_period`` iterations (not at the
-    last one) and at the end the grid is evaluated on ``val_data`` (re-iterable). With ``output_dir``:
-    the running checkpoint every ``running_checkpoint_period`` iterations (after the first 5 since
-    start), ``model_{iteration:07d}`` every ``checkpoint_period`` and ``model_final`` at the end.
-    Returns (final validation results or None, max_iter).
-    """
-    eval_kwargs = dict(metric_type=metric_type, num_classes=num_classes, class_mapping=val_class_mapping)
-    batches = iter(train_data)
-    for iteration in range(start_iter, max_iter):
-        try:
-            images, labels = next(batches)[:2]
-        except StopIteration:
-            raise ValueError(
-                f"the train data ended at iteration {iteration} before max_iter={max_iter}; "
-                "use an infinite sampler or lower --epochs / --epoch-length"
-            ) from None
-        loss = train_step(feature_model, classifiers, optimizer, scheduler, images, labels)
-        if iteration % log_period == 0:
-            lr = optimizer.param_groups[0]["lr"]
-            logger.info("iteration %d/%d  loss %.4f  lr %.6f", iteration, max_iter, loss, lr)
-        if output_dir is not None:
-            periods = (checkpoint_period, running_checkpoint_period)
-            _checkpoint(output_dir, classifiers, optimizer, scheduler, iteration, start_iter, max_iter, *periods)
-        is_last = iteration == max_iter - 1
-        if val_data is not None and eval_period > 0 and (iteration + 1) % eval_period == 0 and not is_last:
-            _validate(feature_model, classifiers, val_data, iteration, metrics_file_path, **eval_kwargs)
-    if val_data is None:
-        return None, max_iter
-    return _validate(feature_model, classifiers, val_data, max_iter, metrics_file_path, **eval_kwargs), max_iter
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser(description="DINOv2 linear evaluation").parse_args()))

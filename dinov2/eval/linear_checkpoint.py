@@ -25,7 +25,7 @@ import torch
 from dinov2 import distributed
 
 if TYPE_CHECKING:
-    from dinov2.eval.linear import AllClassifiers, LinearClassifier
+    from dinov2.eval.linear_probe import AllClassifiers, LinearClassifier
 
 logger = logging.getLogger("dinov2")
 

@@ -1,0 +1,138 @@
+"""Pieces shared by the protocol scripts: extra flags, eval datasets, metric types and result files.
+
+Flags added to the released ones (defaults give the released behaviour):
+
+- ``--crop-size`` / ``--resize-size``: the eval transform (resize the short side, centre-crop). Released:
+  224 / 256 for k-NN and linear (``resize = crop * 256 / 224`` when only the crop is given) and 224 / 224
+  for logistic regression. The linear train transform uses ``RandomResizedCrop(crop_size)``.
+- ``--num-workers`` for k-NN and logistic regression (released: fixed 5 and 0).
+- ``--no-progress``: no progress bar (log lines only).
+
+Result files in ``--output-dir``: ``results_eval_<protocol>.json`` keeps the released layout (appended, one
+``{key: value}`` object per line for k-NN and logistic regression; ``iter: N`` blocks for linear), and
+``results_eval_<protocol>_detailed.json`` holds the whole result of the last run as one strict JSON
+document (every setting, per-try and per-class values, the arguments, timings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from dinov2 import distributed
+from dinov2.data import make_dataset
+from dinov2.data.transforms import make_classification_eval_transform
+from dinov2.eval.metrics import AccuracyAveraging, MetricType
+from dinov2.eval.results import append_json_lines, to_jsonable, write_json
+from dinov2.eval.utils import check_labelled
+
+logger = logging.getLogger("dinov2")
+
+__all__ = [
+    "add_eval_transform_args",
+    "default_resize_size",
+    "make_eval_transform",
+    "make_eval_dataset",
+    "as_metric_type",
+    "check_extracted_labels",
+    "write_results",
+    "args_record",
+]
+
+
+def add_eval_transform_args(
+    parser: argparse.ArgumentParser, *, num_workers: int | None, resize_ratio: float, progress: bool = True
+) -> None:
+    """Add ``--crop-size``, ``--resize-size``, ``--no-progress`` (when ``progress``) and (unless ``num_workers`` is
+    None, i.e. the protocol already has it) ``--num-workers`` with that default."""
+    parser.add_argument("--crop-size", type=int, default=224, help="eval centre crop (px); also the train crop")
+    parser.add_argument(
+        "--resize-size",
+        type=int,
+        default=None,
+        help=f"eval resize of the short side (px); default {round(224 * resize_ratio)} for a 224 crop (released), "
+        "scaled with --crop-size",
+    )
+    if num_workers is not None:
+        parser.add_argument("--num-workers", type=int, default=num_workers, help="data-loading processes")
+    if progress:
+        parser.add_argument("--no-progress", action="store_true", help="no progress bar during feature extraction")
+
+
+def default_resize_size(crop_size: int, resize_size: int | None, resize_ratio: float) -> int:
+    """``resize_size``, or ``crop_size * resize_ratio`` rounded (256 for a 224 crop at ratio 256 / 224)."""
+    return int(resize_size) if resize_size else round(crop_size * resize_ratio)
+
+
+def make_eval_transform(crop_size: int, resize_size: int | None, resize_ratio: float) -> Callable:
+    """The released eval transform (bicubic resize, centre crop, ImageNet normalisation) at these sizes."""
+    if crop_size < 1:
+        raise ValueError(f"--crop-size must be >= 1, got {crop_size}")
+    resize = default_resize_size(crop_size, resize_size, resize_ratio)
+    return make_classification_eval_transform(resize_size=resize, crop_size=crop_size)
+
+
+def make_eval_dataset(dataset: Any, transform: Callable | None, role: str):
+    """A labelled dataset from a dataset string (``ImageFolder:root=...``) or a dataset object (used as is).
+
+    ``role`` (train / val / ...) names the dataset in errors; unlabelled datasets raise here.
+    """
+    if isinstance(dataset, str):
+        name = dataset
+        dataset = make_dataset(dataset_str=dataset, transform=transform)
+    else:
+        name = f"{role} dataset {type(dataset).__name__}"
+    check_labelled(dataset, name)
+    return dataset
+
+
+def check_extracted_labels(labels, name: str) -> None:
+    """Raise if extraction produced labels < 0 (targets that were None or -1) for dataset ``name``."""
+    if labels.numel() and int(labels.min()) < 0:
+        raise ValueError(
+            f"dataset {name!r} has no labels ({int((labels < 0).sum())} images with label -1 / None): this "
+            "protocol needs a labelled split (class sub-folders for ImageFolder)"
+        )
+
+
+def as_metric_type(value: MetricType | AccuracyAveraging | str) -> MetricType:
+    """A :class:`MetricType` from itself, its value string or the released :class:`AccuracyAveraging`."""
+    if isinstance(value, AccuracyAveraging):
+        return MetricType[value.name]
+    try:
+        return MetricType(value)
+    except ValueError:
+        raise ValueError(f"unknown metric type {value!r}; choose one of {[m.value for m in MetricType]}") from None
+
+
+def args_record(args: argparse.Namespace | Mapping | None) -> dict:
+    """The arguments of a run as JSON-safe values (for the detailed result file)."""
+    if args is None:
+        return {}
+    items = vars(args).items() if isinstance(args, argparse.Namespace) else args.items()
+    out = {}
+    for key, value in items:
+        try:
+            out[key] = to_jsonable(value)
+        except TypeError:
+            out[key] = repr(value)
+    return out
+
+
+def write_results(output_dir: str | os.PathLike | None, protocol: str, released: Mapping | None, detailed: Mapping):
+    """Write (main process only) the released-layout lines and the detailed document; returns their paths."""
+    if not output_dir or not distributed.is_main_process():
+        return None
+    output_dir = Path(output_dir)
+    paths = {}
+    if released is not None:
+        paths["released"] = output_dir / f"results_eval_{protocol}.json"
+        append_json_lines(paths["released"], released)
+    paths["detailed"] = output_dir / f"results_eval_{protocol}_detailed.json"
+    write_json(paths["detailed"], detailed)
+    logger.info("Results written to %s", ", ".join(str(p) for p in paths.values()))
+    return paths
