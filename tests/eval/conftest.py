@@ -17,7 +17,6 @@ import torch
 from dinov2 import distributed
 from dinov2.models.convert import flat_to_chunked
 from dinov2.models.vision_transformer import vit_small
-from tests.utils.conftest import restore_logging  # noqa: F401  (fixture)
 
 CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS = 4, 12, 4
 CONFIG = "dinov2/configs/eval/vits14_pretrain.yaml"  # the released path; resolved to our packaged copy
@@ -72,8 +71,9 @@ def eval_model(backbone_files):
 
 
 @pytest.fixture
-def single_process_eval(restore_logging):  # noqa: F811
-    """In-process ``main()`` runs: one thread, logging restored and the distributed state forgotten afterwards."""
+def single_process_eval():
+    """In-process ``main()`` runs: one thread and the distributed state forgotten afterwards (logging is restored by
+    the autouse ``restore_logging`` of tests/conftest.py)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
