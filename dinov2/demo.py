@@ -1,21 +1,87 @@
-"""Feature-extraction demo: ``python -m dinov2.demo``.
+"""The CPU demo: ``python -m dinov2.demo`` trains a small ViT with DINOv2 and shows that it learned.
 
-Builds a randomly initialised ViT-S/14 hub backbone (no download), draws a synthetic image and prints the
-shapes of the features DINOv2 gives: cls token, patch tokens, registers and intermediate layers.
+1. generates a small labelled image set (``Synthetic``: 10 shape/texture classes, JPEG files) on first use;
+2. trains with ``configs/train/demo_cpu.yaml`` (the released recipe scaled down: fp32, 2 CPU cores, minutes);
+3. evaluates the exported teacher and a randomly initialised backbone of the same config with k-NN on the
+   held-out images, and prints both accuracies.
+
+Re-running resumes the training from its last checkpoint (``--no-resume`` starts afresh). Any training config
+key can be overridden after the options (``optim.epochs=2``). ``python -m dinov2.demo features`` instead prints the
+features a randomly initialised hub backbone gives for one generated image.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from dinov2.hub.backbones import dinov2_vits14, dinov2_vits14_reg
+from dinov2.configs import config_path
+
+logger = logging.getLogger("dinov2")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+NB_KNN = (10, 20)
+
+
+def train_then_evaluate(output_dir: str, opts: list[str], resume: bool = True) -> dict[str, dict[str, float]]:
+    """Train with the demo config, then k-NN top-1 (percent, per k) of a random-init and of the trained backbone."""
+    from dinov2.train.train import get_args_parser
+    from dinov2.train.train import main as train_main
+
+    argv = ["--config-file", str(config_path("train/demo_cpu")), "--output-dir", output_dir]
+    args = get_args_parser().parse_args(argv + ([] if resume else ["--no-resume"]) + list(opts))
+    train_main(args)
+    return evaluate(Path(output_dir), opts)
+
+
+def evaluate(output_dir: Path, opts: list[str]) -> dict[str, dict[str, float]]:
+    """k-NN top-1 of the randomly initialised backbone (seeded) and of the latest teacher export."""
+    from dinov2.eval.knn import eval_knn_with_model
+    from dinov2.eval.setup import build_model_for_eval
+    from dinov2.models import build_model_from_cfg
+    from dinov2.utils.config import load_cfg
+
+    cfg = load_cfg(output_dir / "config.yaml")
+    exports = sorted(output_dir.glob("eval/training_*/teacher_checkpoint.pth"), key=lambda p: int(p.parent.name[9:]))
+    if not exports:
+        raise FileNotFoundError(f"no teacher export under {output_dir}/eval: set evaluation.eval_period_iterations")
+    torch.manual_seed(cfg.train.seed)
+    random_init, _ = build_model_from_cfg(cfg, only_teacher=True)
+    trained = build_model_for_eval(cfg, str(exports[-1]), device=torch.device("cpu"))
+    tokens = [t for t in cfg.train.dataset_path.split(":") if not t.startswith("split=")]
+    data = ":".join(tokens)  # the training set without its split: TRAIN for the k-NN index, VAL for the queries
+    results = {}
+    for name, model in (("random init", random_init), (f"trained ({exports[-1].parent.name})", trained)):
+        logger.info("k-NN evaluation of the %s backbone", name)
+        knn = eval_knn_with_model(
+            model.eval(),
+            None,
+            f"{data}:split=TRAIN",
+            f"{data}:split=VAL",
+            nb_knn=NB_KNN,
+            crop_size=cfg.crops.global_crops_size,
+            num_workers=0,
+            batch_size=128,
+        )
+        results[name] = {k: knn[f"('full', {k}) Top 1"] for k in NB_KNN}
+    return results
+
+
+def format_results(results: dict[str, dict[str, float]]) -> str:
+    header = f"{'backbone':<24}" + "".join(f"{f'k={k} top-1':>14}" for k in NB_KNN)
+    lines = [header, "-" * len(header)]
+    lines += [f"{name:<24}" + "".join(f"{acc[k]:>13.1f}%" for k in NB_KNN) for name, acc in results.items()]
+    (random_init, trained) = results.values()
+    gain = trained[NB_KNN[-1]] - random_init[NB_KNN[-1]]
+    lines.append(f"\nk-NN accuracy on held-out images: {gain:+.1f} points from self-supervised training")
+    return "\n".join(lines)
 
 
 def synthetic_image(height: int = 224, width: int = 308) -> Image.Image:
@@ -26,21 +92,15 @@ def synthetic_image(height: int = 224, width: int = 308) -> Image.Image:
     return Image.fromarray(rgb)
 
 
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """PIL RGB -> normalised float tensor ``[1, 3, H, W]``."""
-    x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
-    return ((x - mean) / std).unsqueeze(0)
+def features_demo(registers: bool) -> None:
+    """Print the features of a randomly initialised ViT-S/14 hub backbone for one generated image."""
+    from dinov2.hub.backbones import dinov2_vits14, dinov2_vits14_reg
 
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--registers", action="store_true", help="use the ViT-S/14 variant with 4 registers")
-    args = parser.parse_args(argv)
     torch.manual_seed(0)
-    build = dinov2_vits14_reg if args.registers else dinov2_vits14
-    model = build(pretrained=False).eval()  # pass pretrained=True (or weights="/path.pth") for real features
-    image = to_tensor(synthetic_image())  # [1, 3, 224, 308]: any size works, sides are cropped to multiples of 14
+    model = (dinov2_vits14_reg if registers else dinov2_vits14)(pretrained=False).eval()
+    pixels = torch.from_numpy(np.asarray(synthetic_image(), dtype=np.float32) / 255.0).permute(2, 0, 1)
+    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
+    image = ((pixels - mean) / std).unsqueeze(0)  # [1, 3, 224, 308]: any size works (cropped to multiples of 14)
     with torch.inference_mode():
         features = model.forward_features(image)
         layers = model.get_intermediate_layers(image, n=4, reshape=True, return_class_token=True)
@@ -50,6 +110,22 @@ def main(argv: list[str] | None = None) -> None:
     print(f"register tokens       {tuple(features['x_norm_regtokens'].shape)}")
     for i, (patch_map, cls_token) in enumerate(layers):
         print(f"block -{4 - i} patch map    {tuple(patch_map.shape)}, cls {tuple(cls_token.shape)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["features"]:
+        parser = argparse.ArgumentParser(prog="python -m dinov2.demo features", description=features_demo.__doc__)
+        parser.add_argument("--registers", action="store_true", help="use the ViT-S/14 variant with 4 registers")
+        features_demo(parser.parse_args(argv[1:]).registers)
+        return
+    parser = argparse.ArgumentParser(prog="python -m dinov2.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output-dir", default="demo_output", help="data, checkpoints, exports and logs")
+    parser.add_argument("--no-resume", action="store_true", help="train from scratch even if checkpoints exist")
+    parser.add_argument("opts", nargs="*", help="training config overrides key=value")
+    args = parser.parse_args(argv)
+    results = train_then_evaluate(str(Path(args.output_dir).resolve()), args.opts, resume=not args.no_resume)
+    print(format_results(results))
 
 
 if __name__ == "__main__":

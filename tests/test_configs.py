@@ -176,7 +176,7 @@ def test_every_config_loads_and_validates(name, tmp_path):
     expected = {**RELEASED_DEFAULTS, **EXTENSION_DEFAULTS, **_flat(name), "train.output_dir": str(tmp_path)}
     flat = _flatten(OmegaConf.to_container(cfg))
     if name == "train/demo_cpu":
-        expected["train.dataset_path"] = f"Synthetic:root={tmp_path}/data:split=TRAIN"  # interpolation resolved
+        expected["train.dataset_path"] = f"Synthetic:root={tmp_path}/data:split=TRAIN:class_colours=true"  # resolved
     assert flat == expected
 
 

@@ -6,7 +6,7 @@ Known names and keys (``*`` = required)::
     ImageNet22k:root*=PATH:extra*=PATH[:strict=BOOL]
     ImageFolder:root*=PATH[:strict=BOOL]
     Synthetic:root*=PATH[:split=TRAIN|VAL][:num_classes=INT][:images_per_class=INT]
-              [:val_images_per_class=INT][:seed=INT][:size=WxH][:strict=BOOL]
+              [:val_images_per_class=INT][:seed=INT][:size=WxH][:class_colours=BOOL][:strict=BOOL]
 
 ``strict=true`` makes an unreadable image raise instead of being skipped. Other dataset classes
 can be added with :func:`register_dataset`.
@@ -74,6 +74,7 @@ _REGISTRY: dict[str, DatasetSpec] = {
             "val_images_per_class": int,
             "seed": int,
             "size": _to_size,
+            "class_colours": _to_bool,
             "strict": _to_bool,
         },
     ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import logging
 import tarfile
 
@@ -254,6 +255,27 @@ def test_synthetic_classes_are_not_separable_by_mean_colour(tmp_path):
     centroids = np.stack([colours[targets == c].mean(0) for c in range(10)])
     predicted = np.argmin(((colours[:, None] - centroids[None]) ** 2).sum(-1), axis=1)
     assert (predicted == targets).mean() < 0.35  # chance is 0.1; even fitting on the same images stays low
+
+
+def test_synthetic_class_colours_paint_each_class_motif_in_its_own_colours(tmp_path):
+    from dinov2.data.datasets.synthetic import _PALETTE, class_colour_indices
+
+    kwargs = {"num_classes": 10, "images_per_class": 2, "size": (64, 48), "val_images_per_class": 1}
+    plain = make_synthetic_dataset(tmp_path / "plain", **kwargs)
+    coloured = make_synthetic_dataset(tmp_path / "coloured", class_colours=True, **kwargs)
+    assert json.loads((coloured / "synthetic.json").read_text())["class_colours"] is True
+    assert (coloured / "train" / "00_disc" / "disc_00000.jpg").read_bytes() != (
+        plain / "train" / "00_disc" / "disc_00000.jpg"
+    ).read_bytes()
+    pairs = {class_colour_indices(c) for c in range(10)}
+    assert len(pairs) == 10 and all(a != b for a, b in pairs)  # distinct pairs of two different colours
+    # the disc (class 0, a plain motif) is painted in its class's first colour: the image centre region holds it
+    disc = np.asarray(Image.open(coloured / "train" / "00_disc" / "disc_00000.jpg"), dtype=np.float32)
+    distances = np.abs(disc.reshape(-1, 3)[:, None] - _PALETTE[None]).sum(-1).min(0)  # closest pixel per colour
+    assert distances[class_colour_indices(0)[0]] < 60
+    with pytest.raises(ValueError, match="made with"):
+        Synthetic(root=str(coloured), **kwargs)  # reading it back needs class_colours=true too
+    assert len(Synthetic(root=str(coloured), class_colours=True, **kwargs)) == 20
 
 
 @pytest.mark.parametrize(

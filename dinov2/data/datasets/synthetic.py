@@ -2,9 +2,11 @@
 
 Each class is a motif (disc, square, triangle, cross, ring, striped square, target, checkerboard,
 dotted disc, star) drawn one or two times per image with random position, size, rotation and colours
-over a random two-colour gradient background, plus pixel noise. Colours are drawn from one palette
-shared by all classes, so classes differ by shape and texture, not by mean colour. Generation is
-deterministic: the same arguments give the same bytes.
+over a random two-colour gradient background, plus pixel noise. By default colours are drawn from one palette
+shared by all classes, so classes differ by shape and texture, not by mean colour. With ``class_colours``
+each class draws its motif in two colours of its own (backgrounds stay random), an easier task that a small
+model learns in minutes on a CPU (the demo's). Generation is deterministic: the same arguments give the same
+bytes.
 """
 
 from __future__ import annotations
@@ -120,10 +122,21 @@ def _draw_motif(canvas: np.ndarray, motif: Callable, rng: np.random.Generator, c
             region[shape & second] = colours[1, channel]
 
 
-def render_image(motif: Callable, rng: np.random.Generator, size: tuple[int, int], noise: np.ndarray) -> Image.Image:
-    """One RGB image of ``motif``; ``size`` is (width, height); ``noise`` a larger ``[3, h, w]`` float32 field."""
+def render_image(
+    motif: Callable,
+    rng: np.random.Generator,
+    size: tuple[int, int],
+    noise: np.ndarray,
+    motif_colours: tuple[int, int] | None = None,
+) -> Image.Image:
+    """One RGB image of ``motif``; ``size`` is (width, height); ``noise`` a larger ``[3, h, w]`` float32 field.
+
+    ``motif_colours``: palette indices of the motif's two colours (default: random, like the background's).
+    """
     width, height = size
     order = rng.permutation(len(_PALETTE))
+    if motif_colours is not None:  # the motif's colours first, the background from the other ones
+        order = np.concatenate([[c for c in order if c not in motif_colours][:2], motif_colours])
     background = np.stack([_colour(rng, order[0]), _colour(rng, order[1])])  # [2, 3]
     angle = rng.uniform(0, 2 * np.pi)
     ramp = np.arange(width, dtype=np.float32)[None, :] * np.cos(angle) + np.arange(height, dtype=np.float32)[
@@ -141,8 +154,8 @@ def render_image(motif: Callable, rng: np.random.Generator, size: tuple[int, int
     return Image.merge("RGB", [Image.fromarray(channel) for channel in canvas.astype(np.uint8)])
 
 
-def _params(num_classes, images_per_class, val_images_per_class, size, seed) -> dict:
-    return {
+def _params(num_classes, images_per_class, val_images_per_class, size, seed, class_colours=False) -> dict:
+    params = {
         "num_classes": int(num_classes),
         "images_per_class": int(images_per_class),
         "val_images_per_class": int(val_images_per_class),
@@ -150,6 +163,14 @@ def _params(num_classes, images_per_class, val_images_per_class, size, seed) -> 
         "seed": int(seed),
         "version": 1,
     }
+    if class_colours:
+        params["class_colours"] = True
+    return params
+
+
+def class_colour_indices(class_index: int) -> tuple[int, int]:
+    """Palette indices of a class's two motif colours with ``class_colours``: distinct pairs for 10 classes."""
+    return class_index % len(_PALETTE), (class_index + 3) % len(_PALETTE)
 
 
 def _write_split(root: Path, split: str, count: int, params: dict, noise: np.ndarray) -> None:
@@ -160,7 +181,9 @@ def _write_split(root: Path, split: str, count: int, params: dict, noise: np.nda
         for i in range(count):
             rng = np.random.default_rng([params["seed"], split == "val", class_index, i])
             buffer = io.BytesIO()
-            render_image(MOTIFS[name], rng, tuple(params["size"]), noise).save(buffer, format="JPEG", quality=90)
+            colours = class_colour_indices(class_index) if params.get("class_colours") else None
+            image = render_image(MOTIFS[name], rng, tuple(params["size"]), noise, colours)
+            image.save(buffer, format="JPEG", quality=90)
             (folder / f"{name}_{i:05d}.jpg").write_bytes(buffer.getvalue())
 
 
@@ -171,6 +194,7 @@ def make_synthetic_dataset(
     size: Sequence[int] = (500, 375),
     seed: int = 0,
     val_images_per_class: int = 20,
+    class_colours: bool = False,
 ) -> Path:
     """Write ``root/train/<class>/*.jpg`` and ``root/val/<class>/*.jpg`` unless ``root`` already holds them.
 
@@ -178,7 +202,7 @@ def make_synthetic_dataset(
     with other arguments raises (choose another root or delete it). Generation goes to a temporary
     folder renamed into place, so concurrent processes never see a half-written dataset.
     """
-    params = _params(num_classes, images_per_class, val_images_per_class, size, seed)
+    params = _params(num_classes, images_per_class, val_images_per_class, size, seed, class_colours)
     if not 1 <= params["num_classes"] <= len(MOTIFS):
         raise ValueError(f"synthetic dataset num_classes must be in [1, {len(MOTIFS)}], got {num_classes}")
     if params["images_per_class"] < 1 or params["val_images_per_class"] < 0 or min(params["size"]) < 16:
@@ -220,7 +244,7 @@ class Synthetic(ImageFolder):
     """Split ``TRAIN`` or ``VAL`` of the synthetic dataset at ``root``, generated there on first use.
 
     Dataset string: ``Synthetic:root=PATH[:split=VAL][:num_classes=10][:images_per_class=100]
-    [:val_images_per_class=20][:seed=0][:size=500x375]``. Targets are class indices.
+    [:val_images_per_class=20][:seed=0][:size=500x375][:class_colours=false]``. Targets are class indices.
     """
 
     def __init__(
@@ -233,6 +257,7 @@ class Synthetic(ImageFolder):
         val_images_per_class: int = 20,
         seed: int = 0,
         size: Sequence[int] = (500, 375),
+        class_colours: bool = False,
         transforms: Callable | None = None,
         transform: Callable | None = None,
         target_transform: Callable | None = None,
@@ -241,7 +266,9 @@ class Synthetic(ImageFolder):
         split = str(getattr(split, "name", split)).upper()
         if split not in ("TRAIN", "VAL"):
             raise ValueError(f"Synthetic split must be TRAIN or VAL, got {split!r}")
-        base = make_synthetic_dataset(root, num_classes, images_per_class, size, seed, val_images_per_class)
+        base = make_synthetic_dataset(
+            root, num_classes, images_per_class, size, seed, val_images_per_class, class_colours
+        )
         super().__init__(
             root=str(base / split.lower()),
             transforms=transforms,
