@@ -184,3 +184,31 @@ def test_local_job_with_two_tasks_forms_a_process_group(generic_env, tmp_path):
         line = (output_dir / name).read_text().split()
         assert line[3:] == ["world", "2", "sum", "3"], line  # both ranks joined one group of 2
     assert (output_dir / str(job.job_id) / f"{job.job_id}_1_log.out").exists()  # one log per task
+
+
+def test_real_training_job_is_requeued_on_preemption_and_resumes(generic_env, tmp_path):
+    """The real trainer through the launcher: SIGUSR2 mid-run, submitit requeues, the run resumes and finishes."""
+    from tests.train.tiny import FP32_OPTS, TINY_OPTS
+
+    generic_env.setenv("PYTHONPATH", str(REPO_ROOT))
+    config = tmp_path / "config.yaml"
+    config.write_text("train: {}\n")
+    output_dir = tmp_path / "run"
+    dataset = f"Synthetic:root={tmp_path}/data:num_classes=3:images_per_class=6:size=40x32"
+    opts = [*TINY_OPTS, *FP32_OPTS, f"train.dataset_path={dataset}", "optim.epochs=10", "checkpointing.period=4"]
+    job = train_launcher.main(
+        ["--cluster", "local", "--ngpus", "1", "--timeout", "60", "--config-file", str(config)]
+        + ["--output-dir", str(output_dir), "--entry-point", "tests.run.tiny_train_entry:main", *opts]
+    )
+    try:
+        _wait_for(lambda: (output_dir / "model_0000003").exists(), 120, "the first checkpoint")
+        first_pid = int((output_dir / "pid").read_text())
+        os.kill(first_pid, signal.SIGUSR2)  # what SLURM sends on preemption
+        result = job.result()
+    finally:
+        job.cancel()
+    assert int((output_dir / "pid").read_text()) != first_pid  # a new process ran after the requeue
+    assert (output_dir / "model_0000039").exists()  # the last of 40 iterations was reached and saved
+    assert result["total_loss"] > 0
+    log = (output_dir / "logs" / "log.txt").read_text()
+    assert "resumed from" in log and "starting training from iteration 0 of 40" in log

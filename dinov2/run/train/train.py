@@ -26,17 +26,10 @@ DEFAULT_ENTRY_POINT = "dinov2.train.train:main"
 
 
 def get_train_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    """The flags of the training script (``dinov2/train/train.py``) that the launcher forwards."""
-    parser = argparse.ArgumentParser("DINOv2 training", add_help=add_help)
-    parser.add_argument("--config-file", default="", metavar="FILE", help="path to the config file")
-    parser.add_argument(
-        "--no-resume", action="store_true", help="start afresh instead of resuming the latest checkpoint"
-    )
-    parser.add_argument("--eval-only", action="store_true", help="only evaluate")
-    parser.add_argument("--eval", type=str, default="", help="evaluation to run")
-    parser.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="config overrides: key=value ...")
-    parser.add_argument("--output-dir", "--output_dir", default="", type=str, help="folder for logs and checkpoints")
-    return parser
+    """The training script's own parser (``dinov2/train/train.py``): the flags the launcher forwards."""
+    from dinov2.train.train import get_args_parser as training_parser
+
+    return training_parser(add_help=add_help)
 
 
 def resolve_entry_point(spec: str) -> Callable:
