@@ -143,7 +143,7 @@ def _check_student(c: _Checker) -> None:
     c.string("student.pretrained_weights")
     c.choice("student.ffn_layer", FFN_LAYERS)
     c.integer("student.block_chunks", minimum=0)
-    for field in ("qkv_bias", "proj_bias", "ffn_bias", "interpolate_antialias"):
+    for field in ("qkv_bias", "proj_bias", "ffn_bias", "interpolate_antialias", "use_xformers"):
         c.boolean(f"student.{field}")
     c.integer("student.num_register_tokens", minimum=0)
     c.number("student.interpolate_offset", low=0.0)
