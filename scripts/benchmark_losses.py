@@ -25,6 +25,9 @@ only (no allocator caching or fragmentation), like ``max_memory_allocated`` on C
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import sys
 import time
 
 import torch
@@ -34,10 +37,25 @@ from dinov2.loss import DINOLoss, iBOTPatchLoss
 MIB = 1 << 20
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Some torch builds' profiler back-end prints start/stop (and GPU-probe) lines from C++ straight to
+    file descriptor 2; they say nothing about the measurement, so they are dropped while it runs."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _cpu_peak_bytes(fn) -> int:
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _quiet_native_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
     live = peak = 0

@@ -179,7 +179,12 @@ def _save_hub_head(output_dir, val_results: dict, classifiers: AllClassifiers) -
     path = Path(output_dir) / f"linear{'4' if best['layers'] == 4 else ''}_head.pth"
     if distributed.is_main_process():
         save_hub_linear_head(classifiers.classifiers_dict[best["name"]], path)
-        logger.info("Saved %s (layers=%d) as the hub linear head %s", best["name"], best["layers"], path)
+        logger.info(
+            "Saved %s (layers=%d), the best hub-compatible classifier (avgpool=True), as the hub linear head %s",
+            best["name"],
+            best["layers"],
+            path,
+        )
     return {"name": best["name"], "layers": best["layers"], "path": str(path), "val top-1": 100.0 * best["accuracy"]}
 
 
