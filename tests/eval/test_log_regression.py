@@ -164,7 +164,10 @@ def test_two_process_sweep_equals_single_process():
     single = sweep_c_values(x, y, tune_x, tune_y, num_classes=4, c_values=C_GRID)
     for output in outputs:
         assert output["best_C"] == single["best_C"]
-        assert output["sweep"] == pytest.approx(single["sweep"])
+        assert [entry["C"] for entry in output["sweep"]] == [entry["C"] for entry in single["sweep"]]
+        for metric in ("top-1", "top-5"):
+            got = [entry[metric] for entry in output["sweep"]]
+            assert got == pytest.approx([entry[metric] for entry in single["sweep"]]), metric
 
 
 @pytest.mark.cuda
