@@ -11,12 +11,32 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
+
+
+def _cpu_attention_forward_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _cpu_attention_backward_flops(grad_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
+    return flop_counter.sdpa_backward_flop_count(grad_shape, query_shape, key_shape, value_shape)
+
+
+def _missing_formulas() -> dict:
+    """Formulas for the CPU SDPA kernels, which torch < 2.7 does not count (it counted CPU attention as 0)."""
+    aten = torch.ops.aten
+    formulas = {
+        aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_forward_flops,
+        aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward_flops,
+    }
+    return {op: formula for op, formula in formulas.items() if op not in flop_counter.flop_registry}
 
 
 def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[int, Any]:
     """Run ``fn(*args, **kwargs)`` and return (FLOPs of its matrix products, its result). 1 multiply-add = 2 FLOPs."""
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=_missing_formulas()) as counter:
         result = fn(*args, **kwargs)
     return counter.get_total_flops(), result
 
