@@ -4,7 +4,7 @@ Every sampler yields dataset indices (ints) for one rank. ``start`` / ``step`` d
 rank / world size, so rank ``r`` of ``W`` sees a disjoint part of the stream. ``advance=n`` means
 "``n`` samples were already consumed on this rank": the sampler then yields exactly the
 continuation of the stream it would have produced from the beginning. (The released trainer leaves
-``sampler_advance`` at 0 with a TODO, and its sharded sampler converts ``advance`` into whole passes
+``sampler_advance`` at 0 as an open to-do, and its sharded sampler converts ``advance`` into whole passes
 with the wrong pass length; here the arithmetic is exact and tested.)
 
 The shuffled streams are the released ones, index for index: the released samplers draw one

@@ -7,7 +7,7 @@
   only the position-embedding table may differ in size (training at 224 px from 518 px hub weights), and it is
   resized bicubically.
 - ``MODEL.WEIGHTS``: a whole training state to start from when not resuming: one of our checkpoint folders
-  (``<output_dir>/model_XXXXXXX``; model weights only, no optimizer or iteration) or a ``.pth`` holding the
+  (``<output_dir>/model_<iteration:07d>``; model weights only, no optimizer or iteration) or a ``.pth`` holding the
   meta-architecture's state dict (``{"model": ...}`` or bare). Keys and shapes must match exactly.
 """
 
