@@ -1,4 +1,4 @@
-"""Run a function in several local CPU processes joined by a gloo process group (for tests)."""
+"""Run a function in several local processes joined by a process group (gloo on CPU; NCCL for CUDA tests)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, queue) -> None:
+def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, queue, backend: str) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -32,7 +32,9 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, qu
     )
     torch.set_num_threads(1)
     try:
-        dist.init_process_group("gloo", rank=rank, world_size=world_size)
+        if backend == "nccl":
+            torch.cuda.set_device(rank)
+        dist.init_process_group(backend, rank=rank, world_size=world_size)
         result = fn(rank, world_size, *args)
         # Plain pickle copies tensor data; torch's shared-memory reduction would die with this process.
         queue.put((rank, True, pickle.dumps(result)))
@@ -43,8 +45,11 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, qu
             dist.destroy_process_group()
 
 
-def run_distributed(fn: Callable, world_size: int = 2, *args: Any, timeout: float = 180.0) -> list:
-    """Call ``fn(rank, world_size, *args)`` on ``world_size`` gloo processes; return results by rank.
+def run_distributed(
+    fn: Callable, world_size: int = 2, *args: Any, timeout: float = 180.0, backend: str = "gloo"
+) -> list:
+    """Call ``fn(rank, world_size, *args)`` on ``world_size`` processes (``backend``: gloo, or nccl with one GPU
+    per rank); return results by rank.
 
     ``fn`` must be importable (module level); results may hold tensors. A failure on any rank re-raises here
     with its traceback.
@@ -52,7 +57,9 @@ def run_distributed(fn: Callable, world_size: int = 2, *args: Any, timeout: floa
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, world_size, port, fn, args, queue)) for r in range(world_size)]
+    procs = [
+        ctx.Process(target=_worker, args=(r, world_size, port, fn, args, queue, backend)) for r in range(world_size)
+    ]
     for p in procs:
         p.start()
     results: dict[int, Any] = {}

@@ -167,8 +167,13 @@ def shard_model(
     device: torch.device | str,
     mesh=None,
     sync_module_states: bool = True,
-) -> None:
+    single_process: bool = False,
+) -> bool:
     """Shard ``modules[role][X]`` in place for role in student/teacher, per ``precision_cfg[role][X]``.
+
+    Returns whether the modules were wrapped: with a process group of two or more processes, or of one
+    process when ``single_process`` is set (what the release does on one GPU: the FSDP mixed-precision
+    policies then apply instead of autocast). Without a process group nothing is wrapped.
 
     Args:
         modules: e.g. ``{"student": model.student, "teacher": model.teacher}`` (``nn.ModuleDict`` of
@@ -181,7 +186,8 @@ def shard_model(
             start from the same weights whatever their seeds.
     """
     device = torch.device(device)
-    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    initialised = dist.is_available() and dist.is_initialized()
+    distributed = initialised and (dist.get_world_size() > 1 or single_process)
     if distributed:
         # Recent FSDP2 warns when a wrapped module returns views (our blocks return the crops of a packed
         # multi-crop tensor, the backbone slices of its normed tokens): an in-place op on such an output would
@@ -210,7 +216,8 @@ def shard_model(
             shard_module(module, policy, meshes.for_strategy(policy.sharding_strategy), reshard_after_forward=reshard)
             logger.info("sharded %s.%s: %s", role, name, policy)
     if not distributed:
-        logger.info("no process group: student/teacher left unsharded in their parameters' dtype")
+        logger.info("one process: student/teacher left unsharded in their parameters' dtype")
+    return distributed
 
 
 def reshard(module: nn.Module) -> None:

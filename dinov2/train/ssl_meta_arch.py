@@ -21,7 +21,6 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from dinov2 import distributed
 from dinov2.distributed.sharding import ema_update, shard_model
 from dinov2.layers.dino_head import DINOHead
 from dinov2.loss import DINOLoss, KoLeoLoss, iBOTPatchLoss
@@ -297,16 +296,18 @@ class SSLMetaArch(nn.Module):
         for key in self.student.keys():
             ema_update(self.teacher[key].parameters(), self.student[key].parameters(), m)
 
-    def prepare_for_distributed_training(self, device: torch.device | str) -> None:
-        """Move to ``device`` and shard student and teacher per ``compute_precision`` (no-op sharding on 1 process).
+    def prepare_for_distributed_training(self, device: torch.device | str, *, single_process: bool = False) -> None:
+        """Move to ``device`` and shard student and teacher per ``compute_precision``.
 
-        Sharded sub-modules compute in their FSDP mixed-precision policy, so autocast is turned off then.
+        One process is left unsharded (autocast applies the precision) unless ``single_process`` is set and a
+        process group exists. Sharded sub-modules compute in their FSDP mixed-precision policy, so autocast is
+        turned off then.
         """
         if has_batchnorms(self.student):
             raise NotImplementedError("sharded training of models with batch norms is not supported")
         self.to(device)
-        shard_model({"student": self.student, "teacher": self.teacher}, self.cfg.compute_precision, device=device)
-        if distributed.get_global_size() > 1:
+        roles = {"student": self.student, "teacher": self.teacher}
+        if shard_model(roles, self.cfg.compute_precision, device=device, single_process=single_process):
             self.autocast_dtype = None
 
     def get_params_groups(self) -> list[dict]:

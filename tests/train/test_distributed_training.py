@@ -12,15 +12,18 @@ so AdamW turns float noise of ~1e-9 into updates of ~1e-6 there.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
 import pytest
 import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.fsdp import FSDPModule
 
 from dinov2.train.checkpointing import Checkpointer
-from dinov2.train.ssl_meta_arch import SSLMetaArch
+from dinov2.train.precision import make_grad_scaler
+from dinov2.train.ssl_meta_arch import Batch, SSLMetaArch
 from dinov2.train.train import build_optimizer, train_step
 from dinov2.utils.schedules import build_schedulers
 from tests.dist_helpers import run_distributed
@@ -48,10 +51,13 @@ def _cfg(tmp_dir: str, strategy: str, world_size: int):
     return tiny_cfg(tmp_dir, *opts)
 
 
-def _train(cfg, images: slice) -> tuple[list[dict], dict]:
+def _train(cfg, images: slice, *, single_process: bool = False, device: str = "cpu") -> tuple[list[dict], dict]:
     torch.manual_seed(0)
     model = SSLMetaArch(cfg)
-    model.prepare_for_distributed_training("cpu")
+    model.prepare_for_distributed_training(device, single_process=single_process)
+    if single_process:  # wrapped, and computing in the FSDP policy rather than under autocast
+        assert isinstance(model.student.backbone, FSDPModule) and model.autocast_dtype is None
+    model.fp16_scaler = make_grad_scaler(cfg, device)
     model.train()
     optimizer = build_optimizer(cfg, model.get_params_groups())
     schedules = build_schedulers(cfg)
@@ -59,6 +65,7 @@ def _train(cfg, images: slice) -> tuple[list[dict], dict]:
     for step in range(N_STEPS):
         full = collate(random_samples(N_IMAGES, 2, seed=100 + step), cfg, seed=step, mask_probability=0.75)
         batch = batch_for_images(full, images)
+        batch = Batch(**{f.name: getattr(batch, f.name).to(device) for f in dataclasses.fields(batch)})
         step_losses, grad_norms = train_step(cfg, model, optimizer, batch, schedules, FIRST_ITERATION + step)
         losses.append({**step_losses, **{f"{k}_grad_norm": v for k, v in grad_norms.items()}})
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
@@ -84,6 +91,45 @@ def test_sharded_training_equals_one_process(tmp_path):
         assert state.keys() == reference_state.keys()
         for name, value in reference_state.items():
             torch.testing.assert_close(state[name], value, rtol=1e-5, atol=1e-5, msg=f"{strategy}: {name}")
+
+
+def _one_process_sharded(rank: int, world_size: int, tmp_dir: str, policy: str, device: str):
+    cfg = _cfg(tmp_dir, "FULL_SHARD", 1)
+    cfg.compute_precision.grad_scaler = True
+    for role in ("student", "teacher"):
+        for module in ("backbone", "dino_head", "ibot_head"):
+            cfg.compute_precision[role][module].mixed_precision.param_dtype = policy
+    return _train(cfg, slice(0, N_IMAGES), single_process=True, device=device)
+
+
+def test_one_process_sharded_equals_unsharded(tmp_path):
+    """``single_process=True`` wraps with FSDP2 on a one-process group (the release's one-GPU set-up)."""
+    [(losses, state)] = run_distributed(_one_process_sharded, 1, str(tmp_path), "fp32", "cpu")
+    reference_losses, reference_state = _train(_cfg(str(tmp_path), "NO_SHARD", 1), slice(0, N_IMAGES))
+    for step, (got, expected) in enumerate(zip(losses, reference_losses)):
+        assert got == pytest.approx(expected, rel=1e-5, abs=1e-6), step
+    for name, value in reference_state.items():
+        torch.testing.assert_close(state[name], value, rtol=1e-5, atol=1e-5, msg=name)
+
+
+def _check_mixed_precision_run(tmp_path, policy: str, device: str, backend: str):
+    [(losses, state)] = run_distributed(_one_process_sharded, 1, str(tmp_path), policy, device, backend=backend)
+    [(reference, _)] = run_distributed(_one_process_sharded, 1, str(tmp_path), "fp32", device, backend=backend)
+    assert all(math.isfinite(v) for step in losses for v in step.values())
+    # the FSDP policy computes in low precision but keeps fp32 master weights
+    assert all(value.dtype == torch.float32 for value in state.values() if value.is_floating_point())
+    for name in ("dino_local_crops_loss", "dino_global_crops_loss", "ibot_loss"):  # first step: same weights
+        assert losses[0][name] == pytest.approx(reference[0][name], rel=5e-2, abs=5e-2), name
+
+
+def test_bf16_fsdp_policy_on_cpu(tmp_path):
+    _check_mixed_precision_run(tmp_path, "bf16", "cpu", "gloo")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("policy", ["bf16", "fp16"])  # fp16 runs with the gradient scaler
+def test_sharded_mixed_precision_steps_on_cuda(tmp_path, policy):
+    _check_mixed_precision_run(tmp_path, policy, "cuda", "nccl")
 
 
 def _train_two_ranks_then_stop(rank: int, world_size: int, output_dir: str) -> None:
