@@ -84,6 +84,38 @@ def _slurm_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
+class SubmititTask:
+    """Base of the submitted tasks: holds the parsed ``args`` (pickled with the task), puts the job id in
+    place of ``%j`` in ``--output-dir``, calls :meth:`run`, and requeues itself on preemption or time-out."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+
+    def __call__(self):
+        import submitit
+
+        job_env = submitit.JobEnvironment()
+        self.args.output_dir = self.args.output_dir.replace("%j", str(job_env.job_id))
+        logger.info(
+            "process %d/%d of job %s, output in %s",
+            job_env.global_rank,
+            job_env.num_tasks,
+            job_env.job_id,
+            self.args.output_dir,
+        )
+        return self.run()
+
+    def run(self):
+        raise NotImplementedError
+
+    def checkpoint(self):
+        """Called by submitit on preemption / time-out: requeue a fresh task with the same arguments."""
+        import submitit
+
+        logger.info("requeuing %s", self.args)
+        return submitit.helpers.DelayedSubmission(type(self)(self.args))
+
+
 def submit_jobs(task_class, args: argparse.Namespace, name: str):
     """Submit ``task_class(args)`` on ``args.nodes`` x ``args.ngpus`` tasks; returns the submitit job.
 

@@ -12,12 +12,11 @@ is requeued with the same arguments (the linear probe then resumes from its chec
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import logging
 import os
 
-from dinov2.run.submit import get_args_parser, submit_jobs
+from dinov2.run.submit import SubmititTask, get_args_parser, submit_jobs
 from dinov2.utils.config import resolve_config_file
 
 logger = logging.getLogger("dinov2")
@@ -30,30 +29,12 @@ PROTOCOLS = {
 }
 
 
-class Evaluator:
+class Evaluator(SubmititTask):
     """The submitit task: ``main(args)`` of the protocol module ``args.eval_module`` in each task."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-
-    def __call__(self):
-        self._setup_args()
-        return importlib.import_module(self.args.eval_module).main(self.args)
-
-    def checkpoint(self):
-        """Called by submitit on preemption / time-out: requeue a fresh task with the same arguments."""
-        import submitit
-
-        logger.info("Requeuing %s", self.args)
-        return submitit.helpers.DelayedSubmission(type(self)(self.args))
-
-    def _setup_args(self) -> None:
-        import submitit
-
-        job_env = submitit.JobEnvironment()
-        self.args.output_dir = self.args.output_dir.replace("%j", str(job_env.job_id))
-        logger.info("Process group: %d tasks, rank: %d", job_env.num_tasks, job_env.global_rank)
+    def run(self):
         logger.info("Args: %s", self.args)
+        return importlib.import_module(self.args.eval_module).main(self.args)
 
 
 def launch(protocol: str, argv: list[str] | None = None):

@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable
 
 from dinov2 import distributed
-from dinov2.run.submit import get_args_parser, submit_jobs
+from dinov2.run.submit import SubmititTask, get_args_parser, submit_jobs
 
 logger = logging.getLogger("dinov2")
 
@@ -40,37 +40,13 @@ def resolve_entry_point(spec: str) -> Callable:
     return getattr(importlib.import_module(module_name), attribute)
 
 
-class Trainer:
+class Trainer(SubmititTask):
     """The submitit task: set up distributed, then run the training entry point on ``args``."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-
-    def __call__(self):
-        self._setup_args()
+    def run(self):
         distributed.enable(overwrite=True)
         entry_point = resolve_entry_point(getattr(self.args, "entry_point", DEFAULT_ENTRY_POINT))
         return entry_point(self.args)
-
-    def checkpoint(self):
-        """Called by submitit on preemption / time-out: requeue a fresh task with the same arguments."""
-        import submitit
-
-        logger.info("requeuing %s", self.args)
-        return submitit.helpers.DelayedSubmission(type(self)(self.args))
-
-    def _setup_args(self) -> None:
-        import submitit
-
-        job_env = submitit.JobEnvironment()
-        self.args.output_dir = self.args.output_dir.replace("%j", str(job_env.job_id))
-        logger.info(
-            "process %d/%d of job %s, output in %s",
-            job_env.global_rank,
-            job_env.num_tasks,
-            job_env.job_id,
-            self.args.output_dir,
-        )
 
 
 def main(argv: list[str] | None = None):
