@@ -88,25 +88,24 @@ class StudentOutputs:
     masked_patch_logits: torch.Tensor | None  # [M, K_ibot], None without iBOT
 
 
+def _head(section: DictConfig, embed_dim: int) -> DINOHead:
+    """A DINO head from a ``dino`` or ``ibot`` config section (``head_*`` keys)."""
+    return DINOHead(
+        in_dim=embed_dim,
+        out_dim=section.head_n_prototypes,
+        hidden_dim=section.head_hidden_dim,
+        bottleneck_dim=section.head_bottleneck_dim,
+        nlayers=section.head_nlayers,
+    )
+
+
 def _build_heads(cfg: DictConfig, embed_dim: int) -> dict[str, nn.Module]:
     """The DINO head, and a separate iBOT head when ``ibot.separate_head`` (one fresh copy per call)."""
     heads: dict[str, nn.Module] = {}
     if cfg.dino.loss_weight > 0 or cfg.ibot.loss_weight > 0:
-        heads["dino_head"] = DINOHead(
-            in_dim=embed_dim,
-            out_dim=cfg.dino.head_n_prototypes,
-            hidden_dim=cfg.dino.head_hidden_dim,
-            bottleneck_dim=cfg.dino.head_bottleneck_dim,
-            nlayers=cfg.dino.head_nlayers,
-        )
+        heads["dino_head"] = _head(cfg.dino, embed_dim)
     if cfg.ibot.loss_weight > 0 and cfg.ibot.separate_head:
-        heads["ibot_head"] = DINOHead(
-            in_dim=embed_dim,
-            out_dim=cfg.ibot.head_n_prototypes,
-            hidden_dim=cfg.ibot.head_hidden_dim,
-            bottleneck_dim=cfg.ibot.head_bottleneck_dim,
-            nlayers=cfg.ibot.head_nlayers,
-        )
+        heads["ibot_head"] = _head(cfg.ibot, embed_dim)
     return heads
 
 
