@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler, default_collate, get_worker_info
 
+from dinov2.utils.utils import fix_random_seeds
+
 __all__ = ["SampleKey", "KeyedSampler", "SeededDataset", "SeededCollate", "mix_seed", "seed_worker"]
 
 _MASK64 = (1 << 64) - 1
@@ -49,9 +51,7 @@ def mix_seed(*values: int) -> int:
 
 def seed_all(seed: int) -> None:
     """Seed torch's default CPU generator (not the CUDA ones), Python ``random`` and NumPy's global RNG."""
-    torch.default_generator.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed & 0xFFFFFFFF)
+    fix_random_seeds(seed, cuda=False)
 
 
 @contextlib.contextmanager

@@ -58,20 +58,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from dinov2.utils.dtype import parse_dtype
+
 logger = logging.getLogger("dinov2")
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 SHARDING_STRATEGIES = ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD")
 ROLES = ("student", "teacher")
-
-
-def parse_dtype(value: Any, name: str = "dtype") -> torch.dtype:
-    """``"fp32" | "fp16" | "bf16"`` (or a ``torch.dtype``) -> ``torch.dtype``."""
-    if isinstance(value, torch.dtype) and value in DTYPES.values():
-        return value
-    if isinstance(value, str) and value in DTYPES:
-        return DTYPES[value]
-    raise ValueError(f"{name} must be one of {sorted(DTYPES)}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)

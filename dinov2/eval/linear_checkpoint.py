@@ -15,14 +15,13 @@ entries with ``avgpool=True`` and 1 or 4 blocks have that layout (layers = n blo
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 from dinov2 import distributed
+from dinov2.utils.io import atomic_torch_save, atomic_write_text
 
 if TYPE_CHECKING:
     from dinov2.eval.linear_probe import AllClassifiers, LinearClassifier
@@ -44,19 +43,6 @@ RUNNING_CHECKPOINT_NAME = "running_checkpoint_linear_eval"
 _LAST_CHECKPOINT_FILE = "last_checkpoint"
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_linear_checkpoint(output_dir, name: str, classifiers: AllClassifiers, optimizer, scheduler, iteration: int):
     """Write ``<output_dir>/<name>.pth`` and point ``last_checkpoint`` at it (main process only).
 
@@ -72,10 +58,8 @@ def save_linear_checkpoint(output_dir, name: str, classifiers: AllClassifiers, o
         "scheduler": scheduler.state_dict(),
         "iteration": int(iteration),
     }
-    _atomic_torch_save(state, path)
-    tmp = output_dir / f".{_LAST_CHECKPOINT_FILE}.tmp"
-    tmp.write_text(path.name)
-    os.replace(tmp, output_dir / _LAST_CHECKPOINT_FILE)
+    atomic_torch_save(state, path)
+    atomic_write_text(output_dir / _LAST_CHECKPOINT_FILE, path.name)
     logger.info("Saved linear classifiers checkpoint %s (iteration %d)", path, iteration)
     return path
 
@@ -152,5 +136,5 @@ def hub_linear_head_state_dict(classifier: LinearClassifier) -> dict[str, torch.
 def save_hub_linear_head(classifier: LinearClassifier, path) -> Path:
     """Write the classifier as a hub head state dict (atomically). Returns the path."""
     path = Path(path)
-    _atomic_torch_save(hub_linear_head_state_dict(classifier), path)
+    atomic_torch_save(hub_linear_head_state_dict(classifier), path)
     return path

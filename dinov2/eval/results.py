@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from dinov2.utils.io import atomic_write_text
 
 __all__ = ["to_jsonable", "format_table", "write_json", "append_json_lines"]
 
@@ -82,18 +83,7 @@ def format_table(
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` (converted with :func:`to_jsonable`) as indented JSON, atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(to_jsonable(obj), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2) + "\n")
 
 
 def append_json_lines(path: str | os.PathLike, records: Mapping[str, Any]) -> None:

@@ -46,6 +46,8 @@ import torch.distributed as dist
 from torch import nn
 
 from dinov2 import distributed
+from dinov2.utils.io import atomic_torch_save, fsync_dir
+from dinov2.utils.utils import fix_random_seeds
 
 logger = logging.getLogger("dinov2")
 
@@ -85,13 +87,6 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
-
-
-def seed_all(seed: int) -> None:
-    """Seed python, numpy and torch (CPU and CUDA) generators."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def _crc32(path: Path) -> int:
@@ -174,19 +169,6 @@ def _fsync_write(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # some file systems do not allow opening folders
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class Checkpointer:
@@ -289,7 +271,7 @@ class Checkpointer:
             logger.warning("replacing existing checkpoint %s", final)
             shutil.rmtree(final)
         os.rename(tmp, final)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         logger.info("saved checkpoint %s", final)
 
     def _prune(self) -> None:
@@ -385,7 +367,7 @@ class Checkpointer:
             return True
         first = path / "rng_rank00000.pt"
         base = zlib.crc32(torch.load(first, weights_only=True)["torch"].numpy().tobytes()) if first.is_file() else 0
-        seed_all(base + 1_000_003 * rank + extra["iteration"])
+        fix_random_seeds(base + 1_000_003 * rank + extra["iteration"])
         logger.info(
             "world size changed (%d -> %d): RNG re-seeded per rank", extra["world_size"], distributed.get_global_size()
         )
@@ -421,13 +403,7 @@ def export_teacher(path: str | os.PathLike, teacher: nn.Module | Mapping[str, to
     else:
         state_dict = dict(teacher)
     if distributed.is_main_process():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            torch.save({"teacher": state_dict}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_torch_save({"teacher": state_dict}, path)
         logger.info("exported teacher weights to %s", path)
     distributed.barrier()
     return path

@@ -13,15 +13,12 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+from dinov2.utils.dtype import parse_dtype
 
 
 def dtype_from_str(name: str) -> torch.dtype:
     """``"fp32" | "fp16" | "bf16"`` to a torch dtype."""
-    try:
-        return DTYPES[name]
-    except KeyError:
-        raise ValueError(f"unknown dtype {name!r}: expected one of {sorted(DTYPES)}") from None
+    return parse_dtype(name)
 
 
 def compute_dtype(cfg: DictConfig) -> torch.dtype:

@@ -60,10 +60,14 @@ class CosineScheduler:
         return self.schedule[it]
 
 
-def fix_random_seeds(seed: int = 31) -> None:
-    """Seed Python, numpy and torch (all devices)."""
-    torch.manual_seed(seed)  # also seeds every CUDA device
-    np.random.seed(seed)
+def fix_random_seeds(seed: int = 31, *, cuda: bool = True) -> None:
+    """Seed Python ``random``, NumPy's global RNG (``seed mod 2**32``) and torch: every device, or only the
+    CPU generator with ``cuda=False`` (data-loader workers must not initialise CUDA)."""
+    if cuda:
+        torch.manual_seed(seed)  # also seeds every CUDA device
+    else:
+        torch.default_generator.manual_seed(seed)
+    np.random.seed(seed & 0xFFFFFFFF)
     random.seed(seed)
 
 

@@ -1,0 +1,70 @@
+"""Atomic file writes: a reader sees the old file or the complete new one, never a partial write.
+
+Every writer in the library that replaces a file (teacher exports, linear-probe checkpoints, results JSON,
+markers) goes through :func:`atomic_write`: the data goes to a temporary file in the same folder, is flushed
+and fsynced, then renamed over the target (``os.replace`` is atomic on POSIX file systems); on any error the
+temporary file is removed and the previous file is untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+__all__ = ["atomic_write", "atomic_torch_save", "atomic_write_text", "fsync_dir"]
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make a rename inside ``path`` durable (best effort: some file systems cannot open folders)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
+    """``with atomic_write(path) as f: f.write(...)``: write to a temporary sibling, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj, path)`` atomically (tensors and plain containers only, loadable with weights_only)."""
+    with atomic_write(path, "wb") as f:
+        torch.save(obj, f)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str | Callable[[IO[str]], None]) -> Path:
+    """Write ``text`` (or call ``text(f)`` to write it) to ``path`` atomically."""
+    with atomic_write(path, "w") as f:
+        if callable(text):
+            text(f)
+        else:
+            f.write(text)
+    return Path(path)
