@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import os
 import urllib.error
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 logger = logging.getLogger("dinov2")
@@ -65,3 +67,27 @@ def load_strict(module: nn.Module, state_dict: dict, source: object, what: str) 
     except RuntimeError as err:
         raise RuntimeError(f"weights from {source} do not fit {what}: {err}") from err
     logger.info("loaded %s weights from %s", what, source)
+
+
+class CenterPadding(nn.Module):
+    """Zero-pad the last two dimensions up to a multiple of ``multiple`` (the released ``CenterPadding``).
+
+    The padding is split as ``left = total // 2``, ``right = total - left`` (the odd pixel goes right/bottom).
+    Deviation: the release runs ``forward`` under ``torch.inference_mode()``, so nothing padded by it can be
+    trained; here it is an ordinary differentiable op (same values).
+    """
+
+    def __init__(self, multiple: int):
+        super().__init__()
+        self.multiple = multiple
+
+    def _get_pad(self, size: int) -> tuple[int, int]:
+        new_size = math.ceil(size / self.multiple) * self.multiple
+        pad_size = new_size - size
+        pad_size_left = pad_size // 2
+        return pad_size_left, pad_size - pad_size_left
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # F.pad takes (left, right) pairs from the last dimension backwards: width first, then height.
+        pads = [*self._get_pad(x.shape[-1]), *self._get_pad(x.shape[-2])]
+        return F.pad(x, pads)
