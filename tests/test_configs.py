@@ -128,7 +128,15 @@ _ARCHS = {"vits14": "vit_small", "vitb14": "vit_base", "vitl14": "vit_large", "v
 
 RELEASED_DEFAULTS = _flatten(RELEASED_DEFAULT_TREE)
 # Keys this implementation adds to the defaults (a section of their own, after the released ones).
-EXTENSION_DEFAULTS = {"student.use_xformers": False, "checkpointing.period": 0, "checkpointing.max_to_keep": 3}
+EXTENSION_DEFAULTS = {
+    "student.use_xformers": False,
+    "checkpointing.period": 0,
+    "checkpointing.max_to_keep": 3,
+    # DINOv3's names for what DINOv2 never had
+    "MODEL.META_ARCHITECTURE": "SSLMetaArch",
+    "train.checkpointing": False,
+    "train.compile": False,
+}
 
 # Released file name -> its exact content (flattened).
 RELEASED_FILES = {

@@ -1,4 +1,4 @@
-"""FSDP2 sharding of the student and teacher, plus EMA and gradient clipping on sharded parameters.
+"""FSDP2 sharding of the student and teacher, and gradient clipping on sharded parameters.
 
 One function, :func:`shard_model`, wraps the model from outside (the model code knows nothing of
 FSDP), in a fixed order for every sub-module X of ``student`` and ``teacher``
@@ -27,8 +27,8 @@ reduce_dtype     ``MixedPrecisionPolicy.reduce_dtype`` (dtype of the gradient re
 buffer_dtype     no FSDP2 equivalent: floating buffers are cast once, when sharding
 ================ =====================================================================
 
-Every parameter is then a ``DTensor`` whether sharded or not, so EMA, clipping, the gradient
-scaler and ``torch.distributed.checkpoint`` follow one code path. Sharded gradients are averaged
+Every parameter is then a ``DTensor`` whether sharded or not, so the EMA (``dinov2/train/ema.py``),
+clipping, the gradient scaler and ``torch.distributed.checkpoint`` follow one code path. Sharded gradients are averaged
 over ranks (each rank's loss must be the mean over its part of the global batch).
 
 Gradient scaler: FSDP2 keeps gradients in the parameters' dtype (fp32), and
@@ -50,8 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -62,7 +61,7 @@ from dinov2.utils.dtype import parse_dtype
 
 logger = logging.getLogger("dinov2")
 
-SHARDING_STRATEGIES = ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD")
+SHARDING_STRATEGIES = ("SHARD_GRAD_OP", "FULL_SHARD", "NO_SHARD")  # the released default first
 ROLES = ("student", "teacher")
 
 
@@ -160,8 +159,10 @@ def shard_model(
     mesh=None,
     sync_module_states: bool = True,
     single_process: bool = False,
+    sections: Mapping[str, str] | None = None,
+    inference_only: Collection[str] = ("teacher",),
 ) -> bool:
-    """Shard ``modules[role][X]`` in place for role in student/teacher, per ``precision_cfg[role][X]``.
+    """Shard ``modules[role][X]`` in place, per ``precision_cfg[section of role][X]``.
 
     Returns whether the modules were wrapped: with a process group of two or more processes, or of one
     process when ``single_process`` is set (what the release does on one GPU: the FSDP mixed-precision
@@ -169,115 +170,45 @@ def shard_model(
 
     Args:
         modules: e.g. ``{"student": model.student, "teacher": model.teacher}`` (``nn.ModuleDict`` of
-            ``backbone``, ``dino_head``, ``ibot_head``); other roles are ignored.
+            ``backbone``, ``dino_head``, ``ibot_head``); without ``sections`` roles other than student and
+            teacher are ignored.
         precision_cfg: the ``compute_precision`` config section.
         device: training device; modules are moved there first.
         mesh: a 1-D ``DeviceMesh`` over all ranks for FULL_SHARD / SHARD_GRAD_OP (default: built
             from the default process group). NO_SHARD always uses a ``(world, 1)`` mesh.
         sync_module_states: broadcast rank 0's parameters and buffers first, so that all ranks
             start from the same weights whatever their seeds.
+        sections: role -> ``compute_precision`` section that configures it (default: ``student`` and
+            ``teacher`` configure themselves); e.g. a student EMA follows the ``teacher`` section.
+        inference_only: roles that never run backward: they reshard right after their (no-grad) forward.
     """
     device = torch.device(device)
     initialised = dist.is_available() and dist.is_initialized()
     distributed = initialised and (dist.get_world_size() > 1 or single_process)
-    if distributed:
-        # Recent FSDP2 warns when a wrapped module returns views (our blocks return the crops of a packed
-        # multi-crop tensor, the backbone slices of its normed tokens): an in-place op on such an output would
-        # skip the pre-backward all-gather. Nothing modifies these outputs in place (the 2-process equivalence
-        # tests in tests/train check every strategy against one process), so the warning is noise here.
-        warnings.filterwarnings(
-            "ignore", message=r"FSDP2-wrapped module .* returned a view tensor", category=UserWarning
-        )
     meshes = _Meshes(device.type, mesh)
-    for role in ROLES:
+    sections = dict(sections) if sections is not None else {role: role for role in ROLES}
+    for role, section_name in sections.items():
         for name, module in (modules.get(role) or {}).items():
-            section = (precision_cfg.get(role) or {}).get(name)
+            section = (precision_cfg.get(section_name) or {}).get(name)
             if section is None:
                 raise ValueError(
-                    f"compute_precision.{role}.{name} is missing: add sharding_strategy and mixed_precision for it"
+                    f"compute_precision.{section_name}.{name} is missing: add sharding_strategy and mixed_precision "
+                    "for it"
                 )
-            policy = ShardingPolicy.from_config(section, f"compute_precision.{role}.{name}")
+            policy = ShardingPolicy.from_config(section, f"compute_precision.{section_name}.{name}")
             module.to(device)
             _cast_buffers(module, policy.buffer_dtype)
             if not distributed:
                 continue
             if sync_module_states:
                 _broadcast_states(module)
-            # The teacher only runs forward (under no_grad): reshard right after it.
-            reshard = True if role == "teacher" else None
+            # A teacher only runs forward (under no_grad): reshard right after it.
+            reshard = True if role in inference_only else None
             shard_module(module, policy, meshes.for_strategy(policy.sharding_strategy), reshard_after_forward=reshard)
             logger.info("sharded %s.%s: %s", role, name, policy)
     if not distributed:
         logger.info("one process: student/teacher left unsharded in their parameters' dtype")
     return distributed
-
-
-def reshard(module: nn.Module) -> None:
-    """Free the gathered weights of every FSDP unit in ``module`` (after a no-grad forward of a
-    ``reshard_after_forward=False`` module); a no-op for unsharded modules."""
-    from torch.distributed.fsdp import FSDPModule
-
-    for sub in module.modules():
-        if isinstance(sub, FSDPModule):
-            sub.reshard()
-
-
-def _local(tensor: torch.Tensor) -> torch.Tensor:
-    from torch.distributed.tensor import DTensor
-
-    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
-
-
-def _matching_local(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """The part of ``student`` that ``teacher`` holds locally (no communication when sharded alike)."""
-    from torch.distributed.tensor import DTensor, Shard
-
-    is_dt_s, is_dt_t = isinstance(student, DTensor), isinstance(teacher, DTensor)
-    if not is_dt_s and not is_dt_t:
-        return student
-    if is_dt_s != is_dt_t:
-        raise RuntimeError(
-            "EMA between a sharded and an unsharded parameter: shard teacher and student alike, and call "
-            "dinov2.distributed.sharding.reshard() after a no-grad forward of a SHARD_GRAD_OP module"
-        )
-    if student.device_mesh == teacher.device_mesh and student.placements == teacher.placements:
-        return student.to_local()
-    # Different strategies for teacher and student (slow path): gather, then slice like the teacher.
-    full = student.full_tensor()
-    coordinate = teacher.device_mesh.get_coordinate()
-    for mesh_dim, placement in enumerate(teacher.placements):
-        if isinstance(placement, Shard):
-            size = teacher.device_mesh.size(mesh_dim)
-            chunks = torch.chunk(full, size, dim=placement.dim)
-            index = coordinate[mesh_dim]
-            full = chunks[index] if index < len(chunks) else full.narrow(placement.dim, 0, 0)
-    return full
-
-
-@torch.no_grad()
-def ema_update(teacher_params: Iterable[torch.Tensor], student_params: Iterable[torch.Tensor], momentum: float) -> None:
-    """``teacher = momentum * teacher + (1 - momentum) * student`` in place, on local shards.
-
-    Both iterables must list matching parameters in the same order (e.g. ``teacher.parameters()``
-    and ``student.parameters()`` of the same architecture). With identical sharding this touches
-    only local shards (no collective).
-    """
-    teacher_local, student_local = [], []
-    teacher_params, student_params = list(teacher_params), list(student_params)
-    if len(teacher_params) != len(student_params):
-        raise ValueError(
-            f"EMA needs as many teacher as student parameters: {len(teacher_params)} vs {len(student_params)}"
-        )
-    for teacher, student in zip(teacher_params, student_params):
-        if teacher.shape != student.shape:
-            raise ValueError(
-                f"EMA parameter shapes differ: teacher {tuple(teacher.shape)}, student {tuple(student.shape)}"
-            )
-        teacher_local.append(_local(teacher))
-        student_local.append(_matching_local(student, teacher).to(teacher_local[-1].dtype))
-    if teacher_local:
-        torch._foreach_mul_(teacher_local, momentum)
-        torch._foreach_add_(teacher_local, student_local, alpha=1.0 - momentum)
 
 
 def clip_grad_norm_(parameters: Iterable[torch.Tensor], max_norm: float, norm_type: float = 2.0) -> torch.Tensor:

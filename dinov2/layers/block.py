@@ -108,8 +108,16 @@ class Block(nn.Module):
         self.drop_path2 = DropPath(drop_path)
         self.sample_drop_ratio = drop_path
 
-    def forward(self, x: Tensor | list[Tensor], first_token_only: bool = False) -> Tensor | list[Tensor]:
-        """Tokens ``[B, N, D]`` (or a list) -> same shape; ``first_token_only`` returns token 0 only, ``[B, 1, D]``."""
+    def forward(
+        self, x: Tensor | list[Tensor], first_token_only: bool = False, groups: Groups | None = None
+    ) -> Tensor | list[Tensor]:
+        """Tokens ``[B, N, D]`` (or a list) -> same shape; ``first_token_only`` returns token 0 only, ``[B, 1, D]``.
+
+        With ``groups``, ``x`` is already packed ``[T, D]`` (see :mod:`dinov2.layers.packing`) and the packed
+        output ``[T, D]`` is returned: the backbone packs the crops once per forward instead of once per block.
+        """
+        if groups is not None:
+            return self.forward_packed(x, groups, EFFICIENT_DROP_PATH_THRESHOLD_LIST)
         if isinstance(x, Tensor):
             if x.ndim != 3:
                 raise ValueError(f"Block expects tokens [B, N, D] or a list of them, got shape {tuple(x.shape)}")

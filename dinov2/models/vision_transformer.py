@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from dinov2.layers import MemEffAttention, Mlp, NestedTensorBlock, PatchEmbed, SwiGLUFFNFused
 from dinov2.layers.block import Block
+from dinov2.layers.packing import Groups, pack, unpack
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +40,14 @@ FFN_LAYERS: dict[str, Callable[..., nn.Module]] = {
 class BlockChunk(nn.ModuleList):
     """A group of consecutive blocks (one FSDP unit); leading ``Identity`` entries keep global block indices."""
 
-    def forward(self, x: Tensor | list[Tensor], first_token_only: bool = False) -> Tensor | list[Tensor]:
+    def forward(
+        self, x: Tensor | list[Tensor], first_token_only: bool = False, groups: Groups | None = None
+    ) -> Tensor | list[Tensor]:
         blocks = [block for block in self if not isinstance(block, nn.Identity)]
+        if groups is not None:  # packed tokens, see Block.forward
+            for block in blocks:
+                x = block(x, groups=groups)
+            return x
         for i, block in enumerate(blocks):
             x = block(x, first_token_only=True) if first_token_only and i == len(blocks) - 1 else block(x)
         return x
@@ -250,9 +257,15 @@ class DinoVisionTransformer(nn.Module):
         if len(masks_list) != len(x_list):
             raise ValueError(f"got {len(x_list)} crop tensors but {len(masks_list)} masks; pass one (or None) per crop")
         tokens = [self.prepare_tokens_with_masks(x, m) for x, m in zip(x_list, masks_list)]
+        x, groups = pack(tokens)  # [T, D], packed once for all blocks
         for block in self.blocks:
-            tokens = block(tokens)
-        return [self._output_dict(t, m) for t, m in zip(tokens, masks_list)]
+            x = block(x, groups=groups)
+        # Fresh tensors, not views of the packed tokens: callers (and a sharded root module, whose outputs get
+        # backward hooks) may then use them freely; the copy is small next to the blocks' work.
+        return [
+            {k: v if k == "masks" or v is None else v.clone() for k, v in self._output_dict(t, m).items()}
+            for t, m in zip(unpack(x, groups), masks_list)
+        ]
 
     def forward_features(self, x: Tensor | Sequence[Tensor], masks: Tensor | Sequence[Tensor | None] | None = None):
         """Features of images ``[B, C, H, W]`` (optionally masked, ``masks`` bool ``[B, N]``) as a dict.

@@ -7,13 +7,18 @@ One training step reads as a list of named parts, each a method that can be test
 3. :meth:`SSLMetaArch.loss_terms`       - DINO (local, global), KoLeo and iBOT terms and their weighted sum;
 4. :meth:`SSLMetaArch.backprop_loss`    - backward (through the gradient scaler in fp16).
 
-The optimizer step, gradient clipping and the teacher EMA (:meth:`SSLMetaArch.update_teacher`) are driven
-by the training loop (``dinov2/train/train.py``).
+The optimizer step and gradient clipping are driven by the training loop (``dinov2/train/train.py``), which then
+calls :meth:`SSLMetaArch.after_optimizer_step` (here: the teacher EMA, :meth:`SSLMetaArch.update_teacher`).
+
+Seams for other meta-architectures (distillation): :meth:`SSLMetaArch.build_backbones` and
+:meth:`SSLMetaArch.build_teacher` build the networks, :meth:`SSLMetaArch.parallel_roles` tells
+``dinov2/train/parallelize.py`` what to wrap, :meth:`SSLMetaArch.after_optimizer_step` runs after each step. The
+centring mode is a strategy object resolved once (``dinov2/loss/teacher_centering.py``), and the precision policy
+(``dinov2/train/precision.py``) is set by the trainer as ``model.precision``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -21,13 +26,14 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from dinov2.distributed.sharding import ema_update, shard_model
 from dinov2.layers.dino_head import DINOHead
 from dinov2.loss import DINOLoss, KoLeoLoss, iBOTPatchLoss
+from dinov2.loss.teacher_centering import build_centering
 from dinov2.models import build_model_from_cfg
-from dinov2.train.precision import autocast_dtype
+from dinov2.train.ema import ema_update
+from dinov2.train.parallelize import ParallelRole, parallelize
+from dinov2.train.precision import PrecisionPolicy
 from dinov2.utils.param_groups import fuse_params_groups, get_params_groups_with_decay
-from dinov2.utils.utils import has_batchnorms
 
 logger = logging.getLogger("dinov2")
 
@@ -115,12 +121,10 @@ class SSLMetaArch(nn.Module):
     def __init__(self, cfg: DictConfig):
         super().__init__()
         self.cfg = cfg
-        student_backbone, teacher_backbone, embed_dim = build_model_from_cfg(cfg)
+        student_backbone, teacher_backbone, embed_dim = self.build_backbones(cfg)
         self.embed_dim = embed_dim
         self.student = nn.ModuleDict({"backbone": student_backbone, **_build_heads(cfg, embed_dim)})
-        self.teacher = nn.ModuleDict({"backbone": teacher_backbone, **_build_heads(cfg, embed_dim)})
-        # The teacher starts as an exact copy of the student and is only ever updated by EMA.
-        self.teacher.load_state_dict(self.student.state_dict())
+        self.teacher = self.build_teacher(cfg, teacher_backbone)
         for p in self.teacher.parameters():
             p.requires_grad = False
 
@@ -128,26 +132,41 @@ class SSLMetaArch(nn.Module):
         self.do_koleo = cfg.dino.koleo_loss_weight > 0
         self.do_ibot = cfg.ibot.loss_weight > 0
         self.ibot_separate_head = bool(cfg.ibot.separate_head)
-        self.centering = cfg.train.centering
         self.dino_loss = DINOLoss(cfg.dino.head_n_prototypes)
         self.koleo_loss = KoLeoLoss()
         ibot_out_dim = cfg.ibot.head_n_prototypes if self.ibot_separate_head else cfg.dino.head_n_prototypes
         self.ibot_patch_loss = iBOTPatchLoss(ibot_out_dim)
+        # Resolved once: softmax centring (with the losses' centre buffers) or Sinkhorn-Knopp.
+        self.centering = build_centering(cfg.train.centering, self.dino_loss, self.ibot_patch_loss)
 
-        # Precision of an unsharded model; the trainer sets the fp16 gradient scaler once the device is known,
-        # and clears ``autocast_dtype`` when FSDP mixed-precision policies take over (dinov2/train/precision.py).
-        self.autocast_dtype = autocast_dtype(cfg)
-        self.fp16_scaler: torch.amp.GradScaler | None = None
+        # Precision of an unsharded model on an unknown device; the trainer replaces it once the device and the
+        # sharding are known (fp16 gradient scaler, FSDP mixed precision instead of autocast).
+        self.precision = PrecisionPolicy.from_config(cfg)
         logger.info(
-            "SSLMetaArch: %s student/teacher, embed_dim %d, dino=%s koleo=%s ibot=%s (separate head: %s), centering=%s",
+            "%s: %s student, embed_dim %d, dino=%s koleo=%s ibot=%s (separate head: %s), centering=%s",
+            type(self).__name__,
             cfg.student.arch,
             embed_dim,
             self.do_dino,
             self.do_koleo,
             self.do_ibot,
             self.ibot_separate_head,
-            self.centering,
+            cfg.train.centering,
         )
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Construction hooks
+    # ----------------------------------------------------------------------------------------------------------
+
+    def build_backbones(self, cfg: DictConfig) -> tuple[nn.Module, nn.Module | None, int]:
+        """(student backbone, template for the teacher backbone or None, embed dim) from ``cfg.student``."""
+        return build_model_from_cfg(cfg)
+
+    def build_teacher(self, cfg: DictConfig, teacher_backbone: nn.Module | None) -> nn.ModuleDict:
+        """The teacher: here the EMA copy of the student (backbone and heads), which starts as its exact copy."""
+        teacher = nn.ModuleDict({"backbone": teacher_backbone, **_build_heads(cfg, self.embed_dim)})
+        teacher.load_state_dict(self.student.state_dict())
+        return teacher
 
     # ----------------------------------------------------------------------------------------------------------
     # The training step
@@ -159,7 +178,7 @@ class SSLMetaArch(nn.Module):
     def forward_backward(self, images: dict | Batch, teacher_temp: float) -> dict[str, torch.Tensor]:
         """One forward and backward pass; returns the (detached) loss terms for logging."""
         batch = images if isinstance(images, Batch) else Batch.from_collated(images, self.device)
-        with self.autocast():
+        with self.precision.autocast(self.device.type):
             targets = self.teacher_targets(batch, teacher_temp)
             outputs = self.student_outputs(batch)
             loss_dict, loss = self.loss_terms(outputs, targets, batch)
@@ -189,23 +208,10 @@ class SSLMetaArch(nn.Module):
         else:
             cls_logits = self.teacher.dino_head(cls_tokens)  # [2B, K]
 
-        if self.centering == "centering":
-            dino = self.dino_loss.softmax_center_teacher(cls_logits, teacher_temp=teacher_temp)
-            self.dino_loss.update_center(cls_logits)
-            ibot = None
-            if masked_logits is not None:
-                masked_logits = masked_logits.unsqueeze(0)  # [1, M, K]: the iBOT centre is the mean over tokens
-                ibot = self.ibot_patch_loss.softmax_center_teacher(masked_logits, teacher_temp=teacher_temp)[0]
-                self.ibot_patch_loss.update_center(masked_logits)
-        elif self.centering == "sinkhorn_knopp":
-            dino = self.dino_loss.sinkhorn_knopp_teacher(cls_logits, teacher_temp=teacher_temp)
-            ibot = None
-            if masked_logits is not None:
-                ibot = self.ibot_patch_loss.sinkhorn_knopp_teacher(
-                    masked_logits, teacher_temp=teacher_temp, n_masked_patches_tensor=batch.n_masked_patches
-                )
-        else:
-            raise ValueError(f"train.centering must be 'centering' or 'sinkhorn_knopp', got {self.centering!r}")
+        dino = self.centering.dino_targets(cls_logits, teacher_temp)
+        ibot = None
+        if masked_logits is not None:
+            ibot = self.centering.ibot_targets(masked_logits, teacher_temp, batch.n_masked_patches)
         return TeacherTargets(dino=dino.view(N_GLOBAL_CROPS, -1, dino.shape[-1]), ibot=ibot)
 
     def student_outputs(self, batch: Batch) -> StudentOutputs:
@@ -280,10 +286,8 @@ class SSLMetaArch(nn.Module):
         return loss_dict, total
 
     def backprop_loss(self, loss: torch.Tensor) -> None:
-        if self.fp16_scaler is not None:
-            self.fp16_scaler.scale(loss).backward()
-        else:
-            loss.backward()
+        """Backward of the total loss (through the fp16 gradient scaler when the precision policy has one)."""
+        self.precision.backward(loss)
 
     # ----------------------------------------------------------------------------------------------------------
     # Teacher EMA, optimisation helpers, modes
@@ -295,19 +299,28 @@ class SSLMetaArch(nn.Module):
         for key in self.student.keys():
             ema_update(self.teacher[key].parameters(), self.student[key].parameters(), m)
 
-    def prepare_for_distributed_training(self, device: torch.device | str, *, single_process: bool = False) -> None:
-        """Move to ``device`` and shard student and teacher per ``compute_precision``.
+    def after_optimizer_step(self, *, momentum: float) -> None:
+        """What follows each optimizer step: the teacher EMA with this iteration's ``momentum``."""
+        self.update_teacher(momentum)
 
-        One process is left unsharded (autocast applies the precision) unless ``single_process`` is set and a
-        process group exists. Sharded sub-modules compute in their FSDP mixed-precision policy, so autocast is
-        turned off then.
-        """
-        if has_batchnorms(self.student):
-            raise NotImplementedError("sharded training of models with batch norms is not supported")
-        self.to(device)
-        roles = {"student": self.student, "teacher": self.teacher}
-        if shard_model(roles, self.cfg.compute_precision, device=device, single_process=single_process):
-            self.autocast_dtype = None
+    def eval_exports(self) -> dict[str, nn.Module]:
+        """File name -> module whose full state dict is exported as ``{"teacher": ...}`` for the eval scripts."""
+        return {"teacher_checkpoint.pth": self.teacher}
+
+    def parallel_roles(self) -> dict[str, ParallelRole]:
+        """The module groups ``dinov2/train/parallelize.py`` wraps, with their precision section."""
+        return {
+            "student": ParallelRole(self.student, precision_section="student", trains=True),
+            "teacher": ParallelRole(self.teacher, precision_section="teacher", trains=False),
+        }
+
+    def prepare_for_distributed_training(self, device: torch.device | str, *, single_process: bool = False) -> None:
+        """Released name: :func:`dinov2.train.parallelize.parallelize` (activation checkpointing, compile,
+        sharding), then the matching precision policy (autocast off when sharded; the scaler is kept)."""
+        sharded = parallelize(self, self.cfg, device, single_process=single_process)
+        scaler = self.precision.grad_scaler
+        self.precision = PrecisionPolicy.from_config(self.cfg, sharded=sharded)
+        self.precision.grad_scaler = scaler
 
     def get_params_groups(self) -> list[dict]:
         """Fused AdamW parameter groups of every student sub-module (layer-wise decay, wd and last-layer flags)."""
@@ -336,7 +349,18 @@ class SSLMetaArch(nn.Module):
         return next(self.student.parameters()).device
 
     def autocast(self):
-        """Autocast context for the mixed-precision compute dtype (a no-op in fp32)."""
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+        """Autocast context of the precision policy on this model's device (a no-op in fp32)."""
+        return self.precision.autocast(self.device.type)
+
+    # Released attribute names, now views of the precision policy.
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return self.precision.autocast_dtype
+
+    @property
+    def fp16_scaler(self) -> torch.amp.GradScaler | None:
+        return self.precision.grad_scaler
+
+    @fp16_scaler.setter
+    def fp16_scaler(self, scaler: torch.amp.GradScaler | None) -> None:
+        self.precision.grad_scaler = scaler

@@ -5,9 +5,13 @@
     torchrun --nproc-per-node G dinov2/train/train.py ... (one node, several processes)
 
 The same code runs on one CPU, one GPU, torchrun and SLURM (``dinov2/run/train/train.py``). Per iteration:
-apply the schedules -> forward/backward (``SSLMetaArch.forward_backward``) -> clip gradients per student
-sub-module -> optimizer step (through the fp16 gradient scaler when used) -> teacher EMA -> metrics ->
-teacher export every ``evaluation.eval_period_iterations`` -> checkpoint every ``checkpointing.period``.
+apply the schedules -> forward/backward (``model.forward_backward``) -> clip gradients per student sub-module ->
+optimizer step (through the fp16 gradient scaler when used) -> ``model.after_optimizer_step`` (the teacher EMA) ->
+metrics -> teacher export every ``evaluation.eval_period_iterations`` -> checkpoint every ``checkpointing.period``.
+
+The model is the meta-architecture named by ``MODEL.META_ARCHITECTURE`` (``dinov2/train/meta_archs.py``), wrapped
+from outside by ``dinov2/train/parallelize.py`` (activation checkpointing, compile, FSDP2), with the precision policy
+of ``dinov2/train/precision.py``.
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ from dinov2.data import (  # noqa: E402
 from dinov2.distributed.sharding import clip_grad_norm_  # noqa: E402
 from dinov2.logging import MetricLogger  # noqa: E402
 from dinov2.train.checkpointing import Checkpointer, export_teacher  # noqa: E402
-from dinov2.train.precision import compute_dtype, make_grad_scaler  # noqa: E402
+from dinov2.train.meta_archs import build_meta_arch  # noqa: E402
+from dinov2.train.parallelize import parallelize  # noqa: E402
+from dinov2.train.precision import PrecisionPolicy, compute_dtype  # noqa: E402
 from dinov2.train.pretrained import load_model_weights, load_student_pretrained_weights  # noqa: E402
 from dinov2.train.ssl_meta_arch import Batch, SSLMetaArch  # noqa: E402
 from dinov2.utils.config import get_args_parser as _get_args_parser  # noqa: E402
@@ -114,12 +120,14 @@ def build_data_loader(cfg: DictConfig, start_iter: int) -> torch.utils.data.Data
 
 
 def do_test(cfg: DictConfig, model: SSLMetaArch, iteration: str) -> Path:
-    """Export the teacher to ``<output_dir>/eval/<iteration>/teacher_checkpoint.pth`` (collective)."""
-    path = Path(cfg.train.output_dir) / "eval" / iteration / "teacher_checkpoint.pth"
-    export_teacher(path, model.teacher)
-    if distributed.is_main_process():
-        logger.info("exported the teacher to %s", path)
-    return path
+    """Export the model's evaluation weights (``model.eval_exports()``: the teacher for SSL) to
+    ``<output_dir>/eval/<iteration>/`` (collective); returns the path of ``teacher_checkpoint.pth``."""
+    folder = Path(cfg.train.output_dir) / "eval" / iteration
+    for filename, module in model.eval_exports().items():
+        export_teacher(folder / filename, module)
+        if distributed.is_main_process():
+            logger.info("exported %s", folder / filename)
+    return folder / "teacher_checkpoint.pth"
 
 
 def train_step(
@@ -140,19 +148,13 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     loss_dict = model.forward_backward(batch, teacher_temp=schedules.teacher_temp[iteration])
 
-    scaler = model.fp16_scaler
-    if scaler is not None:
-        scaler.unscale_(optimizer)
+    model.precision.unscale_(optimizer)
     grad_norms = {}
     if cfg.optim.clip_grad:
         for name, module in model.student.items():
             grad_norms[name] = clip_grad_norm_(module.parameters(), cfg.optim.clip_grad)
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
-    model.update_teacher(schedules.momentum[iteration])
+    model.precision.step(optimizer)
+    model.after_optimizer_step(momentum=schedules.momentum[iteration])
     return reduce_loss_dict(loss_dict, iteration), {k: float(v) for k, v in grad_norms.items()}
 
 
@@ -245,11 +247,11 @@ def main(args: argparse.Namespace, history: list | None = None) -> dict[str, flo
     distributed.enable(overwrite=True)
     cfg = setup(args)
     device = training_device()
-    model = SSLMetaArch(cfg)
+    model = build_meta_arch(cfg)
     if cfg.student.pretrained_weights:
         load_student_pretrained_weights(model, cfg.student.pretrained_weights)
-    model.prepare_for_distributed_training(device)
-    model.fp16_scaler = make_grad_scaler(cfg, device)
+    sharded = parallelize(model, cfg, device)
+    model.precision = PrecisionPolicy.from_config(cfg, device, sharded=sharded)
     logger.info("model:\n%s", model)
     if args.eval_only:
         checkpointer = Checkpointer(cfg.train.output_dir, keep=cfg.checkpointing.max_to_keep)

@@ -13,11 +13,13 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-# FFN variants the released DinoVisionTransformer accepts (``swiglu`` and ``swiglufused`` are the same layer).
-FFN_LAYERS = ("mlp", "swiglu", "swiglufused", "identity")
-CENTERINGS = ("centering", "sinkhorn_knopp")
-DTYPES = ("fp32", "fp16", "bf16")
-SHARDING_STRATEGIES = ("SHARD_GRAD_OP", "FULL_SHARD", "NO_SHARD")
+from dinov2.distributed.sharding import SHARDING_STRATEGIES
+from dinov2.loss.teacher_centering import CENTERINGS
+from dinov2.models.vision_transformer import ARCHS, FFN_LAYERS
+from dinov2.utils.dtype import DTYPES
+
+# Choices come from the registries that implement them (FFN layers, centrings, dtypes, sharding strategies,
+# archs, meta-architectures), so a new entry there is accepted here without a second list to edit.
 SCALING_RULES = ("sqrt_wrt_1024",)
 MODEL_PARTS = ("backbone", "dino_head", "ibot_head")
 
@@ -102,7 +104,7 @@ def _check_precision(c: _Checker) -> None:
             prefix = f"compute_precision.{model}.{part}"
             c.choice(f"{prefix}.sharding_strategy", SHARDING_STRATEGIES)
             for field in ("param_dtype", "reduce_dtype", "buffer_dtype"):
-                c.choice(f"{prefix}.mixed_precision.{field}", DTYPES)
+                c.choice(f"{prefix}.mixed_precision.{field}", list(DTYPES))
 
 
 def _check_heads_and_losses(c: _Checker) -> None:
@@ -118,6 +120,7 @@ def _check_heads_and_losses(c: _Checker) -> None:
 
 def _check_train(c: _Checker) -> None:
     c.string("MODEL.WEIGHTS")
+    c.string("MODEL.META_ARCHITECTURE", allow_empty=False)
     c.integer("train.batch_size_per_gpu", minimum=1)
     c.string("train.dataset_path", allow_empty=False)
     c.string("train.output_dir", allow_empty=False)
@@ -126,22 +129,23 @@ def _check_train(c: _Checker) -> None:
     c.integer("train.num_workers", minimum=0)
     c.integer("train.OFFICIAL_EPOCH_LENGTH", minimum=1)
     c.boolean("train.cache_dataset")
-    c.choice("train.centering", CENTERINGS)
+    c.choice("train.centering", list(CENTERINGS))
+    c.boolean("train.checkpointing")
+    c.boolean("train.compile")
     c.integer("evaluation.eval_period_iterations", minimum=0)
     c.integer("checkpointing.period", minimum=0)
     c.integer("checkpointing.max_to_keep", minimum=1)
 
 
 def _check_student(c: _Checker) -> None:
-    from dinov2.models.vision_transformer import ARCHS  # the model registry (tests may register tiny archs)
-
+    # ARCHS is read at call time: tests and users may register archs after import.
     c.check("student.arch", lambda v: str(v).removesuffix("_memeff") in ARCHS, f"one of {sorted(ARCHS)}")
     c.integer("student.patch_size", minimum=1)
     c.number("student.drop_path_rate", low=0.0, high=1.0, high_open=True)
     c.check("student.layerscale", lambda v: v is None or (_is_number(v) and v >= 0), "null or a number >= 0")
     c.boolean("student.drop_path_uniform")
     c.string("student.pretrained_weights")
-    c.choice("student.ffn_layer", FFN_LAYERS)
+    c.choice("student.ffn_layer", list(FFN_LAYERS))
     c.integer("student.block_chunks", minimum=0)
     for field in ("qkv_bias", "proj_bias", "ffn_bias", "interpolate_antialias", "use_xformers"):
         c.boolean(f"student.{field}")

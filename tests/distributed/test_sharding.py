@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from dinov2.distributed.sharding import ShardingPolicy, ema_update, parse_dtype, shard_model
+from dinov2.distributed.sharding import ShardingPolicy, parse_dtype, shard_model
+from dinov2.train.ema import ema_update
 from tests.dist_helpers import run_distributed
 from tests.distributed import tiny_models as tm
 

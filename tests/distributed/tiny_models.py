@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dinov2.distributed import all_reduce
-from dinov2.distributed.sharding import clip_grad_norm_, ema_update
+from dinov2.distributed.sharding import clip_grad_norm_
+from dinov2.train.ema import ema_update
 
 IN_DIM, DIM, OUT_DIM = 6, 8, 12
 
