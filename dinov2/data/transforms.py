@@ -10,6 +10,7 @@ from torchvision import transforms
 __all__ = [
     "IMAGENET_DEFAULT_MEAN",
     "IMAGENET_DEFAULT_STD",
+    "GaussianBlur",
     "RandomGaussianBlur",
     "MaybeToTensor",
     "make_normalize_transform",
@@ -41,6 +42,17 @@ class RandomGaussianBlur(transforms.RandomApply):
             raise ValueError(f"blur_probability must be in [0, 1], got {blur_probability}")
         blur = transforms.GaussianBlur(kernel_size=kernel_size, sigma=(sigma_min, sigma_max))
         super().__init__(transforms=[blur], p=blur_probability)
+
+
+class GaussianBlur(RandomGaussianBlur):
+    """The released ``GaussianBlur(*, p, radius_min, radius_max)``, with its meaning kept for released code:
+    ``p`` is the probability of *not* blurring (the release passes ``1 - p`` to ``RandomApply``). New code should
+    use :class:`RandomGaussianBlur`, whose argument is the blur probability."""
+
+    def __init__(self, *, p: float = 0.5, radius_min: float = 0.1, radius_max: float = 2.0):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p must be in [0, 1], got {p}")
+        super().__init__(1.0 - p, sigma_min=radius_min, sigma_max=radius_max, kernel_size=9)
 
 
 class MaybeToTensor(transforms.ToTensor):

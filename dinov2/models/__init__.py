@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from dinov2.models import vision_transformer as vits  # the released alias: ``vits.vit_large(...)``
 from dinov2.models.vision_transformer import ARCHS, FFN_LAYERS, DinoVisionTransformer
 
-__all__ = ["ARCHS", "DinoVisionTransformer", "build_model", "build_model_from_cfg"]
+__all__ = ["ARCHS", "DinoVisionTransformer", "build_model", "build_model_from_cfg", "vits"]
 
 
 def _get(section: Any, key: str, default: Any) -> Any:

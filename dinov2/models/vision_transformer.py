@@ -37,6 +37,31 @@ FFN_LAYERS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+def named_apply(
+    fn: Callable[..., None], module: nn.Module, name: str = "", depth_first: bool = True, include_root: bool = False
+) -> nn.Module:
+    """Call ``fn(module=m, name=qualified_name)`` on every sub-module (released helper, timm's semantics).
+
+    ``depth_first`` visits children before their parent; ``include_root`` also visits ``module`` itself.
+    """
+    if include_root and not depth_first:
+        fn(module=module, name=name)
+    for child_name, child in module.named_children():
+        qualified = f"{name}.{child_name}" if name else child_name
+        named_apply(fn, child, name=qualified, depth_first=depth_first, include_root=True)
+    if include_root and depth_first:
+        fn(module=module, name=name)
+    return module
+
+
+def init_weights_vit_timm(module: nn.Module, name: str = "") -> None:
+    """The released (timm) initialisation of one module: Linear weights trunc-normal(0.02), biases 0."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
 class BlockChunk(nn.ModuleList):
     """A group of consecutive blocks (one FSDP unit); leading ``Identity`` entries keep global block indices."""
 
