@@ -342,15 +342,16 @@ class Checkpointer:
         raise RuntimeError(f"checkpoint {job.final} was not saved: rank {failure.rank} failed: {failure.message}")
 
     def _no_room_message(self, job: _SaveJob, failure: RankFailure | None) -> str:
-        needed = f"{format_bytes(job.needed)}, estimated from {job.basis},"
+        estimate = f"{format_bytes(job.needed)}, estimated from {job.basis}"
         if failure is None:
-            what = f"it needs about {needed} but only {format_bytes(job.free)} are free; nothing was written."
+            what = f"it needs about {estimate}, but only {format_bytes(job.free)} are free; nothing was written."
         else:
             detail = failure.message.strip().splitlines()[-1][:300]
-            what = (
-                f"writing ran out of space on rank {failure.rank} ({detail}). It needs about {needed} and "
-                f"{format_bytes(job.free)} were free before writing. The partial folder {job.tmp.name} was removed."
-            )
+            size = f"It needs about {estimate}, and the free space could not be measured."
+            if job.free is not None:
+                size = f"It needs more than the {format_bytes(job.free)} free before writing (estimate: {estimate})."
+            what = f"writing ran out of space on rank {failure.rank} ({detail}). {size} The partial folder "
+            what += f"{job.tmp.name} was removed."
         kept = "There is no previous checkpoint."
         if job.previous is not None:
             kept = f"The previous checkpoint {job.previous} is intact (a restart resumes from it)."

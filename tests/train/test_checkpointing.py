@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import errno
 import io
+import json
 import logging
 import os
 import pickle
@@ -321,9 +322,8 @@ def test_disk_full_while_writing_keeps_the_previous_checkpoint(tmp_path, target)
     for part in (
         f"checkpoint model_0000002 does not fit on the disk of {tmp_path}",
         "writing ran out of space on rank 0",
-        f"needs about {sum(sizes.values())} bytes",
+        f"free before writing (estimate: {sum(sizes.values())} bytes",
         "estimated from the size of the previous checkpoint model_0000001",
-        "were free before writing",
         "ckpt_tmp_0000002 was removed",
         f"previous checkpoint {tmp_path / 'model_0000001'} is intact",
         "move --output-dir",
@@ -350,7 +350,7 @@ def test_too_little_free_space_is_refused_before_writing(tmp_path, monkeypatch):
     assert (caught.value.needed, caught.value.free) == (expected, expected - 1)
     message = str(caught.value)
     assert f"needs about {expected} bytes" in message and "tensor bytes of the state being saved" in message
-    assert f"only {expected - 1} bytes" in message and "nothing was written" in message
+    assert f"but only {expected - 1} bytes" in message and "nothing was written" in message
     assert "no previous checkpoint" in message and "max_to_keep" not in message  # keep=1 cannot go lower
 
     monkeypatch.setattr(checkpointing, "free_bytes", lambda path: None)  # unknown: no pre-check
@@ -375,8 +375,14 @@ def test_is_disk_full_recognises_what_torch_and_dcp_raise():
     assert is_disk_full(CheckpointException("save failed", {1: (OSError(errno.ENOSPC, "x"), None)}))
     assert not is_disk_full(PermissionError(errno.EACCES, "Permission denied"))
     assert not is_disk_full(CheckpointException("save failed", {0: (ValueError("bad"), None)}))
-    error = CheckpointDiskFullError("msg", directory="/d", needed=3, free=None)
-    assert str(error) == "msg" and (pickle.loads(pickle.dumps(error)).needed, str(pickle.loads(pickle.dumps(error))))
+    error = pickle.loads(pickle.dumps(CheckpointDiskFullError("msg", directory="/d", needed=3, free=None)))
+    assert (str(error), error.errno, error.directory, error.needed, error.free) == (
+        "msg",
+        errno.ENOSPC,
+        Path("/d"),
+        3,
+        None,
+    )
 
 
 def _disk_full_on_rank_one(rank: int, world: int, directory: str) -> dict:
@@ -399,6 +405,7 @@ def _disk_full_on_rank_one(rank: int, world: int, directory: str) -> dict:
     return out
 
 
+@pytest.mark.slow
 def test_disk_full_on_one_rank_stops_every_rank(tmp_path):
     results = run_distributed(_disk_full_on_rank_one, 2, str(tmp_path))
     for result in results:
@@ -406,3 +413,65 @@ def test_disk_full_on_one_rank_stops_every_rank(tmp_path):
         assert result["listing"] == ["model_0000001"] and result["resumed"] == 1
         assert result["after"] == ["model_0000002", "model_0000001"]
     assert results[0]["error"] == results[1]["error"]
+
+
+_TMPFS_SCRIPT = """
+import json, shutil, sys
+from pathlib import Path
+import torch
+from torch import nn
+from dinov2.train.checkpointing import Checkpointer
+from dinov2.train.disk_space import CheckpointDiskFullError
+
+def try_save(state):
+    try:
+        ckpt.save(2, state)
+    except CheckpointDiskFullError as error:
+        return [str(error), error.needed, sorted(p.name for p in directory.iterdir())]
+
+directory = Path(sys.argv[1])
+ckpt, out = Checkpointer(directory), {}
+small = nn.Linear(8, 8)
+ckpt.save(1, {"model": small})
+out["first"] = sorted(p.name for p in directory.iterdir())
+# 400 one-element tensors: 3 KiB of values, but ~1 KiB of zip headers each once written: the estimate is wrong
+many = nn.ParameterList([nn.Parameter(torch.full((1,), float(i))) for i in range(400)])
+out["after"] = try_save({"model": many})
+junk = directory / "junk"  # leave room for half the previous checkpoint: refused before writing
+junk.write_bytes(bytes(shutil.disk_usage(directory).free - out["after"][1] // 2))
+out["before"] = try_save({"model": small})
+loaded = nn.Linear(8, 8)
+out["resumed"] = ckpt.load_latest({"model": loaded}).iteration
+out["same"] = all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), small.state_dict().values()))
+junk.unlink()
+ckpt.save(2, {"model": small})
+out["last"] = [p.name for p in ckpt.list_checkpoints()]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux" or shutil.which("unshare") is None, reason="needs Linux unshare(1)")
+def test_real_full_tmpfs(tmp_path):
+    """A real 256 KiB tmpfs, mounted in a user and mount namespace (no root needed where those are allowed)."""
+    mount_point = tmp_path / "fs"
+    mount_point.mkdir()
+    mount = f"mount -t tmpfs -o size=256k tmpfs {mount_point}"
+    probe = subprocess.run(["unshare", "-Urm", "sh", "-c", mount], capture_output=True, text=True, timeout=60)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs in a user namespace here: {probe.stderr.strip()}")
+    command = f'{mount} && exec {sys.executable} -c "$0" {mount_point}'
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    process = subprocess.run(
+        ["unshare", "-Urm", "sh", "-c", command, _TMPFS_SCRIPT], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert process.returncode == 0, process.stderr
+    out = json.loads(process.stdout.splitlines()[-1])
+    assert out["first"] == ["model_0000001"]
+    message, _, listing = out["after"]  # the estimate (the previous checkpoint) fitted; the writes did not
+    assert listing == ["model_0000001"], message
+    assert "writing ran out of space" in message and "It needs more than the" in message, message
+    assert "ckpt_tmp_0000002 was removed" in message and f"{mount_point}/model_0000001 is intact" in message
+    message, _, listing = out["before"]
+    assert "nothing was written" in message and listing == ["junk", "model_0000001"], message
+    assert out["resumed"] == 1 and out["same"]
+    assert out["last"] == ["model_0000002", "model_0000001"]
