@@ -40,6 +40,7 @@ from dinov2.logging import MetricLogger  # noqa: E402
 from dinov2.train.checkpointing import Checkpointer, export_teacher  # noqa: E402
 from dinov2.train.precision import compute_dtype, make_grad_scaler  # noqa: E402
 from dinov2.train.pretrained import load_model_weights, load_student_pretrained_weights  # noqa: E402
+from dinov2.train.run_lock import RunLock, holds_run_lock  # noqa: E402
 from dinov2.train.ssl_meta_arch import Batch, SSLMetaArch  # noqa: E402
 from dinov2.utils.config import get_args_parser as _get_args_parser  # noqa: E402
 from dinov2.utils.config import setup  # noqa: E402
@@ -184,6 +185,7 @@ def resume_or_load(cfg: DictConfig, model: SSLMetaArch, checkpointer: Checkpoint
     return 0
 
 
+@holds_run_lock  # one run per output directory (dinov2/train/run_lock.py)
 def do_train(
     cfg: DictConfig, model: SSLMetaArch, resume: bool = False, history: list | None = None
 ) -> dict[str, float]:
@@ -252,9 +254,10 @@ def main(args: argparse.Namespace, history: list | None = None) -> dict[str, flo
     model.fp16_scaler = make_grad_scaler(cfg, device)
     logger.info("model:\n%s", model)
     if args.eval_only:
-        checkpointer = Checkpointer(cfg.train.output_dir, keep=cfg.checkpointing.max_to_keep)
-        iteration = resume_or_load(cfg, model, checkpointer, {"model": model}, resume=not args.no_resume)
-        return do_test(cfg, model, f"manual_{iteration}")
+        with RunLock(cfg.train.output_dir):
+            checkpointer = Checkpointer(cfg.train.output_dir, keep=cfg.checkpointing.max_to_keep)
+            iteration = resume_or_load(cfg, model, checkpointer, {"model": model}, resume=not args.no_resume)
+            return do_test(cfg, model, f"manual_{iteration}")
     return do_train(cfg, model, resume=not args.no_resume, history=history)
 
 
