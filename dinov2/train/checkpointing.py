@@ -55,9 +55,9 @@ from dinov2 import distributed
 from dinov2.train.disk_space import (
     CheckpointDiskFullError,
     folder_bytes,
-    format_bytes,
     free_bytes,
     is_disk_full,
+    no_room_message,
     state_bytes,
 )
 from dinov2.utils.io import atomic_torch_save, atomic_write_text, fsync_dir
@@ -342,26 +342,16 @@ class Checkpointer:
         raise RuntimeError(f"checkpoint {job.final} was not saved: rank {failure.rank} failed: {failure.message}")
 
     def _no_room_message(self, job: _SaveJob, failure: RankFailure | None) -> str:
-        estimate = f"{format_bytes(job.needed)}, estimated from {job.basis}"
-        if failure is None:
-            what = f"it needs about {estimate}, but only {format_bytes(job.free)} are free; nothing was written."
-        else:
-            detail = failure.message.strip().splitlines()[-1][:300]
-            size = f"It needs about {estimate}, and the free space could not be measured."
-            if job.free is not None:
-                size = f"It needs more than the {format_bytes(job.free)} free before writing (estimate: {estimate})."
-            what = f"writing ran out of space on rank {failure.rank} ({detail}). {size} The partial folder "
-            what += f"{job.tmp.name} was removed."
-        kept = "There is no previous checkpoint."
-        if job.previous is not None:
-            kept = f"The previous checkpoint {job.previous} is intact (a restart resumes from it)."
-        fix = "Free space on that disk, or move --output-dir to a larger disk"
-        if self.keep > 1:
-            fix = (
-                "Free space on that disk, move --output-dir to a larger disk, or lower checkpointing.max_to_keep "
-                f"(now {self.keep}; while a checkpoint is written, {self.keep + 1} exist)"
-            )
-        return f"checkpoint {job.final.name} does not fit on the disk of {self.directory}: {what} {kept} {fix}."
+        return no_room_message(
+            job.final.name,
+            self.directory,
+            needed=job.needed,
+            basis=job.basis,
+            free=job.free,
+            previous=job.previous,
+            keep=self.keep,
+            failed_write=None if failure is None else (failure.rank, failure.message, job.tmp.name),
+        )
 
     def _prune(self) -> None:
         for old in self.list_checkpoints()[self.keep :]:

@@ -17,7 +17,15 @@ from typing import Any
 
 import torch
 
-__all__ = ["CheckpointDiskFullError", "is_disk_full", "free_bytes", "folder_bytes", "state_bytes", "format_bytes"]
+__all__ = [
+    "CheckpointDiskFullError",
+    "is_disk_full",
+    "no_room_message",
+    "free_bytes",
+    "folder_bytes",
+    "state_bytes",
+    "format_bytes",
+]
 
 # errno values meaning "no room": the disk is full or the user's quota (common on cluster file systems) is used up
 _NO_ROOM = {errno.ENOSPC, errno.EDQUOT}
@@ -116,3 +124,38 @@ def is_disk_full(error: BaseException) -> bool:
         if isinstance(failures, dict):
             stack += [f[0] if isinstance(f, tuple) else f for f in failures.values()]
     return False
+
+
+def no_room_message(
+    checkpoint: str,
+    directory: str | os.PathLike,
+    *,
+    needed: int,
+    basis: str,
+    free: int | None,
+    previous: Path | None,
+    keep: int,
+    failed_write: tuple[int, str, str] | None = None,
+) -> str:
+    """The :class:`CheckpointDiskFullError` text: refused before writing (``failed_write`` None) or after a write on
+    rank ``failed_write[0]`` failed with message ``[1]`` (its temporary folder ``[2]`` removed)."""
+    estimate = f"{format_bytes(needed)}, estimated from {basis}"
+    if failed_write is None:
+        what = f"it needs about {estimate}, but only {format_bytes(free)} are free; nothing was written."
+    else:
+        rank, error, tmp = failed_write
+        size = f"It needs about {estimate}, and the free space could not be measured."
+        if free is not None:
+            size = f"It needs more than the {format_bytes(free)} free before writing (estimate: {estimate})."
+        detail = error.strip().splitlines()[-1][:300]
+        what = f"writing ran out of space on rank {rank} ({detail}). {size} The partial folder {tmp} was removed."
+    kept = "There is no previous checkpoint."
+    if previous is not None:
+        kept = f"The previous checkpoint {previous} is intact (a restart resumes from it)."
+    fix = "Free space on that disk, or move --output-dir to a larger disk"
+    if keep > 1:
+        fix = (
+            "Free space on that disk, move --output-dir to a larger disk, or lower checkpointing.max_to_keep "
+            f"(now {keep}; while a checkpoint is written, {keep + 1} exist)"
+        )
+    return f"checkpoint {checkpoint} does not fit on the disk of {directory}: {what} {kept} {fix}."

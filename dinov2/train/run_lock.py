@@ -82,6 +82,8 @@ def _pid_space() -> str | None:
 
 def _alive(pid: int, start: int | None) -> bool:
     """Whether process ``pid`` (started at ``start`` ticks, when known) still runs on this host."""
+    if pid <= 0:  # kill(0 or negative) would signal a process group
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
