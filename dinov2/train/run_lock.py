@@ -219,7 +219,9 @@ class RunLock:
         if self._thread is not None:
             self._thread.join(timeout=10)
         seen, owner, self.owner = self._read(), self.owner, None
-        if seen is not None and seen.owner is not None and seen.owner.token == owner.token:
+        if seen is None:
+            logger.warning("run lock %s was removed while this run held it", self.path)
+        elif seen.owner is not None and seen.owner.token == owner.token:
             self.path.unlink(missing_ok=True)
         else:
             logger.warning("run lock %s was taken over by another run; left in place", self.path)

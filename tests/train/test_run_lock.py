@@ -50,6 +50,13 @@ def dinov2_log(caplog):
         logger.removeHandler(caplog.handler)
 
 
+def _wait_for(predicate, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
 def _start_holder(directory: Path, **env: str) -> subprocess.Popen:
     """Another process that takes the lock and holds it until its stdin gets a line."""
     process = subprocess.Popen(
@@ -181,12 +188,14 @@ def test_heartbeat_refreshes_and_notices_a_take_over(tmp_path, dinov2_log):
     first.acquire()
     try:
         os.utime(first.path, (time.time() - 100, time.time() - 100))
-        time.sleep(0.5)
-        assert time.time() - first.path.stat().st_mtime < 0.5  # refreshed by the background thread
+        _wait_for(lambda: time.time() - first.path.stat().st_mtime < 50)  # refreshed by the background thread
         second = RunLock(tmp_path, take_over=True)
         second.acquire()
-        time.sleep(0.5)
-        assert any(r.levelno == logging.ERROR and "was taken over" in r.getMessage() for r in dinov2_log.records)
+
+        def taken_over_logged() -> bool:
+            return any(r.levelno == logging.ERROR and "was taken over" in r.getMessage() for r in dinov2_log.records)
+
+        _wait_for(taken_over_logged)
     finally:
         first.release()
     assert _owner_in_file(tmp_path) == second.owner  # the first run left the new owner's lock alone
