@@ -8,11 +8,17 @@ Layout of one checkpoint (``Checkpointer(directory)``)::
         rng_rank00000.pt ...            # one per rank: python / numpy / torch (CPU, CUDA) RNG states
         COMPLETE                        # JSON marker: iteration, world size, size + CRC32 of every file
 
-Writing goes to ``<directory>/ckpt_tmp_0012499`` first; after every rank has written (barrier) rank 0
-checksums the files (shared among ranks), writes ``COMPLETE`` and renames the folder to
+Writing goes to ``<directory>/ckpt_tmp_0012499`` first; after every rank has written, the ranks
+checksum the files (shared among them) and rank 0 writes ``COMPLETE`` and renames the folder to
 ``model_0012499``. A process killed before the rename leaves only a ``ckpt_tmp_*`` folder, which
 is ignored and later deleted: the previous checkpoint is untouched. Only the last ``keep``
 checkpoints are kept (older ones are deleted after a new one is complete).
+
+Failures while saving are agreed among ranks (:func:`run_agreed`): every rank raises, none waits in a
+collective, and the temporary folder is removed. A full disk (or quota) raises
+:class:`~dinov2.train.disk_space.CheckpointDiskFullError` naming the folder, the bytes needed and free, and
+the fix; it is caught before writing when the free space is below the estimate (the size of the previous
+checkpoint, or the tensor bytes being saved if larger), and after the fact when a write finds no room.
 
 Models and the optimizer go through ``get_state_dict`` / ``set_state_dict``
 (``torch.distributed.checkpoint.state_dict``) and DCP, so FSDP2 (DTensor) and plain modules are
@@ -36,7 +42,7 @@ import shutil
 import time
 import warnings
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +52,15 @@ import torch.distributed as dist
 from torch import nn
 
 from dinov2 import distributed
-from dinov2.utils.io import atomic_torch_save, fsync_dir
+from dinov2.train.disk_space import (
+    CheckpointDiskFullError,
+    folder_bytes,
+    free_bytes,
+    is_disk_full,
+    no_room_message,
+    state_bytes,
+)
+from dinov2.utils.io import atomic_torch_save, atomic_write_text, fsync_dir
 from dinov2.utils.utils import fix_random_seeds
 
 logger = logging.getLogger("dinov2")
@@ -153,6 +167,23 @@ def _dcp_call(fn, state_dict: dict, path: Path) -> None:
         fn(state_dict, checkpoint_id=str(path))
 
 
+@dataclasses.dataclass(frozen=True)
+class _SaveJob:
+    """One save in progress: where it writes, and (from rank 0) its size estimate and the free space."""
+
+    iteration: int
+    tmp: Path
+    final: Path
+    needed: int = 0  # bytes, estimated
+    basis: str = "nothing (it failed before estimating)"  # what the estimate is
+    free: int | None = None  # bytes free before writing (None: unknown)
+    previous: Path | None = None  # the newest complete checkpoint, kept whatever happens
+
+    @property
+    def fits(self) -> bool:
+        return self.free is None or self.free >= self.needed
+
+
 @dataclasses.dataclass
 class LoadedCheckpoint:
     """What :meth:`Checkpointer.load_latest` restored."""
@@ -162,13 +193,6 @@ class LoadedCheckpoint:
     world_size: int  # number of processes that saved it
     extra: dict[str, Any]  # the plain (non-module, non-stateful) values given to ``save``
     rng_restored: bool  # False when the world size changed (ranks were re-seeded instead)
-
-
-def _fsync_write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 class Checkpointer:
@@ -210,35 +234,68 @@ class Checkpointer:
 
     # ----------------------------------------------------------------------------------- save
     def save(self, iteration: int, state: Mapping[str, Any]) -> Path:
-        """Write a checkpoint of ``state`` at ``iteration`` atomically; returns its final path."""
+        """Write a checkpoint of ``state`` at ``iteration`` atomically; returns its final path.
+
+        Raises :class:`CheckpointDiskFullError` on every rank when the checkpoint does not fit: before writing when
+        the free space is below the estimate (the previous checkpoint's size, or the state's tensor bytes if larger),
+        or after a write that found no room. Any failure leaves the previous checkpoints untouched and removes the
+        temporary folder; every rank raises (an error on one rank never leaves the others waiting).
+        """
+        modules, optimizer, stateful, plain = _split_state(state)
+        rank = distributed.get_global_rank()
+        job = _SaveJob(iteration, self.directory / f"ckpt_tmp_{iteration:07d}", self.path_for(iteration))
+        dcp_state = _dcp_state(modules, optimizer)
+        state_total = sum(_gather_objects(state_bytes(dcp_state, main_process=rank == 0)))
+        job = self._step(job, lambda: self._begin(job, state_total) if rank == 0 else None)[0]
+        if not job.fits:
+            raise CheckpointDiskFullError(
+                self._no_room_message(job, None), directory=self.directory, needed=job.needed, free=job.free
+            )
+        self._step(job, lambda: self._write(job, dcp_state, stateful, plain))
+        names = _broadcast_object(sorted(p.name for p in job.tmp.iterdir()) if rank == 0 else None)
+        files: dict[str, list[int]] = {}
+        if self.verify:
+            for share in self._step(job, lambda: _checksum_share(job.tmp, names)):
+                files.update(share)
+        self._step(job, lambda: self._commit(job, names, files) if rank == 0 else None)
+        if rank == 0:
+            self._prune()
+        return job.final
+
+    def _begin(self, job: _SaveJob, state_total: int) -> _SaveJob:
+        """Rank 0: clear leftovers, estimate the size and measure the free space; make the folder if it fits."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for path in self.directory.iterdir():  # left by processes killed while writing: they only take room
+            if _TMP.match(path.name):
+                shutil.rmtree(path, ignore_errors=True)
+        previous = next(iter(self.list_checkpoints()), None)
+        previous_bytes = folder_bytes(previous) if previous is not None else 0
+        basis = "the tensor bytes of the state being saved"
+        if previous is not None and previous_bytes >= state_total:
+            basis = f"the size of the previous checkpoint {previous.name}"
+        needed, free = max(previous_bytes, state_total), free_bytes(self.directory)
+        job = dataclasses.replace(job, needed=needed, basis=basis, free=free, previous=previous)
+        if job.fits:
+            job.tmp.mkdir()
+        return job
+
+    def _write(self, job: _SaveJob, dcp_state: dict[str, Any], stateful: dict, plain: dict) -> None:
+        """Every rank: its DCP shards and RNG state; rank 0 also the plain values and stateful objects."""
         from torch.distributed.checkpoint import save as dcp_save
 
-        modules, optimizer, stateful, plain = _split_state(state)
-        rank, world = distributed.get_global_rank(), distributed.get_global_size()
-        tmp, final = self.directory / f"ckpt_tmp_{iteration:07d}", self.path_for(iteration)
-        if rank == 0:
-            if tmp.exists():  # left by a process killed while writing this iteration
-                shutil.rmtree(tmp)
-            tmp.mkdir(parents=True)
-        distributed.barrier()
-        _dcp_call(dcp_save, _dcp_state(modules, optimizer), tmp)
+        _dcp_call(dcp_save, dcp_state, job.tmp)  # collective: a failure on any rank raises on every rank
+        rank = distributed.get_global_rank()
         if self.save_rng:
-            torch.save(capture_rng_state(), tmp / f"rng_rank{rank:05d}.pt")
+            atomic_torch_save(capture_rng_state(), job.tmp / f"rng_rank{rank:05d}.pt")
         if rank == 0:
             extra = {
-                "iteration": iteration,
-                "world_size": world,
+                "iteration": job.iteration,
+                "world_size": distributed.get_global_size(),
                 "plain": dict(plain),
                 "stateful": {key: obj.state_dict() for key, obj in stateful.items()},
             }
-            torch.save(extra, tmp / EXTRA_FILE)
-            self._check_loadable(tmp / EXTRA_FILE, plain)
-        distributed.barrier()
-        self._commit(iteration, tmp, final)
-        distributed.barrier()
-        if rank == 0:
-            self._prune()
-        return final
+            atomic_torch_save(extra, job.tmp / EXTRA_FILE)
+            self._check_loadable(job.tmp / EXTRA_FILE, plain)
 
     @staticmethod
     def _check_loadable(path: Path, plain: Mapping[str, Any]) -> None:
@@ -250,29 +307,51 @@ class Checkpointer:
                 f"(tensors, numbers, strings, lists, dicts); convert other objects first: {error}"
             ) from error
 
-    def _commit(self, iteration: int, tmp: Path, final: Path) -> None:
-        names = _broadcast_object(sorted(p.name for p in tmp.iterdir()) if distributed.is_main_process() else None)
-        files: dict[str, list[int]] = {}
-        if self.verify:
-            for share in _gather_objects(_checksum_share(tmp, names)):
-                files.update(share)
-        if not distributed.is_main_process():
-            return
+    def _commit(self, job: _SaveJob, names: list[str], files: dict[str, list[int]]) -> None:
+        """Rank 0: write the completion marker and rename the folder into place."""
         marker = {
-            "iteration": iteration,
+            "iteration": job.iteration,
             "world_size": distributed.get_global_size(),
             "files": files,
             "names": names,
             "torch": torch.__version__,
             "time": time.time(),
         }
-        _fsync_write(tmp / MARKER, json.dumps(marker).encode())
-        if final.exists():
-            logger.warning("replacing existing checkpoint %s", final)
-            shutil.rmtree(final)
-        os.rename(tmp, final)
+        atomic_write_text(job.tmp / MARKER, json.dumps(marker))
+        if job.final.exists():
+            logger.warning("replacing existing checkpoint %s", job.final)
+            shutil.rmtree(job.final)
+        os.rename(job.tmp, job.final)
         fsync_dir(self.directory)
-        logger.info("saved checkpoint %s", final)
+        logger.info("saved checkpoint %s", job.final)
+
+    def _step(self, job: _SaveJob, fn: Callable[[], Any]) -> list[Any]:
+        """``fn()`` on every rank, results by rank; on a failure anywhere: remove the temporary folder, raise."""
+        results, failures, own = run_agreed(fn)
+        if not failures:
+            return results
+        if distributed.is_main_process():
+            shutil.rmtree(job.tmp, ignore_errors=True)
+        no_room = next((failure for failure in failures if failure.disk_full), None)
+        if no_room is not None:
+            message = self._no_room_message(job, no_room)
+            raise CheckpointDiskFullError(message, directory=self.directory, needed=job.needed, free=job.free) from own
+        if own is not None:
+            raise own
+        failure = failures[0]
+        raise RuntimeError(f"checkpoint {job.final} was not saved: rank {failure.rank} failed: {failure.message}")
+
+    def _no_room_message(self, job: _SaveJob, failure: RankFailure | None) -> str:
+        return no_room_message(
+            job.final.name,
+            self.directory,
+            needed=job.needed,
+            basis=job.basis,
+            free=job.free,
+            previous=job.previous,
+            keep=self.keep,
+            failed_write=None if failure is None else (failure.rank, failure.message, job.tmp.name),
+        )
 
     def _prune(self) -> None:
         for old in self.list_checkpoints()[self.keep :]:
@@ -374,17 +453,43 @@ class Checkpointer:
         return False
 
 
-def _agreed_error(fn, path: Path) -> str | None:
-    """Run ``fn(path)`` on every rank; the first rank's error message (or None), the same on all ranks."""
+@dataclasses.dataclass
+class RankFailure:
+    """One rank's error in :func:`run_agreed`: ``message`` is ``"<type>: <text>"``."""
+
+    rank: int
+    message: str
+    disk_full: bool  # the error is a write that found no room (see dinov2.train.disk_space.is_disk_full)
+
+
+def run_agreed(fn: Callable[[], Any]) -> tuple[list[Any], list[RankFailure], BaseException | None]:
+    """Call ``fn()`` on every rank and gather: (results by rank, every rank's failure, this rank's own exception).
+
+    Collective (one ``all_gather_object``), so all ranks learn of an error on any rank and can raise together
+    instead of leaving the others waiting in the next collective. ``fn`` may itself be collective only if it
+    fails on every rank alike (as DCP does). Results must be picklable.
+    """
     try:
-        fn(path)
-        error = None
+        result, error = fn(), None
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # DCP's CheckpointException derives from BaseException
-        error = f"{type(exc).__name__}: {exc}"
-    errors = [e for e in _gather_objects(error) if e is not None]
-    return errors[0] if errors else None
+        result, error = None, exc
+    failure = None
+    if error is not None:
+        failure = RankFailure(distributed.get_global_rank(), f"{type(error).__name__}: {error}", is_disk_full(error))
+    gathered = _gather_objects((result, failure))
+    return [r for r, _ in gathered], [f for _, f in gathered if f is not None], error
+
+
+def _agreed_error(fn, path: Path) -> str | None:
+    """Run ``fn(path)`` on every rank; the first rank's error message (or None), the same on all ranks."""
+
+    def call() -> None:
+        fn(path)
+
+    _, failures, _ = run_agreed(call)
+    return failures[0].message if failures else None
 
 
 def export_teacher(path: str | os.PathLike, teacher: nn.Module | Mapping[str, torch.Tensor]) -> Path:

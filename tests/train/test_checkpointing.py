@@ -8,11 +8,19 @@ the same bytes too; the step after it differs from the 2-process step only by th
 
 from __future__ import annotations
 
+import copy
+import errno
+import io
+import json
 import logging
+import os
+import pickle
 import random
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +28,9 @@ import torch
 from torch import nn
 
 from dinov2.distributed.sharding import shard_model
+from dinov2.train import checkpointing
 from dinov2.train.checkpointing import Checkpointer, export_teacher
+from dinov2.train.disk_space import CheckpointDiskFullError, is_disk_full
 from tests.conftest import REPO_ROOT
 from tests.dist_helpers import run_distributed
 from tests.distributed import tiny_models as tm
@@ -217,3 +227,251 @@ def test_saved_by_two_processes_resumed_by_one(tmp_path):
     exported = torch.load(tmp_path / "teacher_checkpoint.pth", weights_only=True)["teacher"]
     for key, value in rank0["final_teacher"].items():
         np.testing.assert_array_equal(exported[key].numpy(), value)
+
+
+# ------------------------------------------------------------------------------------------- disk full
+class _Budgeted:
+    """A file opened for writing on a :class:`LimitedDisk`: a write beyond the budget is cut short, then fails."""
+
+    def __init__(self, file, disk: LimitedDisk):
+        self._file, self._disk = file, disk
+
+    def write(self, data):
+        view = data.encode() if isinstance(data, str) else memoryview(data).cast("B")
+        if len(view) > self._disk.left:
+            self._file.write(data[: self._disk.left] if isinstance(data, str) else view[: self._disk.left])
+            self._disk.left = 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._disk.left -= len(view)
+        return self._file.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return self._file.__exit__(*exc_info)
+
+
+class LimitedDisk:
+    """``with LimitedDisk(budget):`` the disk has ``budget`` bytes left for files whose name contains ``match``.
+
+    It wraps ``io.open``, through which DCP's streams (``Path.open``), ``torch.save`` into files and
+    ``dinov2.utils.io.atomic_write`` (``os.fdopen``) all open their files; ``opened`` lists every file opened
+    for writing.
+    """
+
+    def __init__(self, budget: int, match: str = ""):
+        self.left, self.match, self.opened = budget, match, []
+
+    def __enter__(self) -> LimitedDisk:
+        self._real_open = io.open
+        io.open = self._open
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        io.open = self._real_open
+
+    def _open(self, file, mode="r", *args, **kwargs):
+        opened = self._real_open(file, mode, *args, **kwargs)
+        if not any(flag in mode for flag in "wax+"):
+            return opened
+        name = os.readlink(f"/proc/self/fd/{file}") if isinstance(file, int) else str(file)  # os.fdopen: a fd
+        self.opened.append(name)
+        return _Budgeted(opened, self) if self.match in name else opened
+
+
+def _file_sizes(path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in path.iterdir()}
+
+
+def _budget_inside(sizes: dict[str, int], target: str) -> int:
+    """Bytes that let every file written before ``target`` through, and half of ``target``."""
+    order = [name for name in sizes if name.endswith(".distcp")] + [".metadata", "rng_rank00000.pt", "extra.pt"]
+    before = order[: order.index(target)] if target in order else order
+    return sum(sizes[name] for name in before) + sizes[target] // 2
+
+
+def _assert_previous_intact(directory, model):
+    assert sorted(p.name for p in directory.iterdir()) == ["model_0000001"]  # no ckpt_tmp_* left
+    fresh, fresh_optimizer, fresh_scaler = _setup(seed=6)
+    loaded = Checkpointer(directory).load_latest(_state(fresh, fresh_optimizer, fresh_scaler))
+    assert (loaded.iteration, loaded.extra["sampler_position"]) == (1, 1)
+    _assert_same_model(fresh, model)
+
+
+@pytest.mark.parametrize("target", ["shard", ".metadata", "rng_rank00000.pt", "extra.pt", "COMPLETE"])
+def test_disk_full_while_writing_keeps_the_previous_checkpoint(tmp_path, target):
+    model, optimizer, scaler = _setup()
+    ckpt = Checkpointer(tmp_path, keep=2)
+    ckpt.save(1, _state(model, optimizer, scaler, position=1))
+    saved = copy.deepcopy(model)
+    sizes = _file_sizes(tmp_path / "model_0000001")
+    shard = next(name for name in sizes if name.endswith(".distcp"))
+    budget = sum(sizes.values()) - sizes["COMPLETE"] // 2 if target == "COMPLETE" else None
+    budget = budget or _budget_inside(sizes, shard if target == "shard" else target)
+    with LimitedDisk(budget), pytest.raises(CheckpointDiskFullError) as caught:
+        ckpt.save(2, _state(model, optimizer, scaler, position=2))
+    error = caught.value
+    assert isinstance(error, OSError) and error.errno == errno.ENOSPC
+    assert (error.directory, error.needed) == (tmp_path, sum(sizes.values()))
+    assert error.free is not None and error.free > error.needed  # the estimate fitted: caught after the fact
+    message = str(error)
+    for part in (
+        f"checkpoint model_0000002 does not fit on the disk of {tmp_path}",
+        "writing ran out of space on rank 0",
+        f"free before writing (estimate: {sum(sizes.values())} bytes",
+        "estimated from the size of the previous checkpoint model_0000001",
+        "ckpt_tmp_0000002 was removed",
+        f"previous checkpoint {tmp_path / 'model_0000001'} is intact",
+        "move --output-dir",
+        "lower checkpointing.max_to_keep (now 2",
+    ):
+        assert part in message, (part, message)
+    _assert_previous_intact(tmp_path, saved)
+    ckpt.save(2, _state(model, optimizer, scaler, position=2))  # with room again, the save works
+    assert [p.name for p in ckpt.list_checkpoints()] == ["model_0000002", "model_0000001"]
+    assert ckpt.load_latest(_state(*_setup(seed=8))).iteration == 2
+
+
+def test_too_little_free_space_is_refused_before_writing(tmp_path, monkeypatch):
+    model, optimizer, scaler = _setup()
+    _train(model, optimizer, tm.global_batches(1))  # AdamW state exists: the state is larger than the weights
+    ckpt = Checkpointer(tmp_path, keep=1)
+    # no previous checkpoint: the estimate is the tensor bytes of model and optimizer state
+    expected = sum(t.nbytes for t in model.state_dict().values())
+    expected += sum(v.nbytes for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v))
+    monkeypatch.setattr(checkpointing, "free_bytes", lambda path: expected - 1)
+    with LimitedDisk(1 << 40) as disk, pytest.raises(CheckpointDiskFullError) as caught:
+        ckpt.save(1, _state(model, optimizer, scaler))
+    assert disk.opened == [] and list(tmp_path.iterdir()) == []  # nothing written, no temporary folder
+    assert (caught.value.needed, caught.value.free) == (expected, expected - 1)
+    message = str(caught.value)
+    assert f"needs about {expected} bytes" in message and "tensor bytes of the state being saved" in message
+    assert f"but only {expected - 1} bytes" in message and "nothing was written" in message
+    assert "no previous checkpoint" in message and "max_to_keep" not in message  # keep=1 cannot go lower
+
+    monkeypatch.setattr(checkpointing, "free_bytes", lambda path: None)  # unknown: no pre-check
+    ckpt.save(1, _state(model, optimizer, scaler, position=1))
+    size = sum(_file_sizes(tmp_path / "model_0000001").values())
+    assert size > expected  # the estimate is a lower bound: file headers come on top
+    monkeypatch.setattr(checkpointing, "free_bytes", lambda path: size - 1)
+    with pytest.raises(CheckpointDiskFullError, match="estimated from the size of the previous checkpoint"):
+        ckpt.save(2, _state(model, optimizer, scaler))
+    _assert_previous_intact(tmp_path, model)
+
+
+def test_is_disk_full_recognises_what_torch_and_dcp_raise():
+    assert is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
+    assert is_disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    assert is_disk_full(RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"))
+    wrapped = RuntimeError("outer")
+    wrapped.__context__ = OSError(errno.ENOSPC, "x")
+    assert is_disk_full(wrapped)
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    assert is_disk_full(CheckpointException("save failed", {1: (OSError(errno.ENOSPC, "x"), None)}))
+    assert not is_disk_full(PermissionError(errno.EACCES, "Permission denied"))
+    assert not is_disk_full(CheckpointException("save failed", {0: (ValueError("bad"), None)}))
+    error = pickle.loads(pickle.dumps(CheckpointDiskFullError("msg", directory="/d", needed=3, free=None)))
+    assert (str(error), error.errno, error.directory, error.needed, error.free) == (
+        "msg",
+        errno.ENOSPC,
+        Path("/d"),
+        3,
+        None,
+    )
+
+
+def _disk_full_on_rank_one(rank: int, world: int, directory: str) -> dict:
+    """Rank 1 alone cannot write its RNG file: both ranks must raise the same error and the save must vanish."""
+    model, optimizer, scaler = _setup()
+    ckpt = Checkpointer(directory)
+    ckpt.save(1, _state(model, optimizer, scaler, position=1))
+    out = {}
+    with LimitedDisk(0 if rank == 1 else 1 << 40, match="rng_rank"):
+        try:
+            ckpt.save(2, _state(model, optimizer, scaler, position=2))
+        except CheckpointDiskFullError as error:
+            out["error"] = str(error)
+    torch.distributed.barrier()
+    out["listing"] = sorted(p.name for p in Path(directory).iterdir())
+    fresh = _setup(seed=5)
+    out["resumed"] = ckpt.load_latest(_state(*fresh)).iteration
+    ckpt.save(2, _state(model, optimizer, scaler, position=2))
+    out["after"] = [p.name for p in ckpt.list_checkpoints()]
+    return out
+
+
+@pytest.mark.slow
+def test_disk_full_on_one_rank_stops_every_rank(tmp_path):
+    results = run_distributed(_disk_full_on_rank_one, 2, str(tmp_path))
+    for result in results:
+        assert "writing ran out of space on rank 1" in result["error"] and "No space left on device" in result["error"]
+        assert result["listing"] == ["model_0000001"] and result["resumed"] == 1
+        assert result["after"] == ["model_0000002", "model_0000001"]
+    assert results[0]["error"] == results[1]["error"]
+
+
+_TMPFS_SCRIPT = """
+import json, shutil, sys
+from pathlib import Path
+import torch
+from torch import nn
+from dinov2.train.checkpointing import Checkpointer
+from dinov2.train.disk_space import CheckpointDiskFullError
+
+def try_save(state):
+    try:
+        ckpt.save(2, state)
+    except CheckpointDiskFullError as error:
+        return [str(error), error.needed, sorted(p.name for p in directory.iterdir())]
+
+directory = Path(sys.argv[1])
+ckpt, out = Checkpointer(directory), {}
+small = nn.Linear(8, 8)
+ckpt.save(1, {"model": small})
+out["first"] = sorted(p.name for p in directory.iterdir())
+# 400 one-element tensors: 3 KiB of values, but ~1 KiB of zip headers each once written: the estimate is wrong
+many = nn.ParameterList([nn.Parameter(torch.full((1,), float(i))) for i in range(400)])
+out["after"] = try_save({"model": many})
+junk = directory / "junk"  # leave room for half the previous checkpoint: refused before writing
+junk.write_bytes(bytes(shutil.disk_usage(directory).free - out["after"][1] // 2))
+out["before"] = try_save({"model": small})
+loaded = nn.Linear(8, 8)
+out["resumed"] = ckpt.load_latest({"model": loaded}).iteration
+out["same"] = all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), small.state_dict().values()))
+junk.unlink()
+ckpt.save(2, {"model": small})
+out["last"] = [p.name for p in ckpt.list_checkpoints()]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux" or shutil.which("unshare") is None, reason="needs Linux unshare(1)")
+def test_real_full_tmpfs(tmp_path):
+    """A real 256 KiB tmpfs, mounted in a user and mount namespace (no root needed where those are allowed)."""
+    mount_point = tmp_path / "fs"
+    mount_point.mkdir()
+    mount = f"mount -t tmpfs -o size=256k tmpfs {mount_point}"
+    probe = subprocess.run(["unshare", "-Urm", "sh", "-c", mount], capture_output=True, text=True, timeout=60)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs in a user namespace here: {probe.stderr.strip()}")
+    command = f'{mount} && exec {sys.executable} -c "$0" {mount_point}'
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    process = subprocess.run(
+        ["unshare", "-Urm", "sh", "-c", command, _TMPFS_SCRIPT], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert process.returncode == 0, process.stderr
+    out = json.loads(process.stdout.splitlines()[-1])
+    assert out["first"] == ["model_0000001"]
+    message, _, listing = out["after"]  # the estimate (the previous checkpoint) fitted; the writes did not
+    assert listing == ["model_0000001"], message
+    assert "writing ran out of space" in message and "It needs more than the" in message, message
+    assert "ckpt_tmp_0000002 was removed" in message and f"{mount_point}/model_0000001 is intact" in message
+    message, _, listing = out["before"]
+    assert "nothing was written" in message and listing == ["junk", "model_0000001"], message
+    assert out["resumed"] == 1 and out["same"]
+    assert out["last"] == ["model_0000002", "model_0000001"]
