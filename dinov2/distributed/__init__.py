@@ -39,6 +39,8 @@ __all__ = [
     "all_reduce",
     "all_gather",
     "broadcast",
+    "broadcast_object",
+    "all_gather_object",
     "barrier",
     "CompletedWork",
 ]
@@ -127,6 +129,24 @@ def broadcast(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
     if get_global_size() > 1:
         dist.broadcast(tensor, src=src)
     return tensor
+
+
+def broadcast_object(obj, src: int = 0):
+    """Rank ``src``'s picklable ``obj`` on every rank (``obj`` itself on one process)."""
+    if get_global_size() == 1:
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=src)
+    return holder[0]
+
+
+def all_gather_object(obj) -> list:
+    """Every rank's picklable ``obj``, in rank order (``[obj]`` on one process)."""
+    if get_global_size() == 1:
+        return [obj]
+    out: list = [None] * get_global_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def barrier() -> None:

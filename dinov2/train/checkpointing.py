@@ -48,7 +48,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from dinov2 import distributed
@@ -109,22 +108,6 @@ def _crc32(path: Path) -> int:
         while chunk := f.read(1 << 24):
             crc = zlib.crc32(chunk, crc)
     return crc
-
-
-def _broadcast_object(obj: Any) -> Any:
-    if distributed.get_global_size() == 1:
-        return obj
-    holder = [obj]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]
-
-
-def _gather_objects(obj: Any) -> list[Any]:
-    if distributed.get_global_size() == 1:
-        return [obj]
-    out: list[Any] = [None] * distributed.get_global_size()
-    dist.all_gather_object(out, obj)
-    return out
 
 
 def _checksum_share(directory: Path, names: list[str]) -> dict[str, list[int]]:
@@ -245,14 +228,14 @@ class Checkpointer:
         rank = distributed.get_global_rank()
         job = _SaveJob(iteration, self.directory / f"ckpt_tmp_{iteration:07d}", self.path_for(iteration))
         dcp_state = _dcp_state(modules, optimizer)
-        state_total = sum(_gather_objects(state_bytes(dcp_state, main_process=rank == 0)))
+        state_total = sum(distributed.all_gather_object(state_bytes(dcp_state, main_process=rank == 0)))
         job = self._step(job, lambda: self._begin(job, state_total) if rank == 0 else None)[0]
         if not job.fits:
             raise CheckpointDiskFullError(
                 self._no_room_message(job, None), directory=self.directory, needed=job.needed, free=job.free
             )
         self._step(job, lambda: self._write(job, dcp_state, stateful, plain))
-        names = _broadcast_object(sorted(p.name for p in job.tmp.iterdir()) if rank == 0 else None)
+        names = distributed.broadcast_object(sorted(p.name for p in job.tmp.iterdir()) if rank == 0 else None)
         files: dict[str, list[int]] = {}
         if self.verify:
             for share in self._step(job, lambda: _checksum_share(job.tmp, names)):
@@ -368,7 +351,7 @@ class Checkpointer:
         ``logging.warning`` and the previous one is tried. If checkpoints exist but none loads, raises
         ``RuntimeError`` rather than silently starting afresh.
         """
-        candidates = _broadcast_object(self.list_checkpoints() if distributed.is_main_process() else None)
+        candidates = distributed.broadcast_object(self.list_checkpoints() if distributed.is_main_process() else None)
         failures = []
         for path in candidates:
             result = self._try_load(path, state)
@@ -478,7 +461,7 @@ def run_agreed(fn: Callable[[], Any]) -> tuple[list[Any], list[RankFailure], Bas
     failure = None
     if error is not None:
         failure = RankFailure(distributed.get_global_rank(), f"{type(error).__name__}: {error}", is_disk_full(error))
-    gathered = _gather_objects((result, failure))
+    gathered = distributed.all_gather_object((result, failure))
     return [r for r, _ in gathered], [f for _, f in gathered if f is not None], error
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import functools
 import json
 import logging
 import os
@@ -38,14 +37,13 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from dinov2 import distributed
 from dinov2.train.checkpointing import run_agreed
 
-__all__ = ["RunLock", "RunLockError", "LockOwner", "holds_run_lock", "LOCK_FILE", "TAKE_OVER_ENV"]
+__all__ = ["RunLock", "RunLockError", "LockOwner", "LOCK_FILE", "TAKE_OVER_ENV"]
 
 logger = logging.getLogger("dinov2")
 
@@ -301,14 +299,3 @@ class RunLock:
                 return
             except OSError as error:
                 logger.warning("could not refresh the run lock %s: %s", self.path, error)
-
-
-def holds_run_lock(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorate ``fn(cfg, ...)`` to run it holding the :class:`RunLock` of ``cfg.train.output_dir``."""
-
-    @functools.wraps(fn)
-    def locked(cfg, *args: Any, **kwargs: Any) -> Any:
-        with RunLock(cfg.train.output_dir):
-            return fn(cfg, *args, **kwargs)
-
-    return locked

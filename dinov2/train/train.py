@@ -46,7 +46,7 @@ from dinov2.train.meta_archs import build_meta_arch  # noqa: E402
 from dinov2.train.parallelize import parallelize  # noqa: E402
 from dinov2.train.precision import PrecisionPolicy, compute_dtype  # noqa: E402
 from dinov2.train.pretrained import load_model_weights, load_student_pretrained_weights  # noqa: E402
-from dinov2.train.run_lock import RunLock, holds_run_lock  # noqa: E402
+from dinov2.train.run_lock import RunLock  # noqa: E402
 from dinov2.train.ssl_meta_arch import Batch, SSLMetaArch  # noqa: E402
 from dinov2.utils.config import get_args_parser as _get_args_parser  # noqa: E402
 from dinov2.utils.config import setup  # noqa: E402
@@ -187,7 +187,6 @@ def resume_or_load(cfg: DictConfig, model: SSLMetaArch, checkpointer: Checkpoint
     return 0
 
 
-@holds_run_lock  # one run per output directory (dinov2/train/run_lock.py)
 def do_train(
     cfg: DictConfig, model: SSLMetaArch, resume: bool = False, history: list | None = None
 ) -> dict[str, float]:
@@ -245,22 +244,26 @@ def do_train(
 
 
 def main(args: argparse.Namespace, history: list | None = None) -> dict[str, float] | Path:
-    """Entry point shared by this script, ``python -m dinov2.train.train`` and the SLURM launcher."""
+    """Entry point shared by this script, ``python -m dinov2.train.train`` and the SLURM launcher.
+
+    The run lock of the output directory is taken first, before ``setup`` writes ``config.yaml`` and the log, so a
+    second launch on a directory in use changes nothing there (``dinov2/train/run_lock.py``).
+    """
     distributed.enable(overwrite=True)
-    cfg = setup(args)
-    device = training_device()
-    model = build_meta_arch(cfg)
-    if cfg.student.pretrained_weights:
-        load_student_pretrained_weights(model, cfg.student.pretrained_weights)
-    sharded = parallelize(model, cfg, device)
-    model.precision = PrecisionPolicy.from_config(cfg, device, sharded=sharded)
-    logger.info("model:\n%s", model)
-    if args.eval_only:
-        with RunLock(cfg.train.output_dir):
+    with RunLock(args.output_dir):
+        cfg = setup(args)
+        device = training_device()
+        model = build_meta_arch(cfg)
+        if cfg.student.pretrained_weights:
+            load_student_pretrained_weights(model, cfg.student.pretrained_weights)
+        sharded = parallelize(model, cfg, device)
+        model.precision = PrecisionPolicy.from_config(cfg, device, sharded=sharded)
+        logger.info("model:\n%s", model)
+        if args.eval_only:
             checkpointer = Checkpointer(cfg.train.output_dir, keep=cfg.checkpointing.max_to_keep)
             iteration = resume_or_load(cfg, model, checkpointer, {"model": model}, resume=not args.no_resume)
             return do_test(cfg, model, f"manual_{iteration}")
-    return do_train(cfg, model, resume=not args.no_resume, history=history)
+        return do_train(cfg, model, resume=not args.no_resume, history=history)
 
 
 if __name__ == "__main__":

@@ -242,9 +242,11 @@ def test_trainer_refuses_an_output_directory_in_use(tmp_path, eval_only):
     dataset = f"Synthetic:root={tmp_path}/data:num_classes=3:images_per_class=6:size=40x32"
     argv = ["--output-dir", str(out)] + (["--eval-only"] if eval_only else [])
     args = get_args_parser().parse_args(argv + [*TINY_OPTS, *FP32_OPTS, f"train.dataset_path={dataset}"])
+    (out / "config.yaml").write_text("the running run's config\n")
     with preserved_logging(), pytest.raises(RunLockError, match="on host node-e, started .*, SLURM job 5"):
         main(args)
     assert _owner_in_file(out) == owner
+    assert (out / "config.yaml").read_text() == "the running run's config\n"  # refused before setup wrote it
     assert not list(out.glob("model_*")) and not (out / "eval").exists()
     assert not (out / "training_metrics.json").exists()
     if eval_only:  # once the other run is gone: the export is written and the lock released
