@@ -132,6 +132,7 @@ EXTENSION_DEFAULTS = {
     "student.use_xformers": False,
     "checkpointing.period": 0,
     "checkpointing.max_to_keep": 3,
+    "optim.adamw_fused": None,
     # DINOv3's names for what DINOv2 never had
     "MODEL.META_ARCHITECTURE": "SSLMetaArch",
     "train.checkpointing": False,

@@ -63,7 +63,16 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def build_optimizer(cfg: DictConfig, params_groups: list[dict]) -> torch.optim.AdamW:
-    return _build_adamw(params_groups, betas=(cfg.optim.adamw_beta1, cfg.optim.adamw_beta2))
+    """AdamW over the meta-architecture's parameter groups, with the fused CUDA kernel when ``optim.adamw_fused``
+    says so (null: fused when every parameter is on a GPU, else the foreach implementation)."""
+    groups = [dict(group) for group in params_groups]
+    fused = cfg.optim.adamw_fused
+    if fused is None:
+        fused = all(p.is_cuda for group in groups for p in group["params"])
+    for group in groups:
+        group.pop("foreach", None)
+        group["fused" if fused else "foreach"] = True
+    return _build_adamw(groups, betas=(cfg.optim.adamw_beta1, cfg.optim.adamw_beta2))
 
 
 def training_device() -> torch.device:

@@ -175,6 +175,7 @@ def _check_optim(c: _Checker) -> None:
     c.check("optim.layerwise_decay", lambda v: _is_number(v) and v > 0, "a number > 0")
     c.number("optim.adamw_beta1", low=0.0, high=1.0, high_open=True)
     c.number("optim.adamw_beta2", low=0.0, high=1.0, high_open=True)
+    c.check("optim.adamw_fused", lambda v: v is None or isinstance(v, bool), "null (auto), true or false")
 
 
 def _check_crops(c: _Checker) -> None:

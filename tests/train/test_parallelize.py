@@ -17,14 +17,14 @@ from tests.train.tiny import collate, random_samples, tiny_cfg
 B = 4
 
 
-def _step(tmp_path, *opts: str, n_steps: int = 1):
+def _step(tmp_path, *opts: str, n_steps: int = 1, device: str = "cpu"):
     """Build, parallelize (one process: no sharding) and run ``n_steps`` forward/backward on a fixed batch."""
     cfg = tiny_cfg(tmp_path, "train.centering=sinkhorn_knopp", *opts)
     torch.manual_seed(0)
     model = build_meta_arch(cfg)
-    assert not parallelize(model, cfg, "cpu")  # no process group: nothing is sharded
+    assert not parallelize(model, cfg, device)  # no process group: nothing is sharded
     model.train()
-    batch = Batch.from_collated(collate(random_samples(B, 2, seed=1), cfg, mask_probability=0.75), "cpu")
+    batch = Batch.from_collated(collate(random_samples(B, 2, seed=1), cfg, mask_probability=0.75), device)
     losses = [model.forward_backward(batch, teacher_temp=0.05) for _ in range(n_steps)]
     grads = [p.grad.clone() for p in model.student.parameters()]
     return model, losses, grads
@@ -157,3 +157,49 @@ def test_activation_checkpointing_then_sharding_equals_one_plain_process(tmp_pat
     assert state.keys() == reference_state.keys()  # no wrapper names in the checkpointed keys
     for name, value in reference_state.items():
         torch.testing.assert_close(state[name], value, rtol=1e-5, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("fused", [None, True, False])
+def test_adamw_fused_or_foreach_take_the_same_step(tmp_path, fused):
+    """``optim.adamw_fused``: the fused kernel (auto on GPUs) and the foreach path compute the same update."""
+    from dinov2.train.train import build_optimizer
+
+    def one_step(setting):
+        model, _, _ = _step(tmp_path / str(setting), f"optim.adamw_fused={'null' if setting is None else setting}")
+        optimizer = build_optimizer(model.cfg, model.get_params_groups())
+        group = optimizer.param_groups[0]
+        assert bool(group.get("fused")) is (setting is True) and bool(group.get("foreach")) is (setting is not True)
+        for g in optimizer.param_groups:
+            g["lr"], g["weight_decay"] = 1e-3, 0.04
+        optimizer.step()
+        return [p.detach().clone() for p in model.student.parameters()]
+
+    reference = one_step(False)
+    for a, b in zip(reference, one_step(fused)):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.cuda
+def test_compile_and_fused_adamw_on_cuda_match_the_plain_step(tmp_path):
+    """The GPU fast paths (compiled blocks with activation checkpointing, fused AdamW) against the plain step."""
+    from dinov2.train.train import build_optimizer
+
+    torch.backends.cuda.matmul.allow_tf32 = False  # compare float32 arithmetic, not TF32
+    torch._dynamo.reset()
+
+    def run(*opts):
+        model, losses, _ = _step(tmp_path / "_".join(opts), *opts, n_steps=2, device="cuda")
+        optimizer = build_optimizer(model.cfg, model.get_params_groups())
+        for g in optimizer.param_groups:
+            g["lr"], g["weight_decay"] = 1e-3, 0.04
+        optimizer.step()
+        return losses, [p.detach().cpu() for p in model.student.parameters()]
+
+    plain_losses, plain_params = run("optim.adamw_fused=false")
+    losses, params = run("optim.adamw_fused=true", "train.compile=true", "train.checkpointing=true")
+    for a, b in zip(plain_losses, losses):
+        for k in a:
+            torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5)
+    for a, b in zip(plain_params, params):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    torch._dynamo.reset()
