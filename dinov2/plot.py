@@ -15,7 +15,7 @@ from dinov2.visualize.plot import panels, plot_runs, read_run
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dinov2.plot",
-        description=__doc__.split("\n\n")[0],
+        description="Training curves of one or several runs on the same axes, and their evaluation results.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="training output folders (--output-dir of a run)")

@@ -29,7 +29,7 @@ FORMATS = ("onnx", "program", "safetensors", "hf")
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dinov2.export",
-        description=__doc__.split("\n\n")[0],
+        description="Export a DINOv2 backbone: ONNX, a torch.export program, safetensors or a transformers folder.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("format", choices=FORMATS, help="what to write")

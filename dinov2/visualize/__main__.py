@@ -20,7 +20,7 @@ logger = logging.getLogger("dinov2")
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dinov2.visualize",
-        description=__doc__.split("\n\n")[0],
+        description="PCA feature maps and attention maps of a DINOv2 backbone, as PNG files.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
