@@ -178,3 +178,16 @@ def test_hf_position_resize_at_224_matches_only_the_register_backbones(variant, 
     x = torch.randn(1, 3, 224, 224)
     gap = _max_token_gap(peer(pixel_values=x).last_hidden_state, ours, x)
     assert (gap < 1e-5) if same else (gap > 1e-3), gap
+
+
+@pytest.mark.parametrize("variant", ["plain", "registers"])
+@torch.no_grad()
+def test_timms_own_route_reads_a_released_layout_file(variant, tmp_path):
+    """``pretrained_cfg_overlay=dict(file=...)`` runs timm's ``checkpoint_filter_fn`` on a released-layout file."""
+    timm = pytest.importorskip("timm")
+    ours = _ours(variant, img_size=518)
+    torch.save(ours.state_dict(), tmp_path / "backbone.pth")
+    peer = timm.create_model(TIMM_NAMES[variant], pretrained=True, img_size=518, embed_dim=32, depth=2, num_heads=2,
+                             pretrained_cfg_overlay=dict(file=str(tmp_path / "backbone.pth"))).eval()  # fmt: skip
+    x = torch.randn(1, 3, 518, 518)
+    _assert_tokens(peer.forward_features(x), ours, x, rtol=0, atol=0)
