@@ -25,6 +25,13 @@ from torch import Tensor
 _CUBIC_A = -0.75  # PyTorch's bicubic (non-antialiased) kernel coefficient
 
 
+def is_exporting() -> bool:
+    """True while ``torch.export`` traces. PyTorch versions without ``torch.compiler.is_exporting`` say False:
+    there the eager interpolation is traced, and a program is pinned to the size it was exported at."""
+    check = getattr(torch.compiler, "is_exporting", None)
+    return bool(check is not None and check())
+
+
 def _cubic_near(x: Tensor) -> Tensor:
     """Cubic convolution weight for distances in [0, 1] (PyTorch's ``cubic_convolution1``)."""
     return ((_CUBIC_A + 2) * x - (_CUBIC_A + 3)) * x * x + 1

@@ -15,6 +15,10 @@ from dinov2.models.vision_transformer import DinoVisionTransformer
 from dinov2.visualize.backbone import load_backbone
 from tests.train.tiny import tiny_cfg
 
+needs_is_exporting = pytest.mark.skipif(
+    not hasattr(torch.compiler, "is_exporting"), reason="torch.compiler.is_exporting is missing in this PyTorch"
+)
+
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory):
@@ -28,6 +32,7 @@ def _args(config, fmt: str, output, *extra: str) -> list[str]:
     return [fmt, "--config-file", str(config), "--random-init", "--output", str(output), *extra]
 
 
+@needs_is_exporting
 @pytest.mark.slow
 @torch.no_grad()
 def test_dynamic_program_runs_at_other_sizes(config, tmp_path):
@@ -42,6 +47,7 @@ def test_dynamic_program_runs_at_other_sizes(config, tmp_path):
         torch.testing.assert_close(patches, expected["x_norm_patchtokens"], rtol=1e-5, atol=2e-5)
 
 
+@needs_is_exporting
 @pytest.mark.slow
 def test_onnx_matches_eager(config, tmp_path, capsys):
     pytest.importorskip("onnxscript", reason="ONNX export needs onnx + onnxscript (export extra)")
