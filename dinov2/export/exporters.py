@@ -2,10 +2,11 @@
 
 Every backbone exports with a dynamic batch size and image size: the position-embedding interpolation has a
 guard-free form under ``torch.export`` (:mod:`dinov2.models.pos_embed`), so one program serves every resolution
-(sides need not be multiples of the patch size: the model crops, as in eager mode). The exported computation
-is the eager one; only the scale-factor resize of the plain backbones' position table (offset 0.1) is written
-with tensor operations there, which agree with the eager kernel to about 1e-6 of the values' size. (A PyTorch
-without ``torch.compiler.is_exporting`` traces the eager code: programs are pinned to their tracing size.)
+(sides must be multiples of the patch size there: crop images first, as the eager model does itself). The
+exported computation is the eager one; only the scale-factor resize of the plain backbones' position table
+(offset 0.1) is written with tensor operations there, which agree with the eager kernel to about 1e-6 of the
+values' size. (A PyTorch without ``torch.compiler.is_exporting`` traces the eager code: programs are then
+pinned to their tracing size.)
 """
 
 from __future__ import annotations
