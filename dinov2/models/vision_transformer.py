@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from dinov2.layers import MemEffAttention, Mlp, NestedTensorBlock, PatchEmbed, SwiGLUFFNFused
 from dinov2.layers.block import Block
 from dinov2.layers.packing import Groups, pack, unpack
+from dinov2.models.pos_embed import exportable_pos_encoding, is_exporting
 
 logger = logging.getLogger(__name__)
 
@@ -205,6 +206,9 @@ class DinoVisionTransformer(nn.Module):
         resized bicubically in float32 to ``(h // p, w // p)``, by scale factors ``(g + offset) / M`` when
         ``interpolate_offset`` > 0 (the released work-around), else by output size.
         """
+        if is_exporting():  # the same numbers without shape guards, see dinov2/models/pos_embed.py
+            args = (self.patch_size, self.interpolate_offset, self.interpolate_antialias)
+            return exportable_pos_encoding(self.pos_embed, x, h, w, *args)
         npatch = x.shape[1] - 1
         stored = self.pos_embed.shape[1] - 1
         if npatch == stored and h == w:

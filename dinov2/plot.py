@@ -1,0 +1,39 @@
+"""``python -m dinov2.plot RUN_DIR [RUN_DIR ...] --output curves.png``: training curves of runs on the same axes.
+
+Every loss term, learning rate, weight decay, teacher momentum and temperature, gradient norms, images/s and the
+evaluation results found in the run folders (see :mod:`dinov2.visualize.plot`). Needs matplotlib (``plot`` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dinov2.visualize.plot import panels, plot_runs, read_run
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m dinov2.plot",
+        description="Training curves of one or several runs on the same axes, and their evaluation results.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="training output folders (--output-dir of a run)")
+    parser.add_argument("--output", default="curves.png", help="image file (.png, .pdf, .svg)")
+    parser.add_argument("--title", default=None, help="figure title")
+    parser.add_argument("--columns", type=int, default=3, help="panels per row")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    names = [str(p).rstrip("/") for p in args.runs]
+    short = [n.rsplit("/", 1)[-1] for n in names]
+    runs = [read_run(path, name) for path, name in zip(args.runs, short if len(set(short)) == len(short) else names)]
+    output = plot_runs(runs, args.output, title=args.title, columns=args.columns)
+    print(f"wrote {output}: {len(panels(runs))} panels, runs {', '.join(run.name for run in runs)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

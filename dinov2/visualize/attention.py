@@ -1,0 +1,118 @@
+"""Attention maps of the last block, read without changing the model's computation.
+
+The attention kernel (``scaled_dot_product_attention``) never materialises the attention matrix, so a forward
+pre-hook on the last block's attention module receives its input (the normalised tokens) and recomputes the
+queries and keys from the same ``qkv`` weights: ``softmax(q k^T / sqrt(head_dim))`` per head, in float32. The hook
+returns nothing, so the forward pass and its outputs are untouched.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["AttentionMaps", "last_block", "last_block_attention", "write_attention_pictures"]
+
+
+@dataclass
+class AttentionMaps:
+    """One image's last-block attention. ``cls_to_patches`` ``[H, h, w]``: the class token's attention per head
+    over the patch grid; ``cls_to_registers`` ``[H, R]``; ``registers_to_patches`` ``[R, H, h, w]``: each
+    register token's own attention (as a query) over the patches. Rows of the full matrix sum to 1."""
+
+    cls_to_patches: Tensor
+    cls_to_registers: Tensor
+    registers_to_patches: Tensor
+
+
+def last_block(model: nn.Module) -> nn.Module:
+    """The model's final transformer block (chunked models: the last non-padding block of the last chunk)."""
+    block = model.blocks[-1]
+    if isinstance(block, nn.ModuleList):
+        block = [b for b in block if not isinstance(b, nn.Identity)][-1]
+    return block
+
+
+def _attention_probs(attn: nn.Module, tokens: Tensor, query_count: int) -> Tensor:
+    """``[B, H, query_count, N]`` attention of the first ``query_count`` tokens, from ``tokens`` ``[B, N, D]``."""
+    batch, n, dim = tokens.shape
+    qkv = F.linear(tokens.float(), attn.qkv.weight.float(), None if attn.qkv.bias is None else attn.qkv.bias.float())
+    q, k, _ = qkv.view(batch, n, 3, attn.num_heads, dim // attn.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+    logits = q[:, :, :query_count] @ k.transpose(-2, -1) * attn.scale  # [B, H, Q, N]
+    return logits.softmax(-1)
+
+
+@torch.inference_mode()
+def last_block_attention(model: nn.Module, image: Tensor) -> AttentionMaps:
+    """Attention maps of ``image`` ``[1, 3, H, W]`` in the last block of ``model`` (eval mode)."""
+    if image.ndim != 4 or image.shape[0] != 1:
+        raise ValueError(f"last_block_attention takes one image [1, 3, H, W], got shape {tuple(image.shape)}")
+    attn = last_block(model).attn
+    registers = model.num_register_tokens
+    captured: list[Tensor] = []
+
+    def hook(module: nn.Module, args: tuple) -> None:
+        tokens, groups = (args[0], args[1]) if len(args) > 1 else (args[0], None)
+        if groups is not None:  # packed [T, D] with one (batch, tokens) group
+            (batch, n), *_ = groups
+            tokens = tokens.reshape(batch, n, -1)
+        captured.append(_attention_probs(module, tokens, 1 + registers)[0])  # [H, 1 + R, N]
+
+    handle = attn.register_forward_pre_hook(hook)
+    try:
+        model.forward_features(image)  # the full last block (forward() would compute the cls token only)
+    finally:
+        handle.remove()
+    if len(captured) != 1:
+        raise RuntimeError(f"expected one call of the last attention module, saw {len(captured)}")
+    probs = captured[0]
+    grid = (image.shape[-2] // model.patch_size, image.shape[-1] // model.patch_size)
+    patches = probs[:, :, 1 + registers :].reshape(probs.shape[0], 1 + registers, *grid)  # [H, 1 + R, h, w]
+    return AttentionMaps(
+        cls_to_patches=patches[:, 0],
+        cls_to_registers=probs[:, 0, 1 : 1 + registers],
+        registers_to_patches=patches[:, 1:].transpose(0, 1),
+    )
+
+
+def write_attention_pictures(
+    model: nn.Module, paths: Sequence[str | os.PathLike], output_dir: str | os.PathLike, resolution: int = 448
+) -> dict[str, Path]:
+    """Last-block attention maps of the images at ``paths``, in ``output_dir/<stem>/``:
+
+    ``cls_head<h>.png`` (class token over the patches, head h), ``cls_mean.png`` (mean over heads), and with
+    registers ``register<r>.png`` (register r as a query, mean over heads) and ``cls_to_registers.png`` (one row
+    per head, one tile per register). ``attention_sheet.png``: one row per image (input, mean, heads, registers);
+    ``attention.json``: per image and head, the share of the class token's attention that goes to registers.
+    """
+    from dinov2.eval.results import write_json
+    from dinov2.visualize.images import contact_sheet, grid_to_image, heatmap, load_image, save_png, to_model_input
+    from dinov2.visualize.pca import unique_stems
+
+    output_dir, p = Path(output_dir), model.patch_size
+    written, rows, shares = {}, [], {}
+    for stem, path in zip(unique_stems(paths), paths):
+        image, picture = to_model_input(load_image(path), resolution, p)
+        maps = last_block_attention(model, image)
+        named = {f"cls_head{h}.png": grid_to_image(heatmap(m), p) for h, m in enumerate(maps.cls_to_patches)}
+        named["cls_mean.png"] = grid_to_image(heatmap(maps.cls_to_patches.mean(0)), p)
+        for r, m in enumerate(maps.registers_to_patches):
+            named[f"register{r}.png"] = grid_to_image(heatmap(m.mean(0)), p)
+        if maps.cls_to_registers.numel():
+            named["cls_to_registers.png"] = grid_to_image(heatmap(maps.cls_to_registers), 16)
+        for name, picture_out in named.items():
+            written[f"{stem}/{name}"] = save_png(picture_out, output_dir / stem / name)
+        heads = [named[f"cls_head{h}.png"] for h in range(len(maps.cls_to_patches))]
+        registers = [named[f"register{r}.png"] for r in range(len(maps.registers_to_patches))]
+        rows.append([picture, named["cls_mean.png"], *heads, *registers])
+        shares[stem] = maps.cls_to_registers.sum(-1).tolist()  # [H]
+    written["attention_sheet.png"] = save_png(contact_sheet(rows), output_dir / "attention_sheet.png")
+    write_json(output_dir / "attention.json", {"cls_attention_on_registers_per_head": shares})
+    written["attention.json"] = output_dir / "attention.json"
+    return written
