@@ -115,7 +115,9 @@ def test_one_process_sharded_equals_unsharded(tmp_path):
 def _check_mixed_precision_run(tmp_path, policy: str, device: str, backend: str):
     [(losses, state)] = run_distributed(_one_process_sharded, 1, str(tmp_path), policy, device, backend=backend)
     [(reference, _)] = run_distributed(_one_process_sharded, 1, str(tmp_path), "fp32", device, backend=backend)
-    assert all(math.isfinite(v) for step in losses for v in step.values())
+    # loss terms are finite; a gradient norm is inf on an fp16 step whose scaled gradients overflowed (the scaler
+    # skips that step and halves its scale, as released)
+    assert all(math.isfinite(v) for step in losses for k, v in step.items() if not k.endswith("_grad_norm"))
     # the FSDP policy computes in low precision but keeps fp32 master weights
     assert all(value.dtype == torch.float32 for value in state.values() if value.is_floating_point())
     for name in ("dino_local_crops_loss", "dino_global_crops_loss", "ibot_loss"):  # first step: same weights
