@@ -119,7 +119,7 @@ def retrieve_by_clusters(
     ``min_queries`` queries, ``per_cluster`` each, ``cap`` in all (see the module docstring)."""
     output_dir, clusters = Path(output_dir), Path(clusters)
     if min(min_queries, per_cluster, cap) < 0:
-        raise ValueError(f"--min-queries, --per-cluster and --cap must be >= 0, got {min_queries}, {per_cluster}, {cap}")
+        raise ValueError(f"--min-queries, --per-cluster, --cap must be >= 0, got {min_queries}, {per_cluster}, {cap}")
     params = dict(params or {}, mode="cluster", clusters=str(clusters), min_queries=min_queries,
                   per_cluster=per_cluster, cap=cap, seed=seed)  # fmt: skip
     if not begin_step(output_dir, "retrieve", params):
