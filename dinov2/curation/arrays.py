@@ -71,8 +71,10 @@ class Embeddings:
             array = load_npy(self.path / shard["file"], f"{self.what} shard")
             self._check_matrix(array, self.path / shard["file"])
             if array.shape[0] != shard["rows"]:
-                raise ValueError(f"{self.what}: shard {shard['file']} has {array.shape[0]} rows, meta.json says "
-                                 f"{shard['rows']}; re-run embed into a fresh folder")  # fmt: skip
+                raise ValueError(
+                    f"{self.what}: shard {shard['file']} has {array.shape[0]} rows, meta.json says "
+                    f"{shard['rows']}; re-run embed into a fresh folder"
+                )
             self.shards.append(array)
         dims = {a.shape[1] for a in self.shards}
         if len(dims) > 1:

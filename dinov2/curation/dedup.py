@@ -119,8 +119,9 @@ def deduplicate(
         if reference is not None:
             counts["reference_rows"] = len(reference)
         mark_done(output_dir, "dedup", params, counts=counts)
-        logger.info("dedup: kept %d of %d rows (%d edges) in %s", len(result.kept), len(pool), result.n_edges,
-                    output_dir)  # fmt: skip
+        logger.info(
+            "dedup: kept %d of %d rows (%d edges) in %s", len(result.kept), len(pool), result.n_edges, output_dir
+        )
     parallel.barrier()
     return result if result is not None else load_dedup(output_dir)
 

@@ -165,8 +165,15 @@ def hierarchical_kmeans(
     check_embeddings(source, "--embeddings")
     if source.rows is not None and parallel.is_main():
         save_npy(output_dir / "rows.npy", source.rows)
-    options = dict(dtype=_DTYPES[dtype], device=device, seed=seed, strategy=strategy, n_iters=n_iters, chunk=chunk,
-                   checkpoint_every=checkpoint_every)  # fmt: skip
+    options = dict(
+        dtype=_DTYPES[dtype],
+        device=device,
+        seed=seed,
+        strategy=strategy,
+        n_iters=n_iters,
+        chunk=chunk,
+        checkpoint_every=checkpoint_every,
+    )
     objectives = []
     for level in range(1, levels + 1):
         level_dir = output_dir / f"level{level}"
@@ -183,8 +190,9 @@ def hierarchical_kmeans(
         if parallel.is_main():
             save_npy(level_dir / "centroids.npy", centroids.numpy().astype(np.dtype(dtype)))
         parallel.barrier()
-        logger.info("level %d: %d clusters of %d points, objective %.6g", level, n_clusters[level - 1], len(rows),
-                    total)  # fmt: skip
+        logger.info(
+            "level %d: %d clusters of %d points, objective %.6g", level, n_clusters[level - 1], len(rows), total
+        )
     if parallel.is_main():
         mark_done(output_dir, "kmeans", params, objectives=objectives, rows=len(source))
     parallel.barrier()

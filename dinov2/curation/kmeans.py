@@ -218,11 +218,21 @@ def lloyd(
         sums, counts = parallel.all_reduce(sums.cpu()), parallel.all_reduce(counts.cpu())
         filled = counts > 0  # an empty cluster keeps its centroid
         centroids[filled] = sums[filled] / counts[filled, None]
-        logger.debug("Lloyd iteration %d/%d: %.2f s, %d empty", iteration + 1, n_iters, time.perf_counter() - tic,
-                     int((~filled).sum()))  # fmt: skip
+        logger.debug(
+            "Lloyd iteration %d/%d: %.2f s, %d empty",
+            iteration + 1,
+            n_iters,
+            time.perf_counter() - tic,
+            int((~filled).sum()),
+        )
         if (iteration + 1) % checkpoint_every == 0 and iteration + 1 < n_iters:
-            _save_state(checkpoint, phase=1, iteration=iteration + 1, centroids=centroids.numpy(),
-                        indices=np.zeros(0, dtype=np.int64) if indices is None else indices)  # fmt: skip
+            _save_state(
+                checkpoint,
+                phase=1,
+                iteration=iteration + 1,
+                centroids=centroids.numpy(),
+                indices=np.zeros(0, dtype=np.int64) if indices is None else indices,
+            )
         if callback is not None:
             callback(iteration, centroids)
     return centroids
@@ -263,7 +273,16 @@ def kmeans(
                 x, n_clusters, seed=seed, chunk=chunk, checkpoint=path, checkpoint_every=init_checkpoint_every
             )
         _save_state(path, phase=1, iteration=0, centroids=centroids.numpy(), indices=picked)
-    centroids = lloyd(x, centroids, n_iters, chunk=chunk, start_iteration=start, checkpoint=path,
-                      checkpoint_every=checkpoint_every, callback=callback, indices=picked)  # fmt: skip
+    centroids = lloyd(
+        x,
+        centroids,
+        n_iters,
+        chunk=chunk,
+        start_iteration=start,
+        checkpoint=path,
+        checkpoint_every=checkpoint_every,
+        callback=callback,
+        indices=picked,
+    )
     labels, sqdist = assign(x, centroids, chunk)
     return KMeansResult(centroids, labels, sqdist, objective(sqdist), np.asarray(picked, dtype=np.int64))

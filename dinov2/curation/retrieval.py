@@ -70,8 +70,9 @@ def retrieve_by_samples(
                 retrieved = np.unique(retrieved)
             save_npy(output_dir / "retrieved_indices.npy", retrieved)
             mark_done(output_dir, "retrieve", params, counts={"queries": len(queries), "retrieved": len(retrieved)})
-            logger.info("retrieve: %d pool rows for %d queries (k=%d) in %s", len(retrieved), len(queries), k,
-                        output_dir)  # fmt: skip
+            logger.info(
+                "retrieve: %d pool rows for %d queries (k=%d) in %s", len(retrieved), len(queries), k, output_dir
+            )
         parallel.barrier()
     return load_npy(output_dir / "retrieved_indices.npy", "retrieved indices", mmap=False)
 
@@ -88,8 +89,13 @@ def cluster_pool(
 ) -> Path:
     """Collective: k-means of the pool into ``n_clusters`` (skipped when ``folder`` already holds it)."""
     folder = Path(folder)
-    params = {"pool": str(pool.embeddings.path), "rows": len(pool), "n_clusters": n_clusters, "n_iters": n_iters,
-              "seed": seed}  # fmt: skip
+    params = {
+        "pool": str(pool.embeddings.path),
+        "rows": len(pool),
+        "n_clusters": n_clusters,
+        "n_iters": n_iters,
+        "seed": seed,
+    }
     if begin_step(folder, "pool_clusters", params):
         return folder
     check_embeddings(pool, "--pool")
@@ -120,8 +126,15 @@ def retrieve_by_clusters(
     output_dir, clusters = Path(output_dir), Path(clusters)
     if min(min_queries, per_cluster, cap) < 0:
         raise ValueError(f"--min-queries, --per-cluster, --cap must be >= 0, got {min_queries}, {per_cluster}, {cap}")
-    params = dict(params or {}, mode="cluster", clusters=str(clusters), min_queries=min_queries,
-                  per_cluster=per_cluster, cap=cap, seed=seed)  # fmt: skip
+    params = dict(
+        params or {},
+        mode="cluster",
+        clusters=str(clusters),
+        min_queries=min_queries,
+        per_cluster=per_cluster,
+        cap=cap,
+        seed=seed,
+    )
     if not begin_step(output_dir, "retrieve", params):
         _check(pool, queries)
         centroids = torch.from_numpy(load_npy(clusters / "centroids.npy", "pool clusters", mmap=False))
@@ -133,10 +146,19 @@ def retrieve_by_clusters(
             save_npy(output_dir / "query_counts.npy", counts.numpy().astype(np.int64))
             save_npy(output_dir / "retrieved_indices.npy", retrieved)
             qualified = int((counts > min_queries).sum())
-            mark_done(output_dir, "retrieve", params,
-                      counts={"queries": len(queries), "clusters": qualified, "retrieved": len(retrieved)})  # fmt: skip
-            logger.info("retrieve: %d clusters hold > %d queries; %d pool rows in %s", qualified, min_queries,
-                        len(retrieved), output_dir)  # fmt: skip
+            mark_done(
+                output_dir,
+                "retrieve",
+                params,
+                counts={"queries": len(queries), "clusters": qualified, "retrieved": len(retrieved)},
+            )
+            logger.info(
+                "retrieve: %d clusters hold > %d queries; %d pool rows in %s",
+                qualified,
+                min_queries,
+                len(retrieved),
+                output_dir,
+            )
         parallel.barrier()
     return load_npy(output_dir / "retrieved_indices.npy", "retrieved indices", mmap=False)
 

@@ -149,6 +149,11 @@ def hierarchical_sample(
     if clustering.rows is not None:
         picked = clustering.rows[picked]
     if len(picked) < target_size:
-        logger.warning("sampling: only %d points available (%d points x multiplier %d) for a target of %d",
-                       len(picked), n, multiplier, target_size)  # fmt: skip
+        logger.warning(
+            "sampling: only %d points available (%d points x multiplier %d) for a target of %d",
+            len(picked),
+            n,
+            multiplier,
+            target_size,
+        )
     return np.sort(picked)

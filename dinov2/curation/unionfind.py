@@ -64,7 +64,8 @@ def connected_components(n: int, edges: Callable[[], Iterable[np.ndarray]], max_
                 changed = True
         _compress(parent)
         if not changed:
-            logger.info("union-find: %d nodes, %d components after %d passes", n, int((parent == np.arange(n)).sum()),
-                        passes)  # fmt: skip
+            logger.info(
+                "union-find: %d nodes, %d components after %d passes", n, int((parent == np.arange(n)).sum()), passes
+            )
             return parent
     raise RuntimeError(f"union-find did not converge in {max_passes} passes")

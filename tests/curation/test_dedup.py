@@ -56,8 +56,9 @@ def test_planted_copies_found_one_kept_per_group(pool, tmp_path, backend):
     if backend == "faiss":
         pytest.importorskip("faiss")
     path, group = pool
-    result = deduplicate(RowSet.open(path, "--embeddings"), tmp_path, k=64, threshold=0.6,
-                         options=SearchOptions(backend=backend))  # fmt: skip
+    result = deduplicate(
+        RowSet.open(path, "--embeddings"), tmp_path, k=64, threshold=0.6, options=SearchOptions(backend=backend)
+    )
     found, planted = _pairs(result.components), _pairs(group)
     recall = len(found & planted) / len(planted)
     precision = len(found & planted) / len(found)
@@ -98,9 +99,12 @@ def test_relative_dedup_drops_every_component_touching_a_reference(tmp_path):
     pool[3] = copy_at(references[1], 0.4, rng)  # below 0.45: kept
     pool[4] = copy_at(pool[3], 0.9, rng)  # a self-duplicate pair far from references: both kept (no self-dedup)
     result = deduplicate(
-        RowSet.open(save(tmp_path / "pool.npy", pool), "--embeddings"), tmp_path / "out", k=8, threshold=0.45,
+        RowSet.open(save(tmp_path / "pool.npy", pool), "--embeddings"),
+        tmp_path / "out",
+        k=8,
+        threshold=0.45,
         reference=RowSet.open(save(tmp_path / "ref.npy", references), "--reference"),
-    )  # fmt: skip
+    )
     assert result.kept.tolist() == list(range(3, 300))
     assert result.components[:3].tolist() == [0, 0, 0]
 
@@ -108,8 +112,9 @@ def test_relative_dedup_drops_every_component_touching_a_reference(tmp_path):
 def test_subset_outputs_original_rows(pool, tmp_path):
     path, group = pool
     subset = np.arange(0, len(group), 2, dtype=np.int64)
-    result = deduplicate(RowSet.open(path, "--embeddings", save(tmp_path / "subset.npy", subset)), tmp_path / "out",
-                         k=16, threshold=0.6)  # fmt: skip
+    result = deduplicate(
+        RowSet.open(path, "--embeddings", save(tmp_path / "subset.npy", subset)), tmp_path / "out", k=16, threshold=0.6
+    )
     assert (result.components[1::2] == -1).all()
     expected = subset[_brute_force(np.load(path)[subset], 16, 0.6)]  # the same dedup on a copy of the rows
     np.testing.assert_array_equal(result.components[subset], expected)

@@ -80,8 +80,13 @@ def test_resampling_flattens_clusters_over_the_components(long_tail, tmp_path):
     for name, steps in (("plain", [0, 0]), ("resampled", [4, 4])):
         _run(path, tmp_path / name, steps)
         level1 = np.load(tmp_path / name / "level1" / "assignment.npy")
-        majority = np.array([np.bincount(component[level1 == c], minlength=N_COMPONENTS).argmax() for c in range(40)
-                             if (level1 == c).any()])  # fmt: skip
+        majority = np.array(
+            [
+                np.bincount(component[level1 == c], minlength=N_COMPONENTS).argmax()
+                for c in range(40)
+                if (level1 == c).any()
+            ]
+        )
         samples = [component[hierarchical_sample(tmp_path / name, 300, seed=s)] for s in range(3)]
         results[name] = (_entropy(majority), np.mean([_entropy(s) for s in samples]), (majority == 0).sum())
     rng = np.random.default_rng(0)
