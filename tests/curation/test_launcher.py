@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
+import torch
 
 from dinov2.curation.cli import main as curation_main
 from dinov2.run.curation import curate
@@ -20,6 +23,10 @@ def test_bad_step_flags_fail_before_submission(capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    torch.cuda.device_count() == 1 or importlib.util.find_spec("submitit") is None,
+    reason="two local tasks need two GPUs under NCCL (or none: gloo), and submitit",
+)
 def test_local_job_with_two_tasks_gives_the_single_process_result(monkeypatch, tmp_path):
     monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))  # the job's processes import dinov2
     monkeypatch.setenv("DINOV2_CLUSTER", "generic")
