@@ -1,13 +1,14 @@
 """Benchmark the curation primitives against scikit-learn and faiss: k-means iteration time, k-NN throughput.
 
-    PYTHONPATH=. python scripts/benchmark_curation.py                      # N = 1e4, 1e5, 1e6 (a few minutes, 2 cores)
+    PYTHONPATH=. python scripts/benchmark_curation.py --threads 1  # N = 1e4, 1e5, 1e6: about 2 minutes on 2 cores
     PYTHONPATH=. python scripts/benchmark_curation.py --sizes 100000 --dim 768 --clusters 10000 --device cuda
 
 For each N, the same random unit vectors (float32, ``--dim``) go to every implementation:
 
 - k-means: seconds per Lloyd iteration with ``--clusters`` centroids from the same initial centroids, over
   ``--iters`` iterations: ours (``dinov2.curation.kmeans.lloyd``, float64 sums), scikit-learn ``KMeans``
-  (lloyd, ``tol=0``), faiss ``Kmeans`` (no subsampling: ``max_points_per_centroid`` raised);
+  (lloyd, ``tol=0``; its time includes one more assignment pass after the last iteration, so more iterations
+  amortise it), faiss ``Kmeans`` (no subsampling: ``max_points_per_centroid`` raised);
 - k-NN: queries per second of an exact inner-product top-``--k`` search of ``--queries`` rows against the N rows:
   ours (``dinov2.curation.knn``, torch, deterministic ties), scikit-learn ``NearestNeighbors`` (brute force,
   cosine), faiss ``IndexFlatIP``, and faiss ``IVF<sqrt N>,Flat`` (``nprobe`` 16, approximate; recall shown).
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--clusters", type=int, default=1000)
     parser.add_argument("--iters", type=int, default=2, help="Lloyd iterations timed")
-    parser.add_argument("--queries", type=int, default=2000)
+    parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads of every library (default: torch's)")
