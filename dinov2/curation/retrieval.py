@@ -98,6 +98,11 @@ def cluster_pool(
     }
     if begin_step(folder, "pool_clusters", params):
         return folder
+    if not 1 <= n_clusters <= len(pool):
+        raise ValueError(
+            f"--clusters {n_clusters}: the pool {str(pool.embeddings.path)!r} has {len(pool)} rows; use 1 <= "
+            f"--clusters <= {len(pool)}"
+        )
     check_embeddings(pool, "--pool")
     x, start = pool.load(dtype, device)
     result = kmeans(x, n_clusters, n_iters=n_iters, seed=seed, checkpoint_dir=folder / "checkpoint")
