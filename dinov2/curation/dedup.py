@@ -31,7 +31,7 @@ import torch
 from dinov2.curation import parallel
 from dinov2.curation.arrays import RowSet, check_embeddings, check_same_dim
 from dinov2.curation.files import begin_step, load_npy, mark_done, read_json, save_npy
-from dinov2.curation.knn import SearchOptions, knn_search
+from dinov2.curation.knn import SearchOptions, check_k, knn_search
 from dinov2.curation.unionfind import connected_components
 
 logger = logging.getLogger("dinov2")
@@ -96,10 +96,11 @@ def deduplicate(
     options = options or SearchOptions()
     output_dir = Path(output_dir)
     params = dict(params or {}, k=k, threshold=threshold, relative=reference is not None)
-    if begin_step(output_dir, "dedup", params):
-        return load_dedup(output_dir)
     if not -1.0 <= threshold < 1.0:
         raise ValueError(f"--threshold must be a cosine similarity in [-1, 1), got {threshold}")
+    check_k(k, pool, "--embeddings")
+    if begin_step(output_dir, "dedup", params):
+        return load_dedup(output_dir)
     check_embeddings(pool, "--embeddings")
     if reference is not None:
         check_same_dim(pool, reference, "--embeddings", "--reference")

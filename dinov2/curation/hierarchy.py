@@ -160,6 +160,13 @@ def hierarchical_kmeans(
     output_dir = Path(output_dir)
     params = dict(params or {}, n_clusters=list(n_clusters), n_resampling_steps=list(n_resampling_steps))
     params.update(sample_size=list(sample_size), n_iters=n_iters, strategy=strategy, seed=seed, dtype=dtype)
+    if n_clusters[0] > len(source):
+        raise ValueError(
+            f"level1: {n_clusters[0]} clusters requested but {str(source.embeddings.path)!r} has {len(source)} rows "
+            "(in the subset); lower --n-clusters"
+        )
+    if any(upper > lower for lower, upper in zip(n_clusters, n_clusters[1:])):
+        raise ValueError(f"--n-clusters {list(n_clusters)}: each level needs at most the clusters of the level below")
     if begin_step(output_dir, "kmeans", params):
         return output_dir
     check_embeddings(source, "--embeddings")

@@ -31,7 +31,7 @@ from dinov2.curation.arrays import RowSet
 
 logger = logging.getLogger("dinov2")
 
-__all__ = ["BACKENDS", "SearchOptions", "import_faiss", "knn_search"]
+__all__ = ["BACKENDS", "SearchOptions", "check_k", "import_faiss", "knn_search"]
 
 BACKENDS = ("torch", "faiss", "auto")
 
@@ -86,17 +86,22 @@ def resolve_backend(options: SearchOptions) -> str:
     return "faiss"
 
 
+def check_k(k: int, database: RowSet, what: str) -> None:
+    """Raise unless 1 <= k <= the rows of ``database`` (the error names the file and the fix)."""
+    if k < 1 or k > len(database):
+        raise ValueError(
+            f"k={k} neighbours requested but {what} {str(database.embeddings.path)!r} has {len(database)} rows; "
+            f"use 1 <= k <= {len(database)}"
+        )
+
+
 def knn_search(database: RowSet, queries: torch.Tensor, k: int, options: SearchOptions, what: str = "database"):
     """Collective: the ``k`` most similar ``database`` rows of this rank's ``queries`` [q, D].
 
     Returns similarities [q, k] float32 (best first) and database view positions [q, k] int64 (positions in
     ``database``, see :meth:`RowSet.original`; -1 where an approximate index found fewer than k).
     """
-    if k < 1 or k > len(database):
-        raise ValueError(
-            f"k={k} neighbours requested but {what} {str(database.embeddings.path)!r} has {len(database)} rows; "
-            f"use 1 <= k <= {len(database)}"
-        )
+    check_k(k, database, what)
     if queries.shape[1] != database.dim:
         raise ValueError(f"queries have dim {queries.shape[1]} but {what} has dim {database.dim}")
     if resolve_backend(options) == "faiss":

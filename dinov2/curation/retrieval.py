@@ -30,7 +30,7 @@ from dinov2.curation import parallel
 from dinov2.curation.arrays import RowSet, check_embeddings, check_same_dim
 from dinov2.curation.files import begin_step, load_npy, mark_done, save_npy, write_rows
 from dinov2.curation.kmeans import assign, kmeans
-from dinov2.curation.knn import SearchOptions, knn_search
+from dinov2.curation.knn import SearchOptions, check_k, knn_search
 
 logger = logging.getLogger("dinov2")
 
@@ -56,6 +56,7 @@ def retrieve_by_samples(
     """Collective: the ``k`` nearest pool rows of every query (see the module docstring)."""
     output_dir = Path(output_dir)
     params = dict(params or {}, mode="sample", k=k, unique=unique)
+    check_k(k, pool, "--pool")
     if not begin_step(output_dir, "retrieve", params):
         _check(pool, queries)
         local, start = queries.load()
@@ -96,13 +97,13 @@ def cluster_pool(
         "n_iters": n_iters,
         "seed": seed,
     }
-    if begin_step(folder, "pool_clusters", params):
-        return folder
     if not 1 <= n_clusters <= len(pool):
         raise ValueError(
             f"--clusters {n_clusters}: the pool {str(pool.embeddings.path)!r} has {len(pool)} rows; use 1 <= "
             f"--clusters <= {len(pool)}"
         )
+    if begin_step(folder, "pool_clusters", params):
+        return folder
     check_embeddings(pool, "--pool")
     x, start = pool.load(dtype, device)
     result = kmeans(x, n_clusters, n_iters=n_iters, seed=seed, checkpoint_dir=folder / "checkpoint")

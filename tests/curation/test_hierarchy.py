@@ -106,7 +106,10 @@ def test_select_per_cluster_takes_the_smallest_keys():
 def test_bad_levels_are_refused(long_tail, tmp_path):
     path, _ = long_tail
     rows = RowSet.open(path, "--embeddings")
-    with pytest.raises(ValueError, match=r"level2: 50 clusters requested but its input .*level1/centroids\.npy"):
+    with pytest.raises(ValueError, match=r"level1: 5000 clusters requested but .*x\.npy' has 3\d\d\d rows"):
+        hierarchical_kmeans(rows, tmp_path / "a", [5000, 50], [0, 0], [1, 1], n_iters=2)
+    with pytest.raises(ValueError, match=r"\[40, 50\]: each level needs at most the clusters of the level below"):
         hierarchical_kmeans(rows, tmp_path / "a", [40, 50], [0, 0], [1, 1], n_iters=2)
+    assert not (tmp_path / "a").exists()  # refused before anything was written
     with pytest.raises(ValueError, match="one value per level"):
         hierarchical_kmeans(rows, tmp_path / "b", [40, 8], [0], [1, 1])
