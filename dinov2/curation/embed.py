@@ -43,6 +43,23 @@ def identity(dataset, index: int) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
+def _embed_shard(model, dataset, rows: range, stem: Path, batch_size, num_workers, autocast_dtype, progress) -> int:
+    """Collective: embed ``rows`` of ``dataset`` into ``<stem>.npy`` + ``<stem>.txt`` (rank 0); returns the dim."""
+    features = extract_normalised(
+        model,
+        Subset(dataset, rows),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        autocast_dtype=autocast_dtype,
+        progress=progress,
+    )
+    if parallel.is_main():
+        atomic_write_text(stem.with_suffix(".txt"), "".join(identity(dataset, i) + "\n" for i in rows))
+        save_npy(stem.with_suffix(".npy"), features.half().numpy())  # written last: its presence marks the shard done
+    parallel.barrier()
+    return int(features.shape[1])
+
+
 def embed_dataset(
     model: torch.nn.Module,
     dataset,
@@ -62,44 +79,31 @@ def embed_dataset(
     output_dir = Path(output_dir)
     count = len(dataset)
     params = dict(params or {}, count=count, shard_size=shard_size)
-    if begin_step(output_dir, "embed", params):
-        return output_dir
     if shard_size < 1 or batch_size < 1:
         raise ValueError(f"--shard-size and --batch-size must be >= 1, got {shard_size} and {batch_size}")
+    if begin_step(output_dir, "embed", params):
+        return output_dir
     n_shards = math.ceil(count / shard_size)
-    shards, dim, start_time, done_rows = [], None, time.perf_counter(), 0
+    shards, dim, start_time, computed = [], None, time.perf_counter(), 0
     for shard in range(n_shards):
         rows = range(shard * shard_size, min(count, (shard + 1) * shard_size))
         name = f"shard-{shard:05d}"
-        array_file, id_file = output_dir / f"{name}.npy", output_dir / f"{name}.txt"
-        shards.append({"file": array_file.name, "identities": id_file.name, "rows": len(rows)})
-        if array_file.is_file() and id_file.is_file():
-            dim = np.load(array_file, mmap_mode="r").shape[1]
+        shards.append({"file": f"{name}.npy", "identities": f"{name}.txt", "rows": len(rows)})
+        if (output_dir / f"{name}.npy").is_file() and (output_dir / f"{name}.txt").is_file():
+            dim = np.load(output_dir / f"{name}.npy", mmap_mode="r").shape[1]
             continue
         tic = time.perf_counter()
-        features = extract_normalised(
-            model,
-            Subset(dataset, rows),
-            batch_size=batch_size,
-            num_workers=num_workers,
-            autocast_dtype=autocast_dtype,
-            progress=progress,
-        )
-        dim = features.shape[1]
-        if parallel.is_main():
-            atomic_write_text(id_file, "".join(identity(dataset, i) + "\n" for i in rows))
-            save_npy(array_file, features.half().numpy())  # written last: its presence marks the shard done
-        parallel.barrier()
-        done_rows += len(rows)
+        dim = _embed_shard(model, dataset, rows, output_dir / name, batch_size, num_workers, autocast_dtype, progress)
+        computed += len(rows)
         rate = len(rows) / max(time.perf_counter() - tic, 1e-9)
-        remaining = (count - rows.stop) / max(done_rows / (time.perf_counter() - start_time), 1e-9)
+        left = (count - rows.stop) * (time.perf_counter() - start_time) / computed
         logger.info(
             "embed: shard %d/%d (%d images) at %.1f images/s; about %.0f s left",
             shard + 1,
             n_shards,
             len(rows),
             rate,
-            remaining,
+            left,
         )
     if parallel.is_main():
         meta = {"format": EMBEDDINGS_FORMAT, "version": 1, "count": count, "dim": int(dim), "dtype": "float16"}

@@ -130,6 +130,26 @@ def _run_level(
     return centroids, labels, sqdist
 
 
+def _check_levels(source: RowSet, n_clusters, n_resampling_steps, sample_size, strategy: str, dtype: str) -> None:
+    levels = len(n_clusters)
+    if levels == 0 or len(n_resampling_steps) != levels or len(sample_size) != levels:
+        raise ValueError(
+            f"--n-clusters, --n-resampling-steps and --sample-size need one value per level, got {list(n_clusters)}, "
+            f"{list(n_resampling_steps)}, {list(sample_size)}"
+        )
+    if strategy not in STRATEGIES or dtype not in _DTYPES:
+        raise ValueError(f"strategy must be one of {STRATEGIES} and dtype one of {sorted(_DTYPES)}")
+    if any(k < 1 for k in n_clusters) or any(s < 0 for s in n_resampling_steps) or any(r < 1 for r in sample_size):
+        raise ValueError("need n_clusters >= 1, n_resampling_steps >= 0 and sample_size >= 1 at every level")
+    if n_clusters[0] > len(source):
+        raise ValueError(
+            f"level1: {n_clusters[0]} clusters requested but {str(source.embeddings.path)!r} has {len(source)} rows "
+            "(in the subset); lower --n-clusters"
+        )
+    if any(upper > lower for lower, upper in zip(n_clusters, n_clusters[1:])):
+        raise ValueError(f"--n-clusters {list(n_clusters)}: each level needs at most the clusters of the level below")
+
+
 def hierarchical_kmeans(
     source: RowSet,
     output_dir: str | Path,
@@ -147,42 +167,19 @@ def hierarchical_kmeans(
     params: dict | None = None,
 ) -> Path:
     """Collective: cluster ``source`` level by level (see the module docstring); returns ``output_dir``."""
-    levels = len(n_clusters)
-    if levels == 0 or len(n_resampling_steps) != levels or len(sample_size) != levels:
-        raise ValueError(
-            f"--n-clusters, --n-resampling-steps and --sample-size need one value per level, got {list(n_clusters)}, "
-            f"{list(n_resampling_steps)}, {list(sample_size)}"
-        )
-    if strategy not in STRATEGIES or dtype not in _DTYPES:
-        raise ValueError(f"strategy must be one of {STRATEGIES} and dtype one of {sorted(_DTYPES)}")
-    if any(k < 1 for k in n_clusters) or any(s < 0 for s in n_resampling_steps) or any(r < 1 for r in sample_size):
-        raise ValueError("need n_clusters >= 1, n_resampling_steps >= 0 and sample_size >= 1 at every level")
+    _check_levels(source, n_clusters, n_resampling_steps, sample_size, strategy, dtype)
     output_dir = Path(output_dir)
     params = dict(params or {}, n_clusters=list(n_clusters), n_resampling_steps=list(n_resampling_steps))
     params.update(sample_size=list(sample_size), n_iters=n_iters, strategy=strategy, seed=seed, dtype=dtype)
-    if n_clusters[0] > len(source):
-        raise ValueError(
-            f"level1: {n_clusters[0]} clusters requested but {str(source.embeddings.path)!r} has {len(source)} rows "
-            "(in the subset); lower --n-clusters"
-        )
-    if any(upper > lower for lower, upper in zip(n_clusters, n_clusters[1:])):
-        raise ValueError(f"--n-clusters {list(n_clusters)}: each level needs at most the clusters of the level below")
     if begin_step(output_dir, "kmeans", params):
         return output_dir
     check_embeddings(source, "--embeddings")
     if source.rows is not None and parallel.is_main():
         save_npy(output_dir / "rows.npy", source.rows)
-    options = dict(
-        dtype=_DTYPES[dtype],
-        device=device,
-        seed=seed,
-        strategy=strategy,
-        n_iters=n_iters,
-        chunk=chunk,
-        checkpoint_every=checkpoint_every,
-    )
+    options = dict(dtype=_DTYPES[dtype], device=device, strategy=strategy, n_iters=n_iters, chunk=chunk)
+    options["checkpoint_every"] = checkpoint_every
     objectives = []
-    for level in range(1, levels + 1):
+    for level in range(1, len(n_clusters) + 1):
         level_dir = output_dir / f"level{level}"
         rows = _level_input(level, source, output_dir)
         options["seed"] = seed + 1_000_003 * level
