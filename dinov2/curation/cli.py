@@ -129,7 +129,9 @@ def _add_run(sub) -> None:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m dinov2.curation", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m dinov2.curation", description="DINOv2 data curation (LVD-142M style), one step per command"
+    )
     sub = parser.add_subparsers(dest="step", required=True, metavar="step")
     for add in (_add_embed, _add_dedup, _add_retrieve, _add_kmeans, _add_sample, _add_pictures, _add_run):
         add(sub)
