@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 import dinov2.configs as configs
 from dinov2.utils.config import load_cfg
 
-ALL_CONFIGS = configs.available_configs()
+ALL_CONFIGS = [c for c in configs.available_configs() if not c.startswith("curation/")]  # not training configs
 
 
 def _flatten(tree, prefix=""):

@@ -7,6 +7,7 @@ Known names and keys (``*`` = required)::
     ImageFolder:root*=PATH[:strict=BOOL]
     Synthetic:root*=PATH[:split=TRAIN|VAL][:num_classes=INT][:images_per_class=INT]
               [:val_images_per_class=INT][:seed=INT][:size=WxH][:class_colours=BOOL][:strict=BOOL]
+    Curated:manifest*=PATH[:verify=BOOL][:seed=INT][:strict=BOOL]   (a curation manifest, see datasets/curated.py)
 
 ``strict=true`` makes an unreadable image raise instead of being skipped. Other dataset classes
 can be added with :func:`register_dataset`.
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .datasets import ImageFolder, ImageNet, ImageNet22k, Synthetic
+from .datasets import Curated, ImageFolder, ImageNet, ImageNet22k, Synthetic
 
 __all__ = ["DatasetSpec", "parse_dataset_str", "register_dataset", "known_datasets"]
 
@@ -78,6 +79,7 @@ _REGISTRY: dict[str, DatasetSpec] = {
             "strict": _to_bool,
         },
     ),
+    "Curated": DatasetSpec(Curated, ("manifest",), {"verify": _to_bool, "seed": int, "strict": _to_bool}),
 }
 
 

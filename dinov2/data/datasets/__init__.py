@@ -1,5 +1,6 @@
 """Datasets: ImageNet, ImageNet-22k (released layouts), any image folder, and a synthetic demo set."""
 
+from .curated import Curated
 from .decoders import ImageDataDecoder, TargetDecoder
 from .extended import CorruptImageError, ExtendedVisionDataset
 from .image_folder import IMG_EXTENSIONS, UNLABELED_TARGET, ImageFolder
@@ -9,6 +10,7 @@ from .synthetic import Synthetic, make_synthetic_dataset
 
 __all__ = [
     "CorruptImageError",
+    "Curated",
     "ExtendedVisionDataset",
     "IMG_EXTENSIONS",
     "ImageDataDecoder",
