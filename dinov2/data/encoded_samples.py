@@ -96,8 +96,9 @@ class EncodedSampleDataset(Dataset):
         if bad is not None:
             bad.add(index)
             self.dataset.skipped_count += 1
-        name = type(error).__name__
-        logger.warning("skipping unreadable image %s (%s: %s); using the next readable sample instead", where, name, error)
+        logger.warning(
+            "skipping unreadable image %s (%s: %s); using the next readable sample", where, type(error).__name__, error
+        )
 
     def _read_readable(self, index: int) -> tuple[int, tuple[torch.Tensor, bool, int, int]]:
         """``(index used, image)``: ``index`` or the next readable sample after it (the CPU path's order)."""
