@@ -9,7 +9,8 @@ torchvision v1 transforms of the released (PIL) path.
 
 The colour operations also take a batch ``[K, 3, H, W]`` with one factor per crop (a tensor
 ``[K, 1, 1, 1]``) on any device: the device path (``gpu_augment.py``) runs the same functions on
-batches of crops. Their constants follow the input's device and dtype.
+batches of crops. Their constants follow the input's device and dtype (scalars, or tensors made on
+the input's device: nothing is copied from the host).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ __all__ = [
     "normalize_255",
 ]
 
-_LUMA = torch.tensor([0.299, 0.587, 0.114])  # ITU-R 601-2 weights, as PIL's convert("L")
+_LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601-2 weights, as PIL's convert("L")
+_LUMA = torch.tensor(_LUMA_WEIGHTS)
 
 
 def to_uint8_chw(image: Image.Image | torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -89,12 +91,12 @@ def adjust_brightness(x: torch.Tensor, factor: Factor) -> torch.Tensor:
 
 def _luma(x: torch.Tensor) -> torch.Tensor:
     """601-2 grey level ``[..., 1, H, W]`` of ``x`` ``[..., 3, H, W]``."""
-    weights = _LUMA.to(device=x.device, dtype=x.dtype)
-    if x.dim() == 3:  # one image (the workers' path): unchanged formula, bit for bit
-        return torch.tensordot(weights, x, dims=1).unsqueeze(0)
-    # batches: elementwise, so that TF32 / bf16 matmul settings on the device cannot round the weights
-    r, g, b = x.unbind(-3)
-    return (r * weights[0] + g * weights[1] + b * weights[2]).unsqueeze(-3)
+    if x.dim() == 3 and x.device.type == "cpu":  # one image in a worker: the released formula, bit for bit
+        return torch.tensordot(_LUMA.to(x.dtype), x, dims=1).unsqueeze(0)
+    # batches / accelerators: elementwise with scalar weights, so no constant is copied to the device (a
+    # synchronising copy) and no TF32 / bf16 matmul setting can round the weights
+    r, g, b = x.split(1, dim=-3)
+    return r * _LUMA_WEIGHTS[0] + g * _LUMA_WEIGHTS[1] + b * _LUMA_WEIGHTS[2]
 
 
 def adjust_contrast(x: torch.Tensor, factor: Factor) -> torch.Tensor:
@@ -110,7 +112,7 @@ def adjust_saturation(x: torch.Tensor, factor: Factor) -> torch.Tensor:
     return x.sub(grey).mul_(factor).add_(grey).clamp_(0.0, 255.0)
 
 
-_HUE_OFFSETS = torch.tensor([5.0, 3.0, 1.0]).view(3, 1, 1)
+_HUE_OFFSETS = (5.0, 3.0, 1.0)  # n of R, G, B in the closed form below
 
 
 def adjust_hue(x: torch.Tensor, factor: Factor) -> torch.Tensor:
@@ -128,8 +130,8 @@ def adjust_hue(x: torch.Tensor, factor: Factor) -> torch.Tensor:
         (g - b).mul_(inv_chroma),
         torch.where(maxc == g, (b - r).mul_(inv_chroma).add_(2.0), (r - g).mul_(inv_chroma).add_(4.0)),
     )  # [..., 1, H, W], sextants in (-1, 5]
-    offsets = _HUE_OFFSETS.to(device=x.device, dtype=x.dtype)
-    k = offsets.add(hue.add_(6.0 * factor))  # [..., 3, H, W]
+    hue.add_(6.0 * factor)
+    k = torch.cat([hue + offset for offset in _HUE_OFFSETS], dim=-3)  # [..., 3, H, W], no device constant
     k.sub_(torch.floor(k * (1.0 / 6.0)).mul_(6.0))  # k mod 6 (cheaper than remainder on CPU)
     ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
     return maxc - ramp.mul_(chroma)

@@ -5,14 +5,16 @@ The loader workers hand over encoded JPEG files and every random choice of the m
 
 1. ``torchvision.io.decode_jpeg(list, device=device)`` decodes the batch (batched nvJPEG on CUDA; libjpeg-turbo, the
    decoder PIL uses, on CPU); non-JPEG images arrive decoded.
-2. ``batched_resize.resized_crops`` cuts and resizes every crop (two batched products per batch, rounding to 8-bit
-   levels as the CPU path's uint8 kernel does).
+2. ``batched_resize.resized_crops`` cuts and resizes every crop with batched products that reproduce the CPU path's
+   uint8 antialiased bicubic kernel bit for bit.
 3. Flip, colour jitter (in each crop's drawn order), grayscale, Gaussian blur, solarize and normalisation run on the
    crops of one size at once with the ``fast_augment`` functions, each on the crops that drew it.
 4. The result has the layout of ``collate_data_and_cast`` (crop-major, the trainer's dtype), on the device.
 
 Which crops get which operation is known on the host (the tables come from the workers), so nothing here waits for
-the device. On CPU the same code runs on CPU tensors (tests, and ``train.data_device=cuda`` when training on CPU).
+the device. On CPU the same code runs on CPU tensors (tests, and ``train.data_device=cuda`` when training on CPU)
+and gives the CPU fast path's batch (tested); on CUDA, nvJPEG's decoding differs from libjpeg-turbo's by a few
+levels, the rest follows the same arithmetic.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ logger = logging.getLogger("dinov2")
 __all__ = ["DATA_DEVICES", "DeviceAugmentation", "DeviceBatches", "decode_images"]
 
 DATA_DEVICES = ("cpu", "cuda")  # values of train.data_device
+_TABLES = ("boxes", "flip", "jitter", "jitter_order", "jitter_factors", "grayscale", "blur", "blur_sigma", "solarize")
 _JITTER_OPS = (ops.adjust_brightness, ops.adjust_contrast, ops.adjust_saturation, ops.adjust_hue)
 
 
@@ -152,10 +155,13 @@ class DeviceAugmentation:
             return ops.gaussian_blur_batch(x, values[:, 4], self.augmentation.blur_kernel_size)
         return ops.solarize(x.round_(), 128.0)  # on 8-bit levels, as the CPU path
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        images = decode_images(batch["images"], batch["encoded"], batch["sources"], self.device)
-        tables = {name: batch[name] for name in ("boxes", "flip", "jitter", "jitter_order", "jitter_factors",
-                                                 "grayscale", "blur", "blur_sigma", "solarize")}  # fmt: skip
+    def decode(self, batch: dict[str, Any]) -> list[torch.Tensor]:
+        """The batch's images, uint8 ``[3, H_i, W_i]`` on the device."""
+        return decode_images(batch["images"], batch["encoded"], batch["sources"], self.device)
+
+    def augment(self, images: list[torch.Tensor], batch: dict[str, Any]) -> dict[str, Any]:
+        """Crops of the decoded ``images`` with the batch's random choices, in ``collate_data_and_cast``'s layout."""
+        tables = {name: batch[name] for name in _TABLES}
         resized = resized_crops(images, tables["boxes"], self.groups)  # [n, B, 3, S, S] per crop size
         out, first = [], 0
         for (n, _), crops in zip(self.groups, resized):
@@ -167,6 +173,9 @@ class DeviceAugmentation:
             out.append(torch.empty((0, 3, size, size), dtype=self.dtype, device=self.device))
         moved = {key: _to_device(batch[key], self.device) for key in MASK_KEYS}
         return {"collated_global_crops": out[0], "collated_local_crops": out[1], **moved}
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return self.augment(self.decode(batch), batch)
 
 
 def _to_device(value: Any, device: torch.device) -> Any:
