@@ -101,8 +101,8 @@ class DeviceAugmentation:
         self.augmentation = augmentation
         self.device = torch.device(device)
         self.dtype = dtype
-        scale, shift = augmentation._scale_shift
-        self._scale, self._shift = scale.to(self.device), shift.to(self.device)
+        scale, shift = ops.normalization_constants(augmentation.mean, augmentation.std)
+        self._scale, self._shift = scale.to(self.device), shift.to(self.device)  # once, not per batch
         self.groups = [(2, augmentation.global_crops_size)]
         if augmentation.local_crops_number > 0:
             self.groups.append((augmentation.local_crops_number, augmentation.local_crops_size))
