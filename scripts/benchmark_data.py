@@ -22,6 +22,7 @@ For each multi-crop recipe (ViT-L/16: 2x224 + 8x96; ViT-S/14: 2x224 + 8x98), on 
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import math
 import os
@@ -48,6 +49,7 @@ SCALES = ((0.32, 1.0), (0.05, 0.32))  # global / local crop area scales of the r
 
 def _timed(fn, items, repeats: int = 1) -> tuple[float, float]:
     """(CPU seconds, wall seconds) per item of ``fn`` over ``items``."""
+    gc.collect()  # garbage of the previous measurement is not this one's cost
     cpu, wall = time.thread_time(), time.perf_counter()
     for _ in range(repeats):
         for item in items:
