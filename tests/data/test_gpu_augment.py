@@ -313,3 +313,20 @@ def test_cuda_matches_cpu_and_never_waits_for_the_device(synthetic_root):
         assert diff.max() <= 2.01 and (diff > 0.01).float().mean() < 1e-3, key
         assert _levels(expected[key], got[key].cpu()).mean() < 4.0, key  # nvJPEG's decode differs a little
     assert torch.equal(got["collated_masks"].cpu(), expected["collated_masks"])
+
+
+def test_colour_op_constants_follow_the_input_dtype():
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randint(0, 256, (2, 3, 12, 10), generator=generator).double()
+    factor = torch.tensor([0.7, 1.3], dtype=torch.float64).view(-1, 1, 1, 1)
+    outputs = {
+        "contrast": ops.adjust_contrast(x, factor),
+        "saturation": ops.adjust_saturation(x, factor),
+        "hue": ops.adjust_hue(x, factor / 10),
+        "grayscale": ops.to_grayscale(x),
+        "blur": ops.gaussian_blur_batch(x, torch.tensor([0.5, 1.5], dtype=torch.float64)),
+        "single blur": ops.gaussian_blur(x[0], 0.8),
+    }
+    for name, out in outputs.items():
+        assert out.dtype == torch.float64, name
+    torch.testing.assert_close(outputs["blur"].float(), ops.gaussian_blur_batch(x.float(), torch.tensor([0.5, 1.5])))
