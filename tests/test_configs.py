@@ -137,6 +137,7 @@ EXTENSION_DEFAULTS = {
     "MODEL.META_ARCHITECTURE": "SSLMetaArch",
     "train.checkpointing": False,
     "train.compile": False,
+    "train.data_device": "cpu",  # dinov2/data/gpu_augment.py
 }
 
 # Released file name -> its exact content (flattened).

@@ -17,7 +17,7 @@ from .transforms import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, RandomGauss
 
 logger = logging.getLogger("dinov2")
 
-__all__ = ["DataAugmentationDINO"]
+__all__ = ["CropParams", "DataAugmentationDINO"]
 
 _BICUBIC = transforms.InterpolationMode.BICUBIC
 _ASPECT_RATIO = (3.0 / 4.0, 4.0 / 3.0)  # RandomResizedCrop default
@@ -31,6 +31,34 @@ class _CropRecipe:
     scale: tuple[float, float]
     blur_probability: float
     solarize_probability: float | None  # None: no solarize step at all (and no random draw)
+
+
+@dataclass(frozen=True)
+class CropParams:
+    """The random choices of one crop, in source-image pixels (drawn by ``DataAugmentationDINO.draw_crop_params``).
+
+    ``jitter_order`` is the order of the colour-jitter operations (0 brightness, 1 contrast, 2 saturation,
+    3 hue) and ``None`` when the crop is not jittered; the four factors are then ``None`` too.
+    """
+
+    top: int
+    left: int
+    height: int
+    width: int
+    flip: bool
+    jitter_order: tuple[int, ...] | None
+    brightness: float | None
+    contrast: float | None
+    saturation: float | None
+    hue: float | None
+    grayscale: bool
+    blur_sigma: float | None  # None: not blurred
+    solarize: bool
+
+
+def _shape_only(height: int, width: int) -> torch.Tensor:
+    """A ``[1, height, width]`` tensor without storage: what ``RandomResizedCrop.get_params`` reads of an image."""
+    return torch.empty((), dtype=torch.uint8).expand(1, height, width)
 
 
 def _pair(value: Sequence[float], name: str) -> tuple[float, float]:
@@ -170,42 +198,78 @@ class DataAugmentationDINO:
         geometric, photometric = self._pil_pipelines[kind]
         return photometric(geometric(image))
 
+    # ------------------------------------------------------------------- random parameters
+
+    @property
+    def crop_kinds(self) -> list[str]:
+        """Crop kinds in output order: ``global1``, ``global2``, then ``local`` once per local crop."""
+        return ["global1", "global2"] + ["local"] * self.local_crops_number
+
+    def draw_crop_params(self, kind: str, height: int, width: int) -> CropParams:
+        """Draw one crop's random choices for a ``height`` x ``width`` image from the global torch RNG.
+
+        The calls (and their order) are those of the released torchvision v1 transforms: RandomResizedCrop,
+        RandomHorizontalFlip, RandomApply(ColorJitter), RandomGrayscale, GaussianBlur, RandomSolarize.
+        """
+        recipe = self.recipes[kind]
+        top, left, crop_height, crop_width = transforms.RandomResizedCrop.get_params(
+            _shape_only(height, width), list(recipe.scale), _ASPECT_RATIO
+        )
+        flip = bool(torch.rand(1) < self.flip_probability)
+        order = factors = None
+        if not self.color_jitter_probability < torch.rand(1):  # RandomApply: applied iff rand <= p
+            jitter = self._jitter
+            order, *factors = transforms.ColorJitter.get_params(
+                jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue
+            )
+            order = tuple(order.tolist())
+        grayscale = bool(torch.rand(1) < self.grayscale_probability)
+        sigma = None
+        if not recipe.blur_probability < torch.rand(1):
+            sigma = transforms.GaussianBlur.get_params(*self.blur_sigma)
+        solarize = recipe.solarize_probability is not None and torch.rand(1).item() < recipe.solarize_probability
+        return CropParams(
+            top, left, crop_height, crop_width, flip, order, *(factors or (None,) * 4), grayscale, sigma, solarize
+        )
+
+    def draw_params(self, height: int, width: int) -> list[CropParams]:
+        """Every crop's random choices for one image, in :attr:`crop_kinds` order (the calls ``__call__`` makes)."""
+        return [self.draw_crop_params(kind, height, width) for kind in self.crop_kinds]
+
     # ------------------------------------------------------------------------- tensor path
 
-    def _jitter_tensor(self, x: torch.Tensor) -> torch.Tensor:
-        jitter = self._jitter
-        order, brightness, contrast, saturation, hue = transforms.ColorJitter.get_params(
-            jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue
-        )
-        for fn_id in order.tolist():
-            if fn_id == 0 and brightness is not None:
-                x = ops.adjust_brightness(x, brightness)
-            elif fn_id == 1 and contrast is not None:
-                x = ops.adjust_contrast(x, contrast)
-            elif fn_id == 2 and saturation is not None:
-                x = ops.adjust_saturation(x, saturation)
-            elif fn_id == 3 and hue is not None:
-                x = ops.adjust_hue(x, hue)
+    def _jitter_tensor(self, x: torch.Tensor, params: CropParams) -> torch.Tensor:
+        for fn_id in params.jitter_order:
+            if fn_id == 0 and params.brightness is not None:
+                x = ops.adjust_brightness(x, params.brightness)
+            elif fn_id == 1 and params.contrast is not None:
+                x = ops.adjust_contrast(x, params.contrast)
+            elif fn_id == 2 and params.saturation is not None:
+                x = ops.adjust_saturation(x, params.saturation)
+            elif fn_id == 3 and params.hue is not None:
+                x = ops.adjust_hue(x, params.hue)
         return x
+
+    def apply_crop_params(self, image: torch.Tensor, params: CropParams, size: int) -> torch.Tensor:
+        """The crop ``params`` describe, from a uint8 ``[3, H, W]`` image: normalised float32 ``[3, size, size]``."""
+        crop = ops.resized_crop(image, params.top, params.left, params.height, params.width, size)  # uint8
+        if params.flip:
+            crop = ops.hflip(crop)
+        x = crop.float()  # [3, S, S], 0..255
+        if params.jitter_order is not None:
+            x = self._jitter_tensor(x, params)
+        if params.grayscale:
+            x = ops.to_grayscale(x)
+        if params.blur_sigma is not None:
+            x = ops.gaussian_blur(x, params.blur_sigma, self.blur_kernel_size)
+        if params.solarize:
+            x = ops.solarize(x.round_(), 128.0)  # solarize acts on 8-bit levels in the PIL path
+        return ops.normalize_255(x, *self._scale_shift)
 
     def _tensor_crop(self, image: torch.Tensor, kind: str) -> torch.Tensor:
         """One crop from a uint8 ``[3, H, W]`` image; random draws mirror the v1 transforms one for one."""
-        recipe = self.recipes[kind]
-        top, left, height, width = transforms.RandomResizedCrop.get_params(image, list(recipe.scale), _ASPECT_RATIO)
-        crop = ops.resized_crop(image, top, left, height, width, recipe.size)  # uint8 [3, S, S]
-        if torch.rand(1) < self.flip_probability:
-            crop = ops.hflip(crop)
-        x = crop.float()  # [3, S, S], 0..255
-        if not self.color_jitter_probability < torch.rand(1):  # RandomApply: applied iff rand <= p
-            x = self._jitter_tensor(x)
-        if torch.rand(1) < self.grayscale_probability:
-            x = ops.to_grayscale(x)
-        if not recipe.blur_probability < torch.rand(1):
-            sigma = transforms.GaussianBlur.get_params(*self.blur_sigma)
-            x = ops.gaussian_blur(x, sigma, self.blur_kernel_size)
-        if recipe.solarize_probability is not None and torch.rand(1).item() < recipe.solarize_probability:
-            x = ops.solarize(x.round_(), 128.0)  # solarize acts on 8-bit levels in the PIL path
-        return ops.normalize_255(x, *self._scale_shift)
+        params = self.draw_crop_params(kind, image.shape[-2], image.shape[-1])
+        return self.apply_crop_params(image, params, self.recipes[kind].size)
 
     # ---------------------------------------------------------------------------- call
 

@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import sys
+from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from dinov2.data import (  # noqa: E402
     make_data_loader,
     make_dataset,
 )
+from dinov2.data.gpu_augment import DeviceAugmentation  # noqa: E402
 from dinov2.distributed.sharding import clip_grad_norm_  # noqa: E402
 from dinov2.logging import MetricLogger  # noqa: E402
 from dinov2.train.checkpointing import Checkpointer, export_teacher  # noqa: E402
@@ -88,11 +90,12 @@ def checkpoint_period(cfg: DictConfig) -> int:
     return int(period) if period else 3 * cfg.train.OFFICIAL_EPOCH_LENGTH
 
 
-def build_data_loader(cfg: DictConfig, start_iter: int) -> torch.utils.data.DataLoader:
+def build_data_loader(cfg: DictConfig, start_iter: int) -> Iterable[dict]:
     """Multi-crop augmentation, iBOT masking and the sharded infinite loader, advanced to ``start_iter``.
 
     Every sample's augmentation and every batch's masks are seeded from its position in the stream, so a
-    resumed run sees exactly the batches an uninterrupted one would have seen.
+    resumed run sees exactly the batches an uninterrupted one would have seen. With ``train.data_device=cuda``
+    decoding and augmentation run on the training device (``dinov2/data/gpu_augment.py``), same random choices.
     """
     img_size, patch_size = cfg.crops.global_crops_size, cfg.student.patch_size
     grid = img_size // patch_size
@@ -114,8 +117,12 @@ def build_data_loader(cfg: DictConfig, start_iter: int) -> torch.utils.data.Data
         local_crops_size=cfg.crops.local_crops_size,
     )
     dataset = make_dataset(dataset_str=cfg.train.dataset_path, transform=transform, target_transform=lambda _: ())
+    on_device = None
+    if cfg.train.data_device == "cuda":  # workers read bytes and draw the crops; the device decodes and augments
+        on_device = DeviceAugmentation(transform, training_device(), compute_dtype(cfg))
+        dataset, collate_fn = on_device.encoded_dataset(dataset), on_device.encoded_collate(collate_fn)
     batch_size = cfg.train.batch_size_per_gpu
-    return make_data_loader(
+    loader = make_data_loader(
         dataset=dataset,
         batch_size=batch_size,
         num_workers=cfg.train.num_workers,
@@ -127,6 +134,7 @@ def build_data_loader(cfg: DictConfig, start_iter: int) -> torch.utils.data.Data
         persistent_workers=cfg.train.num_workers > 0,
         collate_fn=collate_fn,
     )
+    return loader if on_device is None else on_device.batches(loader)
 
 
 def do_test(cfg: DictConfig, model: SSLMetaArch, iteration: str) -> Path:

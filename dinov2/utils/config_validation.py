@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from dinov2.data.gpu_augment import DATA_DEVICES
 from dinov2.distributed.sharding import SHARDING_STRATEGIES
 from dinov2.loss.teacher_centering import CENTERINGS
 from dinov2.models.vision_transformer import ARCHS, FFN_LAYERS
@@ -132,6 +133,7 @@ def _check_train(c: _Checker) -> None:
     c.choice("train.centering", list(CENTERINGS))
     c.boolean("train.checkpointing")
     c.boolean("train.compile")
+    c.choice("train.data_device", list(DATA_DEVICES))
     c.integer("evaluation.eval_period_iterations", minimum=0)
     c.integer("checkpointing.period", minimum=0)
     c.integer("checkpointing.max_to_keep", minimum=1)
