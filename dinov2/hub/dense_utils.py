@@ -21,7 +21,9 @@ from dinov2.hub.utils import fetch_state_dict, load_strict
 
 logger = logging.getLogger("dinov2")
 
-__all__ = ["HeadSource", "resolve_head_source", "read_dense_state_dict", "load_dense_state_dict"]
+__all__ = [
+    "HeadSource", "resolve_head_source", "read_dense_checkpoint", "read_dense_state_dict", "load_dense_state_dict"
+]  # fmt: skip
 
 HeadSource = enum.Enum | Path | str  # released weights | local file | URL
 
@@ -43,8 +45,9 @@ def resolve_head_source(weights: enum.Enum | str | os.PathLike, enum_cls: type[e
     raise ValueError(f"unsupported weights {weights!r}: pass one of {valid}, the path of a local .pth file or a URL")
 
 
-def read_dense_state_dict(source: Path | str) -> dict[str, torch.Tensor]:
-    """The state dict of a head file (``{"state_dict": ...}`` unwrapped), read with ``weights_only=True``."""
+def read_dense_checkpoint(source: Path | str) -> tuple[dict[str, torch.Tensor], dict]:
+    """``(state dict, meta)`` of a head file: ``{"state_dict": ..., "meta": {...}}`` (mmcv layout; the probes add
+    e.g. ``depth_range`` to ``meta``) or a bare state dict (meta ``{}``). Read with ``weights_only=True``."""
     checkpoint = fetch_state_dict(source)
     if not isinstance(checkpoint, Mapping):
         raise ValueError(f"{source} holds a {type(checkpoint).__name__}, not a checkpoint dict")
@@ -54,7 +57,13 @@ def read_dense_state_dict(source: Path | str) -> dict[str, torch.Tensor]:
             f"{source} holds no tensors at the top level or under 'state_dict' (keys: {sorted(checkpoint)[:8]}); "
             "expected a released head file ({'state_dict': {'decode_head.*': ...}}) or a state dict"
         )
-    return dict(state_dict)
+    meta = checkpoint.get("meta") if "state_dict" in checkpoint else None
+    return dict(state_dict), dict(meta) if isinstance(meta, Mapping) else {}
+
+
+def read_dense_state_dict(source: Path | str) -> dict[str, torch.Tensor]:
+    """The state dict of a head file (``{"state_dict": ...}`` unwrapped), read with ``weights_only=True``."""
+    return read_dense_checkpoint(source)[0]
 
 
 def load_dense_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: object, what: str) -> None:

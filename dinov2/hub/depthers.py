@@ -16,7 +16,8 @@ Depth range: the DPT heads clamp to ``depth_range`` (default (0.001, 10) for NYU
 weights, (0.001, 80) for KITTI), as released. The released linear heads classify into 256 bins over
 0.001..80 whatever ``depth_range`` says (the release ignores it); here the default is the same, and an explicit
 ``depth_range`` is honoured (documented deviation; e.g. ``depth_range=(0.001, 10.0)`` if a head was trained
-with NYU's 10 m range).
+with NYU's 10 m range). A head file written by ``python -m dinov2.eval.depth`` records its range in
+``meta["depth_range"]``, used when ``depth_range`` is not given.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dinov2.heads.depth import DPTHead, LinearDepthHead
 from dinov2.heads.depth_model import DepthEncoderDecoder
 from dinov2.hub.backbones import Weights as BackboneWeights
 from dinov2.hub.backbones import WeightsArg, _make_dinov2_model
-from dinov2.hub.dense_utils import load_dense_state_dict, read_dense_state_dict, resolve_head_source
+from dinov2.hub.dense_utils import load_dense_state_dict, read_dense_checkpoint, resolve_head_source
 from dinov2.hub.utils import _DINOV2_BASE_URL, _make_dinov2_model_name
 
 __all__ = ["Weights", "DEPTH_OUT_INDEX", "LINEAR_DEPTH_RANGE"]
@@ -54,16 +55,20 @@ def _get_depth_range(pretrained: bool, weights) -> tuple[float, float]:
     return (0.001, 80.0) if pretrained and weights == Weights.KITTI else (0.001, 10.0)
 
 
-def _head_state(source, pretrained: bool, url: str) -> dict | None:
-    """The head state dict to load: released (``url``) when ``pretrained``, or the file / URL given."""
+def _read_head(source, pretrained: bool, url: str) -> tuple[dict | None, dict]:
+    """``(head state dict, meta)`` to load: released (``url``) when ``pretrained``, or the file / URL given."""
     if isinstance(source, Weights):
-        return read_dense_state_dict(url) if pretrained else None
-    return read_dense_state_dict(source)
+        return read_dense_checkpoint(url) if pretrained else (None, {})
+    return read_dense_checkpoint(source)
 
 
-def _build(arch_name, head_factory, out_index, url, *, pretrained, weights, backbone_weights, kwargs, what):
-    source = resolve_head_source(weights, Weights)
-    head_state = _head_state(source, pretrained, url)
+def _meta_depth_range(meta: dict) -> tuple[float, float] | None:
+    """The depth range a probe recorded in its head file (``meta["depth_range"]``), if any."""
+    value = meta.get("depth_range")
+    return (float(value[0]), float(value[1])) if value is not None else None
+
+
+def _build(arch_name, make_head, out_index, head_state, source, *, pretrained, backbone_weights, kwargs, what):
     with_backbone = head_state is not None and any(k.startswith("backbone.") for k in head_state)
     backbone = _make_dinov2_model(
         arch_name=arch_name,
@@ -71,9 +76,9 @@ def _build(arch_name, head_factory, out_index, url, *, pretrained, weights, back
         weights=BackboneWeights.LVD142M if backbone_weights is None else backbone_weights,
         **kwargs,
     )
-    model = DepthEncoderDecoder(backbone, head_factory(backbone.embed_dim), out_index)
+    model = DepthEncoderDecoder(backbone, make_head(backbone.embed_dim), out_index)
     if head_state is not None:
-        load_dense_state_dict(model, head_state, url if isinstance(source, Weights) else source, what)
+        load_dense_state_dict(model, head_state, source, what)
     return model
 
 
@@ -98,17 +103,19 @@ def _make_dinov2_linear_depther(
         raise ValueError(f"Unsupported number of layers: {layers} (use 1 or 4)")
     if arch_name not in DEPTH_OUT_INDEX:
         raise ValueError(f"unknown arch_name {arch_name!r}; valid: {sorted(DEPTH_OUT_INDEX)}")
-    min_depth, max_depth = LINEAR_DEPTH_RANGE if depth_range is None else depth_range
     out_index = DEPTH_OUT_INDEX[arch_name] if layers == 4 else [_DEPTH[arch_name] - 1]
     source = resolve_head_source(weights, Weights)
     url = _head_url(arch_name, source, "linear4" if layers == 4 else "linear")
+    head_state, meta = _read_head(source, pretrained, url)
+    min_depth, max_depth = depth_range or _meta_depth_range(meta) or LINEAR_DEPTH_RANGE
 
     def head(embed_dim: int) -> LinearDepthHead:
         return LinearDepthHead(embed_dim, layers, n_bins=256, min_depth=min_depth, max_depth=max_depth, upsample=4)
 
     return _build(
-        arch_name, head, out_index, url, pretrained=pretrained, weights=source, backbone_weights=backbone_weights,
-        kwargs=kwargs, what=f"{_make_dinov2_model_name(arch_name, 14)} linear depther (layers={layers})",
+        arch_name, head, out_index, head_state, url if isinstance(source, Weights) else source,
+        pretrained=pretrained, backbone_weights=backbone_weights, kwargs=kwargs,
+        what=f"{_make_dinov2_model_name(arch_name, 14)} linear depther (layers={layers})",
     )  # fmt: skip
 
 
@@ -125,15 +132,16 @@ def _make_dinov2_dpt_depther(
     if arch_name not in DEPTH_OUT_INDEX:
         raise ValueError(f"unknown arch_name {arch_name!r}; valid: {sorted(DEPTH_OUT_INDEX)}")
     source = resolve_head_source(weights, Weights)
-    min_depth, max_depth = _get_depth_range(pretrained, source) if depth_range is None else depth_range
     url = _head_url(arch_name, source, "dpt")
+    head_state, meta = _read_head(source, pretrained, url)
+    min_depth, max_depth = depth_range or _meta_depth_range(meta) or _get_depth_range(pretrained, source)
 
     def head(embed_dim: int) -> DPTHead:
         return DPTHead(embed_dim, channels=256, min_depth=min_depth, max_depth=max_depth)
 
     return _build(
-        arch_name, head, DEPTH_OUT_INDEX[arch_name], url, pretrained=pretrained, weights=source,
-        backbone_weights=backbone_weights, kwargs=kwargs,
+        arch_name, head, DEPTH_OUT_INDEX[arch_name], head_state, url if isinstance(source, Weights) else source,
+        pretrained=pretrained, backbone_weights=backbone_weights, kwargs=kwargs,
         what=f"{_make_dinov2_model_name(arch_name, 14)} DPT depther",
     )  # fmt: skip
 

@@ -15,7 +15,8 @@ map ``[B, H, W]`` with the test pipeline of the released configs (mmseg 0.27 sem
 
 Weights: ``weights=None`` is the released head file (downloaded when ``pretrained``); a path or URL of a head
 file (a released ``*_head.pth`` or what ``python -m dinov2.eval.segmentation`` saves) is loaded whatever
-``pretrained`` says (``pretrained=False`` only turns off downloads of released files). ``backbone_weights``: a
+``pretrained`` says (``pretrained=False`` only turns off downloads of released files); the number of classes
+is taken from the file (a probe trained on another dataset loads too). ``backbone_weights``: a
 local backbone file / training export instead of the released backbone. Loading is strict.
 Mask2Former (``dinov2_vitg14_ade20k_m2f``) is not provided.
 """
@@ -32,12 +33,13 @@ from dinov2.heads.segmentation_classes import (
     ADE20K_PALETTE,
     VOC2012_CLASS_NAMES,
     VOC2012_PALETTE,
+    voc_palette,
 )
 from dinov2.heads.segmentation_inference import SegmentationTestConfig
 from dinov2.heads.segmentation_model import SegmentationEncoderDecoder
 from dinov2.hub.backbones import Weights as BackboneWeights
 from dinov2.hub.backbones import WeightsArg, _make_dinov2_model
-from dinov2.hub.dense_utils import load_dense_state_dict, read_dense_state_dict, resolve_head_source
+from dinov2.hub.dense_utils import load_dense_state_dict, read_dense_checkpoint, resolve_head_source
 from dinov2.hub.utils import _DINOV2_BASE_URL, _make_dinov2_model_name
 
 __all__ = ["SEGMENTATION_DATASETS", "SEGMENTATION_HEADS", "SegmentationDataset", "make_segmentor"]
@@ -86,11 +88,11 @@ def make_segmentor(
     name = _make_dinov2_model_name(arch_name, 14)
     url = f"{_DINOV2_BASE_URL}/{name}/{name}_{dataset}_{head}_head.pth"
     source = resolve_head_source(_Released.RELEASED if weights is None else weights, _Released)
-    head_state = None
+    head_state, meta = None, {}
     if source is not _Released.RELEASED:
-        head_state = read_dense_state_dict(source)
+        head_state, meta = read_dense_checkpoint(source)
     elif pretrained:
-        head_state, source = read_dense_state_dict(url), url
+        (head_state, meta), source = read_dense_checkpoint(url), url
     with_backbone = head_state is not None and any(k.startswith("backbone.") for k in head_state)
     backbone = _make_dinov2_model(
         arch_name=arch_name,
@@ -99,9 +101,15 @@ def make_segmentor(
         **kwargs,
     )
     depth = _ARCH_DEPTH[arch_name]
-    decode_head = LinearSegmentationHead([backbone.embed_dim] * n_blocks, info.num_classes)
+    num_classes, class_names, palette = info.num_classes, info.class_names, info.palette
+    if head_state is not None and "decode_head.conv_seg.weight" in head_state:
+        num_classes = int(head_state["decode_head.conv_seg.weight"].shape[0])  # e.g. a probe on another dataset
+        if num_classes != info.num_classes:
+            class_names = tuple(meta.get("class_names") or [str(i) for i in range(num_classes)])
+            palette = voc_palette(num_classes)
+    decode_head = LinearSegmentationHead([backbone.embed_dim] * n_blocks, num_classes)
     out_index = list(range(depth - n_blocks, depth))
-    model = SegmentationEncoderDecoder(backbone, decode_head, out_index, test_cfg, info.class_names, info.palette)
+    model = SegmentationEncoderDecoder(backbone, decode_head, out_index, test_cfg, class_names, palette)
     if head_state is not None:
         load_dense_state_dict(model, head_state, source, f"{name} {dataset} {head} segmentor")
     return model.eval()

@@ -70,10 +70,16 @@ def test_head_file_loads_strictly_and_predicts(tmp_path):
     assert torch.allclose(probs.sum(1), torch.ones(1, 30, 41), atol=1e-5)
 
 
+def test_the_number_of_classes_comes_from_the_head_file(tmp_path):
+    _released_head_file(tmp_path / "five.pth", 5, 384)
+    model = hubconf.dinov2_vits14_voc2012_linear(pretrained=False, weights=tmp_path / "five.pth")
+    assert model.num_classes == 5 and model.class_names == ("0", "1", "2", "3", "4") and len(model.palette) == 5
+
+
 def test_head_file_that_does_not_fit(tmp_path):
-    _released_head_file(tmp_path / "ade_linear.pth", 150, 384)
-    with pytest.raises(RuntimeError, match="size mismatch"):  # ADE20K head into a VOC model
-        hubconf.dinov2_vits14_voc2012_linear(pretrained=False, weights=tmp_path / "ade_linear.pth")
+    _released_head_file(tmp_path / "ade_ms.pth", 150, 4 * 384)
+    with pytest.raises(RuntimeError, match="size mismatch"):  # an ms head (4 blocks) into a linear model
+        hubconf.dinov2_vits14_ade20k_linear(pretrained=False, weights=tmp_path / "ade_ms.pth")
     torch.save({"state_dict": {"decode_head.conv_seg.weight": torch.zeros(150, 384, 1, 1)}}, tmp_path / "part.pth")
     with pytest.raises(RuntimeError, match=r"missing keys \['decode_head.bn.bias'"):
         hubconf.dinov2_vits14_ade20k_linear(pretrained=False, weights=tmp_path / "part.pth")

@@ -18,6 +18,8 @@ _SPLIT_DIRS = {"TRAIN": "training", "VAL": "validation"}
 class ADE20K(DenseDataset):
     """ADE20K split ``TRAIN`` (20,210 images) or ``VAL`` (2,000 images); targets: 150 classes + 255 ignore."""
 
+    num_classes = 150
+
     def __init__(self, *, root: str, split: str = "TRAIN", **kwargs) -> None:
         split = str(getattr(split, "name", split)).upper()
         if split not in _SPLIT_DIRS:

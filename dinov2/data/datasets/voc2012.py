@@ -34,6 +34,8 @@ def _pairs(root: Path, ids: list[str], label_dir: str) -> list[tuple[Path, Path]
 class VOC2012(DenseDataset):
     """VOC2012 split ``TRAIN`` (train.txt [+ aug.txt]) or ``VAL`` (val.txt); 21 classes + 255 ignore."""
 
+    num_classes = 21
+
     def __init__(self, *, root: str, split: str = "TRAIN", aug: str | bool = "auto", **kwargs) -> None:
         split = str(getattr(split, "name", split)).upper()
         if split not in ("TRAIN", "VAL"):
