@@ -35,7 +35,7 @@ logger = logging.getLogger("dinov2")
 
 __all__ = [
     "CHECKPOINT_NAME", "get_dense_args_parser", "load_recipe", "learning_rate", "make_train_loader",
-    "make_val_loader", "save_checkpoint", "load_checkpoint", "train_head", "wrap_head",
+    "make_val_loader", "save_checkpoint", "load_checkpoint", "sync_buffers", "train_head", "wrap_head",
 ]  # fmt: skip
 
 CHECKPOINT_NAME = "probe_checkpoint.pth"
@@ -196,5 +196,14 @@ def train_head(
         if iteration % checkpoint_period == 0 or iteration == total_iters:
             checkpoint(iteration)
         if evaluate is not None and eval_period and iteration % eval_period == 0 and iteration < total_iters:
+            sync_buffers(head)
             evaluate(iteration)
             head.train()
+    sync_buffers(head)
+
+
+def sync_buffers(head: nn.Module) -> None:
+    """Give every process rank 0's buffers (batch-norm running statistics): DDP broadcasts them before each
+    forward, but the last forward leaves each rank with its own update (no-op on one process)."""
+    for buffer in getattr(head, "module", head).buffers():
+        distributed.broadcast(buffer, src=0)
