@@ -105,3 +105,20 @@ def test_slide_inference_averages_overlapping_windows():
     expected[..., 28:42] = (left[..., 28:] + right[..., :14]) / 2
     expected[..., 42:] = right[..., 14:]
     assert torch.allclose(slid, expected, atol=1e-6)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", CASES)
+def test_depthers_equal_the_release_on_cuda(name):
+    reference = _reference()
+    case, seed = reference["cases"][name], reference["meta"]["seed"]
+    model = getattr(depthers, case["entry"])(**case["kwargs"])
+    model.load_state_dict(case_state_dict(case, seed), strict=True)
+    allow_tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # full fp32, as the reference
+    try:
+        with torch.inference_mode():
+            out = model.cuda().eval()(case_input(name, case, seed).cuda()).cpu()
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    assert (out - case["output"]).abs().max().item() <= tolerance(case)

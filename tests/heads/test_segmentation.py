@@ -143,3 +143,18 @@ def test_palettes_and_overlay():
     assert np.abs(blended[0, 1] - np.array([100, 82, 89])).max() <= 1
     with pytest.raises(ValueError, match="size"):
         overlay_segmentation(Image.new("RGB", (3, 2)), classes, VOC2012_PALETTE)
+
+
+@pytest.mark.cuda
+def test_multi_scale_prediction_on_cuda_equals_cpu():
+    cfg = SegmentationTestConfig("slide", (56, 56), (28, 28), short_side=42, ratios=(1.0, 1.5), flip=True)
+    model = _tiny_segmentor(4, cfg)
+    image = torch.randn(2, 3, 40, 90)
+    with torch.no_grad():
+        _, cpu = model.predict(image, return_probabilities=True)
+        torch.backends.cuda.matmul.allow_tf32, previous = False, torch.backends.cuda.matmul.allow_tf32
+        try:
+            _, cuda = model.cuda().predict(image.cuda(), return_probabilities=True)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = previous
+    assert torch.allclose(cuda.cpu(), cpu, atol=1e-4)
