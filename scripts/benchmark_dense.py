@@ -95,7 +95,7 @@ def run_case(arch, case, size, device_name, dtype_name, repeats, threads, ms_rat
     passes = windows_per_image(model, size, options) if options is not None else 1
     seconds = statistics.median(times)
     queue.put({"arch": arch, "case": case, "s/image": seconds, "images/s": 1.0 / seconds,
-               "backbone passes": passes, "peak MiB": (peak - base) / 2**20})  # fmt: skip
+               "backbone passes": passes, "peak MiB": round((peak - base) / 2**20)})  # fmt: skip
 
 
 def main(argv=None) -> None:

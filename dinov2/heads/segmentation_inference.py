@@ -24,7 +24,7 @@ from torch import Tensor
 
 from dinov2.heads.sliding_window import sliding_window_average
 
-__all__ = ["SegmentationTestConfig", "keep_ratio_size", "resize_keep_ratio", "segmentation_probabilities"]
+__all__ = ["SegmentationTestConfig", "as_pairs", "keep_ratio_size", "resize_keep_ratio", "segmentation_probabilities"]
 
 
 @dataclass(frozen=True)
