@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor, nn
 
 from dinov2.heads.segmentation_inference import SegmentationTestConfig, segmentation_probabilities
 from dinov2.hub.utils import CenterPadding
+
+if TYPE_CHECKING:  # PIL is imported only when an image is given (keeps ``import hubconf`` light)
+    from PIL import Image
 
 __all__ = ["SegmentationEncoderDecoder", "IMAGENET_MEAN", "IMAGENET_STD", "image_to_tensor"]
 
@@ -74,7 +77,7 @@ class SegmentationEncoderDecoder(nn.Module):
         return self.encode_decode(img)
 
     def _as_batch(self, images: Tensor | Image.Image) -> Tensor:
-        if isinstance(images, Image.Image):
+        if not isinstance(images, Tensor) and hasattr(images, "convert"):  # a PIL image
             images = image_to_tensor(images)
         if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
             shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
