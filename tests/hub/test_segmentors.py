@@ -96,3 +96,11 @@ def test_released_url_and_offline_error(monkeypatch, tmp_path):
             hubconf.dinov2_vitl14_ade20k_ms()
     finally:
         torch.hub.set_dir(old_hub_dir)
+
+
+def test_torch_hub_load_from_a_local_checkout():
+    from tests.conftest import REPO_ROOT
+
+    segmentor = torch.hub.load(str(REPO_ROOT), "dinov2_vits14_voc2012_linear", source="local", pretrained=False)
+    depther = torch.hub.load(str(REPO_ROOT), "dinov2_vits14_ld", source="local", pretrained=False, layers=1)
+    assert segmentor.num_classes == 21 and depther.out_index == [11]
