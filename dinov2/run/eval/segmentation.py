@@ -27,7 +27,7 @@ def launch_dense_probe(module_name: str, what: str, job_name: str, argv: list[st
     config and weights early, submit; returns the submitit job."""
     probe_parser = importlib.import_module(module_name).get_args_parser(add_help=False)
     parser = get_args_parser(description=f"Submitit launcher for the DINOv2 {what} probe", parents=[probe_parser])
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # recipe overrides may sit among the options
     try:
         args.config_file = str(resolve_config_file(args.config_file or ""))
     except FileNotFoundError as error:
