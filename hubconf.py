@@ -21,5 +21,33 @@ from dinov2.hub.classifiers import (
     dinov2_vits14_lc,
     dinov2_vits14_reg_lc,
 )
+from dinov2.hub.depthers import (
+    dinov2_vitb14_dd,
+    dinov2_vitb14_ld,
+    dinov2_vitg14_dd,
+    dinov2_vitg14_ld,
+    dinov2_vitl14_dd,
+    dinov2_vitl14_ld,
+    dinov2_vits14_dd,
+    dinov2_vits14_ld,
+)
+from dinov2.hub.segmentors import (
+    dinov2_vitb14_ade20k_linear,
+    dinov2_vitb14_ade20k_ms,
+    dinov2_vitb14_voc2012_linear,
+    dinov2_vitb14_voc2012_ms,
+    dinov2_vitg14_ade20k_linear,
+    dinov2_vitg14_ade20k_ms,
+    dinov2_vitg14_voc2012_linear,
+    dinov2_vitg14_voc2012_ms,
+    dinov2_vitl14_ade20k_linear,
+    dinov2_vitl14_ade20k_ms,
+    dinov2_vitl14_voc2012_linear,
+    dinov2_vitl14_voc2012_ms,
+    dinov2_vits14_ade20k_linear,
+    dinov2_vits14_ade20k_ms,
+    dinov2_vits14_voc2012_linear,
+    dinov2_vits14_voc2012_ms,
+)
 
 dependencies = ["torch"]

@@ -8,6 +8,13 @@ Known names and keys (``*`` = required)::
     Synthetic:root*=PATH[:split=TRAIN|VAL][:num_classes=INT][:images_per_class=INT]
               [:val_images_per_class=INT][:seed=INT][:size=WxH][:class_colours=BOOL][:strict=BOOL]
     Curated:manifest*=PATH[:verify=BOOL][:seed=INT][:strict=BOOL]   (a curation manifest, see datasets/curated.py)
+    ADE20K:root*=PATH[:split=TRAIN|VAL][:strict=BOOL]
+    VOC2012:root*=PATH[:split=TRAIN|VAL][:aug=auto|true|false][:strict=BOOL]
+    NYU:root*=PATH[:split=TRAIN|TEST][:split_file=PATH][:depth_scale=FLOAT][:strict=BOOL]
+    SegmentationFolder:root*=PATH[:images=DIR][:labels=DIR][:reduce_zero_label=BOOL][:strict=BOOL]
+    DepthFolder:root*=PATH[:images=DIR][:depths=DIR][:depth_scale=FLOAT][:strict=BOOL]
+    SyntheticDense:root*=PATH[:split=TRAIN|VAL][:task=segmentation|depth][:num_classes=INT][:images=INT]
+                   [:val_images=INT][:size=WxH][:seed=INT][:strict=BOOL]
 
 ``strict=true`` makes an unreadable image raise instead of being skipped. Other dataset classes
 can be added with :func:`register_dataset`.
@@ -19,7 +26,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .datasets import Curated, ImageFolder, ImageNet, ImageNet22k, Synthetic
+from .datasets import (
+    ADE20K,
+    NYU,
+    VOC2012,
+    Curated,
+    DepthFolder,
+    ImageFolder,
+    ImageNet,
+    ImageNet22k,
+    SegmentationFolder,
+    Synthetic,
+    SyntheticDense,
+)
 
 __all__ = ["DatasetSpec", "parse_dataset_str", "register_dataset", "known_datasets"]
 
@@ -80,6 +99,31 @@ _REGISTRY: dict[str, DatasetSpec] = {
         },
     ),
     "Curated": DatasetSpec(Curated, ("manifest",), {"verify": _to_bool, "seed": int, "strict": _to_bool}),
+    "ADE20K": DatasetSpec(ADE20K, ("root",), {"split": str.upper, "strict": _to_bool}),
+    "VOC2012": DatasetSpec(VOC2012, ("root",), {"split": str.upper, "aug": str.lower, "strict": _to_bool}),
+    "NYU": DatasetSpec(
+        NYU, ("root",), {"split": str.upper, "split_file": str, "depth_scale": float, "strict": _to_bool}
+    ),
+    "SegmentationFolder": DatasetSpec(
+        SegmentationFolder, ("root",), {"images": str, "labels": str, "reduce_zero_label": _to_bool, "strict": _to_bool}
+    ),
+    "DepthFolder": DatasetSpec(
+        DepthFolder, ("root",), {"images": str, "depths": str, "depth_scale": float, "strict": _to_bool}
+    ),
+    "SyntheticDense": DatasetSpec(
+        SyntheticDense,
+        ("root",),
+        {
+            "split": str.upper,
+            "task": str.lower,
+            "num_classes": int,
+            "images": int,
+            "val_images": int,
+            "size": _to_size,
+            "seed": int,
+            "strict": _to_bool,
+        },
+    ),
 }
 
 

@@ -1,0 +1,1 @@
+"""Monocular depth probe on frozen DINOv2 features (``python -m dinov2.eval.depth``)."""

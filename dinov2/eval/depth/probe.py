@@ -1,0 +1,197 @@
+"""Linear (1 or 4 blocks, depth bins) and DPT depth probes on a frozen backbone (the released NYU / KITTI recipes).
+
+    python -m dinov2.eval.depth --config-file dinov2/configs/eval/vits14_pretrain.yaml \\
+        --pretrained-weights dinov2_vits14_pretrain.pth --output-dir out/nyu_linear4 \\
+        --train-dataset NYU:root=/data/nyu:split=TRAIN --val-dataset NYU:root=/data/nyu:split=TEST \\
+        [--recipe linear1|linear4|dpt] [key=value ...]
+
+The head trains with the SILog loss (+ the gradient loss) on augmented crops; evaluation predicts every
+validation image at full size (with flip averaging), clamps to the depth range and reports a1/a2/a3, abs_rel,
+sq_rel, rmse, rmse_log, log_10 and silog over the valid pixels (Eigen crop for NYU). Outputs in
+``--output-dir``: ``probe_config.yaml``, ``probe_checkpoint.pth`` (resume), ``training_metrics.json``,
+``results_eval_depth.json``, ``results_eval_depth_detailed.json`` and the head in the released format,
+``depth_<linear|linear4|dpt>_head.pth``, which loads with ``dinov2.hub.depthers.dinov2_vit*14_ld`` /
+``_dd`` (``weights=``; the depth range comes with the file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from dinov2 import distributed
+from dinov2.data.dataset_strings import parse_dataset_str
+from dinov2.data.dense_transforms import make_dense_eval_transform, make_depth_train_transform
+from dinov2.eval.depth.losses import gradient_loss, sigloss
+from dinov2.eval.depth.metrics import DepthMetric
+from dinov2.eval.results import format_table, write_json
+from dinov2.eval.segmentation import dense_probe
+from dinov2.eval.setup import autocast_context, eval_device, setup_and_build_model
+from dinov2.heads.depth import DPTHead, LinearDepthHead
+from dinov2.heads.depth_model import DepthEncoderDecoder
+from dinov2.heads.segmentation_inference import as_pairs
+from dinov2.utils.io import atomic_torch_save, atomic_write_text
+
+logger = logging.getLogger("dinov2")
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+# The hub depthers' 4 blocks by backbone depth (ViT-S/B, ViT-L, ViT-g).
+HUB_OUT_INDEX = {12: [2, 5, 8, 11], 24: [4, 11, 17, 23], 40: [9, 19, 29, 39]}
+
+
+def get_args_parser(description=None, parents=None, add_help: bool = True) -> argparse.ArgumentParser:
+    return dense_probe.get_dense_args_parser(description or "DINOv2 depth probe", "linear4", parents, add_help)
+
+
+def out_index_for(depth: int, n_blocks: int) -> list[int]:
+    """The last block for 1; for 4 the hub's blocks, or evenly spaced ones ending at the last block."""
+    if n_blocks == 1:
+        return [depth - 1]
+    if n_blocks == 4 and depth in HUB_OUT_INDEX:
+        return list(HUB_OUT_INDEX[depth])
+    return [round(depth * (k + 1) / n_blocks) - 1 for k in range(n_blocks)]
+
+
+def build_depther(backbone, head_cfg) -> DepthEncoderDecoder:
+    """Frozen ``backbone`` + a fresh depth head described by ``head_cfg`` (see ``configs/defaults.yaml``)."""
+    out_index = list(head_cfg.out_index) if head_cfg.out_index else out_index_for(backbone.n_blocks, head_cfg.n_blocks)
+    if head_cfg.type == "linear":
+        head = LinearDepthHead(backbone.embed_dim, len(out_index), n_bins=head_cfg.n_bins,
+                               min_depth=head_cfg.min_depth, max_depth=head_cfg.max_depth)  # fmt: skip
+    elif head_cfg.type == "dpt":
+        if len(out_index) != 4:
+            raise ValueError(f"the DPT head taps 4 blocks, got head.out_index={out_index}")
+        head = DPTHead(backbone.embed_dim, channels=head_cfg.channels, min_depth=head_cfg.min_depth,
+                       max_depth=head_cfg.max_depth)  # fmt: skip
+    else:
+        raise ValueError(f"head.type must be linear or dpt, got {head_cfg.type!r}")
+    return DepthEncoderDecoder(backbone, head, out_index)
+
+
+def head_file_name(head_cfg) -> str:
+    if head_cfg.type == "dpt":
+        return "depth_dpt_head.pth"
+    return "depth_linear4_head.pth" if head_cfg.n_blocks == 4 else "depth_linear_head.pth"
+
+
+def depth_loss(pred: torch.Tensor, gt: torch.Tensor, iteration: int, loss_cfg) -> tuple[torch.Tensor, dict]:
+    """Released loss: SILog (warm-up for the first iterations) + weighted gradient loss, on the prediction resized
+    (bilinear) to the ground truth ``[B, 1, H, W]``."""
+    pred = F.interpolate(pred, size=gt.shape[-2:], mode="bilinear", align_corners=False)
+    silog = loss_cfg.sigloss_weight * sigloss(pred, gt, warm_up=iteration < loss_cfg.sigloss_warmup_iters)
+    if not loss_cfg.gradient_weight:
+        return silog, {"loss_depth": silog.item()}
+    grad = loss_cfg.gradient_weight * gradient_loss(pred, gt, loss_cfg.gradient_mode)
+    return silog + grad, {"loss_depth": silog.item(), "loss_grad": grad.item()}
+
+
+@torch.no_grad()
+def evaluate(model: DepthEncoderDecoder, loader, metric: DepthMetric, flip: bool, device, autocast) -> dict:
+    """Full-size predictions (averaged with the flipped image's when ``flip``), metrics summed over processes."""
+    model.eval()
+    for image, gt in loader:
+        image = image.to(device)
+        with autocast():
+            pred = model.whole_inference(image, img_meta=None, rescale=True).float()
+            if flip:
+                pred = (pred + model.whole_inference(image.flip(-1), None, True).float().flip(-1)) / 2
+        metric.update(pred.cpu(), gt)
+    metric.all_reduce()
+    return metric.compute()
+
+
+def save_head(model: DepthEncoderDecoder, path: Path, meta: dict) -> None:
+    """The head in the released format: ``{"state_dict": {"decode_head.*": ...}, "meta": {...}}``."""
+    state = {f"decode_head.{k}": v.detach().cpu() for k, v in model.decode_head.state_dict().items()}
+    atomic_torch_save({"state_dict": state, "meta": meta}, path)
+
+
+def _datasets(args, cfg):
+    t = cfg.train
+    train_transform = make_depth_train_transform(
+        crop_size=as_pairs(t.crop_size), nyu_crop=t.nyu_crop, rotate_prob=t.rotate_prob,
+        rotate_degree=t.rotate_degree, flip_prob=t.flip_prob, color_prob=t.color_prob,
+        gamma_range=tuple(t.gamma_range), brightness_range=tuple(t.brightness_range), color_range=tuple(t.color_range),
+    )  # fmt: skip
+    datasets = []
+    for dataset_str, transforms in ((args.train_dataset_str, train_transform),
+                                    (args.val_dataset_str, make_dense_eval_transform("depth"))):  # fmt: skip
+        if not dataset_str:
+            raise ValueError("--train-dataset and --val-dataset are required (dataset strings, e.g. NYU:root=R)")
+        cls, kwargs = parse_dataset_str(dataset_str)
+        dataset = cls(transforms=transforms, **kwargs)
+        if getattr(dataset, "kind", None) != "depth":
+            raise ValueError(f"{dataset_str!r} is not a depth dataset (NYU, DepthFolder, SyntheticDense:task=depth)")
+        datasets.append(dataset)
+    return datasets
+
+
+def main(args: argparse.Namespace) -> dict:
+    backbone, autocast_dtype = setup_and_build_model(args)
+    cfg = dense_probe.load_recipe(CONFIG_DIR, args.recipe, args.overrides)
+    output_dir = Path(args.output_dir)
+    if distributed.is_main_process():
+        atomic_write_text(output_dir / "probe_config.yaml", OmegaConf.to_yaml(cfg))
+    device = eval_device()
+    autocast = autocast_context(autocast_dtype, device)
+    train_set, val_set = _datasets(args, cfg)
+    model = build_depther(backbone, cfg.head)
+    model.decode_head.to(device)
+    head = dense_probe.wrap_head(model.decode_head, device)
+    optimizer = torch.optim.AdamW(
+        head.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
+    )
+    checkpoint_path = output_dir / dense_probe.CHECKPOINT_NAME
+    start_iter = 0
+    if checkpoint_path.is_file() and not args.no_resume:
+        start_iter = dense_probe.load_checkpoint(checkpoint_path, head, optimizer)
+
+    def step_loss(batch, iteration):
+        images, gt = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)[:, None]
+        with torch.no_grad(), autocast():
+            features = model.extract_feat(images)
+        pred = head([(patch.float(), cls.float()) for patch, cls in features])
+        return depth_loss(pred, gt, iteration, cfg.loss)
+
+    def run_evaluation(iteration: int) -> dict:
+        loader = dense_probe.make_val_loader(val_set, cfg.eval.num_workers, cfg.eval.max_images)
+        metric = DepthMetric(cfg.test.min_depth, cfg.test.max_depth, cfg.test.crop)
+        results = evaluate(model, loader, metric, cfg.test.flip, device, autocast)
+        logger.info("iteration %d: %s", iteration, "  ".join(f"{k} {v:.4f}" for k, v in results.items()))
+        return results
+
+    if start_iter < cfg.train.iterations:
+        loader = dense_probe.make_train_loader(
+            train_set, cfg.train.batch_size, cfg.train.num_workers, cfg.train.seed, start_iter
+        )
+        dense_probe.train_head(
+            head=head, step_loss=step_loss, loader=loader, optimizer=optimizer, optim_cfg=cfg.optim,
+            total_iters=cfg.train.iterations, start_iter=start_iter,
+            checkpoint=lambda it: dense_probe.save_checkpoint(checkpoint_path, head, optimizer, it),
+            checkpoint_period=cfg.checkpoint.period, evaluate=run_evaluation, eval_period=cfg.eval.period,
+            log_period=cfg.log.period, metrics_file=str(output_dir / "training_metrics.json"),
+        )  # fmt: skip
+    results = run_evaluation(cfg.train.iterations)
+    head_path = output_dir / head_file_name(cfg.head)
+    meta = {"head": cfg.head.type, "out_index": list(model.out_index), "iterations": int(cfg.train.iterations),
+            "depth_range": [float(cfg.head.min_depth), float(cfg.head.max_depth)]}  # fmt: skip
+    if distributed.is_main_process():
+        save_head(model, head_path, meta)
+    detailed = {**results, "head": str(head_path), "recipe": OmegaConf.to_container(cfg),
+                "train_dataset": args.train_dataset_str, "val_dataset": args.val_dataset_str}  # fmt: skip
+    if distributed.is_main_process():
+        write_json(output_dir / "results_eval_depth.json", results)
+        write_json(output_dir / "results_eval_depth_detailed.json", detailed)
+        print(format_table([results], float_format=".4f", title=f"depth ({head_path.stem}) on {args.val_dataset_str}"))
+    return detailed
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_intermixed_args())
+    sys.exit(0)

@@ -1,0 +1,1 @@
+"""Semantic segmentation probe on frozen DINOv2 features (``python -m dinov2.eval.segmentation``)."""

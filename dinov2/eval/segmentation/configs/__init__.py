@@ -1,0 +1,1 @@
+"""Recipes of the segmentation probe (``defaults.yaml``: every key; ``linear``, ``ms``: the released configs)."""

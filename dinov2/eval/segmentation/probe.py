@@ -1,0 +1,195 @@
+"""Linear / +ms semantic segmentation probe on a frozen backbone (the released mmseg recipes, without mmseg).
+
+    python -m dinov2.eval.segmentation --config-file dinov2/configs/eval/vits14_pretrain.yaml \\
+        --pretrained-weights dinov2_vits14_pretrain.pth --output-dir out/seg_ade20k_linear \\
+        --train-dataset ADE20K:root=/data/ADEChallengeData2016:split=TRAIN \\
+        --val-dataset ADE20K:root=/data/ADEChallengeData2016:split=VAL [--recipe ms] [key=value ...]
+
+The head (BN + 1x1 conv on the last block, or on the last 4 blocks for ``ms``) trains with cross-entropy on
+augmented crops; the evaluation runs the test pipeline of the recipe (sliding windows, scales, flips) and
+reports mIoU, mAcc, aAcc and per-class IoU / accuracy. Outputs in ``--output-dir``: ``probe_config.yaml``,
+``probe_checkpoint.pth`` (resume), ``training_metrics.json``, ``results_eval_segmentation.json`` (mIoU, mAcc,
+aAcc in percent), ``results_eval_segmentation_detailed.json``, and the head in the released format,
+``segmentation_<type>_head.pth``, which loads with ``dinov2.hub.segmentors.dinov2_vit*14_*_<type>(weights=...)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from dinov2 import distributed
+from dinov2.data.dataset_strings import parse_dataset_str
+from dinov2.data.datasets import ADE20K, VOC2012
+from dinov2.data.dense_transforms import make_dense_eval_transform, make_segmentation_train_transform
+from dinov2.eval.results import format_table, write_json
+from dinov2.eval.segmentation import dense_probe
+from dinov2.eval.segmentation.metrics import SegmentationMetric
+from dinov2.eval.setup import autocast_context, eval_device, setup_and_build_model
+from dinov2.heads.segmentation import LinearSegmentationHead
+from dinov2.heads.segmentation_classes import ADE20K_CLASS_NAMES, VOC2012_CLASS_NAMES
+from dinov2.heads.segmentation_inference import SegmentationTestConfig, as_pairs
+from dinov2.heads.segmentation_model import SegmentationEncoderDecoder
+from dinov2.utils.io import atomic_torch_save, atomic_write_text
+
+logger = logging.getLogger("dinov2")
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+HEAD_BLOCKS = {"linear": 1, "ms": 4}
+
+
+def get_args_parser(description=None, parents=None, add_help: bool = True) -> argparse.ArgumentParser:
+    return dense_probe.get_dense_args_parser(
+        description or "DINOv2 semantic segmentation probe", "linear", parents, add_help
+    )
+
+
+def class_names_for(dataset, num_classes: int) -> list[str]:
+    if isinstance(dataset, ADE20K):
+        return list(ADE20K_CLASS_NAMES)
+    if isinstance(dataset, VOC2012):
+        return list(VOC2012_CLASS_NAMES)
+    return [str(i) for i in range(num_classes)]
+
+
+def test_config(cfg) -> SegmentationTestConfig:
+    test = cfg.test
+    return SegmentationTestConfig(
+        mode=test.mode, crop_size=as_pairs(test.crop_size), stride=as_pairs(test.stride),
+        short_side=test.short_side, ratios=tuple(float(r) for r in test.ratios), flip=bool(test.flip),
+    )  # fmt: skip
+
+
+def build_segmentor(backbone, cfg, num_classes: int) -> SegmentationEncoderDecoder:
+    """Frozen ``backbone`` + a fresh head of ``cfg.head.type`` (taps the last 1 or 4 blocks)."""
+    if cfg.head.type not in HEAD_BLOCKS:
+        raise ValueError(f"head.type must be one of {sorted(HEAD_BLOCKS)}, got {cfg.head.type!r}")
+    n_blocks, depth = HEAD_BLOCKS[cfg.head.type], backbone.n_blocks
+    head = LinearSegmentationHead([backbone.embed_dim] * n_blocks, num_classes)
+    return SegmentationEncoderDecoder(backbone, head, list(range(depth - n_blocks, depth)), test_config(cfg))
+
+
+def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int, avg_non_ignore: bool):
+    """Cross-entropy of logits resized (bilinear) to the labels; mmseg's mean over all pixels by default."""
+    logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    losses = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="none")  # [B, H, W], 0 ignored
+    if avg_non_ignore:
+        return losses.sum() / (labels != ignore_index).sum().clamp_min(1)
+    return losses.mean()
+
+
+@torch.no_grad()
+def evaluate(model, loader, metric: SegmentationMetric, device, autocast) -> dict:
+    """Predict every validation image with the test pipeline; areas summed over processes."""
+    model.eval()
+    for image, label in loader:
+        with autocast():
+            prediction = model.predict(image.to(device))
+        metric.update(prediction.cpu(), label)
+    metric.all_reduce()
+    return metric.compute()
+
+
+def save_head(model: SegmentationEncoderDecoder, path: Path, meta: dict) -> None:
+    """The head in the released format: ``{"state_dict": {"decode_head.*": ...}, "meta": {...}}``."""
+    state = {f"decode_head.{k}": v.detach().cpu() for k, v in model.decode_head.state_dict().items()}
+    atomic_torch_save({"state_dict": state, "meta": meta}, path)
+
+
+def _datasets(args, cfg):
+    train_transform = make_segmentation_train_transform(
+        crop_size=as_pairs(cfg.train.crop_size), short_side=cfg.train.short_side,
+        ratio_range=tuple(cfg.train.ratio_range), cat_max_ratio=cfg.train.cat_max_ratio,
+        flip_prob=cfg.train.flip_prob, photometric=cfg.train.photometric, ignore_index=cfg.head.ignore_index,
+    )  # fmt: skip
+    datasets = []
+    for dataset_str, transforms in ((args.train_dataset_str, train_transform),
+                                    (args.val_dataset_str, make_dense_eval_transform("segmentation"))):  # fmt: skip
+        if not dataset_str:
+            raise ValueError("--train-dataset and --val-dataset are required (dataset strings, e.g. ADE20K:root=R)")
+        cls, kwargs = parse_dataset_str(dataset_str)
+        dataset = cls(transforms=transforms, **kwargs)
+        if getattr(dataset, "kind", "segmentation") != "segmentation":
+            raise ValueError(f"{dataset_str!r} is not a segmentation dataset (use task=segmentation / labels)")
+        datasets.append(dataset)
+    return datasets
+
+
+def main(args: argparse.Namespace) -> dict:
+    backbone, autocast_dtype = setup_and_build_model(args)
+    cfg = dense_probe.load_recipe(CONFIG_DIR, args.recipe, args.overrides)
+    output_dir = Path(args.output_dir)
+    if distributed.is_main_process():
+        atomic_write_text(output_dir / "probe_config.yaml", OmegaConf.to_yaml(cfg))
+    device = eval_device()
+    autocast = autocast_context(autocast_dtype, device)
+    train_set, val_set = _datasets(args, cfg)
+    num_classes = cfg.head.num_classes or getattr(train_set, "num_classes", None)
+    if not num_classes:
+        raise ValueError(f"the number of classes of {args.train_dataset_str!r} is unknown: set head.num_classes=K")
+    model = build_segmentor(backbone, cfg, int(num_classes))
+    model.decode_head.to(device)
+    head = dense_probe.wrap_head(model.decode_head, device)
+    optimizer = torch.optim.AdamW(
+        head.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
+    )
+    checkpoint_path = output_dir / dense_probe.CHECKPOINT_NAME
+    start_iter = 0
+    if checkpoint_path.is_file() and not args.no_resume:
+        start_iter = dense_probe.load_checkpoint(checkpoint_path, head, optimizer)
+    class_names = class_names_for(val_set, int(num_classes))
+
+    def step_loss(batch, iteration):
+        images, labels = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+        with torch.no_grad(), autocast():
+            features = model.extract_feat(images)
+        logits = head([f.float() for f in features])
+        loss = segmentation_loss(logits, labels, cfg.head.ignore_index, cfg.loss.avg_non_ignore)
+        return loss, {}
+
+    def run_evaluation(iteration: int) -> dict:
+        loader = dense_probe.make_val_loader(val_set, cfg.eval.num_workers, cfg.eval.max_images)
+        results = evaluate(model, loader, SegmentationMetric(num_classes, cfg.head.ignore_index, class_names),
+                           device, autocast)  # fmt: skip
+        logger.info("iteration %d: mIoU %.2f  mAcc %.2f  aAcc %.2f", iteration, 100 * results["mIoU"],
+                    100 * results["mAcc"], 100 * results["aAcc"])  # fmt: skip
+        return results
+
+    if start_iter < cfg.train.iterations:
+        loader = dense_probe.make_train_loader(
+            train_set, cfg.train.batch_size, cfg.train.num_workers, cfg.train.seed, start_iter
+        )
+        dense_probe.train_head(
+            head=head, step_loss=step_loss, loader=loader, optimizer=optimizer, optim_cfg=cfg.optim,
+            total_iters=cfg.train.iterations, start_iter=start_iter,
+            checkpoint=lambda it: dense_probe.save_checkpoint(checkpoint_path, head, optimizer, it),
+            checkpoint_period=cfg.checkpoint.period, evaluate=run_evaluation, eval_period=cfg.eval.period,
+            log_period=cfg.log.period, metrics_file=str(output_dir / "training_metrics.json"),
+        )  # fmt: skip
+    results = run_evaluation(cfg.train.iterations)
+    head_path = output_dir / f"segmentation_{cfg.head.type}_head.pth"
+    meta = {"head": cfg.head.type, "num_classes": int(num_classes), "iterations": int(cfg.train.iterations),
+            "class_names": class_names}  # fmt: skip
+    if distributed.is_main_process():
+        save_head(model, head_path, meta)
+    summary = {k: 100.0 * results[k] for k in ("mIoU", "mAcc", "aAcc")}
+    detailed = {**summary, "IoU": {k: 100.0 * v for k, v in results["IoU"].items()},
+                "Acc": {k: 100.0 * v for k, v in results["Acc"].items()}, "head": str(head_path),
+                "recipe": OmegaConf.to_container(cfg), "train_dataset": args.train_dataset_str,
+                "val_dataset": args.val_dataset_str}  # fmt: skip
+    if distributed.is_main_process():
+        write_json(output_dir / "results_eval_segmentation.json", summary)
+        write_json(output_dir / "results_eval_segmentation_detailed.json", detailed)
+        print(format_table([summary], title=f"segmentation ({cfg.head.type}) on {args.val_dataset_str}"))
+    return detailed
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_intermixed_args())
+    sys.exit(0)

@@ -1,0 +1,27 @@
+"""Submit the DINOv2 depth probe with submitit (one task per GPU); see :mod:`dinov2.eval.depth`.
+
+    python dinov2/run/eval/depth.py --nodes 1 --ngpus 8 --partition P \\
+        --config-file dinov2/configs/eval/vitl14_pretrain.yaml --pretrained-weights W --output-dir D \\
+        --train-dataset NYU:root=R:split=TRAIN --val-dataset NYU:root=R:split=TEST [--recipe dpt] [key=value ...]
+
+Takes the launcher flags of :mod:`dinov2.run.submit` and every flag of ``python -m dinov2.eval.depth``; a
+preempted job is requeued and resumes from ``<output-dir>/probe_checkpoint.pth``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from dinov2.run.eval.segmentation import launch_dense_probe
+
+
+def main(argv: list[str] | None = None):
+    """Submit the job; returns the submitit job."""
+    return launch_dense_probe("dinov2.eval.depth.probe", "depth", "dinov2:depth", argv)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    main()
+    sys.exit(0)

@@ -1,0 +1,52 @@
+"""Submit the DINOv2 segmentation probe with submitit (one task per GPU); see :mod:`dinov2.eval.segmentation`.
+
+    python dinov2/run/eval/segmentation.py --nodes 1 --ngpus 8 --partition P \\
+        --config-file dinov2/configs/eval/vitl14_pretrain.yaml --pretrained-weights W --output-dir D \\
+        --train-dataset ADE20K:root=R:split=TRAIN --val-dataset ADE20K:root=R:split=VAL [--recipe ms] [key=value ...]
+
+Takes the launcher flags of :mod:`dinov2.run.submit` and every flag of ``python -m dinov2.eval.segmentation``.
+Each task joins the job's process group and runs the probe; a preempted job is requeued and resumes from
+``<output-dir>/probe_checkpoint.pth``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+from dinov2.run.submit import get_args_parser, submit_jobs
+from dinov2.utils.config import resolve_config_file
+
+logger = logging.getLogger("dinov2")
+
+
+def launch_dense_probe(module_name: str, what: str, job_name: str, argv: list[str] | None = None):
+    """Parse launcher + probe flags of ``module_name`` (which has ``get_args_parser`` and ``main``), check the
+    config and weights early, submit; returns the submitit job."""
+    probe_parser = importlib.import_module(module_name).get_args_parser(add_help=False)
+    parser = get_args_parser(description=f"Submitit launcher for the DINOv2 {what} probe", parents=[probe_parser])
+    args = parser.parse_intermixed_args(argv)  # recipe overrides may sit among the options
+    try:
+        args.config_file = str(resolve_config_file(args.config_file or ""))
+    except FileNotFoundError as error:
+        parser.error(f"--config-file: {error}")
+    if args.pretrained_weights and "://" not in args.pretrained_weights and not os.path.isfile(args.pretrained_weights):
+        parser.error(f"--pretrained-weights {args.pretrained_weights!r} does not exist")
+    args.eval_module = module_name
+    # The shared evaluation task (runs ``main(args)`` of ``args.eval_module``), pickled by its importable name.
+    from dinov2.run.eval.launcher import Evaluator as task_class
+
+    return submit_jobs(task_class, args, name=job_name)
+
+
+def main(argv: list[str] | None = None):
+    """Submit the job; returns the submitit job."""
+    return launch_dense_probe("dinov2.eval.segmentation.probe", "segmentation", "dinov2:segmentation", argv)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    main()
+    sys.exit(0)

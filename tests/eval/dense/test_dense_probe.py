@@ -1,0 +1,116 @@
+"""Probe building blocks: mmcv learning-rate schedules, recipes, depth losses (released indexing), exact resume."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from dinov2.eval.depth.losses import gradient_loss, sigloss
+from dinov2.eval.depth.probe import CONFIG_DIR as DEPTH_CONFIGS
+from dinov2.eval.depth.probe import out_index_for
+from dinov2.eval.segmentation import dense_probe
+from dinov2.eval.segmentation import probe as segmentation_probe
+from dinov2.eval.segmentation.probe import CONFIG_DIR as SEGMENTATION_CONFIGS
+from tests.eval.conftest import CONFIG
+
+
+def test_poly_and_cosine_schedules_with_linear_warmup():
+    seg = dense_probe.load_recipe(SEGMENTATION_CONFIGS, "linear").optim
+    assert dense_probe.learning_rate(0, seg, 40000) == pytest.approx(1e-3 * 1e-6)
+    assert dense_probe.learning_rate(750, seg, 40000) == pytest.approx(1e-3 * (1 - 750 / 40000) * (0.5 + 0.5e-6))
+    assert dense_probe.learning_rate(1500, seg, 40000) == pytest.approx(1e-3 * (1 - 1500 / 40000))
+    assert dense_probe.learning_rate(40000, seg, 40000) == 0.0
+    depth = dense_probe.load_recipe(DEPTH_CONFIGS, "dpt").optim
+    target = 1e-4 * 1e-8
+    assert dense_probe.learning_rate(19200, depth, 38400) == pytest.approx(target + 0.5 * (1e-4 - target))
+    assert dense_probe.learning_rate(6400, depth, 38400) == pytest.approx(
+        (target + 0.5 * (1e-4 - target) * (1 + math.cos(math.pi / 6))) * (1 - 0.5 * (1 - 1e-3))
+    )
+    assert dense_probe.learning_rate(38400, depth, 38400) == pytest.approx(target)
+
+
+def test_recipes_merge_and_reject_unknown_keys(tmp_path):
+    ms = dense_probe.load_recipe(SEGMENTATION_CONFIGS, "ms", ["optim.lr=0.002", "test.ratios=[1.0,1.5]"])
+    assert ms.head.type == "ms" and ms.train.crop_size == [640, 640] and ms.optim.lr == 0.002
+    assert ms.test.ratios == [1.0, 1.5] and ms.test.stride == [320, 320] and ms.train.iterations == 40000
+    assert dense_probe.load_recipe(DEPTH_CONFIGS, "linear1").head.n_blocks == 1
+    with pytest.raises(KeyError, match=r"'optim.lrr' \(did you mean 'optim.lr'"):
+        dense_probe.load_recipe(SEGMENTATION_CONFIGS, "linear", ["optim.lrr=1"])
+    custom = tmp_path / "mine.yaml"
+    custom.write_text("train:\n  iterations: 7\n  crops: 3\n")
+    with pytest.raises(KeyError, match="train.crops"):
+        dense_probe.load_recipe(SEGMENTATION_CONFIGS, str(custom))
+    with pytest.raises(FileNotFoundError, match="linear, ms"):
+        dense_probe.load_recipe(SEGMENTATION_CONFIGS, "msx")
+    with pytest.raises(ValueError, match="key=value"):
+        dense_probe.load_recipe(SEGMENTATION_CONFIGS, "linear", ["optim.lr"])
+
+
+def test_depth_head_blocks():
+    assert out_index_for(12, 4) == [2, 5, 8, 11] and out_index_for(24, 4) == [4, 11, 17, 23]
+    assert out_index_for(40, 1) == [39] and out_index_for(16, 4) == [3, 7, 11, 15]
+
+
+def _released_gradient_loss(input, target):
+    """The release's ``GradientLoss.gradientloss``, transcribed with its indexing (valid_mask, no max_depth)."""
+    input_downscaled = [input] + [input[:: 2 * i, :: 2 * i] for i in range(1, 4)]
+    target_downscaled = [target] + [target[:: 2 * i, :: 2 * i] for i in range(1, 4)]
+    total = 0
+    for inp, tgt in zip(input_downscaled, target_downscaled):
+        mask = tgt > 0
+        n = torch.sum(mask)
+        diff = torch.mul(torch.log(inp + 0.001) - torch.log(tgt + 0.001), mask)
+        v = torch.mul(torch.abs(diff[0:-2, :] - diff[2:, :]), torch.mul(mask[0:-2, :], mask[2:, :]))
+        h = torch.mul(torch.abs(diff[:, 0:-2] - diff[:, 2:]), torch.mul(mask[:, 0:-2], mask[:, 2:]))
+        total += (torch.sum(h) + torch.sum(v)) / n
+    return total
+
+
+def test_depth_losses():
+    g = torch.Generator().manual_seed(0)
+    pred, gt = torch.rand(3, 1, 20, 24, generator=g) + 0.5, torch.rand(3, 1, 20, 24, generator=g) * 5
+    gt[gt < 0.5] = 0  # invalid pixels
+    assert torch.allclose(gradient_loss(pred, gt, "released"), _released_gradient_loss(pred, gt))
+    assert gradient_loss(pred[:2], gt[:2], "released") == 0  # two images: the released term vanishes
+    spatial = gradient_loss(pred[:1], gt[:1], "spatial")  # what the release computes on a 2-D depth map
+    assert torch.allclose(spatial, _released_gradient_loss(pred[0, 0], gt[0, 0])) and spatial > 0
+    valid = gt > 0
+    diff = torch.log(pred[valid] + 0.001) - torch.log(gt[valid] + 0.001)
+    assert torch.allclose(sigloss(pred, gt), torch.sqrt(diff.var() + 0.15 * diff.mean() ** 2))
+    assert torch.allclose(sigloss(pred, gt, warm_up=True), torch.sqrt(0.15 * diff.mean() ** 2))
+
+
+@pytest.mark.slow
+def test_resume_is_exact(single_process_eval, backbone_files, tmp_path, monkeypatch):
+    root = tmp_path / "scenes"
+    keys = f"SyntheticDense:root={root}:num_classes=2:images=8:val_images=2:size=40x30"
+    argv = [
+        "--config-file", CONFIG, "--pretrained-weights", str(backbone_files.hub), "--train-dataset", keys,
+        "--val-dataset", f"{keys}:split=VAL", "train.iterations=4", "train.batch_size=2", "train.num_workers=0",
+        "eval.num_workers=0", "checkpoint.period=2", "optim.warmup_iters=2", "optim.lr=0.01",
+        "train.crop_size=[28,28]", "train.short_side=28", "test.crop_size=[28,28]", "test.stride=[14,14]",
+        "test.short_side=null",
+    ]  # fmt: skip
+    saved = dense_probe.save_checkpoint
+
+    def keep_iteration_2(path, head, optimizer, iteration):
+        saved(path, head, optimizer, iteration)
+        if iteration == 2:
+            shutil.copy(path, tmp_path / "at_2.pth")
+
+    monkeypatch.setattr(dense_probe, "save_checkpoint", keep_iteration_2)
+    full = tmp_path / "full"
+    segmentation_probe.main(segmentation_probe.get_args_parser().parse_args(["--output-dir", str(full), *argv]))
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copy(tmp_path / "at_2.pth", resumed / dense_probe.CHECKPOINT_NAME)
+    segmentation_probe.main(segmentation_probe.get_args_parser().parse_args(["--output-dir", str(resumed), *argv]))
+    a = torch.load(full / "segmentation_linear_head.pth", weights_only=True)["state_dict"]
+    b = torch.load(resumed / "segmentation_linear_head.pth", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert int(b["decode_head.bn.num_batches_tracked"]) == 4
+    assert OmegaConf.load(resumed / "probe_config.yaml").train.iterations == 4
