@@ -8,7 +8,7 @@ import logging
 import math
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from numbers import Real
 from typing import Any
 
@@ -91,16 +91,38 @@ class MetricLogger:
     ``output_file``: when set, the main process appends one JSON object per logged iteration:
     ``{"iteration", "iter_time", "data_time", <meter>: <stat>, ...}`` with ``stat = json_stat`` of each meter
     (the release wrote the window median; ``"global_avg"`` gives averages since the start), plus
-    ``images_per_sec`` when :meth:`log_every` is given a ``batch_size``.
+    ``images_per_sec`` when :meth:`log_every` is given a ``batch_size``; :meth:`record` adds occasional measurements
+    as records of their own. ``sinks``: callables that also receive every record (main process), e.g. TensorBoard.
     """
 
-    def __init__(self, delimiter: str = "\t", output_file: str | None = None, json_stat: str = "median"):
+    def __init__(
+        self,
+        delimiter: str = "\t",
+        output_file: str | None = None,
+        json_stat: str = "median",
+        sinks: Iterable[Callable[[dict], None]] = (),
+    ):
         if json_stat not in _STATS:
             raise ValueError(f"json_stat must be one of {_STATS}, got {json_stat!r}")
         self.meters: defaultdict[str, SmoothedValue] = defaultdict(SmoothedValue)
         self.delimiter = delimiter
         self.output_file = output_file
         self.json_stat = json_stat
+        self.sinks = list(sinks)
+
+    def record(self, iteration: int, **values: float) -> None:
+        """Write ``{"iteration": iteration, **values}`` now (not smoothed): an occasional measurement such as the
+        k-NN accuracy of the monitor, in the same file and sinks as the periodic records (main process only)."""
+        self._write({"iteration": int(iteration), **{name: float(value) for name, value in values.items()}})
+
+    def _write(self, record: dict) -> None:
+        if not distributed.is_main_process():
+            return
+        if self.output_file is not None:
+            with open(self.output_file, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        for sink in self.sinks:
+            sink(record)
 
     def update(self, **kwargs: float | torch.Tensor) -> None:
         """Add one value per meter; 1-element tensors are read with ``.item()``."""
@@ -135,13 +157,12 @@ class MetricLogger:
             self.meters[name].count, self.meters[name].total = int(count), total
 
     def dump_in_output_file(self, iteration: int, iter_time: float, data_time: float, **extra: float) -> None:
-        """Append one JSON line (main process only, and only with an ``output_file``)."""
-        if self.output_file is None or not distributed.is_main_process():
+        """Append one JSON line (with an ``output_file``) and hand the record to the sinks (main process only)."""
+        if not distributed.is_main_process() or (self.output_file is None and not self.sinks):
             return
         record = dict(iteration=iteration, iter_time=iter_time, data_time=data_time, **extra)
         record.update({name: getattr(meter, self.json_stat) for name, meter in self.meters.items()})
-        with open(self.output_file, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        self._write(record)
 
     def log_every(
         self,

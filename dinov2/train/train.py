@@ -50,6 +50,7 @@ from dinov2.train.precision import PrecisionPolicy, compute_dtype  # noqa: E402
 from dinov2.train.pretrained import load_model_weights, load_student_pretrained_weights  # noqa: E402
 from dinov2.train.run_lock import RunLock  # noqa: E402
 from dinov2.train.ssl_meta_arch import Batch, SSLMetaArch  # noqa: E402
+from dinov2.train.tracking import Tracking  # noqa: E402
 from dinov2.utils.config import get_args_parser as _get_args_parser  # noqa: E402
 from dinov2.utils.config import setup  # noqa: E402
 from dinov2.utils.param_groups import apply_optim_scheduler  # noqa: E402
@@ -229,8 +230,9 @@ def do_train(
     data_loader = build_data_loader(cfg, start_iter)
     device = model.device
     batch_size = cfg.train.batch_size_per_gpu
+    tracking = Tracking(cfg)
     metric_logger = MetricLogger(
-        delimiter="  ", output_file=os.path.join(cfg.train.output_dir, "training_metrics.json")
+        delimiter="  ", output_file=os.path.join(cfg.train.output_dir, "training_metrics.json"), sinks=tracking.sinks
     )
     logger.info("starting training from iteration %d of %d", start_iter, max_iter)
     iteration = start_iter
@@ -249,6 +251,7 @@ def do_train(
             **losses,
             **{f"{name}_grad_norm": norm for name, norm in grad_norms.items()},
         )
+        tracking.after_iteration(model, iteration, metric_logger)
         if eval_period > 0 and (iteration + 1) % eval_period == 0:
             do_test(cfg, model, f"training_{iteration}")
         if (iteration + 1) % period == 0 or iteration == max_iter - 1:
@@ -257,6 +260,7 @@ def do_train(
             history.append((iteration, losses))
         iteration += 1
     metric_logger.synchronize_between_processes()
+    tracking.close()
     return {name: meter.global_avg for name, meter in metric_logger.meters.items()}
 
 

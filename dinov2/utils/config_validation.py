@@ -137,6 +137,17 @@ def _check_train(c: _Checker) -> None:
     c.integer("evaluation.eval_period_iterations", minimum=0)
     c.integer("checkpointing.period", minimum=0)
     c.integer("checkpointing.max_to_keep", minimum=1)
+    c.boolean("tracking.tensorboard")
+    c.integer("tracking.knn.period_iterations", minimum=0)
+    c.string("tracking.knn.train_dataset")
+    c.string("tracking.knn.val_dataset")
+    c.check("tracking.knn.nb_knn", lambda v: isinstance(v, list) and v and all(_is_int(k) and k > 0 for k in v),
+            "a non-empty list of integers > 0")  # fmt: skip
+    c.check("tracking.knn.temperature", lambda v: _is_number(v) and v > 0, "a number > 0")
+    c.integer("tracking.knn.crop_size", minimum=1)
+    c.check("tracking.knn.resize_size", lambda v: v is None or (_is_int(v) and v > 0), "null or an integer > 0")
+    c.integer("tracking.knn.batch_size", minimum=1)
+    c.integer("tracking.knn.num_workers", minimum=0)
 
 
 def _check_student(c: _Checker) -> None:

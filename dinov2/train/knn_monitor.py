@@ -1,0 +1,79 @@
+"""The online k-NN monitor: k-NN accuracy of the teacher on a small labelled set, every N training iterations.
+
+Configured by ``tracking.knn`` (off by default): ``train_dataset`` / ``val_dataset`` are dataset strings (e.g. a few
+thousand labelled images: ``ImageFolder:root=/data/small/train``), evaluated every ``period_iterations`` on the
+teacher backbone as it trains, with the k-NN protocol of ``dinov2.eval.knn`` (L2-normalised class tokens, softmax
+voting at ``temperature``, top-1 for each ``nb_knn``). The accuracies become a record of their own in
+``training_metrics.json`` (``{"iteration", "knn_top1_k<k>"}``, percent) and TensorBoard, so
+``python -m dinov2.plot`` draws them next to the losses; the log shows them too. It is collective: every process
+takes part (feature extraction is split over them), and a sharded teacher runs as it does in training.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from omegaconf import DictConfig
+from torch import nn
+
+from dinov2.eval.knn import eval_knn_with_model
+
+logger = logging.getLogger("dinov2")
+
+__all__ = ["KnnMonitor"]
+
+_TOP1 = re.compile(r"^\('full', (\d+)\) Top 1$")
+
+
+class KnnMonitor:
+    """``monitor.due(iteration)`` / ``monitor.evaluate(backbone, autocast_dtype)`` -> ``{"knn_top1_k<k>": %}``."""
+
+    def __init__(self, section: DictConfig):
+        self.period = int(section.period_iterations)
+        self.train_dataset, self.val_dataset = str(section.train_dataset), str(section.val_dataset)
+        if self.period > 0 and not (self.train_dataset and self.val_dataset):
+            raise ValueError(
+                f"tracking.knn.period_iterations={self.period} needs tracking.knn.train_dataset and "
+                "tracking.knn.val_dataset (labelled dataset strings, e.g. ImageFolder:root=/data/small/train); "
+                "set period_iterations=0 to turn the monitor off"
+            )
+        self.nb_knn = [int(k) for k in section.nb_knn]
+        self.temperature = float(section.temperature)
+        self.crop_size = int(section.crop_size)
+        self.resize_size = None if section.resize_size is None else int(section.resize_size)
+        self.batch_size, self.num_workers = int(section.batch_size), int(section.num_workers)
+
+    @property
+    def enabled(self) -> bool:
+        return self.period > 0
+
+    def due(self, iteration: int) -> bool:
+        """True after iteration ``iteration`` (0-based) when it ends a period."""
+        return self.enabled and (iteration + 1) % self.period == 0
+
+    def evaluate(self, backbone: nn.Module, autocast_dtype=None) -> dict[str, float]:
+        """k-NN top-1 (percent) of ``backbone`` per k (collective)."""
+        import torch
+
+        results = eval_knn_with_model(
+            backbone,
+            output_dir=None,
+            train_dataset_str=self.train_dataset,
+            val_dataset_str=self.val_dataset,
+            nb_knn=self.nb_knn,
+            temperature=self.temperature,
+            autocast_dtype=autocast_dtype or torch.float,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            crop_size=self.crop_size,
+            resize_size=self.resize_size,
+            progress=False,
+        )
+        accuracies = {}
+        for key, value in results.items():
+            match = _TOP1.match(key)
+            if match:
+                accuracies[f"knn_top1_k{match.group(1)}"] = float(value)
+        logger.info("k-NN monitor: %s", ", ".join(f"{k} {v:.2f}" for k, v in sorted(accuracies.items())))
+        return accuracies
