@@ -1,0 +1,180 @@
+"""Logistic-regression evaluation of a backbone: the command line and the model-level entry point.
+
+    python -m dinov2.eval.log_regression --config-file dinov2/configs/eval/vits14_pretrain.yaml \\
+        --pretrained-weights dinov2_vits14_pretrain.pth --output-dir out/logreg \\
+        --train-dataset ImageFolder:root=/data/train --val-dataset ImageFolder:root=/data/val
+
+(or ``dinov2/run/eval/log_regression.py`` on SLURM). Released facts: cls features (not normalised) of
+images resized to 224 and centre-cropped to 224, batch 256; C swept over ``10 ** linspace(-6, 5, 45)``
+on a fine-tune set (``--finetune-dataset-str``, the val set with ``--finetune-on-val``, else 10 % of
+train), refit, evaluated on val. The solver (:mod:`dinov2.eval.log_regression.solver`) is float64 L-BFGS on
+torch, on ``--train-features-device`` (CPU by default, or a GPU): no cuML needed. The release wrote no result
+file; here ``results_eval_log_regression.json`` gets ``top-1`` / ``top-5`` / ``best_C`` lines and
+``results_eval_log_regression_detailed.json`` the sweep. ``--train-dtype`` is read by
+:func:`dinov2.utils.dtype.as_torch_dtype`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+import torch
+from torch import nn
+
+from dinov2 import distributed
+from dinov2.eval.common import (
+    add_eval_transform_args,
+    args_record,
+    as_metric_type,
+    check_extracted_labels,
+    make_eval_dataset,
+    make_eval_transform,
+    write_results,
+)
+from dinov2.eval.log_regression.solver import DEFAULT_MAX_ITER, eval_log_regression, format_log_regression_results
+from dinov2.eval.metrics import MetricType
+from dinov2.eval.results import to_jsonable
+from dinov2.eval.setup import autocast_context, setup_and_build_model
+from dinov2.eval.setup import get_args_parser as get_setup_args_parser
+from dinov2.features.extract import extract_features
+from dinov2.utils.dtype import as_torch_dtype as parse_any_dtype
+
+logger = logging.getLogger("dinov2")
+
+__all__ = ["RESIZE_RATIO", "as_torch_dtype", "get_args_parser", "eval_log_regression_with_model", "main"]
+
+RESIZE_RATIO = 1.0  # released: make_classification_eval_transform(resize_size=224), crop 224
+
+
+def as_torch_dtype(name: str | torch.dtype) -> torch.dtype:
+    """``--train-dtype`` (``"float64"``, ``"double"``, ``torch.float64``, ...) as a ``torch.dtype``."""
+    return parse_any_dtype(name, "--train-dtype")
+
+
+def get_args_parser(
+    description: str | None = None, parents: list[argparse.ArgumentParser] | None = None, add_help: bool = True
+) -> argparse.ArgumentParser:
+    """Released logistic-regression flags and defaults, plus ``--batch-size``, ``--num-workers`` and the
+    transform sizes of :mod:`dinov2.eval.common`."""
+    setup_parser = get_setup_args_parser(parents=parents or [], add_help=False)
+    parser = argparse.ArgumentParser(description=description, parents=[setup_parser], add_help=add_help)
+    add = parser.add_argument
+    add("--train-dataset", dest="train_dataset_str", type=str, help="Training dataset")
+    add("--val-dataset", dest="val_dataset_str", type=str, help="Validation dataset")
+    add("--finetune-dataset-str", dest="finetune_dataset_str", type=str, help="Fine-tuning dataset (chooses C)")
+    add(
+        "--finetune-on-val",
+        action="store_true",
+        help="without a fine-tune dataset, choose C on the val set instead of 10%% of the train set",
+    )
+    add("--metric-type", type=MetricType, choices=list(MetricType), help="Metric type")
+    add("--train-features-device", type=str, help="Device holding the features and fitting (cpu, cuda, cuda:0 ...)")
+    add("--train-dtype", type=str, help="Data type of the fit (default: %(default)s)")
+    add("--max-train-iters", type=int, help="Maximum number of L-BFGS iterations per fit (default: %(default)s)")
+    add("--batch-size", type=int, default=256, help="feature-extraction batch size (released: 256)")
+    add_eval_transform_args(parser, num_workers=0, resize_ratio=RESIZE_RATIO)
+    parser.set_defaults(
+        train_dataset_str="ImageNet:split=TRAIN",
+        val_dataset_str="ImageNet:split=VAL",
+        finetune_dataset_str=None,
+        metric_type=MetricType.MEAN_ACCURACY,
+        train_features_device="cpu",
+        train_dtype="float64",
+        max_train_iters=DEFAULT_MAX_ITER,
+        finetune_on_val=False,
+    )
+    return parser
+
+
+def _features(model, dataset_str, role, transform, batch_size, num_workers, on_cpu, progress):
+    """Labelled features of a whole dataset on every rank: (features [N, D], labels [N])."""
+    dataset = make_eval_dataset(dataset_str, transform, role)
+    features, labels = extract_features(
+        model, dataset, batch_size, num_workers, on_cpu, progress=progress, description=role
+    )
+    check_extracted_labels(labels, str(dataset_str))
+    return features, labels
+
+
+def eval_log_regression_with_model(
+    model: nn.Module,
+    train_dataset_str="ImageNet:split=TRAIN",
+    val_dataset_str="ImageNet:split=VAL",
+    finetune_dataset_str=None,
+    autocast_dtype: torch.dtype = torch.float,
+    finetune_on_val: bool = False,
+    metric_type: MetricType | str = MetricType.MEAN_ACCURACY,
+    train_dtype: torch.dtype | str = torch.float64,
+    train_features_device: torch.device | str = "cpu",
+    max_train_iters: int = DEFAULT_MAX_ITER,
+    *,
+    output_dir: str | None = None,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    crop_size: int = 224,
+    resize_size: int | None = None,
+    progress: bool = True,
+    run_args=None,
+) -> dict:
+    """Logistic-regression evaluation of ``model`` (``model(images) -> [B, D]``) on dataset strings or
+    dataset objects (collective). Returns ``{"top-1": %, "top-5": %, "best_C": C}`` (released keys;
+    per-class lists with ``metric_type=per_class_accuracy``) and writes the result files to ``output_dir``.
+    """
+    start = time.perf_counter()
+    fit_device = torch.device(train_features_device)
+    transform = make_eval_transform(crop_size, resize_size, RESIZE_RATIO)
+    device = next(model.parameters()).device
+    model.eval()
+    args = (transform, batch_size, num_workers, fit_device.type == "cpu", progress)
+    with autocast_context(autocast_dtype, device)():
+        train = _features(model, train_dataset_str, "train", *args)
+        val = _features(model, val_dataset_str, "val", *args)
+        finetune = _features(model, finetune_dataset_str, "fine-tune", *args) if finetune_dataset_str else (None, None)
+    results = eval_log_regression(
+        *train, *val, finetune_features=finetune[0], finetune_labels=finetune[1], finetune_on_val=finetune_on_val,
+        metric_type=as_metric_type(metric_type), max_iter=max_train_iters, dtype=as_torch_dtype(train_dtype),
+        device=fit_device,
+    )  # fmt: skip
+    logger.info("\n%s", format_log_regression_results(results))
+    released = to_jsonable({key: results[key] for key in ("top-1", "top-5", "best_C")})
+    detailed = {
+        "protocol": "log_regression",
+        "train_dataset": str(train_dataset_str),
+        "val_dataset": str(val_dataset_str),
+        "finetune_dataset": None if finetune_dataset_str is None else str(finetune_dataset_str),
+        "finetune_on_val": finetune_on_val,
+        "results": released,
+        "sweep": results["sweep"],
+        "seconds": time.perf_counter() - start,
+        "args": args_record(run_args),
+    }
+    write_results(output_dir, "log_regression", released, detailed)
+    distributed.barrier()
+    return released
+
+
+def main(args: argparse.Namespace) -> int:
+    """Released entry point: build the backbone from ``--config-file`` / ``--pretrained-weights``, run the sweep."""
+    model, autocast_dtype = setup_and_build_model(args)
+    eval_log_regression_with_model(
+        model=model,
+        train_dataset_str=args.train_dataset_str,
+        val_dataset_str=args.val_dataset_str,
+        finetune_dataset_str=args.finetune_dataset_str,
+        autocast_dtype=autocast_dtype,
+        finetune_on_val=args.finetune_on_val,
+        metric_type=args.metric_type,
+        train_dtype=as_torch_dtype(args.train_dtype),
+        train_features_device=torch.device(args.train_features_device),
+        max_train_iters=args.max_train_iters,
+        output_dir=args.output_dir,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        crop_size=args.crop_size,
+        resize_size=args.resize_size,
+        progress=not args.no_progress,
+        run_args=args,
+    )
+    return 0
