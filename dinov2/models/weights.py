@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import urllib.error
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dinov2.models.convert import flat_to_chunked, to_backbone_state_dict
+from dinov2.models.convert import chunked_to_flat, flat_to_chunked, to_backbone_state_dict
 
 logger = logging.getLogger("dinov2")
 
@@ -113,7 +114,9 @@ def _read_dcp_folder(path: Path) -> dict[str, Any]:
     if not state_dict:
         keys = sorted(metadata)[:_LISTED]
         raise ValueError(f"checkpoint folder {path} holds no '{_DCP_BACKBONE_PREFIX}*' tensors (first keys: {keys})")
-    dcp.load(state_dict, checkpoint_id=str(path), no_dist=True)
+    with warnings.catch_warnings():  # DCP warns that it loads "in a single process": that is the intent here
+        warnings.filterwarnings("ignore", message=".*(single process|distributed is disabled|uninitialized).*")
+        dcp.load(state_dict, checkpoint_id=str(path), no_dist=True)
     return {"teacher": {key.removeprefix(_DCP_BACKBONE_PREFIX): value for key, value in state_dict.items()}}
 
 
@@ -322,8 +325,9 @@ def _hints(model: nn.Module, flat: Mapping[str, Tensor], missing, unexpected, mi
 
 
 def fit_report(model: nn.Module, state_dict: Mapping[str, Tensor]) -> FitReport:
-    """Compare a flat backbone ``state_dict`` with ``model`` (which may be chunked or on the meta device)."""
-    flat = dict(state_dict)
+    """Compare a backbone ``state_dict`` (flat or chunked block names) with ``model`` (chunked or not, possibly on
+    the meta device)."""
+    flat = chunked_to_flat(state_dict)
     if getattr(model, "chunked_blocks", False):
         state_dict = flat_to_chunked(flat, model.n_blocks, len(model.blocks))
     expected = model.state_dict()
