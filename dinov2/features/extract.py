@@ -186,12 +186,14 @@ def iter_outputs(
     indices: Sequence[int] | None = None,
     dtype: torch.dtype | None = torch.float32,
     collate_fn: Callable | None = None,
+    device: torch.device | str | None = None,
 ) -> Iterator[FeatureBatch]:
     """This rank's batches of ``model`` outputs over ``dataset[indices]`` (default: :func:`shard_indices`).
 
-    No communication. Images go to the model's device; outputs are cast to ``dtype`` (None keeps the model's).
+    No communication. Images go to ``device`` (default: the device of the model's parameters, the CPU for a plain
+    function); outputs are cast to ``dtype`` (None keeps the model's).
     """
-    device = _model_device(model)
+    device = torch.device(device) if device is not None else _model_device(model)
     loader = make_shard_loader(dataset, batch_size, num_workers, collate_fn=collate_fn, indices=indices)
     for index, outputs, labels in _loader_batches(model, loader, device, dtype):
         yield FeatureBatch(index, _from_dict(outputs), labels)
@@ -301,17 +303,19 @@ def extract(
     dtype: torch.dtype | None = torch.float32,
     progress: bool = True,
     description: str = "features",
+    device: torch.device | str | None = None,
 ) -> Extracted:
     """Run ``model`` over ``dataset`` split across ranks; see the module docstring.
 
     ``gather=True`` (collective): rows of the whole dataset in dataset order on every rank. ``gather=False``: this
     rank's rows (dataset indices :func:`shard_indices`, in that order), no communication; a rank without images
-    returns a [0, 0] tensor (or ``{"": ...}`` for dict outputs). ``store_device``: where rows are kept (default:
-    the model's device); ``dtype``: cast of the outputs (None keeps the model's).
+    returns a [0, 0] tensor (or ``{"": ...}`` for dict outputs). ``device``: where images go (default: the device
+    of the model's parameters, the CPU for a plain function); ``store_device``: where rows are kept (default:
+    ``device``); ``dtype``: cast of the outputs (None keeps the model's).
     """
     if len(dataset) == 0:
         raise ValueError(f"cannot extract {description} of an empty dataset")
-    device = _model_device(model)
+    device = torch.device(device) if device is not None else _model_device(model)
     store_device = torch.device(store_device) if store_device is not None else device
     loader = make_shard_loader(dataset, batch_size, num_workers)
     batches = _loader_batches(model, loader, device, dtype)

@@ -27,7 +27,6 @@ the config key that most likely explains each difference (``student.arch``, ``st
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import math
 import os
@@ -275,13 +274,12 @@ class FitReport:
             raise WeightsMismatchError(self.message(source, what, setter, advice))
 
 
-@functools.cache
 def _arch_shapes() -> dict[str, tuple[int, int]]:
-    """{arch name: (embed dim, depth)} of the registered architectures (built on the meta device)."""
+    """{arch name: (embed dim, depth)} of the registered architectures (built on the meta device, on errors only)."""
     from dinov2.models.vision_transformer import ARCHS
 
     with torch.device("meta"):
-        models = {name: build(patch_size=14, img_size=28) for name, build in ARCHS.items()}
+        models = {name: build(patch_size=14, img_size=28, num_register_tokens=0) for name, build in ARCHS.items()}
     return {name: (model.embed_dim, model.n_blocks) for name, model in models.items()}
 
 

@@ -71,12 +71,19 @@ def test_trainer_checkpoint_folder_gives_its_teacher_backbone(tmp_path):
     _assert_equal(target.state_dict(), meta.teacher.backbone.state_dict())
 
 
-def test_urls_are_downloaded_once_into_the_torch_hub_cache(backbone, tmp_path, monkeypatch):
+@pytest.fixture
+def hub_dir(tmp_path, monkeypatch):
+    """An empty torch.hub directory for the test (through TORCH_HOME: ``set_dir`` would outlive the test)."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    assert torch.hub.get_dir() == str(tmp_path / "torch_home" / "hub"), "torch.hub.set_dir was called elsewhere"
+    return tmp_path / "torch_home" / "hub"
+
+
+def test_urls_are_downloaded_once_into_the_torch_hub_cache(backbone, tmp_path, hub_dir):
     torch.save(backbone.state_dict(), tmp_path / "remote.pth")
     url = (tmp_path / "remote.pth").as_uri()
     _assert_equal(weights.read_backbone_weights(url), backbone.state_dict())
-    cached = tmp_path / "torch_home" / "hub" / "checkpoints" / "remote.pth"
+    cached = hub_dir / "checkpoints" / "remote.pth"
     assert cached.is_file()
     (tmp_path / "remote.pth").unlink()  # the cached copy is used from now on
     _assert_equal(weights.read_backbone_weights(url), backbone.state_dict())
