@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dinov2 import distributed
 from dinov2.features.extract import (
     IndexedDataset,
     extract_features,
@@ -42,6 +43,7 @@ __all__ = [
     "make_shard_loader",
     "extract_features",
     "extract_features_with_dataloader",
+    "all_gather_and_flatten",
     "evaluate",
 ]
 
@@ -94,6 +96,11 @@ def check_labelled(dataset, name: str) -> None:
             f"dataset {name!r} has no labels (targets missing or -1): this protocol needs a labelled split, "
             "e.g. ImageFolder with one sub-folder per class, Synthetic:split=VAL or ImageNet:split=VAL"
         )
+
+
+def all_gather_and_flatten(tensor_rank: torch.Tensor) -> torch.Tensor:
+    """Released helper: ``tensor_rank`` [n, ...] of every rank concatenated in rank order, [world * n, ...]."""
+    return distributed.all_gather(tensor_rank.contiguous())
 
 
 @torch.no_grad()

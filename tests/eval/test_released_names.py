@@ -92,3 +92,20 @@ def test_eval_linear_then_test_on_datasets(tmp_path):
     blocks = (tmp_path / "results_eval_linear.json").read_text().strip().split("\n\n")
     assert [b.splitlines()[0] for b in blocks] == ["iter: 2", "iter: 6", "iter: 6", "iter: 6"]
     assert json.loads(blocks[-1].splitlines()[1])["best_classifier"]["name"] == best
+
+
+def test_released_helpers_of_linear_and_utils():
+    classifiers, _ = make_grid()
+    name = next(iter(classifiers.classifiers_dict))
+    classifier = classifiers.classifiers_dict[name]
+    assert not linear.has_ddp_wrapper(classifier) and linear.remove_ddp_wrapper(classifier) is classifier
+    images, labels = make_batches(1)[0]
+    postprocess = linear.LinearPostprocessor(classifier, class_mapping=[2, 0, 1])
+    metric = metrics.build_metric("mean_accuracy", num_classes=3, ks=(1,))
+    _, results = utils.evaluate(FakeBackbone(), [(images, labels)], {name: postprocess}, {name: metric}, "cpu")
+    with torch.no_grad():
+        mapped = classifier(FakeBackbone()(images))[:, [2, 0, 1]]
+    expected = (mapped.argmax(dim=1) == labels).float().mean()  # labels index the mapped outputs
+    torch.testing.assert_close(results[name]["top-1"], expected)
+    tensor = torch.arange(6).view(3, 2)
+    assert torch.equal(utils.all_gather_and_flatten(tensor), tensor)  # one process: the tensor itself

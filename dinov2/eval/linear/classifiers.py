@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
 
 from dinov2 import distributed
 from dinov2.heads.classifier import hub_head_layers as _hub_layers
@@ -29,6 +30,9 @@ __all__ = [
     "classifier_name",
     "setup_linear_classifiers",
     "hub_head_layers",
+    "LinearPostprocessor",
+    "has_ddp_wrapper",
+    "remove_ddp_wrapper",
 ]
 
 DEFAULT_LEARNING_RATES = (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1)
@@ -151,3 +155,28 @@ def setup_linear_classifiers(
 def hub_head_layers(classifier: LinearClassifier) -> int | None:
     """``layers`` of the hub head this classifier is equivalent to (1 or 4), or None when it has no hub layout."""
     return _hub_layers(classifier.use_n_blocks, classifier.use_avgpool)
+
+
+class LinearPostprocessor(nn.Module):
+    """Released adapter for :func:`dinov2.eval.utils.evaluate`: ``{"preds": logits [B, C'], "target": targets}``,
+    logits restricted / reordered by ``class_mapping`` (``preds[:, class_mapping]``) when given."""
+
+    def __init__(self, linear_classifier: nn.Module, class_mapping=None):
+        super().__init__()
+        self.linear_classifier = linear_classifier
+        mapping = None if class_mapping is None else torch.as_tensor(class_mapping, dtype=torch.long)
+        self.register_buffer("class_mapping", mapping)
+
+    def forward(self, samples, targets) -> dict[str, torch.Tensor]:
+        preds = self.linear_classifier(samples)
+        return {"preds": preds if self.class_mapping is None else preds[:, self.class_mapping], "target": targets}
+
+
+def has_ddp_wrapper(m: nn.Module) -> bool:
+    """Released helper: True for a ``DistributedDataParallel`` wrapper (this probe averages gradients itself)."""
+    return isinstance(m, DistributedDataParallel)
+
+
+def remove_ddp_wrapper(m: nn.Module) -> nn.Module:
+    """Released helper: the wrapped module of a ``DistributedDataParallel``, else ``m``."""
+    return m.module if has_ddp_wrapper(m) else m
