@@ -4,7 +4,7 @@
     PYTHONPATH=. python scripts/benchmark_eval.py --n-train 100000 --dim 768 --n-queries 10000 \
         --devices cpu cuda --dtypes fp32 fp16 --chunk-sizes 1024 4096   # the issue-#7 target size
 
-k-NN rows time :meth:`dinov2.eval.knn.KnnIndex.search` (exact top-k with (-sim, index) tie-breaking)
+k-NN rows time :meth:`dinov2.features.KnnIndex.search` (exact top-k with (-sim, index) tie-breaking)
 and, for reference, a plain ``matmul + topk`` over the same chunks (what the released code does,
 without deterministic ties), then the softmax voting for k in {10, 20, 100, 200}. Features are random
 unit vectors; times are medians over ``--repeats`` runs after one warm-up.
@@ -26,9 +26,10 @@ from functools import partial
 
 import torch
 
-from dinov2.eval.knn import DEFAULT_NB_KNN, KnnIndex, knn_class_scores
+from dinov2.eval.knn import DEFAULT_NB_KNN, knn_class_scores
 from dinov2.eval.log_regression import LogisticRegression
 from dinov2.eval.results import format_table
+from dinov2.features import KnnIndex
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -144,7 +145,7 @@ def _extraction_model(arch: str, device: torch.device):
 def bench_extraction(args) -> list[dict]:
     """Images/s of the real backbone as the protocols run it: k-NN features (normalised cls token, the
     cls-only last block), linear features (4 last blocks with cls tokens), and the whole
-    :func:`dinov2.eval.utils.extract_features` loop (batching, gathering, storing) on in-memory images."""
+    :func:`dinov2.features.extract_features` loop (batching, gathering, storing) on in-memory images."""
     from dinov2.eval.setup import autocast_context
     from dinov2.eval.utils import ModelWithIntermediateLayers, ModelWithNormalize, extract_features
 

@@ -38,6 +38,7 @@ __all__ = [
     "ImageNetReaLAccuracy",
     "build_metric",
     "build_topk_accuracy_metric",
+    "build_topk_imagenet_real_accuracy_metric",
     "target_ranks",
 ]
 
@@ -214,6 +215,13 @@ def build_topk_accuracy_metric(
     return TopKAccuracy(num_classes=num_classes, ks=ks, average=average_type, sync=sync)
 
 
+def build_topk_imagenet_real_accuracy_metric(
+    num_classes: int, ks: Sequence[int] = (1, 5), sync: bool = True
+) -> ImageNetReaLAccuracy:
+    """Top-k accuracy against ImageNet-ReaL label sets (released name); ``compute()`` gives ``{"top-k": ...}``."""
+    return ImageNetReaLAccuracy(num_classes=num_classes, ks=ks, sync=sync)
+
+
 def build_metric(
     metric_type: MetricType | str, *, num_classes: int, ks: Sequence[int] | None = None, sync: bool = True
 ) -> TopKAccuracy | ImageNetReaLAccuracy:
@@ -229,4 +237,4 @@ def build_metric(
     ks = (1, 5) if ks is None else ks
     if metric_type.accuracy_averaging is not None:
         return build_topk_accuracy_metric(metric_type.accuracy_averaging, num_classes, ks, sync=sync)
-    return ImageNetReaLAccuracy(num_classes=num_classes, ks=ks, sync=sync)
+    return build_topk_imagenet_real_accuracy_metric(num_classes, ks, sync=sync)

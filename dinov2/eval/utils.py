@@ -1,8 +1,8 @@
-"""Feature extraction and evaluation loops shared by the protocols (released ``dinov2/eval/utils.py`` names).
+"""Model wrappers and loops shared by the protocols (released ``dinov2/eval/utils.py`` names).
 
-:func:`extract_features` runs a frozen model over a dataset split across ranks and returns the features
-and labels of the whole dataset, in dataset order, on every rank. Differences from the release, all
-deliberate:
+Feature extraction lives in :mod:`dinov2.features` (shared with data curation); its released names
+(:func:`extract_features`, :func:`extract_features_with_dataloader`) and helpers are re-exported here. Differences
+from the release, all deliberate (details in :mod:`dinov2.features.extract`):
 
 - Ranks take interleaved indices ``rank, rank + world, ...`` *without* the padding duplicates of
   ``DistributedSampler``, so no image is computed twice and per-rank query shards (``gather=False``)
@@ -16,18 +16,20 @@ deliberate:
 from __future__ import annotations
 
 import logging
-import math
-import sys
-import time
 from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
 from dinov2 import distributed
+from dinov2.features.extract import (
+    IndexedDataset,
+    extract_features,
+    extract_features_with_dataloader,
+    make_shard_loader,
+    shard_indices,
+)
 from dinov2.logging import MetricLogger
 
 logger = logging.getLogger("dinov2")
@@ -40,6 +42,8 @@ __all__ = [
     "shard_indices",
     "make_shard_loader",
     "extract_features",
+    "extract_features_with_dataloader",
+    "all_gather_and_flatten",
     "evaluate",
 ]
 
@@ -75,20 +79,6 @@ class ModelWithIntermediateLayers(nn.Module):
             return self.feature_model.get_intermediate_layers(images, self.n_last_blocks, return_class_token=True)
 
 
-class IndexedDataset(Dataset):
-    """``dataset[i] = (image, target)`` -> ``(image, i, label)``; a ``None`` target becomes the label -1."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __getitem__(self, index: int):
-        image, target = self.dataset[index]
-        return image, index, -1 if target is None else target
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-
 def check_labelled(dataset, name: str) -> None:
     """Raise if ``dataset`` (described by ``name``) declares missing labels (targets None or < 0).
 
@@ -108,169 +98,9 @@ def check_labelled(dataset, name: str) -> None:
         )
 
 
-def shard_indices(sample_count: int, rank: int, world_size: int) -> range:
-    """This rank's dataset indices: ``rank, rank + world, ...`` (no padding; sizes differ by at most 1)."""
-    return range(rank, sample_count, world_size)
-
-
-def make_shard_loader(
-    dataset, batch_size: int, num_workers: int, collate_fn=None, with_index: bool = True
-) -> DataLoader:
-    """A sequential loader over this rank's :func:`shard_indices`, yielding ``(images, indices, labels)``
-    (``(images, targets)`` with ``with_index=False``, e.g. for evaluation loops)."""
-    indices = shard_indices(len(dataset), distributed.get_global_rank(), distributed.get_global_size())
-    subset = torch.utils.data.Subset(IndexedDataset(dataset) if with_index else dataset, indices)
-    return DataLoader(
-        subset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        pin_memory=torch.cuda.is_available(),
-        drop_last=False,
-        collate_fn=collate_fn,
-    )
-
-
-def _collective_device(fallback: torch.device) -> torch.device:
-    if distributed.is_enabled() and dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return fallback if not distributed.is_enabled() else torch.device("cpu")
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    param = next(iter(model.parameters()), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
-def _progress_bar(total: int, description: str, enabled: bool):
-    """tqdm over ``total`` images on the main process (None elsewhere, when disabled or without tqdm)."""
-    if not enabled or not distributed.is_main_process():
-        return None
-    try:
-        from tqdm import tqdm  # installed with fvcore
-    except ImportError:
-        return None
-    interactive = sys.stderr.isatty()
-    return tqdm(total=total, desc=description, unit="img", unit_scale=True, mininterval=1 if interactive else 30)
-
-
-class _FeatureStore:
-    """Features [N, D] and labels [N] of the whole dataset, filled from gathered, index-tagged rows."""
-
-    def __init__(self, sample_count: int, dim: int, device: torch.device):
-        self.features = torch.zeros(sample_count, dim, device=device)
-        self.labels = torch.full((sample_count,), -1, dtype=torch.long, device=device)
-        self.filled = torch.zeros(sample_count, dtype=torch.bool, device=device)
-
-    def add(self, index: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> None:
-        keep = index >= 0  # padding rows carry index -1
-        index = index[keep].to(self.features.device)
-        self.features.index_copy_(0, index, features[keep].to(self.features.device))
-        self.labels.index_copy_(0, index, labels[keep].to(self.features.device))
-        self.filled[index] = True
-
-
-def _pad_rows(tensor: torch.Tensor, rows: int, value: float) -> torch.Tensor:
-    pad = rows - tensor.shape[0]
-    return tensor if pad == 0 else torch.cat([tensor, tensor.new_full((pad, *tensor.shape[1:]), value)])
-
-
-def _advance(bar, count: int) -> None:
-    if bar is not None:
-        bar.update(count)
-
-
-def _forward_batch(model, batch, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(features [b, D] float32, indices [b], labels [b]) of one ``(images, indices, labels)`` batch."""
-    images, index, labels = batch
-    labels = torch.as_tensor(labels)
-    if labels.ndim != 1:
-        raise ValueError(
-            f"feature extraction needs one integer label per image, got labels of shape {list(labels.shape)}"
-        )
-    features = model(images.to(device, non_blocking=True)).float()  # [b, D]
-    return features, index.long(), labels.long()
-
-
-@torch.no_grad()
-def extract_features(
-    model: nn.Module,
-    dataset,
-    batch_size: int,
-    num_workers: int,
-    gather_on_cpu: bool = False,
-    *,
-    gather: bool = True,
-    progress: bool = True,
-    description: str = "features",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``model`` (images [B, 3, H, W] -> [B, D]) over ``dataset`` split across ranks (collective).
-
-    Returns float32 features [N, D] and int64 labels [N] (-1 where the target is None) of the whole
-    dataset in dataset order, on every rank: on the CPU when ``gather_on_cpu`` (for sets too large for
-    the accelerator) or when the model is on the CPU, else on the model's device. With ``gather=False``
-    returns this rank's rows only (indices :func:`shard_indices`, in that order), without communication.
-    """
-    if len(dataset) == 0:
-        raise ValueError(f"cannot extract {description} of an empty dataset")
-    device = _model_device(model)
-    store_device = torch.device("cpu") if gather_on_cpu else device
-    loader = make_shard_loader(dataset, batch_size, num_workers)
-    start = time.perf_counter()
-    bar = _progress_bar(len(dataset) if gather else len(loader.dataset), f"Extracting {description}", progress)
-    try:
-        if gather:
-            features, labels = _extract_gathered(model, loader, len(dataset), batch_size, device, store_device, bar)
-        else:
-            features, labels = _extract_local(model, loader, device, store_device, bar)
-    finally:
-        if bar is not None:
-            bar.close()
-    elapsed = time.perf_counter() - start
-    scope = f"{distributed.get_global_size()} process(es)" if gather else "this process"
-    count = len(dataset) if gather else len(loader.dataset)
-    rate = count / max(elapsed, 1e-9)
-    logger.info(
-        "Extracted %s %s in %.1f s: %.1f images/s (%s)", description, list(features.shape), elapsed, rate, scope
-    )
-    return features, labels
-
-
-def _extract_local(model, loader, device, store_device, bar) -> tuple[torch.Tensor, torch.Tensor]:
-    features, labels = [], []
-    for batch in loader:
-        batch_features, _, batch_labels = _forward_batch(model, batch, device)
-        features.append(batch_features.to(store_device))
-        labels.append(batch_labels.to(store_device))
-        _advance(bar, len(batch_labels))
-    if not features:  # more ranks than images
-        return torch.zeros(0, 0, device=store_device), torch.zeros(0, dtype=torch.long, device=store_device)
-    return torch.cat(features), torch.cat(labels)
-
-
-def _extract_gathered(model, loader, sample_count, batch_size, device, store_device, bar):
-    """One round per batch of the largest shard: every rank sends a batch padded to ``batch_size`` rows
-    (index -1 marks padding) and every rank stores all rows at their dataset index."""
-    comm = _collective_device(device)
-    rounds = math.ceil(math.ceil(sample_count / distributed.get_global_size()) / batch_size)
-    batches, store = iter(loader), None
-    for _ in range(rounds):
-        batch = next(batches, None)
-        if batch is not None:
-            features, index, labels = _forward_batch(model, batch, device)
-        if store is None:  # rank 0 always has a first batch: it tells the others the feature size
-            dim = torch.tensor([features.shape[1] if batch is not None else 0], device=comm)
-            store = _FeatureStore(sample_count, int(distributed.broadcast(dim, src=0).item()), store_device)
-        if batch is None:  # this shard is exhausted: send padding only
-            features = torch.zeros(0, store.features.shape[1], device=comm)
-            index = labels = torch.zeros(0, dtype=torch.long, device=comm)
-        rows = [_pad_rows(t.to(comm), batch_size, fill) for t, fill in ((features, 0), (index, -1), (labels, -1))]
-        features_all, index_all, labels_all = (distributed.all_gather(t) for t in rows)  # [world * batch_size, ...]
-        store.add(index_all, features_all, labels_all)
-        _advance(bar, int((index_all >= 0).sum()))
-    if not bool(store.filled.all()):
-        raise RuntimeError(f"feature extraction missed {int((~store.filled).sum())} of {sample_count} samples")
-    return store.features, store.labels
+def all_gather_and_flatten(tensor_rank: torch.Tensor) -> torch.Tensor:
+    """Released helper: ``tensor_rank`` [n, ...] of every rank concatenated in rank order, [world * n, ...]."""
+    return distributed.all_gather(tensor_rank.contiguous())
 
 
 @torch.no_grad()

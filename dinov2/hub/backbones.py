@@ -6,9 +6,10 @@ import os
 from enum import Enum
 from pathlib import Path
 
-from dinov2.hub.utils import _DINOV2_BASE_URL, _make_dinov2_model_name, fetch_state_dict, load_strict, resolve_weights
-from dinov2.models.convert import flat_to_chunked, to_backbone_state_dict
+from dinov2.hub import utils
+from dinov2.hub.utils import _make_dinov2_model_name, load_strict, resolve_weights
 from dinov2.models.vision_transformer import ARCHS, DinoVisionTransformer
+from dinov2.models.weights import read_backbone_weights
 
 
 class Weights(Enum):
@@ -28,7 +29,7 @@ def backbone_weights_source(weights: WeightsArg, arch_name: str, patch_size: int
         return resolved
     model_base_name = _make_dinov2_model_name(arch_name, patch_size)
     model_full_name = _make_dinov2_model_name(arch_name, patch_size, num_register_tokens)
-    return f"{_DINOV2_BASE_URL}/{model_base_name}/{model_full_name}_pretrain.pth"
+    return f"{utils._DINOV2_BASE_URL}/{model_base_name}/{model_full_name}_pretrain.pth"
 
 
 def _make_dinov2_model(
@@ -48,8 +49,8 @@ def _make_dinov2_model(
 ) -> DinoVisionTransformer:
     """Build a hub backbone; with ``pretrained`` load ``weights`` (released or a local file) strictly.
 
-    Local files may be hub state dicts or training checkpoints (``teacher`` / ``backbone.`` / chunked
-    layouts, see :func:`dinov2.models.convert.to_backbone_state_dict`).
+    Local files may be hub state dicts, training exports or checkpoints (``teacher`` / ``backbone.`` / chunked
+    layouts, checkpoint folders: every source :mod:`dinov2.models.weights` reads).
     """
     if arch_name not in ARCHS:
         raise ValueError(f"unknown arch_name {arch_name!r}; valid: {sorted(ARCHS)}")
@@ -67,11 +68,9 @@ def _make_dinov2_model(
     state_dict = source = None
     if pretrained:  # fetch (or fail) before spending time on building the model
         source = backbone_weights_source(weights, arch_name, patch_size, num_register_tokens)
-        state_dict = to_backbone_state_dict(fetch_state_dict(source))
+        state_dict = read_backbone_weights(source, argument="weights")
     model = ARCHS[arch_name](**vit_kwargs)
-    if state_dict is not None:
-        if block_chunks > 0:
-            state_dict = flat_to_chunked(state_dict, model.n_blocks, block_chunks)
+    if state_dict is not None:  # chunked models get chunked block names from load_strict's fit report
         load_strict(model, state_dict, source, _make_dinov2_model_name(arch_name, patch_size, num_register_tokens))
     return model
 

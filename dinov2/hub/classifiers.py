@@ -11,12 +11,13 @@ from __future__ import annotations
 from enum import Enum
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
+from dinov2.heads.classifier import HUB_LAYERS, backbone_blocks, is_linear_head_state_dict, linear_head_input
+from dinov2.hub import utils
 from dinov2.hub.backbones import REGISTER_SETTINGS, WeightsArg, _make_dinov2_model
 from dinov2.hub.backbones import Weights as BackboneWeights
-from dinov2.hub.utils import _DINOV2_BASE_URL, _make_dinov2_model_name, fetch_state_dict, load_strict, resolve_weights
+from dinov2.hub.utils import _make_dinov2_model_name, fetch_state_dict, load_strict, resolve_weights
 from dinov2.models.convert import chunked_to_flat, strip_prefix
 
 _IMAGENET_CLASSES = 1000
@@ -30,7 +31,8 @@ class _LinearClassifierWrapper(nn.Module):
     """Frozen-feature classifier: ``linear_head(features)`` with features as in the released linear heads.
 
     ``layers=1``: cls token ++ mean patch token of the last block; ``layers=4``: the cls tokens of the last 4
-    blocks ++ mean patch token of the last block. Input ``[B, 3, H, W]``, output logits ``[B, classes]``.
+    blocks ++ mean patch token of the last block (:mod:`dinov2.heads.classifier`). Input ``[B, 3, H, W]``, output
+    logits ``[B, classes]``.
     """
 
     def __init__(self, *, backbone: nn.Module, linear_head: nn.Module, layers: int = 4) -> None:
@@ -40,23 +42,15 @@ class _LinearClassifierWrapper(nn.Module):
         self.layers = layers
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.layers == 1:
-            features = self.backbone.forward_features(x)
-            cls_token = features["x_norm_clstoken"]  # [B, D]
-            patch_tokens = features["x_norm_patchtokens"]  # [B, N, D]
-            linear_input = torch.cat([cls_token, patch_tokens.mean(dim=1)], dim=1)  # [B, 2D]
-        else:
-            blocks = self.backbone.get_intermediate_layers(x, n=self.layers, return_class_token=True)
-            cls_tokens = [cls_token for _, cls_token in blocks]
-            linear_input = torch.cat([*cls_tokens, blocks[-1][0].mean(dim=1)], dim=1)  # [B, (layers + 1) D]
-        return self.linear_head(linear_input)
+        blocks = backbone_blocks(self.backbone, x, self.layers)
+        return self.linear_head(linear_head_input(blocks, self.layers, avgpool=True))  # [B, (layers + 1) D] -> logits
 
 
 def _head_url(arch_name: str, patch_size: int, layers: int, num_register_tokens: int) -> str:
     model_base_name = _make_dinov2_model_name(arch_name, patch_size)
     model_full_name = _make_dinov2_model_name(arch_name, patch_size, num_register_tokens)
     layers_str = "4" if layers == 4 else ""
-    return f"{_DINOV2_BASE_URL}/{model_base_name}/{model_full_name}_linear{layers_str}_head.pth"
+    return f"{utils._DINOV2_BASE_URL}/{model_base_name}/{model_full_name}_linear{layers_str}_head.pth"
 
 
 def _make_dinov2_linear_classification_head(
@@ -71,8 +65,8 @@ def _make_dinov2_linear_classification_head(
     **kwargs,
 ) -> nn.Linear:
     """``nn.Linear((1 + layers) * embed_dim, 1000)``, with the released head weights when ``pretrained``."""
-    if layers not in (1, 4):
-        raise ValueError(f"layers={layers} is not supported: use 1 or 4")
+    if layers not in HUB_LAYERS:
+        raise ValueError(f"layers={layers} is not supported: use one of {HUB_LAYERS}")
     linear_head = nn.Linear((1 + layers) * embed_dim, _IMAGENET_CLASSES)
     if pretrained:
         resolve_weights(weights, Weights)
@@ -84,7 +78,7 @@ def _make_dinov2_linear_classification_head(
 def _load_classifier_file(path: Path) -> tuple[dict | None, dict | None]:
     """Split a local classifier file into (head state dict, None) or (None, whole-classifier state dict)."""
     state_dict = fetch_state_dict(path)
-    if set(state_dict) == {"weight", "bias"}:
+    if is_linear_head_state_dict(state_dict):
         return state_dict, None
     state_dict = chunked_to_flat(strip_prefix(state_dict, "module."))
     if any(key.startswith("linear_head.") for key in state_dict):
@@ -109,8 +103,8 @@ def _make_dinov2_linear_classifier(
     **kwargs,
 ) -> _LinearClassifierWrapper:
     """Backbone + linear head; see the module docstring for the accepted ``weights`` / ``backbone_weights``."""
-    if layers not in (1, 4):
-        raise ValueError(f"layers={layers} is not supported: use 1 or 4")
+    if layers not in HUB_LAYERS:
+        raise ValueError(f"layers={layers} is not supported: use one of {HUB_LAYERS}")
     head_state = full_state = None
     source = resolve_weights(weights, Weights) if pretrained else None
     if isinstance(source, Path):

@@ -1,7 +1,8 @@
 """Weight locations and loading for the hub entry points.
 
-Released files live under ``https://dl.fbaipublicfiles.com/dinov2``. Every file is loaded with
-``weights_only=True`` (tensors and plain containers only); a ``weights`` argument may also name a local file.
+Released files live under ``https://dl.fbaipublicfiles.com/dinov2``. Files are read by
+:mod:`dinov2.models.weights` (``weights_only=True``: tensors and plain containers only); a ``weights`` argument may
+also name a local file or a trainer checkpoint folder.
 """
 
 from __future__ import annotations
@@ -10,16 +11,19 @@ import enum
 import logging
 import math
 import os
-import urllib.error
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dinov2.models.weights import fit_report, read_checkpoint
+
 logger = logging.getLogger("dinov2")
 
 _DINOV2_BASE_URL = "https://dl.fbaipublicfiles.com/dinov2"
+_HUB_ADVICE = "Pass weights made for this entry point (same architecture, patch size, registers and FFN)."
 
 
 def _make_dinov2_model_name(arch_name: str, patch_size: int, num_register_tokens: int = 0) -> str:
@@ -44,28 +48,18 @@ def resolve_weights(weights: enum.Enum | str | os.PathLike, enum_cls: type[enum.
     raise ValueError(f"unsupported weights {weights!r}: pass one of {valid} or the path of a local .pth file")
 
 
-def fetch_state_dict(source: str | Path) -> dict:
-    """Load a checkpoint from a URL (cached by ``torch.hub``) or a local file, with ``weights_only=True``."""
-    if isinstance(source, Path):
-        if not source.is_file():
-            raise FileNotFoundError(f"weights file {source} does not exist")
-        return torch.load(source, map_location="cpu", weights_only=True)
-    try:
-        return torch.hub.load_state_dict_from_url(source, map_location="cpu", weights_only=True)
-    except (urllib.error.URLError, OSError) as err:
-        filename = source.rsplit("/", 1)[-1]
-        raise RuntimeError(
-            f"could not download {source} ({err}). Without network access, fetch the file on another machine "
-            f"and pass its path instead: weights='/path/to/{filename}'"
-        ) from err
+def fetch_state_dict(source: str | os.PathLike) -> Mapping:
+    """The mapping stored at a URL (cached by ``torch.hub``), a local file or a checkpoint folder, read with
+    ``weights_only=True`` (see :func:`dinov2.models.weights.read_checkpoint`)."""
+    return read_checkpoint(source, argument="weights")
 
 
-def load_strict(module: nn.Module, state_dict: dict, source: object, what: str) -> None:
-    """``module.load_state_dict(state_dict, strict=True)`` with an error that names the file and the model."""
-    try:
-        module.load_state_dict(state_dict, strict=True)
-    except RuntimeError as err:
-        raise RuntimeError(f"weights from {source} do not fit {what}: {err}") from err
+def load_strict(module: nn.Module, state_dict: Mapping, source: object, what: str) -> None:
+    """``module.load_state_dict(state_dict, strict=True)``, or :class:`~dinov2.models.weights.WeightsMismatchError`
+    (a ``RuntimeError``) listing every difference, raised before anything is copied."""
+    report = fit_report(module, state_dict)
+    report.raise_if_mismatched(source, what, advice=_HUB_ADVICE)
+    module.load_state_dict(report.state_dict, strict=True)
     logger.info("loaded %s weights from %s", what, source)
 
 

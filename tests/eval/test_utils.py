@@ -76,7 +76,7 @@ CASES = [(7, 2), (3, 4), (1, 4)]  # (images, batch size): uneven shards, a rank 
 
 
 def _extraction_worker(rank, world_size):
-    """Extraction of the toy cases on each rank (run by tests/eval/test_e2e_knn.py, in the same 2 processes as
+    """Extraction of the toy cases on each rank (run by tests/eval/knn/test_e2e_knn.py, in the same 2 processes as
     the k-NN comparison, to start processes once)."""
     outputs = []
     for n, batch_size in CASES:

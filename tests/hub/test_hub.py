@@ -69,13 +69,9 @@ def test_torch_hub_load_from_a_local_checkout():
 
 def test_offline_download_error_says_how_to_pass_a_local_file(monkeypatch, tmp_path):
     monkeypatch.setattr(hub_utils, "_DINOV2_BASE_URL", "http://127.0.0.1:9/dinov2")  # nothing listens there
-    old_hub_dir = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path))  # no cached copy
-    try:
-        with pytest.raises(RuntimeError, match=r"weights='/path/to/dinov2_vits14_reg4_pretrain.pth'"):
-            hubconf.dinov2_vits14_reg()
-    finally:
-        torch.hub.set_dir(old_hub_dir)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no cached copy (set_dir would pin the folder for later tests)
+    with pytest.raises(RuntimeError, match=r"weights='/path/to/dinov2_vits14_reg4_pretrain.pth'"):
+        hubconf.dinov2_vits14_reg()
 
 
 @pytest.fixture(scope="module")

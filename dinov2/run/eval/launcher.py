@@ -49,7 +49,7 @@ def launch(protocol: str, argv: list[str] | None = None):
         args.config_file = str(resolve_config_file(args.config_file or ""))
     except FileNotFoundError as error:
         parser.error(f"--config-file: {error}")
-    if args.pretrained_weights and "://" not in args.pretrained_weights and not os.path.isfile(args.pretrained_weights):
+    if args.pretrained_weights and "://" not in args.pretrained_weights and not os.path.exists(args.pretrained_weights):
         parser.error(f"--pretrained-weights {args.pretrained_weights!r} does not exist")
     args.eval_module = module_name
     # Pickle the task class by its importable name, also when a launcher file runs as a script (__main__).

@@ -4,8 +4,9 @@
         --pretrained-weights dinov2_vits14_pretrain.pth --output-dir out/linear \\
         --train-dataset ImageFolder:root=/data/train --val-dataset ImageFolder:root=/data/val
 
-(or ``dinov2/run/eval/linear.py`` on SLURM). The grid, its training loop and checkpoints are in
-:mod:`dinov2.eval.linear_probe` and :mod:`dinov2.eval.linear_checkpoint` (their names are re-exported here).
+(or ``dinov2/run/eval/linear.py`` on SLURM). The grid is in :mod:`dinov2.eval.linear.classifiers`, its training
+loop in :mod:`dinov2.eval.linear.train`, checkpoints in :mod:`dinov2.eval.linear.checkpoint`, evaluation data in
+:mod:`dinov2.eval.linear.data` (the package re-exports the released names).
 
 Released behaviour: train transform ``RandomResizedCrop(224)`` + flip, sharded infinite sampler (seed 0,
 drop last), ``epochs * epoch_length`` iterations, validation every ``--eval-period-iterations`` and at the
@@ -24,15 +25,12 @@ backbone_weights="dinov2_vits14_pretrain.pth")`` or ``dinov2.hub.classifiers.din
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -46,31 +44,31 @@ from dinov2.eval.common import (
     make_eval_transform,
     write_results,
 )
-from dinov2.eval.linear_checkpoint import resume_or_load, save_hub_linear_head
-from dinov2.eval.linear_probe import (  # noqa: F401  (re-exported: the released module held them)
+from dinov2.eval.linear.checkpoint import resume_or_load, save_hub_linear_head
+from dinov2.eval.linear.classifiers import (
     DEFAULT_LEARNING_RATES,
     DEFAULT_N_LAST_BLOCKS_LIST,
     AllClassifiers,
-    LinearClassifier,
+    setup_linear_classifiers,
+)
+from dinov2.eval.linear.data import load_class_mapping, make_eval_data_loader, num_classes_of, resolve_test_settings
+from dinov2.eval.linear.train import (
     best_hub_classifier,
-    classifier_name,
-    create_linear_input,
     evaluate_linear_classifiers,
     make_optimizer,
     make_scheduler,
-    scale_lr,
-    select_best_classifier,
-    setup_linear_classifiers,
     train_linear_classifiers,
-    train_step,
+    write_results_block,
 )
 from dinov2.eval.metrics import MetricType
 from dinov2.eval.results import format_table, to_jsonable
 from dinov2.eval.setup import autocast_context, setup_and_build_model
 from dinov2.eval.setup import get_args_parser as get_setup_args_parser
-from dinov2.eval.utils import ModelWithIntermediateLayers, make_shard_loader
+from dinov2.eval.utils import ModelWithIntermediateLayers
 
 logger = logging.getLogger("dinov2")
+
+__all__ = ["RESIZE_RATIO", "get_args_parser", "format_linear_results", "test_on_datasets", "run_eval_linear", "main"]
 
 RESIZE_RATIO = 256 / 224
 
@@ -117,58 +115,6 @@ def get_args_parser(
         test_class_mapping_fpaths=[None],
     )
     return parser
-
-
-def _pad_and_collate(batch):
-    """Collate ImageNet-ReaL targets (arrays of valid labels of different lengths), padded with -1."""
-    length = max(len(np.atleast_1d(target)) for _, target in batch)
-    padded = [
-        (image, np.pad(np.atleast_1d(t), (0, length - len(np.atleast_1d(t))), constant_values=-1)) for image, t in batch
-    ]
-    return torch.utils.data.default_collate(padded)
-
-
-def _load_class_mapping(path: str | None):
-    if path is None or path == "None":
-        return None
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"class mapping file {path!r} does not exist (expected a .npy array of class indices)")
-    logger.info("Using class mapping from %s", path)
-    return np.load(path)
-
-
-def _test_settings(val_dataset_str, val_metric_type, test_dataset_strs, test_metric_types, mapping_fpaths):
-    """Released defaults: test on the val set with the val metric; one mapping (or None) per test set."""
-    tests = list(test_dataset_strs) if test_dataset_strs else [val_dataset_str]
-    metrics = list(test_metric_types) if test_metric_types else [val_metric_type] * len(tests)
-    mappings = list(mapping_fpaths) if mapping_fpaths else [None]
-    if mappings == [None] * len(mappings) and len(mappings) != len(tests):
-        mappings = [None] * len(tests)
-    for flag, values in (("--test-metric-types", metrics), ("--test-class-mapping-fpaths", mappings)):
-        if len(values) != len(tests):
-            raise ValueError(f"{flag} has {len(values)} value(s) for {len(tests)} test dataset(s); give one per set")
-    return tests, metrics, mappings
-
-
-def make_eval_data_loader(dataset_str, transform, batch_size: int, num_workers: int, metric_type):
-    """Loader of ``(images, targets)`` over this rank's share of a labelled eval dataset (no duplicates)."""
-    dataset = make_eval_dataset(dataset_str, transform, "evaluation")
-    collate = _pad_and_collate if MetricType(metric_type) is MetricType.IMAGENET_REAL_ACCURACY else None
-    return make_shard_loader(dataset, batch_size, num_workers, collate_fn=collate, with_index=False)
-
-
-def _num_classes(dataset, name) -> int:
-    get_targets = getattr(dataset, "get_targets", None)
-    if get_targets is None:
-        raise ValueError(f"train dataset {name!r} has no get_targets(): the number of classes cannot be read")
-    return int(np.max(np.asarray(get_targets()))) + 1
-
-
-def _write_block(metrics_file_path, iteration: int, results: dict) -> None:
-    """Released ``results_eval_linear.json`` block: ``iter: N``, one JSON line, a blank line."""
-    if metrics_file_path is not None and distributed.is_main_process():
-        with open(metrics_file_path, "a") as f:
-            f.write(f"iter: {iteration}\n{json.dumps({'best_classifier': results['best_classifier']})}\n\n")
 
 
 def _save_hub_head(output_dir, val_results: dict, classifiers: AllClassifiers) -> dict | None:
@@ -221,21 +167,57 @@ def _setup_probe(model, sample_image, n_last_blocks_list, learning_rates, batch_
     return feature_model, classifiers, optimizer, make_scheduler(optimizer, max_iter)
 
 
-def _test_on_datasets(feature_model, classifiers, tests, eval_transform, batch_size, num_classes, best_name, file, it):
-    """Score the classifier chosen on validation on each test set; ``{"<dataset>_accuracy": %}``."""
+def _test_on_datasets(
+    feature_model, classifiers, tests, batch_size, num_classes, best_name, file, iteration, *, num_workers=0, transform
+):
+    """Score the classifier chosen on validation on each ``(dataset, metric type, class mapping)`` of ``tests``.
+
+    Returns ``({"<dataset>_accuracy": %}, {dataset: per-dataset metrics of that classifier})``.
+    """
     results, details = {}, {}
-    for dataset_str, metric_type, mapping_fpath in zip(*tests):
+    for dataset_str, metric_type, mapping in zip(*tests):
         logger.info("Testing on %s", dataset_str)
-        loader = make_eval_data_loader(dataset_str, eval_transform, batch_size, 0, metric_type)
-        mapping = _load_class_mapping(mapping_fpath)
+        loader = make_eval_data_loader(dataset_str, batch_size, num_workers, metric_type, transform=transform)
         out = evaluate_linear_classifiers(
             feature_model, classifiers, loader, metric_type=metric_type, num_classes=num_classes,
             class_mapping=mapping, best_classifier_on_val=best_name,
         )  # fmt: skip
-        _write_block(file, it, out)
+        write_results_block(file, iteration, out)
         results[f"{dataset_str}_accuracy"] = 100.0 * out["best_classifier"]["accuracy"]
         details[dataset_str] = {"metric_type": MetricType(metric_type), **_percent(out["classifiers"][best_name])}
     return results, details
+
+
+def test_on_datasets(
+    feature_model,
+    linear_classifiers: AllClassifiers,
+    test_dataset_strs: Sequence[str],
+    batch_size: int,
+    num_workers: int,
+    test_metric_types: Sequence[MetricType | str],
+    metrics_file_path,
+    training_num_classes: int,
+    iteration: int,
+    best_classifier_on_val: str,
+    prefixstring: str = "",
+    test_class_mappings: Sequence = (None,),
+    *,
+    transform=None,
+) -> dict[str, float]:
+    """Released name: score ``best_classifier_on_val`` on each test set; ``{"<dataset>_accuracy": %}``.
+
+    ``test_class_mappings``: one class mapping (array or None) per test set (a single None for all).
+    ``transform``: the eval transform (default: the released one, resize 256 and centre crop 224).
+    ``prefixstring`` is accepted for compatibility (the release passed it to its log lines).
+    """
+    mappings = list(test_class_mappings)
+    mappings = mappings * len(test_dataset_strs) if mappings == [None] else mappings
+    tests = (list(test_dataset_strs), list(test_metric_types), mappings)
+    results, _ = _test_on_datasets(
+        feature_model, linear_classifiers, tests, batch_size, training_num_classes, best_classifier_on_val,
+        metrics_file_path, iteration, num_workers=num_workers, transform=transform,
+    )  # fmt: skip
+    return results
 
 
 def run_eval_linear(
@@ -272,14 +254,14 @@ def run_eval_linear(
     checkpoints and the hub head ``linear[4]_head.pth`` to ``output_dir``.
     """
     start = time.perf_counter()
-    tests = _test_settings(
+    tests = resolve_test_settings(
         val_dataset_str, val_metric_type, test_dataset_strs, test_metric_types, test_class_mapping_fpaths
     )
     train_dataset = make_eval_dataset(
         train_dataset_str, make_classification_train_transform(crop_size=crop_size), "train"
     )
     eval_transform = make_eval_transform(crop_size, resize_size, RESIZE_RATIO)
-    num_classes = _num_classes(train_dataset, train_dataset_str)
+    num_classes = num_classes_of(train_dataset, train_dataset_str)
     feature_model, classifiers, optimizer, scheduler = _setup_probe(
         model, train_dataset[0][0], n_last_blocks_list, learning_rates, batch_size, num_classes, autocast_dtype,
         epochs * epoch_length,
@@ -297,20 +279,26 @@ def run_eval_linear(
         persistent_workers=True,
     )  # fmt: skip
     metrics_file = os.path.join(output_dir, "results_eval_linear.json")
+    val_loader = make_eval_data_loader(
+        val_dataset_str, batch_size, num_workers, val_metric_type, transform=eval_transform
+    )
     val_results, iteration = train_linear_classifiers(
         feature_model=feature_model, classifiers=classifiers, optimizer=optimizer, scheduler=scheduler,
         train_data=train_loader, max_iter=epochs * epoch_length, start_iter=start_iter,
-        val_data=make_eval_data_loader(val_dataset_str, eval_transform, batch_size, num_workers, val_metric_type),
+        val_data=val_loader,
         eval_period=eval_period_iterations, metric_type=val_metric_type, num_classes=num_classes,
-        val_class_mapping=_load_class_mapping(val_class_mapping_fpath), output_dir=output_dir,
+        val_class_mapping=load_class_mapping(val_class_mapping_fpath), output_dir=output_dir,
         checkpoint_period=save_checkpoint_frequency * epoch_length, running_checkpoint_period=epoch_length,
         metrics_file_path=metrics_file,
     )  # fmt: skip
     best_name = val_results["best_classifier"]["name"]
     results, test_details = {}, {}
     if len(tests[0]) > 1 or tests[0][0] != val_dataset_str:
-        test_args = (tests, eval_transform, batch_size, num_classes, best_name, metrics_file, iteration)
-        results, test_details = _test_on_datasets(feature_model, classifiers, *test_args)
+        tests = (tests[0], tests[1], [load_class_mapping(path) for path in tests[2]])
+        results, test_details = _test_on_datasets(
+            feature_model, classifiers, tests, batch_size, num_classes, best_name, metrics_file, iteration,
+            transform=eval_transform,
+        )  # fmt: skip
     results["best_classifier"] = best_name
     results[f"{val_dataset_str}_accuracy"] = 100.0 * val_results["best_classifier"]["accuracy"]
     logger.info("Test Results Dict %s", results)
@@ -355,7 +343,3 @@ def main(args: argparse.Namespace) -> int:
         run_args=args,
     )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(get_args_parser(description="DINOv2 linear evaluation").parse_args()))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dinov2.eval import log_regression
-from dinov2.eval.logistic_regression import default_c_values
+from dinov2.eval.log_regression.solver import default_c_values
 from tests.eval.conftest import CONFIG, CROP
 
 

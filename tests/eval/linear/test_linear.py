@@ -20,7 +20,7 @@ from dinov2.eval.linear import (
     train_linear_classifiers,
     train_step,
 )
-from dinov2.eval.linear_checkpoint import (
+from dinov2.eval.linear.checkpoint import (
     hub_linear_head_state_dict,
     last_checkpoint_path,
     load_linear_checkpoint,

@@ -6,25 +6,22 @@ text file ``last_checkpoint`` naming the newest one, so an output directory of t
 be resumed here and the other way round. Writes are atomic (temp file, then ``os.replace``); reads use
 ``torch.load(weights_only=True)``.
 
-Hub head format (``dinov2_vit*14_linear{,4}_head.pth``): ``{"weight": [1000, (1 + layers) * D],
-"bias": [1000]}`` for ``nn.Linear((1 + layers) * D, 1000)``, whose input is the cls tokens of the last
-``layers`` blocks (oldest first) followed by the mean of the last block's patch tokens. Only grid
-entries with ``avgpool=True`` and 1 or 4 blocks have that layout (layers = n blocks).
+Hub head format (``dinov2_vit*14_linear{,4}_head.pth``, :mod:`dinov2.heads.classifier`): ``{"weight":
+[1000, (1 + layers) * D], "bias": [1000]}`` for ``nn.Linear((1 + layers) * D, 1000)``, whose input is the cls
+tokens of the last ``layers`` blocks (oldest first) followed by the mean of the last block's patch tokens. Only
+grid entries with ``avgpool=True`` and 1 or 4 blocks have that layout (layers = n blocks).
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
 from dinov2 import distributed
+from dinov2.eval.linear.classifiers import AllClassifiers, LinearClassifier, hub_head_layers
 from dinov2.utils.io import atomic_torch_save, atomic_write_text
-
-if TYPE_CHECKING:
-    from dinov2.eval.linear_probe import AllClassifiers, LinearClassifier
 
 logger = logging.getLogger("dinov2")
 
@@ -34,7 +31,6 @@ __all__ = [
     "load_linear_checkpoint",
     "last_checkpoint_path",
     "resume_or_load",
-    "hub_head_layers",
     "hub_linear_head_state_dict",
     "save_hub_linear_head",
 ]
@@ -114,13 +110,6 @@ def resume_or_load(
     else:
         iteration = None
     return 0 if iteration is None else int(iteration) + 1
-
-
-def hub_head_layers(classifier: LinearClassifier) -> int | None:
-    """``layers`` of the hub head this classifier is equivalent to (1 or 4), or None when it has no hub layout."""
-    if classifier.use_avgpool and classifier.use_n_blocks in (1, 4):
-        return classifier.use_n_blocks
-    return None
 
 
 def hub_linear_head_state_dict(classifier: LinearClassifier) -> dict[str, torch.Tensor]:

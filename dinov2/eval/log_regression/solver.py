@@ -19,7 +19,7 @@ refit on train + fine-tune set (train only with ``finetune_on_val``) and evaluat
 No feature normalisation. Deviation: the sweep warm-starts each C from the previous solution (same
 optimum, far fewer iterations); with several ranks each rank sweeps a contiguous block of C values.
 
-The command line and the model-level entry point live in ``dinov2.eval.log_regression``.
+The command line and the model-level entry point live in :mod:`dinov2.eval.log_regression.cli`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Logistic-regression evaluation of a backbone: the released command line and model-level entry point.
+"""Logistic-regression evaluation of a backbone: the command line and the model-level entry point.
 
     python -m dinov2.eval.log_regression --config-file dinov2/configs/eval/vits14_pretrain.yaml \\
         --pretrained-weights dinov2_vits14_pretrain.pth --output-dir out/logreg \\
@@ -7,17 +7,17 @@
 (or ``dinov2/run/eval/log_regression.py`` on SLURM). Released facts: cls features (not normalised) of
 images resized to 224 and centre-cropped to 224, batch 256; C swept over ``10 ** linspace(-6, 5, 45)``
 on a fine-tune set (``--finetune-dataset-str``, the val set with ``--finetune-on-val``, else 10 % of
-train), refit, evaluated on val. The solver (:mod:`dinov2.eval.logistic_regression`) is float64 L-BFGS on
-torch, on ``--train-features-device`` (CPU by default, or a GPU): no cuML needed. Its names are
-re-exported here. The release wrote no result file; here ``results_eval_log_regression.json`` gets
-``top-1`` / ``top-5`` / ``best_C`` lines and ``results_eval_log_regression_detailed.json`` the sweep.
+train), refit, evaluated on val. The solver (:mod:`dinov2.eval.log_regression.solver`) is float64 L-BFGS on
+torch, on ``--train-features-device`` (CPU by default, or a GPU): no cuML needed. The release wrote no result
+file; here ``results_eval_log_regression.json`` gets ``top-1`` / ``top-5`` / ``best_C`` lines and
+``results_eval_log_regression_detailed.json`` the sweep. ``--train-dtype`` is read by
+:func:`dinov2.utils.dtype.as_torch_dtype`.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 
 import torch
@@ -33,44 +33,24 @@ from dinov2.eval.common import (
     make_eval_transform,
     write_results,
 )
-from dinov2.eval.logistic_regression import (  # noqa: F401  (re-exported: the released module held them)
-    C_POWER_RANGE,
-    DEFAULT_MAX_ITER,
-    LogisticRegression,
-    default_c_values,
-    eval_log_regression,
-    format_log_regression_results,
-    holdout_split,
-    sweep_c_values,
-)
+from dinov2.eval.log_regression.solver import DEFAULT_MAX_ITER, eval_log_regression, format_log_regression_results
 from dinov2.eval.metrics import MetricType
 from dinov2.eval.results import to_jsonable
 from dinov2.eval.setup import autocast_context, setup_and_build_model
 from dinov2.eval.setup import get_args_parser as get_setup_args_parser
-from dinov2.eval.utils import extract_features
+from dinov2.features.extract import extract_features
+from dinov2.utils.dtype import as_torch_dtype as parse_any_dtype
 
 logger = logging.getLogger("dinov2")
 
+__all__ = ["RESIZE_RATIO", "as_torch_dtype", "get_args_parser", "eval_log_regression_with_model", "main"]
+
 RESIZE_RATIO = 1.0  # released: make_classification_eval_transform(resize_size=224), crop 224
-_DTYPES = {
-    "float64": torch.float64,
-    "double": torch.float64,
-    "float32": torch.float32,
-    "float": torch.float32,
-    "float16": torch.float16,
-    "half": torch.float16,
-    "bfloat16": torch.bfloat16,
-}
 
 
 def as_torch_dtype(name: str | torch.dtype) -> torch.dtype:
-    """``"float64"`` (or ``torch.float64``) -> ``torch.float64``; names as in the release's ``--train-dtype``."""
-    if isinstance(name, torch.dtype):
-        return name
-    key = str(name).removeprefix("torch.")
-    if key not in _DTYPES:
-        raise ValueError(f"--train-dtype {name!r} is not one of {sorted(_DTYPES)}")
-    return _DTYPES[key]
+    """``--train-dtype`` (``"float64"``, ``"double"``, ``torch.float64``, ...) as a ``torch.dtype``."""
+    return parse_any_dtype(name, "--train-dtype")
 
 
 def get_args_parser(
@@ -198,7 +178,3 @@ def main(args: argparse.Namespace) -> int:
         run_args=args,
     )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(get_args_parser(description="DINOv2 logistic regression evaluation").parse_args()))

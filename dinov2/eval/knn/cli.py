@@ -1,0 +1,184 @@
+"""k-NN evaluation of a backbone: the released command line and model-level entry point.
+
+Command line (released flags; ``python -m dinov2.eval.knn``, or ``dinov2/run/eval/knn.py`` on SLURM)::
+
+    python -m dinov2.eval.knn --config-file dinov2/configs/eval/vits14_pretrain.yaml \\
+        --pretrained-weights dinov2_vits14_pretrain.pth --output-dir out/knn \\
+        --train-dataset ImageFolder:root=/data/train --val-dataset ImageFolder:root=/data/val
+
+Features come from :func:`dinov2.features.extract_features`; the protocol on features is
+:func:`dinov2.eval.knn.core.eval_knn`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from dinov2 import distributed
+from dinov2.eval.common import (
+    add_eval_transform_args,
+    args_record,
+    as_metric_type,
+    check_extracted_labels,
+    make_eval_dataset,
+    make_eval_transform,
+    write_results,
+)
+from dinov2.eval.knn.core import DEFAULT_NB_KNN, DEFAULT_TEMPERATURE, eval_knn, format_knn_results, released_knn_results
+from dinov2.eval.metrics import AccuracyAveraging, MetricType
+from dinov2.eval.setup import autocast_context, setup_and_build_model
+from dinov2.eval.setup import get_args_parser as get_setup_args_parser
+from dinov2.eval.utils import ModelWithNormalize
+from dinov2.features.extract import extract_features
+
+logger = logging.getLogger("dinov2")
+
+__all__ = ["RESIZE_RATIO", "get_args_parser", "eval_knn_with_model", "main"]
+
+RESIZE_RATIO = 256 / 224  # released eval transform: resize 256, crop 224
+
+
+def get_args_parser(
+    description: str | None = None, parents: list[argparse.ArgumentParser] | None = None, add_help: bool = True
+) -> argparse.ArgumentParser:
+    """Released k-NN flags (``--train-dataset --val-dataset --nb_knn --temperature --gather-on-cpu
+    --batch-size --n-per-class-list --n-tries``) plus the set-up flags and the extras of
+    :mod:`dinov2.eval.common` (``--metric-type``, ``--crop-size``, ``--resize-size``, ``--num-workers``)."""
+    setup_parser = get_setup_args_parser(parents=parents or [], add_help=False)
+    parser = argparse.ArgumentParser(description=description, parents=[setup_parser], add_help=add_help)
+    parser.add_argument("--train-dataset", dest="train_dataset_str", type=str, help="Training dataset")
+    parser.add_argument("--val-dataset", dest="val_dataset_str", type=str, help="Validation dataset")
+    parser.add_argument("--nb_knn", nargs="+", type=int, help="Number of NN to use. 20 is usually working the best.")
+    parser.add_argument("--temperature", type=float, help="Temperature used in the voting coefficient")
+    parser.add_argument(
+        "--gather-on-cpu",
+        action="store_true",
+        help="gather the train features on the CPU (slower, avoids running out of GPU memory on large sets)",
+    )
+    parser.add_argument("--batch-size", type=int, help="Batch size (per process).")
+    parser.add_argument("--n-per-class-list", nargs="+", type=int, help="Number to take per class (-1: all)")
+    parser.add_argument("--n-tries", type=int, help="Number of tries (few-shot draws)")
+    parser.add_argument(
+        "--metric-type", type=MetricType, choices=list(MetricType), help="metric (released: mean_accuracy)"
+    )
+    add_eval_transform_args(parser, num_workers=5, resize_ratio=RESIZE_RATIO)
+    parser.set_defaults(
+        train_dataset_str="ImageNet:split=TRAIN",
+        val_dataset_str="ImageNet:split=VAL",
+        nb_knn=list(DEFAULT_NB_KNN),
+        temperature=DEFAULT_TEMPERATURE,
+        batch_size=256,
+        n_per_class_list=[-1],
+        n_tries=1,
+        metric_type=MetricType.MEAN_ACCURACY,
+    )
+    return parser
+
+
+def _check_k_fits(nb_knn: Sequence[int], n_per_class_list: Sequence[int], train_count: int, name: str) -> None:
+    """Fail before extracting features when k exceeds the train set (the search would fail afterwards)."""
+    if any(n < 0 for n in n_per_class_list) and max(nb_knn) > train_count:
+        raise ValueError(
+            f"--nb_knn {max(nb_knn)} is larger than the train set ({train_count} images in {name!r}); "
+            f"use k <= {train_count}, e.g. --nb_knn {' '.join(str(k) for k in nb_knn if k <= train_count) or 1}"
+        )
+
+
+def eval_knn_with_model(
+    model: nn.Module,
+    output_dir: str | None = None,
+    train_dataset_str="ImageNet:split=TRAIN",
+    val_dataset_str="ImageNet:split=VAL",
+    nb_knn: Sequence[int] = DEFAULT_NB_KNN,
+    temperature: float = DEFAULT_TEMPERATURE,
+    autocast_dtype: torch.dtype = torch.float,
+    accuracy_averaging: AccuracyAveraging | MetricType | str = AccuracyAveraging.MEAN_ACCURACY,
+    transform=None,
+    gather_on_cpu: bool = False,
+    batch_size: int = 256,
+    num_workers: int = 5,
+    n_per_class_list: Sequence[int] = (-1,),
+    n_tries: int = 1,
+    *,
+    crop_size: int = 224,
+    resize_size: int | None = None,
+    progress: bool = True,
+    run_args=None,
+) -> dict[str, float | list[float]]:
+    """k-NN evaluation of a backbone (``model(images) -> [B, D]`` cls features) on two datasets (collective).
+
+    Datasets are dataset strings (``ImageFolder:root=R``, ``Synthetic:root=R:split=VAL``, ...) or dataset
+    objects returning ``(image, label)``. ``transform`` (default: the eval transform at ``crop_size`` /
+    ``resize_size``) is applied to dataset strings. ``output_dir``: where the result files go (none when
+    None). Returns the released flat results on every rank, e.g. ``{"('full', 20) Top 1": 81.2, ...}``
+    (percent; lists for per-class accuracy).
+    """
+    start = time.perf_counter()
+    transform = transform or make_eval_transform(crop_size, resize_size, RESIZE_RATIO)
+    train_dataset = make_eval_dataset(train_dataset_str, transform, "train")
+    val_dataset = make_eval_dataset(val_dataset_str, transform, "val")
+    train_name, val_name = str(train_dataset_str), str(val_dataset_str)
+    _check_k_fits(nb_knn, n_per_class_list, len(train_dataset), train_name)
+    device = next(model.parameters()).device
+    normalized = ModelWithNormalize(model).eval()
+    with autocast_context(autocast_dtype, device)():
+        train_features, train_labels = extract_features(
+            normalized, train_dataset, batch_size, num_workers, gather_on_cpu, progress=progress, description="train"
+        )
+        check_extracted_labels(train_labels, train_name)
+        val_features, val_labels = extract_features(
+            normalized, val_dataset, batch_size, num_workers, gather=False, progress=progress, description="val"
+        )
+    check_extracted_labels(val_labels, val_name)
+    results = eval_knn(
+        train_features, train_labels, val_features, val_labels,
+        nb_knn=nb_knn, temperature=temperature, n_per_class_list=n_per_class_list, n_tries=n_tries,
+        metric_type=as_metric_type(accuracy_averaging), device=device, normalize=False,
+    )  # fmt: skip
+    flat = released_knn_results(results)
+    logger.info("\n%s", format_knn_results(results))
+    detailed = {
+        "protocol": "knn",
+        "train_dataset": train_name,
+        "val_dataset": val_name,
+        "num_train": len(train_dataset),
+        "num_val": len(val_dataset),
+        "results": flat,
+        "settings": {s: {"mean": e["mean"], "tries": e["tries"]} for s, e in results.items()},
+        "seconds": time.perf_counter() - start,
+        "args": args_record(run_args),
+    }
+    write_results(output_dir, "knn", flat, detailed)
+    distributed.barrier()
+    return flat
+
+
+def main(args: argparse.Namespace) -> int:
+    """Released entry point: build the backbone from ``--config-file`` / ``--pretrained-weights`` and run k-NN."""
+    model, autocast_dtype = setup_and_build_model(args)
+    eval_knn_with_model(
+        model=model,
+        output_dir=args.output_dir,
+        train_dataset_str=args.train_dataset_str,
+        val_dataset_str=args.val_dataset_str,
+        nb_knn=args.nb_knn,
+        temperature=args.temperature,
+        autocast_dtype=autocast_dtype,
+        accuracy_averaging=args.metric_type,
+        gather_on_cpu=args.gather_on_cpu,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        n_per_class_list=args.n_per_class_list,
+        n_tries=args.n_tries,
+        crop_size=args.crop_size,
+        resize_size=args.resize_size,
+        progress=not args.no_progress,
+        run_args=args,
+    )
+    return 0

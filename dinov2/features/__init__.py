@@ -1,0 +1,39 @@
+"""Features of frozen models for evaluation and data curation: sharded extraction and exact nearest neighbours.
+
+Extraction (:mod:`dinov2.features.extract`): :func:`extract` (any model output, any dataset, gathered on every rank
+or per rank), :func:`iter_outputs` (this rank's batches, streamed), and the released evaluation names
+:func:`extract_features` / :func:`extract_features_with_dataloader`.
+
+Search (:mod:`dinov2.features.knn`): :func:`exact_knn` (top-k by inner product or cosine, chunked, ties to the
+lower index, optionally sharded over ranks) and :class:`KnnIndex` (a reusable, optionally labelled database).
+"""
+
+from dinov2.features.extract import (
+    Extracted,
+    FeatureBatch,
+    IndexedDataset,
+    Outputs,
+    extract,
+    extract_features,
+    extract_features_with_dataloader,
+    iter_outputs,
+    make_shard_loader,
+    shard_indices,
+)
+from dinov2.features.knn import DEFAULT_MAX_BLOCK_ELEMENTS, KnnIndex, exact_knn
+
+__all__ = [
+    "DEFAULT_MAX_BLOCK_ELEMENTS",
+    "Extracted",
+    "FeatureBatch",
+    "IndexedDataset",
+    "KnnIndex",
+    "Outputs",
+    "exact_knn",
+    "extract",
+    "extract_features",
+    "extract_features_with_dataloader",
+    "iter_outputs",
+    "make_shard_loader",
+    "shard_indices",
+]
