@@ -1,8 +1,7 @@
 """The one place where curation reaches into the evaluation code: backbone set-up, feature extraction, exact k-NN.
 
-Feature extraction and the exact k-NN index are shared with the evaluation protocols (today
-:mod:`dinov2.eval.utils`, :mod:`dinov2.eval.setup` and :mod:`dinov2.eval.knn_search`). Keeping every such import
-here lets them move (e.g. to a shared ``dinov2.features`` package) by editing this file only.
+Feature extraction and the exact k-NN search are the ones the evaluation protocols use (:mod:`dinov2.features`), and
+the backbone is set up as the evaluation scripts do (:mod:`dinov2.eval.setup`); every such import is here.
 """
 
 from __future__ import annotations
@@ -12,9 +11,10 @@ import os
 import torch
 from torch import nn
 
-from dinov2.eval.knn_search import KnnIndex
 from dinov2.eval.setup import autocast_context, build_model_for_eval, eval_device, get_autocast_dtype
-from dinov2.eval.utils import ModelWithNormalize, extract_features
+from dinov2.eval.utils import ModelWithNormalize
+from dinov2.features import exact_knn as _exact_knn
+from dinov2.features import extract_features
 from dinov2.utils.config import load_cfg
 
 __all__ = ["build_backbone", "default_device", "extract_normalised", "exact_knn"]
@@ -56,7 +56,4 @@ def exact_knn(
     """Exact inner-product top-k (collective): ``database`` is this rank's contiguous slice [n_local, D] of the
     database (rank order), ``queries`` this rank's queries [q, D]. Returns similarities [q, k] (best first; ties
     to the lower index) and global database indices [q, k]. Rows are used as given (not re-normalised)."""
-    labels = torch.zeros(database.shape[0], dtype=torch.long, device=database.device)
-    index = KnnIndex(database, labels, normalize=False, chunk_size=chunk_size)
-    sims, indices, _ = index.search(queries, k)
-    return sims, indices
+    return _exact_knn(queries, database, k, chunk_size=chunk_size, sharded=True)

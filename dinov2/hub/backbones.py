@@ -47,10 +47,13 @@ def _make_dinov2_model(
     weights: WeightsArg = Weights.LVD142M,
     **kwargs,
 ) -> DinoVisionTransformer:
-    """Build a hub backbone; with ``pretrained`` load ``weights`` (released or a local file) strictly.
+    """Build a hub backbone and load ``weights`` strictly: the released file when ``pretrained``, or a local file /
+    folder given as ``weights`` (loaded whatever ``pretrained`` says: ``pretrained=False`` only turns off
+    downloads, as for the depth and segmentation entry points).
 
     Local files may be hub state dicts, training exports or checkpoints (``teacher`` / ``backbone.`` / chunked
-    layouts, checkpoint folders: every source :mod:`dinov2.models.weights` reads).
+    layouts, checkpoint folders, Hugging Face folders, safetensors and timm files: every source
+    :mod:`dinov2.models.weights` reads).
     """
     if arch_name not in ARCHS:
         raise ValueError(f"unknown arch_name {arch_name!r}; valid: {sorted(ARCHS)}")
@@ -66,7 +69,8 @@ def _make_dinov2_model(
     )
     vit_kwargs.update(**kwargs)
     state_dict = source = None
-    if pretrained:  # fetch (or fail) before spending time on building the model
+    local = isinstance(resolve_weights(weights, Weights), Path)
+    if pretrained or local:  # fetch (or fail) before spending time on building the model
         source = backbone_weights_source(weights, arch_name, patch_size, num_register_tokens)
         state_dict = read_backbone_weights(source, argument="weights")
     model = ARCHS[arch_name](**vit_kwargs)

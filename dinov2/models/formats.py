@@ -32,7 +32,7 @@ from dinov2.models.convert import from_hf_state_dict, from_timm_state_dict, to_b
 
 logger = logging.getLogger("dinov2")
 
-__all__ = ["WeightsFormat", "detect_format", "load_backbone_state_dict", "read_weights"]
+__all__ = ["WeightsFormat", "detect_format", "is_model_folder", "load_backbone_state_dict", "read_weights"]
 
 WeightsFormat = Literal["dinov2", "timm", "hf"]
 # Weight files of a model folder, in order of preference (Hugging Face and timm hub folders use these names).
@@ -56,6 +56,11 @@ def detect_format(state_dict: Mapping[str, Any]) -> WeightsFormat:
     if "cls_token" in state_dict and "mask_token" not in state_dict and any(k.startswith("blocks.") for k in keys):
         return "timm"
     return "dinov2"
+
+
+def is_model_folder(path: Path) -> bool:
+    """A Hugging Face / timm model folder: one of ``model.safetensors``, its sharded index, ``pytorch_model.bin``."""
+    return path.is_dir() and any((path / name).is_file() for name in _FOLDER_FILES)
 
 
 def _load_file(path: Path) -> dict[str, Any]:

@@ -10,13 +10,15 @@ Every reader of backbone weights goes through this module: the hub entry points 
   dict (``{"model": {"student.*", "teacher.*"}}``) or any backbone state dict with ``module.`` / ``backbone.`` /
   ``_orig_mod.`` prefixes and flat or chunked (``blocks.<chunk>.<index>``) block names;
 - a trainer checkpoint folder ``<output_dir>/model_<iteration:07d>`` (torch.distributed.checkpoint): its teacher
-  backbone, read on this process alone (no collective), without the optimizer state.
+  backbone, read on this process alone (no collective), without the optimizer state;
+- a Hugging Face model folder or a ``.safetensors`` file, and timm or ``transformers`` key names in any file
+  (:mod:`dinov2.models.formats`: the format is detected from the tensor names and converted strictly).
 
 Reading is two table look-ups, done in :func:`read_checkpoint` and :func:`read_backbone_weights` only:
 :data:`READERS` (the first whose ``accepts(path)`` is true reads the file or folder into a mapping) and
 :data:`LAYOUTS` (the first whose ``matches(mapping)`` is true converts it to a flat, hub-layout backbone state
-dict). To add a format (Hugging Face folders, ``.safetensors``, timm keys), write its detector and converter
-next to the others in :mod:`dinov2.models.convert` and add one entry to a table, before the catch-all entries.
+dict). To add a format, write its detector and converter (as :mod:`dinov2.models.formats` does for Hugging Face
+and timm) and add one entry to a table, before the catch-all entries.
 
 :func:`fit_report` compares a state dict with a model (missing / unexpected keys, shape mismatches) and names
 the config key that most likely explains each difference (``student.arch``, ``student.num_register_tokens``,
@@ -41,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dinov2.models import formats
 from dinov2.models.convert import chunked_to_flat, flat_to_chunked, to_backbone_state_dict
 
 logger = logging.getLogger("dinov2")
@@ -135,15 +138,23 @@ def _is_meta_architecture(checkpoint: Mapping[str, Any]) -> bool:
     return isinstance(state_dict, Mapping) and any(str(k).startswith("teacher.backbone.") for k in state_dict)
 
 
+def _is_peer_layout(checkpoint: Mapping[str, Any]) -> bool:
+    """Hugging Face transformers or timm key names (``dinov2.models.formats.detect_format``)."""
+    return formats.detect_format(to_backbone_state_dict(checkpoint)) != "dinov2"
+
+
 #: Local sources, tried in order (a URL is downloaded first, then read as a local file).
 READERS: list[Reader] = [
     Reader("torch.distributed.checkpoint folder", _is_dcp_folder, _read_dcp_folder),
+    Reader("Hugging Face / timm model folder", formats.is_model_folder, formats.read_weights),
+    Reader("safetensors file", lambda path: path.is_file() and path.suffix == ".safetensors", formats.read_weights),
     Reader("torch file", Path.is_file, _torch_load),
 ]
 
 #: Key layouts, tried in order; the last entry accepts everything (the DINOv2 layouts of convert.py).
 LAYOUTS: list[Layout] = [
     Layout("meta-architecture state dict", _is_meta_architecture, _meta_architecture_to_backbone),
+    Layout("Hugging Face transformers / timm", _is_peer_layout, formats.load_backbone_state_dict),
     Layout("DINOv2 backbone / training export", lambda checkpoint: True, to_backbone_state_dict),
 ]
 
