@@ -4,7 +4,7 @@
 # under 8 minutes on one H100/H200 (machine start not included); a session has about 15 minutes of device time.
 #
 #   bash scripts/gpu_check.sh                       # everything, in this order: pytest vitl16 vits14 vitg14
-#                                                   # distill vitl16_b96 losses data
+#                                                   # distill data vitl16_b96 losses dense curation
 #   bash scripts/gpu_check.sh pytest vitl16         # only these items (e.g. split over two calls)
 #   QUICK=1 bash scripts/gpu_check.sh               # second try: fewer variants and steps (about 4 minutes)
 #   BUDGET=300 bash scripts/gpu_check.sh ...        # seconds for all items; later items are skipped past it
@@ -20,7 +20,7 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1
 START=$(date +%s)
 ITEMS=("$@")
-[ ${#ITEMS[@]} -eq 0 ] && ITEMS=(pytest vitl16 vits14 vitg14 distill vitl16_b96 losses data)
+[ ${#ITEMS[@]} -eq 0 ] && ITEMS=(pytest vitl16 vits14 vitg14 distill data vitl16_b96 losses dense curation)
 
 elapsed() { echo $(($(date +%s) - START)); }
 # run NAME LIMIT CMD...: CMD under a time limit (cut to what is left of the budget), output in $OUT/NAME.txt
@@ -87,10 +87,16 @@ for item in "${ITEMS[@]}"; do
     losses)
         run losses 60 python3 scripts/benchmark_losses.py --device cuda --ibot-tokens 4096 --dino-rows 64 \
             --repeats 5 ;;
-    data)
-        run data 120 python3 scripts/benchmark_data.py --images 200 --loader-workers 14 ;;
+    data)  # the GPU augmentation path: images/s of the device side, workers needed for the measured ViT-S step
+        run data 120 python3 scripts/benchmark_data.py --device cuda --images 256 --loader-workers 8 \
+            --target-images-per-second 600 ;;
+    dense)
+        run dense 90 python3 scripts/benchmark_dense.py --device cuda --dtype bf16 --archs vit_small vit_large ;;
+    curation)
+        run curation 120 python3 scripts/benchmark_curation.py --device cuda --dim 1024 --clusters 10000 \
+            --queries 20000 --k 64 --sizes 100000 1000000 --baselines-up-to 100000 ;;
     *)
-        echo "unknown item $item (pytest vitl16 vitl16_b96 vits14 vitg14 distill losses data)" >&2
+        echo "unknown item $item (pytest vitl16 vitl16_b96 vits14 vitg14 distill losses data dense curation)" >&2
         exit 2 ;;
     esac
 done
