@@ -31,8 +31,6 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
-from dinov2.heads.segmentation_inference import keep_ratio_size
-
 __all__ = [
     "Compose", "ToArrays", "Resize", "RandomCrop", "RandomFlip", "RandomRotate", "PhotoMetricDistortion",
     "ColorAug", "NYUCrop", "ToTensor", "Pad", "make_segmentation_train_transform", "make_depth_train_transform",
@@ -40,6 +38,13 @@ __all__ = [
 ]  # fmt: skip
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def keep_ratio_size(height: int, width: int, short_side: int, long_side: int = 99999999) -> tuple[int, int]:
+    """``(new_h, new_w)`` as mmcv ``imrescale(img, (long_side, short_side))``: the largest factor that keeps the
+    short side <= ``short_side`` and the long side <= ``long_side``; sides rounded half up."""
+    factor = min(long_side / max(height, width), short_side / min(height, width))
+    return int(height * factor + 0.5), int(width * factor + 0.5)
 
 
 def _pair(value) -> tuple[int, int]:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dinov2.heads.sliding_window import sliding_window_average
-from dinov2.hub.utils import CenterPadding
+from dinov2.layers.center_padding import CenterPadding
 
 __all__ = ["DepthEncoderDecoder"]
 

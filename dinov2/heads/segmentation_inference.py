@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dinov2.data.dense_transforms import keep_ratio_size
 from dinov2.heads.sliding_window import sliding_window_average
 
 __all__ = ["SegmentationTestConfig", "as_pairs", "keep_ratio_size", "resize_keep_ratio", "segmentation_probabilities"]
@@ -47,13 +48,6 @@ class SegmentationTestConfig:
             raise ValueError(f"test mode must be 'slide' or 'whole', got {self.mode!r}")
         if not self.ratios or min(self.ratios) <= 0:
             raise ValueError(f"test ratios must be a non-empty list of positive numbers, got {self.ratios}")
-
-
-def keep_ratio_size(height: int, width: int, short_side: int, long_side: int = 99999999) -> tuple[int, int]:
-    """``(new_h, new_w)`` as mmcv ``imrescale(img, (long_side, short_side))``: the largest factor that keeps the
-    short side <= ``short_side`` and the long side <= ``long_side``; sides rounded half up."""
-    factor = min(long_side / max(height, width), short_side / min(height, width))
-    return int(height * factor + 0.5), int(width * factor + 0.5)
 
 
 def resize_keep_ratio(img: Tensor, short_side: int, mode: str = "bilinear") -> Tensor:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dinov2.heads.segmentation_inference import SegmentationTestConfig, segmentation_probabilities
-from dinov2.hub.utils import CenterPadding
+from dinov2.layers.center_padding import CenterPadding
 
 if TYPE_CHECKING:  # PIL is imported only when an image is given (keeps ``import hubconf`` light)
     from PIL import Image

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import enum
 import logging
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
+from dinov2.layers.center_padding import CenterPadding  # noqa: F401  (the released import path)
 from dinov2.models.weights import fit_report, read_checkpoint
 
 logger = logging.getLogger("dinov2")
@@ -61,27 +59,3 @@ def load_strict(module: nn.Module, state_dict: Mapping, source: object, what: st
     report.raise_if_mismatched(source, what, advice=_HUB_ADVICE)
     module.load_state_dict(report.state_dict, strict=True)
     logger.info("loaded %s weights from %s", what, source)
-
-
-class CenterPadding(nn.Module):
-    """Zero-pad the last two dimensions up to a multiple of ``multiple`` (the released ``CenterPadding``).
-
-    The padding is split as ``left = total // 2``, ``right = total - left`` (the odd pixel goes right/bottom).
-    Deviation: the release runs ``forward`` under ``torch.inference_mode()``, so nothing padded by it can be
-    trained; here it is an ordinary differentiable op (same values).
-    """
-
-    def __init__(self, multiple: int):
-        super().__init__()
-        self.multiple = multiple
-
-    def _get_pad(self, size: int) -> tuple[int, int]:
-        new_size = math.ceil(size / self.multiple) * self.multiple
-        pad_size = new_size - size
-        pad_size_left = pad_size // 2
-        return pad_size_left, pad_size - pad_size_left
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # F.pad takes (left, right) pairs from the last dimension backwards: width first, then height.
-        pads = [*self._get_pad(x.shape[-1]), *self._get_pad(x.shape[-2])]
-        return F.pad(x, pads)

@@ -7,6 +7,7 @@ from dinov2.layers.block import (
     drop_add_residual_stochastic_depth,
     drop_add_residual_stochastic_depth_packed,
 )
+from dinov2.layers.center_padding import CenterPadding
 from dinov2.layers.dino_head import DINOHead
 from dinov2.layers.drop_path import DropPath, drop_path
 from dinov2.layers.layer_scale import LayerScale
@@ -17,6 +18,7 @@ from dinov2.layers.swiglu_ffn import SwiGLUFFN, SwiGLUFFNFused
 __all__ = [
     "Attention",
     "Block",
+    "CenterPadding",
     "DINOHead",
     "DropPath",
     "LayerScale",
