@@ -41,6 +41,7 @@ from torch import nn
 from dinov2 import distributed
 from dinov2.models import build_model_from_cfg, weights
 from dinov2.models.weights import WeightsMismatchError
+from dinov2.train.precision import PrecisionPolicy
 from dinov2.utils.config import setup
 
 logger = logging.getLogger("dinov2")
@@ -87,9 +88,9 @@ def get_args_parser(
 
 
 def get_autocast_dtype(config) -> torch.dtype:
-    """``compute_precision.teacher.backbone.mixed_precision.param_dtype``: fp16 / bf16, anything else fp32."""
-    param_dtype = config.compute_precision.teacher.backbone.mixed_precision.param_dtype
-    return {"fp16": torch.half, "bf16": torch.bfloat16}.get(param_dtype, torch.float)
+    """The compute dtype of the evaluated teacher: the training precision policy's view of
+    ``compute_precision.teacher.backbone.mixed_precision.param_dtype`` (fp32, fp16 or bf16)."""
+    return PrecisionPolicy.for_eval(config).compute_dtype
 
 
 def eval_device() -> torch.device:
