@@ -32,9 +32,9 @@ from torch import Tensor, nn
 
 from dinov2.hub import backbones
 from dinov2.models.convert import to_hf_state_dict, to_timm_state_dict
+from dinov2.utils.dtype import DTYPES  # noqa: E402
 
 SIZES = {"vit_small": "small", "vit_base": "base", "vit_large": "large", "vit_giant2": "giant"}
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 NATIVE = 518  # hub backbones' stored position grid (37 x 37 patches of 14)
 
 

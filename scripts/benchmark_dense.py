@@ -28,10 +28,10 @@ import torch
 from dinov2.heads.segmentation_inference import keep_ratio_size
 from dinov2.heads.sliding_window import window_boxes
 from dinov2.hub import depthers, segmentors
+from dinov2.utils.dtype import DTYPES  # noqa: E402
 
 LETTER = {"vit_small": "s", "vit_base": "b", "vit_large": "l", "vit_giant2": "g"}
 CASES = ("seg-linear", "seg-ms", "depth-ld4", "depth-dd")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _status_kib(field: str) -> int:

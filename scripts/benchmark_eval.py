@@ -30,8 +30,7 @@ from dinov2.eval.knn import DEFAULT_NB_KNN, knn_class_scores
 from dinov2.eval.log_regression import LogisticRegression
 from dinov2.eval.results import format_table
 from dinov2.features import KnnIndex
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+from dinov2.utils.dtype import DTYPES  # noqa: E402
 
 
 def _timed(fn, device: torch.device, repeats: int) -> float:

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.export import Dim, ExportedProgram
 
 from dinov2.models.convert import chunked_to_flat
+from dinov2.utils.io import atomic_path
 
 __all__ = [
     "BackboneOutputs",
@@ -148,10 +149,6 @@ def save_safetensors(model: nn.Module, path: str | os.PathLike, name: str | None
     metadata = {"format": "pt", "dinov2_config": json.dumps(backbone_config(model))}
     if name:
         metadata["dinov2_model"] = name
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:  # write beside the target, then rename: never a partial file under the final name
+    with atomic_path(path) as tmp:  # never a partial file under the final name
         save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

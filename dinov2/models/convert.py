@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from dinov2.utils.io import atomic_write_text
+from dinov2.utils.io import atomic_path, atomic_write_text
 
 logger = logging.getLogger("dinov2")
 
@@ -394,12 +394,8 @@ def export_hf(model: nn.Module, out_dir: str | os.PathLike) -> Path:
         )  # fmt: skip
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    target, tmp = out_dir / "model.safetensors", out_dir / ".model.safetensors.tmp"
-    try:  # safetensors writes to a file name: write beside the target, then rename (never a partial file)
+    with atomic_path(out_dir / "model.safetensors") as tmp:  # never a partial file under the final name
         save_file(_hf_file_state_dict(model), str(tmp), metadata={"format": "pt"})
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     atomic_write_text(out_dir / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
     logger.info("wrote a transformers %s to %s", config["architectures"][0], out_dir)
     return out_dir
