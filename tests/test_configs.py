@@ -136,6 +136,16 @@ EXTENSION_DEFAULTS = {
     "MODEL.META_ARCHITECTURE": "SSLMetaArch",
     "train.checkpointing": False,
     "train.compile": False,
+    "distillation.enabled": False,
+    "distillation.full_cfg_path": "",
+    "distillation.checkpoint_path": "",
+    "multidistillation.enabled": False,
+    "multidistillation.global_batch_size": 0,
+    "multidistillation.students": [],
+    # project additions to the distillation keys
+    "distillation.teacher_heads": "checkpoint",
+    "distillation.mask_student": False,
+    "distillation.ibot_tokens": "masked",
 }
 
 # Released file name -> its exact content (flattened).

@@ -2,8 +2,9 @@
 
 - ``student.pretrained_weights``: a backbone file or URL (a released hub backbone such as
   ``dinov2_vitl14_pretrain.pth``, a teacher export ``{"teacher": ...}``, or any backbone state dict with the usual
-  prefixes/chunking). It initialises the student backbone and, through the copy, the teacher backbone; heads
-  start fresh. Unlike the release (``strict=False``, which silently ignores misnamed keys) every key must fit;
+  prefixes/chunking). It initialises the student backbone and, through the copy, the backbone that follows the
+  student by EMA (the teacher; in distillation the student EMA, the frozen teacher is untouched); heads start
+  fresh. Unlike the release (``strict=False``, which silently ignores misnamed keys) every key must fit;
   only the position-embedding table may differ in size (training at 224 px from 518 px hub weights), and it is
   resized bicubically.
 - ``MODEL.WEIGHTS``: a whole training state to start from when not resuming: one of our checkpoint folders
@@ -45,7 +46,7 @@ def resize_pos_embed(pos_embed: torch.Tensor, num_positions: int) -> torch.Tenso
 
 
 def load_student_pretrained_weights(model: nn.Module, path_or_url: str, block_chunks: int | None = None) -> None:
-    """Load backbone weights into ``model.student.backbone`` and copy them to ``model.teacher.backbone``.
+    """Load backbone weights into ``model.student.backbone`` and copy them to ``model.student_ema().backbone``.
 
     Call before sharding. Raises ``RuntimeError`` naming the missing/unexpected keys when the file does not fit.
     """
@@ -69,8 +70,8 @@ def load_student_pretrained_weights(model: nn.Module, path_or_url: str, block_ch
             "student.patch_size, student.num_register_tokens and student.ffn_layer against the file."
         )
     backbone.load_state_dict(state_dict, strict=True)
-    model.teacher.backbone.load_state_dict(backbone.state_dict(), strict=True)
-    logger.info("initialised student and teacher backbones from %s", path_or_url)
+    model.student_ema().backbone.load_state_dict(backbone.state_dict(), strict=True)
+    logger.info("initialised the student backbone and its EMA from %s", path_or_url)
 
 
 def load_model_weights(model: nn.Module, path: str) -> None:
