@@ -63,6 +63,10 @@ class DistillationMetaArch(SSLMetaArch):
         super().__init__(cfg)
         self.mask_student = bool(cfg.distillation.mask_student)
         self.ibot_tokens = cfg.distillation.ibot_tokens
+        if not self.mask_student:
+            # An unmasked student never uses its mask token: freeze it, so that it is not in the optimizer either
+            # (AdamW would hold no state for it, and a resumed optimizer would expect some).
+            self.student.backbone.mask_token.requires_grad_(False)
 
     # ----------------------------------------------------------------------------------------------------------
     # Construction
