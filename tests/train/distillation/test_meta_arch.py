@@ -8,10 +8,12 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from dinov2.models import build_model_from_cfg
 from dinov2.train.checkpointing import export_teacher
 from dinov2.train.distillation import DistillationMetaArch
 from dinov2.train.distillation.teacher_weights import read_teacher_weights
 from dinov2.train.meta_archs import build_meta_arch
+from dinov2.train.pretrained import load_student_pretrained_weights
 from dinov2.train.ssl_meta_arch import Batch, SSLMetaArch
 from dinov2.train.train import build_optimizer, train_step
 from dinov2.utils.schedules import build_schedulers
@@ -198,3 +200,15 @@ def test_bf16_autocast_is_close_to_fp32(tmp_path):
     losses16 = model16.forward_backward(batch, TEACHER_TEMP)
     for name in losses32:
         torch.testing.assert_close(losses16[name], losses32[name], rtol=2e-2, atol=2e-2, msg=name)
+
+
+def test_student_pretrained_weights_initialise_the_student_and_its_ema(tmp_path):
+    model, _ = _model(tmp_path)
+    torch.manual_seed(5)
+    source, _ = build_model_from_cfg(model.cfg, only_teacher=True)
+    torch.save(source.state_dict(), tmp_path / "student_init.pth")
+    teacher_before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
+    load_student_pretrained_weights(model, str(tmp_path / "student_init.pth"))
+    for backbone in (model.student.backbone, model.model_ema.backbone):
+        assert all(torch.equal(backbone.state_dict()[k], v) for k, v in source.state_dict().items())
+    assert all(torch.equal(v, teacher_before[k]) for k, v in model.teacher.state_dict().items())
