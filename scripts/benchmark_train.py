@@ -11,6 +11,13 @@ FLOPs are those the step executes, counted by ``torch.utils.flop_counter`` (matr
 backward; see dinov2/utils/flops.py). MFU = counted FLOPs per second / the device's dense peak for the compute
 dtype (known for A100/H100/H200; ``--peak-tflops`` otherwise, e.g. for CPUs). Peak memory: CUDA
 ``max_memory_allocated``; on CPU the process's peak resident set size.
+
+Distillation step (``--distill-teacher``): the config is the student's, the flag names the teacher's training
+config (random teacher weights unless ``--distill-teacher-weights``); the table adds the frozen teacher's share of
+the step time (teacher forward, heads and Sinkhorn-Knopp, timed with device syncs around it)::
+
+    PYTHONPATH=. python scripts/benchmark_train.py --config-file configs/train/vits14_distill_vitg14.yaml \
+        --distill-teacher configs/train/vitg14.yaml --device cuda --dtype bf16 --batch-size 32
 """
 
 from __future__ import annotations
@@ -27,8 +34,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dinov2.data import MaskingGenerator, collate_data_and_cast  # noqa: E402
+from dinov2.train.meta_archs import build_meta_arch  # noqa: E402
 from dinov2.train.precision import compute_dtype, make_grad_scaler  # noqa: E402
-from dinov2.train.ssl_meta_arch import Batch, SSLMetaArch  # noqa: E402
+from dinov2.train.ssl_meta_arch import Batch  # noqa: E402
 from dinov2.train.train import build_optimizer, train_step  # noqa: E402
 from dinov2.utils.config import apply_scaling_rules_to_cfg, load_cfg  # noqa: E402
 from dinov2.utils.flops import count_flops  # noqa: E402
@@ -54,12 +62,42 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument("--peak-tflops", type=float, help="device peak for the MFU column (default: known GPUs)")
+    parser.add_argument("--distill-teacher", metavar="CONFIG", help="distillation step: the teacher's training config")
+    parser.add_argument("--distill-teacher-weights", default="ignore", help="teacher weights (default: random)")
     parser.add_argument("opts", nargs="*", help="config overrides key=value")
     return parser.parse_args(argv)
 
 
+def distillation_opts(args: argparse.Namespace) -> list[str]:
+    """Overrides that make the step a distillation step (``--distill-teacher``); none otherwise."""
+    if not args.distill_teacher:
+        return []
+    return [
+        "distillation.enabled=true",
+        f"distillation.full_cfg_path={args.distill_teacher}",
+        f"distillation.checkpoint_path={args.distill_teacher_weights}",
+    ]
+
+
+def time_teacher(model, device: torch.device) -> list[float]:
+    """Record the duration (s, device-synced) of every ``model.teacher_targets`` call into the returned list."""
+    durations: list[float] = []
+    targets = model.teacher_targets
+
+    def timed(*args, **kwargs):
+        _sync(device)
+        start = time.perf_counter()
+        out = targets(*args, **kwargs)
+        _sync(device)
+        durations.append(time.perf_counter() - start)
+        return out
+
+    model.teacher_targets = timed
+    return durations
+
+
 def build_cfg(args: argparse.Namespace):
-    opts = list(args.opts)
+    opts = distillation_opts(args) + list(args.opts)
     if args.batch_size:
         opts.append(f"train.batch_size_per_gpu={args.batch_size}")
     if args.dtype:
@@ -123,7 +161,7 @@ def main(argv=None) -> None:
         torch.backends.cudnn.allow_tf32 = True
     cfg = build_cfg(args)
     torch.manual_seed(0)
-    model = SSLMetaArch(cfg)
+    model = build_meta_arch(cfg)  # SSLMetaArch, or DistillationMetaArch with --distill-teacher
     model.prepare_for_distributed_training(device)
     model.fp16_scaler = make_grad_scaler(cfg, device)
     model.train()
@@ -134,7 +172,10 @@ def main(argv=None) -> None:
 
     flops, _ = count_flops(train_step, cfg, model, optimizer, batches[0], schedules, iteration)
     times = []
+    teacher_times = time_teacher(model, device) if args.distill_teacher else []
     for step in range(args.warmup + args.steps):
+        if step == args.warmup:
+            teacher_times.clear()
         if step == args.warmup and device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         _sync(device)
@@ -173,6 +214,10 @@ def main(argv=None) -> None:
         ("MFU", mfu),
         ("peak memory", memory),
     ]
+    if args.distill_teacher:
+        teacher_s = statistics.median(teacher_times)
+        rows.insert(2, ("teacher", f"{model.teacher_plan.teacher_cfg.student.arch} ({args.distill_teacher}), frozen"))
+        rows.append(("teacher share", f"{100 * teacher_s / step_s:.1f} % of the step ({1000 * teacher_s:.1f} ms)"))
     width = max(len(k) for k, _ in rows)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
 

@@ -175,7 +175,11 @@ def build_teacher(plan: TeacherPlan) -> nn.ModuleDict:
             if name == "backbone" or not plan.fresh_heads:
                 module.load_state_dict(strip_prefix(weights, f"{name}.", keep_others=False), strict=True)
         logger.info("loaded the frozen teacher (%s) from %s", plan.teacher_cfg.student.arch, plan.path)
-    if plan.fresh_heads:
+    if plan.path == IGNORE:
+        logger.warning(
+            "random teacher (distillation.checkpoint_path=%s, seed %d): tests and benchmarks only", IGNORE, plan.seed
+        )
+    elif plan.fresh_heads:
         logger.warning("random teacher heads %s (seed %d): not the paper's recipe", list(plan.heads), plan.seed)
     teacher.requires_grad_(False)
     return teacher.eval()
