@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from dinov2.configs import config_path
 from dinov2.train.distillation import resolve_meta_architecture
@@ -28,3 +29,25 @@ def test_recipe_matches_table_16_and_fits_the_teacher(name, tmp_path):
     assert teacher.student.arch == "vit_giant2" and teacher.ibot.separate_head
     with pytest.raises(ConfigValueError, match="distillation.checkpoint_path is empty"):
         build_meta_arch(cfg)  # the teacher weights must be given; nothing is built before
+
+
+@pytest.mark.parametrize("registers", [False, True])
+def test_released_hub_vitg14_fits_the_teacher_recipe_with_fresh_heads(tmp_path, registers):
+    """Keys and shapes of the released ViT-g/14 backbone (built on the meta device, no download) are what the
+    recipe's teacher expects from a hub file under ``teacher_heads: fresh`` (position table: the file's 37 x 37)."""
+    from dinov2.hub.backbones import dinov2_vitg14, dinov2_vitg14_reg
+    from dinov2.models.convert import flat_to_chunked
+    from dinov2.train.distillation.teacher import TeacherPlan, _build_modules
+
+    cfg = load_cfg(config_path("train/vits14_distill_vitg14"), output_dir=str(tmp_path))
+    teacher_cfg = load_teacher_config(cfg)
+    if registers:  # the reg4 teacher: the released settings of configs/eval/vitg14_reg4_pretrain.yaml
+        teacher_cfg.student.num_register_tokens = 4
+    with torch.device("meta"):
+        hub = (dinov2_vitg14_reg if registers else dinov2_vitg14)(pretrained=False)
+        plan = TeacherPlan(teacher_cfg, "hub.pth", ("dino_head", "ibot_head"), True, 518, 0)
+        teacher = _build_modules(plan)
+    expected = {k: v.shape for k, v in teacher["backbone"].state_dict().items()}
+    found = flat_to_chunked({k: v.shape for k, v in hub.state_dict().items()}, depth=40, block_chunks=4)
+    assert found == expected
+    assert teacher["dino_head"].last_layer.out_features == teacher["ibot_head"].last_layer.out_features == 131072
