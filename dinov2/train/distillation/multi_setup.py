@@ -52,7 +52,8 @@ def wants_multidistillation(args: argparse.Namespace) -> bool:
         return True
     if not getattr(args, "config_file", None):
         return False
-    return bool(load_cfg(args.config_file, getattr(args, "opts", None), validate=False).multidistillation.enabled)
+    layers = OmegaConf.merge(OmegaConf.load(resolve_config_file(args.config_file)), parse_overrides(args.opts))
+    return bool(OmegaConf.select(layers, "multidistillation.enabled", default=False))
 
 
 def _students(base: DictConfig) -> tuple[list[dict[str, Any]], int]:
