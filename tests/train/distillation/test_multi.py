@@ -27,6 +27,7 @@ pytestmark = pytest.mark.skipif(
 
 TEACHER_TEMP, N_IMAGES = 0.05, 4
 ARCHS = ("vit_test", "vit_test_t")  # student A, student B
+STRATEGIES = ("NO_SHARD", "FULL_SHARD")
 
 
 def _multi_opts(ranges) -> list[str]:
@@ -122,14 +123,28 @@ def test_two_students_equal_single_student_steps(tmp_path, teacher):
         _compare(got, expected, arch)
 
 
+def _sharding(strategy: str) -> list[str]:
+    return [
+        f"compute_precision.{role}.{module}.sharding_strategy={strategy}"
+        for role in ("student", "teacher")
+        for module in ("backbone", "dino_head", "ibot_head")
+    ]
+
+
+def _per_strategy(rank: int, world_size: int, *args) -> dict:
+    return {strategy: _students_on_ranks(rank, world_size, *args, *_sharding(strategy)) for strategy in STRATEGIES}
+
+
 def test_one_student_over_both_ranks_equals_one_process(tmp_path, teacher):
-    """One subgroup of 2: each rank trains on half of the global batch, sharded over both (KoLeo, which is per
-    rank, is off here as in the SSL distributed test)."""
-    results = run_distributed(_students_on_ranks, 2, str(tmp_path), teacher, [[0, 2]], "dino.koleo_loss_weight=0")
+    """One subgroup of 2: each rank trains on half of the global batch; student, EMA and teacher sharded over both
+    (KoLeo, which is per rank, is off here as in the SSL distributed test)."""
+    results = run_distributed(_per_strategy, 2, str(tmp_path), teacher, [[0, 2]], "dino.koleo_loss_weight=0")
     expected = _reference(str(tmp_path), teacher, ARCHS[0], "dino.koleo_loss_weight=0")
-    mean = {k: (results[0]["losses"][k] + results[1]["losses"][k]) / 2 for k in expected["losses"]}
-    for rank, got in enumerate(results):  # the trainer logs the mean over the subgroup; gradients are averaged
-        _compare({**got, "losses": mean}, expected, f"rank {rank}")
+    for strategy in STRATEGIES:
+        per_rank = [result[strategy] for result in results]
+        mean = {k: (per_rank[0]["losses"][k] + per_rank[1]["losses"][k]) / 2 for k in expected["losses"]}
+        for rank, got in enumerate(per_rank):  # the trainer logs the mean over the subgroup; gradients are averaged
+            _compare({**got, "losses": mean}, expected, f"{strategy}, rank {rank}")
 
 
 def _broadcasts(rank: int, world_size: int) -> dict:
