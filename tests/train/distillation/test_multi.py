@@ -12,6 +12,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.distributed.checkpoint import FileSystemReader
 
+from dinov2 import distributed
 from dinov2.distributed.subgroups import broadcast_to_subgroups, current_subgroup, new_subgroups, scope
 from dinov2.train.distillation import DistillationMetaArch, MultiDistillationMetaArch
 from dinov2.train.meta_archs import build_meta_arch
@@ -152,8 +153,12 @@ def _broadcasts(rank: int, world_size: int) -> dict:
     out = {}
     for name, ranges in (("one subgroup", [[0, 2]]), ("two subgroups", [[0, 1], [1, 2]])):
         subgroup = new_subgroups(ranges)
-        with scope(subgroup.group):
+        with scope(subgroup.group):  # the dinov2.distributed helpers work within the subgroup
             assert current_subgroup().ranks == tuple(range(*ranges[subgroup.index]))
+            value = torch.tensor([float(rank)])
+            distributed.all_reduce(value)
+            out[f"{name}: scoped"] = (distributed.get_global_size(), distributed.get_global_rank(), float(value))
+        assert distributed.get_global_size() == 2 and distributed.get_global_rank() == rank  # outside: all
         out[name] = broadcast_to_subgroups(tensor, dim=1, total=6, subgroup=subgroup)
     return out
 
@@ -163,6 +168,8 @@ def _check_broadcasts(results: list[dict]) -> None:
     assert torch.equal(results[0]["one subgroup"], everything[:, :3])  # rank r keeps chunk r: the identity
     assert torch.equal(results[1]["one subgroup"], everything[:, 3:])
     assert all(torch.equal(r["two subgroups"], everything) for r in results)  # each student sees it all
+    assert [r["one subgroup: scoped"] for r in results] == [(2, 0, 1.0), (2, 1, 1.0)]  # 0 + 1 over both
+    assert [r["two subgroups: scoped"] for r in results] == [(1, 0, 0.0), (1, 0, 1.0)]  # each rank alone
 
 
 def _train_two_students(rank: int, world_size: int, folder: str, teacher) -> None:
