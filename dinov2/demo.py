@@ -136,12 +136,13 @@ def distill_then_evaluate(
     teacher_export = latest_export(out)
     student_dir = out / "distill"
     argv = ["--config-file", str(config_path("train/demo_cpu_distill")), "--output-dir", str(student_dir)]
+    argv += [] if resume else ["--no-resume"]  # options before the key=value overrides
     argv += [
         f"distillation.full_cfg_path={out / 'config.yaml'}",
         f"distillation.checkpoint_path={teacher_export}",
         f"train.dataset_path=Synthetic:root={out}/data:split=TRAIN:class_colours=true",
     ]
-    args = get_args_parser().parse_args(argv + ([] if resume else ["--no-resume"]) + list(opts))
+    args = get_args_parser().parse_args(argv + list(opts))
     train_main(args, history=history)
     student, random_init, export, cfg = _trained_and_random(student_dir)
     teacher, _, _, teacher_cfg = _trained_and_random(out)
