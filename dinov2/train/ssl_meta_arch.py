@@ -15,7 +15,7 @@ Seams for other meta-architectures (distillation): :meth:`SSLMetaArch.build_back
 ``dinov2/train/parallelize.py`` what to wrap, :meth:`SSLMetaArch.after_optimizer_step` runs after each step,
 :meth:`SSLMetaArch.student_masks` chooses the student's masks, :meth:`SSLMetaArch.student_ema` names the module
 that follows the student by EMA, :meth:`SSLMetaArch.checkpoint_state` what training checkpoints hold and
-:meth:`SSLMetaArch.images_per_iteration` the images one iteration trains on. The
+:meth:`SSLMetaArch.images_per_process` the images one iteration trains on per process. The
 centring mode is a strategy object resolved once (``dinov2/loss/teacher_centering.py``), and the precision policy
 (``dinov2/train/precision.py``) is set by the trainer as ``model.precision``.
 """
@@ -29,7 +29,6 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from dinov2 import distributed
 from dinov2.layers.dino_head import DINOHead
 from dinov2.loss import DINOLoss, KoLeoLoss, iBOTPatchLoss
 from dinov2.loss.teacher_centering import build_centering
@@ -322,9 +321,9 @@ class SSLMetaArch(nn.Module):
         meta-architecture); values follow :class:`dinov2.train.checkpointing.Checkpointer`'s ``state``."""
         return {"model": self}
 
-    def images_per_iteration(self) -> int:
-        """Images one iteration trains on, over all processes (for the throughput log)."""
-        return self.cfg.train.batch_size_per_gpu * distributed.get_global_size()
+    def images_per_process(self) -> int:
+        """Images one iteration trains on in each process (the throughput log multiplies by the process count)."""
+        return self.cfg.train.batch_size_per_gpu
 
     def eval_exports(self) -> dict[str, nn.Module]:
         """File name -> module whose full state dict is exported as ``{"teacher": ...}`` for the eval scripts."""

@@ -13,7 +13,7 @@ The model is the meta-architecture named by ``MODEL.META_ARCHITECTURE`` (``dinov
 from outside by ``dinov2/train/parallelize.py`` (activation checkpointing, compile, FSDP2), with the precision policy
 of ``dinov2/train/precision.py``. Distillation (``distillation.enabled``) uses the same loop; several students at
 once (``--multi-distillation`` / ``multidistillation.enabled``) run it once per student, each in its process
-subgroup (``dinov2/train/distillation/multi.py``).
+subgroup (``dinov2/train/distillation/multi_setup.py``).
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ def do_train(
     logger.info("starting training from iteration %d of %d", start_iter, max_iter)
     iteration = start_iter
     for data in metric_logger.log_every(
-        data_loader, 10, "Training", max_iter, start_iter, batch_size=model.images_per_iteration()
+        data_loader, 10, "Training", max_iter, start_iter, batch_size=model.images_per_process()
     ):
         batch = Batch.from_collated(data, device)
         losses, grad_norms = train_step(cfg, model, optimizer, batch, schedules, iteration)

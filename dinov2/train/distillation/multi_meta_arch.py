@@ -85,8 +85,9 @@ class MultiDistillationMetaArch(DistillationMetaArch):
     def checkpoint_state(self) -> dict[str, object]:
         return {**super().checkpoint_state(), "student_progress": self.progress}
 
-    def images_per_iteration(self) -> int:
-        return self.global_batch_size
+    def images_per_process(self) -> int:
+        """This process's share of the global batch within its student's subgroup."""
+        return self.global_batch_size // self.subgroup.size
 
     def after_optimizer_step(self, *, momentum: float) -> None:
         super().after_optimizer_step(momentum=momentum)
