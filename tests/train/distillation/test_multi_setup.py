@@ -6,10 +6,8 @@ from __future__ import annotations
 import logging
 
 import pytest
-import torch
 from omegaconf import OmegaConf
 
-from dinov2.distributed.subgroups import broadcast_to_subgroups, check_rank_ranges, new_subgroups
 from dinov2.run.train import train as train_launcher
 from dinov2.train.distillation.multi_setup import setup_multidistillation, wants_multidistillation
 from dinov2.train.train import get_args_parser
@@ -90,18 +88,6 @@ def test_config_alone_selects_multidistillation(files):
 def test_slurm_launcher_forwards_the_flag():
     parser = train_launcher.get_train_args_parser(add_help=False)
     assert parser.parse_args(["--multi-distillation", "--config-file", "b.yaml"]).multi_distillation
-
-
-def test_rank_ranges_and_one_process_broadcast():
-    assert check_rank_ranges([[0, 2], [2, 3]], 3) == [range(0, 2), range(2, 3)]
-    overlap, gap, empty, triple = ([[0, 2], [1, 3]], 3), ([[0, 1]], 2), ([[1, 0], [0, 1]], 2), ([[0, 1, 2]], 1)
-    for ranges, n_ranks in (overlap, gap, empty, triple):
-        with pytest.raises(ValueError, match="ranks_range"):
-            check_rank_ranges(ranges, n_ranks)
-    subgroup = new_subgroups([[0, 1]])  # no process group: the whole (one-process) job
-    assert subgroup.group is None and subgroup.rank == 0 and subgroup.size == 1
-    x = torch.arange(10.0).view(2, 5)
-    assert torch.equal(broadcast_to_subgroups(x, dim=1, total=4, subgroup=subgroup), x[:, :4])
 
 
 def test_bad_names_are_config_errors(files):
