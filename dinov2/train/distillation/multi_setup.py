@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dinov2.distributed.subgroups import ProcessSubgroup, check_rank_ranges, new_subgroups, scope, world_rank
 from dinov2.distributed.subgroups import world_size as job_size
@@ -88,8 +88,9 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def student_config(args: argparse.Namespace, student: dict[str, Any], n_load: int) -> DictConfig:
-    """Defaults <- student file <- base file <- command line, with the student's output folder and load size."""
+def student_config(args: argparse.Namespace, student: dict[str, Any], n_load: int, warn: bool = True) -> DictConfig:
+    """Defaults <- student file <- base file <- command line, with the student's output folder and load size
+    (``warn``: report the keys the base file overrides)."""
     student_path, base_path = resolve_config_file(student["config_path"]), resolve_config_file(args.config_file)
     student_file, base_file = OmegaConf.load(student_path), OmegaConf.load(base_path)
     cli = parse_overrides(getattr(args, "opts", None))
@@ -98,7 +99,7 @@ def student_config(args: argparse.Namespace, student: dict[str, Any], n_load: in
     check_keys(base_file, defaults, source=f"config file {str(base_path)!r}")
     check_keys(cli, defaults, source="command-line overrides")
     own, shared = _flat(OmegaConf.to_container(student_file)), _flat(OmegaConf.to_container(base_file))
-    for key in sorted(set(own) & set(shared)):
+    for key in sorted(set(own) & set(shared)) if warn else []:
         if own[key] != shared[key]:
             logger.warning("%s: %s=%r is overridden by the base config (%r)", student_path, key, own[key], shared[key])
     cfg = OmegaConf.merge(defaults, student_file, base_file, cli)
@@ -108,6 +109,44 @@ def student_config(args: argparse.Namespace, student: dict[str, Any], n_load: in
     OmegaConf.resolve(cfg)
     validate_config(cfg)
     return cfg
+
+
+# Settings every student must share: all processes run the teacher and the data pipeline together, for the same
+# number of iterations (a student that stopped early, or skipped a teacher call, would leave the others waiting).
+SHARED_KEYS = (
+    "distillation",
+    "crops",
+    "ibot.mask_sample_probability",
+    "ibot.mask_ratio_min_max",
+    "train.dataset_path",
+    "train.seed",
+    "train.OFFICIAL_EPOCH_LENGTH",
+    "optim.epochs",
+    "compute_precision.teacher",
+)
+
+
+def check_shared_settings(configs: dict[str, DictConfig]) -> None:
+    """Raise :class:`ConfigValueError` naming each key of :data:`SHARED_KEYS` (and the use of iBOT) on which the
+    students' configs differ."""
+
+    def plain(value: Any) -> Any:
+        return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+
+    errors = []
+    for key in SHARED_KEYS:
+        values = {name: plain(OmegaConf.select(cfg, key)) for name, cfg in configs.items()}
+        if len({repr(v) for v in values.values()}) > 1:
+            errors.append(f"{key}: {values}")
+    ibot = {name: cfg.ibot.loss_weight > 0 for name, cfg in configs.items()}
+    if len(set(ibot.values())) > 1:
+        errors.append(f"ibot.loss_weight > 0 (iBOT on or off): {ibot}")
+    if errors:
+        lines = "\n".join(f"  - {e}" for e in errors)
+        raise ConfigValueError(
+            "the students of a multi-distillation run share the teacher, the data and the iterations; these settings "
+            f"differ between their configs (set them in the base config):\n{lines}"
+        )
 
 
 def setup_multidistillation(args: argparse.Namespace) -> tuple[DictConfig, ProcessSubgroup]:
@@ -120,9 +159,12 @@ def setup_multidistillation(args: argparse.Namespace) -> tuple[DictConfig, Proce
 
     base = load_cfg(args.config_file, getattr(args, "opts", None), getattr(args, "output_dir", None) or None)
     students, global_batch = _students(base)
+    n_load = math.ceil(global_batch / job_size())
+    configs = {s["name"]: student_config(args, s, n_load, warn=False) for s in students}
+    check_shared_settings(configs)  # on every process, before any collective
     subgroup = new_subgroups([s["ranks_range"] for s in students])
     student = students[subgroup.index]
-    cfg = student_config(args, student, n_load=math.ceil(global_batch / job_size()))
+    cfg = student_config(args, student, n_load)
     args.output_dir = cfg.train.output_dir
     os.makedirs(args.output_dir, exist_ok=True)
     cfg.optim.lr = cfg.optim.base_lr * math.sqrt(global_batch / 1024.0)  # sqrt_wrt_1024 on the global batch

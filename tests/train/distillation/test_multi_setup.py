@@ -9,7 +9,12 @@ import pytest
 from omegaconf import OmegaConf
 
 from dinov2.run.train import train as train_launcher
-from dinov2.train.distillation.multi_setup import setup_multidistillation, wants_multidistillation
+from dinov2.train.distillation.multi_setup import (
+    check_shared_settings,
+    setup_multidistillation,
+    student_config,
+    wants_multidistillation,
+)
 from dinov2.train.train import get_args_parser
 from dinov2.utils.config_validation import ConfigValueError
 from tests.train.distillation.tiny_distill import distill_opts, teacher_run
@@ -96,3 +101,15 @@ def test_bad_names_are_config_errors(files):
     OmegaConf.save(base, files / "base.yaml")
     with pytest.raises(ConfigValueError, match="names .* must differ"):
         setup_multidistillation(_args(files))
+
+
+def test_students_must_share_teacher_data_and_iterations(files):
+    args = _args(files)
+    student = {"name": "small", "config_path": str(files / "small.yaml"), "ranks_range": [0, 1]}
+    first = student_config(args, student, n_load=2)
+    check_shared_settings({"a": first, "b": first.copy()})  # identical: fine
+    other = first.copy()
+    other.crops.local_crops_number, other.optim.epochs, other.ibot.loss_weight = 4, 3, 0.0
+    expected = r"crops: .*\n  - optim.epochs: \{'a': 2, 'b': 3\}\n  - ibot.loss_weight"
+    with pytest.raises(ConfigValueError, match=expected):
+        check_shared_settings({"a": first, "b": other})
