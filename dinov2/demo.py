@@ -18,8 +18,10 @@ student's architecture on the held-out images.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -34,7 +36,7 @@ logger = logging.getLogger("dinov2")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 NB_KNN = (10, 20)
-DEMO_STUDENT_ARCH = "vit_pico"  # the distillation demo's student, registered by register_demo_student()
+DEMO_STUDENT_ARCH = "vit_pico"  # the distillation demo's student, registered by demo_student_arch()
 
 
 def train_then_evaluate(output_dir: str, opts: list[str], resume: bool = True) -> dict[str, dict[str, float]]:
@@ -108,12 +110,20 @@ def format_results(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def register_demo_student() -> None:
-    """Register ``vit_pico`` (96 dim, 6 blocks, 3 heads, ~0.7M parameters) in the backbone registry: the
-    distillation demo's student, smaller than the ViT-Ti/16 teacher. Not a released model."""
+@contextlib.contextmanager
+def demo_student_arch() -> Iterator[None]:
+    """Within this block ``vit_pico`` (96 dim, 6 blocks, 3 heads, ~0.7M parameters), the distillation demo's
+    student, smaller than the ViT-Ti/16 teacher, is in the backbone registry. Not a released model."""
     from dinov2.models.vision_transformer import ARCHS, _vit
 
-    ARCHS.setdefault(DEMO_STUDENT_ARCH, partial(_vit, 96, 6, 3))
+    added = DEMO_STUDENT_ARCH not in ARCHS
+    if added:
+        ARCHS[DEMO_STUDENT_ARCH] = partial(_vit, 96, 6, 3)
+    try:
+        yield
+    finally:
+        if added:
+            del ARCHS[DEMO_STUDENT_ARCH]
 
 
 def distill_then_evaluate(
@@ -124,11 +134,14 @@ def distill_then_evaluate(
 
     ``opts`` override the student's config; ``history`` receives ``(iteration, losses)`` of the distillation.
     """
+    with demo_student_arch():
+        return _distill_then_evaluate(Path(output_dir), opts, resume, history)
+
+
+def _distill_then_evaluate(out: Path, opts: list[str], resume: bool, history: list | None) -> dict[str, dict]:
     from dinov2.train.train import get_args_parser
     from dinov2.train.train import main as train_main
 
-    register_demo_student()
-    out = Path(output_dir)
     if latest_export(out) is None:
         logger.info("no SSL teacher in %s: training the demo's teacher first", out)
         argv = ["--config-file", str(config_path("train/demo_cpu")), "--output-dir", str(out)]

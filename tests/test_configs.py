@@ -201,11 +201,10 @@ def test_every_released_file_is_packaged():
 
 @pytest.mark.parametrize("name", ALL_CONFIGS)
 def test_every_config_loads_and_validates(name, tmp_path):
-    if name == "train/demo_cpu_distill":  # its student arch is registered by the demo
-        from dinov2.demo import register_demo_student
+    from dinov2.demo import demo_student_arch  # the distillation demo's student arch, registered by the demo
 
-        register_demo_student()
-    cfg = load_cfg(str(configs.config_path(name)), output_dir=str(tmp_path))
+    with demo_student_arch():
+        cfg = load_cfg(str(configs.config_path(name)), output_dir=str(tmp_path))
     expected = {**RELEASED_DEFAULTS, **EXTENSION_DEFAULTS, **_flat(name), "train.output_dir": str(tmp_path)}
     flat = _flatten(OmegaConf.to_container(cfg))
     if name == "train/demo_cpu":

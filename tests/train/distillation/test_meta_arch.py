@@ -141,7 +141,8 @@ def test_teacher_is_bit_frozen_over_steps(tmp_path):
     assert all(not p.requires_grad and p.grad is None for p in model.teacher.parameters())
     optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
     assert not optimized & {id(p) for p in [*model.teacher.parameters(), *model.model_ema.parameters()]}
-    assert optimized == {id(p) for p in model.student.parameters()}
+    assert optimized == {id(p) for p in model.student.parameters() if p.requires_grad}
+    assert id(model.student.backbone.mask_token) not in optimized  # unmasked: never used, frozen
     model.train()
     frozen = [*model.teacher.modules(), *model.model_ema.modules()]
     assert model.student.training and not any(m.training for m in frozen)
