@@ -8,13 +8,21 @@
 Re-running resumes the training from its last checkpoint (``--no-resume`` starts afresh). Any training config
 key can be overridden after the options (``optim.epochs=2``). ``python -m dinov2.demo features`` instead prints the
 features a randomly initialised hub backbone gives for one generated image.
+
+``python -m dinov2.demo distill`` distils the demo's SSL teacher (trained first when ``--output-dir`` holds no
+teacher export) into a smaller student (``vit_pico``: 96 dim, 6 blocks; ``configs/train/demo_cpu_distill.yaml``)
+in ``<output-dir>/distill``, then prints the k-NN top-1 of the teacher, the student EMA and a random init of the
+student's architecture on the held-out images.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +36,7 @@ logger = logging.getLogger("dinov2")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 NB_KNN = (10, 20)
+DEMO_STUDENT_ARCH = "vit_pico"  # the distillation demo's student, registered by demo_student_arch()
 
 
 def train_then_evaluate(output_dir: str, opts: list[str], resume: bool = True) -> dict[str, dict[str, float]]:
@@ -41,36 +50,53 @@ def train_then_evaluate(output_dir: str, opts: list[str], resume: bool = True) -
     return evaluate(Path(output_dir), opts)
 
 
-def evaluate(output_dir: Path, opts: list[str]) -> dict[str, dict[str, float]]:
-    """k-NN top-1 of the randomly initialised backbone (seeded) and of the latest teacher export."""
+def latest_export(output_dir: Path) -> Path | None:
+    """The newest ``eval/training_<it>/teacher_checkpoint.pth`` of a run, or None."""
+    exports = sorted(output_dir.glob("eval/training_*/teacher_checkpoint.pth"), key=lambda p: int(p.parent.name[9:]))
+    return exports[-1] if exports else None
+
+
+def knn_top1(model: torch.nn.Module, cfg) -> dict[int, float]:
+    """k-NN top-1 (percent, per k) of ``model`` on the demo's held-out images (index: the training images)."""
     from dinov2.eval.knn import eval_knn_with_model
+
+    tokens = [t for t in cfg.train.dataset_path.split(":") if not t.startswith("split=")]
+    data = ":".join(tokens)  # the training set without its split: TRAIN for the k-NN index, VAL for the queries
+    knn = eval_knn_with_model(
+        model.eval(),
+        None,
+        f"{data}:split=TRAIN",
+        f"{data}:split=VAL",
+        nb_knn=NB_KNN,
+        crop_size=cfg.crops.global_crops_size,
+        num_workers=0,
+        batch_size=128,
+    )
+    return {k: knn[f"('full', {k}) Top 1"] for k in NB_KNN}
+
+
+def _trained_and_random(output_dir: Path) -> tuple[torch.nn.Module, torch.nn.Module, Path, object]:
+    """(latest exported model, seeded random init of its arch, the export, the run's config)."""
     from dinov2.eval.setup import build_model_for_eval
     from dinov2.models import build_model_from_cfg
     from dinov2.utils.config import load_cfg
 
     cfg = load_cfg(output_dir / "config.yaml")
-    exports = sorted(output_dir.glob("eval/training_*/teacher_checkpoint.pth"), key=lambda p: int(p.parent.name[9:]))
-    if not exports:
+    export = latest_export(output_dir)
+    if export is None:
         raise FileNotFoundError(f"no teacher export under {output_dir}/eval: set evaluation.eval_period_iterations")
     torch.manual_seed(cfg.train.seed)
     random_init, _ = build_model_from_cfg(cfg, only_teacher=True)
-    trained = build_model_for_eval(cfg, str(exports[-1]), device=torch.device("cpu"))
-    tokens = [t for t in cfg.train.dataset_path.split(":") if not t.startswith("split=")]
-    data = ":".join(tokens)  # the training set without its split: TRAIN for the k-NN index, VAL for the queries
+    return build_model_for_eval(cfg, str(export), device=torch.device("cpu")), random_init, export, cfg
+
+
+def evaluate(output_dir: Path, opts: list[str]) -> dict[str, dict[str, float]]:
+    """k-NN top-1 of the randomly initialised backbone (seeded) and of the latest teacher export."""
+    trained, random_init, export, cfg = _trained_and_random(output_dir)
     results = {}
-    for name, model in (("random init", random_init), (f"trained ({exports[-1].parent.name})", trained)):
+    for name, model in (("random init", random_init), (f"trained ({export.parent.name})", trained)):
         logger.info("k-NN evaluation of the %s backbone", name)
-        knn = eval_knn_with_model(
-            model.eval(),
-            None,
-            f"{data}:split=TRAIN",
-            f"{data}:split=VAL",
-            nb_knn=NB_KNN,
-            crop_size=cfg.crops.global_crops_size,
-            num_workers=0,
-            batch_size=128,
-        )
-        results[name] = {k: knn[f"('full', {k}) Top 1"] for k in NB_KNN}
+        results[name] = knn_top1(model, cfg)
     return results
 
 
@@ -81,6 +107,80 @@ def format_results(results: dict[str, dict[str, float]]) -> str:
     (random_init, trained) = results.values()
     gain = trained[NB_KNN[-1]] - random_init[NB_KNN[-1]]
     lines.append(f"\nk-NN accuracy on held-out images: {gain:+.1f} points from self-supervised training")
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def demo_student_arch() -> Iterator[None]:
+    """Within this block ``vit_pico`` (96 dim, 6 blocks, 3 heads, ~0.7M parameters), the distillation demo's
+    student, smaller than the ViT-Ti/16 teacher, is in the backbone registry. Not a released model."""
+    from dinov2.models.vision_transformer import ARCHS, _vit
+
+    added = DEMO_STUDENT_ARCH not in ARCHS
+    if added:
+        ARCHS[DEMO_STUDENT_ARCH] = partial(_vit, 96, 6, 3)
+    try:
+        yield
+    finally:
+        if added:
+            del ARCHS[DEMO_STUDENT_ARCH]
+
+
+def distill_then_evaluate(
+    output_dir: str, opts: list[str], resume: bool = True, history: list | None = None
+) -> dict[str, dict[str, float]]:
+    """Distil the demo's SSL teacher in ``output_dir`` (trained first if it has no export) into the demo student
+    in ``output_dir/distill``; k-NN top-1 (percent, per k) of the teacher, the student EMA and a random init.
+
+    ``opts`` override the student's config; ``history`` receives ``(iteration, losses)`` of the distillation.
+    """
+    with demo_student_arch():
+        return _distill_then_evaluate(Path(output_dir), opts, resume, history)
+
+
+def _distill_then_evaluate(out: Path, opts: list[str], resume: bool, history: list | None) -> dict[str, dict]:
+    from dinov2.train.train import get_args_parser
+    from dinov2.train.train import main as train_main
+
+    if latest_export(out) is None:
+        logger.info("no SSL teacher in %s: training the demo's teacher first", out)
+        argv = ["--config-file", str(config_path("train/demo_cpu")), "--output-dir", str(out)]
+        train_main(get_args_parser().parse_args(argv))
+    teacher_export = latest_export(out)
+    student_dir = out / "distill"
+    argv = ["--config-file", str(config_path("train/demo_cpu_distill")), "--output-dir", str(student_dir)]
+    argv += [] if resume else ["--no-resume"]  # options before the key=value overrides
+    argv += [
+        f"distillation.full_cfg_path={out / 'config.yaml'}",
+        f"distillation.checkpoint_path={teacher_export}",
+        f"train.dataset_path=Synthetic:root={out}/data:split=TRAIN:class_colours=true",
+    ]
+    args = get_args_parser().parse_args(argv + list(opts))
+    train_main(args, history=history)
+    student, random_init, export, cfg = _trained_and_random(student_dir)
+    teacher, _, _, teacher_cfg = _trained_and_random(out)
+    rows = (
+        (f"teacher ({teacher_cfg.student.arch})", teacher, teacher_cfg),
+        (f"student EMA ({cfg.student.arch})", student, cfg),
+        ("random init (student)", random_init, cfg),
+    )
+    results = {}
+    for name, model, model_cfg in rows:
+        logger.info("k-NN evaluation of the %s backbone", name)
+        results[name] = knn_top1(model, model_cfg)
+    return results
+
+
+def format_distill_results(results: dict[str, dict[str, float]]) -> str:
+    header = f"{'backbone':<28}" + "".join(f"{f'k={k} top-1':>14}" for k in NB_KNN)
+    lines = [header, "-" * len(header)]
+    lines += [f"{name:<28}" + "".join(f"{acc[k]:>13.1f}%" for k in NB_KNN) for name, acc in results.items()]
+    teacher, student, random_init = results.values()
+    k = NB_KNN[-1]
+    lines.append(
+        f"\nk-NN accuracy on held-out images: the distilled student EMA is {student[k] - random_init[k]:+.1f} points "
+        f"over random init, {student[k] - teacher[k]:+.1f} points from its teacher"
+    )
     return "\n".join(lines)
 
 
@@ -112,8 +212,22 @@ def features_demo(registers: bool) -> None:
         print(f"block -{4 - i} patch map    {tuple(patch_map.shape)}, cls {tuple(cls_token.shape)}")
 
 
+def distill_main(argv: list[str]) -> None:
+    """``python -m dinov2.demo distill [--output-dir D] [--no-resume] [key=value ...]``."""
+    parser = argparse.ArgumentParser(prog="python -m dinov2.demo distill", description=__doc__.split("\n\n")[-1])
+    parser.add_argument("--output-dir", default="demo_output", help="the SSL demo's folder (teacher, data)")
+    parser.add_argument("--no-resume", action="store_true", help="distil from scratch even if checkpoints exist")
+    parser.add_argument("opts", nargs="*", help="student config overrides key=value")
+    args = parser.parse_args(argv)
+    results = distill_then_evaluate(str(Path(args.output_dir).resolve()), args.opts, resume=not args.no_resume)
+    print(format_distill_results(results))
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["distill"]:
+        distill_main(argv[1:])
+        return
     if argv[:1] == ["features"]:
         parser = argparse.ArgumentParser(prog="python -m dinov2.demo features", description=features_demo.__doc__)
         parser.add_argument("--registers", action="store_true", help="use the ViT-S/14 variant with 4 registers")

@@ -23,6 +23,13 @@ off), measured in the same process one after another, so the rows compare like w
 
 ``--profile DIR`` records 3 steps of the last variant with ``torch.profiler`` and writes the top operators and
 kernels by device time and the host-device synchronisations per step. ``--json FILE`` writes every row.
+
+Distillation step (``--distill-teacher``): the config is the student's, the flag names the teacher's training config
+(random teacher weights unless ``--distill-teacher-weights``); the split's ``teacher`` column is then the frozen
+teacher's share (its forward, heads and Sinkhorn-Knopp)::
+
+    PYTHONPATH=. python scripts/benchmark_train.py --config-file configs/train/vits14_distill_vitg14.yaml \
+        --distill-teacher configs/train/vitg14.yaml --dtype bf16 --batch-size 32
 """
 
 from __future__ import annotations
@@ -82,6 +89,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--profile", metavar="DIR", help="profile 3 steps of the last variant into DIR")
     parser.add_argument("--json", metavar="FILE", help="write every result row to FILE")
     parser.add_argument("--title", default="", help="a label printed above the table")
+    parser.add_argument("--distill-teacher", metavar="CONFIG", help="distillation step: the teacher's training config")
+    parser.add_argument("--distill-teacher-weights", default="ignore", help="teacher weights (default: random)")
     parser.add_argument("opts", nargs="*", help="config overrides key=value for every variant")
     return parser.parse_args(argv)
 
@@ -95,8 +104,19 @@ def parse_variants(specs: list[str]) -> list[tuple[str, list[str]]]:
     return variants
 
 
+def distillation_opts(args: argparse.Namespace) -> list[str]:
+    """Overrides that make the step a distillation step (``--distill-teacher``); none otherwise."""
+    if not args.distill_teacher:
+        return []
+    return [
+        "distillation.enabled=true",
+        f"distillation.full_cfg_path={args.distill_teacher}",
+        f"distillation.checkpoint_path={args.distill_teacher_weights}",
+    ]
+
+
 def build_cfg(args: argparse.Namespace, extra: list[str]):
-    opts = list(args.opts) + list(extra)
+    opts = distillation_opts(args) + list(args.opts) + list(extra)
     if args.batch_size:
         opts.append(f"train.batch_size_per_gpu={args.batch_size}")
     if args.dtype:

@@ -5,6 +5,10 @@ unchanged with or without ``torch.distributed`` initialised. The helper names fo
 ``dinov2.distributed`` module. Process-group set-up (``enable``/``disable``) lives in
 :mod:`dinov2.distributed.env`; FSDP sharding, EMA and clipping on sharded parameters in
 :mod:`dinov2.distributed.sharding`.
+
+The helpers work on the default group (every process of the job), or, inside
+``dinov2.distributed.subgroups.scope(group)``, on that subgroup: ranks, sizes and collectives are then those of
+the subgroup (multi-student distillation runs each student's training in its subgroup this way).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dinov2.distributed.env import (
     enable,
     restrict_logging_to_main_process,
 )
+from dinov2.distributed.subgroups import current_group
 
 __all__ = [
     "enable",
@@ -43,6 +48,7 @@ __all__ = [
     "all_gather_object",
     "barrier",
     "CompletedWork",
+    "current_group",
 ]
 
 
@@ -52,13 +58,13 @@ def is_enabled() -> bool:
 
 
 def get_global_size() -> int:
-    """Number of processes in the default group (1 without one)."""
-    return dist.get_world_size() if is_enabled() else 1
+    """Number of processes in the default group, or in the current subgroup scope (1 without a group)."""
+    return dist.get_world_size(current_group()) if is_enabled() else 1
 
 
 def get_global_rank() -> int:
-    """Rank of this process in the default group (0 without one)."""
-    return dist.get_rank() if is_enabled() else 0
+    """Rank of this process in the default group, or in the current subgroup scope (0 without a group)."""
+    return dist.get_rank(current_group()) if is_enabled() else 0
 
 
 def get_local_rank() -> int:
@@ -76,7 +82,7 @@ def get_local_size() -> int:
 
 
 def is_main_process() -> bool:
-    """True on global rank 0 (and on a single process)."""
+    """True on rank 0 of the default group or of the current subgroup scope (and on a single process)."""
     return get_global_rank() == 0
 
 
@@ -98,7 +104,7 @@ _REDUCE_OPS = {
 
 
 def all_reduce(tensor: torch.Tensor, op: str = "sum", async_op: bool = False):
-    """In-place all-reduce of ``tensor`` over the default group; a no-op on one process.
+    """In-place all-reduce of ``tensor`` over the default group (or the scope's subgroup); a no-op on one process.
 
     Returns a handle with ``wait()`` when ``async_op`` is true (a :class:`CompletedWork` without a
     process group or with world size 1), else None.
@@ -107,7 +113,7 @@ def all_reduce(tensor: torch.Tensor, op: str = "sum", async_op: bool = False):
         raise ValueError(f"all_reduce op must be one of {sorted(_REDUCE_OPS)}, got {op!r}")
     if get_global_size() == 1:
         return CompletedWork() if async_op else None
-    work = dist.all_reduce(tensor, op=_REDUCE_OPS[op], async_op=async_op)
+    work = dist.all_reduce(tensor, op=_REDUCE_OPS[op], group=current_group(), async_op=async_op)
     return work if async_op else None
 
 
@@ -120,36 +126,38 @@ def all_gather(tensor: torch.Tensor, dim: int = 0) -> torch.Tensor:
     if world == 1:
         return tensor
     parts = [torch.empty_like(tensor) for _ in range(world)]
-    dist.all_gather(parts, tensor.contiguous())
+    dist.all_gather(parts, tensor.contiguous(), group=current_group())
     return torch.cat(parts, dim=dim)
 
 
 def broadcast(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
-    """Broadcast ``tensor`` in place from rank ``src``; a no-op on one process."""
+    """Broadcast ``tensor`` in place from rank ``src`` (of the current group); a no-op on one process."""
     if get_global_size() > 1:
-        dist.broadcast(tensor, src=src)
+        group = current_group()
+        dist.broadcast(tensor, src=src if group is None else dist.get_global_rank(group, src), group=group)
     return tensor
 
 
 def broadcast_object(obj, src: int = 0):
-    """Rank ``src``'s picklable ``obj`` on every rank (``obj`` itself on one process)."""
+    """Rank ``src``'s (of the current group) picklable ``obj`` on every rank (``obj`` itself on one process)."""
     if get_global_size() == 1:
         return obj
     holder = [obj]
-    dist.broadcast_object_list(holder, src=src)
+    group = current_group()
+    dist.broadcast_object_list(holder, src=src if group is None else dist.get_global_rank(group, src), group=group)
     return holder[0]
 
 
 def all_gather_object(obj) -> list:
-    """Every rank's picklable ``obj``, in rank order (``[obj]`` on one process)."""
+    """Every rank's (of the current group) picklable ``obj``, in rank order (``[obj]`` on one process)."""
     if get_global_size() == 1:
         return [obj]
     out: list = [None] * get_global_size()
-    dist.all_gather_object(out, obj)
+    dist.all_gather_object(out, obj, group=current_group())
     return out
 
 
 def barrier() -> None:
     """Synchronise all processes; a no-op on one process."""
     if get_global_size() > 1:
-        dist.barrier()
+        dist.barrier(group=current_group())

@@ -99,14 +99,21 @@ class ShardingPolicy:
 
 
 class _Meshes:
-    """The two device meshes (built on first use, identically on every rank)."""
+    """The two device meshes of one process group (built on first use, identically on every member rank).
 
-    def __init__(self, device_type: str, shard_mesh=None) -> None:
+    ``group`` None means every process of the job. A subgroup (multi-student distillation) gets meshes over its
+    ranks only; its NO_SHARD mesh pairs it with a one-rank group of this process (created locally, no collective).
+    """
+
+    def __init__(self, device_type: str, shard_mesh=None, group: dist.ProcessGroup | None = None) -> None:
         self.device_type = device_type
+        self.group = group
         self._shard = shard_mesh
         self._replicate = None
 
     def for_strategy(self, strategy: str):
+        if self.group is not None:
+            return self._subgroup_mesh(strategy)
         from torch.distributed.device_mesh import init_device_mesh
 
         world = dist.get_world_size()
@@ -120,10 +127,29 @@ class _Meshes:
             self._shard = init_device_mesh(self.device_type, (world,), mesh_dim_names=("dp_shard",))
         return self._shard
 
+    def _subgroup_mesh(self, strategy: str):
+        from torch.distributed.device_mesh import DeviceMesh
 
-def _broadcast_states(module: nn.Module) -> None:
+        if strategy == "NO_SHARD":
+            if self._replicate is None:
+                ranks = dist.get_process_group_ranks(self.group)
+                own = dist.new_group([dist.get_rank()], use_local_synchronization=True)
+                self._replicate = DeviceMesh.from_group(
+                    [self.group, own],
+                    self.device_type,
+                    mesh=torch.tensor(ranks).view(-1, 1),
+                    mesh_dim_names=("dp_replicate", "dp_shard"),
+                )
+            return self._replicate
+        if self._shard is None:
+            self._shard = DeviceMesh.from_group(self.group, self.device_type, mesh_dim_names=("dp_shard",))
+        return self._shard
+
+
+def _broadcast_states(module: nn.Module, group: dist.ProcessGroup | None = None) -> None:
+    src = 0 if group is None else dist.get_global_rank(group, 0)  # the group's first rank
     for tensor in [*module.parameters(), *module.buffers()]:
-        dist.broadcast(tensor.data, src=0)
+        dist.broadcast(tensor.data, src=src, group=group)
 
 
 def _cast_buffers(module: nn.Module, dtype: torch.dtype) -> None:
@@ -161,6 +187,7 @@ def shard_model(
     single_process: bool = False,
     sections: Mapping[str, str] | None = None,
     inference_only: Collection[str] = ("teacher",),
+    group: dist.ProcessGroup | None = None,
 ) -> bool:
     """Shard ``modules[role][X]`` in place, per ``precision_cfg[section of role][X]``.
 
@@ -181,11 +208,13 @@ def shard_model(
         sections: role -> ``compute_precision`` section that configures it (default: ``student`` and
             ``teacher`` configure themselves); e.g. a student EMA follows the ``teacher`` section.
         inference_only: roles that never run backward: they reshard right after their (no-grad) forward.
+        group: shard over this process group's ranks only (a student's subgroup in multi-student distillation);
+            None: every process of the job. ``mesh`` is ignored when a group is given.
     """
     device = torch.device(device)
     initialised = dist.is_available() and dist.is_initialized()
     distributed = initialised and (dist.get_world_size() > 1 or single_process)
-    meshes = _Meshes(device.type, mesh)
+    meshes = _Meshes(device.type, None if group is not None else mesh, group)
     sections = dict(sections) if sections is not None else {role: role for role in ROLES}
     for role, section_name in sections.items():
         for name, module in (modules.get(role) or {}).items():
@@ -201,7 +230,7 @@ def shard_model(
             if not distributed:
                 continue
             if sync_module_states:
-                _broadcast_states(module)
+                _broadcast_states(module, group)
             # A teacher only runs forward (under no_grad): reshard right after it.
             reshard = True if role in inference_only else None
             shard_module(module, policy, meshes.for_strategy(policy.sharding_strategy), reshard_after_forward=reshard)

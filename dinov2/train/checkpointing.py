@@ -147,7 +147,7 @@ def _dcp_state(modules, optimizer) -> dict[str, Any]:
 def _dcp_call(fn, state_dict: dict, path: Path) -> None:
     with warnings.catch_warnings():  # DCP warns that it runs "in a single process" without a group
         warnings.filterwarnings("ignore", message=".*(single process|distributed is disabled|uninitialized).*")
-        fn(state_dict, checkpoint_id=str(path))
+        fn(state_dict, checkpoint_id=str(path), process_group=distributed.current_group())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -486,8 +486,14 @@ def export_teacher(path: str | os.PathLike, teacher: nn.Module | Mapping[str, to
 
     path = Path(path)
     if isinstance(teacher, nn.Module):
-        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        # torch keeps offloaded full tensors on global rank 0 only; in a subgroup scope its rank 0 may be another
+        # process, so there every member gathers the full tensors and the writer copies them to the CPU.
+        offload = distributed.current_group() is None
+        options = StateDictOptions(full_state_dict=True, cpu_offload=offload)
         state_dict = get_model_state_dict(teacher, options=options)
+        if not offload:
+            main = distributed.is_main_process()
+            state_dict = {key: value.cpu() for key, value in state_dict.items()} if main else {}
     else:
         state_dict = dict(teacher)
     if distributed.is_main_process():

@@ -8,6 +8,10 @@ need: ``build_backbones``, ``build_teacher``, ``teacher_targets``, ``after_optim
     from dinov2.train.meta_archs import register_meta_arch
 
     register_meta_arch("MyMetaArch", MyMetaArch)   # then MODEL.META_ARCHITECTURE=MyMetaArch
+
+Distillation (``dinov2/train/distillation/``) registers ``DistillationMetaArch`` and ``MultiDistillationMetaArch``.
+As in DINOv3's configs, ``MODEL.META_ARCHITECTURE: SSLMetaArch`` with ``distillation.enabled: true`` builds
+``DistillationMetaArch``.
 """
 
 from __future__ import annotations
@@ -17,12 +21,17 @@ from collections.abc import Callable
 from omegaconf import DictConfig
 from torch import nn
 
+from dinov2.train.distillation import DistillationMetaArch, MultiDistillationMetaArch, resolve_meta_architecture
 from dinov2.train.ssl_meta_arch import SSLMetaArch
 
 __all__ = ["META_ARCHITECTURES", "build_meta_arch", "register_meta_arch"]
 
 #: name -> constructor taking the full config.
-META_ARCHITECTURES: dict[str, Callable[[DictConfig], nn.Module]] = {"SSLMetaArch": SSLMetaArch}
+META_ARCHITECTURES: dict[str, Callable[[DictConfig], nn.Module]] = {
+    "SSLMetaArch": SSLMetaArch,
+    "DistillationMetaArch": DistillationMetaArch,
+    "MultiDistillationMetaArch": MultiDistillationMetaArch,
+}
 
 
 def register_meta_arch(name: str, constructor: Callable[[DictConfig], nn.Module]) -> None:
@@ -33,8 +42,9 @@ def register_meta_arch(name: str, constructor: Callable[[DictConfig], nn.Module]
 
 
 def build_meta_arch(cfg: DictConfig) -> nn.Module:
-    """The meta-architecture named by ``cfg.MODEL.META_ARCHITECTURE``, built from ``cfg``."""
-    name = cfg.MODEL.META_ARCHITECTURE
+    """The meta-architecture named by ``cfg.MODEL.META_ARCHITECTURE`` (``SSLMetaArch`` with
+    ``distillation.enabled``: ``DistillationMetaArch``), built from ``cfg``."""
+    name = resolve_meta_architecture(cfg)
     if name not in META_ARCHITECTURES:
         raise ValueError(
             f"MODEL.META_ARCHITECTURE={name!r} is not a known meta-architecture; valid: {sorted(META_ARCHITECTURES)} "

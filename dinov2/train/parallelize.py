@@ -11,7 +11,8 @@ each, whether it runs backward) and, for every sub-module (backbone, heads):
    hooks (activation checkpointing above, FSDP below) stay outside the compiled region, and parameter names and
    state-dict keys are unchanged;
 3. **shard each block, then the root** with FSDP2 (``dinov2.distributed.sharding.shard_model``, per
-   ``compute_precision``), when a process group exists.
+   ``compute_precision``), when a process group exists, over the role's ``group`` (every process by default; a
+   student's subgroup in multi-student distillation).
 
 State-dict keys are not affected by any step (the checkpoint wrapper strips its prefix from state dicts, and
 ``torch.distributed.checkpoint`` strips it from parameter names). Parameter names seen by ``named_parameters``
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -42,6 +44,7 @@ class ParallelRole:
     modules: nn.ModuleDict  # backbone, dino_head, ibot_head, ...
     precision_section: str  # the compute_precision section that configures it ("student" or "teacher")
     trains: bool  # runs backward (activation checkpointing applies; FSDP keeps gathered weights for backward)
+    group: Any = None  # torch.distributed ProcessGroup to shard over; None: every process of the job
 
 
 def _block_units(module: nn.Module) -> nn.ModuleList | None:
@@ -98,11 +101,20 @@ def parallelize(model: nn.Module, cfg: DictConfig, device: torch.device | str, *
                 count = apply_compile(module)
                 if count:
                     logger.info("compiled the forward of %d block units of %s.%s", count, name, sub_name)
-    return shard_model(
-        {name: role.modules for name, role in roles.items()},
-        cfg.compute_precision,
-        device=device,
-        single_process=single_process,
-        sections={name: role.precision_section for name, role in roles.items()},
-        inference_only=[name for name, role in roles.items() if not role.trains],
-    )
+    # One shard_model call per process group (in the order roles are declared, the same on every rank), so
+    # that roles sharing a group share its meshes: the EMA then follows the student shard by shard.
+    by_group: dict[int, list[str]] = {}
+    for name, role in roles.items():
+        by_group.setdefault(id(role.group), []).append(name)
+    sharded = False
+    for names in by_group.values():
+        sharded |= shard_model(
+            {name: roles[name].modules for name in names},
+            cfg.compute_precision,
+            device=device,
+            single_process=single_process,
+            sections={name: roles[name].precision_section for name in names},
+            inference_only=[name for name in names if not roles[name].trains],
+            group=roles[names[0]].group,
+        )
+    return sharded

@@ -3,7 +3,8 @@
 - ``student.pretrained_weights``: any backbone source that :mod:`dinov2.models.weights` reads (a released hub
   backbone such as ``dinov2_vitl14_pretrain.pth``, a teacher export ``{"teacher": ...}``, a trainer checkpoint
   folder ``<output_dir>/model_<iteration>`` (its teacher backbone), any backbone state dict with the usual
-  prefixes/chunking, or a URL). It initialises the student backbone and, through the copy, the teacher backbone;
+  prefixes/chunking, or a URL). It initialises the student backbone and, through the copy, the backbone that
+  follows the student by EMA (the teacher; in distillation the student EMA, the frozen teacher is untouched);
   heads start fresh. Unlike the release (``strict=False``, which silently ignores misnamed keys) every key must fit;
   only the position-embedding table may differ in size (training at 224 px from 518 px hub weights), and it is
   resized bicubically. A misfit raises :class:`~dinov2.models.weights.WeightsMismatchError` (a ``RuntimeError``)
@@ -28,7 +29,7 @@ __all__ = ["load_student_pretrained_weights", "load_model_weights", "resize_pos_
 
 
 def load_student_pretrained_weights(model: nn.Module, path_or_url: str) -> None:
-    """Load backbone weights into ``model.student.backbone`` and copy them to ``model.teacher.backbone``.
+    """Load backbone weights into ``model.student.backbone`` and copy them to ``model.student_ema().backbone``.
 
     Call before sharding. Raises ``WeightsMismatchError`` (a ``RuntimeError``) listing the missing/unexpected keys
     and the config keys to check when the weights do not fit.
@@ -43,8 +44,8 @@ def load_student_pretrained_weights(model: nn.Module, path_or_url: str) -> None:
         setter="{key}={value}",
         resize_position_table=True,
     )
-    model.teacher.backbone.load_state_dict(backbone.state_dict(), strict=True)
-    logger.info("initialised student and teacher backbones from %s", path_or_url)
+    model.student_ema().backbone.load_state_dict(backbone.state_dict(), strict=True)
+    logger.info("initialised the student backbone and its EMA from %s", path_or_url)
 
 
 def load_model_weights(model: nn.Module, path: str) -> None:

@@ -12,7 +12,10 @@ calls :meth:`SSLMetaArch.after_optimizer_step` (here: the teacher EMA, :meth:`SS
 
 Seams for other meta-architectures (distillation): :meth:`SSLMetaArch.build_backbones` and
 :meth:`SSLMetaArch.build_teacher` build the networks, :meth:`SSLMetaArch.parallel_roles` tells
-``dinov2/train/parallelize.py`` what to wrap, :meth:`SSLMetaArch.after_optimizer_step` runs after each step. The
+``dinov2/train/parallelize.py`` what to wrap, :meth:`SSLMetaArch.after_optimizer_step` runs after each step,
+:meth:`SSLMetaArch.student_masks` chooses the student's masks, :meth:`SSLMetaArch.student_ema` names the module
+that follows the student by EMA, :meth:`SSLMetaArch.checkpoint_state` what training checkpoints hold and
+:meth:`SSLMetaArch.images_per_process` the images one iteration trains on per process. The
 centring mode is a strategy object resolved once (``dinov2/loss/teacher_centering.py``), and the precision policy
 (``dinov2/train/precision.py``) is set by the trainer as ``model.precision``.
 """
@@ -217,7 +220,7 @@ class SSLMetaArch(nn.Module):
     def student_outputs(self, batch: Batch) -> StudentOutputs:
         """Packed student forward on global (masked) and local crops, then the heads in one call."""
         n_local = batch.n_local_crops
-        crops, masks = [batch.global_crops], [batch.masks]
+        crops, masks = [batch.global_crops], [self.student_masks(batch)]
         if n_local > 0:
             crops.append(batch.local_crops)
             masks.append(None)
@@ -242,6 +245,10 @@ class SSLMetaArch(nn.Module):
         if self.do_ibot:
             masked_logits = self.student.ibot_head(masked_tokens) if self.ibot_separate_head else logits[-1]
         return StudentOutputs(global_cls, global_logits, local_logits, masked_logits)
+
+    def student_masks(self, batch: Batch) -> torch.Tensor | None:
+        """Masks of the student's global crops (``[2B, N]`` bool, or None: unmasked): the iBOT masks here."""
+        return batch.masks
 
     def loss_terms(
         self, outputs: StudentOutputs, targets: TeacherTargets, batch: Batch
@@ -293,15 +300,30 @@ class SSLMetaArch(nn.Module):
     # Teacher EMA, optimisation helpers, modes
     # ----------------------------------------------------------------------------------------------------------
 
+    def student_ema(self) -> nn.ModuleDict:
+        """The module that follows the student by EMA (here the teacher; in distillation a spare copy)."""
+        return self.teacher
+
     @torch.no_grad()
     def update_teacher(self, m: float) -> None:
-        """EMA of every parameter: ``teacher = m * teacher + (1 - m) * student`` (on local shards when sharded)."""
+        """EMA of every parameter: ``ema = m * ema + (1 - m) * student`` (on local shards when sharded), where
+        ``ema`` is :meth:`student_ema` (the teacher in SSL training; the released method name is kept)."""
+        ema = self.student_ema()
         for key in self.student.keys():
-            ema_update(self.teacher[key].parameters(), self.student[key].parameters(), m)
+            ema_update(ema[key].parameters(), self.student[key].parameters(), m)
 
     def after_optimizer_step(self, *, momentum: float) -> None:
         """What follows each optimizer step: the teacher EMA with this iteration's ``momentum``."""
         self.update_teacher(momentum)
+
+    def checkpoint_state(self) -> dict[str, object]:
+        """What training checkpoints hold besides the optimizer: ``{"model": <module>, ...}`` (here the whole
+        meta-architecture); values follow :class:`dinov2.train.checkpointing.Checkpointer`'s ``state``."""
+        return {"model": self}
+
+    def images_per_process(self) -> int:
+        """Images one iteration trains on in each process (the throughput log multiplies by the process count)."""
+        return self.cfg.train.batch_size_per_gpu
 
     def eval_exports(self) -> dict[str, nn.Module]:
         """File name -> module whose full state dict is exported as ``{"teacher": ...}`` for the eval scripts."""

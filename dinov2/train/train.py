@@ -11,7 +11,9 @@ metrics -> teacher export every ``evaluation.eval_period_iterations`` -> checkpo
 
 The model is the meta-architecture named by ``MODEL.META_ARCHITECTURE`` (``dinov2/train/meta_archs.py``), wrapped
 from outside by ``dinov2/train/parallelize.py`` (activation checkpointing, compile, FSDP2), with the precision policy
-of ``dinov2/train/precision.py``.
+of ``dinov2/train/precision.py``. Distillation (``distillation.enabled``) uses the same loop; several students at
+once (``--multi-distillation`` / ``multidistillation.enabled``) run it once per student, each in its process
+subgroup (``dinov2/train/distillation/multi_setup.py``).
 """
 
 from __future__ import annotations
@@ -42,8 +44,10 @@ from dinov2.data import (  # noqa: E402
 )
 from dinov2.data.gpu_augment import DeviceAugmentation  # noqa: E402
 from dinov2.distributed.sharding import clip_grad_norm_  # noqa: E402
+from dinov2.distributed.subgroups import whole_job  # noqa: E402
 from dinov2.logging import MetricLogger  # noqa: E402
 from dinov2.train.checkpointing import Checkpointer, export_teacher  # noqa: E402
+from dinov2.train.distillation.multi_setup import run_multidistillation, wants_multidistillation  # noqa: E402
 from dinov2.train.meta_archs import build_meta_arch  # noqa: E402
 from dinov2.train.parallelize import parallelize  # noqa: E402
 from dinov2.train.precision import PrecisionPolicy, compute_dtype  # noqa: E402
@@ -123,18 +127,21 @@ def build_data_loader(cfg: DictConfig, start_iter: int) -> Iterable[dict]:
         on_device = DeviceAugmentation(transform, training_device(), compute_dtype(cfg))
         dataset, collate_fn = on_device.encoded_dataset(dataset), on_device.encoded_collate(collate_fn)
     batch_size = cfg.train.batch_size_per_gpu
-    loader = make_data_loader(
-        dataset=dataset,
-        batch_size=batch_size,
-        num_workers=cfg.train.num_workers,
-        shuffle=True,
-        seed=cfg.train.seed,
-        sampler_type=SamplerType.SHARDED_INFINITE,
-        sampler_advance=start_iter * batch_size,
-        drop_last=True,
-        persistent_workers=cfg.train.num_workers > 0,
-        collate_fn=collate_fn,
-    )
+    # The data stream is sharded over every process of the job, also when each student of a multi-student
+    # distillation runs in its own subgroup (they share the loaded images).
+    with whole_job():
+        loader = make_data_loader(
+            dataset=dataset,
+            batch_size=batch_size,
+            num_workers=cfg.train.num_workers,
+            shuffle=True,
+            seed=cfg.train.seed,
+            sampler_type=SamplerType.SHARDED_INFINITE,
+            sampler_advance=start_iter * batch_size,
+            drop_last=True,
+            persistent_workers=cfg.train.num_workers > 0,
+            collate_fn=collate_fn,
+        )
     return loader if on_device is None else on_device.batches(loader)
 
 
@@ -201,7 +208,7 @@ def resume_or_load(cfg: DictConfig, model: SSLMetaArch, checkpointer: Checkpoint
             logger.info("resumed from %s (iteration %d)", loaded.path, loaded.iteration)
             return loaded.iteration + 1
     if cfg.MODEL.WEIGHTS:
-        load_model_weights(model, cfg.MODEL.WEIGHTS)
+        load_model_weights(state["model"], cfg.MODEL.WEIGHTS)  # the checkpointed module (model.checkpoint_state())
     return 0
 
 
@@ -217,7 +224,7 @@ def do_train(
     optimizer = build_optimizer(cfg, model.get_params_groups())
     schedules = build_schedulers(cfg)
     checkpointer = Checkpointer(cfg.train.output_dir, keep=cfg.checkpointing.max_to_keep)
-    state = {"model": model, "optimizer": optimizer}
+    state = {**model.checkpoint_state(), "optimizer": optimizer}  # e.g. distillation leaves the teacher out
     if model.fp16_scaler is not None:
         state["grad_scaler"] = model.fp16_scaler
     start_iter = resume_or_load(cfg, model, checkpointer, state, resume)
@@ -237,7 +244,7 @@ def do_train(
     logger.info("starting training from iteration %d of %d", start_iter, max_iter)
     iteration = start_iter
     for data in metric_logger.log_every(
-        data_loader, 10, "Training", max_iter, start_iter, batch_size=batch_size * distributed.get_global_size()
+        data_loader, 10, "Training", max_iter, start_iter, batch_size=model.images_per_process()
     ):
         batch = Batch.from_collated(data, device)
         losses, grad_norms = train_step(cfg, model, optimizer, batch, schedules, iteration)
@@ -271,20 +278,27 @@ def main(args: argparse.Namespace, history: list | None = None) -> dict[str, flo
     second launch on a directory in use changes nothing there (``dinov2/train/run_lock.py``).
     """
     distributed.enable(overwrite=True)
-    with RunLock(args.output_dir):
-        cfg = setup(args)
-        device = training_device()
-        model = build_meta_arch(cfg)
-        if cfg.student.pretrained_weights:
-            load_student_pretrained_weights(model, cfg.student.pretrained_weights)
-        sharded = parallelize(model, cfg, device)
-        model.precision = PrecisionPolicy.from_config(cfg, device, sharded=sharded)
-        logger.info("model:\n%s", model)
-        if args.eval_only:
-            checkpointer = Checkpointer(cfg.train.output_dir, keep=cfg.checkpointing.max_to_keep)
-            iteration = resume_or_load(cfg, model, checkpointer, {"model": model}, resume=not args.no_resume)
-            return do_test(cfg, model, f"manual_{iteration}")
-        return do_train(cfg, model, resume=not args.no_resume, history=history)
+    with RunLock(args.output_dir):  # before setup writes config.yaml: a refused launch changes nothing there
+        if wants_multidistillation(args):  # one student per process subgroup, each running `run` below
+            return run_multidistillation(args, partial(run, history=history))
+        return run(setup(args), args, history=history)
+
+
+def run(cfg: DictConfig, args: argparse.Namespace, history: list | None = None) -> dict[str, float] | Path:
+    """Build the meta-architecture of the set-up config ``cfg``, then train (or export with ``--eval-only``)."""
+    device = training_device()
+    model = build_meta_arch(cfg)
+    if cfg.student.pretrained_weights:
+        load_student_pretrained_weights(model, cfg.student.pretrained_weights)
+    sharded = parallelize(model, cfg, device)
+    model.precision = PrecisionPolicy.from_config(cfg, device, sharded=sharded)
+    logger.info("model:\n%s", model)
+    if args.eval_only:
+        checkpointer = Checkpointer(cfg.train.output_dir, keep=cfg.checkpointing.max_to_keep)
+        state = model.checkpoint_state()
+        iteration = resume_or_load(cfg, model, checkpointer, state, resume=not args.no_resume)
+        return do_test(cfg, model, f"manual_{iteration}")
+    return do_train(cfg, model, resume=not args.no_resume, history=history)
 
 
 if __name__ == "__main__":

@@ -284,7 +284,8 @@ def get_args_parser(
     add_help: bool = True,
     parents: Sequence[argparse.ArgumentParser] | None = None,
 ) -> argparse.ArgumentParser:
-    """The released training command line: ``--config-file --no-resume --eval-only --eval --output-dir opts``."""
+    """The released training command line: ``--config-file --no-resume --eval-only --eval --output-dir opts``, plus
+    DINOv3's ``--multi-distillation``."""
     parser = argparse.ArgumentParser(description, parents=list(parents or []), add_help=add_help)
     parser.add_argument("--config-file", default="", metavar="FILE", help="path to config file")
     parser.add_argument(
@@ -294,6 +295,11 @@ def get_args_parser(
     )
     parser.add_argument("--eval-only", action="store_true", help="perform evaluation only")
     parser.add_argument("--eval", type=str, default="", help="Eval type to perform")
+    parser.add_argument(
+        "--multi-distillation",
+        action="store_true",
+        help="(DINOv3's flag) several students at once; implied by multidistillation.enabled=true in the config",
+    )
     parser.add_argument(
         "opts",
         help='Modify config options at the end of the command using "path.key=value", e.g. optim.epochs=10',

@@ -210,6 +210,41 @@ def _check_crops(c: _Checker) -> None:
             )
 
 
+DISTILLATION_TEACHER_HEADS = ("checkpoint", "fresh")
+DISTILLATION_IBOT_TOKENS = ("masked", "all")
+DISTILLATION_META_ARCHS = ("DistillationMetaArch", "MultiDistillationMetaArch")
+
+
+def _check_distillation(c: _Checker) -> None:
+    """Types and choices of ``distillation.*`` / ``multidistillation.*`` and their agreement with
+    ``MODEL.META_ARCHITECTURE``; the teacher's config and file are checked when the model is built."""
+    enabled = c.boolean("distillation.enabled")
+    c.string("distillation.full_cfg_path")
+    c.string("distillation.checkpoint_path")
+    c.choice("distillation.teacher_heads", DISTILLATION_TEACHER_HEADS)
+    mask_student = c.boolean("distillation.mask_student")
+    tokens = c.choice("distillation.ibot_tokens", DISTILLATION_IBOT_TOKENS)
+    if mask_student is True and tokens == "all":
+        c.fail("distillation.mask_student", True, "false with distillation.ibot_tokens=all (mask_student=true "
+               "reproduces the SSL step, whose iBOT term uses the masked tokens: set ibot_tokens=masked)")  # fmt: skip
+    multi = c.boolean("multidistillation.enabled")
+    c.integer("multidistillation.global_batch_size", minimum=0)
+    students = c.check("multidistillation.students", lambda v: isinstance(v, list), "a list")
+    for i, student in enumerate(students if isinstance(students, list) else []):
+        keys_ok = isinstance(student, dict) and set(student) == {"name", "config_path", "ranks_range"}
+        name = student.get("name") if keys_ok else None
+        if not (isinstance(name, str) and name.strip("./") and "/" not in name):  # a sub-folder of output_dir
+            c.fail(f"multidistillation.students[{i}]", student,
+                   "{name: <sub-folder name>, config_path: <student yaml>, ranks_range: [first, last)}")  # fmt: skip
+    arch = OmegaConf.select(c.cfg, "MODEL.META_ARCHITECTURE")
+    if multi is True and arch != "MultiDistillationMetaArch":
+        c.fail("MODEL.META_ARCHITECTURE", arch, "MultiDistillationMetaArch with multidistillation.enabled=true")
+    if arch == "MultiDistillationMetaArch" and multi is False:
+        c.fail("multidistillation.enabled", False, "true with MODEL.META_ARCHITECTURE=MultiDistillationMetaArch")
+    if arch in DISTILLATION_META_ARCHS and enabled is False:
+        c.fail("distillation.enabled", False, f"true with MODEL.META_ARCHITECTURE={arch} (the frozen teacher)")
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigValueError` listing every invalid value of a merged config (defaults + overrides)."""
     checker = _Checker(cfg)
@@ -217,6 +252,7 @@ def validate_config(cfg: DictConfig) -> None:
         check(checker)
     _check_optim(checker)
     _check_crops(checker)
+    _check_distillation(checker)
     if checker.errors:
         lines = "\n".join(f"  - {e}" for e in checker.errors)
         raise ConfigValueError(f"invalid config ({len(checker.errors)} problem(s)):\n{lines}")

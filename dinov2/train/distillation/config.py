@@ -1,0 +1,132 @@
+"""Distillation settings: which meta-architecture a config asks for, and the teacher's config checked against it.
+
+``distillation.full_cfg_path`` names the teacher's *training* config (a packaged recipe such as
+``configs/train/vitg14.yaml``, or the ``config.yaml`` of the teacher's run), merged onto the defaults like any
+config. Its ``student.*`` section describes the teacher backbone, its ``dino.*`` / ``ibot.*`` sections the
+teacher's heads. Everything that must agree between teacher and student is checked here, from the two configs
+alone, before any model is built; each error names both values and the key to change.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from dinov2.utils.config import merge_onto_defaults, resolve_config_file
+from dinov2.utils.config_validation import ConfigValueError, validate_config
+
+logger = logging.getLogger("dinov2")
+
+__all__ = [
+    "ibot_prototypes",
+    "load_teacher_config",
+    "resolve_meta_architecture",
+    "teacher_head_names",
+]
+
+
+def resolve_meta_architecture(cfg: DictConfig) -> str:
+    """The registry name to build: ``SSLMetaArch`` with ``distillation.enabled`` means ``DistillationMetaArch``
+    (DINOv3 keeps ``SSLMetaArch`` and branches on the flag; here distillation is its own class)."""
+    name = cfg.MODEL.META_ARCHITECTURE
+    if name == "SSLMetaArch" and cfg.distillation.enabled:
+        return "DistillationMetaArch"
+    return name
+
+
+def teacher_head_names(cfg: DictConfig) -> list[str]:
+    """Heads a training config gives its model (as ``SSLMetaArch`` builds them): ``dino_head`` when DINO or
+    iBOT is on, ``ibot_head`` when iBOT is on with a separate head."""
+    names = []
+    if cfg.dino.loss_weight > 0 or cfg.ibot.loss_weight > 0:
+        names.append("dino_head")
+    if cfg.ibot.loss_weight > 0 and cfg.ibot.separate_head:
+        names.append("ibot_head")
+    return names
+
+
+def ibot_prototypes(cfg: DictConfig) -> tuple[int, str]:
+    """(number of iBOT prototypes, the key that sets it): the iBOT head's, or the DINO head's when shared."""
+    if cfg.ibot.separate_head:
+        return cfg.ibot.head_n_prototypes, "ibot.head_n_prototypes"
+    return cfg.dino.head_n_prototypes, "dino.head_n_prototypes"
+
+
+def load_teacher_config(cfg: DictConfig) -> DictConfig:
+    """The teacher's training config (defaults <- ``distillation.full_cfg_path``), checked against ``cfg``.
+
+    Raises :class:`ConfigValueError` listing every mismatch (patch size, prototype counts, missing teacher heads).
+    """
+    path = cfg.distillation.full_cfg_path
+    if not path:
+        raise ConfigValueError(
+            "distillation.full_cfg_path is empty: set it to the teacher's training config (its student.* arch and "
+            "patch size, its dino/ibot heads), e.g. configs/train/vitg14.yaml or <teacher run>/config.yaml"
+        )
+    try:
+        teacher_cfg = _load(path)
+    except (FileNotFoundError, ValueError, OmegaConfBaseException) as error:
+        raise ConfigValueError(
+            f"distillation.full_cfg_path={path!r} cannot be used as the teacher config: {error}"
+        ) from error
+    errors = _mismatches(cfg, teacher_cfg, path)
+    if errors:
+        lines = "\n".join(f"  - {e}" for e in errors)
+        raise ConfigValueError(f"the teacher ({path}) does not fit the student ({len(errors)} problem(s)):\n{lines}")
+    if cfg.train.centering != "sinkhorn_knopp":
+        logger.warning(
+            "distillation with train.centering=%s: the softmax centre starts at 0 and follows the frozen teacher's "
+            "logits; DINOv3 always uses sinkhorn_knopp (recommended)",
+            cfg.train.centering,
+        )
+    if cfg.student.drop_path_rate > 0:
+        logger.warning(
+            "distillation with student.drop_path_rate=%s: the paper distils without stochastic depth "
+            "(set student.drop_path_rate=0)",
+            cfg.student.drop_path_rate,
+        )
+    return teacher_cfg
+
+
+def _load(path: str) -> DictConfig:
+    """Defaults <- the teacher's config file, resolved and validated (keys checked like any config)."""
+    layer = OmegaConf.load(resolve_config_file(path))
+    if not isinstance(layer, DictConfig):
+        raise ValueError("it must hold a mapping of keys like ssl_default_config.yaml")
+    if OmegaConf.select(layer, "optim.lr") is not None:
+        layer.optim.lr = 0.0  # a run's config.yaml holds its derived lr; irrelevant for a frozen teacher
+    teacher_cfg = merge_onto_defaults(layer, source=f"distillation.full_cfg_path={path!r}")
+    OmegaConf.resolve(teacher_cfg)
+    validate_config(teacher_cfg)
+    return teacher_cfg
+
+
+def _mismatches(cfg: DictConfig, teacher_cfg: DictConfig, path: str) -> list[str]:
+    errors = []
+    student_patch, teacher_patch = cfg.student.patch_size, teacher_cfg.student.patch_size
+    if student_patch != teacher_patch:
+        errors.append(
+            f"student.patch_size={student_patch} but the teacher's is {teacher_patch}: teacher and student must cut "
+            f"the same patches (they share the iBOT positions); set student.patch_size={teacher_patch}"
+        )
+    heads = teacher_head_names(teacher_cfg)
+    if not heads:
+        errors.append(f"the teacher config {path} has no heads (dino.loss_weight and ibot.loss_weight are 0)")
+        return errors
+    student_k, teacher_k = cfg.dino.head_n_prototypes, teacher_cfg.dino.head_n_prototypes
+    if student_k != teacher_k:
+        errors.append(
+            f"dino.head_n_prototypes={student_k} but the teacher's DINO head has {teacher_k} prototypes: the student "
+            f"predicts the teacher's prototypes; set dino.head_n_prototypes={teacher_k}"
+        )
+    if cfg.ibot.loss_weight > 0:
+        (student_k, key) = ibot_prototypes(cfg)
+        teacher_k = teacher_cfg.ibot.head_n_prototypes if "ibot_head" in heads else teacher_cfg.dino.head_n_prototypes
+        if student_k != teacher_k:
+            errors.append(
+                f"{key}={student_k} (the student's iBOT prototypes) but the teacher's iBOT logits have {teacher_k} "
+                f"prototypes: set {key}={teacher_k}"
+            )
+    return errors
