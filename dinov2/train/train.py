@@ -2,6 +2,7 @@
 
     python dinov2/train/train.py --config-file F --output-dir D [--no-resume] [key=value ...]
     python -m dinov2.train.train ...                      (same)
+    dinov2-train ...                                      (same, the installed console script)
     torchrun --nproc-per-node G dinov2/train/train.py ... (one node, several processes)
 
 The same code runs on one CPU, one GPU, torchrun and SLURM (``dinov2/run/train/train.py``). Per iteration:
@@ -21,7 +22,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -51,8 +52,9 @@ from dinov2.train.pretrained import load_model_weights, load_student_pretrained_
 from dinov2.train.run_lock import RunLock  # noqa: E402
 from dinov2.train.ssl_meta_arch import Batch, SSLMetaArch  # noqa: E402
 from dinov2.train.tracking import Tracking  # noqa: E402
+from dinov2.utils.cli import usage_errors  # noqa: E402
+from dinov2.utils.config import ConfigKeyError, ConfigValueError, load_cfg, setup  # noqa: E402
 from dinov2.utils.config import get_args_parser as _get_args_parser  # noqa: E402
-from dinov2.utils.config import setup  # noqa: E402
 from dinov2.utils.param_groups import apply_optim_scheduler  # noqa: E402
 from dinov2.utils.param_groups import build_optimizer as _build_adamw  # noqa: E402
 from dinov2.utils.schedules import TrainingSchedules, build_schedulers  # noqa: E402
@@ -287,5 +289,19 @@ def main(args: argparse.Namespace, history: list | None = None) -> dict[str, flo
         return do_train(cfg, model, resume=not args.no_resume, history=history)
 
 
+def cli_main(argv: Sequence[str] | None = None) -> int:
+    """``dinov2-train`` / ``python dinov2/train/train.py``: parse ``argv`` (default ``sys.argv``), train.
+
+    A missing config file or a bad key or value in the config or the overrides is a usage error (exit code 2)
+    before any process group, log or output folder is made.
+    """
+    parser = get_args_parser(add_help=True)
+    args = parser.parse_args(argv)
+    with usage_errors(parser, FileNotFoundError, ConfigKeyError, ConfigValueError):
+        load_cfg(args.config_file, args.opts, args.output_dir)
+    main(args)
+    return 0
+
+
 if __name__ == "__main__":
-    main(get_args_parser(add_help=True).parse_args())
+    sys.exit(cli_main())
