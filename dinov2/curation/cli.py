@@ -30,7 +30,7 @@ __all__ = ["get_args_parser", "check_args", "main", "cli_main"]
 def _search_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("nearest-neighbour search")
     group.add_argument("--backend", default="torch", choices=BACKENDS, help="torch (exact), faiss, auto")
-    group.add_argument("--index", default="Flat", help="faiss index_factory string, e.g. IVF4096,PQ32 (default Flat)")
+    group.add_argument("--index", default="Flat", help="faiss index_factory string, e.g. IVF4096,PQ32")
     group.add_argument("--nprobe", type=int, default=16, help="inverted lists visited per query (IVF indices)")
     group.add_argument("--chunk-size", type=int, default=None, help="queries per exact-search block (default: auto)")
 
@@ -93,8 +93,12 @@ def _add_kmeans(sub) -> None:
     p.add_argument("--embeddings", required=True, help=".npy [N, D] or an embed output folder")
     p.add_argument("--subset", default=None, help="sorted int64 .npy of the rows to cluster")
     p.add_argument("--n-clusters", type=int, nargs="+", required=True, help="clusters per level, bottom up")
-    p.add_argument("--n-resampling-steps", type=int, nargs="+", default=None, help="per level (default 0)")
-    p.add_argument("--sample-size", type=int, nargs="+", default=None, help="rows per cluster per step (default 1)")
+    p.add_argument(
+        "--n-resampling-steps", type=int, nargs="+", default=None, help="per level (default: 0 for every level)"
+    )
+    p.add_argument(
+        "--sample-size", type=int, nargs="+", default=None, help="rows per cluster per step (default: 1 per level)"
+    )
     p.add_argument(
         "--resampling-strategy", default="closest", choices=["closest", "random"], help="rows drawn per resampling"
     )

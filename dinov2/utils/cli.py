@@ -38,7 +38,7 @@ __all__ = [
     "usage_errors",
 ]
 
-NO_CONFIG_NOTE = "This command has no config: there are no key=value overrides; everything is set by the options."
+NO_CONFIG_NOTE = "This command has no config: there are no key=value overrides;\neverything is set by the options."
 
 
 def _shown(value: Any) -> str:
@@ -61,6 +61,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         if "%(default)" in text or action.nargs == 0 or default is argparse.SUPPRESS:
             return text
         if default is None or default is False or (isinstance(default, (str, list, tuple)) and len(default) == 0):
+            return text
+        if isinstance(default, (list, tuple)) and all(v is None for v in default):  # e.g. [None]: nothing given
             return text
         if not action.option_strings and action.nargs not in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
             return text
@@ -109,7 +111,7 @@ def add_opts_flag(parser: argparse.ArgumentParser, target: str = "the config") -
         action="extend",
         default=[],
         metavar="KEY=VALUE",
-        help=f"overrides of {target}, e.g. student.arch=vit_base (the same as trailing KEY=VALUE)",
+        help=f"overrides of {target}, e.g. student.arch=vit_base",
     )
 
 
@@ -126,7 +128,8 @@ def add_overrides(parser: argparse.ArgumentParser, target: str = "the config") -
         action=_ExtendOpts,
         default=argparse.SUPPRESS,
         metavar="KEY=VALUE",
-        help=f"overrides of {target} after the options, e.g. crops.global_crops_size=518 (values read as YAML)",
+        help=f"overrides of {target} after the options, e.g. crops.global_crops_size=518 (values read as YAML; the "
+        "same as --opts)",
     )
 
 

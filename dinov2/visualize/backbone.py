@@ -28,9 +28,9 @@ BACKBONE_NAMES = tuple(sorted(name for name in dir(hub_backbones) if name.starts
 
 # --help epilog of the commands built on add_backbone_args: they have no config of their own to override
 BACKBONE_NOTE = (
-    "No key=value overrides: this command has no config of its own. The backbone is a hub model (--model) or the "
-    "teacher of a training config used as it is (--config-file, e.g. <run>/config.yaml); everything else is set by "
-    "the options."
+    "No key=value overrides: this command has no config of its own. The backbone is a hub\n"
+    "model (--model) or the teacher of a training config used as it is (--config-file,\n"
+    "e.g. <run>/config.yaml); everything else is set by the options."
 )
 
 

@@ -70,9 +70,7 @@ def get_args_parser(
     parser.add_argument("--batch-size", type=int, help="Batch size (per process).")
     parser.add_argument("--n-per-class-list", nargs="+", type=int, help="Number to take per class (-1: all)")
     parser.add_argument("--n-tries", type=int, help="Number of tries (few-shot draws)")
-    parser.add_argument(
-        "--metric-type", type=MetricType, choices=list(MetricType), help="metric (released: mean_accuracy)"
-    )
+    parser.add_argument("--metric-type", type=MetricType, choices=list(MetricType), help="metric")
     add_eval_transform_args(parser, num_workers=5, resize_ratio=RESIZE_RATIO)
     add_overrides(parser, "the model config")
     parser.set_defaults(

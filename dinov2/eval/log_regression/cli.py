@@ -78,9 +78,9 @@ def get_args_parser(
     )
     add("--metric-type", type=MetricType, choices=list(MetricType), help="Metric type")
     add("--train-features-device", type=str, help="Device holding the features and fitting (cpu, cuda, cuda:0 ...)")
-    add("--train-dtype", type=str, help="Data type of the fit (default: %(default)s)")
-    add("--max-train-iters", type=int, help="Maximum number of L-BFGS iterations per fit (default: %(default)s)")
-    add("--batch-size", type=int, default=256, help="feature-extraction batch size (released: 256)")
+    add("--train-dtype", type=str, help="Data type of the fit")
+    add("--max-train-iters", type=int, help="Maximum number of L-BFGS iterations per fit")
+    add("--batch-size", type=int, default=256, help="feature-extraction batch size")
     add_eval_transform_args(parser, num_workers=0, resize_ratio=RESIZE_RATIO)
     add_overrides(parser, "the model config")
     parser.set_defaults(

@@ -52,8 +52,8 @@ def get_dense_args_parser(
     --recipe --no-resume`` + trailing overrides of the recipe (``--opts`` overrides the model config)."""
     setup_parser = get_setup_args_parser(parents=list(parents or []), add_help=False, required=True)
     parser = ArgumentParser(description=description, parents=[setup_parser], add_help=add_help)
-    parser.add_argument("--train-dataset", dest="train_dataset_str", type=str, help="train set (dataset string)")
-    parser.add_argument("--val-dataset", dest="val_dataset_str", type=str, help="validation set (dataset string)")
+    parser.add_argument("--train-dataset", dest="train_dataset_str", help="train set (dataset string, required)")
+    parser.add_argument("--val-dataset", dest="val_dataset_str", help="validation set (dataset string, required)")
     parser.add_argument("--recipe", default=default_recipe, help="packaged recipe name or a YAML file")
     parser.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
     parser.add_argument(
