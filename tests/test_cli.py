@@ -130,7 +130,10 @@ def _missing_required_cases(tmp_path):
     return [
         ("dinov2-train", ["--eval", "knn"], ["argument --eval", "--eval-only", "dinov2-eval-knn"]),
         ("dinov2-train", ["optim.epochz=1"], ["unknown key 'optim.epochz'", "did you mean 'optim.epochs'"]),
+        ("dinov2-train", [], ["train.dataset_path: dataset string 'ImageNet:split=TRAIN' lacks required key(s) root"]),
         ("dinov2-train-slurm", ["--cluster", "local"], ["required: --config-file"]),
+        ("dinov2-train-slurm", ["--cluster", "local", "--config-file", "train/demo_cpu", "optim.epochz=1"],
+         ["unknown key 'optim.epochz'"]),
         ("dinov2-eval-knn", [], ["required: --config-file, --pretrained-weights"]),
         ("dinov2-eval-knn", model, ["--train-dataset (the default)", "lacks required key(s) root, extra"]),
         ("dinov2-eval-linear", ["--output-dir", "o"], ["required: --config-file, --pretrained-weights"]),
@@ -162,6 +165,20 @@ def test_missing_required_flags_and_bad_values_are_usage_errors(tmp_path, monkey
         for part in expected:
             assert part in err, (script, argv, err)
     assert sorted(tmp_path.iterdir()) == [tmp_path / "w.pth"]  # nothing was written before the checks
+
+
+def test_eval_launcher_checks_trailing_overrides_before_submission(tmp_path, monkeypatch, capsys):
+    from dinov2.run.eval import knn as knn_launcher
+
+    monkeypatch.setenv("DINOV2_CLUSTER", "generic")
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"")
+    argv = ["--cluster", "local", "--config-file", CONFIG, "--pretrained-weights", str(weights), "--output-dir",
+            str(tmp_path / "out"), "student.archh=vit_tiny", "--ngpus", "1"]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_:
+        knn_launcher.main(argv)
+    assert exit_.value.code == 2 and "unknown key 'student.archh'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing submitted
 
 
 def test_python_m_and_the_released_script_path_give_usage_errors_without_traceback():

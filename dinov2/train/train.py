@@ -41,6 +41,7 @@ from dinov2.data import (  # noqa: E402
     make_data_loader,
     make_dataset,
 )
+from dinov2.data.dataset_strings import parse_dataset_str  # noqa: E402
 from dinov2.data.gpu_augment import DeviceAugmentation  # noqa: E402
 from dinov2.distributed.sharding import clip_grad_norm_  # noqa: E402
 from dinov2.logging import MetricLogger  # noqa: E402
@@ -289,16 +290,23 @@ def main(args: argparse.Namespace, history: list | None = None) -> dict[str, flo
         return do_train(cfg, model, resume=not args.no_resume, history=history)
 
 
-def cli_main(argv: Sequence[str] | None = None) -> int:
-    """``dinov2-train`` / ``python dinov2/train/train.py``: parse ``argv`` (default ``sys.argv``), train.
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Usage errors (``parser.error``: exit code 2) before any process group, log or output folder is made: a
+    missing config file, a bad key or value in the config or the overrides, and (unless ``--eval-only``) a malformed
+    ``train.dataset_path``. Used by :func:`cli_main` and the SLURM launcher."""
+    with usage_errors(parser, FileNotFoundError, ConfigKeyError, ConfigValueError):
+        cfg = load_cfg(args.config_file, args.opts, args.output_dir or None)
+    if not args.eval_only:
+        with usage_errors(parser, ValueError, flag="train.dataset_path"):
+            parse_dataset_str(cfg.train.dataset_path)
 
-    A missing config file or a bad key or value in the config or the overrides is a usage error (exit code 2)
-    before any process group, log or output folder is made.
-    """
+
+def cli_main(argv: Sequence[str] | None = None) -> int:
+    """``dinov2-train`` / ``python dinov2/train/train.py``: parse ``argv`` (default ``sys.argv``), check the
+    arguments (:func:`check_args`), train."""
     parser = get_args_parser(add_help=True)
     args = parser.parse_args(argv)
-    with usage_errors(parser, FileNotFoundError, ConfigKeyError, ConfigValueError):
-        load_cfg(args.config_file, args.opts, args.output_dir)
+    check_args(parser, args)
     main(args)
     return 0
 

@@ -4,8 +4,8 @@
         --config-file dinov2/configs/train/vitl16_short.yaml --output-dir /shared/exp key=value ...
     dinov2-train-slurm ...   (the same, the installed console script)
 
-The config file (a path or a packaged name, made absolute), the overrides and the entry point are checked before
-submission: a problem is a usage error (exit code 2), not a failed job.
+The config file (a path or a packaged name, made absolute), the overrides, the dataset string and the entry point
+are checked before submission: a problem is a usage error (exit code 2), not a failed job.
 
 Each task joins the job's process group from the SLURM variables (``dinov2.distributed.enable``)
 and calls the training entry point with the parsed arguments. On SIGUSR2 (preemption, or the time
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dinov2 import distributed
 from dinov2.run.submit import SubmititTask, get_args_parser, submit_jobs
 from dinov2.utils.cli import usage_errors
-from dinov2.utils.config import ConfigKeyError, ConfigValueError, load_cfg, resolve_config_file
+from dinov2.utils.config import resolve_config_file
 
 logger = logging.getLogger("dinov2")
 
@@ -71,8 +71,9 @@ def main(argv: list[str] | None = None):
     with usage_errors(parser, ValueError, ImportError, AttributeError, flag="--entry-point"):
         resolve_entry_point(args.entry_point)  # fail here, not in the job, on a wrong entry point
     if args.entry_point == DEFAULT_ENTRY_POINT:  # another entry point may read the config its own way
-        with usage_errors(parser, ConfigKeyError, ConfigValueError):
-            load_cfg(args.config_file, args.opts, args.output_dir or None)
+        from dinov2.train.train import check_args
+
+        check_args(parser, args)  # config, overrides, dataset string
     # Pickle the task class by its importable name, also when this file runs as a script (__main__).
     from dinov2.run.train.train import Trainer as task_class
 
