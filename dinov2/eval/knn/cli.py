@@ -1,10 +1,14 @@
 """k-NN evaluation of a backbone: the released command line and model-level entry point.
 
-Command line (released flags; ``python -m dinov2.eval.knn``, or ``dinov2/run/eval/knn.py`` on SLURM)::
+Command line (released flags; ``python -m dinov2.eval.knn`` or ``dinov2-eval-knn``, or ``dinov2/run/eval/knn.py``
+on SLURM)::
 
     python -m dinov2.eval.knn --config-file dinov2/configs/eval/vits14_pretrain.yaml \\
         --pretrained-weights dinov2_vits14_pretrain.pth --output-dir out/knn \\
-        --train-dataset ImageFolder:root=/data/train --val-dataset ImageFolder:root=/data/val
+        --train-dataset ImageFolder:root=/data/train --val-dataset ImageFolder:root=/data/val [key=value ...]
+
+Trailing ``key=value`` (or ``--opts key=value ...``, the released flag) override the model config. The config,
+the weights and the dataset strings are checked before any work (:func:`cli_main`; usage errors, exit code 2).
 
 Features come from :func:`dinov2.features.extract_features`; the protocol on features is
 :func:`dinov2.eval.knn.core.eval_knn`.

@@ -2,9 +2,11 @@
 
     python -m dinov2.eval.linear --config-file dinov2/configs/eval/vits14_pretrain.yaml \\
         --pretrained-weights dinov2_vits14_pretrain.pth --output-dir out/linear \\
-        --train-dataset ImageFolder:root=/data/train --val-dataset ImageFolder:root=/data/val
+        --train-dataset ImageFolder:root=/data/train --val-dataset ImageFolder:root=/data/val [key=value ...]
 
-(or ``dinov2/run/eval/linear.py`` on SLURM). The grid is in :mod:`dinov2.eval.linear.classifiers`, its training
+(or ``dinov2-eval-linear``, or ``dinov2/run/eval/linear.py`` on SLURM). Trailing ``key=value`` (or ``--opts key=value
+...``, the released flag) override the model config; the config, weights and dataset strings are checked before any
+work (:func:`cli_main`: usage errors, exit code 2). The grid is in :mod:`dinov2.eval.linear.classifiers`, its training
 loop in :mod:`dinov2.eval.linear.train`, checkpoints in :mod:`dinov2.eval.linear.checkpoint`, evaluation data in
 :mod:`dinov2.eval.linear.data` (the package re-exports the released names).
 
