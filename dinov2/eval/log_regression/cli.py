@@ -8,13 +8,13 @@
 (or ``--opts key=value ...``, the released flag) override the model config; the config, weights and dataset strings
 are checked before any work (:func:`cli_main`: usage errors, exit code 2).
 
-Released facts: cls features (not normalised) of images resized to 224 and centre-cropped to 224, batch 256; C swept over ``10 ** linspace(-6, 5, 45)``
-on a fine-tune set (``--finetune-dataset-str``, the val set with ``--finetune-on-val``, else 10 % of
-train), refit, evaluated on val. The solver (:mod:`dinov2.eval.log_regression.solver`) is float64 L-BFGS on
-torch, on ``--train-features-device`` (CPU by default, or a GPU): no cuML needed. The release wrote no result
-file; here ``results_eval_log_regression.json`` gets ``top-1`` / ``top-5`` / ``best_C`` lines and
-``results_eval_log_regression_detailed.json`` the sweep. ``--train-dtype`` is read by
-:func:`dinov2.utils.dtype.as_torch_dtype`.
+Released facts: cls features (not normalised) of images resized to 224 and centre-cropped to 224, batch 256; C swept
+over ``10 ** linspace(-6, 5, 45)`` on a fine-tune set (``--finetune-dataset-str``, the val set with
+``--finetune-on-val``, else 10 % of train), refit, evaluated on val. The solver
+(:mod:`dinov2.eval.log_regression.solver`) is float64 L-BFGS on torch, on ``--train-features-device`` (CPU by
+default, or a GPU): no cuML needed. The release wrote no result file; here ``results_eval_log_regression.json`` gets
+``top-1`` / ``top-5`` / ``best_C`` lines and ``results_eval_log_regression_detailed.json`` the sweep.
+``--train-dtype`` is read by :func:`dinov2.utils.dtype.as_torch_dtype`.
 """
 
 from __future__ import annotations
