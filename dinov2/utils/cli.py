@@ -12,6 +12,7 @@
 - :class:`UnsupportedFlag`: a released flag that never did anything stays accepted with its no-op value; any other
   value is a usage error naming what to use instead.
 - :data:`NO_CONFIG_NOTE`: the ``--help`` epilog of commands that have no config, hence nothing to override.
+- :func:`default_prog`: usage lines name the program as started (``python -m dinov2.eval.knn``, ``dinov2-eval-knn``).
 
 Console-script targets (``[project.scripts]`` in ``pyproject.toml``) take no argument, parse ``sys.argv`` and
 return the exit status.
@@ -35,6 +36,7 @@ __all__ = [
     "add_opts_flag",
     "add_output_dir",
     "add_overrides",
+    "default_prog",
     "usage_errors",
 ]
 
