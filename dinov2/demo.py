@@ -30,6 +30,8 @@ import torch
 from PIL import Image
 
 from dinov2.configs import config_path
+from dinov2.utils.cli import ArgumentParser, add_output_dir, usage_errors
+from dinov2.utils.config import ConfigKeyError, ConfigValueError, load_cfg
 
 logger = logging.getLogger("dinov2")
 
@@ -212,35 +214,56 @@ def features_demo(registers: bool) -> None:
         print(f"block -{4 - i} patch map    {tuple(patch_map.shape)}, cls {tuple(cls_token.shape)}")
 
 
-def distill_main(argv: list[str]) -> None:
+def distill_main(argv: list[str]) -> int:
     """``python -m dinov2.demo distill [--output-dir D] [--no-resume] [key=value ...]``."""
-    parser = argparse.ArgumentParser(prog="python -m dinov2.demo distill", description=__doc__.split("\n\n")[-1])
-    parser.add_argument("--output-dir", default="demo_output", help="the SSL demo's folder (teacher, data)")
+    parser = ArgumentParser(prog=f"{get_args_parser().prog} distill", description=__doc__.split("\n\n")[-1])
+    add_output_dir(parser, "the SSL demo's folder (teacher, data)", default="demo_output")
     parser.add_argument("--no-resume", action="store_true", help="distil from scratch even if checkpoints exist")
-    parser.add_argument("opts", nargs="*", help="student config overrides key=value")
-    args = parser.parse_args(argv)
+    parser.add_argument("opts", nargs="*", metavar="KEY=VALUE", help="student config overrides")
+    args = parser.parse_intermixed_args(argv)
     results = distill_then_evaluate(str(Path(args.output_dir).resolve()), args.opts, resume=not args.no_resume)
     print(format_distill_results(results))
+    return 0
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+def get_args_parser() -> argparse.ArgumentParser:
+    """``[--output-dir D] [--no-resume] [key=value ...]`` (``features`` and ``distill`` are separate modes, see
+    :func:`main`)."""
+    parser = ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="'features [--registers]' as the first argument prints the features of a random ViT-S/14 instead; "
+        "'distill [--output-dir D] [key=value ...]' distils the demo's teacher into a smaller student.",
+    )
+    add_output_dir(parser, "data, checkpoints, exports and logs", default="demo_output")
+    parser.add_argument("--no-resume", action="store_true", help="train from scratch even if checkpoints exist")
+    parser.add_argument(
+        "opts", nargs="*", metavar="KEY=VALUE", help="overrides of the training config (configs/train/demo_cpu.yaml)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``dinov2-demo`` / ``python -m dinov2.demo``: parse ``argv`` (default ``sys.argv``), run; returns 0.
+
+    A bad override is a usage error (exit code 2) before anything is generated or trained.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["distill"]:
-        distill_main(argv[1:])
-        return
+        return distill_main(argv[1:])
     if argv[:1] == ["features"]:
-        parser = argparse.ArgumentParser(prog="python -m dinov2.demo features", description=features_demo.__doc__)
+        parser = ArgumentParser(prog=f"{get_args_parser().prog} features", description=features_demo.__doc__)
         parser.add_argument("--registers", action="store_true", help="use the ViT-S/14 variant with 4 registers")
         features_demo(parser.parse_args(argv[1:]).registers)
-        return
-    parser = argparse.ArgumentParser(prog="python -m dinov2.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output-dir", default="demo_output", help="data, checkpoints, exports and logs")
-    parser.add_argument("--no-resume", action="store_true", help="train from scratch even if checkpoints exist")
-    parser.add_argument("opts", nargs="*", help="training config overrides key=value")
-    args = parser.parse_args(argv)
-    results = train_then_evaluate(str(Path(args.output_dir).resolve()), args.opts, resume=not args.no_resume)
+        return 0
+    parser = get_args_parser()
+    args = parser.parse_intermixed_args(argv)
+    output_dir = str(Path(args.output_dir).resolve())
+    with usage_errors(parser, ConfigKeyError, ConfigValueError):
+        load_cfg(config_path("train/demo_cpu"), args.opts, output_dir)
+    results = train_then_evaluate(output_dir, args.opts, resume=not args.no_resume)
     print(format_results(results))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -9,14 +9,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dinov2.utils.cli import NO_CONFIG_NOTE, ArgumentParser
 from dinov2.visualize.plot import panels, plot_runs, read_run
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m dinov2.plot",
+    """``RUN_DIR [RUN_DIR ...] --output F`` (no config, no overrides)."""
+    parser = ArgumentParser(
         description="Training curves of one or several runs on the same axes, and their evaluation results.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=NO_CONFIG_NOTE,
     )
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="training output folders (--output-dir of a run)")
     parser.add_argument("--output", default="curves.png", help="image file (.png, .pdf, .svg)")
@@ -26,7 +27,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    """``dinov2-plot`` / ``python -m dinov2.plot``: parse ``argv`` (default ``sys.argv``), write the figure; returns
+    the exit status."""
+    args = get_args_parser().parse_args(argv)
     names = [str(p).rstrip("/") for p in args.runs]
     short = [n.rsplit("/", 1)[-1] for n in names]
     runs = [read_run(path, name) for path, name in zip(args.runs, short if len(set(short)) == len(short) else names)]

@@ -1,8 +1,8 @@
-"""``python -m dinov2.curation <step> ...`` (see :mod:`dinov2.curation.cli`)."""
+"""``python -m dinov2.curation <step> ...`` (console script ``dinov2-curation``; see :mod:`dinov2.curation.cli`)."""
 
 import sys
 
-from dinov2.curation.cli import main
+from dinov2.curation.cli import cli_main
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(cli_main())

@@ -42,6 +42,7 @@ from dinov2 import distributed
 from dinov2.models import build_model_from_cfg, weights
 from dinov2.models.weights import WeightsMismatchError
 from dinov2.train.precision import PrecisionPolicy
+from dinov2.utils.cli import ArgumentParser, add_opts_flag, add_output_dir
 from dinov2.utils.config import setup
 
 logger = logging.getLogger("dinov2")
@@ -67,23 +68,29 @@ def get_args_parser(
     description: str | None = None,
     parents: list[argparse.ArgumentParser] | None = None,
     add_help: bool = True,
+    required: bool = False,
 ) -> argparse.ArgumentParser:
-    """The flags every evaluation script shares (released names and defaults)."""
-    parser = argparse.ArgumentParser(description=description, parents=parents or [], add_help=add_help)
+    """The flags every evaluation script shares (released names and defaults).
+
+    ``required``: declare ``--config-file`` and ``--pretrained-weights`` required (the protocol command lines do:
+    the release declared them optional and then failed without them). ``--output_dir`` is an alias of
+    ``--output-dir``; ``--opts key=value ...`` overrides the config (protocols also take them trailing).
+    """
+    parser = ArgumentParser(description=description, parents=parents or [], add_help=add_help)
     parser.add_argument(
         "--config-file",
         type=str,
+        required=required,
         help="model config (e.g. dinov2/configs/eval/vitl14_pretrain.yaml, or the training config of an export)",
     )
     parser.add_argument(
         "--pretrained-weights",
         type=str,
+        required=required,
         help="backbone weights: teacher_checkpoint.pth of a training run, a hub backbone .pth, or a URL",
     )
-    parser.add_argument("--output-dir", default="", type=str, help="Output directory to write results and logs")
-    parser.add_argument(
-        "--opts", help="config overrides key=value (e.g. crops.global_crops_size=518)", default=[], nargs="+"
-    )
+    add_output_dir(parser, help="Output directory to write results and logs (default: the working directory)")
+    add_opts_flag(parser, "the model config")
     return parser
 
 

@@ -19,7 +19,8 @@ import sys
 
 import torch
 
-from dinov2.visualize.backbone import add_backbone_args, backbone_from_args
+from dinov2.utils.cli import ArgumentParser
+from dinov2.visualize.backbone import BACKBONE_NOTE, add_backbone_args, backbone_from_args
 
 logger = logging.getLogger("dinov2")
 
@@ -27,10 +28,10 @@ FORMATS = ("onnx", "program", "safetensors", "hf")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m dinov2.export",
+    """``{onnx,program,safetensors,hf} --model NAME | --config-file F ... --output F`` (no config overrides)."""
+    parser = ArgumentParser(
         description="Export a DINOv2 backbone: ONNX, a torch.export program, safetensors or a transformers folder.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=BACKBONE_NOTE,
     )
     parser.add_argument("format", choices=FORMATS, help="what to write")
     add_backbone_args(parser)
@@ -86,7 +87,9 @@ def _onnx(args: argparse.Namespace, model: torch.nn.Module, example: torch.Tenso
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    """``dinov2-export`` / ``python -m dinov2.export``: parse ``argv`` (default ``sys.argv``), export; returns the
+    exit status (1 when the ONNX check fails)."""
+    args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     model = backbone_from_args(args)
     name = args.model or f"teacher of {args.config_file}"

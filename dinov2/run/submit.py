@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from dinov2.utils.cli import ArgumentParser
 from dinov2.utils.cluster import (
     get_slurm_account,
     get_slurm_executor_parameters,
@@ -33,7 +34,7 @@ def get_args_parser(
     description: str | None = None, parents: list[argparse.ArgumentParser] | None = None, add_help: bool = True
 ) -> argparse.ArgumentParser:
     """Flags of every submitit launcher; ``parents`` add the task's own flags (``--output-dir`` among them)."""
-    parser = argparse.ArgumentParser(description=description, parents=parents or [], add_help=add_help)
+    parser = ArgumentParser(description=description, parents=parents or [], add_help=add_help)
     parser.add_argument("--ngpus", "--gpus", "--gpus-per-node", default=8, type=int, help="GPUs (= tasks) per node")
     parser.add_argument("--nodes", "--nnodes", default=1, type=int, help="number of nodes")
     parser.add_argument("--timeout", default=2800, type=int, help="time limit of each job, in minutes")
@@ -41,10 +42,10 @@ def get_args_parser(
         "--partition",
         default=get_slurm_partition(),
         type=str,
-        help="SLURM partition (default: $DINOV2_SLURM_PARTITION)",
+        help="SLURM partition ($DINOV2_SLURM_PARTITION when set)",
     )
-    parser.add_argument("--account", default=get_slurm_account(), help="SLURM account (default: $DINOV2_SLURM_ACCOUNT)")
-    parser.add_argument("--qos", default=get_slurm_qos(), help="SLURM quality of service (default: $DINOV2_SLURM_QOS)")
+    parser.add_argument("--account", default=get_slurm_account(), help="SLURM account ($DINOV2_SLURM_ACCOUNT when set)")
+    parser.add_argument("--qos", default=get_slurm_qos(), help="SLURM quality of service ($DINOV2_SLURM_QOS when set)")
     parser.add_argument("--use-volta32", action="store_true", help="request V100-32GB GPUs (constraint volta32gb)")
     parser.add_argument("--comment", default="", type=str, help="comment passed to the scheduler")
     parser.add_argument("--exclude", default="", type=str, help="nodes to exclude")
@@ -52,7 +53,8 @@ def get_args_parser(
         "--cluster",
         default=os.environ.get("DINOV2_SUBMITIT_CLUSTER") or None,
         choices=["slurm", "local", "debug"],
-        help="submitit executor (default: slurm when available); 'local' runs the tasks on this machine",
+        help="submitit executor (slurm when available, or $DINOV2_SUBMITIT_CLUSTER); 'local' runs the tasks on this "
+        "machine",
     )
     return parser
 

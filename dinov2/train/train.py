@@ -2,6 +2,7 @@
 
     python dinov2/train/train.py --config-file F --output-dir D [--no-resume] [key=value ...]
     python -m dinov2.train.train ...                      (same)
+    dinov2-train ...                                      (same, the installed console script)
     torchrun --nproc-per-node G dinov2/train/train.py ... (one node, several processes)
 
 The same code runs on one CPU, one GPU, torchrun and SLURM (``dinov2/run/train/train.py``). Per iteration:
@@ -23,7 +24,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from dinov2.data import (  # noqa: E402
     make_data_loader,
     make_dataset,
 )
+from dinov2.data.dataset_strings import parse_dataset_str  # noqa: E402
 from dinov2.data.gpu_augment import DeviceAugmentation  # noqa: E402
 from dinov2.distributed.sharding import clip_grad_norm_  # noqa: E402
 from dinov2.distributed.subgroups import whole_job  # noqa: E402
@@ -55,8 +57,9 @@ from dinov2.train.pretrained import load_model_weights, load_student_pretrained_
 from dinov2.train.run_lock import RunLock  # noqa: E402
 from dinov2.train.ssl_meta_arch import Batch, SSLMetaArch  # noqa: E402
 from dinov2.train.tracking import Tracking  # noqa: E402
+from dinov2.utils.cli import usage_errors  # noqa: E402
+from dinov2.utils.config import ConfigKeyError, ConfigValueError, load_cfg, setup  # noqa: E402
 from dinov2.utils.config import get_args_parser as _get_args_parser  # noqa: E402
-from dinov2.utils.config import setup  # noqa: E402
 from dinov2.utils.param_groups import apply_optim_scheduler  # noqa: E402
 from dinov2.utils.param_groups import build_optimizer as _build_adamw  # noqa: E402
 from dinov2.utils.schedules import TrainingSchedules, build_schedulers  # noqa: E402
@@ -301,5 +304,26 @@ def run(cfg: DictConfig, args: argparse.Namespace, history: list | None = None) 
     return do_train(cfg, model, resume=not args.no_resume, history=history)
 
 
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Usage errors (``parser.error``: exit code 2) before any process group, log or output folder is made: a
+    missing config file, a bad key or value in the config or the overrides, and (unless ``--eval-only``) a malformed
+    ``train.dataset_path``. Used by :func:`cli_main` and the SLURM launcher."""
+    with usage_errors(parser, FileNotFoundError, ConfigKeyError, ConfigValueError):
+        cfg = load_cfg(args.config_file, args.opts, args.output_dir or None)
+    if not args.eval_only:
+        with usage_errors(parser, ValueError, flag="train.dataset_path"):
+            parse_dataset_str(cfg.train.dataset_path)
+
+
+def cli_main(argv: Sequence[str] | None = None) -> int:
+    """``dinov2-train`` / ``python dinov2/train/train.py``: parse ``argv`` (default ``sys.argv``), check the
+    arguments (:func:`check_args`), train."""
+    parser = get_args_parser(add_help=True)
+    args = parser.parse_args(argv)
+    check_args(parser, args)
+    main(args)
+    return 0
+
+
 if __name__ == "__main__":
-    main(get_args_parser(add_help=True).parse_args())
+    sys.exit(cli_main())

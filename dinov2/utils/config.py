@@ -29,6 +29,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 import dinov2.distributed as distributed
 from dinov2.configs import CONFIG_DIR, DEFAULT_CONFIG_NAME, available_configs, load_config
+from dinov2.utils.cli import ArgumentParser, UnsupportedFlag
 from dinov2.utils.config_validation import ConfigValueError, validate_config
 
 __all__ = [
@@ -50,6 +51,13 @@ __all__ = [
 ]
 
 logger = logging.getLogger("dinov2")
+
+_EVAL_HELP = "released flag that never did anything: only the empty value is accepted (see --eval-only)"
+_EVAL_INSTEAD = (
+    "--eval-only exports the teacher of the latest checkpoint to <output-dir>/eval/manual_<iteration>/; evaluate an "
+    "export with dinov2-eval-knn, dinov2-eval-linear or dinov2-eval-log-regression (python -m dinov2.eval.knn ...) "
+    "--config-file <output-dir>/config.yaml --pretrained-weights <export>/teacher_checkpoint.pth"
+)
 
 
 class ConfigKeyError(ValueError):
@@ -285,8 +293,12 @@ def get_args_parser(
     parents: Sequence[argparse.ArgumentParser] | None = None,
 ) -> argparse.ArgumentParser:
     """The released training command line: ``--config-file --no-resume --eval-only --eval --output-dir opts``, plus
-    DINOv3's ``--multi-distillation``."""
-    parser = argparse.ArgumentParser(description, parents=list(parents or []), add_help=add_help)
+    DINOv3's ``--multi-distillation``.
+
+    Defaults are shown in ``--help``. ``--eval`` is kept for released command lines but did nothing in the release:
+    a value other than ``""`` is a usage error naming ``--eval-only`` and the evaluation commands.
+    """
+    parser = ArgumentParser(description=description, parents=list(parents or []), add_help=add_help)
     parser.add_argument("--config-file", default="", metavar="FILE", help="path to config file")
     parser.add_argument(
         "--no-resume",
@@ -294,7 +306,7 @@ def get_args_parser(
         help="Whether to not attempt to resume from the checkpoint directory. ",
     )
     parser.add_argument("--eval-only", action="store_true", help="perform evaluation only")
-    parser.add_argument("--eval", type=str, default="", help="Eval type to perform")
+    parser.add_argument("--eval", type=str, default="", action=UnsupportedFlag, instead=_EVAL_INSTEAD, help=_EVAL_HELP)
     parser.add_argument(
         "--multi-distillation",
         action="store_true",

@@ -12,23 +12,23 @@ import argparse
 import logging
 import sys
 
-from dinov2.visualize.backbone import add_backbone_args, backbone_from_args
+from dinov2.utils.cli import ArgumentParser, add_output_dir
+from dinov2.visualize.backbone import BACKBONE_NOTE, add_backbone_args, backbone_from_args
 
 logger = logging.getLogger("dinov2")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m dinov2.visualize",
-        description="PCA feature maps and attention maps of a DINOv2 backbone, as PNG files.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    """``{pca,attention} IMAGES... --model NAME | --config-file F ... --output-dir D`` (no config overrides)."""
+    parser = ArgumentParser(
+        description="PCA feature maps and attention maps of a DINOv2 backbone, as PNG files.", epilog=BACKBONE_NOTE
     )
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (("pca", "PCA feature maps"), ("attention", "last-block attention maps")):
-        sub = commands.add_parser(name, help=text, description=text, formatter_class=parser.formatter_class)
+        sub = commands.add_parser(name, help=text, description=text, epilog=BACKBONE_NOTE)
         sub.add_argument("images", nargs="+", help="image files (any format PIL reads)")
         add_backbone_args(sub)
-        sub.add_argument("--output-dir", "--output_dir", required=True, help="folder for the PNG files")
+        add_output_dir(sub, "folder for the PNG files", required=True)
         sub.add_argument("--resolution", type=int, default=448, help="shorter image side in px (then cropped to "
                          "multiples of the patch size)")  # fmt: skip
         if name == "pca":
@@ -38,7 +38,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    """``dinov2-visualize`` / ``python -m dinov2.visualize``: parse ``argv`` (default ``sys.argv``), write the
+    pictures; returns the exit status."""
+    args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     model = backbone_from_args(args)
     if args.command == "pca":

@@ -22,9 +22,16 @@ from dinov2.models.vision_transformer import DinoVisionTransformer
 
 logger = logging.getLogger("dinov2")
 
-__all__ = ["BACKBONE_NAMES", "add_backbone_args", "backbone_from_args", "load_backbone"]
+__all__ = ["BACKBONE_NAMES", "BACKBONE_NOTE", "add_backbone_args", "backbone_from_args", "load_backbone"]
 
 BACKBONE_NAMES = tuple(sorted(name for name in dir(hub_backbones) if name.startswith("dinov2_vit")))
+
+# --help epilog of the commands built on add_backbone_args: they have no config of their own to override
+BACKBONE_NOTE = (
+    "No key=value overrides: this command has no config of its own. The backbone is a hub\n"
+    "model (--model) or the teacher of a training config used as it is (--config-file,\n"
+    "e.g. <run>/config.yaml); everything else is set by the options."
+)
 
 
 def _img_size_of(state_dict: dict, patch_size: int) -> int:

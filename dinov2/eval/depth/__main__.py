@@ -1,9 +1,8 @@
-"""``python -m dinov2.eval.depth``: see :mod:`dinov2.eval.depth.probe`."""
+"""``python -m dinov2.eval.depth`` (console script ``dinov2-eval-depth``): see :mod:`dinov2.eval.depth.probe`."""
 
 import sys
 
-from dinov2.eval.depth.probe import get_args_parser, main
+from dinov2.eval.depth.probe import cli_main
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_intermixed_args())
-    sys.exit(0)
+    sys.exit(cli_main())

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -192,6 +193,15 @@ def main(args: argparse.Namespace) -> dict:
     return detailed
 
 
+def cli_main(argv: Sequence[str] | None = None) -> int:
+    """``dinov2-eval-depth`` / ``python -m dinov2.eval.depth``: parse ``argv`` (default ``sys.argv``;
+    recipe overrides may sit among the options), check the arguments (usage errors, exit code 2), run :func:`main`."""
+    parser = get_args_parser()
+    args = parser.parse_intermixed_args(argv)
+    dense_probe.check_probe_args(parser, args, CONFIG_DIR)
+    main(args)
+    return 0
+
+
 if __name__ == "__main__":
-    main(get_args_parser().parse_intermixed_args())
-    sys.exit(0)
+    sys.exit(cli_main())

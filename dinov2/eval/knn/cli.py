@@ -1,10 +1,14 @@
 """k-NN evaluation of a backbone: the released command line and model-level entry point.
 
-Command line (released flags; ``python -m dinov2.eval.knn``, or ``dinov2/run/eval/knn.py`` on SLURM)::
+Command line (released flags; ``python -m dinov2.eval.knn`` or ``dinov2-eval-knn``, or ``dinov2/run/eval/knn.py``
+on SLURM)::
 
     python -m dinov2.eval.knn --config-file dinov2/configs/eval/vits14_pretrain.yaml \\
         --pretrained-weights dinov2_vits14_pretrain.pth --output-dir out/knn \\
-        --train-dataset ImageFolder:root=/data/train --val-dataset ImageFolder:root=/data/val
+        --train-dataset ImageFolder:root=/data/train --val-dataset ImageFolder:root=/data/val [key=value ...]
+
+Trailing ``key=value`` (or ``--opts key=value ...``, the released flag) override the model config. The config,
+the weights and the dataset strings are checked before any work (:func:`cli_main`; usage errors, exit code 2).
 
 Features come from :func:`dinov2.features.extract_features`; the protocol on features is
 :func:`dinov2.eval.knn.core.eval_knn`.
@@ -22,9 +26,11 @@ from torch import nn
 
 from dinov2 import distributed
 from dinov2.eval.common import (
+    TRAIN_VAL_DATASETS,
     add_eval_transform_args,
     args_record,
     as_metric_type,
+    check_eval_args,
     check_extracted_labels,
     make_eval_dataset,
     make_eval_transform,
@@ -36,12 +42,16 @@ from dinov2.eval.setup import autocast_context, setup_and_build_model
 from dinov2.eval.setup import get_args_parser as get_setup_args_parser
 from dinov2.eval.utils import ModelWithNormalize
 from dinov2.features.extract import extract_features
+from dinov2.utils.cli import ArgumentParser, add_overrides
 
 logger = logging.getLogger("dinov2")
 
-__all__ = ["RESIZE_RATIO", "get_args_parser", "eval_knn_with_model", "main"]
+__all__ = ["RESIZE_RATIO", "get_args_parser", "eval_knn_with_model", "main", "cli_main"]
 
 RESIZE_RATIO = 256 / 224  # released eval transform: resize 256, crop 224
+DESCRIPTION = "DINOv2 k-NN evaluation"
+# the dataset flags checked before any work (dinov2.eval.common.check_eval_args)
+DATASET_FLAGS = TRAIN_VAL_DATASETS
 
 
 def get_args_parser(
@@ -50,8 +60,8 @@ def get_args_parser(
     """Released k-NN flags (``--train-dataset --val-dataset --nb_knn --temperature --gather-on-cpu
     --batch-size --n-per-class-list --n-tries``) plus the set-up flags and the extras of
     :mod:`dinov2.eval.common` (``--metric-type``, ``--crop-size``, ``--resize-size``, ``--num-workers``)."""
-    setup_parser = get_setup_args_parser(parents=parents or [], add_help=False)
-    parser = argparse.ArgumentParser(description=description, parents=[setup_parser], add_help=add_help)
+    setup_parser = get_setup_args_parser(parents=parents or [], add_help=False, required=True)
+    parser = ArgumentParser(description=description, parents=[setup_parser], add_help=add_help)
     parser.add_argument("--train-dataset", dest="train_dataset_str", type=str, help="Training dataset")
     parser.add_argument("--val-dataset", dest="val_dataset_str", type=str, help="Validation dataset")
     parser.add_argument("--nb_knn", nargs="+", type=int, help="Number of NN to use. 20 is usually working the best.")
@@ -64,10 +74,9 @@ def get_args_parser(
     parser.add_argument("--batch-size", type=int, help="Batch size (per process).")
     parser.add_argument("--n-per-class-list", nargs="+", type=int, help="Number to take per class (-1: all)")
     parser.add_argument("--n-tries", type=int, help="Number of tries (few-shot draws)")
-    parser.add_argument(
-        "--metric-type", type=MetricType, choices=list(MetricType), help="metric (released: mean_accuracy)"
-    )
+    parser.add_argument("--metric-type", type=MetricType, choices=list(MetricType), help="metric")
     add_eval_transform_args(parser, num_workers=5, resize_ratio=RESIZE_RATIO)
+    add_overrides(parser, "the model config")
     parser.set_defaults(
         train_dataset_str="ImageNet:split=TRAIN",
         val_dataset_str="ImageNet:split=VAL",
@@ -182,3 +191,12 @@ def main(args: argparse.Namespace) -> int:
         run_args=args,
     )
     return 0
+
+
+def cli_main(argv: Sequence[str] | None = None) -> int:
+    """``dinov2-eval-knn`` / ``python -m dinov2.eval.knn``: parse ``argv`` (default ``sys.argv``), check
+    the config, weights and datasets (usage errors, exit code 2), run :func:`main`."""
+    parser = get_args_parser(description=DESCRIPTION)
+    args = parser.parse_intermixed_args(argv)
+    check_eval_args(parser, args, DATASET_FLAGS)
+    return main(args)

@@ -1,8 +1,9 @@
-"""``python -m dinov2.eval.linear``: the released linear-evaluation command line."""
+"""``python -m dinov2.eval.linear`` (console script ``dinov2-eval-linear``): the released linear-evaluation command
+line."""
 
 import sys
 
-from dinov2.eval.linear.cli import get_args_parser, main
+from dinov2.eval.linear.cli import cli_main
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser(description="DINOv2 linear evaluation").parse_args()))
+    sys.exit(cli_main())

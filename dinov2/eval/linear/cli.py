@@ -2,9 +2,11 @@
 
     python -m dinov2.eval.linear --config-file dinov2/configs/eval/vits14_pretrain.yaml \\
         --pretrained-weights dinov2_vits14_pretrain.pth --output-dir out/linear \\
-        --train-dataset ImageFolder:root=/data/train --val-dataset ImageFolder:root=/data/val
+        --train-dataset ImageFolder:root=/data/train --val-dataset ImageFolder:root=/data/val [key=value ...]
 
-(or ``dinov2/run/eval/linear.py`` on SLURM). The grid is in :mod:`dinov2.eval.linear.classifiers`, its training
+(or ``dinov2-eval-linear``, or ``dinov2/run/eval/linear.py`` on SLURM). Trailing ``key=value`` (or ``--opts key=value
+...``, the released flag) override the model config; the config, weights and dataset strings are checked before any
+work (:func:`cli_main`: usage errors, exit code 2). The grid is in :mod:`dinov2.eval.linear.classifiers`, its training
 loop in :mod:`dinov2.eval.linear.train`, checkpoints in :mod:`dinov2.eval.linear.checkpoint`, evaluation data in
 :mod:`dinov2.eval.linear.data` (the package re-exports the released names).
 
@@ -38,8 +40,10 @@ from dinov2 import distributed
 from dinov2.data import SamplerType, make_data_loader
 from dinov2.data.transforms import make_classification_train_transform
 from dinov2.eval.common import (
+    TRAIN_VAL_DATASETS,
     add_eval_transform_args,
     args_record,
+    check_eval_args,
     make_eval_dataset,
     make_eval_transform,
     write_results,
@@ -65,20 +69,32 @@ from dinov2.eval.results import format_table, to_jsonable
 from dinov2.eval.setup import autocast_context, setup_and_build_model
 from dinov2.eval.setup import get_args_parser as get_setup_args_parser
 from dinov2.eval.utils import ModelWithIntermediateLayers
+from dinov2.utils.cli import ArgumentParser, add_overrides
 
 logger = logging.getLogger("dinov2")
 
-__all__ = ["RESIZE_RATIO", "get_args_parser", "format_linear_results", "test_on_datasets", "run_eval_linear", "main"]
+__all__ = [
+    "RESIZE_RATIO",
+    "get_args_parser",
+    "format_linear_results",
+    "test_on_datasets",
+    "run_eval_linear",
+    "main",
+    "cli_main",
+]
 
 RESIZE_RATIO = 256 / 224
+DESCRIPTION = "DINOv2 linear evaluation"
+# the dataset flags checked before any work (dinov2.eval.common.check_eval_args)
+DATASET_FLAGS = (*TRAIN_VAL_DATASETS, ("--test-datasets", "test_dataset_strs", False))
 
 
 def get_args_parser(
     description: str | None = None, parents: list[argparse.ArgumentParser] | None = None, add_help: bool = True
 ) -> argparse.ArgumentParser:
     """Released linear-evaluation flags and defaults, plus ``--crop-size`` / ``--resize-size``."""
-    setup_parser = get_setup_args_parser(parents=parents or [], add_help=False)
-    parser = argparse.ArgumentParser(description=description, parents=[setup_parser], add_help=add_help)
+    setup_parser = get_setup_args_parser(parents=parents or [], add_help=False, required=True)
+    parser = ArgumentParser(description=description, parents=[setup_parser], add_help=add_help)
     add = parser.add_argument
     add("--train-dataset", dest="train_dataset_str", type=str, help="Training dataset")
     add("--val-dataset", dest="val_dataset_str", type=str, help="Validation dataset")
@@ -97,6 +113,7 @@ def get_args_parser(
     add("--val-class-mapping-fpath", type=str, help="Path to a .npy mapping to adjust classifier outputs")
     add("--test-class-mapping-fpaths", nargs="+", type=str, help="Path(s) to .npy mappings, one per test set")
     add_eval_transform_args(parser, num_workers=None, resize_ratio=RESIZE_RATIO, progress=False)
+    add_overrides(parser, "the model config")
     parser.set_defaults(
         train_dataset_str="ImageNet:split=TRAIN",
         val_dataset_str="ImageNet:split=VAL",
@@ -343,3 +360,12 @@ def main(args: argparse.Namespace) -> int:
         run_args=args,
     )
     return 0
+
+
+def cli_main(argv: Sequence[str] | None = None) -> int:
+    """``dinov2-eval-linear`` / ``python -m dinov2.eval.linear``: parse ``argv`` (default ``sys.argv``), check
+    the config, weights and datasets (usage errors, exit code 2), run :func:`main`."""
+    parser = get_args_parser(description=DESCRIPTION)
+    args = parser.parse_intermixed_args(argv)
+    check_eval_args(parser, args, DATASET_FLAGS)
+    return main(args)

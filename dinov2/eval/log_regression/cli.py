@@ -2,16 +2,19 @@
 
     python -m dinov2.eval.log_regression --config-file dinov2/configs/eval/vits14_pretrain.yaml \\
         --pretrained-weights dinov2_vits14_pretrain.pth --output-dir out/logreg \\
-        --train-dataset ImageFolder:root=/data/train --val-dataset ImageFolder:root=/data/val
+        --train-dataset ImageFolder:root=/data/train --val-dataset ImageFolder:root=/data/val [key=value ...]
 
-(or ``dinov2/run/eval/log_regression.py`` on SLURM). Released facts: cls features (not normalised) of
-images resized to 224 and centre-cropped to 224, batch 256; C swept over ``10 ** linspace(-6, 5, 45)``
-on a fine-tune set (``--finetune-dataset-str``, the val set with ``--finetune-on-val``, else 10 % of
-train), refit, evaluated on val. The solver (:mod:`dinov2.eval.log_regression.solver`) is float64 L-BFGS on
-torch, on ``--train-features-device`` (CPU by default, or a GPU): no cuML needed. The release wrote no result
-file; here ``results_eval_log_regression.json`` gets ``top-1`` / ``top-5`` / ``best_C`` lines and
-``results_eval_log_regression_detailed.json`` the sweep. ``--train-dtype`` is read by
-:func:`dinov2.utils.dtype.as_torch_dtype`.
+(or ``dinov2-eval-log-regression``, or ``dinov2/run/eval/log_regression.py`` on SLURM). Trailing ``key=value``
+(or ``--opts key=value ...``, the released flag) override the model config; the config, weights and dataset strings
+are checked before any work (:func:`cli_main`: usage errors, exit code 2).
+
+Released facts: cls features (not normalised) of images resized to 224 and centre-cropped to 224, batch 256; C swept
+over ``10 ** linspace(-6, 5, 45)`` on a fine-tune set (``--finetune-dataset-str``, the val set with
+``--finetune-on-val``, else 10 % of train), refit, evaluated on val. The solver
+(:mod:`dinov2.eval.log_regression.solver`) is float64 L-BFGS on torch, on ``--train-features-device`` (CPU by
+default, or a GPU): no cuML needed. The release wrote no result file; here ``results_eval_log_regression.json`` gets
+``top-1`` / ``top-5`` / ``best_C`` lines and ``results_eval_log_regression_detailed.json`` the sweep.
+``--train-dtype`` is read by :func:`dinov2.utils.dtype.as_torch_dtype`.
 """
 
 from __future__ import annotations
@@ -19,15 +22,18 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from dinov2 import distributed
 from dinov2.eval.common import (
+    TRAIN_VAL_DATASETS,
     add_eval_transform_args,
     args_record,
     as_metric_type,
+    check_eval_args,
     check_extracted_labels,
     make_eval_dataset,
     make_eval_transform,
@@ -39,13 +45,17 @@ from dinov2.eval.results import to_jsonable
 from dinov2.eval.setup import autocast_context, setup_and_build_model
 from dinov2.eval.setup import get_args_parser as get_setup_args_parser
 from dinov2.features.extract import extract_features
+from dinov2.utils.cli import ArgumentParser, add_overrides
 from dinov2.utils.dtype import as_torch_dtype as parse_any_dtype
 
 logger = logging.getLogger("dinov2")
 
-__all__ = ["RESIZE_RATIO", "as_torch_dtype", "get_args_parser", "eval_log_regression_with_model", "main"]
+__all__ = ["RESIZE_RATIO", "as_torch_dtype", "get_args_parser", "eval_log_regression_with_model", "main", "cli_main"]
 
 RESIZE_RATIO = 1.0  # released: make_classification_eval_transform(resize_size=224), crop 224
+DESCRIPTION = "DINOv2 logistic regression evaluation"
+# the dataset flags checked before any work (dinov2.eval.common.check_eval_args)
+DATASET_FLAGS = (*TRAIN_VAL_DATASETS, ("--finetune-dataset-str", "finetune_dataset_str", False))
 
 
 def as_torch_dtype(name: str | torch.dtype) -> torch.dtype:
@@ -58,8 +68,8 @@ def get_args_parser(
 ) -> argparse.ArgumentParser:
     """Released logistic-regression flags and defaults, plus ``--batch-size``, ``--num-workers`` and the
     transform sizes of :mod:`dinov2.eval.common`."""
-    setup_parser = get_setup_args_parser(parents=parents or [], add_help=False)
-    parser = argparse.ArgumentParser(description=description, parents=[setup_parser], add_help=add_help)
+    setup_parser = get_setup_args_parser(parents=parents or [], add_help=False, required=True)
+    parser = ArgumentParser(description=description, parents=[setup_parser], add_help=add_help)
     add = parser.add_argument
     add("--train-dataset", dest="train_dataset_str", type=str, help="Training dataset")
     add("--val-dataset", dest="val_dataset_str", type=str, help="Validation dataset")
@@ -71,10 +81,11 @@ def get_args_parser(
     )
     add("--metric-type", type=MetricType, choices=list(MetricType), help="Metric type")
     add("--train-features-device", type=str, help="Device holding the features and fitting (cpu, cuda, cuda:0 ...)")
-    add("--train-dtype", type=str, help="Data type of the fit (default: %(default)s)")
-    add("--max-train-iters", type=int, help="Maximum number of L-BFGS iterations per fit (default: %(default)s)")
-    add("--batch-size", type=int, default=256, help="feature-extraction batch size (released: 256)")
+    add("--train-dtype", type=str, help="Data type of the fit")
+    add("--max-train-iters", type=int, help="Maximum number of L-BFGS iterations per fit")
+    add("--batch-size", type=int, default=256, help="feature-extraction batch size")
     add_eval_transform_args(parser, num_workers=0, resize_ratio=RESIZE_RATIO)
+    add_overrides(parser, "the model config")
     parser.set_defaults(
         train_dataset_str="ImageNet:split=TRAIN",
         val_dataset_str="ImageNet:split=VAL",
@@ -178,3 +189,12 @@ def main(args: argparse.Namespace) -> int:
         run_args=args,
     )
     return 0
+
+
+def cli_main(argv: Sequence[str] | None = None) -> int:
+    """``dinov2-eval-log-regression`` / ``python -m dinov2.eval.log_regression``: parse ``argv`` (default
+    ``sys.argv``), check the config, weights and datasets (usage errors, exit code 2), run :func:`main`."""
+    parser = get_args_parser(description=DESCRIPTION)
+    args = parser.parse_intermixed_args(argv)
+    check_eval_args(parser, args, DATASET_FLAGS)
+    return main(args)

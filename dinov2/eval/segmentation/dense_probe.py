@@ -27,15 +27,18 @@ from torch import nn
 
 from dinov2 import distributed
 from dinov2.data.loaders import SamplerType, make_data_loader
+from dinov2.eval.common import TRAIN_VAL_DATASETS, check_eval_args
 from dinov2.eval.setup import get_args_parser as get_setup_args_parser
 from dinov2.logging import MetricLogger
+from dinov2.utils.cli import ArgumentParser, usage_errors
 from dinov2.utils.io import atomic_torch_save
 
 logger = logging.getLogger("dinov2")
 
 __all__ = [
-    "CHECKPOINT_NAME", "get_dense_args_parser", "load_recipe", "learning_rate", "make_train_loader",
-    "make_val_loader", "save_checkpoint", "load_checkpoint", "sync_buffers", "train_head", "wrap_head",
+    "CHECKPOINT_NAME", "get_dense_args_parser", "check_probe_args", "load_recipe", "learning_rate",
+    "make_train_loader", "make_val_loader", "save_checkpoint", "load_checkpoint", "sync_buffers", "train_head",
+    "wrap_head",
 ]  # fmt: skip
 
 CHECKPOINT_NAME = "probe_checkpoint.pth"
@@ -45,15 +48,27 @@ def get_dense_args_parser(
     description: str, default_recipe: str, parents: Sequence[argparse.ArgumentParser] | None = None,
     add_help: bool = True,
 ) -> argparse.ArgumentParser:  # fmt: skip
-    """Shared eval flags + ``--train-dataset --val-dataset --recipe --no-resume`` + trailing overrides."""
-    setup_parser = get_setup_args_parser(parents=list(parents or []), add_help=False)
-    parser = argparse.ArgumentParser(description=description, parents=[setup_parser], add_help=add_help)
-    parser.add_argument("--train-dataset", dest="train_dataset_str", type=str, required=False, help="train set")
-    parser.add_argument("--val-dataset", dest="val_dataset_str", type=str, required=False, help="validation set")
+    """Shared eval flags (``--config-file`` and ``--pretrained-weights`` required) + ``--train-dataset --val-dataset
+    --recipe --no-resume`` + trailing overrides of the recipe (``--opts`` overrides the model config)."""
+    setup_parser = get_setup_args_parser(parents=list(parents or []), add_help=False, required=True)
+    parser = ArgumentParser(description=description, parents=[setup_parser], add_help=add_help)
+    parser.add_argument("--train-dataset", dest="train_dataset_str", help="train set (dataset string, required)")
+    parser.add_argument("--val-dataset", dest="val_dataset_str", help="validation set (dataset string, required)")
     parser.add_argument("--recipe", default=default_recipe, help="packaged recipe name or a YAML file")
     parser.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
-    parser.add_argument("overrides", nargs="*", default=[], help="recipe overrides key=value (e.g. optim.lr=0.01)")
+    parser.add_argument(
+        "overrides", nargs="*", default=[], metavar="KEY=VALUE",
+        help="overrides of the probe recipe after the options, e.g. optim.lr=0.01 (values read as YAML)",
+    )  # fmt: skip
     return parser
+
+
+def check_probe_args(parser: argparse.ArgumentParser, args: argparse.Namespace, config_dir: Path) -> None:
+    """Usage errors (exit code 2) before any work: the model config, weights and dataset strings
+    (:func:`dinov2.eval.common.check_eval_args`; the datasets are required), then the recipe and its overrides."""
+    check_eval_args(parser, args, TRAIN_VAL_DATASETS)
+    with usage_errors(parser, FileNotFoundError, KeyError, ValueError):
+        load_recipe(config_dir, args.recipe, args.overrides)
 
 
 def _flat_keys(tree, prefix: str = "") -> list[str]:

@@ -45,6 +45,7 @@ def _step_output(step_args: argparse.Namespace) -> Path:
 
 def main(argv: list[str] | None = None):
     """Parse the launcher flags and the step, check the step's flags, submit; returns the submitit job."""
+    from dinov2.curation.cli import check_args as check_step_args
     from dinov2.curation.cli import get_args_parser as step_parser
 
     parser = get_args_parser(description="Submitit launcher for DINOv2 data curation")
@@ -52,7 +53,9 @@ def main(argv: list[str] | None = None):
     args = parser.parse_args(argv)
     if not args.step_argv:
         parser.error("give a curation step and its flags, e.g. ... kmeans --embeddings X.npy --n-clusters 1000 ...")
-    step_args = step_parser().parse_args(args.step_argv)  # fails here, not in the job, on a bad step flag
+    parser_of_step = step_parser()
+    step_args = parser_of_step.parse_args(args.step_argv)  # fails here, not in the job, on a bad step flag
+    check_step_args(parser_of_step, step_args)  # and on a bad config, file or dataset string
     args.output_dir = str(_step_output(step_args).absolute() / "submitit" / "%j")
     # Pickle the task class by its importable name, also when this file runs as a script (__main__).
     from dinov2.run.curation.curate import CurationTask as task_class

@@ -5,27 +5,30 @@
         --train-dataset ImageNet:split=TRAIN:root=R:extra=E --val-dataset ImageNet:split=VAL:root=R:extra=E
 
 The launcher flags (``--nodes --ngpus --timeout --partition --cluster ...``, see :mod:`dinov2.run.submit`)
-come with every flag of the protocol's own command line. Each task joins the job's process group (in
-``setup_and_build_model``) and calls the protocol's ``main(args)``; on preemption or time-out the task
-is requeued with the same arguments (the linear probe then resumes from its checkpoint in ``--output-dir``).
+come with every flag of the protocol's own command line, trailing ``key=value`` config overrides included. The
+config, the weights and the dataset strings are checked before submission (usage errors, exit code 2). Each task
+joins the job's process group (in ``setup_and_build_model``) and calls the protocol's ``main(args)``; on preemption
+or time-out the task is requeued with the same arguments (the linear probe then resumes from its checkpoint in
+``--output-dir``).
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-import os
 
+from dinov2.eval.common import check_eval_args
 from dinov2.run.submit import SubmititTask, get_args_parser, submit_jobs
+from dinov2.utils.cli import usage_errors
 from dinov2.utils.config import resolve_config_file
 
 logger = logging.getLogger("dinov2")
 
-# protocol -> (module with get_args_parser / main, description, job name)
+# protocol -> (module with get_args_parser / main / DATASET_FLAGS, description, job name)
 PROTOCOLS = {
-    "knn": ("dinov2.eval.knn", "k-NN", "dinov2:knn"),
-    "linear": ("dinov2.eval.linear", "linear", "dinov2:linear"),
-    "log_regression": ("dinov2.eval.log_regression", "logistic regression", "dinov2:logreg"),
+    "knn": ("dinov2.eval.knn.cli", "k-NN", "dinov2:knn"),
+    "linear": ("dinov2.eval.linear.cli", "linear", "dinov2:linear"),
+    "log_regression": ("dinov2.eval.log_regression.cli", "logistic regression", "dinov2:logreg"),
 }
 
 
@@ -42,15 +45,14 @@ def launch(protocol: str, argv: list[str] | None = None):
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; one of {sorted(PROTOCOLS)}")
     module_name, what, job_name = PROTOCOLS[protocol]
-    protocol_parser = importlib.import_module(module_name).get_args_parser(add_help=False)
-    parser = get_args_parser(description=f"Submitit launcher for DINOv2 {what} evaluation", parents=[protocol_parser])
-    args = parser.parse_args(argv)
-    try:
-        args.config_file = str(resolve_config_file(args.config_file or ""))
-    except FileNotFoundError as error:
-        parser.error(f"--config-file: {error}")
-    if args.pretrained_weights and "://" not in args.pretrained_weights and not os.path.exists(args.pretrained_weights):
-        parser.error(f"--pretrained-weights {args.pretrained_weights!r} does not exist")
+    module = importlib.import_module(module_name)
+    parser = get_args_parser(
+        description=f"Submitit launcher for DINOv2 {what} evaluation", parents=[module.get_args_parser(add_help=False)]
+    )
+    args = parser.parse_intermixed_args(argv)  # config overrides may sit among the options
+    with usage_errors(parser, FileNotFoundError, flag="--config-file"):
+        args.config_file = str(resolve_config_file(args.config_file))  # absolute: the job may start elsewhere
+    check_eval_args(parser, args, module.DATASET_FLAGS)  # fail here, not in the job
     args.eval_module = module_name
     # Pickle the task class by its importable name, also when a launcher file runs as a script (__main__).
     from dinov2.run.eval.launcher import Evaluator as task_class

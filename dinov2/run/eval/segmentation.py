@@ -13,27 +13,27 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import sys
 
+from dinov2.eval.segmentation.dense_probe import check_probe_args
 from dinov2.run.submit import get_args_parser, submit_jobs
+from dinov2.utils.cli import usage_errors
 from dinov2.utils.config import resolve_config_file
 
 logger = logging.getLogger("dinov2")
 
 
 def launch_dense_probe(module_name: str, what: str, job_name: str, argv: list[str] | None = None):
-    """Parse launcher + probe flags of ``module_name`` (which has ``get_args_parser`` and ``main``), check the
-    config and weights early, submit; returns the submitit job."""
-    probe_parser = importlib.import_module(module_name).get_args_parser(add_help=False)
-    parser = get_args_parser(description=f"Submitit launcher for the DINOv2 {what} probe", parents=[probe_parser])
+    """Parse launcher + probe flags of ``module_name`` (which has ``get_args_parser``, ``main`` and ``CONFIG_DIR``),
+    check the config, weights, datasets and recipe early, submit; returns the submitit job."""
+    module = importlib.import_module(module_name)
+    parser = get_args_parser(
+        description=f"Submitit launcher for the DINOv2 {what} probe", parents=[module.get_args_parser(add_help=False)]
+    )
     args = parser.parse_intermixed_args(argv)  # recipe overrides may sit among the options
-    try:
-        args.config_file = str(resolve_config_file(args.config_file or ""))
-    except FileNotFoundError as error:
-        parser.error(f"--config-file: {error}")
-    if args.pretrained_weights and "://" not in args.pretrained_weights and not os.path.isfile(args.pretrained_weights):
-        parser.error(f"--pretrained-weights {args.pretrained_weights!r} does not exist")
+    with usage_errors(parser, FileNotFoundError, flag="--config-file"):
+        args.config_file = str(resolve_config_file(args.config_file))  # absolute: the job may start elsewhere
+    check_probe_args(parser, args, module.CONFIG_DIR)  # fail here, not in the job
     args.eval_module = module_name
     # The shared evaluation task (runs ``main(args)`` of ``args.eval_module``), pickled by its importable name.
     from dinov2.run.eval.launcher import Evaluator as task_class

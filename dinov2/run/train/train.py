@@ -2,6 +2,10 @@
 
     python dinov2/run/train/train.py --nodes 4 --ngpus 8 --partition P --timeout 2800 \\
         --config-file dinov2/configs/train/vitl16_short.yaml --output-dir /shared/exp key=value ...
+    dinov2-train-slurm ...   (the same, the installed console script)
+
+The config file (a path or a packaged name, made absolute), the overrides, the dataset string and the entry point
+are checked before submission: a problem is a usage error (exit code 2), not a failed job.
 
 Each task joins the job's process group from the SLURM variables (``dinov2.distributed.enable``)
 and calls the training entry point with the parsed arguments. On SIGUSR2 (preemption, or the time
@@ -14,11 +18,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
+import sys
 from collections.abc import Callable
 
 from dinov2 import distributed
 from dinov2.run.submit import SubmititTask, get_args_parser, submit_jobs
+from dinov2.utils.cli import usage_errors
+from dinov2.utils.config import resolve_config_file
 
 logger = logging.getLogger("dinov2")
 
@@ -58,15 +64,29 @@ def main(argv: list[str] | None = None):
         "--entry-point", default=DEFAULT_ENTRY_POINT, help="training function called in each task (module:function)"
     )
     args = parser.parse_args(argv)
-    if not os.path.isfile(args.config_file):
-        parser.error(f"--config-file {args.config_file!r} does not exist")
-    resolve_entry_point(args.entry_point)  # fail here, not in the job, on a wrong entry point
+    if not args.config_file:
+        parser.error("the following arguments are required: --config-file")
+    with usage_errors(parser, FileNotFoundError, flag="--config-file"):
+        args.config_file = str(resolve_config_file(args.config_file))  # absolute: the job may start elsewhere
+    with usage_errors(parser, ValueError, ImportError, AttributeError, flag="--entry-point"):
+        resolve_entry_point(args.entry_point)  # fail here, not in the job, on a wrong entry point
+    if args.entry_point == DEFAULT_ENTRY_POINT:  # another entry point may read the config its own way
+        from dinov2.train.train import check_args
+
+        check_args(parser, args)  # config, overrides, dataset string
     # Pickle the task class by its importable name, also when this file runs as a script (__main__).
     from dinov2.run.train.train import Trainer as task_class
 
     return submit_jobs(task_class, args, name="dinov2:train")
 
 
-if __name__ == "__main__":
+def cli_main(argv: list[str] | None = None) -> int:
+    """``dinov2-train-slurm`` / ``python dinov2/run/train/train.py``: submit the job of ``argv`` (default
+    ``sys.argv``); its id and log folder are logged."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    main()
+    main(argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())
