@@ -26,7 +26,7 @@ from dinov2.data.encoded_samples import EncodedCollate, EncodedSampleDataset
 from dinov2.data.gpu_augment import DeviceAugmentation
 from dinov2.data.transforms import IMAGENET_DEFAULT_STD
 
-# torchvision 0.29 deprecates its image decoders in favour of TorchCodec (see notes/README_gpu_data.md)
+# torchvision 0.29 deprecates its image decoders in favour of TorchCodec (see docs/gpu.md, "The data side")
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
 
 GLOBAL, LOCAL, N_LOCAL, BATCH = 32, 16, 3, 4

@@ -1,4 +1,4 @@
-"""Distillation of a frozen, larger teacher into one student or several at once (see notes/README_distillation.md).
+"""Distillation of a frozen, larger teacher into one student or several at once (see docs/distillation.md).
 
 - :class:`DistillationMetaArch` (``distillation.enabled: true``; ``MODEL.META_ARCHITECTURE`` stays ``SSLMetaArch``
   as in DINOv3's configs, or names it): one student, its EMA, the frozen teacher;
