@@ -159,3 +159,21 @@ def test_a_new_format_plugs_into_the_reader_and_layout_tables(backbone, tmp_path
     target = _vit(3)
     weights.load_backbone_weights(target, tmp_path / "weights.toy")
     _assert_equal(target.state_dict(), backbone.state_dict())
+
+
+def test_hugging_face_and_timm_weights_go_through_the_same_reader(tmp_path):
+    """Every loader reads the peers' formats: a transformers folder, a safetensors file, a timm checkpoint."""
+    from dinov2.models.convert import export_hf, to_timm_state_dict
+
+    model = _vit(3, num_heads=2, img_size=518)
+    expected = model.state_dict()
+    export_hf(model, tmp_path / "hf")
+    for source in (tmp_path / "hf", tmp_path / "hf" / "model.safetensors"):
+        _assert_equal({k: weights.read_backbone_weights(source)[k] for k in expected}, expected)
+    torch.save(to_timm_state_dict(expected), tmp_path / "timm.pth")
+    timm = weights.read_backbone_weights(tmp_path / "timm.pth")
+    for key, value in expected.items():
+        if key != "mask_token":  # timm has none: it comes back as zeros, the released initialisation
+            assert torch.equal(timm[key], value), key
+    report = weights.load_backbone_weights(_vit(4, img_size=518), tmp_path / "hf")
+    assert report.ok
