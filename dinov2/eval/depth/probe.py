@@ -26,18 +26,13 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from dinov2 import distributed
-from dinov2.data.dataset_strings import parse_dataset_str
 from dinov2.data.dense_transforms import make_dense_eval_transform, make_depth_train_transform
 from dinov2.eval.depth.losses import gradient_loss, sigloss
 from dinov2.eval.depth.metrics import DepthMetric
-from dinov2.eval.results import format_table, write_json
 from dinov2.eval.segmentation import dense_probe
-from dinov2.eval.setup import autocast_context, eval_device, setup_and_build_model
 from dinov2.heads.depth import DPTHead, LinearDepthHead
 from dinov2.heads.depth_model import DepthEncoderDecoder
 from dinov2.heads.segmentation_inference import as_pairs
-from dinov2.utils.io import atomic_torch_save, atomic_write_text
 
 logger = logging.getLogger("dinov2")
 
@@ -107,12 +102,6 @@ def evaluate(model: DepthEncoderDecoder, loader, metric: DepthMetric, flip: bool
     return metric.compute()
 
 
-def save_head(model: DepthEncoderDecoder, path: Path, meta: dict) -> None:
-    """The head in the released format: ``{"state_dict": {"decode_head.*": ...}, "meta": {...}}``."""
-    state = {f"decode_head.{k}": v.detach().cpu() for k, v in model.decode_head.state_dict().items()}
-    atomic_torch_save({"state_dict": state, "meta": meta}, path)
-
-
 def _datasets(args, cfg):
     t = cfg.train
     train_transform = make_depth_train_transform(
@@ -120,40 +109,17 @@ def _datasets(args, cfg):
         rotate_degree=t.rotate_degree, flip_prob=t.flip_prob, color_prob=t.color_prob,
         gamma_range=tuple(t.gamma_range), brightness_range=tuple(t.brightness_range), color_range=tuple(t.color_range),
     )  # fmt: skip
-    datasets = []
-    for dataset_str, transforms in ((args.train_dataset_str, train_transform),
-                                    (args.val_dataset_str, make_dense_eval_transform("depth"))):  # fmt: skip
-        if not dataset_str:
-            raise ValueError("--train-dataset and --val-dataset are required (dataset strings, e.g. NYU:root=R)")
-        cls, kwargs = parse_dataset_str(dataset_str)
-        dataset = cls(transforms=transforms, **kwargs)
-        if getattr(dataset, "kind", None) != "depth":
-            raise ValueError(f"{dataset_str!r} is not a depth dataset (NYU, DepthFolder, SyntheticDense:task=depth)")
-        datasets.append(dataset)
-    return datasets
+    eval_transform = make_dense_eval_transform("depth")
+    return dense_probe.make_datasets(args, train_transform, eval_transform, "depth", "NYU, DepthFolder, SyntheticDense:task=depth", None)
 
 
 def main(args: argparse.Namespace) -> dict:
-    backbone, autocast_dtype = setup_and_build_model(args)
-    cfg = dense_probe.load_recipe(CONFIG_DIR, args.recipe, args.overrides)
-    output_dir = Path(args.output_dir)
-    if distributed.is_main_process():
-        atomic_write_text(output_dir / "probe_config.yaml", OmegaConf.to_yaml(cfg))
-    device = eval_device()
-    autocast = autocast_context(autocast_dtype, device)
+    probe = dense_probe.setup_probe(args, CONFIG_DIR)
+    cfg, device, autocast = probe.cfg, probe.device, probe.autocast
     train_set, val_set = _datasets(args, cfg)
-    model = build_depther(backbone, cfg.head)
-    model.decode_head.to(device)
-    head = dense_probe.wrap_head(model.decode_head, device)
-    optimizer = torch.optim.AdamW(
-        head.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
-    )
-    checkpoint_path = output_dir / dense_probe.CHECKPOINT_NAME
-    start_iter = 0
-    if checkpoint_path.is_file() and not args.no_resume:
-        start_iter = dense_probe.load_checkpoint(checkpoint_path, head, optimizer)
+    model = build_depther(probe.backbone, cfg.head)
 
-    def step_loss(batch, iteration):
+    def step_loss(head, batch, iteration):
         images, gt = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)[:, None]
         with torch.no_grad(), autocast():
             features = model.extract_feat(images)
@@ -167,29 +133,16 @@ def main(args: argparse.Namespace) -> dict:
         logger.info("iteration %d: %s", iteration, "  ".join(f"{k} {v:.4f}" for k, v in results.items()))
         return results
 
-    if start_iter < cfg.train.iterations:
-        loader = dense_probe.make_train_loader(
-            train_set, cfg.train.batch_size, cfg.train.num_workers, cfg.train.seed, start_iter
-        )
-        dense_probe.train_head(
-            head=head, step_loss=step_loss, loader=loader, optimizer=optimizer, optim_cfg=cfg.optim,
-            total_iters=cfg.train.iterations, start_iter=start_iter,
-            checkpoint=lambda it: dense_probe.save_checkpoint(checkpoint_path, head, optimizer, it),
-            checkpoint_period=cfg.checkpoint.period, evaluate=run_evaluation, eval_period=cfg.eval.period,
-            log_period=cfg.log.period, metrics_file=str(output_dir / "training_metrics.json"),
-        )  # fmt: skip
+    dense_probe.run_training(probe, model.decode_head, train_set, step_loss, run_evaluation, args.no_resume)
     results = run_evaluation(cfg.train.iterations)
-    head_path = output_dir / head_file_name(cfg.head)
+    head_path = probe.output_dir / head_file_name(cfg.head)
     meta = {"head": cfg.head.type, "out_index": list(model.out_index), "iterations": int(cfg.train.iterations),
             "depth_range": [float(cfg.head.min_depth), float(cfg.head.max_depth)]}  # fmt: skip
-    if distributed.is_main_process():
-        save_head(model, head_path, meta)
+    dense_probe.save_head(model.decode_head, head_path, meta)
     detailed = {**results, "head": str(head_path), "recipe": OmegaConf.to_container(cfg),
                 "train_dataset": args.train_dataset_str, "val_dataset": args.val_dataset_str}  # fmt: skip
-    if distributed.is_main_process():
-        write_json(output_dir / "results_eval_depth.json", results)
-        write_json(output_dir / "results_eval_depth_detailed.json", detailed)
-        print(format_table([results], float_format=".4f", title=f"depth ({head_path.stem}) on {args.val_dataset_str}"))
+    title = f"depth ({head_path.stem}) on {args.val_dataset_str}"
+    dense_probe.write_results(probe.output_dir, "depth", results, detailed, title, ".4f")
     return detailed
 
 

@@ -15,6 +15,7 @@ stopped (per-sample seeding), so a resumed run sees the batches an uninterrupted
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import logging
 import math
@@ -26,19 +27,22 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from dinov2 import distributed
+from dinov2.data.dataset_strings import parse_dataset_str
 from dinov2.data.loaders import SamplerType, make_data_loader
 from dinov2.eval.common import TRAIN_VAL_DATASETS, check_eval_args
+from dinov2.eval.results import format_table, write_json
+from dinov2.eval.setup import autocast_context, eval_device, setup_and_build_model
 from dinov2.eval.setup import get_args_parser as get_setup_args_parser
 from dinov2.logging import MetricLogger
 from dinov2.utils.cli import ArgumentParser, usage_errors
-from dinov2.utils.io import atomic_torch_save
+from dinov2.utils.io import atomic_torch_save, atomic_write_text
 
 logger = logging.getLogger("dinov2")
 
 __all__ = [
-    "CHECKPOINT_NAME", "get_dense_args_parser", "check_probe_args", "load_recipe", "learning_rate",
-    "make_train_loader", "make_val_loader", "save_checkpoint", "load_checkpoint", "sync_buffers", "train_head",
-    "wrap_head",
+    "CHECKPOINT_NAME", "ProbeSetup", "get_dense_args_parser", "check_probe_args", "load_recipe", "learning_rate",
+    "make_datasets", "make_train_loader", "make_val_loader", "run_training", "save_checkpoint", "save_head",
+    "load_checkpoint", "setup_probe", "sync_buffers", "train_head", "wrap_head", "write_results",
 ]  # fmt: skip
 
 CHECKPOINT_NAME = "probe_checkpoint.pth"
@@ -222,3 +226,91 @@ def sync_buffers(head: nn.Module) -> None:
     forward, but the last forward leaves each rank with its own update (no-op on one process)."""
     for buffer in getattr(head, "module", head).buffers():
         distributed.broadcast(buffer, src=0)
+
+
+# ---------------------------------------------------------------------------------------------- the probe run
+@dataclasses.dataclass
+class ProbeSetup:
+    """What both probes start from: the frozen backbone, the resolved recipe, where to write, device, autocast."""
+
+    backbone: nn.Module
+    cfg: DictConfig
+    output_dir: Path
+    device: torch.device
+    autocast: Callable
+
+
+def setup_probe(args: argparse.Namespace, config_dir: Path) -> ProbeSetup:
+    """Build the backbone (``--config-file``, ``--pretrained-weights``), load the recipe (``--recipe`` + overrides)
+    and write it to ``<output-dir>/probe_config.yaml``."""
+    backbone, autocast_dtype = setup_and_build_model(args)
+    cfg = load_recipe(config_dir, args.recipe, args.overrides)
+    output_dir = Path(args.output_dir)
+    if distributed.is_main_process():
+        atomic_write_text(output_dir / "probe_config.yaml", OmegaConf.to_yaml(cfg))
+    device = eval_device()
+    return ProbeSetup(backbone, cfg, output_dir, device, autocast_context(autocast_dtype, device))
+
+
+def make_datasets(
+    args: argparse.Namespace, train_transform, eval_transform, kind: str, accepted: str, default_kind: str | None
+) -> list:
+    """The train and val datasets of ``--train-dataset`` / ``--val-dataset`` with the joint transforms; each must be
+    a ``kind`` dataset (its ``kind`` attribute, ``default_kind`` when it has none); ``accepted`` names them."""
+    datasets = []
+    for dataset_str, transforms in ((args.train_dataset_str, train_transform), (args.val_dataset_str, eval_transform)):
+        if not dataset_str:
+            raise ValueError(f"--train-dataset and --val-dataset are required (dataset strings: {accepted})")
+        cls, kwargs = parse_dataset_str(dataset_str)
+        dataset = cls(transforms=transforms, **kwargs)
+        if getattr(dataset, "kind", default_kind) != kind:
+            raise ValueError(f"{dataset_str!r} is not a {kind} dataset ({accepted})")
+        datasets.append(dataset)
+    return datasets
+
+
+def run_training(
+    probe: ProbeSetup,
+    decode_head: nn.Module,
+    train_set,
+    step_loss: Callable[[nn.Module, object, int], tuple[torch.Tensor, dict[str, float]]],
+    evaluate: Callable[[int], dict],
+    no_resume: bool,
+) -> None:
+    """Train ``decode_head`` on ``train_set`` with the recipe (AdamW, scheduled lr, resume from the probe checkpoint
+    unless ``no_resume``); ``step_loss(head, batch, iteration)`` gets the (possibly DDP-wrapped) head."""
+    cfg = probe.cfg
+    decode_head.to(probe.device)
+    head = wrap_head(decode_head, probe.device)
+    optimizer = torch.optim.AdamW(
+        head.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
+    )
+    checkpoint_path = probe.output_dir / CHECKPOINT_NAME
+    start_iter = 0
+    if checkpoint_path.is_file() and not no_resume:
+        start_iter = load_checkpoint(checkpoint_path, head, optimizer)
+    if start_iter >= cfg.train.iterations:
+        return
+    loader = make_train_loader(train_set, cfg.train.batch_size, cfg.train.num_workers, cfg.train.seed, start_iter)
+    train_head(
+        head=head, step_loss=lambda batch, iteration: step_loss(head, batch, iteration), loader=loader,
+        optimizer=optimizer, optim_cfg=cfg.optim, total_iters=cfg.train.iterations, start_iter=start_iter,
+        checkpoint=lambda it: save_checkpoint(checkpoint_path, head, optimizer, it),
+        checkpoint_period=cfg.checkpoint.period, evaluate=evaluate, eval_period=cfg.eval.period,
+        log_period=cfg.log.period, metrics_file=str(probe.output_dir / "training_metrics.json"),
+    )  # fmt: skip
+
+
+def save_head(decode_head: nn.Module, path: Path, meta: dict) -> None:
+    """The head in the released format: ``{"state_dict": {"decode_head.*": ...}, "meta": {...}}`` (main process)."""
+    if distributed.is_main_process():
+        state = {f"decode_head.{k}": v.detach().cpu() for k, v in decode_head.state_dict().items()}
+        atomic_torch_save({"state_dict": state, "meta": meta}, path)
+
+
+def write_results(output_dir: Path, task: str, summary: dict, detailed: dict, title: str, float_format: str) -> None:
+    """``results_eval_<task>.json`` (released layout), ``..._detailed.json`` and the printed table (main process)."""
+    if distributed.is_main_process():
+        write_json(output_dir / f"results_eval_{task}.json", summary)
+        write_json(output_dir / f"results_eval_{task}_detailed.json", detailed)
+        print(format_table([summary], float_format=float_format, title=title))

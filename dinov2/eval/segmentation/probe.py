@@ -25,19 +25,14 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from dinov2 import distributed
-from dinov2.data.dataset_strings import parse_dataset_str
 from dinov2.data.datasets import ADE20K, VOC2012
 from dinov2.data.dense_transforms import make_dense_eval_transform, make_segmentation_train_transform
-from dinov2.eval.results import format_table, write_json
 from dinov2.eval.segmentation import dense_probe
 from dinov2.eval.segmentation.metrics import SegmentationMetric
-from dinov2.eval.setup import autocast_context, eval_device, setup_and_build_model
 from dinov2.heads.segmentation import LinearSegmentationHead
 from dinov2.heads.segmentation_classes import ADE20K_CLASS_NAMES, VOC2012_CLASS_NAMES
 from dinov2.heads.segmentation_inference import SegmentationTestConfig, as_pairs
 from dinov2.heads.segmentation_model import SegmentationEncoderDecoder
-from dinov2.utils.io import atomic_torch_save, atomic_write_text
 
 logger = logging.getLogger("dinov2")
 
@@ -97,62 +92,34 @@ def evaluate(model, loader, metric: SegmentationMetric, device, autocast) -> dic
     return metric.compute()
 
 
-def save_head(model: SegmentationEncoderDecoder, path: Path, meta: dict) -> None:
-    """The head in the released format: ``{"state_dict": {"decode_head.*": ...}, "meta": {...}}``."""
-    state = {f"decode_head.{k}": v.detach().cpu() for k, v in model.decode_head.state_dict().items()}
-    atomic_torch_save({"state_dict": state, "meta": meta}, path)
-
-
 def _datasets(args, cfg):
     train_transform = make_segmentation_train_transform(
         crop_size=as_pairs(cfg.train.crop_size), short_side=cfg.train.short_side,
         ratio_range=tuple(cfg.train.ratio_range), cat_max_ratio=cfg.train.cat_max_ratio,
         flip_prob=cfg.train.flip_prob, photometric=cfg.train.photometric, ignore_index=cfg.head.ignore_index,
     )  # fmt: skip
-    datasets = []
-    for dataset_str, transforms in ((args.train_dataset_str, train_transform),
-                                    (args.val_dataset_str, make_dense_eval_transform("segmentation"))):  # fmt: skip
-        if not dataset_str:
-            raise ValueError("--train-dataset and --val-dataset are required (dataset strings, e.g. ADE20K:root=R)")
-        cls, kwargs = parse_dataset_str(dataset_str)
-        dataset = cls(transforms=transforms, **kwargs)
-        if getattr(dataset, "kind", "segmentation") != "segmentation":
-            raise ValueError(f"{dataset_str!r} is not a segmentation dataset (use task=segmentation / labels)")
-        datasets.append(dataset)
-    return datasets
+    eval_transform = make_dense_eval_transform("segmentation")
+    return dense_probe.make_datasets(
+        args, train_transform, eval_transform, "segmentation", "ADE20K, VOC2012, SegmentationFolder, SyntheticDense", "segmentation"
+    )
 
 
 def main(args: argparse.Namespace) -> dict:
-    backbone, autocast_dtype = setup_and_build_model(args)
-    cfg = dense_probe.load_recipe(CONFIG_DIR, args.recipe, args.overrides)
-    output_dir = Path(args.output_dir)
-    if distributed.is_main_process():
-        atomic_write_text(output_dir / "probe_config.yaml", OmegaConf.to_yaml(cfg))
-    device = eval_device()
-    autocast = autocast_context(autocast_dtype, device)
+    probe = dense_probe.setup_probe(args, CONFIG_DIR)
+    cfg, device, autocast = probe.cfg, probe.device, probe.autocast
     train_set, val_set = _datasets(args, cfg)
     num_classes = cfg.head.num_classes or getattr(train_set, "num_classes", None)
     if not num_classes:
         raise ValueError(f"the number of classes of {args.train_dataset_str!r} is unknown: set head.num_classes=K")
-    model = build_segmentor(backbone, cfg, int(num_classes))
-    model.decode_head.to(device)
-    head = dense_probe.wrap_head(model.decode_head, device)
-    optimizer = torch.optim.AdamW(
-        head.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
-    )
-    checkpoint_path = output_dir / dense_probe.CHECKPOINT_NAME
-    start_iter = 0
-    if checkpoint_path.is_file() and not args.no_resume:
-        start_iter = dense_probe.load_checkpoint(checkpoint_path, head, optimizer)
+    model = build_segmentor(probe.backbone, cfg, int(num_classes))
     class_names = class_names_for(val_set, int(num_classes))
 
-    def step_loss(batch, iteration):
+    def step_loss(head, batch, iteration):
         images, labels = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
         with torch.no_grad(), autocast():
             features = model.extract_feat(images)
         logits = head([f.float() for f in features])
-        loss = segmentation_loss(logits, labels, cfg.head.ignore_index, cfg.loss.avg_non_ignore)
-        return loss, {}
+        return segmentation_loss(logits, labels, cfg.head.ignore_index, cfg.loss.avg_non_ignore), {}
 
     def run_evaluation(iteration: int) -> dict:
         loader = dense_probe.make_val_loader(val_set, cfg.eval.num_workers, cfg.eval.max_images)
@@ -162,32 +129,19 @@ def main(args: argparse.Namespace) -> dict:
                     100 * results["mAcc"], 100 * results["aAcc"])  # fmt: skip
         return results
 
-    if start_iter < cfg.train.iterations:
-        loader = dense_probe.make_train_loader(
-            train_set, cfg.train.batch_size, cfg.train.num_workers, cfg.train.seed, start_iter
-        )
-        dense_probe.train_head(
-            head=head, step_loss=step_loss, loader=loader, optimizer=optimizer, optim_cfg=cfg.optim,
-            total_iters=cfg.train.iterations, start_iter=start_iter,
-            checkpoint=lambda it: dense_probe.save_checkpoint(checkpoint_path, head, optimizer, it),
-            checkpoint_period=cfg.checkpoint.period, evaluate=run_evaluation, eval_period=cfg.eval.period,
-            log_period=cfg.log.period, metrics_file=str(output_dir / "training_metrics.json"),
-        )  # fmt: skip
+    dense_probe.run_training(probe, model.decode_head, train_set, step_loss, run_evaluation, args.no_resume)
     results = run_evaluation(cfg.train.iterations)
-    head_path = output_dir / f"segmentation_{cfg.head.type}_head.pth"
+    head_path = probe.output_dir / f"segmentation_{cfg.head.type}_head.pth"
     meta = {"head": cfg.head.type, "num_classes": int(num_classes), "iterations": int(cfg.train.iterations),
             "class_names": class_names}  # fmt: skip
-    if distributed.is_main_process():
-        save_head(model, head_path, meta)
+    dense_probe.save_head(model.decode_head, head_path, meta)
     summary = {k: 100.0 * results[k] for k in ("mIoU", "mAcc", "aAcc")}
     detailed = {**summary, "IoU": {k: 100.0 * v for k, v in results["IoU"].items()},
                 "Acc": {k: 100.0 * v for k, v in results["Acc"].items()}, "head": str(head_path),
                 "recipe": OmegaConf.to_container(cfg), "train_dataset": args.train_dataset_str,
                 "val_dataset": args.val_dataset_str}  # fmt: skip
-    if distributed.is_main_process():
-        write_json(output_dir / "results_eval_segmentation.json", summary)
-        write_json(output_dir / "results_eval_segmentation_detailed.json", detailed)
-        print(format_table([summary], title=f"segmentation ({cfg.head.type}) on {args.val_dataset_str}"))
+    title = f"segmentation ({cfg.head.type}) on {args.val_dataset_str}"
+    dense_probe.write_results(probe.output_dir, "segmentation", summary, detailed, title, ".2f")
     return detailed
 
 
