@@ -110,7 +110,9 @@ def _datasets(args, cfg):
         gamma_range=tuple(t.gamma_range), brightness_range=tuple(t.brightness_range), color_range=tuple(t.color_range),
     )  # fmt: skip
     eval_transform = make_dense_eval_transform("depth")
-    return dense_probe.make_datasets(args, train_transform, eval_transform, "depth", "NYU, DepthFolder, SyntheticDense:task=depth", None)
+    return dense_probe.make_datasets(
+        args, train_transform, eval_transform, "depth", "NYU, DepthFolder, SyntheticDense:task=depth", None
+    )
 
 
 def main(args: argparse.Namespace) -> dict:

@@ -100,7 +100,12 @@ def _datasets(args, cfg):
     )  # fmt: skip
     eval_transform = make_dense_eval_transform("segmentation")
     return dense_probe.make_datasets(
-        args, train_transform, eval_transform, "segmentation", "ADE20K, VOC2012, SegmentationFolder, SyntheticDense", "segmentation"
+        args,
+        train_transform,
+        eval_transform,
+        "segmentation",
+        "ADE20K, VOC2012, SegmentationFolder, SyntheticDense",
+        "segmentation",
     )
 
 
