@@ -9,7 +9,10 @@ temporary file is removed and the previous file is untouched.
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +20,7 @@ from typing import IO, Any
 
 import torch
 
-__all__ = ["atomic_path", "atomic_write", "atomic_torch_save", "atomic_write_text", "fsync_dir"]
+__all__ = ["atomic_path", "atomic_write", "atomic_torch_save", "atomic_write_text", "fsync_dir", "generate_folder_once"]
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -88,3 +91,42 @@ def atomic_write_text(path: str | os.PathLike, text: str | Callable[[IO[str]], N
         else:
             f.write(text)
     return Path(path)
+
+
+def generate_folder_once(
+    root: str | os.PathLike, params: dict, marker: str, what: str, write: Callable[[Path], None]
+) -> Path:
+    """Make the folder ``root`` with ``write(staging_folder)`` unless it is already there, made with ``params``.
+
+    ``write`` fills a temporary sibling folder, which gets the JSON marker file ``marker`` (``params``) and is then
+    renamed to ``root``: processes racing to generate the same folder never see a half-written one (the losers'
+    rename fails and they use the winner's). A folder made with other ``params``, or a non-empty folder without the
+    marker, raises naming ``what``.
+    """
+    root = Path(root).expanduser()
+    marker_path = root / marker
+    if marker_path.is_file():
+        existing = json.loads(marker_path.read_text())
+        if existing != params:
+            raise ValueError(
+                f"{what} at {str(root)!r} was made with {existing}, not {params}; "
+                "use another root or delete that folder"
+            )
+        return root
+    if root.exists() and any(root.iterdir()):
+        raise FileExistsError(f"{str(root)!r} exists and is not a {what}; choose an empty or new folder")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    try:
+        write(staging)
+        (staging / marker).write_text(json.dumps(params))
+        if root.exists():
+            root.rmdir()  # empty (checked above)
+        os.rename(staging, root)
+        logging.getLogger("dinov2").info("wrote %s (%s) to %s", what, params, root)
+    except OSError:
+        if not marker_path.is_file():  # not another process's completed folder
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return root

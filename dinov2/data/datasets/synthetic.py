@@ -12,16 +12,15 @@ bytes.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from dinov2.utils.io import generate_folder_once
 
 from .image_folder import ImageFolder
 
@@ -207,37 +206,15 @@ def make_synthetic_dataset(
         raise ValueError(f"synthetic dataset num_classes must be in [1, {len(MOTIFS)}], got {num_classes}")
     if params["images_per_class"] < 1 or params["val_images_per_class"] < 0 or min(params["size"]) < 16:
         raise ValueError(f"synthetic dataset needs images_per_class >= 1 and size >= 16 pixels, got {params}")
-    root = Path(root).expanduser()
-    marker = root / _MARKER
-    if marker.is_file():
-        existing = json.loads(marker.read_text())
-        if existing != params:
-            raise ValueError(
-                f"synthetic dataset at {str(root)!r} was made with {existing}, not {params}; "
-                "use another root or delete that folder"
-            )
-        return root
-    if root.exists() and any(root.iterdir()):
-        raise FileExistsError(f"{str(root)!r} exists and is not a synthetic dataset; choose an empty or new folder")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-    try:
+
+    def write(staging: Path) -> None:
         width, height = params["size"]
         noise_rng = np.random.default_rng([params["seed"], 12345])
         noise = noise_rng.integers(-12, 13, size=(3, height + _NOISE_MARGIN, width + _NOISE_MARGIN)).astype(np.float32)
         _write_split(staging, "train", params["images_per_class"], params, noise)
         _write_split(staging, "val", params["val_images_per_class"], params, noise)
-        (staging / _MARKER).write_text(json.dumps(params))
-        if root.exists():
-            root.rmdir()  # empty (checked above)
-        os.rename(staging, root)
-        logger.info("wrote synthetic dataset (%s) to %s", params, root)
-    except OSError:
-        if not marker.is_file():  # not another process's completed dataset
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return root
+
+    return generate_folder_once(root, params, _MARKER, "synthetic dataset", write)
 
 
 class Synthetic(ImageFolder):

@@ -14,16 +14,15 @@ Dataset string: ``SyntheticDense:root=PATH[:split=TRAIN|VAL][:task=segmentation|
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from dinov2.utils.io import generate_folder_once
 
 from .dense import DenseDataset, match_pairs
 from .synthetic import MOTIFS
@@ -111,32 +110,12 @@ def make_synthetic_dense_dataset(
         raise ValueError(f"SyntheticDense num_classes must be in [1, {len(_CLASS_COLOURS)}], got {num_classes}")
     if params["images"] < 1 or params["val_images"] < 1 or min(params["size"]) < 16:
         raise ValueError(f"SyntheticDense needs images >= 1, val_images >= 1 and size >= 16 pixels, got {params}")
-    root = Path(root).expanduser()
-    marker = root / _MARKER
-    if marker.is_file():
-        existing = json.loads(marker.read_text())
-        if existing != params:
-            raise ValueError(f"{str(root)!r} holds a SyntheticDense set made with {existing}, not {params}; "
-                             "use another root or delete that folder")  # fmt: skip
-        return root
-    if root.exists() and any(root.iterdir()):
-        raise FileExistsError(f"{str(root)!r} exists and is not a SyntheticDense set; choose an empty or new folder")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-    try:
+
+    def write(staging: Path) -> None:
         _write_split(staging, "train", params["images"], params)
         _write_split(staging, "val", params["val_images"], params)
-        (staging / _MARKER).write_text(json.dumps(params))
-        if root.exists():
-            root.rmdir()
-        os.rename(staging, root)
-        logger.info("wrote SyntheticDense set (%s) to %s", params, root)
-    except OSError:
-        if not marker.is_file():  # not another process's completed set
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return root
+
+    return generate_folder_once(root, params, _MARKER, "SyntheticDense set", write)
 
 
 class SyntheticDense(DenseDataset):
