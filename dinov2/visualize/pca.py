@@ -98,8 +98,9 @@ def _border(grid_h: int, grid_w: int) -> Tensor:
 def foreground_pca(features: Sequence[Tensor], threshold: float | None = None) -> PCAMaps:
     """Foreground masks and RGB maps for patch grids ``[h_i, w_i, D]`` (one joint PCA over all of them).
 
-    ``threshold``: foreground is ``first > low + threshold * (high - low)`` over the first component's range
-    (``None``: Otsu's threshold).
+    ``threshold``: a fraction of the first component's range: foreground is ``(first - low) / (high - low) >
+    threshold``, compared on the normalised component so that 0 keeps all but the minimum and 1 keeps nothing, exactly
+    (``None``: Otsu's threshold on the component itself).
     """
     if not features:
         raise ValueError("foreground_pca needs at least one image's patch features")
@@ -111,8 +112,12 @@ def foreground_pca(features: Sequence[Tensor], threshold: float | None = None) -
     if first[border].mean() > first.mean():  # the borders should be background: flip the component
         first = -first
     low, high = first.min().item(), first.max().item()
-    cut = otsu_threshold(first) if threshold is None else low + threshold * (high - low)
-    foreground = first > cut
+    if threshold is None:
+        cut = otsu_threshold(first)
+        foreground = first > cut
+    else:  # compare on [0, 1]: low + threshold * (high - low) can round below high and keep the maximum
+        cut = low + threshold * (high - low)
+        foreground = (first - low) / max(high - low, 1e-300) > threshold
     rgb = torch.zeros(flat.shape[0], 3, dtype=torch.float64)
     chosen = flat[foreground] if int(foreground.sum()) >= 3 else flat  # too few patches for 3 components: all
     fg_mean, fg_directions = principal_directions(chosen, 3)

@@ -78,6 +78,14 @@ def test_an_explicit_threshold_is_a_fraction_of_the_first_components_range():
     assert iou(foreground_pca(features, threshold=0.5).foreground[0], truth) > 0.75  # edge patches are mixed
 
 
+@pytest.mark.parametrize("seed", range(40))
+def test_threshold_ends_are_exact_whatever_the_rounding(seed):
+    # low + 1.0 * (high - low) rounds below high for about 1 grid in 4: the maximum must still be background
+    features = torch.randn(4, 4, 3, generator=torch.Generator().manual_seed(seed))
+    assert foreground_pca([features], threshold=1.0).foreground[0].sum() == 0
+    assert foreground_pca([features], threshold=0.0).foreground[0].sum() == 15  # all but the minimum
+
+
 def test_otsu_threshold_splits_two_groups():
     g = torch.Generator().manual_seed(0)
     values = torch.cat([torch.randn(300, generator=g) * 0.1, 3 + torch.randn(100, generator=g) * 0.1])
