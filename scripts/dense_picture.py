@@ -26,8 +26,8 @@ from dinov2.data.dense_transforms import make_dense_eval_transform
 from dinov2.eval.depth import probe as depth_probe
 from dinov2.eval.segmentation import probe as segmentation_probe
 from dinov2.eval.setup import build_model_for_eval
-from dinov2.heads.segmentation_classes import voc_palette
-from dinov2.heads.segmentation_render import overlay_segmentation
+from dinov2.heads.segmentation.classes import voc_palette
+from dinov2.heads.segmentation.render import overlay_segmentation
 from dinov2.hub.backbones import dinov2_vits14
 from dinov2.utils.config import load_cfg
 

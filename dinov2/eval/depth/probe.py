@@ -20,23 +20,23 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from dinov2.configs import CONFIG_DIR as PACKAGED_CONFIGS
 from dinov2.data.dense_transforms import make_dense_eval_transform, make_depth_train_transform
+from dinov2.eval.dense import probe as dense_probe
 from dinov2.eval.depth.losses import gradient_loss, sigloss
 from dinov2.eval.depth.metrics import DepthMetric
-from dinov2.eval.segmentation import dense_probe
-from dinov2.heads.depth import DPTHead, LinearDepthHead
-from dinov2.heads.depth_model import DepthEncoderDecoder
-from dinov2.heads.segmentation_inference import as_pairs
+from dinov2.heads.depth.dpt import DPTHead, LinearDepthHead
+from dinov2.heads.depth.model import DepthEncoderDecoder
+from dinov2.heads.segmentation.inference import as_pairs
 
 logger = logging.getLogger("dinov2")
 
-CONFIG_DIR = Path(__file__).parent / "configs"
+CONFIG_DIR = PACKAGED_CONFIGS / "eval" / "depth"
 # The hub depthers' 4 blocks by backbone depth (ViT-S/B, ViT-L, ViT-g).
 HUB_OUT_INDEX = {12: [2, 5, 8, 11], 24: [4, 11, 17, 23], 40: [9, 19, 29, 39]}
 

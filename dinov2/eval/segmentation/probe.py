@@ -19,24 +19,24 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from dinov2.configs import CONFIG_DIR as PACKAGED_CONFIGS
 from dinov2.data.datasets import ADE20K, VOC2012
 from dinov2.data.dense_transforms import make_dense_eval_transform, make_segmentation_train_transform
-from dinov2.eval.segmentation import dense_probe
+from dinov2.eval.dense import probe as dense_probe
 from dinov2.eval.segmentation.metrics import SegmentationMetric
-from dinov2.heads.segmentation import LinearSegmentationHead
-from dinov2.heads.segmentation_classes import ADE20K_CLASS_NAMES, VOC2012_CLASS_NAMES
-from dinov2.heads.segmentation_inference import SegmentationTestConfig, as_pairs
-from dinov2.heads.segmentation_model import SegmentationEncoderDecoder
+from dinov2.heads.segmentation.classes import ADE20K_CLASS_NAMES, VOC2012_CLASS_NAMES
+from dinov2.heads.segmentation.inference import SegmentationTestConfig, as_pairs
+from dinov2.heads.segmentation.linear import LinearSegmentationHead
+from dinov2.heads.segmentation.model import SegmentationEncoderDecoder
 
 logger = logging.getLogger("dinov2")
 
-CONFIG_DIR = Path(__file__).parent / "configs"
+CONFIG_DIR = PACKAGED_CONFIGS / "eval" / "segmentation"
 HEAD_BLOCKS = {"linear": 1, "ms": 4}
 
 

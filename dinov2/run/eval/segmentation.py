@@ -15,7 +15,7 @@ import importlib
 import logging
 import sys
 
-from dinov2.eval.segmentation.dense_probe import check_probe_args
+from dinov2.eval.dense.probe import check_probe_args
 from dinov2.run.submit import get_args_parser, submit_jobs
 from dinov2.utils.cli import usage_errors
 from dinov2.utils.config import resolve_config_file

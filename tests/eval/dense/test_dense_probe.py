@@ -9,10 +9,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from dinov2.eval.dense import probe as dense_probe
 from dinov2.eval.depth.losses import gradient_loss, sigloss
 from dinov2.eval.depth.probe import CONFIG_DIR as DEPTH_CONFIGS
 from dinov2.eval.depth.probe import out_index_for
-from dinov2.eval.segmentation import dense_probe
 from dinov2.eval.segmentation import probe as segmentation_probe
 from dinov2.eval.segmentation.probe import CONFIG_DIR as SEGMENTATION_CONFIGS
 from tests.eval.conftest import CONFIG

@@ -1,7 +1,7 @@
 """Backbone + segmentation head with the released (mmseg 0.27) training and test-time semantics.
 
 ``model(img)`` gives logits at the input size (the training path); ``model.predict(images)`` runs the test
-pipeline of :mod:`dinov2.heads.segmentation_inference` and returns the class map.
+pipeline of :mod:`dinov2.heads.segmentation.inference` and returns the class map.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dinov2.heads.segmentation_inference import SegmentationTestConfig, segmentation_probabilities
+from dinov2.heads.segmentation.inference import SegmentationTestConfig, segmentation_probabilities
 from dinov2.layers.center_padding import CenterPadding
 
 if TYPE_CHECKING:  # PIL is imported only when an image is given (keeps ``import hubconf`` light)
