@@ -30,7 +30,8 @@ from dinov2.data.dense_transforms import make_dense_eval_transform, make_depth_t
 from dinov2.eval.dense import probe as dense_probe
 from dinov2.eval.depth.losses import gradient_loss, sigloss
 from dinov2.eval.depth.metrics import DepthMetric
-from dinov2.heads.depth.dpt import DPTHead, LinearDepthHead
+from dinov2.heads.depth.dpt import DPTHead
+from dinov2.heads.depth.linear import LinearDepthHead
 from dinov2.heads.depth.model import DepthEncoderDecoder
 from dinov2.heads.segmentation.inference import as_pairs
 
