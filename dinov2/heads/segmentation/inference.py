@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dinov2.data.dense_transforms import keep_ratio_size
-from dinov2.heads.sliding_window import as_pairs, sliding_window_average
+from dinov2.heads.sliding_window import sliding_window_average
 
-__all__ = ["SegmentationTestConfig", "as_pairs", "keep_ratio_size", "resize_keep_ratio", "segmentation_probabilities"]
+__all__ = ["SegmentationTestConfig", "keep_ratio_size", "resize_keep_ratio", "segmentation_probabilities"]
 
 
 @dataclass(frozen=True)
