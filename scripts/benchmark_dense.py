@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from dinov2.heads.segmentation_inference import keep_ratio_size
+from dinov2.heads.segmentation.inference import keep_ratio_size
 from dinov2.heads.sliding_window import window_boxes
 from dinov2.hub import depthers, segmentors
 from dinov2.utils.dtype import DTYPES  # noqa: E402

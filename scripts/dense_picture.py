@@ -23,11 +23,12 @@ from PIL import Image
 from dinov2 import distributed
 from dinov2.data.datasets import SyntheticDense
 from dinov2.data.dense_transforms import make_dense_eval_transform
+from dinov2.eval.dense.probe import load_recipe
 from dinov2.eval.depth import probe as depth_probe
 from dinov2.eval.segmentation import probe as segmentation_probe
 from dinov2.eval.setup import build_model_for_eval
-from dinov2.heads.segmentation_classes import voc_palette
-from dinov2.heads.segmentation_render import overlay_segmentation
+from dinov2.heads.segmentation.classes import voc_palette
+from dinov2.heads.segmentation.render import overlay_segmentation
 from dinov2.hub.backbones import dinov2_vits14
 from dinov2.utils.config import load_cfg
 
@@ -75,9 +76,9 @@ def main(argv=None) -> Path:
         _run(probe, [*base, "--output-dir", str(out / task), *data, "--recipe", recipe, *COMMON, *extra])
 
     backbone = build_model_for_eval(load_cfg(args.config_file), weights, device=torch.device("cpu"))
-    seg_cfg = segmentation_probe.dense_probe.load_recipe(segmentation_probe.CONFIG_DIR, "linear", SEGMENTATION)
+    seg_cfg = load_recipe(segmentation_probe.CONFIG_DIR, "linear", SEGMENTATION)
     segmentor = segmentation_probe.build_segmentor(backbone, seg_cfg, 5)
-    depth_cfg = depth_probe.dense_probe.load_recipe(depth_probe.CONFIG_DIR, "linear4", DEPTH)
+    depth_cfg = load_recipe(depth_probe.CONFIG_DIR, "linear4", DEPTH)
     depther = depth_probe.build_depther(backbone, depth_cfg.head)
     for model, path in ((segmentor, out / "segmentation" / "segmentation_linear_head.pth"),
                         (depther, out / "depth" / "depth_linear4_head.pth")):  # fmt: skip

@@ -11,7 +11,9 @@ from omegaconf import OmegaConf
 import dinov2.configs as configs
 from dinov2.utils.config import load_cfg
 
-ALL_CONFIGS = [c for c in configs.available_configs() if not c.startswith("curation/")]  # not training configs
+# not training configs: the curation presets and the dense probes' recipes
+NOT_TRAINING = ("curation/", "eval/segmentation/", "eval/depth/")
+ALL_CONFIGS = [c for c in configs.available_configs() if not c.startswith(NOT_TRAINING)]
 
 
 def _flatten(tree, prefix=""):

@@ -1,5 +1,7 @@
 """Task heads on frozen DINOv2 features, shared by the hub entry points and the evaluation protocols.
 
-One module per head format, each keeping the released state-dict key layout: the linear classifier input of the
-hub ``_lc`` models, depth heads (linear bins, DPT) and segmentation heads (BN + 1x1 conv).
+By task, each keeping the released state-dict key layout: ``classifier`` (the linear-classifier input of the hub
+``_lc`` models), ``depth/`` (linear bins, DPT, the backbone + head model), ``segmentation/`` (BN + 1x1 conv head,
+model, test-time inference, class names and palettes, drawing). Shared by the two dense tasks:
+``encoder_decoder`` (a backbone tapped at some blocks on the centre-padded image) and ``sliding_window``.
 """

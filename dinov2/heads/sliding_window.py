@@ -7,23 +7,24 @@ Window outputs are summed on a canvas and divided by the number of windows cover
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from torch import Tensor
 
-__all__ = ["sliding_window_average", "window_boxes"]
+__all__ = ["as_pairs", "sliding_window_average", "window_boxes"]
 
 
-def _pair(value) -> tuple[int, int]:
-    if isinstance(value, int):
-        return value, value
-    first, second = value
+def as_pairs(values: Sequence[int] | int) -> tuple[int, int]:
+    """``512`` or ``[512, 512]`` -> ``(512, 512)``."""
+    if isinstance(values, int):
+        return values, values
+    first, second = values
     return int(first), int(second)
 
 
 def window_boxes(height: int, width: int, crop, stride) -> Iterator[tuple[int, int, int, int]]:
     """``(y1, y2, x1, x2)`` of every window, row by row (mmseg's order and arithmetic)."""
-    (h_crop, w_crop), (h_stride, w_stride) = _pair(crop), _pair(stride)
+    (h_crop, w_crop), (h_stride, w_stride) = as_pairs(crop), as_pairs(stride)
     if min(h_crop, w_crop, h_stride, w_stride) <= 0:
         raise ValueError(f"crop {crop} and stride {stride} must be positive")
     h_grids = max(height - h_crop + h_stride - 1, 0) // h_stride + 1

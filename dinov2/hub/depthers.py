@@ -24,8 +24,9 @@ from __future__ import annotations
 
 from enum import Enum
 
-from dinov2.heads.depth import DPTHead, LinearDepthHead
-from dinov2.heads.depth_model import DepthEncoderDecoder
+from dinov2.heads.depth.dpt import DPTHead
+from dinov2.heads.depth.linear import LinearDepthHead
+from dinov2.heads.depth.model import DepthEncoderDecoder
 from dinov2.hub.backbones import Weights as BackboneWeights
 from dinov2.hub.backbones import WeightsArg, _make_dinov2_model
 from dinov2.hub.dense_utils import load_dense_state_dict, read_dense_checkpoint, resolve_head_source

@@ -3,7 +3,7 @@
 
 ``model.predict(images)`` takes a normalised RGB batch ``[B, 3, H, W]`` (or a PIL image) and returns the class
 map ``[B, H, W]`` with the test pipeline of the released configs (mmseg 0.27 semantics, see
-:mod:`dinov2.heads.segmentation_inference`):
+:mod:`dinov2.heads.segmentation.inference`):
 
 - ``linear``: last block, short side 512, sliding windows 512 / stride 341;
 - ``ms``: last 4 blocks concatenated, short side 640 x (1.0, 1.32, 1.73, 2.28, 3.0), each also flipped (10
@@ -11,7 +11,7 @@ map ``[B, H, W]`` with the test pipeline of the released configs (mmseg 0.27 sem
   sliding windows 640 / stride 320, class probabilities averaged.
 
 ``model(img)`` gives logits ``[B, K, H, W]`` (training path). Class names and colours: ``model.class_names``,
-``model.palette``; :func:`dinov2.heads.segmentation_render.save_overlay` writes an overlay PNG.
+``model.palette``; :func:`dinov2.heads.segmentation.render.save_overlay` writes an overlay PNG.
 
 Weights: ``weights=None`` is the released head file (downloaded when ``pretrained``); a path or URL of a head
 file (a released ``*_head.pth`` or what ``python -m dinov2.eval.segmentation`` saves) is loaded whatever
@@ -27,16 +27,16 @@ import enum
 import os
 from dataclasses import dataclass
 
-from dinov2.heads.segmentation import LinearSegmentationHead
-from dinov2.heads.segmentation_classes import (
+from dinov2.heads.segmentation.classes import (
     ADE20K_CLASS_NAMES,
     ADE20K_PALETTE,
     VOC2012_CLASS_NAMES,
     VOC2012_PALETTE,
     voc_palette,
 )
-from dinov2.heads.segmentation_inference import SegmentationTestConfig
-from dinov2.heads.segmentation_model import SegmentationEncoderDecoder
+from dinov2.heads.segmentation.inference import SegmentationTestConfig
+from dinov2.heads.segmentation.linear import LinearSegmentationHead
+from dinov2.heads.segmentation.model import SegmentationEncoderDecoder
 from dinov2.hub.backbones import Weights as BackboneWeights
 from dinov2.hub.backbones import WeightsArg, _make_dinov2_model
 from dinov2.hub.dense_utils import load_dense_state_dict, read_dense_checkpoint, resolve_head_source

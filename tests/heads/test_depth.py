@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dinov2.heads.depth import DPTHead, LinearDepthHead, bins_to_depth
-from dinov2.heads.depth_model import DepthEncoderDecoder
+from dinov2.heads.depth.dpt import DPTHead
+from dinov2.heads.depth.linear import LinearDepthHead, bins_to_depth
+from dinov2.heads.depth.model import DepthEncoderDecoder
 from dinov2.hub import depthers
 from tests.conftest import load_reference
 from tests.heads.depth_reference import case_input, case_state_dict, tolerance

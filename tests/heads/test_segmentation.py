@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from dinov2.data.dense_transforms import keep_ratio_size
-from dinov2.heads.segmentation import LinearSegmentationHead
-from dinov2.heads.segmentation_classes import ADE20K_PALETTE, VOC2012_CLASS_NAMES, VOC2012_PALETTE
-from dinov2.heads.segmentation_inference import SegmentationTestConfig
-from dinov2.heads.segmentation_model import SegmentationEncoderDecoder, image_to_tensor
-from dinov2.heads.segmentation_render import colorize_segmentation, overlay_segmentation, tensor_to_image
+from dinov2.heads.segmentation.classes import ADE20K_PALETTE, VOC2012_CLASS_NAMES, VOC2012_PALETTE
+from dinov2.heads.segmentation.inference import SegmentationTestConfig
+from dinov2.heads.segmentation.linear import LinearSegmentationHead
+from dinov2.heads.segmentation.model import SegmentationEncoderDecoder, image_to_tensor
+from dinov2.heads.segmentation.render import colorize_segmentation, overlay_segmentation, tensor_to_image
 from dinov2.heads.sliding_window import window_boxes
 from dinov2.models.vision_transformer import DinoVisionTransformer
 

@@ -17,26 +17,27 @@ sq_rel, rmse, rmse_log, log_10 and silog over the valid pixels (Eigen crop for N
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
 from dinov2.data.dense_transforms import make_dense_eval_transform, make_depth_train_transform
+from dinov2.eval.dense import probe as dense_probe
 from dinov2.eval.depth.losses import gradient_loss, sigloss
 from dinov2.eval.depth.metrics import DepthMetric
-from dinov2.eval.segmentation import dense_probe
-from dinov2.heads.depth import DPTHead, LinearDepthHead
-from dinov2.heads.depth_model import DepthEncoderDecoder
-from dinov2.heads.segmentation_inference import as_pairs
+from dinov2.heads.depth.dpt import DPTHead
+from dinov2.heads.depth.linear import LinearDepthHead
+from dinov2.heads.depth.model import DepthEncoderDecoder
+from dinov2.heads.sliding_window import as_pairs
 
 logger = logging.getLogger("dinov2")
 
-CONFIG_DIR = Path(__file__).parent / "configs"
+TASK = "depth"
+CONFIG_DIR = dense_probe.recipe_dir(TASK)
 # The hub depthers' 4 blocks by backbone depth (ViT-S/B, ViT-L, ViT-g).
 HUB_OUT_INDEX = {12: [2, 5, 8, 11], 24: [4, 11, 17, 23], 40: [9, 19, 29, 39]}
 
@@ -87,19 +88,12 @@ def depth_loss(pred: torch.Tensor, gt: torch.Tensor, iteration: int, loss_cfg) -
     return silog + grad, {"loss_depth": silog.item(), "loss_grad": grad.item()}
 
 
-@torch.no_grad()
-def evaluate(model: DepthEncoderDecoder, loader, metric: DepthMetric, flip: bool, device, autocast) -> dict:
-    """Full-size predictions (averaged with the flipped image's when ``flip``), metrics summed over processes."""
-    model.eval()
-    for image, gt in loader:
-        image = image.to(device)
-        with autocast():
-            pred = model.whole_inference(image, img_meta=None, rescale=True).float()
-            if flip:
-                pred = (pred + model.whole_inference(image.flip(-1), None, True).float().flip(-1)) / 2
-        metric.update(pred.cpu(), gt)
-    metric.all_reduce()
-    return metric.compute()
+def predict_depth(model: DepthEncoderDecoder, image: torch.Tensor, flip: bool) -> torch.Tensor:
+    """Full-size prediction ``[B, 1, H, W]`` (float32), averaged with the flipped image's when ``flip``."""
+    pred = model.whole_inference(image, img_meta=None, rescale=True).float()
+    if flip:
+        pred = (pred + model.whole_inference(image.flip(-1), None, True).float().flip(-1)) / 2
+    return pred
 
 
 def _datasets(args, cfg):
@@ -116,7 +110,7 @@ def _datasets(args, cfg):
 
 
 def main(args: argparse.Namespace) -> dict:
-    probe = dense_probe.setup_probe(args, CONFIG_DIR)
+    probe = dense_probe.setup_probe(args, TASK)
     cfg, device, autocast = probe.cfg, probe.device, probe.autocast
     train_set, val_set = _datasets(args, cfg)
     model = build_depther(probe.backbone, cfg.head)
@@ -129,9 +123,9 @@ def main(args: argparse.Namespace) -> dict:
         return depth_loss(pred, gt, iteration, cfg.loss)
 
     def run_evaluation(iteration: int) -> dict:
-        loader = dense_probe.make_val_loader(val_set, cfg.eval.num_workers, cfg.eval.max_images)
         metric = DepthMetric(cfg.test.min_depth, cfg.test.max_depth, cfg.test.crop)
-        results = evaluate(model, loader, metric, cfg.test.flip, device, autocast)
+        predict = functools.partial(predict_depth, model, flip=cfg.test.flip)
+        results = dense_probe.evaluate(probe, model, predict, val_set, metric)
         logger.info("iteration %d: %s", iteration, "  ".join(f"{k} {v:.4f}" for k, v in results.items()))
         return results
 
@@ -141,21 +135,12 @@ def main(args: argparse.Namespace) -> dict:
     meta = {"head": cfg.head.type, "out_index": list(model.out_index), "iterations": int(cfg.train.iterations),
             "depth_range": [float(cfg.head.min_depth), float(cfg.head.max_depth)]}  # fmt: skip
     dense_probe.save_head(model.decode_head, head_path, meta)
-    detailed = {**results, "head": str(head_path), "recipe": OmegaConf.to_container(cfg),
-                "train_dataset": args.train_dataset_str, "val_dataset": args.val_dataset_str}  # fmt: skip
-    title = f"depth ({head_path.stem}) on {args.val_dataset_str}"
-    dense_probe.write_results(probe.output_dir, "depth", results, detailed, title, ".4f")
-    return detailed
+    return dense_probe.write_results(probe, args, results, {"head": str(head_path)}, head_path.stem, ".4f")
 
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
-    """``dinov2-eval-depth`` / ``python -m dinov2.eval.depth``: parse ``argv`` (default ``sys.argv``;
-    recipe overrides may sit among the options), check the arguments (usage errors, exit code 2), run :func:`main`."""
-    parser = get_args_parser()
-    args = parser.parse_intermixed_args(argv)
-    dense_probe.check_probe_args(parser, args, CONFIG_DIR)
-    main(args)
-    return 0
+    """``dinov2-eval-depth`` / ``python -m dinov2.eval.depth``: see :func:`dense_probe.run_cli`."""
+    return dense_probe.run_cli(get_args_parser(), main, CONFIG_DIR, argv)
 
 
 if __name__ == "__main__":

@@ -19,24 +19,24 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
 from dinov2.data.datasets import ADE20K, VOC2012
 from dinov2.data.dense_transforms import make_dense_eval_transform, make_segmentation_train_transform
-from dinov2.eval.segmentation import dense_probe
+from dinov2.eval.dense import probe as dense_probe
 from dinov2.eval.segmentation.metrics import SegmentationMetric
-from dinov2.heads.segmentation import LinearSegmentationHead
-from dinov2.heads.segmentation_classes import ADE20K_CLASS_NAMES, VOC2012_CLASS_NAMES
-from dinov2.heads.segmentation_inference import SegmentationTestConfig, as_pairs
-from dinov2.heads.segmentation_model import SegmentationEncoderDecoder
+from dinov2.heads.segmentation.classes import ADE20K_CLASS_NAMES, VOC2012_CLASS_NAMES
+from dinov2.heads.segmentation.inference import SegmentationTestConfig
+from dinov2.heads.segmentation.linear import LinearSegmentationHead
+from dinov2.heads.segmentation.model import SegmentationEncoderDecoder
+from dinov2.heads.sliding_window import as_pairs
 
 logger = logging.getLogger("dinov2")
 
-CONFIG_DIR = Path(__file__).parent / "configs"
+TASK = "segmentation"
+CONFIG_DIR = dense_probe.recipe_dir(TASK)
 HEAD_BLOCKS = {"linear": 1, "ms": 4}
 
 
@@ -80,18 +80,6 @@ def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: 
     return losses.mean()
 
 
-@torch.no_grad()
-def evaluate(model, loader, metric: SegmentationMetric, device, autocast) -> dict:
-    """Predict every validation image with the test pipeline; areas summed over processes."""
-    model.eval()
-    for image, label in loader:
-        with autocast():
-            prediction = model.predict(image.to(device))
-        metric.update(prediction.cpu(), label)
-    metric.all_reduce()
-    return metric.compute()
-
-
 def _datasets(args, cfg):
     train_transform = make_segmentation_train_transform(
         crop_size=as_pairs(cfg.train.crop_size), short_side=cfg.train.short_side,
@@ -110,7 +98,7 @@ def _datasets(args, cfg):
 
 
 def main(args: argparse.Namespace) -> dict:
-    probe = dense_probe.setup_probe(args, CONFIG_DIR)
+    probe = dense_probe.setup_probe(args, TASK)
     cfg, device, autocast = probe.cfg, probe.device, probe.autocast
     train_set, val_set = _datasets(args, cfg)
     num_classes = cfg.head.num_classes or getattr(train_set, "num_classes", None)
@@ -127,9 +115,8 @@ def main(args: argparse.Namespace) -> dict:
         return segmentation_loss(logits, labels, cfg.head.ignore_index, cfg.loss.avg_non_ignore), {}
 
     def run_evaluation(iteration: int) -> dict:
-        loader = dense_probe.make_val_loader(val_set, cfg.eval.num_workers, cfg.eval.max_images)
-        results = evaluate(model, loader, SegmentationMetric(num_classes, cfg.head.ignore_index, class_names),
-                           device, autocast)  # fmt: skip
+        metric = SegmentationMetric(num_classes, cfg.head.ignore_index, class_names)
+        results = dense_probe.evaluate(probe, model, model.predict, val_set, metric)
         logger.info("iteration %d: mIoU %.2f  mAcc %.2f  aAcc %.2f", iteration, 100 * results["mIoU"],
                     100 * results["mAcc"], 100 * results["aAcc"])  # fmt: skip
         return results
@@ -141,23 +128,13 @@ def main(args: argparse.Namespace) -> dict:
             "class_names": class_names}  # fmt: skip
     dense_probe.save_head(model.decode_head, head_path, meta)
     summary = {k: 100.0 * results[k] for k in ("mIoU", "mAcc", "aAcc")}
-    detailed = {**summary, "IoU": {k: 100.0 * v for k, v in results["IoU"].items()},
-                "Acc": {k: 100.0 * v for k, v in results["Acc"].items()}, "head": str(head_path),
-                "recipe": OmegaConf.to_container(cfg), "train_dataset": args.train_dataset_str,
-                "val_dataset": args.val_dataset_str}  # fmt: skip
-    title = f"segmentation ({cfg.head.type}) on {args.val_dataset_str}"
-    dense_probe.write_results(probe.output_dir, "segmentation", summary, detailed, title, ".2f")
-    return detailed
+    per_class = {k: {name: 100.0 * v for name, v in results[k].items()} for k in ("IoU", "Acc")}
+    return dense_probe.write_results(probe, args, summary, {**per_class, "head": str(head_path)}, cfg.head.type, ".2f")
 
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
-    """``dinov2-eval-segmentation`` / ``python -m dinov2.eval.segmentation``: parse ``argv`` (default ``sys.argv``;
-    recipe overrides may sit among the options), check the arguments (usage errors, exit code 2), run :func:`main`."""
-    parser = get_args_parser()
-    args = parser.parse_intermixed_args(argv)
-    dense_probe.check_probe_args(parser, args, CONFIG_DIR)
-    main(args)
-    return 0
+    """``dinov2-eval-segmentation`` / ``python -m dinov2.eval.segmentation``: see :func:`dense_probe.run_cli`."""
+    return dense_probe.run_cli(get_args_parser(), main, CONFIG_DIR, argv)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from dinov2.run.eval.segmentation import launch_dense_probe
+from dinov2.run.eval.dense import launch_dense_probe
 
 
 def main(argv: list[str] | None = None):

@@ -5,40 +5,15 @@
         --train-dataset ADE20K:root=R:split=TRAIN --val-dataset ADE20K:root=R:split=VAL [--recipe ms] [key=value ...]
 
 Takes the launcher flags of :mod:`dinov2.run.submit` and every flag of ``python -m dinov2.eval.segmentation``.
-Each task joins the job's process group and runs the probe; a preempted job is requeued and resumes from
-``<output-dir>/probe_checkpoint.pth``.
+A preempted job is requeued and resumes from ``<output-dir>/probe_checkpoint.pth`` (see :mod:`dinov2.run.eval.dense`).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
 
-from dinov2.eval.segmentation.dense_probe import check_probe_args
-from dinov2.run.submit import get_args_parser, submit_jobs
-from dinov2.utils.cli import usage_errors
-from dinov2.utils.config import resolve_config_file
-
-logger = logging.getLogger("dinov2")
-
-
-def launch_dense_probe(module_name: str, what: str, job_name: str, argv: list[str] | None = None):
-    """Parse launcher + probe flags of ``module_name`` (which has ``get_args_parser``, ``main`` and ``CONFIG_DIR``),
-    check the config, weights, datasets and recipe early, submit; returns the submitit job."""
-    module = importlib.import_module(module_name)
-    parser = get_args_parser(
-        description=f"Submitit launcher for the DINOv2 {what} probe", parents=[module.get_args_parser(add_help=False)]
-    )
-    args = parser.parse_intermixed_args(argv)  # recipe overrides may sit among the options
-    with usage_errors(parser, FileNotFoundError, flag="--config-file"):
-        args.config_file = str(resolve_config_file(args.config_file))  # absolute: the job may start elsewhere
-    check_probe_args(parser, args, module.CONFIG_DIR)  # fail here, not in the job
-    args.eval_module = module_name
-    # The shared evaluation task (runs ``main(args)`` of ``args.eval_module``), pickled by its importable name.
-    from dinov2.run.eval.launcher import Evaluator as task_class
-
-    return submit_jobs(task_class, args, name=job_name)
+from dinov2.run.eval.dense import launch_dense_probe
 
 
 def main(argv: list[str] | None = None):

@@ -9,10 +9,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from dinov2.eval.dense import probe as dense_probe
+from dinov2.eval.dense.train import learning_rate
 from dinov2.eval.depth.losses import gradient_loss, sigloss
 from dinov2.eval.depth.probe import CONFIG_DIR as DEPTH_CONFIGS
 from dinov2.eval.depth.probe import out_index_for
-from dinov2.eval.segmentation import dense_probe
 from dinov2.eval.segmentation import probe as segmentation_probe
 from dinov2.eval.segmentation.probe import CONFIG_DIR as SEGMENTATION_CONFIGS
 from tests.eval.conftest import CONFIG
@@ -20,17 +21,17 @@ from tests.eval.conftest import CONFIG
 
 def test_poly_and_cosine_schedules_with_linear_warmup():
     seg = dense_probe.load_recipe(SEGMENTATION_CONFIGS, "linear").optim
-    assert dense_probe.learning_rate(0, seg, 40000) == pytest.approx(1e-3 * 1e-6)
-    assert dense_probe.learning_rate(750, seg, 40000) == pytest.approx(1e-3 * (1 - 750 / 40000) * (0.5 + 0.5e-6))
-    assert dense_probe.learning_rate(1500, seg, 40000) == pytest.approx(1e-3 * (1 - 1500 / 40000))
-    assert dense_probe.learning_rate(40000, seg, 40000) == 0.0
+    assert learning_rate(0, seg, 40000) == pytest.approx(1e-3 * 1e-6)
+    assert learning_rate(750, seg, 40000) == pytest.approx(1e-3 * (1 - 750 / 40000) * (0.5 + 0.5e-6))
+    assert learning_rate(1500, seg, 40000) == pytest.approx(1e-3 * (1 - 1500 / 40000))
+    assert learning_rate(40000, seg, 40000) == 0.0
     depth = dense_probe.load_recipe(DEPTH_CONFIGS, "dpt").optim
     target = 1e-4 * 1e-8
-    assert dense_probe.learning_rate(19200, depth, 38400) == pytest.approx(target + 0.5 * (1e-4 - target))
-    assert dense_probe.learning_rate(6400, depth, 38400) == pytest.approx(
+    assert learning_rate(19200, depth, 38400) == pytest.approx(target + 0.5 * (1e-4 - target))
+    assert learning_rate(6400, depth, 38400) == pytest.approx(
         (target + 0.5 * (1e-4 - target) * (1 + math.cos(math.pi / 6))) * (1 - 0.5 * (1 - 1e-3))
     )
-    assert dense_probe.learning_rate(38400, depth, 38400) == pytest.approx(target)
+    assert learning_rate(38400, depth, 38400) == pytest.approx(target)
 
 
 def test_recipes_merge_and_reject_unknown_keys(tmp_path):

@@ -1,7 +1,7 @@
 """Backbone + segmentation head with the released (mmseg 0.27) training and test-time semantics.
 
 ``model(img)`` gives logits at the input size (the training path); ``model.predict(images)`` runs the test
-pipeline of :mod:`dinov2.heads.segmentation_inference` and returns the class map.
+pipeline of :mod:`dinov2.heads.segmentation.inference` and returns the class map.
 """
 
 from __future__ import annotations
@@ -15,16 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dinov2.heads.segmentation_inference import SegmentationTestConfig, segmentation_probabilities
-from dinov2.layers.center_padding import CenterPadding
+from dinov2.data.dense_transforms import IMAGENET_MEAN, IMAGENET_STD
+from dinov2.heads.encoder_decoder import EncoderDecoder
+from dinov2.heads.segmentation.inference import SegmentationTestConfig, segmentation_probabilities
 
 if TYPE_CHECKING:  # PIL is imported only when an image is given (keeps ``import hubconf`` light)
     from PIL import Image
 
-__all__ = ["SegmentationEncoderDecoder", "IMAGENET_MEAN", "IMAGENET_STD", "image_to_tensor"]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # = (123.675, 116.28, 103.53) / 255, the released configs' Normalize
-IMAGENET_STD = (0.229, 0.224, 0.225)  # = (58.395, 57.12, 57.375) / 255
+__all__ = ["SegmentationEncoderDecoder", "image_to_tensor"]
 
 
 def image_to_tensor(image: Image.Image) -> Tensor:
@@ -36,7 +34,7 @@ def image_to_tensor(image: Image.Image) -> Tensor:
     return ((tensor - mean) / std).unsqueeze(0)
 
 
-class SegmentationEncoderDecoder(nn.Module):
+class SegmentationEncoderDecoder(EncoderDecoder):
     """``backbone`` tapped at blocks ``out_index`` (final norm applied, no class token) + ``decode_head``.
 
     The image is centre-padded to a multiple of the patch size for the backbone; the head's token-resolution
@@ -53,12 +51,7 @@ class SegmentationEncoderDecoder(nn.Module):
         class_names: Sequence[str] | None = None,
         palette: Sequence[Sequence[int]] | None = None,
     ) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.decode_head = decode_head
-        self.out_index = [int(i) for i in out_index]
-        self.center_padding = CenterPadding(backbone.patch_size)
-        self.align_corners = decode_head.align_corners
+        super().__init__(backbone, decode_head, out_index)
         self.num_classes = decode_head.num_classes
         self.test_cfg = test_cfg or SegmentationTestConfig()
         self.class_names = tuple(class_names) if class_names is not None else None
@@ -66,7 +59,7 @@ class SegmentationEncoderDecoder(nn.Module):
 
     def extract_feat(self, img: Tensor) -> tuple[Tensor, ...]:
         """Normalised patch tokens ``[B, C, h, w]`` of each tapped block, on the centre-padded image."""
-        return self.backbone.get_intermediate_layers(self.center_padding(img), n=self.out_index, reshape=True)
+        return self.tapped_blocks(img)
 
     def encode_decode(self, img: Tensor) -> Tensor:
         """Logits ``[B, K, H, W]`` at the (unpadded) input size."""

@@ -1,11 +1,12 @@
-"""What the segmentation and depth probes share: command line, recipe config, schedule, loaders, checkpoints,
-and the training loop of a head on a frozen backbone.
+"""The run both dense probes share: command line, recipe, set-up (backbone, device, autocast), datasets, training
+with resume (the loop itself in :mod:`dinov2.eval.dense.train`), evaluation, head export and result files.
 
 Command line (both probes): the shared evaluation flags (``--config-file --pretrained-weights --output-dir
 --opts``, see :mod:`dinov2.eval.setup`), ``--train-dataset --val-dataset`` (dataset strings), ``--recipe`` (a
 packaged recipe name or a YAML file) and trailing ``key=value`` overrides of the recipe (after the options).
 The recipe is merged onto the probe's ``defaults.yaml`` (every key must exist there), written to
-``<output-dir>/probe_config.yaml``.
+``<output-dir>/probe_config.yaml``. The packaged recipes are ``configs/eval/<task>/*.yaml`` (``dinov2/configs/eval/
+<task>`` once installed), next to the other packaged configs.
 
 Training is resumable: ``<output-dir>/probe_checkpoint.pth`` (head, optimizer, iteration; written atomically
 every ``checkpoint.period`` iterations) is picked up unless ``--no-resume``; the data loader continues where it
@@ -18,7 +19,6 @@ import argparse
 import dataclasses
 import difflib
 import logging
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,26 +26,30 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from dinov2 import distributed
+from dinov2 import configs, distributed
 from dinov2.data.dataset_strings import parse_dataset_str
-from dinov2.data.loaders import SamplerType, make_data_loader
 from dinov2.eval.common import TRAIN_VAL_DATASETS, check_eval_args
+from dinov2.eval.dense.train import load_checkpoint, make_train_loader, save_checkpoint, train_head, wrap_head
 from dinov2.eval.results import format_table, write_json
 from dinov2.eval.setup import autocast_context, eval_device, setup_and_build_model
 from dinov2.eval.setup import get_args_parser as get_setup_args_parser
-from dinov2.logging import MetricLogger
 from dinov2.utils.cli import ArgumentParser, usage_errors
 from dinov2.utils.io import atomic_torch_save, atomic_write_text
 
 logger = logging.getLogger("dinov2")
 
 __all__ = [
-    "CHECKPOINT_NAME", "ProbeSetup", "get_dense_args_parser", "check_probe_args", "load_recipe", "learning_rate",
-    "make_datasets", "make_train_loader", "make_val_loader", "run_training", "save_checkpoint", "save_head",
-    "load_checkpoint", "setup_probe", "sync_buffers", "train_head", "wrap_head", "write_results",
+    "CHECKPOINT_NAME", "ProbeSetup", "check_probe_args", "evaluate", "get_dense_args_parser", "load_recipe",
+    "make_datasets", "make_val_loader", "recipe_dir", "run_cli", "run_training", "save_head", "setup_probe",
+    "write_results",
 ]  # fmt: skip
 
 CHECKPOINT_NAME = "probe_checkpoint.pth"
+
+
+def recipe_dir(task: str) -> Path:
+    """The packaged recipes of the ``task`` probe: ``configs/eval/<task>/`` (``defaults.yaml`` holds every key)."""
+    return configs.CONFIG_DIR / "eval" / task
 
 
 def get_dense_args_parser(
@@ -73,6 +77,15 @@ def check_probe_args(parser: argparse.ArgumentParser, args: argparse.Namespace, 
     check_eval_args(parser, args, TRAIN_VAL_DATASETS)
     with usage_errors(parser, FileNotFoundError, KeyError, ValueError):
         load_recipe(config_dir, args.recipe, args.overrides)
+
+
+def run_cli(parser: argparse.ArgumentParser, main: Callable[[argparse.Namespace], dict], config_dir: Path, argv) -> int:
+    """A probe's console script: parse ``argv`` (default ``sys.argv``; recipe overrides may sit among the options),
+    check the arguments (usage errors, exit code 2), run ``main``; returns the exit status."""
+    args = parser.parse_intermixed_args(argv)
+    check_probe_args(parser, args, config_dir)
+    main(args)
+    return 0
 
 
 def _flat_keys(tree, prefix: str = "") -> list[str]:
@@ -115,30 +128,6 @@ def load_recipe(config_dir: Path, recipe: str, overrides: Sequence[str] = ()) ->
     return OmegaConf.merge(defaults, *(layer for layer, _ in layers))
 
 
-def learning_rate(iteration: int, optim: DictConfig, total_iters: int) -> float:
-    """mmcv's per-iteration lr: ``poly`` ((base - min_lr) (1 - t)^power + min_lr) or ``cosine`` (base ->
-    base * min_lr_ratio), times the linear warm-up factor ``1 - (1 - i / warmup_iters)(1 - warmup_ratio)``."""
-    progress = min(iteration / max(total_iters, 1), 1.0)
-    if optim.schedule == "poly":
-        lr = (optim.lr - optim.min_lr) * (1 - progress) ** optim.power + optim.min_lr
-    elif optim.schedule == "cosine":
-        target = optim.lr * optim.min_lr_ratio
-        lr = target + 0.5 * (optim.lr - target) * (1 + math.cos(math.pi * progress))
-    else:
-        raise ValueError(f"optim.schedule must be poly or cosine, got {optim.schedule!r}")
-    if iteration < optim.warmup_iters:
-        lr *= 1 - (1 - iteration / optim.warmup_iters) * (1 - optim.warmup_ratio)
-    return lr
-
-
-def make_train_loader(dataset, batch_size: int, num_workers: int, seed: int, start_iter: int):
-    """Infinite, sharded, per-sample-seeded loader that resumes after ``start_iter`` batches of this rank."""
-    return make_data_loader(
-        dataset=dataset, batch_size=batch_size, num_workers=num_workers, shuffle=True, seed=seed,
-        sampler_type=SamplerType.SHARDED_INFINITE, sampler_advance=start_iter * batch_size, drop_last=True,
-    )  # fmt: skip
-
-
 def make_val_loader(dataset, num_workers: int, max_images: int | None = None):
     """This rank's share of the validation images (every ``world``-th one, no duplicates), one per batch."""
     count = len(dataset) if not max_images else min(len(dataset), int(max_images))
@@ -147,92 +136,13 @@ def make_val_loader(dataset, num_workers: int, max_images: int | None = None):
     return torch.utils.data.DataLoader(subset, batch_size=1, num_workers=num_workers, shuffle=False)
 
 
-def wrap_head(head: nn.Module, device: torch.device) -> nn.Module:
-    """The head for training on several processes: SyncBatchNorm on CUDA, DistributedDataParallel."""
-    if distributed.get_global_size() == 1:
-        return head
-    if device.type == "cuda":
-        head = nn.SyncBatchNorm.convert_sync_batchnorm(head)
-    elif any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in head.modules()):
-        logger.warning("SyncBatchNorm needs CUDA: on CPU each process normalises with its own batch statistics")
-    return nn.parallel.DistributedDataParallel(head, device_ids=[device] if device.type == "cuda" else None)
-
-
-def save_checkpoint(path: Path, head: nn.Module, optimizer: torch.optim.Optimizer, iteration: int) -> None:
-    """Write head (unwrapped from DDP), optimizer and iteration atomically (main process only)."""
-    head = getattr(head, "module", head)
-    if distributed.is_main_process():
-        state = {"head": head.state_dict(), "optimizer": optimizer.state_dict(), "iteration": int(iteration)}
-        atomic_torch_save(state, path)
-
-
-def load_checkpoint(path: Path, head: nn.Module, optimizer: torch.optim.Optimizer) -> int:
-    """Restore head and optimizer from ``path``; returns the iteration to start from."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    head = getattr(head, "module", head)
-    head.load_state_dict(state["head"], strict=True)
-    optimizer.load_state_dict(state["optimizer"])
-    logger.info("resuming from %s at iteration %d", path, state["iteration"])
-    return int(state["iteration"])
-
-
-def train_head(
-    *,
-    head: nn.Module,
-    step_loss: Callable[[object, int], tuple[torch.Tensor, dict[str, float]]],
-    loader,
-    optimizer: torch.optim.Optimizer,
-    optim_cfg: DictConfig,
-    total_iters: int,
-    start_iter: int,
-    checkpoint: Callable[[int], None],
-    checkpoint_period: int,
-    evaluate: Callable[[int], None] | None = None,
-    eval_period: int = 0,
-    log_period: int = 50,
-    metrics_file: str | None = None,
-) -> None:
-    """Iterations ``start_iter .. total_iters - 1``: ``loss, logs = step_loss(batch, iteration)``, backward,
-    optional gradient clipping (``optim_cfg.clip_grad``), optimizer step with the scheduled lr."""
-    head.train()
-    metric_logger = MetricLogger(delimiter="  ", output_file=metrics_file)
-    params = [p for p in head.parameters() if p.requires_grad]
-    iteration = start_iter
-    for batch in metric_logger.log_every(loader, log_period, "Training", total_iters, start_iter):
-        lr = learning_rate(iteration, optim_cfg, total_iters)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss, logs = step_loss(batch, iteration)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} at iteration {iteration} ({logs})")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if optim_cfg.get("clip_grad"):
-            torch.nn.utils.clip_grad_norm_(params, optim_cfg.clip_grad)
-        optimizer.step()
-        metric_logger.update(loss=loss.item(), lr=lr, **logs)
-        iteration += 1
-        if iteration % checkpoint_period == 0 or iteration == total_iters:
-            checkpoint(iteration)
-        if evaluate is not None and eval_period and iteration % eval_period == 0 and iteration < total_iters:
-            sync_buffers(head)
-            evaluate(iteration)
-            head.train()
-    sync_buffers(head)
-
-
-def sync_buffers(head: nn.Module) -> None:
-    """Give every process rank 0's buffers (batch-norm running statistics): DDP broadcasts them before each
-    forward, but the last forward leaves each rank with its own update (no-op on one process)."""
-    for buffer in getattr(head, "module", head).buffers():
-        distributed.broadcast(buffer, src=0)
-
-
 # ---------------------------------------------------------------------------------------------- the probe run
 @dataclasses.dataclass
 class ProbeSetup:
-    """What both probes start from: the frozen backbone, the resolved recipe, where to write, device, autocast."""
+    """What both probes start from: the task, the frozen backbone, the resolved recipe, where to write, device,
+    autocast."""
 
+    task: str
     backbone: nn.Module
     cfg: DictConfig
     output_dir: Path
@@ -240,16 +150,16 @@ class ProbeSetup:
     autocast: Callable
 
 
-def setup_probe(args: argparse.Namespace, config_dir: Path) -> ProbeSetup:
-    """Build the backbone (``--config-file``, ``--pretrained-weights``), load the recipe (``--recipe`` + overrides)
-    and write it to ``<output-dir>/probe_config.yaml``."""
+def setup_probe(args: argparse.Namespace, task: str) -> ProbeSetup:
+    """Build the backbone (``--config-file``, ``--pretrained-weights``), load the ``task`` recipe (``--recipe`` +
+    overrides) and write it to ``<output-dir>/probe_config.yaml``."""
     backbone, autocast_dtype = setup_and_build_model(args)
-    cfg = load_recipe(config_dir, args.recipe, args.overrides)
+    cfg = load_recipe(recipe_dir(task), args.recipe, args.overrides)
     output_dir = Path(args.output_dir)
     if distributed.is_main_process():
         atomic_write_text(output_dir / "probe_config.yaml", OmegaConf.to_yaml(cfg))
     device = eval_device()
-    return ProbeSetup(backbone, cfg, output_dir, device, autocast_context(autocast_dtype, device))
+    return ProbeSetup(task, backbone, cfg, output_dir, device, autocast_context(autocast_dtype, device))
 
 
 def make_datasets(
@@ -301,6 +211,20 @@ def run_training(
     )  # fmt: skip
 
 
+@torch.no_grad()
+def evaluate(probe: ProbeSetup, model: nn.Module, predict: Callable, val_set, metric) -> dict:
+    """``metric`` (``update(prediction, target)``, ``all_reduce()``, ``compute()``) of ``predict(image)`` (under
+    autocast, eval mode) over this rank's share of ``val_set`` (``eval.max_images``), summed over processes."""
+    loader = make_val_loader(val_set, probe.cfg.eval.num_workers, probe.cfg.eval.max_images)
+    model.eval()
+    for image, target in loader:
+        with probe.autocast():
+            prediction = predict(image.to(probe.device))
+        metric.update(prediction.cpu(), target)
+    metric.all_reduce()
+    return metric.compute()
+
+
 def save_head(decode_head: nn.Module, path: Path, meta: dict) -> None:
     """The head in the released format: ``{"state_dict": {"decode_head.*": ...}, "meta": {...}}`` (main process)."""
     if distributed.is_main_process():
@@ -308,9 +232,17 @@ def save_head(decode_head: nn.Module, path: Path, meta: dict) -> None:
         atomic_torch_save({"state_dict": state, "meta": meta}, path)
 
 
-def write_results(output_dir: Path, task: str, summary: dict, detailed: dict, title: str, float_format: str) -> None:
-    """``results_eval_<task>.json`` (released layout), ``..._detailed.json`` and the printed table (main process)."""
+def write_results(
+    probe: ProbeSetup, args: argparse.Namespace, summary: dict, extra: dict, label: str, float_format: str
+) -> dict:
+    """``results_eval_<task>.json`` (``summary``, released layout), ``..._detailed.json`` (``summary``, ``extra``,
+    the recipe, the datasets) and the table ``<task> (<label>) on <val set>`` (main process); returns the details."""
+    detailed = {**summary, **extra, "recipe": OmegaConf.to_container(probe.cfg),
+                "train_dataset": args.train_dataset_str, "val_dataset": args.val_dataset_str}  # fmt: skip
     if distributed.is_main_process():
+        task, output_dir = probe.task, probe.output_dir
         write_json(output_dir / f"results_eval_{task}.json", summary)
         write_json(output_dir / f"results_eval_{task}_detailed.json", detailed)
+        title = f"{task} ({label}) on {args.val_dataset_str}"
         print(format_table([summary], float_format=float_format, title=title))
+    return detailed

@@ -12,38 +12,26 @@ arguments).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from dinov2.heads.encoder_decoder import EncoderDecoder
 from dinov2.heads.sliding_window import sliding_window_average
-from dinov2.layers.center_padding import CenterPadding
 
 __all__ = ["DepthEncoderDecoder"]
 
 
-class DepthEncoderDecoder(nn.Module):
+class DepthEncoderDecoder(EncoderDecoder):
     """``backbone`` (a DINOv2 ViT) tapped at blocks ``out_index`` (no final norm, with class tokens) + ``decode_head``.
 
     Input: normalised RGB ``[B, 3, H, W]`` of any size. ``model(img)`` = ``whole_inference(img)``: depth
     ``[B, 1, H, W]``. ``decode_head`` must have ``min_depth``, ``max_depth`` and ``align_corners``.
     """
 
-    def __init__(self, backbone: nn.Module, decode_head: nn.Module, out_index: Sequence[int]) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.decode_head = decode_head
-        self.out_index = [int(i) for i in out_index]
-        self.center_padding = CenterPadding(backbone.patch_size)
-        self.align_corners = decode_head.align_corners
-
     def extract_feat(self, img: Tensor) -> tuple[tuple[Tensor, Tensor], ...]:
         """``(patch [B, C, h, w], cls [B, C])`` per tapped block, on the centre-padded image."""
-        return self.backbone.get_intermediate_layers(
-            self.center_padding(img), n=self.out_index, reshape=True, return_class_token=True, norm=False
-        )
+        return self.tapped_blocks(img, return_class_token=True, norm=False)
 
     def forward_head(self, img: Tensor) -> Tensor:
         """Raw head output on the padded token grid (no clamp, no resize): what the training losses see."""

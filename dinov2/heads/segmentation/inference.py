@@ -15,7 +15,7 @@ resized (same bilinear sampling, no uint8 rounding), so probabilities may differ
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -25,7 +25,7 @@ from torch import Tensor
 from dinov2.data.dense_transforms import keep_ratio_size
 from dinov2.heads.sliding_window import sliding_window_average
 
-__all__ = ["SegmentationTestConfig", "as_pairs", "keep_ratio_size", "resize_keep_ratio", "segmentation_probabilities"]
+__all__ = ["SegmentationTestConfig", "keep_ratio_size", "resize_keep_ratio", "segmentation_probabilities"]
 
 
 @dataclass(frozen=True)
@@ -90,11 +90,3 @@ def segmentation_probabilities(
             probs = probs.flip(-1)
         total = probs if total is None else total + probs
     return total / len(augmentations)
-
-
-def as_pairs(values: Sequence[int] | int) -> tuple[int, int]:
-    """``512`` or ``[512, 512]`` -> ``(512, 512)``."""
-    if isinstance(values, int):
-        return values, values
-    first, second = values
-    return int(first), int(second)

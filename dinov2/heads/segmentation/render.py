@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from dinov2.heads.segmentation_model import IMAGENET_MEAN, IMAGENET_STD
+from dinov2.data.dense_transforms import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["colorize_segmentation", "overlay_segmentation", "save_overlay", "tensor_to_image"]
 

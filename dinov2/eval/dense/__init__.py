@@ -1,0 +1,1 @@
+"""What the dense probes (:mod:`dinov2.eval.segmentation`, :mod:`dinov2.eval.depth`) share."""

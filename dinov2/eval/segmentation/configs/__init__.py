@@ -1,1 +1,0 @@
-"""Recipes of the segmentation probe (``defaults.yaml``: every key; ``linear``, ``ms``: the released configs)."""

@@ -1,0 +1,1 @@
+"""Depth heads of the released depthers (linear bins, DPT) and the backbone + head model."""
