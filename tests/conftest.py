@@ -1,33 +1,32 @@
-"""Shared fixtures: the released-implementation reference data and a CUDA marker."""
+"""Shared fixtures: the released-implementation reference data (``tests/reference/``) and a CUDA marker."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.reference_files import REFERENCE_DIR, ReferenceError, read_reference
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-REFERENCE_DIR = REPO_ROOT.parent / "shared" / "reference"
+__all__ = ["REFERENCE_DIR", "REPO_ROOT", "load_reference", "preserved_logging"]
 
 
 @functools.cache
 def _load_reference(name: str):
-    path = REFERENCE_DIR / name
-    if name.endswith(".json"):
-        return json.loads(path.read_text())
-    return torch.load(path, weights_only=True)
+    return read_reference(name)
 
 
 def load_reference(name: str):
-    """Load ``../shared/reference/<name>`` (cached), skipping the test when the folder is absent."""
-    if not REFERENCE_DIR.is_dir():
-        pytest.skip(f"reference data not found at {REFERENCE_DIR} (expected ../shared/reference beside the repo)")
-    return _load_reference(name)
+    """Load the vendored ``tests/reference/<name>`` (cached); a missing or stale file fails the test, naming it."""
+    try:
+        return _load_reference(name)
+    except ReferenceError as error:
+        pytest.fail(str(error), pytrace=False)
 
 
 @pytest.fixture

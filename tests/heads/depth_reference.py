@@ -1,4 +1,4 @@
-"""Regenerate the seeded tensors of ``../shared/reference/depth_heads.pt`` (rules in its README section)."""
+"""Regenerate the seeded tensors of the depth reference ``tests/reference/depth_heads.pt`` (rules in its README)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every loss value of ../shared/reference/heads_losses.pt, reproduced with the lean and the plain cross-entropy."""
+"""Every loss value of tests/reference/heads_losses.pt, reproduced with the lean and the plain cross-entropy."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every case of ../shared/reference/backbones.pt (released DINOv2 outputs) reproduced by our backbone."""
+"""Every case of tests/reference/backbones.pt (released DINOv2 outputs) reproduced by our backbone."""
 
 from __future__ import annotations
 
