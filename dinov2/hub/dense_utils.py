@@ -24,8 +24,12 @@ from dinov2.models.weights import read_checkpoint
 logger = logging.getLogger("dinov2")
 
 __all__ = [
-    "HeadSource", "resolve_head_source", "read_dense_checkpoint", "read_dense_state_dict", "load_dense_state_dict"
-]  # fmt: skip
+    "HeadSource",
+    "resolve_head_source",
+    "read_dense_checkpoint",
+    "read_dense_state_dict",
+    "load_dense_state_dict",
+]
 
 HeadSource = enum.Enum | Path | str  # released weights | local file | URL
 

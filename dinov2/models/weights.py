@@ -7,11 +7,12 @@ file or folder, or an already read mapping. Every file is read with ``weights_on
   folder ``<output_dir>/model_<iteration:07d>`` (torch.distributed.checkpoint; its teacher, read on this process
   alone, never the optimizer state), a Hugging Face / timm model folder (``model.safetensors``, a sharded
   ``*.index.json``, ``pytorch_model.bin``), a ``.safetensors`` file, a ``torch.save`` file (memory-mapped).
-- :data:`LAYOUTS`, the key layouts of what was read (the first whose ``matches(mapping)`` is true converts it): a
-  whole training state (``{"model": {"student.*", "teacher.*"}}``: its teacher), Hugging Face ``transformers`` /
-  timm names (converted by :mod:`dinov2.models.convert`), a dense model / head (``decode_head.*``), and the catch-all
-  DINOv2 layouts: a released hub backbone, a training export ``{"teacher": {"backbone.*", "dino_head.*",
-  "ibot_head.*"}}``, with ``module.`` / ``_orig_mod.`` prefixes and flat or chunked (``blocks.<chunk>.<i>``) blocks.
+- :data:`LAYOUTS`, the key layouts of what was read (the first whose ``matches(mapping)`` is true converts it; the
+  pure conversions are in :mod:`dinov2.models.formats`): a whole training state (``{"model": {"student.*",
+  "teacher.*"}}``: its teacher), Hugging Face ``transformers`` / timm names, a dense model / head
+  (``decode_head.*``), and the catch-all DINOv2 layouts: a released hub backbone, a training export ``{"teacher":
+  {"backbone.*", "dino_head.*", "ibot_head.*"}}``, with ``module.`` / ``_orig_mod.`` prefixes and flat or chunked
+  (``blocks.<chunk>.<i>``) blocks.
 
 Readers: :func:`read_checkpoint` (the mapping as stored), :func:`read_parts` (a training export's parts,
 ``backbone.*`` in hub layout + the heads), :func:`read_backbone_weights` (the flat hub-layout backbone),
@@ -19,7 +20,7 @@ Readers: :func:`read_checkpoint` (the mapping as stored), :func:`read_parts` (a 
 and :func:`fingerprint` (size and CRC32 of the content: "this file changed"). :func:`load_backbone_weights` loads
 strictly or raises :class:`WeightsMismatchError` with the :func:`fit_report` (:mod:`dinov2.models.weights_fit`).
 
-A model family adds its formats and layouts from its own module: :func:`register_format`, :func:`register_layout`
+A model family adds its formats and layouts from its own module: :func:`register_reader`, :func:`register_layout`
 (tried before the built-in entries). :func:`_open` is the only function that opens a weights source; an opened
 source is kept (a few, while their files are unchanged) until its tensors are taken, so that checking shapes and
 then loading reads a file once.
@@ -38,19 +39,15 @@ import warnings
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
 from torch import Tensor, nn
 
-from dinov2.models.convert import (
-    chunked_to_flat,
-    from_hf_state_dict,
-    from_timm_state_dict,
-    strip_prefix,
-    to_backbone_state_dict,
-)
+from dinov2.models import formats
+from dinov2.models.convert import chunked_to_flat, to_backbone_state_dict
+from dinov2.models.formats import PARTS, Layout
 from dinov2.models.weights_fit import (
     CONFIG_ADVICE,
     FitReport,
@@ -63,31 +60,54 @@ from dinov2.models.weights_fit import (
 logger = logging.getLogger("dinov2")
 
 __all__ = [
-    "CONFIG_ADVICE", "WeightsMismatchError", "Stored", "Reader", "Layout", "READERS", "LAYOUTS", "PARTS", "Hint",
-    "FitReport", "WeightsFormat", "register_format", "register_layout", "is_url", "download", "read_checkpoint",
-    "read_parts", "read_backbone_weights", "read_shapes", "fingerprint", "fit_report", "resize_pos_embed",
-    "load_backbone_weights", "detect_format", "is_model_folder", "read_weights", "load_backbone_state_dict",
-]  # fmt: skip
+    "CONFIG_ADVICE",
+    "PARTS",
+    "READERS",
+    "LAYOUTS",
+    "FitReport",
+    "Hint",
+    "Layout",
+    "Reader",
+    "Stored",
+    "WeightsMismatchError",
+    "download",
+    "fingerprint",
+    "fit_report",
+    "is_model_folder",
+    "is_url",
+    "load_backbone_state_dict",
+    "load_backbone_weights",
+    "read_backbone_weights",
+    "read_checkpoint",
+    "read_parts",
+    "read_shapes",
+    "read_weights",
+    "register_layout",
+    "register_reader",
+    "resize_pos_embed",
+]
 
-WeightsFormat = Literal["dinov2", "timm", "hf"]
-PARTS = ("backbone.", "dino_head.", "ibot_head.")  # the parts of a training export
 _URL_SCHEMES = ("http", "https", "ftp", "file", "s3")
 _LISTED = 8  # keys listed in an error
 _DCP_METADATA = ".metadata"
 _DCP_MARKER = "COMPLETE"  # written last into our checkpoint folders, lists every file's size and CRC32
 _FOLDER_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")  # HF / timm folders
-_HF_PREFIXES = ("embeddings.", "encoder.layer.", "dinov2.embeddings.", "dinov2.encoder.layer.")
 _HF_MODEL_TYPES = ("dinov2", "dinov2_with_registers")
-_WRAPPERS = ("teacher", "model", "state_dict")  # the first one present holds the state dict
-_PREFIXES = ("module.", "_orig_mod.")  # DDP / torch.compile
-_ROLES = ("teacher.", "student.", "model_ema.")  # keys of a meta-architecture state dict
 _KEPT = 4  # opened sources kept for a later read
 # A file modified this recently could change again within its timestamp's resolution: it is never kept.
 _RACY_NS = 2_000_000_000
 _SAFETENSORS_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64,
-    "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
-}  # fmt: skip
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
 
 
 # ------------------------------------------------------------------------------------------------ tables
@@ -116,22 +136,11 @@ class Reader:
     open: Callable[[Path], Stored] | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class Layout:
-    """A key layout: ``to_backbone`` gives the flat hub-layout backbone; ``to_parts`` (optional) every part of a
-    training export, ``backbone.*`` (flat) and heads (default: the backbone alone, as ``backbone.*``)."""
-
-    name: str
-    matches: Callable[[Mapping[str, Any]], bool]
-    to_backbone: Callable[[Mapping[str, Any]], dict[str, Tensor]]
-    to_parts: Callable[[Mapping[str, Any]], dict[str, Tensor]] | None = None
-
-
 def _reader(name: str, accepts: Callable[[Path], bool], open_: Callable[[Path], Stored]) -> Reader:
     return Reader(name, accepts, lambda path: open_(path).load(), open_)
 
 
-def register_format(reader: Reader) -> Reader:
+def register_reader(reader: Reader) -> Reader:
     """Add a file format (tried before the built-in ones; replaces an entry of the same name). Returns it."""
     READERS[:] = [reader, *(entry for entry in READERS if entry.name != reader.name)]
     return reader
@@ -269,84 +278,23 @@ READERS: list[Reader] = [
 
 
 # ------------------------------------------------------------------------------------------------ key layouts
-def detect_format(state_dict: Mapping[str, Any]) -> WeightsFormat:
-    """``"hf"``, ``"timm"`` or ``"dinov2"`` (ours / the released layouts) from the key names of a flat state dict.
-
-    Hugging Face keys start with ``embeddings.`` / ``encoder.layer.``; timm DINOv2 backbones have ``blocks.``
-    and ``cls_token`` but never a ``mask_token`` (which every released or trained backbone of ours has), and
-    register models name their registers ``reg_token``.
-    """
-    keys = list(state_dict)
-    if any(key.startswith(_HF_PREFIXES) for key in keys):
-        return "hf"
-    if "reg_token" in state_dict:
-        return "timm"
-    if "cls_token" in state_dict and "mask_token" not in state_dict and any(k.startswith("blocks.") for k in keys):
-        return "timm"
-    return "dinov2"
-
-
-def _unwrap(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
-    """The state dict inside the first wrapper (``teacher`` / ``model`` / ``state_dict``), prefixes removed."""
-    state_dict = next((checkpoint[name] for name in _WRAPPERS if isinstance(checkpoint.get(name), Mapping)), checkpoint)
-    for prefix in _PREFIXES:
-        state_dict = strip_prefix(state_dict, prefix)
-    return dict(state_dict)
-
-
-def _backbone_of(parts: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    return strip_prefix(parts, "backbone.", keep_others=False)
-
-
-def _is_training_state(checkpoint: Mapping[str, Any]) -> bool:
-    return any(str(key).startswith(_ROLES) for key in _unwrap(checkpoint))
-
-
-def _training_state_parts(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
-    """The teacher of a meta-architecture state dict (``teacher.backbone.*``, ``teacher.dino_head.*``, ...)."""
-    teacher = strip_prefix(_unwrap(checkpoint), "teacher.", keep_others=False)
-    if not teacher:
-        raise ValueError(
-            "the weights hold a training state without teacher.* tensors (a distillation run's checkpoint?): "
-            "use the run's eval/training_<it>/teacher_checkpoint.pth export instead"
-        )
-    return _export_parts(teacher)
-
-
-def _is_peer_layout(checkpoint: Mapping[str, Any]) -> bool:
-    """Hugging Face ``transformers`` or timm key names (:func:`detect_format`)."""
-    return detect_format(to_backbone_state_dict(checkpoint)) != "dinov2"
-
-
-def _peer_to_backbone(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
-    """Strictly converted: a key that belongs to no DINOv2 backbone of the detected format raises, naming it."""
-    state_dict = to_backbone_state_dict(checkpoint)
-    fmt = detect_format(state_dict)
-    logger.info("reading %s weights", {"hf": "Hugging Face", "timm": "timm"}[fmt])
-    return from_hf_state_dict(state_dict) if fmt == "hf" else from_timm_state_dict(state_dict)
-
-
-def _is_dense_model(checkpoint: Mapping[str, Any]) -> bool:
-    return any(str(key).startswith("decode_head.") for key in _unwrap(checkpoint))
-
-
-def _export_parts(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
-    """``{backbone.*, dino_head.*, ibot_head.*}``, flat blocks; a bare backbone (hub file) becomes ``backbone.*``."""
-    state_dict = _unwrap(checkpoint)
-    if not any(str(key).startswith(PARTS) for key in state_dict):
-        state_dict = {f"backbone.{key}": value for key, value in state_dict.items()}
-    return chunked_to_flat(state_dict)
-
-
 #: Key layouts, tried in order; the last entry accepts everything (the DINOv2 layouts).
 LAYOUTS: list[Layout] = [
-    Layout("meta-architecture state dict", _is_training_state, lambda c: _backbone_of(_training_state_parts(c)),
-           _training_state_parts),
-    Layout("Hugging Face transformers / timm", _is_peer_layout, _peer_to_backbone),
-    Layout("dense model or head (decode_head.*)", _is_dense_model, lambda c: _backbone_of(chunked_to_flat(_unwrap(c))),
-           _unwrap),
-    Layout("DINOv2 backbone / training export", lambda checkpoint: True, to_backbone_state_dict, _export_parts),
-]  # fmt: skip
+    Layout(
+        "meta-architecture state dict",
+        formats.is_training_state,
+        lambda checkpoint: formats.backbone_of(formats.training_state_parts(checkpoint)),
+        formats.training_state_parts,
+    ),
+    Layout("Hugging Face transformers / timm", formats.is_peer_layout, formats.peer_to_backbone),
+    Layout(
+        "dense model or head (decode_head.*)",
+        formats.is_dense_model,
+        lambda checkpoint: formats.backbone_of(chunked_to_flat(formats.unwrap(checkpoint))),
+        formats.unwrap,
+    ),
+    Layout("DINOv2 backbone / training export", lambda checkpoint: True, to_backbone_state_dict, formats.export_parts),
+]
 
 
 # ------------------------------------------------------------------------------------------------ sources
@@ -444,19 +392,28 @@ def read_checkpoint(source: str | os.PathLike, *, argument: str = "weights") -> 
     return _as_mapping(_stored(_local(source, argument), keep=False).load(), source, argument)
 
 
-def _parts(checkpoint: Mapping[str, Any], source: object, argument: str) -> dict[str, Tensor]:
-    layout = next(layout for layout in LAYOUTS if layout.matches(checkpoint))
-    if layout.to_parts is not None:
-        return layout.to_parts(checkpoint)
-    return {f"backbone.{key}": value for key, value in layout.to_backbone(checkpoint).items()}
+def _layout(checkpoint: Mapping[str, Any]) -> Layout:
+    return next(layout for layout in LAYOUTS if layout.matches(checkpoint))
 
 
-def _no_tensors(checkpoint: Mapping[str, Any], source: object, argument: str) -> ValueError:
+def _with_tensors(state_dict: dict[str, Any], checkpoint: Mapping[str, Any], source: object, argument: str) -> dict:
+    """``state_dict``, unless it holds no tensor (then a ValueError naming the source and its keys)."""
+    if any(isinstance(value, Tensor) for value in state_dict.values()):
+        return state_dict
     name = "the given state dict" if isinstance(source, Mapping) else repr(str(source))
-    return ValueError(
+    raise ValueError(
         f"{argument} {name} holds no tensors at the top level or under 'teacher' / 'model' / 'state_dict' "
         f"(keys: {sorted(map(str, checkpoint))[:_LISTED]}); is it a backbone checkpoint?"
     )
+
+
+def _parts(checkpoint: Mapping[str, Any], source: object, argument: str) -> dict[str, Tensor]:
+    layout = _layout(checkpoint)
+    if layout.to_parts is not None:
+        parts = layout.to_parts(checkpoint)
+    else:
+        parts = {f"backbone.{key}": value for key, value in layout.to_backbone(checkpoint).items()}
+    return _with_tensors(parts, checkpoint, source, argument)
 
 
 def read_parts(source: str | os.PathLike | Mapping[str, Any], *, argument: str = "weights") -> dict[str, Tensor]:
@@ -464,10 +421,7 @@ def read_parts(source: str | os.PathLike | Mapping[str, Any], *, argument: str =
     holds (``dino_head.*``, ``ibot_head.*``; none for a hub backbone or the peers' formats). Loss centres are never
     part of it."""
     checkpoint = source if isinstance(source, Mapping) else read_checkpoint(source, argument=argument)
-    parts = _parts(checkpoint, source, argument)
-    if not any(isinstance(value, Tensor) for value in parts.values()):
-        raise _no_tensors(checkpoint, source, argument)
-    return parts
+    return _parts(checkpoint, source, argument)
 
 
 def read_backbone_weights(
@@ -475,11 +429,7 @@ def read_backbone_weights(
 ) -> dict[str, Tensor]:
     """A flat, hub-layout backbone state dict from a source (or an already read mapping)."""
     checkpoint = source if isinstance(source, Mapping) else read_checkpoint(source, argument=argument)
-    layout = next(layout for layout in LAYOUTS if layout.matches(checkpoint))
-    state_dict = layout.to_backbone(checkpoint)
-    if not any(isinstance(value, Tensor) for value in state_dict.values()):
-        raise _no_tensors(checkpoint, source, argument)
-    return state_dict
+    return _with_tensors(_layout(checkpoint).to_backbone(checkpoint), checkpoint, source, argument)
 
 
 def read_shapes(
@@ -493,8 +443,6 @@ def read_shapes(
     else:
         checkpoint = _as_mapping(_stored(_local(source, argument), keep=True).meta(), source, argument)
     parts = _parts(checkpoint, source, argument)  # the layouts convert meta tensors: names and shapes only
-    if not any(isinstance(value, Tensor) for value in parts.values()):
-        raise _no_tensors(checkpoint, source, argument)
     return {key: tuple(value.shape) for key, value in parts.items() if isinstance(value, Tensor)}
 
 
@@ -553,7 +501,7 @@ def load_backbone_weights(
     return report
 
 
-# ------------------------------------------------------------------------------------------------ formats' names
+# ------------------------------------------------------------------------------------------------ formats' old names
 def read_weights(path: str | os.PathLike) -> Any:
     """The raw contents of a weights file or model folder (no conversion), loaded on the CPU."""
     path = Path(path).expanduser()

@@ -211,7 +211,7 @@ def test_a_model_family_registers_its_format_and_layout_from_its_own_module(tmp_
     backbone = chunked_free(_vit(4))
     torch.save({f"family.{k}": v for k, v in backbone.items()}, tmp_path / "weights.fam")
     read_torch = weights.READERS[-1].read
-    fmt = weights.register_format(weights.Reader("family file", lambda p: p.suffix == ".fam", read_torch))
+    fmt = weights.register_reader(weights.Reader("family file", lambda p: p.suffix == ".fam", read_torch))
     layout = weights.register_layout(
         weights.Layout(
             "family layout",
@@ -220,7 +220,7 @@ def test_a_model_family_registers_its_format_and_layout_from_its_own_module(tmp_
         )
     )
     assert weights.READERS[0] is fmt and weights.LAYOUTS[0] is layout
-    weights.register_format(fmt)  # registering again (a module imported twice) replaces the entry
+    weights.register_reader(fmt)  # registering again (a module imported twice) replaces the entry
     assert [r.name for r in weights.READERS].count("family file") == 1
     target = _vit(5)
     weights.load_backbone_weights(target, tmp_path / "weights.fam")
