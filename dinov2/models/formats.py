@@ -32,6 +32,7 @@ __all__ = [
     "Layout",
     "WeightsFormat",
     "backbone_of",
+    "dense_parts",
     "detect_format",
     "export_parts",
     "is_dense_model",
@@ -120,6 +121,11 @@ def peer_to_backbone(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
 
 def is_dense_model(checkpoint: Mapping[str, Any]) -> bool:
     return any(str(key).startswith("decode_head.") for key in unwrap(checkpoint))
+
+
+def dense_parts(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
+    """A dense model or head (mmcv ``{"state_dict": {"decode_head.*", "backbone.*"}}``): its keys, flat blocks."""
+    return chunked_to_flat(unwrap(checkpoint))
 
 
 def export_parts(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:

@@ -46,7 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from dinov2.models import formats
-from dinov2.models.convert import chunked_to_flat, to_backbone_state_dict
+from dinov2.models.convert import to_backbone_state_dict
 from dinov2.models.formats import PARTS, Layout
 from dinov2.models.weights_fit import (
     CONFIG_ADVICE,
@@ -290,8 +290,8 @@ LAYOUTS: list[Layout] = [
     Layout(
         "dense model or head (decode_head.*)",
         formats.is_dense_model,
-        lambda checkpoint: formats.backbone_of(chunked_to_flat(formats.unwrap(checkpoint))),
-        formats.unwrap,
+        lambda checkpoint: formats.backbone_of(formats.dense_parts(checkpoint)),
+        formats.dense_parts,
     ),
     Layout("DINOv2 backbone / training export", lambda checkpoint: True, to_backbone_state_dict, formats.export_parts),
 ]
