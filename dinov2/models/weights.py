@@ -114,15 +114,17 @@ _SAFETENSORS_DTYPES = {
 @dataclasses.dataclass(frozen=True)
 class Stored:
     """An opened source: ``meta()``, its mapping with meta-device tensors (names, shapes, dtypes; no tensor data is
-    read where the format has a header), and ``load()``, its mapping with CPU tensors."""
+    read where the format has a header), and ``load()``, its mapping with CPU tensors. ``light``: it holds no
+    tensor data in memory (a header, metadata or a memory map), so it may be kept for a later read."""
 
     meta: Callable[[], Any]
     load: Callable[[], Any]
+    light: bool = True
 
     @classmethod
-    def of(cls, content: Any) -> Stored:
-        """Content already in memory or memory-mapped: its meta view costs nothing."""
-        return cls(lambda: _to_meta(content), lambda: content)
+    def of(cls, content: Any, *, mapped: bool = False) -> Stored:
+        """Content already read (``mapped``: memory-mapped, not in memory): its meta view costs nothing."""
+        return cls(lambda: _to_meta(content), lambda: content, light=mapped)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,7 +174,7 @@ def _open_torch_file(path: Path) -> Stored:
     """Memory-mapped: tensor data is read when used and processes share the pages (files written with
     ``_use_new_zipfile_serialization=False`` cannot be mapped: read in full)."""
     try:
-        return Stored.of(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
+        return Stored.of(torch.load(path, map_location="cpu", weights_only=True, mmap=True), mapped=True)
     except RuntimeError as error:
         if "mmap" not in str(error):
             raise
@@ -370,7 +372,7 @@ def _stored(path: Path, *, keep: bool) -> Stored:
     key = _identity(path)
     stored = _OPENED.pop(key, None) if key is not None else None
     stored = stored if stored is not None else _open(path)
-    if keep and key is not None:
+    if keep and key is not None and stored.light:
         _OPENED[key] = stored
         while len(_OPENED) > _KEPT:
             _OPENED.popitem(last=False)

@@ -227,3 +227,13 @@ def test_a_model_family_registers_its_format_and_layout_from_its_own_module(tmp_
     assert all(torch.equal(target.state_dict()[k], v) for k, v in backbone.items())
     shapes = weights.read_shapes(tmp_path / "weights.fam")
     assert shapes == {f"backbone.{k}": tuple(v.shape) for k, v in backbone.items()}
+
+
+def test_a_file_that_cannot_be_memory_mapped_is_read_in_full_and_not_kept(tmp_path, opened):
+    backbone = chunked_free(_vit(6))
+    path = tmp_path / "legacy.pth"
+    torch.save(backbone, path, _use_new_zipfile_serialization=False)  # the pre-1.6 format: no memory map
+    _backdate(path)
+    assert weights.read_shapes(path) == {f"backbone.{k}": tuple(v.shape) for k, v in backbone.items()}
+    parts = weights.read_parts(path)  # a source held in memory is not kept: opened again
+    assert all(torch.equal(parts[f"backbone.{k}"], v) for k, v in backbone.items()) and len(opened) == 2
