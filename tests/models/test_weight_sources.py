@@ -44,7 +44,7 @@ def _contiguous(state_dict: dict) -> dict:
 
 def _write(layout: str, folder, trained: _Trained):
     """(source, expected parts) for one layout; the expected backbone is the parts' ``backbone.*``."""
-    backbone = {k: v.detach() for k, v in chunked_free(trained.teacher.backbone).items()}
+    backbone = {k: v.detach() for k, v in _flat_state(trained.teacher.backbone).items()}
     parts = {f"backbone.{k}": v for k, v in backbone.items()}
     head = {f"dino_head.{k}": v.detach() for k, v in trained.teacher.dino_head.state_dict().items()}
     path = folder / layout.replace(" ", "_")
@@ -83,7 +83,7 @@ def _write(layout: str, folder, trained: _Trained):
     return path, parts
 
 
-def chunked_free(backbone: DinoVisionTransformer) -> dict:
+def _flat_state(backbone: DinoVisionTransformer) -> dict:
     """The backbone's state dict with flat block names (the hub layout)."""
     return chunked_to_flat(backbone.state_dict())
 
@@ -208,7 +208,7 @@ def test_fingerprint_values_are_those_written_into_earlier_checkpoints(tmp_path)
 def test_a_model_family_registers_its_format_and_layout_from_its_own_module(tmp_path, monkeypatch):
     monkeypatch.setattr(weights, "READERS", list(weights.READERS))  # restored after the test
     monkeypatch.setattr(weights, "LAYOUTS", list(weights.LAYOUTS))
-    backbone = chunked_free(_vit(4))
+    backbone = _flat_state(_vit(4))
     torch.save({f"family.{k}": v for k, v in backbone.items()}, tmp_path / "weights.fam")
     read_torch = weights.READERS[-1].read
     fmt = weights.register_reader(weights.Reader("family file", lambda p: p.suffix == ".fam", read_torch))
@@ -230,7 +230,7 @@ def test_a_model_family_registers_its_format_and_layout_from_its_own_module(tmp_
 
 
 def test_a_file_that_cannot_be_memory_mapped_is_read_in_full_and_not_kept(tmp_path, opened):
-    backbone = chunked_free(_vit(6))
+    backbone = _flat_state(_vit(6))
     path = tmp_path / "legacy.pth"
     torch.save(backbone, path, _use_new_zipfile_serialization=False)  # the pre-1.6 format: no memory map
     _backdate(path)
