@@ -17,8 +17,9 @@ from dinov2.heads.classifier import HUB_LAYERS, backbone_blocks, is_linear_head_
 from dinov2.hub import utils
 from dinov2.hub.backbones import REGISTER_SETTINGS, WeightsArg, _make_dinov2_model
 from dinov2.hub.backbones import Weights as BackboneWeights
-from dinov2.hub.utils import _make_dinov2_model_name, fetch_state_dict, load_strict, resolve_weights
+from dinov2.hub.utils import _make_dinov2_model_name, load_strict, resolve_weights
 from dinov2.models.convert import chunked_to_flat, strip_prefix
+from dinov2.models.weights import read_checkpoint
 
 _IMAGENET_CLASSES = 1000
 
@@ -71,13 +72,13 @@ def _make_dinov2_linear_classification_head(
     if pretrained:
         resolve_weights(weights, Weights)
         url = _head_url(arch_name, patch_size, layers, num_register_tokens)
-        load_strict(linear_head, fetch_state_dict(url), url, "linear head")
+        load_strict(linear_head, read_checkpoint(url, argument="weights"), url, "linear head")
     return linear_head
 
 
 def _load_classifier_file(path: Path) -> tuple[dict | None, dict | None]:
     """Split a local classifier file into (head state dict, None) or (None, whole-classifier state dict)."""
-    state_dict = fetch_state_dict(path)
+    state_dict = read_checkpoint(path, argument="weights")
     if is_linear_head_state_dict(state_dict):
         return state_dict, None
     state_dict = chunked_to_flat(strip_prefix(state_dict, "module."))

@@ -1,8 +1,9 @@
 """Weights of the dense hub models (depthers, segmentors): where a head comes from, and strict loading.
 
 Released head files are mmcv checkpoints: ``{"state_dict": {"decode_head.<...>": tensor}, ...}``. A file may
-also be a bare state dict with the same keys, or a whole model (``backbone.*`` + ``decode_head.*``). Every file
-is read with ``weights_only=True`` and applied with ``strict=True``: a key that does not fit is an error.
+also be a bare state dict with the same keys, or a whole model (``backbone.*`` + ``decode_head.*``). Files are
+read by :mod:`dinov2.models.weights` (``weights_only=True``; its "dense model or head" layout); what is specific
+to heads (the mmcv ``meta``, strict loading into the decode head) is here.
 """
 
 from __future__ import annotations
@@ -17,13 +18,18 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from dinov2.hub.utils import fetch_state_dict, load_strict
+from dinov2.hub.utils import load_strict
+from dinov2.models.weights import read_checkpoint
 
 logger = logging.getLogger("dinov2")
 
 __all__ = [
-    "HeadSource", "resolve_head_source", "read_dense_checkpoint", "read_dense_state_dict", "load_dense_state_dict"
-]  # fmt: skip
+    "HeadSource",
+    "resolve_head_source",
+    "read_dense_checkpoint",
+    "read_dense_state_dict",
+    "load_dense_state_dict",
+]
 
 HeadSource = enum.Enum | Path | str  # released weights | local file | URL
 
@@ -48,9 +54,7 @@ def resolve_head_source(weights: enum.Enum | str | os.PathLike, enum_cls: type[e
 def read_dense_checkpoint(source: Path | str) -> tuple[dict[str, torch.Tensor], dict]:
     """``(state dict, meta)`` of a head file: ``{"state_dict": ..., "meta": {...}}`` (mmcv layout; the probes add
     e.g. ``depth_range`` to ``meta``) or a bare state dict (meta ``{}``). Read with ``weights_only=True``."""
-    checkpoint = fetch_state_dict(source)
-    if not isinstance(checkpoint, Mapping):
-        raise ValueError(f"{source} holds a {type(checkpoint).__name__}, not a checkpoint dict")
+    checkpoint = read_checkpoint(source, argument="weights")
     state_dict = checkpoint.get("state_dict", checkpoint)
     if not isinstance(state_dict, Mapping) or not any(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise ValueError(

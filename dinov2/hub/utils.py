@@ -16,7 +16,7 @@ from pathlib import Path
 from torch import nn
 
 from dinov2.layers.center_padding import CenterPadding  # noqa: F401  (the released import path)
-from dinov2.models.weights import fit_report, read_checkpoint
+from dinov2.models.weights import fit_report
 
 logger = logging.getLogger("dinov2")
 
@@ -44,12 +44,6 @@ def resolve_weights(weights: enum.Enum | str | os.PathLike, enum_cls: type[enum.
             return Path(weights).expanduser()
     valid = ", ".join(enum_cls.__members__)
     raise ValueError(f"unsupported weights {weights!r}: pass one of {valid} or the path of a local .pth file")
-
-
-def fetch_state_dict(source: str | os.PathLike) -> Mapping:
-    """The mapping stored at a URL (cached by ``torch.hub``), a local file or a checkpoint folder, read with
-    ``weights_only=True`` (see :func:`dinov2.models.weights.read_checkpoint`)."""
-    return read_checkpoint(source, argument="weights")
 
 
 def load_strict(module: nn.Module, state_dict: Mapping, source: object, what: str) -> None:

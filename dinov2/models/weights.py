@@ -1,164 +1,305 @@
-"""Reading backbone weights from any source, and one report of how they fit a model.
+"""The one module that opens weight files: every source, file format and key layout is a table entry here.
 
-Every reader of backbone weights goes through this module: the hub entry points (``weights=``), evaluation
-(``--pretrained-weights``) and the trainer (``student.pretrained_weights``). A *source* is
+A *source* is a URL (downloaded once into the ``torch.hub`` cache, ``<hub dir>/checkpoints/<file name>``), a local
+file or folder, or an already read mapping. Every file is read with ``weights_only=True`` (never unpickled objects).
 
-- a URL: downloaded once into the ``torch.hub`` cache (``<hub dir>/checkpoints/<file name>``), then read as a
-  local file (never unpickled: ``weights_only=True``);
-- a local ``.pth`` / ``.pt`` file: a released hub backbone (``dinov2_vitl14_pretrain.pth``), a training export
-  (``teacher_checkpoint.pth``: ``{"teacher": {"backbone.*", "dino_head.*"}}``), a whole meta-architecture state
-  dict (``{"model": {"student.*", "teacher.*"}}``) or any backbone state dict with ``module.`` / ``backbone.`` /
-  ``_orig_mod.`` prefixes and flat or chunked (``blocks.<chunk>.<index>``) block names;
-- a trainer checkpoint folder ``<output_dir>/model_<iteration:07d>`` (torch.distributed.checkpoint): its teacher
-  backbone, read on this process alone (no collective), without the optimizer state;
-- a Hugging Face model folder or a ``.safetensors`` file, and timm or ``transformers`` key names in any file
-  (:mod:`dinov2.models.formats`: the format is detected from the tensor names and converted strictly).
+- :data:`READERS`, the file formats (the first whose ``accepts(path)`` is true opens it): a trainer checkpoint
+  folder ``<output_dir>/model_<iteration:07d>`` (torch.distributed.checkpoint; its teacher, read on this process
+  alone, never the optimizer state), a Hugging Face / timm model folder (``model.safetensors``, a sharded
+  ``*.index.json``, ``pytorch_model.bin``), a ``.safetensors`` file, a ``torch.save`` file (memory-mapped).
+- :data:`LAYOUTS`, the key layouts of what was read (the first whose ``matches(mapping)`` is true converts it; the
+  pure conversions are in :mod:`dinov2.models.formats`): a whole training state (``{"model": {"student.*",
+  "teacher.*"}}``: its teacher), Hugging Face ``transformers`` / timm names, a dense model / head
+  (``decode_head.*``), and the catch-all DINOv2 layouts: a released hub backbone, a training export ``{"teacher":
+  {"backbone.*", "dino_head.*", "ibot_head.*"}}``, with ``module.`` / ``_orig_mod.`` prefixes and flat or chunked
+  (``blocks.<chunk>.<i>``) blocks.
 
-Reading is two table look-ups, done in :func:`read_checkpoint` and :func:`read_backbone_weights` only:
-:data:`READERS` (the first whose ``accepts(path)`` is true reads the file or folder into a mapping) and
-:data:`LAYOUTS` (the first whose ``matches(mapping)`` is true converts it to a flat, hub-layout backbone state
-dict). To add a format, write its detector and converter (as :mod:`dinov2.models.formats` does for Hugging Face
-and timm) and add one entry to a table, before the catch-all entries.
+Readers: :func:`read_checkpoint` (the mapping as stored), :func:`read_parts` (a training export's parts,
+``backbone.*`` in hub layout + the heads), :func:`read_backbone_weights` (the flat hub-layout backbone),
+:func:`read_shapes` (the shapes of :func:`read_parts`, from headers / metadata / memory maps: no tensor data is read)
+and :func:`fingerprint` (size and CRC32 of the content: "this file changed"). :func:`load_backbone_weights` loads
+strictly or raises :class:`WeightsMismatchError` with the :func:`fit_report` (:mod:`dinov2.models.weights_fit`).
 
-:func:`fit_report` compares a state dict with a model (missing / unexpected keys, shape mismatches) and names
-the config key that most likely explains each difference (``student.arch``, ``student.num_register_tokens``,
-``crops.global_crops_size`` for the position table, ...). :func:`load_backbone_weights` loads strictly or raises
-:class:`WeightsMismatchError` with that report, before anything is copied.
+A model family adds its formats and layouts from its own module: :func:`register_reader`, :func:`register_layout`
+(tried before the built-in entries). :func:`_open` is the only function that opens a weights source; an opened
+source is kept (a few, while their files are unchanged) until its tensors are taken, so that checking shapes and
+then loading reads a file once.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import json
 import logging
-import math
 import os
+import time
 import urllib.error
 import warnings
-from collections.abc import Callable, Mapping
+import zlib
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dinov2.models import formats
-from dinov2.models.convert import chunked_to_flat, flat_to_chunked, to_backbone_state_dict
+from dinov2.models.convert import to_backbone_state_dict
+from dinov2.models.formats import PARTS, Layout
+from dinov2.models.weights_fit import (
+    CONFIG_ADVICE,
+    FitReport,
+    Hint,
+    WeightsMismatchError,
+    fit_report,
+    resize_pos_embed,
+)
 
 logger = logging.getLogger("dinov2")
 
 __all__ = [
     "CONFIG_ADVICE",
-    "WeightsMismatchError",
-    "Reader",
-    "Layout",
+    "PARTS",
     "READERS",
     "LAYOUTS",
-    "Hint",
     "FitReport",
-    "is_url",
+    "Hint",
+    "Layout",
+    "Reader",
+    "Stored",
+    "WeightsMismatchError",
     "download",
-    "read_checkpoint",
-    "read_backbone_weights",
+    "fingerprint",
     "fit_report",
-    "resize_pos_embed",
+    "is_model_folder",
+    "is_url",
+    "load_backbone_state_dict",
     "load_backbone_weights",
+    "read_backbone_weights",
+    "read_checkpoint",
+    "read_parts",
+    "read_shapes",
+    "read_weights",
+    "register_layout",
+    "register_reader",
+    "resize_pos_embed",
 ]
 
 _URL_SCHEMES = ("http", "https", "ftp", "file", "s3")
-_LISTED = 8  # keys listed per category in a report
+_LISTED = 8  # keys listed in an error
 _DCP_METADATA = ".metadata"
-_DCP_BACKBONE_PREFIX = "model.teacher."  # trainer checkpoints: {"model": meta-architecture state dict, ...}
+_DCP_MARKER = "COMPLETE"  # written last into our checkpoint folders, lists every file's size and CRC32
+_FOLDER_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")  # HF / timm folders
+_HF_MODEL_TYPES = ("dinov2", "dinov2_with_registers")
+_KEPT = 4  # opened sources kept for a later read
+# A file modified this recently could change again within its timestamp's resolution: it is never kept.
+_RACY_NS = 2_000_000_000
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
 
 
-CONFIG_ADVICE = "Use the config the weights were trained with (its student.* and crops.global_crops_size)."
+# ------------------------------------------------------------------------------------------------ tables
+@dataclasses.dataclass(frozen=True)
+class Stored:
+    """An opened source: ``meta()``, its mapping with meta-device tensors (names, shapes, dtypes; no tensor data is
+    read where the format has a header), and ``load()``, its mapping with CPU tensors. ``light``: it holds no
+    tensor data in memory (a header, metadata or a memory map), so it may be kept for a later read."""
+
+    meta: Callable[[], Any]
+    load: Callable[[], Any]
+    light: bool = True
+
+    @classmethod
+    def of(cls, content: Any, *, mapped: bool = False) -> Stored:
+        """Content already read (``mapped``: memory-mapped, not in memory): its meta view costs nothing."""
+        return cls(lambda: _to_meta(content), lambda: content, light=mapped)
 
 
-class WeightsMismatchError(RuntimeError):
-    """Weights do not fit the model (nothing was loaded); the message lists every difference and hints."""
-
-
-# ------------------------------------------------------------------------------------------------ sources
 @dataclasses.dataclass(frozen=True)
 class Reader:
-    """Reads one kind of local source (file or folder) into a mapping (a checkpoint or a state dict)."""
+    """A file format: ``read(path)`` gives the mapping stored in an accepted file or folder; ``open`` (optional) a
+    :class:`Stored` that gives shapes without reading tensor data (default: ``Stored.of(read(path))``)."""
 
     name: str
     accepts: Callable[[Path], bool]
     read: Callable[[Path], Mapping[str, Any]]
+    open: Callable[[Path], Stored] | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class Layout:
-    """Turns one key layout of a read mapping into a flat, hub-layout backbone state dict."""
+def _reader(name: str, accepts: Callable[[Path], bool], open_: Callable[[Path], Stored]) -> Reader:
+    return Reader(name, accepts, lambda path: open_(path).load(), open_)
 
-    name: str
-    matches: Callable[[Mapping[str, Any]], bool]
-    to_backbone: Callable[[Mapping[str, Any]], dict[str, Tensor]]
+
+def register_reader(reader: Reader) -> Reader:
+    """Add a file format (tried before the built-in ones; replaces an entry of the same name). Returns it."""
+    READERS[:] = [reader, *(entry for entry in READERS if entry.name != reader.name)]
+    return reader
+
+
+def register_layout(layout: Layout) -> Layout:
+    """Add a key layout (tried before the built-in ones; replaces an entry of the same name). Returns it."""
+    LAYOUTS[:] = [layout, *(entry for entry in LAYOUTS if entry.name != layout.name)]
+    return layout
+
+
+# ------------------------------------------------------------------------------------------------ file formats
+def _to_meta(content: Any) -> Any:
+    if isinstance(content, Tensor):
+        return torch.empty(content.shape, dtype=content.dtype, device="meta")
+    if isinstance(content, Mapping):
+        return {key: _to_meta(value) for key, value in content.items()}
+    return content
+
+
+def _merged(mappings: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for mapping in mappings:
+        out.update(mapping)
+    return out
+
+
+def _open_torch_file(path: Path) -> Stored:
+    """Memory-mapped: tensor data is read when used and processes share the pages (files written with
+    ``_use_new_zipfile_serialization=False`` cannot be mapped: read in full)."""
+    try:
+        return Stored.of(torch.load(path, map_location="cpu", weights_only=True, mmap=True), mapped=True)
+    except RuntimeError as error:
+        if "mmap" not in str(error):
+            raise
+        return Stored.of(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def _open_safetensors(path: Path) -> Stored:
+    """Shapes from the header; tensors read on ``load``."""
+    from safetensors import safe_open
+
+    handle = safe_open(str(path), framework="pt", device="cpu")
+
+    def meta() -> dict[str, Tensor]:
+        out = {}
+        for key in handle.keys():
+            view = handle.get_slice(key)
+            if view.get_dtype() not in _SAFETENSORS_DTYPES:
+                return _to_meta({key: handle.get_tensor(key) for key in handle.keys()})  # a rare dtype: read
+            out[key] = torch.empty(view.get_shape(), dtype=_SAFETENSORS_DTYPES[view.get_dtype()], device="meta")
+        return out
+
+    return Stored(meta, lambda: {key: handle.get_tensor(key) for key in handle.keys()})
+
+
+def _open_file(path: Path) -> Stored:
+    return _open_safetensors(path) if path.suffix == ".safetensors" else _open_torch_file(path)
+
+
+def _open_sharded(index_path: Path) -> Stored:
+    """Every shard of a ``*.index.json`` (``{"weight_map": {name: shard file}}``)."""
+    weight_map = json.loads(index_path.read_text()).get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise ValueError(f"{index_path} has no 'weight_map': not a sharded weights index")
+    shards = [_open_file(index_path.parent / shard) for shard in sorted(set(weight_map.values()))]
+    return Stored(lambda: _merged(s.meta() for s in shards), lambda: _merged(s.load() for s in shards))
+
+
+def _check_folder_config(folder: Path) -> None:
+    """A ``config.json`` naming another model type is a clear error (timm folders name an ``architecture``)."""
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        return
+    model_type = json.loads(config_path.read_text()).get("model_type")
+    if model_type is not None and model_type not in _HF_MODEL_TYPES:
+        raise ValueError(
+            f"{config_path} describes a {model_type!r} model, not DINOv2 (model_type {' or '.join(_HF_MODEL_TYPES)})"
+        )
+
+
+def is_model_folder(path: Path) -> bool:
+    """A Hugging Face / timm model folder: one of ``model.safetensors``, its sharded index, ``pytorch_model.bin``."""
+    return path.is_dir() and any((path / name).is_file() for name in _FOLDER_FILES)
+
+
+def _open_model_folder(path: Path) -> Stored:
+    _check_folder_config(path)
+    name = next(name for name in _FOLDER_FILES if (path / name).is_file())
+    return _open_sharded(path / name) if name.endswith(".index.json") else _open_file(path / name)
 
 
 def _is_dcp_folder(path: Path) -> bool:
     return path.is_dir() and (path / _DCP_METADATA).is_file()
 
 
-def _read_dcp_folder(path: Path) -> dict[str, Any]:
-    """The teacher of a trainer checkpoint folder as ``{"teacher": {"backbone.*": ...}}`` (this process only)."""
+def _open_dcp_folder(path: Path) -> Stored:
+    """``{"model": {...}}`` of a trainer checkpoint folder: its ``teacher.*`` tensors (all model tensors when there
+    is no teacher, so that the layouts can say what is missing), read on this process alone (no collective)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
     metadata = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
-    state_dict = {
-        key: torch.empty(tuple(meta.size), dtype=meta.properties.dtype)
+    model = {
+        key.removeprefix("model."): meta
         for key, meta in metadata.items()
-        if key.startswith(_DCP_BACKBONE_PREFIX) and isinstance(meta, TensorStorageMetadata)
+        if key.startswith("model.") and isinstance(meta, TensorStorageMetadata)
     }
-    if not state_dict:
-        keys = sorted(metadata)[:_LISTED]
-        raise ValueError(f"checkpoint folder {path} holds no '{_DCP_BACKBONE_PREFIX}*' tensors (first keys: {keys})")
-    with warnings.catch_warnings():  # DCP warns that it loads "in a single process": that is the intent here
-        warnings.filterwarnings("ignore", message=".*(single process|distributed is disabled|uninitialized).*")
-        dcp.load(state_dict, checkpoint_id=str(path), no_dist=True)
-    return {"teacher": {key.removeprefix(_DCP_BACKBONE_PREFIX): value for key, value in state_dict.items()}}
+    chosen = {key: meta for key, meta in model.items() if key.startswith("teacher.")} or model
+    if not chosen:
+        raise ValueError(f"checkpoint folder {path} holds no 'model.*' tensors (first keys: {sorted(metadata)[:8]})")
+
+    def tensors(device: str | None = None) -> dict[str, Tensor]:
+        return {k: torch.empty(tuple(m.size), dtype=m.properties.dtype, device=device) for k, m in chosen.items()}
+
+    def load() -> dict[str, Any]:
+        buffers = tensors()
+        with warnings.catch_warnings():  # DCP warns that it loads "in a single process": that is the intent here
+            warnings.filterwarnings("ignore", message=".*(single process|distributed is disabled|uninitialized).*")
+            dcp.load({"model": buffers}, checkpoint_id=str(path), no_dist=True)
+        return {"model": buffers}
+
+    return Stored(lambda: {"model": tensors("meta")}, load)
 
 
-def _torch_load(path: Path) -> Mapping[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _meta_architecture_to_backbone(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
-    """``{"model": {"teacher.backbone.*", "student.*", ...}}`` (or bare): the teacher backbone."""
-    state_dict = checkpoint.get("model", checkpoint)
-    teacher = {key.removeprefix("teacher."): value for key, value in state_dict.items() if key.startswith("teacher.")}
-    return to_backbone_state_dict(teacher)
-
-
-def _is_meta_architecture(checkpoint: Mapping[str, Any]) -> bool:
-    state_dict = checkpoint.get("model", checkpoint)
-    return isinstance(state_dict, Mapping) and any(str(k).startswith("teacher.backbone.") for k in state_dict)
-
-
-def _is_peer_layout(checkpoint: Mapping[str, Any]) -> bool:
-    """Hugging Face transformers or timm key names (``dinov2.models.formats.detect_format``)."""
-    return formats.detect_format(to_backbone_state_dict(checkpoint)) != "dinov2"
-
-
-#: Local sources, tried in order (a URL is downloaded first, then read as a local file).
+#: File formats, tried in order (a URL is downloaded first, then read as a local file); the last one is the
+#: catch-all ``torch.save`` file.
 READERS: list[Reader] = [
-    Reader("torch.distributed.checkpoint folder", _is_dcp_folder, _read_dcp_folder),
-    Reader("Hugging Face / timm model folder", formats.is_model_folder, formats.read_weights),
-    Reader("safetensors file", lambda path: path.is_file() and path.suffix == ".safetensors", formats.read_weights),
-    Reader("torch file", Path.is_file, _torch_load),
+    _reader("torch.distributed.checkpoint folder", _is_dcp_folder, _open_dcp_folder),
+    _reader("Hugging Face / timm model folder", is_model_folder, _open_model_folder),
+    _reader("sharded weights index", lambda path: path.is_file() and path.name.endswith(".index.json"), _open_sharded),
+    _reader("safetensors file", lambda path: path.is_file() and path.suffix == ".safetensors", _open_safetensors),
+    _reader("torch file", Path.is_file, _open_torch_file),
 ]
 
-#: Key layouts, tried in order; the last entry accepts everything (the DINOv2 layouts of convert.py).
+
+# ------------------------------------------------------------------------------------------------ key layouts
+#: Key layouts, tried in order; the last entry accepts everything (the DINOv2 layouts).
 LAYOUTS: list[Layout] = [
-    Layout("meta-architecture state dict", _is_meta_architecture, _meta_architecture_to_backbone),
-    Layout("Hugging Face transformers / timm", _is_peer_layout, formats.load_backbone_state_dict),
-    Layout("DINOv2 backbone / training export", lambda checkpoint: True, to_backbone_state_dict),
+    Layout(
+        "meta-architecture state dict",
+        formats.is_training_state,
+        lambda checkpoint: formats.backbone_of(formats.training_state_parts(checkpoint)),
+        formats.training_state_parts,
+    ),
+    Layout("Hugging Face transformers / timm", formats.is_peer_layout, formats.peer_to_backbone),
+    Layout(
+        "dense model or head (decode_head.*)",
+        formats.is_dense_model,
+        lambda checkpoint: formats.backbone_of(formats.dense_parts(checkpoint)),
+        formats.dense_parts,
+    ),
+    Layout("DINOv2 backbone / training export", lambda checkpoint: True, to_backbone_state_dict, formats.export_parts),
 ]
 
 
+# ------------------------------------------------------------------------------------------------ sources
 def is_url(source: object) -> bool:
     """True for ``http(s)://``, ``ftp://``, ``file://`` and ``s3://`` strings."""
     return isinstance(source, str) and urlparse(source).scheme in _URL_SCHEMES
@@ -181,32 +322,108 @@ def download(url: str, *, argument: str = "weights", progress: bool = True) -> P
     return cached
 
 
-def read_checkpoint(source: str | os.PathLike, *, argument: str = "weights") -> Mapping[str, Any]:
-    """The mapping stored at ``source`` (URL, file or checkpoint folder; see the module docstring).
-
-    ``argument`` (``weights``, ``--pretrained-weights``, ``student.pretrained_weights``) names the source in errors.
-    """
+def _existing(source: str | os.PathLike, argument: str) -> Path:
+    """The local path of a source (a URL is downloaded), which must exist."""
     if source is None or str(source) == "":
         raise ValueError(
             f"{argument} is required: pass a training export (<output_dir>/eval/<iter>/teacher_checkpoint.pth), "
             "a hub backbone file (e.g. dinov2_vits14_pretrain.pth), a checkpoint folder or a URL"
         )
     path = download(str(source), argument=argument) if is_url(str(source)) else Path(source).expanduser()
-    reader = next((reader for reader in READERS if reader.accepts(path)), None)
-    if reader is None and path.exists():
-        raise ValueError(
-            f"{argument} {str(source)!r} is neither a weights file nor a checkpoint folder (no {_DCP_METADATA} file "
-            "inside); pass a .pth file, a checkpoint folder <output_dir>/model_<iteration> or a URL"
-        )
-    if reader is None:
+    if not path.exists():
         raise FileNotFoundError(
             f"{argument} {str(source)!r} does not exist (looked in {os.getcwd()} for a relative path); pass a "
             "teacher_checkpoint.pth, a hub backbone .pth, a checkpoint folder <output_dir>/model_<iteration> or a URL"
         )
-    checkpoint = reader.read(path)
-    if not isinstance(checkpoint, Mapping):
-        raise ValueError(f"{argument} {str(source)!r} holds a {type(checkpoint).__name__}, not a state dict")
-    return checkpoint
+    return path
+
+
+def _local(source: str | os.PathLike, argument: str) -> Path:
+    """The local path of a source that one of :data:`READERS` accepts."""
+    path = _existing(source, argument)
+    if not any(reader.accepts(path) for reader in READERS):
+        raise ValueError(
+            f"{argument} {str(source)!r} is neither a weights file nor a checkpoint folder (no {_DCP_METADATA} file "
+            "inside); pass a .pth file, a checkpoint folder <output_dir>/model_<iteration> or a URL"
+        )
+    return path
+
+
+def _open(path: Path) -> Stored:
+    """Open a local source with the first reader that accepts it: the one place where weights are opened."""
+    reader = next(reader for reader in READERS if reader.accepts(path))
+    return reader.open(path) if reader.open is not None else Stored.of(reader.read(path))
+
+
+_OPENED: collections.OrderedDict[tuple, Stored] = collections.OrderedDict()
+
+
+def _identity(path: Path) -> tuple | None:
+    """(file, size, mtime, inode) of every file of ``path``; None when one changed too recently to tell."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    stats = [(str(file.resolve()), file.stat()) for file in files]
+    if any(time.time_ns() - stat.st_mtime_ns < _RACY_NS for _, stat in stats):
+        return None
+    return tuple((name, stat.st_size, stat.st_mtime_ns, stat.st_ino) for name, stat in stats)
+
+
+def _stored(path: Path, *, keep: bool) -> Stored:
+    """The opened source at ``path``: kept for a later read (``keep``) or handed over (taken out of the cache)."""
+    key = _identity(path)
+    stored = _OPENED.pop(key, None) if key is not None else None
+    stored = stored if stored is not None else _open(path)
+    if keep and key is not None and stored.light:
+        _OPENED[key] = stored
+        while len(_OPENED) > _KEPT:
+            _OPENED.popitem(last=False)
+    return stored
+
+
+def _as_mapping(content: Any, source: object, argument: str) -> Mapping[str, Any]:
+    if not isinstance(content, Mapping):
+        raise ValueError(f"{argument} {str(source)!r} holds a {type(content).__name__}, not a state dict")
+    return content
+
+
+# ------------------------------------------------------------------------------------------------ readers
+def read_checkpoint(source: str | os.PathLike, *, argument: str = "weights") -> Mapping[str, Any]:
+    """The mapping stored at ``source`` (URL, file or folder; see the module docstring), CPU tensors.
+
+    ``argument`` (``weights``, ``--pretrained-weights``, ``student.pretrained_weights``) names the source in errors.
+    """
+    return _as_mapping(_stored(_local(source, argument), keep=False).load(), source, argument)
+
+
+def _layout(checkpoint: Mapping[str, Any]) -> Layout:
+    return next(layout for layout in LAYOUTS if layout.matches(checkpoint))
+
+
+def _with_tensors(state_dict: dict[str, Any], checkpoint: Mapping[str, Any], source: object, argument: str) -> dict:
+    """``state_dict``, unless it holds no tensor (then a ValueError naming the source and its keys)."""
+    if any(isinstance(value, Tensor) for value in state_dict.values()):
+        return state_dict
+    name = "the given state dict" if isinstance(source, Mapping) else repr(str(source))
+    raise ValueError(
+        f"{argument} {name} holds no tensors at the top level or under 'teacher' / 'model' / 'state_dict' "
+        f"(keys: {sorted(map(str, checkpoint))[:_LISTED]}); is it a backbone checkpoint?"
+    )
+
+
+def _parts(checkpoint: Mapping[str, Any], source: object, argument: str) -> dict[str, Tensor]:
+    layout = _layout(checkpoint)
+    if layout.to_parts is not None:
+        parts = layout.to_parts(checkpoint)
+    else:
+        parts = {f"backbone.{key}": value for key, value in layout.to_backbone(checkpoint).items()}
+    return _with_tensors(parts, checkpoint, source, argument)
+
+
+def read_parts(source: str | os.PathLike | Mapping[str, Any], *, argument: str = "weights") -> dict[str, Tensor]:
+    """A training export's parts from any source: ``backbone.*`` (hub layout, flat blocks) and the heads the source
+    holds (``dino_head.*``, ``ibot_head.*``; none for a hub backbone or the peers' formats). Loss centres are never
+    part of it."""
+    checkpoint = source if isinstance(source, Mapping) else read_checkpoint(source, argument=argument)
+    return _parts(checkpoint, source, argument)
 
 
 def read_backbone_weights(
@@ -214,157 +431,48 @@ def read_backbone_weights(
 ) -> dict[str, Tensor]:
     """A flat, hub-layout backbone state dict from a source (or an already read mapping)."""
     checkpoint = source if isinstance(source, Mapping) else read_checkpoint(source, argument=argument)
-    layout = next(layout for layout in LAYOUTS if layout.matches(checkpoint))
-    state_dict = layout.to_backbone(checkpoint)
-    if not any(isinstance(value, Tensor) for value in state_dict.values()):
-        name = "the given state dict" if isinstance(source, Mapping) else repr(str(source))
-        raise ValueError(
-            f"{argument} {name} holds no tensors at the top level or under 'teacher' / 'model' / 'state_dict' "
-            f"(keys: {sorted(checkpoint)[:_LISTED]}); is it a backbone checkpoint?"
-        )
-    return state_dict
+    return _with_tensors(_layout(checkpoint).to_backbone(checkpoint), checkpoint, source, argument)
 
 
-# ------------------------------------------------------------------------------------------------ fit report
-@dataclasses.dataclass(frozen=True)
-class Hint:
-    """A likely cause of a mismatch: the config key to change and, when known, the value that fits."""
-
-    key: str
-    reason: str
-    value: Any = None
-
-    def format(self, setter: str | None) -> str:
-        if setter is not None and self.value is not None:
-            return f"{self.reason}: pass {setter.format(key=self.key, value=self.value)}"
-        return f"{self.reason}: check {self.key}"
-
-
-@dataclasses.dataclass
-class FitReport:
-    """How a state dict fits a model. ``state_dict`` is renamed for the model (chunked block names)."""
-
-    state_dict: dict[str, Tensor]
-    missing: list[str]
-    unexpected: list[str]
-    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]]  # (key, weights shape, model shape)
-    hints: list[Hint]
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.unexpected or self.mismatched)
-
-    def message(
-        self,
-        source: object,
-        what: str = "the backbone built from the config",
-        setter: str | None = None,
-        advice: str = CONFIG_ADVICE,
-    ) -> str:
-        """The report as text; ``setter`` (e.g. ``"--opts {key}={value}"``) spells how a user changes a key."""
-        lines = [f"weights {str(source)!r} do not fit {what} (nothing was loaded):"]
-        for name, keys in (("missing key(s)", self.missing), ("unexpected key(s)", self.unexpected)):
-            if keys:
-                lines.append(f"  {len(keys)} {name}: {keys[:_LISTED]}{' ...' if len(keys) > _LISTED else ''}")
-        if self.mismatched:
-            shown = [f"{k}: weights {list(got)} vs model {list(want)}" for k, got, want in self.mismatched[:_LISTED]]
-            lines.append(f"  {len(self.mismatched)} shape mismatch(es): " + "; ".join(shown))
-        lines += [f"  hint: {hint.format(setter)}" for hint in self.hints]
-        lines.append(f"  {advice}")
-        return "\n".join(lines)
-
-    def raise_if_mismatched(
-        self,
-        source: object,
-        what: str = "the backbone built from the config",
-        setter: str | None = None,
-        advice: str = CONFIG_ADVICE,
-    ) -> None:
-        """Raise :class:`WeightsMismatchError` with :meth:`message` unless the weights fit."""
-        if not self.ok:
-            raise WeightsMismatchError(self.message(source, what, setter, advice))
+def read_shapes(
+    source: str | os.PathLike | Mapping[str, Any], *, argument: str = "weights"
+) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of :func:`read_parts` (``backbone.*``, heads), without reading tensor data: from the header of
+    a safetensors file, the metadata of a checkpoint folder, the memory map of a ``.pth`` file. The source stays
+    open for the read that usually follows (see the module docstring)."""
+    if isinstance(source, Mapping):
+        checkpoint = _to_meta(source)
+    else:
+        checkpoint = _as_mapping(_stored(_local(source, argument), keep=True).meta(), source, argument)
+    parts = _parts(checkpoint, source, argument)  # the layouts convert meta tensors: names and shapes only
+    return {key: tuple(value.shape) for key, value in parts.items() if isinstance(value, Tensor)}
 
 
-def _arch_shapes() -> dict[str, tuple[int, int]]:
-    """{arch name: (embed dim, depth)} of the registered architectures (built on the meta device, on errors only)."""
-    from dinov2.models.vision_transformer import ARCHS
-
-    with torch.device("meta"):
-        models = {name: build(patch_size=14, img_size=28, num_register_tokens=0) for name, build in ARCHS.items()}
-    return {name: (model.embed_dim, model.n_blocks) for name, model in models.items()}
-
-
-def _weights_arch(state_dict: Mapping[str, Tensor]) -> str | None:
-    dim = state_dict["cls_token"].shape[-1] if "cls_token" in state_dict else None
-    blocks = {int(key.split(".")[1]) for key in state_dict if key.startswith("blocks.") and key.split(".")[1].isdigit()}
-    depth = max(blocks) + 1 if blocks else None
-    return next((name for name, shape in _arch_shapes().items() if shape == (dim, depth)), None)
+def _crc32(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            crc = zlib.crc32(chunk, crc)
+    return crc
 
 
-def _hints(model: nn.Module, flat: Mapping[str, Tensor], missing, unexpected, mismatched) -> list[Hint]:
-    """Likely causes of a mismatch, in terms of config keys (``flat``: the weights with flat block names)."""
-    hints, shapes = [], {key: (got, want) for key, got, want in mismatched}
-    changed = [*missing, *unexpected]
-    if "cls_token" in shapes:
-        got, want = shapes["cls_token"]
-        reason = f"the weights have embed dim {got[-1]}, the config builds {want[-1]}"
-        hints.append(Hint("student.arch", reason, _weights_arch(flat)))
-    elif "pos_embed" in shapes:
-        got, _ = shapes["pos_embed"]
-        side = math.isqrt(got[1] - 1)
-        if side * side == got[1] - 1:
-            size, patch = side * model.patch_size, model.patch_size
-            reason = f"the weights store a {side} x {side} position grid (images of {size} px at patch {patch})"
-            hints.append(Hint("crops.global_crops_size", reason, size))
-    if "patch_embed.proj.weight" in shapes and "cls_token" not in shapes:
-        got, _ = shapes["patch_embed.proj.weight"]
-        hints.append(Hint("student.patch_size", f"the weights use patch size {got[-1]}", got[-1]))
-    if any("register_tokens" in key for key in changed) or "register_tokens" in shapes:
-        count = flat["register_tokens"].shape[1] if "register_tokens" in flat else 0
-        reason = f"the number of register tokens differs (weights: {count})"
-        hints.append(Hint("student.num_register_tokens", reason, count))
-    if any(".mlp.w12." in key or ".mlp.fc1." in key for key in unexpected):
-        ffn = "swiglufused" if any(".mlp.w12." in key for key in unexpected) else "mlp"
-        hints.append(Hint("student.ffn_layer", "the FFN type differs (swiglufused for ViT-g)", ffn))
-    if any(".ls1.gamma" in key for key in changed):
-        hints.append(Hint("student.layerscale", "layer-scale is present in only one of weights and model"))
-    if any(key.startswith("blocks.") for key in changed) and not hints:
-        hints.append(Hint("student.arch", "the number of blocks differs", _weights_arch(flat)))
-    return hints
+def fingerprint(source: str | os.PathLike, *, argument: str = "weights") -> dict[str, object]:
+    """``{"path", "size", "crc32"}`` of a source's content (a moved copy has the same size and CRC32).
 
-
-def fit_report(model: nn.Module, state_dict: Mapping[str, Tensor]) -> FitReport:
-    """Compare a backbone ``state_dict`` (flat or chunked block names) with ``model`` (chunked or not, possibly on
-    the meta device)."""
-    flat = chunked_to_flat(state_dict)
-    if getattr(model, "chunked_blocks", False):
-        state_dict = flat_to_chunked(flat, model.n_blocks, len(model.blocks))
-    expected = model.state_dict()
-    missing = [key for key in expected if key not in state_dict]
-    unexpected = [key for key in state_dict if key not in expected]
-    mismatched = [
-        (key, tuple(value.shape), tuple(expected[key].shape))
-        for key, value in state_dict.items()
-        if key in expected and tuple(value.shape) != tuple(expected[key].shape)
-    ]
-    hints = _hints(model, flat, missing, unexpected, mismatched) if missing or unexpected or mismatched else []
-    return FitReport(dict(state_dict), missing, unexpected, mismatched, hints)
-
-
-def resize_pos_embed(pos_embed: Tensor, num_positions: int) -> Tensor:
-    """Resize a ``[1, 1 + M*M, D]`` position table to ``[1, num_positions, D]`` (square grids, cls kept).
-
-    Bicubic in float32 on the patch grid, cast back (what the trainer does to start at 224 px from 518 px weights).
+    A file: its size and CRC32. One of our checkpoint folders: its completion marker, which lists the size and
+    CRC32 of every file of the checkpoint. Another folder: the sizes and CRC32s of all its files.
     """
-    old_grid, new_grid = math.isqrt(pos_embed.shape[1] - 1), math.isqrt(num_positions - 1)
-    if old_grid**2 != pos_embed.shape[1] - 1 or new_grid**2 != num_positions - 1:
-        raise ValueError(f"cannot resize pos_embed of {pos_embed.shape[1]} positions to {num_positions}: not square")
-    cls_pos, patch_pos = pos_embed[:, :1], pos_embed[:, 1:]
-    dim = pos_embed.shape[-1]
-    grid = patch_pos.float().reshape(1, old_grid, old_grid, dim).permute(0, 3, 1, 2)  # [1, D, M, M]
-    grid = F.interpolate(grid, size=(new_grid, new_grid), mode="bicubic", align_corners=False)
-    patch_pos = grid.permute(0, 2, 3, 1).reshape(1, new_grid * new_grid, dim).to(pos_embed.dtype)
-    return torch.cat((cls_pos, patch_pos), dim=1)
+    path = _existing(source, argument)
+    if path.is_file():
+        files = [path]
+    elif (path / _DCP_MARKER).is_file():
+        files = [path / _DCP_MARKER]
+    else:
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+    crc = 0
+    for file in files:
+        crc = zlib.crc32(f"{file.relative_to(path) if file != path else ''}:{_crc32(file)}".encode(), crc)
+    return {"path": str(path.resolve()), "size": sum(f.stat().st_size for f in files), "crc32": crc}
 
 
 def load_backbone_weights(
@@ -393,3 +501,32 @@ def load_backbone_weights(
     model.load_state_dict(report.state_dict, strict=True)
     logger.info("Loaded %d backbone tensors from %s", len(report.state_dict), name)
     return report
+
+
+# ------------------------------------------------------------------------------------------------ formats' old names
+def read_weights(path: str | os.PathLike) -> Any:
+    """The raw contents of a weights file or model folder (no conversion), loaded on the CPU."""
+    path = Path(path).expanduser()
+    if path.is_dir() and not _is_dcp_folder(path):
+        _check_folder_config(path)
+        if not is_model_folder(path):
+            raise FileNotFoundError(
+                f"weights folder {path} holds none of {', '.join(_FOLDER_FILES)}: pass a Hugging Face or timm model "
+                "folder, or the weights file itself"
+            )
+    elif not path.exists():
+        raise FileNotFoundError(f"weights {path} do not exist: pass a weights file or a model folder")
+    return _stored(_local(path, "weights"), keep=False).load()
+
+
+def load_backbone_state_dict(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, Tensor]:
+    """Our backbone state dict (hub layout: flat ``blocks.<i>``) from weights in any supported format.
+
+    ``source``: a model folder, a weights file or a loaded state dict / checkpoint. Raises ``FileNotFoundError``
+    for a missing file or an empty folder and ``ValueError`` for keys that belong to no DINOv2 backbone of the
+    detected format.
+    """
+    checkpoint = read_weights(source) if isinstance(source, (str, os.PathLike)) else source
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"weights {source!r} hold a {type(checkpoint).__name__}, not a state dict")
+    return read_backbone_weights(checkpoint, argument="weights")

@@ -6,7 +6,6 @@ import logging
 import os
 import random
 import subprocess
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -107,17 +106,15 @@ def _strip_prefixes(key: str, prefixes: tuple[str, ...] = ("module.", "backbone.
 def load_pretrained_weights(model: nn.Module, pretrained_weights: str, checkpoint_key: str | None = None):
     """Load a checkpoint (path or URL) into ``model`` non-strictly; returns the missing/unexpected keys.
 
-    Loads with ``weights_only=True``. If ``checkpoint_key`` (e.g. ``"teacher"``) is a key of the checkpoint, that
-    entry is used. Leading ``module.`` (DDP) and ``backbone.`` (training wrapper) prefixes are removed (the release
-    removed these strings anywhere in a key; for DINOv2 checkpoints the result is the same). Missing and unexpected
-    keys are logged as a warning.
+    Reads any source :func:`dinov2.models.weights.read_checkpoint` reads (``weights_only=True``). If
+    ``checkpoint_key`` (e.g. ``"teacher"``) is a key of the checkpoint, that entry is used. Leading ``module.`` (DDP)
+    and ``backbone.`` (training wrapper) prefixes are removed (the release removed these strings anywhere in a key;
+    for DINOv2 checkpoints the result is the same). Missing and unexpected keys are logged as a warning.
     """
-    if urlparse(str(pretrained_weights)).scheme in ("http", "https", "ftp", "s3", "file"):
-        state_dict = torch.hub.load_state_dict_from_url(pretrained_weights, map_location="cpu", weights_only=True)
-    else:
-        if not os.path.isfile(pretrained_weights):
-            raise FileNotFoundError(f"pretrained weights {pretrained_weights!r} not found (give a file path or URL)")
-        state_dict = torch.load(pretrained_weights, map_location="cpu", weights_only=True)
+    # Deferred: utils/ sits below models/; the released path of this function is kept, the reading is not repeated.
+    from dinov2.models.weights import read_checkpoint
+
+    state_dict = read_checkpoint(pretrained_weights, argument="pretrained weights")
     if checkpoint_key is not None and checkpoint_key in state_dict:
         logger.info(f"Take key {checkpoint_key} in provided checkpoint dict")
         state_dict = state_dict[checkpoint_key]

@@ -1,6 +1,6 @@
 """The backbone of a picture or export command: a hub backbone by name, or the teacher of a training config.
 
-Weights come from any format :func:`dinov2.models.formats.load_backbone_state_dict` reads (released hub file,
+Weights come from any format :func:`dinov2.models.weights.load_backbone_state_dict` reads (released hub file,
 training export ``teacher_checkpoint.pth``, Hugging Face or timm folder / file), the released weights of a hub
 name (downloaded), or nowhere (``random_init``: the released initialisation, seeded).
 """
@@ -17,8 +17,8 @@ import torch
 from dinov2.hub import backbones as hub_backbones
 from dinov2.hub.utils import load_strict
 from dinov2.models.convert import flat_to_chunked
-from dinov2.models.formats import load_backbone_state_dict
 from dinov2.models.vision_transformer import DinoVisionTransformer
+from dinov2.models.weights import load_backbone_state_dict
 
 logger = logging.getLogger("dinov2")
 

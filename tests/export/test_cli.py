@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 from safetensors import safe_open
 
 from dinov2.export.__main__ import main
-from dinov2.models.formats import load_backbone_state_dict
 from dinov2.models.vision_transformer import DinoVisionTransformer
+from dinov2.models.weights import load_backbone_state_dict
 from dinov2.visualize.backbone import load_backbone
 from tests.train.tiny import tiny_cfg
 

@@ -13,8 +13,9 @@ import torch
 from safetensors.torch import save_file
 
 from dinov2.models.convert import to_hf_state_dict, to_timm_state_dict
-from dinov2.models.formats import detect_format, load_backbone_state_dict
+from dinov2.models.formats import detect_format
 from dinov2.models.vision_transformer import DinoVisionTransformer
+from dinov2.models.weights import load_backbone_state_dict
 
 DIMS = dict(img_size=28, patch_size=14, embed_dim=16, depth=2, num_heads=2, init_values=1.0, block_chunks=0)
 

@@ -142,7 +142,7 @@ def test_hf_round_trips_both_ways_at_518(variant, tmp_path):
     assert back.keys() == peer.state_dict().keys()
     assert all(torch.equal(back[k], v) for k, v in peer.state_dict().items())
     peer.save_pretrained(tmp_path / "saved")  # HF files (transformers' own writer) -> ours
-    from dinov2.models.formats import load_backbone_state_dict
+    from dinov2.models.weights import load_backbone_state_dict
 
     from_files = load_backbone_state_dict(tmp_path / "saved")
     assert all(torch.equal(from_files[k], v) for k, v in ours.state_dict().items())
@@ -162,7 +162,7 @@ def test_from_pretrained_on_an_export_hf_folder_gives_our_outputs(variant, tmp_p
     exact = variant != "swiglu"  # SwiGLU: transformers splits w12 into two matmuls
     _assert_tokens(auto(pixel_values=x).last_hidden_state, ours, x, **(dict(rtol=0, atol=0) if exact else TOKEN_TOL))
     reread = DinoVisionTransformer(img_size=518, **DIMS, **VARIANTS[variant])
-    from dinov2.models.formats import load_backbone_state_dict
+    from dinov2.models.weights import load_backbone_state_dict
 
     reread.load_state_dict(load_backbone_state_dict(tmp_path / "hf"), strict=True)  # and back: the same tensors
     assert all(torch.equal(reread.state_dict()[k], v) for k, v in ours.state_dict().items())
