@@ -141,7 +141,8 @@ LAYERS: dict[str, set[str]] = {
     "configs": set(),  # the packaged YAML files: data only
     "utils": set(),  # dtype, io, param_groups, schedules, cli: the floor, imports nothing above it
     "config": {"utils", "configs"},  # the one config loader (defaults <- file <- key=value, strict keys)
-    # `distributed` and the building blocks may import `config` to register the value checks of their registries
+    # `distributed` and the building blocks may import `config` to register the value checks of their registries.
+    # FSDP2 sharding reads the one dtype table (utils/dtype: torch and numpy only), a downward import.
     "distributed": {"utils", "config"},
     "logging": {"utils", "distributed"},
     "layers": {"utils", "config", "distributed"},
