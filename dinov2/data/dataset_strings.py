@@ -74,6 +74,7 @@ class DatasetSpec:
     required: tuple[str, ...]
     optional: dict[str, Callable[[str], Any]] = field(default_factory=dict)
     converters: dict[str, Callable[[str], Any]] = field(default_factory=dict)
+    given: dict[str, Any] = field(default_factory=dict)  # constructor arguments that do not come from the string
 
     @property
     def keys(self) -> list[str]:
@@ -98,7 +99,14 @@ _REGISTRY: dict[str, DatasetSpec] = {
             "strict": _to_bool,
         },
     ),
-    "Curated": DatasetSpec(Curated, ("manifest",), {"verify": _to_bool, "seed": int, "strict": _to_bool}),
+    # a Curated set opens its source sets by their dataset strings: this parser is handed to it (its module cannot
+    # import this one, which imports it)
+    "Curated": DatasetSpec(
+        Curated,
+        ("manifest",),
+        {"verify": _to_bool, "seed": int, "strict": _to_bool},
+        given={"parse_source": lambda source_str: parse_dataset_str(source_str)},
+    ),
     "ADE20K": DatasetSpec(ADE20K, ("root",), {"split": str.upper, "strict": _to_bool}),
     "VOC2012": DatasetSpec(VOC2012, ("root",), {"split": str.upper, "aug": str.lower, "strict": _to_bool}),
     "NYU": DatasetSpec(
@@ -168,7 +176,7 @@ def parse_dataset_str(dataset_str: str) -> tuple[Callable, dict[str, Any]]:
     if missing:
         example = ":".join([name] + [f"{k}=..." for k in spec.required])
         raise ValueError(f"dataset string {dataset_str!r} lacks required key(s) {', '.join(missing)} (e.g. {example})")
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = dict(spec.given)
     for key, value in raw.items():
         convert = spec.converters.get(key) or spec.optional.get(key) or str
         try:

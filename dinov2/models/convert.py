@@ -390,8 +390,11 @@ def export_hf(model: nn.Module, out_dir: str | os.PathLike) -> Path:
         logger.warning(
             "export_hf: transformers resizes position embeddings by output size (antialias=%s); this model uses "
             "interpolate_offset=%s, interpolate_antialias=%s: outputs match at %d px only",
-            expected[1], model.interpolate_offset, model.interpolate_antialias, config["image_size"],
-        )  # fmt: skip
+            expected[1],
+            model.interpolate_offset,
+            model.interpolate_antialias,
+            config["image_size"],
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "model.safetensors") as tmp:  # never a partial file under the final name

@@ -14,20 +14,17 @@ checksum the files (shared among them) and rank 0 writes ``COMPLETE`` and rename
 is ignored and later deleted: the previous checkpoint is untouched. Only the last ``keep``
 checkpoints are kept (older ones are deleted after a new one is complete).
 
-Failures while saving are agreed among ranks (:func:`run_agreed`): every rank raises, none waits in a
+Failures while saving are agreed among ranks (:func:`~dinov2.train.rank_agreement.run_agreed`): every rank raises, none waits in a
 collective, and the temporary folder is removed. A full disk (or quota) raises
 :class:`~dinov2.train.disk_space.CheckpointDiskFullError` naming the folder, the bytes needed and free, and
 the fix; it is caught before writing when the free space is below the estimate (the size of the previous
 checkpoint, or the tensor bytes being saved if larger), and after the fact when a write finds no room.
 
-Models and the optimizer go through ``get_state_dict`` / ``set_state_dict``
-(``torch.distributed.checkpoint.state_dict``) and DCP, so FSDP2 (DTensor) and plain modules are
-saved alike and a checkpoint loads with another number of processes (saved by 2, resumed by 1).
+Models and the optimizer go through DCP (:mod:`dinov2.train.dcp_state`), so FSDP2 (DTensor) and plain modules
+are saved alike and a checkpoint loads with another number of processes (saved by 2, resumed by 1).
 
-RNG states are per rank. When the world size is unchanged each rank gets its own state back
-(exact resume); otherwise streams cannot continue, and every rank is re-seeded from a seed derived
-from the checkpoint (its rank-0 torch state) and its new rank, which is reproducible but not the
-stream the old run would have drawn.
+RNG states are per rank (:mod:`dinov2.train.rng_state`): restored exactly when the world size is unchanged,
+re-seeded reproducibly per rank otherwise. Agreeing on failures among ranks is :mod:`dinov2.train.rank_agreement`.
 """
 
 from __future__ import annotations
@@ -36,31 +33,29 @@ import dataclasses
 import json
 import logging
 import os
-import random
 import re
 import shutil
 import time
-import warnings
 import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from dinov2 import distributed
+from dinov2.train.dcp_state import dcp_load_into, dcp_save, dcp_state_dict, split_state
 from dinov2.train.disk_space import (
     CheckpointDiskFullError,
     folder_bytes,
     free_bytes,
-    is_disk_full,
     no_room_message,
     state_bytes,
 )
+from dinov2.train.rank_agreement import RankFailure, agreed_error, run_agreed
+from dinov2.train.rng_state import restore_rank_rng, save_rank_rng
 from dinov2.utils.io import atomic_torch_save, atomic_write_text, fsync_dir
-from dinov2.utils.utils import fix_random_seeds
 
 logger = logging.getLogger("dinov2")
 
@@ -68,38 +63,6 @@ MARKER = "COMPLETE"
 EXTRA_FILE = "extra.pt"
 _FINAL = re.compile(r"^model_(\d+)$")
 _TMP = re.compile(r"^ckpt_tmp_(\d+)$")
-
-
-def capture_rng_state() -> dict[str, Any]:
-    """This process's python, numpy, torch CPU and current-CUDA-device generator states (weights_only-loadable)."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    cuda_initialized = torch.cuda.is_available() and torch.cuda.is_initialized()
-    return {
-        "python": random.getstate(),
-        "numpy": {
-            "name": name,
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        },
-        "torch": torch.get_rng_state(),
-        # only this process's device: the number of visible GPUs may differ when resuming
-        "cuda": torch.cuda.get_rng_state() if cuda_initialized else None,
-    }
-
-
-def restore_rng_state(state: Mapping[str, Any]) -> None:
-    """Inverse of :func:`capture_rng_state`."""
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    n = state["numpy"]
-    np.random.set_state(
-        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
-    )
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
 
 
 def _crc32(path: Path) -> int:
@@ -114,40 +77,6 @@ def _checksum_share(directory: Path, names: list[str]) -> dict[str, list[int]]:
     """Size and CRC32 of this rank's share of ``names`` (every world-th file)."""
     rank, world = distributed.get_global_rank(), distributed.get_global_size()
     return {name: [(directory / name).stat().st_size, _crc32(directory / name)] for name in names[rank::world]}
-
-
-def _split_state(state: Mapping[str, Any]):
-    """-> (modules, (optimizer key, optimizer) or None, stateful objects, plain values)."""
-    modules = {k: v for k, v in state.items() if isinstance(v, nn.Module)}
-    optimizers = {k: v for k, v in state.items() if isinstance(v, torch.optim.Optimizer)}
-    if len(optimizers) > 1 or (optimizers and len(modules) != 1):
-        raise ValueError(
-            f"checkpoint state holds modules {sorted(modules)} and optimizers {sorted(optimizers)}: "
-            "an optimizer needs exactly one module (the model it optimises) and at most one optimizer is supported"
-        )
-    rest = {k: v for k, v in state.items() if k not in modules and k not in optimizers}
-    stateful = {k: v for k, v in rest.items() if hasattr(v, "state_dict") and hasattr(v, "load_state_dict")}
-    plain = {k: v for k, v in rest.items() if k not in stateful}
-    return modules, next(iter(optimizers.items()), None), stateful, plain
-
-
-def _dcp_state(modules, optimizer) -> dict[str, Any]:
-    """The state dict DCP reads or writes in place: ``{module key: ..., optimizer key: ...}``."""
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict
-
-    out: dict[str, Any] = {}
-    if optimizer is not None:
-        (model_key, model), (optim_key, optim) = next(iter(modules.items())), optimizer
-        out[model_key], out[optim_key] = get_state_dict(model, optim)
-    else:
-        out = {key: get_model_state_dict(module) for key, module in modules.items()}
-    return out
-
-
-def _dcp_call(fn, state_dict: dict, path: Path) -> None:
-    with warnings.catch_warnings():  # DCP warns that it runs "in a single process" without a group
-        warnings.filterwarnings("ignore", message=".*(single process|distributed is disabled|uninitialized).*")
-        fn(state_dict, checkpoint_id=str(path), process_group=distributed.current_group())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +115,7 @@ class Checkpointer:
     - ``nn.Module``: model weights and buffers (sharded or not), e.g. ``{"model": ssl_meta_arch}``;
     - one ``torch.optim.Optimizer`` (allowed with exactly one module, the one it optimises);
     - objects with ``state_dict``/``load_state_dict`` (e.g. ``torch.amp.GradScaler``): saved by rank 0;
-    - anything else (iteration counters, sampler position, config hash): plain values saved by rank 0,
+    - anything else (iteration counters, a config hash): plain values saved by rank 0,
       returned in :attr:`LoadedCheckpoint.extra`. They must be ``torch.load(weights_only=True)``-safe
       (tensors, numbers, strings, lists, tuples, dicts).
 
@@ -224,10 +153,10 @@ class Checkpointer:
         or after a write that found no room. Any failure leaves the previous checkpoints untouched and removes the
         temporary folder; every rank raises (an error on one rank never leaves the others waiting).
         """
-        modules, optimizer, stateful, plain = _split_state(state)
+        modules, optimizer, stateful, plain = split_state(state)
         rank = distributed.get_global_rank()
         job = _SaveJob(iteration, self.directory / f"ckpt_tmp_{iteration:07d}", self.path_for(iteration))
-        dcp_state = _dcp_state(modules, optimizer)
+        dcp_state = dcp_state_dict(modules, optimizer)
         state_total = sum(distributed.all_gather_object(state_bytes(dcp_state, main_process=rank == 0)))
         job = self._step(job, lambda: self._begin(job, state_total) if rank == 0 else None)[0]
         if not job.fits:
@@ -264,13 +193,10 @@ class Checkpointer:
 
     def _write(self, job: _SaveJob, dcp_state: dict[str, Any], stateful: dict, plain: dict) -> None:
         """Every rank: its DCP shards and RNG state; rank 0 also the plain values and stateful objects."""
-        from torch.distributed.checkpoint import save as dcp_save
-
-        _dcp_call(dcp_save, dcp_state, job.tmp)  # collective: a failure on any rank raises on every rank
-        rank = distributed.get_global_rank()
+        dcp_save(dcp_state, job.tmp)  # collective: a failure on any rank raises on every rank
         if self.save_rng:
-            atomic_torch_save(capture_rng_state(), job.tmp / f"rng_rank{rank:05d}.pt")
-        if rank == 0:
+            save_rank_rng(job.tmp)
+        if distributed.get_global_rank() == 0:
             extra = {
                 "iteration": job.iteration,
                 "world_size": distributed.get_global_size(),
@@ -377,10 +303,10 @@ class Checkpointer:
 
     def _try_load(self, path: Path, state: Mapping[str, Any]) -> LoadedCheckpoint | str:
         """A LoadedCheckpoint, or the (rank-agreed) error message."""
-        error = _agreed_error(self._verify_share, path)
+        error = agreed_error(lambda: self._verify_share(path))
         if error is None:
             result: list[LoadedCheckpoint] = []
-            error = _agreed_error(lambda p: result.append(self._restore(p, state)), path)
+            error = agreed_error(lambda: result.append(self._restore(path, state)))
             if error is None:
                 return result[0]
         return error
@@ -399,80 +325,15 @@ class Checkpointer:
                 raise OSError(f"{path / name} is corrupted (size {actual}, expected {size}; checksum mismatch)")
 
     def _restore(self, path: Path, state: Mapping[str, Any]) -> LoadedCheckpoint:
-        from torch.distributed.checkpoint import load as dcp_load
-        from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_state_dict
-
-        modules, optimizer, stateful, _ = _split_state(state)
-        state_dict = _dcp_state(modules, optimizer)
-        _dcp_call(dcp_load, state_dict, path)
-        if optimizer is not None:
-            (model_key, model), (optim_key, optim) = next(iter(modules.items())), optimizer
-            set_state_dict(model, optim, model_state_dict=state_dict[model_key], optim_state_dict=state_dict[optim_key])
-        else:
-            for key, module in modules.items():
-                set_model_state_dict(module, state_dict[key])
+        modules, optimizer, stateful, _ = split_state(state)
+        dcp_load_into(modules, optimizer, path)
         extra = torch.load(path / EXTRA_FILE, weights_only=True)
         for key, obj in stateful.items():
             if key not in extra["stateful"]:
                 raise KeyError(f"checkpoint has no state for {key!r} (it has {sorted(extra['stateful'])})")
             obj.load_state_dict(extra["stateful"][key])
-        rng_restored = self._restore_rng(path, extra)
+        rng_restored = self.save_rng and restore_rank_rng(path, extra["world_size"], extra["iteration"])
         return LoadedCheckpoint(path, extra["iteration"], extra["world_size"], extra["plain"], rng_restored)
-
-    def _restore_rng(self, path: Path, extra: Mapping[str, Any]) -> bool:
-        if not self.save_rng:
-            return False
-        rank = distributed.get_global_rank()
-        own = path / f"rng_rank{rank:05d}.pt"
-        if extra["world_size"] == distributed.get_global_size() and own.is_file():
-            restore_rng_state(torch.load(own, weights_only=True))
-            return True
-        first = path / "rng_rank00000.pt"
-        base = zlib.crc32(torch.load(first, weights_only=True)["torch"].numpy().tobytes()) if first.is_file() else 0
-        fix_random_seeds(base + 1_000_003 * rank + extra["iteration"])
-        logger.info(
-            "world size changed (%d -> %d): RNG re-seeded per rank", extra["world_size"], distributed.get_global_size()
-        )
-        return False
-
-
-@dataclasses.dataclass
-class RankFailure:
-    """One rank's error in :func:`run_agreed`: ``message`` is ``"<type>: <text>"``."""
-
-    rank: int
-    message: str
-    disk_full: bool  # the error is a write that found no room (see dinov2.train.disk_space.is_disk_full)
-
-
-def run_agreed(fn: Callable[[], Any]) -> tuple[list[Any], list[RankFailure], BaseException | None]:
-    """Call ``fn()`` on every rank and gather: (results by rank, every rank's failure, this rank's own exception).
-
-    Collective (one ``all_gather_object``), so all ranks learn of an error on any rank and can raise together
-    instead of leaving the others waiting in the next collective. ``fn`` may itself be collective only if it
-    fails on every rank alike (as DCP does). Results must be picklable.
-    """
-    try:
-        result, error = fn(), None
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as exc:  # DCP's CheckpointException derives from BaseException
-        result, error = None, exc
-    failure = None
-    if error is not None:
-        failure = RankFailure(distributed.get_global_rank(), f"{type(error).__name__}: {error}", is_disk_full(error))
-    gathered = distributed.all_gather_object((result, failure))
-    return [r for r, _ in gathered], [f for _, f in gathered if f is not None], error
-
-
-def _agreed_error(fn, path: Path) -> str | None:
-    """Run ``fn(path)`` on every rank; the first rank's error message (or None), the same on all ranks."""
-
-    def call() -> None:
-        fn(path)
-
-    _, failures, _ = run_agreed(call)
-    return failures[0].message if failures else None
 
 
 def export_teacher(path: str | os.PathLike, teacher: nn.Module | Mapping[str, torch.Tensor]) -> Path:

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from dinov2 import distributed
-from dinov2.train.checkpointing import run_agreed
+from dinov2.train.rank_agreement import run_agreed
 
 __all__ = ["RunLock", "RunLockError", "LockOwner", "LOCK_FILE", "TAKE_OVER_ENV"]
 

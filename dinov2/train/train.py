@@ -239,7 +239,6 @@ def do_train(
 
     data_loader = build_data_loader(cfg, start_iter)
     device = model.device
-    batch_size = cfg.train.batch_size_per_gpu
     tracking = Tracking(cfg)
     metric_logger = MetricLogger(
         delimiter="  ", output_file=os.path.join(cfg.train.output_dir, "training_metrics.json"), sinks=tracking.sinks
@@ -265,7 +264,7 @@ def do_train(
         if eval_period > 0 and (iteration + 1) % eval_period == 0:
             do_test(cfg, model, f"training_{iteration}")
         if (iteration + 1) % period == 0 or iteration == max_iter - 1:
-            checkpointer.save(iteration, {**state, "sampler_position": (iteration + 1) * batch_size})
+            checkpointer.save(iteration, state)
         if history is not None:
             history.append((iteration, losses))
         iteration += 1

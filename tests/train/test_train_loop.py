@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import zlib
 from pathlib import Path
 
 import pytest
 import torch
 
 from dinov2.models.convert import to_backbone_state_dict
+from dinov2.train.checkpointing import EXTRA_FILE, MARKER
 from dinov2.train.train import get_args_parser, main
 from tests.conftest import preserved_logging
 from tests.train.tiny import FP32_OPTS, TINY_OPTS
@@ -103,6 +105,29 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(straight_run, 
     finally:
         dinov2_logger.removeHandler(caplog.handler)
     assert any(r.levelno == logging.WARNING and "model_0000007" in r.getMessage() for r in caplog.records)
+    assert [it for it, _ in resumed] == [4, 5, 6, 7]
+    assert resumed == reference[4:]
+
+
+def test_checkpoints_hold_no_sampler_position(straight_run):
+    out, _ = straight_run
+    extra = torch.load(out / "model_0000003" / EXTRA_FILE, weights_only=True)
+    assert extra["plain"] == {}  # the loader is advanced from the iteration; a sample count was never read
+
+
+def test_checkpoint_written_with_a_sampler_position_still_resumes_exactly(straight_run, tmp_path):
+    """Checkpoints written before the dead ``sampler_position`` value was dropped hold it among their plain values."""
+    reference_out, reference = straight_run
+    out = tmp_path / "old"
+    shutil.copytree(reference_out, out, ignore=shutil.ignore_patterns("eval", "model_0000007"))
+    folder = out / "model_0000003"
+    extra = torch.load(folder / EXTRA_FILE, weights_only=True)
+    extra["plain"]["sampler_position"] = 4 * 4  # (iteration + 1) * train.batch_size_per_gpu, as it was written
+    torch.save(extra, folder / EXTRA_FILE)
+    marker = json.loads((folder / MARKER).read_text())
+    marker["files"][EXTRA_FILE] = [len(data := (folder / EXTRA_FILE).read_bytes()), zlib.crc32(data)]
+    (folder / MARKER).write_text(json.dumps(marker))
+    resumed = _run(out, "evaluation.eval_period_iterations=4")
     assert [it for it, _ in resumed] == [4, 5, 6, 7]
     assert resumed == reference[4:]
 

@@ -119,7 +119,9 @@ class _Part:
 class Curated(Dataset):
     """The samples listed by a curation manifest (see the module docstring); ``(image, target)`` like the sources.
 
-    Dataset string: ``Curated:manifest=PATH[:verify=BOOL][:seed=INT][:strict=BOOL]``.
+    Dataset string: ``Curated:manifest=PATH[:verify=BOOL][:seed=INT][:strict=BOOL]``. ``parse_source`` turns a
+    source's dataset string into ``(class, kwargs)``: the dataset-string table hands in its parser (``make_dataset``
+    does this), since the table lists this class and so cannot be imported from here.
     """
 
     def __init__(
@@ -132,9 +134,8 @@ class Curated(Dataset):
         verify: bool = True,
         seed: int = 0,
         strict: bool | None = None,
+        parse_source: Callable[[str], tuple[Callable, dict[str, Any]]],
     ) -> None:
-        from dinov2.data.dataset_strings import parse_dataset_str  # deferred: dataset_strings imports this package
-
         self.manifest_path = Path(manifest).expanduser()
         self.manifest = read_manifest(self.manifest_path)
         self.transforms, self.transform, self.target_transform = transforms, transform, target_transform
@@ -143,7 +144,7 @@ class Curated(Dataset):
         for position, spec in enumerate(self.manifest["parts"]):
             dataset_str = spec["dataset"]
             if dataset_str not in sources:
-                cls, kwargs = parse_dataset_str(dataset_str)
+                cls, kwargs = parse_source(dataset_str)
                 if cls is Curated:
                     raise ValueError(f"Curated part {spec['name']!r}: a manifest cannot list another Curated dataset")
                 if strict is not None:

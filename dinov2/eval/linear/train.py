@@ -266,10 +266,21 @@ def eval_linear(
         output_dir, linear_classifiers, optimizer, scheduler, classifier_fpath=classifier_fpath, resume=resume
     )
     val_results, iteration = train_linear_classifiers(
-        feature_model=feature_model, classifiers=linear_classifiers, optimizer=optimizer, scheduler=scheduler,
-        train_data=train_data_loader, max_iter=max_iter, start_iter=start_iter, val_data=val_data_loader,
-        eval_period=eval_period, metric_type=metric_type, num_classes=training_num_classes,
-        val_class_mapping=val_class_mapping, output_dir=output_dir, checkpoint_period=checkpoint_period,
-        running_checkpoint_period=running_checkpoint_period, metrics_file_path=metrics_file_path,
-    )  # fmt: skip
+        feature_model=feature_model,
+        classifiers=linear_classifiers,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        train_data=train_data_loader,
+        max_iter=max_iter,
+        start_iter=start_iter,
+        val_data=val_data_loader,
+        eval_period=eval_period,
+        metric_type=metric_type,
+        num_classes=training_num_classes,
+        val_class_mapping=val_class_mapping,
+        output_dir=output_dir,
+        checkpoint_period=checkpoint_period,
+        running_checkpoint_period=running_checkpoint_period,
+        metrics_file_path=metrics_file_path,
+    )
     return val_results, feature_model, linear_classifiers, iteration
