@@ -1,114 +1,31 @@
-"""Value checks of a merged training/evaluation config, run before any heavy work.
+"""Value checks of the training config (``ssl_default_config.yaml``) that need no registry: types, ranges,
+crop sizes against the patch size, the distillation settings. Registered with :func:`register_check` on import.
 
-``validate_config(cfg)`` collects every problem and raises one :class:`ConfigValueError` listing them all, each
-line naming the key, the value and what is allowed. The allowed choices are the ones the released code accepts.
+Keys whose choices come from a registry are checked beside it (``config_checks`` modules of ``models/``, ``loss/``,
+``data/``, ``distributed/``); the dtype choices come from the dtype table of ``utils/``.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
-from numbers import Real
-from typing import Any
+from omegaconf import OmegaConf
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
-
-from dinov2.data.gpu_augment import DATA_DEVICES
-from dinov2.distributed.sharding import SHARDING_STRATEGIES
-from dinov2.loss.teacher_centering import CENTERINGS
-from dinov2.models.vision_transformer import ARCHS, FFN_LAYERS
+from dinov2.config.checks import Checker, is_int, is_number, register_check
 from dinov2.utils.dtype import DTYPES
 
-# Choices come from the registries that implement them (FFN layers, centrings, dtypes, sharding strategies,
-# archs, meta-architectures), so a new entry there is accepted here without a second list to edit.
 SCALING_RULES = ("sqrt_wrt_1024",)
 MODEL_PARTS = ("backbone", "dino_head", "ibot_head")
 
-_MISSING = object()
 
-
-class ConfigValueError(ValueError):
-    """A config value is out of range or of the wrong type; the message lists every such value."""
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
-
-
-class _Checker:
-    """Accumulates error lines; each ``check_*`` reads one dotted key of ``cfg``."""
-
-    def __init__(self, cfg: DictConfig):
-        self.cfg = cfg
-        self.errors: list[str] = []
-
-    def get(self, key: str) -> Any:
-        value = OmegaConf.select(self.cfg, key, default=_MISSING)
-        if value is _MISSING:
-            self.errors.append(f"{key}: missing (it is a key of ssl_default_config.yaml; do not delete it)")
-        elif isinstance(value, (DictConfig, ListConfig)):
-            value = OmegaConf.to_container(value, resolve=True)
-        return value
-
-    def fail(self, key: str, value: Any, expected: str) -> None:
-        self.errors.append(f"{key}: got {value!r}, expected {expected}")
-
-    def check(self, key: str, ok: Callable[[Any], bool], expected: str) -> Any:
-        value = self.get(key)
-        if value is not _MISSING and not ok(value):
-            self.fail(key, value, expected)
-            return _MISSING
-        return value
-
-    def integer(self, key: str, minimum: int) -> Any:
-        return self.check(key, lambda v: _is_int(v) and v >= minimum, f"an integer >= {minimum}")
-
-    def number(self, key: str, low: float = -math.inf, high: float = math.inf, high_open: bool = False) -> Any:
-        def ok(v):
-            return _is_number(v) and low <= v and (v < high if high_open else v <= high)
-
-        bracket = ")" if high_open else "]"
-        return self.check(key, ok, f"a number in [{low}, {high}{bracket}")
-
-    def boolean(self, key: str) -> Any:
-        return self.check(key, lambda v: isinstance(v, bool), "true or false")
-
-    def string(self, key: str, allow_empty: bool = True) -> Any:
-        what = "a string" if allow_empty else "a non-empty string"
-        return self.check(key, lambda v: isinstance(v, str) and (allow_empty or v != ""), what)
-
-    def choice(self, key: str, choices: Sequence[str]) -> Any:
-        return self.check(key, lambda v: v in choices, f"one of {list(choices)}")
-
-    def unit_range(self, key: str) -> Any:
-        """A ``[min, max]`` pair with ``0 <= min <= max <= 1`` (mask ratios, crop scales)."""
-
-        def ok(v):
-            return (
-                isinstance(v, (list, tuple))
-                and len(v) == 2
-                and all(_is_number(x) and 0.0 <= x <= 1.0 for x in v)
-                and v[0] <= v[1]
-            )
-
-        return self.check(key, ok, "a pair [min, max] with 0 <= min <= max <= 1")
-
-
-def _check_precision(c: _Checker) -> None:
+def _check_precision(c: Checker) -> None:
     c.boolean("compute_precision.grad_scaler")
     for model in ("teacher", "student"):
         for part in MODEL_PARTS:
             prefix = f"compute_precision.{model}.{part}"
-            c.choice(f"{prefix}.sharding_strategy", SHARDING_STRATEGIES)
             for field in ("param_dtype", "reduce_dtype", "buffer_dtype"):
                 c.choice(f"{prefix}.mixed_precision.{field}", list(DTYPES))
 
 
-def _check_heads_and_losses(c: _Checker) -> None:
+def _check_heads_and_losses(c: Checker) -> None:
     for section in ("dino", "ibot"):
         c.number(f"{section}.loss_weight", low=0.0)
         for field in ("head_n_prototypes", "head_bottleneck_dim", "head_nlayers", "head_hidden_dim"):
@@ -119,7 +36,7 @@ def _check_heads_and_losses(c: _Checker) -> None:
     c.boolean("ibot.separate_head")
 
 
-def _check_train(c: _Checker) -> None:
+def _check_train(c: Checker) -> None:
     c.string("MODEL.WEIGHTS")
     c.string("MODEL.META_ARCHITECTURE", allow_empty=False)
     c.integer("train.batch_size_per_gpu", minimum=1)
@@ -130,10 +47,8 @@ def _check_train(c: _Checker) -> None:
     c.integer("train.num_workers", minimum=0)
     c.integer("train.OFFICIAL_EPOCH_LENGTH", minimum=1)
     c.boolean("train.cache_dataset")
-    c.choice("train.centering", list(CENTERINGS))
     c.boolean("train.checkpointing")
     c.boolean("train.compile")
-    c.choice("train.data_device", list(DATA_DEVICES))
     c.integer("evaluation.eval_period_iterations", minimum=0)
     c.integer("checkpointing.period", minimum=0)
     c.integer("checkpointing.max_to_keep", minimum=1)
@@ -141,24 +56,21 @@ def _check_train(c: _Checker) -> None:
     c.integer("tracking.knn.period_iterations", minimum=0)
     c.string("tracking.knn.train_dataset")
     c.string("tracking.knn.val_dataset")
-    c.check("tracking.knn.nb_knn", lambda v: isinstance(v, list) and v and all(_is_int(k) and k > 0 for k in v),
+    c.check("tracking.knn.nb_knn", lambda v: isinstance(v, list) and v and all(is_int(k) and k > 0 for k in v),
             "a non-empty list of integers > 0")  # fmt: skip
-    c.check("tracking.knn.temperature", lambda v: _is_number(v) and v > 0, "a number > 0")
+    c.check("tracking.knn.temperature", lambda v: is_number(v) and v > 0, "a number > 0")
     c.integer("tracking.knn.crop_size", minimum=1)
-    c.check("tracking.knn.resize_size", lambda v: v is None or (_is_int(v) and v > 0), "null or an integer > 0")
+    c.check("tracking.knn.resize_size", lambda v: v is None or (is_int(v) and v > 0), "null or an integer > 0")
     c.integer("tracking.knn.batch_size", minimum=1)
     c.integer("tracking.knn.num_workers", minimum=0)
 
 
-def _check_student(c: _Checker) -> None:
-    # ARCHS is read at call time: tests and users may register archs after import.
-    c.check("student.arch", lambda v: str(v).removesuffix("_memeff") in ARCHS, f"one of {sorted(ARCHS)}")
+def _check_student(c: Checker) -> None:
     c.integer("student.patch_size", minimum=1)
     c.number("student.drop_path_rate", low=0.0, high=1.0, high_open=True)
-    c.check("student.layerscale", lambda v: v is None or (_is_number(v) and v >= 0), "null or a number >= 0")
+    c.check("student.layerscale", lambda v: v is None or (is_number(v) and v >= 0), "null or a number >= 0")
     c.boolean("student.drop_path_uniform")
     c.string("student.pretrained_weights")
-    c.choice("student.ffn_layer", list(FFN_LAYERS))
     c.integer("student.block_chunks", minimum=0)
     for field in ("qkv_bias", "proj_bias", "ffn_bias", "interpolate_antialias", "use_xformers"):
         c.boolean(f"student.{field}")
@@ -166,32 +78,32 @@ def _check_student(c: _Checker) -> None:
     c.number("student.interpolate_offset", low=0.0)
 
 
-def _check_teacher(c: _Checker) -> None:
+def _check_teacher(c: Checker) -> None:
     c.number("teacher.momentum_teacher", low=0.0, high=1.0)
     c.number("teacher.final_momentum_teacher", low=0.0, high=1.0)
-    c.check("teacher.warmup_teacher_temp", lambda v: _is_number(v) and v > 0, "a number > 0")
-    c.check("teacher.teacher_temp", lambda v: _is_number(v) and v > 0, "a number > 0")
+    c.check("teacher.warmup_teacher_temp", lambda v: is_number(v) and v > 0, "a number > 0")
+    c.check("teacher.teacher_temp", lambda v: is_number(v) and v > 0, "a number > 0")
     c.integer("teacher.warmup_teacher_temp_epochs", minimum=0)
 
 
-def _check_optim(c: _Checker) -> None:
+def _check_optim(c: Checker) -> None:
     epochs = c.integer("optim.epochs", minimum=1)
     warmup = c.integer("optim.warmup_epochs", minimum=0)
-    if _is_int(epochs) and _is_int(warmup) and warmup > epochs:
+    if is_int(epochs) and is_int(warmup) and warmup > epochs:
         c.fail("optim.warmup_epochs", warmup, f"at most optim.epochs ({epochs})")
     for field in ("weight_decay", "weight_decay_end", "base_lr", "min_lr", "patch_embed_lr_mult"):
         c.number(f"optim.{field}", low=0.0)
     c.number("optim.lr")
-    c.check("optim.clip_grad", lambda v: v is None or (_is_number(v) and v >= 0), "null, 0 (off) or a number > 0")
+    c.check("optim.clip_grad", lambda v: v is None or (is_number(v) and v >= 0), "null, 0 (off) or a number > 0")
     c.integer("optim.freeze_last_layer_epochs", minimum=0)
     c.choice("optim.scaling_rule", SCALING_RULES)
-    c.check("optim.layerwise_decay", lambda v: _is_number(v) and v > 0, "a number > 0")
+    c.check("optim.layerwise_decay", lambda v: is_number(v) and v > 0, "a number > 0")
     c.number("optim.adamw_beta1", low=0.0, high=1.0, high_open=True)
     c.number("optim.adamw_beta2", low=0.0, high=1.0, high_open=True)
     c.check("optim.adamw_fused", lambda v: v is None or isinstance(v, bool), "null (auto), true or false")
 
 
-def _check_crops(c: _Checker) -> None:
+def _check_crops(c: Checker) -> None:
     c.unit_range("crops.global_crops_scale")
     c.unit_range("crops.local_crops_scale")
     n_local = c.integer("crops.local_crops_number", minimum=0)
@@ -201,7 +113,7 @@ def _check_crops(c: _Checker) -> None:
         size = c.integer(f"crops.{field}", minimum=1)
         # The backbone cuts crops into patch_size x patch_size patches: every released config uses multiples
         # (224 = 14 x 16, 96 = 6 x 16, 98 = 7 x 14, 518 = 37 x 14), so any other size is a mistake.
-        if _is_int(size) and _is_int(patch) and patch > 0 and size % patch != 0:
+        if is_int(size) and is_int(patch) and patch > 0 and size % patch != 0:
             lower, upper = size - size % patch, size - size % patch + patch
             c.fail(
                 f"crops.{field}",
@@ -215,7 +127,7 @@ DISTILLATION_IBOT_TOKENS = ("masked", "all")
 DISTILLATION_META_ARCHS = ("DistillationMetaArch", "MultiDistillationMetaArch")
 
 
-def _check_distillation(c: _Checker) -> None:
+def _check_distillation(c: Checker) -> None:
     """Types and choices of ``distillation.*`` / ``multidistillation.*`` and their agreement with
     ``MODEL.META_ARCHITECTURE``; the teacher's config and file are checked when the model is built."""
     enabled = c.boolean("distillation.enabled")
@@ -245,14 +157,13 @@ def _check_distillation(c: _Checker) -> None:
         c.fail("distillation.enabled", False, f"true with MODEL.META_ARCHITECTURE={arch} (the frozen teacher)")
 
 
-def validate_config(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigValueError` listing every invalid value of a merged config (defaults + overrides)."""
-    checker = _Checker(cfg)
+def check_training_config(c: Checker) -> None:
+    """Every check of this module."""
     for check in (_check_precision, _check_heads_and_losses, _check_train, _check_student, _check_teacher):
-        check(checker)
-    _check_optim(checker)
-    _check_crops(checker)
-    _check_distillation(checker)
-    if checker.errors:
-        lines = "\n".join(f"  - {e}" for e in checker.errors)
-        raise ConfigValueError(f"invalid config ({len(checker.errors)} problem(s)):\n{lines}")
+        check(c)
+    _check_optim(c)
+    _check_crops(c)
+    _check_distillation(c)
+
+
+register_check(__name__, check_training_config)
