@@ -21,7 +21,15 @@ from dinov2.config.checks import (
     registered_checks,
     validate_config,
 )
-from dinov2.config.keys import ANY_NAME, ConfigKeyError, check_keys, did_you_mean, find_key_problems, schema_tree
+from dinov2.config.keys import (
+    ANY_NAME,
+    ConfigKeyError,
+    check_keys,
+    did_you_mean,
+    dotted_paths,
+    key_problems,
+    schema_tree,
+)
 from dinov2.config.loader import (
     PACKAGED,
     SCALING_RULES,
@@ -52,7 +60,8 @@ __all__ = [
     "apply_scaling_rules",
     "check_keys",
     "did_you_mean",
-    "find_key_problems",
+    "dotted_paths",
+    "key_problems",
     "fresh_default_config",
     "get_cfg_from_args",
     "load_cfg",

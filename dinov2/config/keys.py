@@ -24,6 +24,7 @@ __all__ = [
     "did_you_mean",
     "dotted_paths",
     "find_key_problems",
+    "key_problems",
     "schema_tree",
 ]
 
@@ -96,6 +97,17 @@ def find_key_problems(tree: dict, reference: dict, prefix: str = "", generic: st
     return problems
 
 
+def key_problems(cfg: DictConfig | dict, reference: DictConfig | dict) -> tuple[list[tuple[str, str]], list[str]]:
+    """``([(unknown key, "did you mean ...?" or ""), ...], [section given a plain value, ...])`` of ``cfg``
+    compared with ``reference`` (configs or plain nested dicts)."""
+    tree = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
+    if isinstance(reference, DictConfig):
+        reference = OmegaConf.to_container(reference, resolve=False)
+    unknown, not_sections = find_key_problems(tree, reference)
+    valid = dotted_paths(reference) if unknown else []
+    return [(path, did_you_mean(general, valid)) for path, general in unknown], not_sections
+
+
 def check_keys(
     cfg: DictConfig | dict,
     reference: DictConfig | dict,
@@ -107,17 +119,10 @@ def check_keys(
 
     ``source`` names ``cfg`` (a file, the command line), ``rule`` says which keys are valid.
     """
-    tree = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
-    if isinstance(reference, DictConfig):
-        reference = OmegaConf.to_container(reference, resolve=False)
-    unknown, not_sections = find_key_problems(tree, reference)
+    unknown, not_sections = key_problems(cfg, reference)
     if not unknown and not not_sections:
         return
-    valid = dotted_paths(reference)
-    lines = []
-    for path, general in unknown:
-        hint = did_you_mean(general, valid)
-        lines.append(f"  - unknown key {path!r}" + (f"; {hint}" if hint else ""))
+    lines = [f"  - unknown key {path!r}" + (f"; {hint}" if hint else "") for path, hint in unknown]
     lines += [f"  - {path!r} is a section of the config, it cannot be set to a single value" for path in not_sections]
     raise error(f"{source}: {len(lines)} invalid key(s) ({rule}):\n" + "\n".join(lines))
 
