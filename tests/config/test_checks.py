@@ -75,3 +75,13 @@ def test_validating_without_the_registry_checks_is_an_error_not_a_silent_pass():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert "dinov2.models.config_checks" in out.stdout and "dinov2.utils.config imports" in out.stdout
+
+
+def test_dataset_strings_name_a_registered_dataset():
+    with pytest.raises(ConfigValueError) as info:
+        load_cfg(opts=["train.dataset_path=Imagenet:split=TRAIN", "tracking.knn.val_dataset=Foo:root=/x"])
+    message = str(info.value)
+    assert "train.dataset_path: got 'Imagenet:split=TRAIN', expected a dataset string" in message
+    assert "tracking.knn.val_dataset: got 'Foo:root=/x'" in message and "'ImageNet22k'" in message
+    # only the name is checked: the released default lacks its root and extra until the user gives them
+    assert load_cfg(opts=["train.dataset_path=ImageNet22k"]).tracking.knn.val_dataset == ""
