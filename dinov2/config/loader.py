@@ -28,24 +28,6 @@ from dinov2.config.keys import ConfigKeyError, check_keys
 from dinov2.config.ssl_checks import SCALING_RULES
 from dinov2.configs import CONFIG_DIR, DEFAULT_CONFIG_NAME, load_config
 
-__all__ = [
-    "PACKAGED",
-    "SCALING_RULES",
-    "ConfigFolder",
-    "apply_scaling_rules",
-    "fresh_default_config",
-    "get_cfg_from_args",
-    "load_cfg",
-    "load_layers",
-    "merge_checked",
-    "merge_onto_defaults",
-    "packaged_names",
-    "parse_overrides",
-    "read_config_file",
-    "resolve_config_file",
-    "write_config",
-]
-
 logger = logging.getLogger("dinov2")
 
 Layer = tuple[DictConfig, str]  # a config layer and the words that name it in errors ("config file 'a.yaml'")

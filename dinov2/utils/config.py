@@ -25,45 +25,12 @@ import dinov2.distributed as distributed
 import dinov2.distributed.config_checks  # noqa: F401
 import dinov2.loss.config_checks  # noqa: F401
 import dinov2.models.config_checks  # noqa: F401
-from dinov2.config import (
-    ConfigKeyError,
-    ConfigValueError,
-    apply_scaling_rules,
-    check_keys,
-    fresh_default_config,
-    get_cfg_from_args,
-    load_cfg,
-    load_layers,
-    merge_checked,
-    merge_onto_defaults,
-    parse_overrides,
-    read_config_file,
-    resolve_config_file,
-    validate_config,
-    write_config,
-)
+from dinov2.config import *  # noqa: F403  (the released path re-exports the whole package)
+from dinov2.config import __all__ as _config_names
+from dinov2.config import apply_scaling_rules, get_cfg_from_args, write_config
 from dinov2.utils.cli import ArgumentParser, UnsupportedFlag
 
-__all__ = [
-    "ConfigKeyError",
-    "ConfigValueError",
-    "apply_scaling_rules_to_cfg",
-    "check_keys",
-    "default_setup",
-    "fresh_default_config",
-    "get_args_parser",
-    "get_cfg_from_args",
-    "load_cfg",
-    "load_layers",
-    "merge_checked",
-    "merge_onto_defaults",
-    "parse_overrides",
-    "read_config_file",
-    "resolve_config_file",
-    "setup",
-    "validate_config",
-    "write_config",
-]
+__all__ = [*_config_names, "apply_scaling_rules_to_cfg", "default_setup", "get_args_parser", "setup"]
 
 logger = logging.getLogger("dinov2")
 
