@@ -31,6 +31,8 @@ from dinov2.config.keys import (
     schema_tree,
 )
 from dinov2.config.loader import (
+    CONFIG_DIR,
+    DEFAULT_CONFIG_NAME,
     PACKAGED,
     SCALING_RULES,
     ConfigFolder,
@@ -50,6 +52,8 @@ from dinov2.config.loader import (
 
 __all__ = [
     "ANY_NAME",
+    "CONFIG_DIR",
+    "DEFAULT_CONFIG_NAME",
     "PACKAGED",
     "REGISTRY_CHECKS",
     "SCALING_RULES",

@@ -26,9 +26,13 @@ from omegaconf.errors import OmegaConfBaseException
 from dinov2.config.checks import ConfigValueError, validate_config
 from dinov2.config.keys import ConfigKeyError, check_keys
 from dinov2.config.ssl_checks import SCALING_RULES
-from dinov2.configs import CONFIG_DIR, DEFAULT_CONFIG_NAME, load_config
 
 logger = logging.getLogger("dinov2")
+
+# The packaged YAML folder (``dinov2/configs``, the released location). Found from here rather than imported from
+# ``dinov2.configs``, whose released ``load_and_merge_config`` calls this loader: the import goes one way only.
+CONFIG_DIR = (pathlib.Path(__file__).resolve().parents[1] / "configs").resolve()
+DEFAULT_CONFIG_NAME = "ssl_default_config"
 
 Layer = tuple[DictConfig, str]  # a config layer and the words that name it in errors ("config file 'a.yaml'")
 
@@ -139,7 +143,7 @@ def merge_checked(
 
 def fresh_default_config() -> DictConfig:
     """A new copy of ``ssl_default_config.yaml`` (never the shared ``dinov2_default_config`` object)."""
-    return load_config(DEFAULT_CONFIG_NAME)
+    return OmegaConf.load(CONFIG_DIR / f"{DEFAULT_CONFIG_NAME}.yaml")
 
 
 def merge_onto_defaults(*overrides: DictConfig, source: str = "config") -> DictConfig:
