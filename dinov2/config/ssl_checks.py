@@ -16,6 +16,10 @@ SCALING_RULES = ("sqrt_wrt_1024",)
 MODEL_PARTS = ("backbone", "dino_head", "ibot_head")
 
 
+def _positive_ints(v) -> bool:
+    return isinstance(v, list) and bool(v) and all(is_int(k) and k > 0 for k in v)
+
+
 def _check_precision(c: Checker) -> None:
     c.boolean("compute_precision.grad_scaler")
     for model in ("teacher", "student"):
@@ -56,8 +60,7 @@ def _check_train(c: Checker) -> None:
     c.integer("tracking.knn.period_iterations", minimum=0)
     c.string("tracking.knn.train_dataset")
     c.string("tracking.knn.val_dataset")
-    c.check("tracking.knn.nb_knn", lambda v: isinstance(v, list) and v and all(is_int(k) and k > 0 for k in v),
-            "a non-empty list of integers > 0")  # fmt: skip
+    c.check("tracking.knn.nb_knn", _positive_ints, "a non-empty list of integers > 0")
     c.check("tracking.knn.temperature", lambda v: is_number(v) and v > 0, "a number > 0")
     c.integer("tracking.knn.crop_size", minimum=1)
     c.check("tracking.knn.resize_size", lambda v: v is None or (is_int(v) and v > 0), "null or an integer > 0")
@@ -137,8 +140,10 @@ def _check_distillation(c: Checker) -> None:
     mask_student = c.boolean("distillation.mask_student")
     tokens = c.choice("distillation.ibot_tokens", DISTILLATION_IBOT_TOKENS)
     if mask_student is True and tokens == "all":
-        c.fail("distillation.mask_student", True, "false with distillation.ibot_tokens=all (mask_student=true "
-               "reproduces the SSL step, whose iBOT term uses the masked tokens: set ibot_tokens=masked)")  # fmt: skip
+        why = (
+            "mask_student=true reproduces the SSL step, whose iBOT term uses the masked tokens: set ibot_tokens=masked"
+        )
+        c.fail("distillation.mask_student", True, f"false with distillation.ibot_tokens=all ({why})")
     multi = c.boolean("multidistillation.enabled")
     c.integer("multidistillation.global_batch_size", minimum=0)
     students = c.check("multidistillation.students", lambda v: isinstance(v, list), "a list")
@@ -146,8 +151,8 @@ def _check_distillation(c: Checker) -> None:
         keys_ok = isinstance(student, dict) and set(student) == {"name", "config_path", "ranks_range"}
         name = student.get("name") if keys_ok else None
         if not (isinstance(name, str) and name.strip("./") and "/" not in name):  # a sub-folder of output_dir
-            c.fail(f"multidistillation.students[{i}]", student,
-                   "{name: <sub-folder name>, config_path: <student yaml>, ranks_range: [first, last)}")  # fmt: skip
+            form = "{name: <sub-folder name>, config_path: <student yaml>, ranks_range: [first, last)}"
+            c.fail(f"multidistillation.students[{i}]", student, form)
     arch = OmegaConf.select(c.cfg, "MODEL.META_ARCHITECTURE")
     if multi is True and arch != "MultiDistillationMetaArch":
         c.fail("MODEL.META_ARCHITECTURE", arch, "MultiDistillationMetaArch with multidistillation.enabled=true")
