@@ -38,3 +38,13 @@ def test_importing_the_loader_loads_no_package_above_it():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['config', 'utils']"
+
+
+def test_one_did_you_mean_in_the_package():
+    """Key suggestions are made in one place (dinov2/config/keys.py); other loaders call it."""
+    users = sorted(
+        str(path.relative_to(REPO_ROOT))
+        for path in (REPO_ROOT / "dinov2").rglob("*.py")
+        if "difflib" in set(_imported_modules(path))
+    )
+    assert users == ["dinov2/config/keys.py"]
