@@ -47,7 +47,7 @@ def load_and_merge_config(config_name: str) -> DictConfig:
 
     Unlike the release, a key that the default config lacks raises a ``ConfigKeyError`` naming it.
     """
-    from dinov2.utils.config import merge_onto_defaults  # deferred: dinov2.utils.config imports this module
+    from dinov2.config import merge_onto_defaults  # deferred: dinov2.config imports this module
 
     return merge_onto_defaults(load_config(config_name), source=str(config_path(config_name)))
 

@@ -8,16 +8,13 @@ value of the wrong type or a missing required value (``???``) is an error naming
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import os
-import typing
 from dataclasses import dataclass, field
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dinov2.utils.config import parse_overrides, resolve_config_file
+from dinov2.config import Checker, ConfigFolder, load_layers, merge_checked, schema_tree
 
 __all__ = ["CurationConfig", "CurationConfigError", "load_curation_config"]
 
@@ -143,65 +140,8 @@ class CurationConfig:
     as_is: dict[str, AsIsSet] = field(default_factory=dict)
 
 
-def _hints(cls) -> dict[str, typing.Any]:
-    return typing.get_type_hints(cls)
-
-
-def _item_type(hint) -> type | None:
-    """The dataclass of ``dict[str, X]`` items, else None."""
-    if typing.get_origin(hint) is dict:
-        item = typing.get_args(hint)[1]
-        return item if dataclasses.is_dataclass(item) else None
-    return None
-
-
-def _valid_paths(cls, prefix: str = "") -> list[str]:
-    paths = []
-    for name, hint in _hints(cls).items():
-        paths.append(prefix + name)
-        if dataclasses.is_dataclass(hint):
-            paths += _valid_paths(hint, f"{prefix}{name}.")
-        elif _item_type(hint) is not None:
-            paths += _valid_paths(_item_type(hint), f"{prefix}{name}.<name>.")
-    return paths
-
-
-def _unknown(tree: dict, cls, prefix: str = "", generic: str = "") -> list[tuple[str, str]]:
-    """(path, path with ``<name>`` for named sets) of every key of ``tree`` that ``cls`` lacks."""
-    hints, unknown = _hints(cls), []
-    for key, value in tree.items():
-        path, general = f"{prefix}{key}", f"{generic}{key}"
-        if key not in hints:
-            unknown.append((path, general))
-        elif dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
-            unknown += _unknown(value, hints[key], path + ".", general + ".")
-        elif _item_type(hints[key]) is not None and isinstance(value, dict):
-            for name, item in value.items():
-                if isinstance(item, dict):
-                    unknown += _unknown(item, _item_type(hints[key]), f"{path}.{name}.", f"{general}.<name>.")
-    return unknown
-
-
-def _suggest(general: str, valid: list[str]) -> list[str]:
-    leaf = general.rsplit(".", 1)[-1]
-    leaves = {v.rsplit(".", 1)[-1] for v in valid}
-    close = difflib.get_close_matches(general, valid, n=3, cutoff=0.6)
-    for close_leaf in difflib.get_close_matches(leaf, sorted(leaves), n=2, cutoff=0.75):
-        close += [v for v in valid if v.rsplit(".", 1)[-1] == close_leaf]
-    return list(dict.fromkeys(close))[:4]
-
-
-def _check_keys(layer: DictConfig, source: str) -> None:
-    unknown = _unknown(OmegaConf.to_container(layer, resolve=False), CurationConfig)
-    if not unknown:
-        return
-    valid = _valid_paths(CurationConfig)
-    lines = []
-    for path, general in unknown:
-        close = _suggest(general, valid)
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        lines.append(f"  - unknown key {path!r}{hint}")
-    raise CurationConfigError(f"{source}: {len(lines)} unknown curation config key(s):\n" + "\n".join(lines))
+_KEYS_RULE = "the keys of a curation config are the fields of CurationConfig in dinov2/curation/config.py"
+_FOLDER = ConfigFolder(what="curation config", like="configs/curation/small.yaml", example="dedup.k=32")
 
 
 _CHOICES = {
@@ -213,40 +153,36 @@ _CHOICES = {
 }
 
 
+_SCHEMA = schema_tree(CurationConfig)
+
+
 def _check_values(cfg: CurationConfig) -> None:
-    problems = []
+    c = Checker(OmegaConf.structured(cfg), defaults_name="CurationConfig")
     for path, choices in _CHOICES.items():
-        value = OmegaConf.select(OmegaConf.structured(cfg), path)
-        if value not in choices:
-            problems.append(f"{path}: got {value!r}, expected one of {list(choices)}")
-    for path, value in (
-        ("dedup.threshold", cfg.dedup.threshold),
-        ("relative_dedup.threshold", cfg.relative_dedup.threshold),
-    ):
-        if not -1 <= value < 1:
-            problems.append(f"{path}: got {value}, expected a cosine similarity in [-1, 1)")
+        c.choice(path, choices)
+    for path in ("dedup.threshold", "relative_dedup.threshold"):
+        c.check(path, lambda v: -1 <= v < 1, "a cosine similarity in [-1, 1)")
     for name, query in cfg.retrieval.queries.items():
         if query.mode not in ("sample", "cluster", "auto") or query.k < 1 or query.weight < 0:
-            problems.append(
+            c.errors.append(
                 f"retrieval.queries.{name}: mode sample|cluster|auto, k >= 1, weight >= 0 (got "
                 f"{query.mode!r}, {query.k}, {query.weight})"
             )
     km = cfg.kmeans
     if km.enabled:
         if not km.n_clusters or not (len(km.n_clusters) == len(km.n_resampling_steps) == len(km.sample_size)):
-            problems.append(
+            c.errors.append(
                 "kmeans.n_clusters, kmeans.n_resampling_steps and kmeans.sample_size need one value per "
                 f"level, got {km.n_clusters}, {km.n_resampling_steps}, {km.sample_size}"
             )
         if cfg.sample.weight > 0 and cfg.sample.target_size < 1:
-            problems.append("sample.target_size: the balanced sample needs a size >= 1 (or sample.weight=0)")
+            c.errors.append("sample.target_size: the balanced sample needs a size >= 1 (or sample.weight=0)")
     weights = [cfg.pool.weight, cfg.sample.weight, *(a.weight for a in cfg.as_is.values())]
     if any(w < 0 for w in weights):
-        problems.append(f"weights must be >= 0, got {weights}")
+        c.errors.append(f"weights must be >= 0, got {weights}")
     if not cfg.output_dir:
-        problems.append("output_dir: required (--output-dir or output_dir: in the file)")
-    if problems:
-        raise CurationConfigError("invalid curation config:\n" + "\n".join(f"  - {p}" for p in problems))
+        c.errors.append("output_dir: required (--output-dir or output_dir: in the file)")
+    c.raise_errors("invalid curation config", CurationConfigError)
 
 
 def load_curation_config(
@@ -254,21 +190,11 @@ def load_curation_config(
 ) -> CurationConfig:
     """Defaults <- ``config_file`` (a path or a packaged name such as ``curation/small``) <- ``opts`` <- ``output_dir``,
     checked; raises :class:`CurationConfigError` naming unknown keys (with the closest valid ones) and bad values."""
-    layers = []
-    if config_file:
-        path = resolve_config_file(config_file)
-        layer = OmegaConf.load(path)
-        if not isinstance(layer, DictConfig):
-            raise CurationConfigError(f"curation config {str(path)!r} must hold a mapping of keys")
-        _check_keys(layer, f"curation config {str(path)!r}")
-        layers.append(layer)
-    cli = parse_overrides(opts)
-    _check_keys(cli, "command-line overrides")
-    layers.append(cli)
+    layers = load_layers(config_file, opts, _FOLDER, CurationConfigError)
     if output_dir:
-        layers.append(OmegaConf.create({"output_dir": str(output_dir)}))
+        layers.append((OmegaConf.create({"output_dir": str(output_dir)}), "--output-dir"))
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(CurationConfig), *layers)
+        merged = merge_checked(OmegaConf.structured(CurationConfig), layers, _SCHEMA, _KEYS_RULE, CurationConfigError)
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:
         raise CurationConfigError(f"invalid curation config value: {error}") from None

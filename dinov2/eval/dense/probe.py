@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from dinov2 import configs, distributed
+from dinov2.config import ConfigFolder, key_problems, load_layers
 from dinov2.data.dataset_strings import parse_dataset_str
 from dinov2.eval.common import TRAIN_VAL_DATASETS, check_eval_args
 from dinov2.eval.dense.train import load_checkpoint, make_train_loader, save_checkpoint, train_head, wrap_head
@@ -88,43 +88,17 @@ def run_cli(parser: argparse.ArgumentParser, main: Callable[[argparse.Namespace]
     return 0
 
 
-def _flat_keys(tree, prefix: str = "") -> list[str]:
-    keys = []
-    for key, value in tree.items():
-        keys.append(f"{prefix}{key}")
-        if isinstance(value, dict):
-            keys += _flat_keys(value, f"{prefix}{key}.")
-    return keys
-
-
-def _check_keys(cfg: DictConfig, defaults: DictConfig, source: str) -> None:
-    valid = set(_flat_keys(OmegaConf.to_container(defaults)))
-    given = _flat_keys(OmegaConf.to_container(cfg))
-    unknown = [k for k in given if k not in valid]
-    if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(key, sorted(valid), n=2, cutoff=0.6)
-            hints.append(f"{key!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""))
-        raise KeyError(f"{source}: unknown recipe key(s) {', '.join(hints)}")
-
-
 def load_recipe(config_dir: Path, recipe: str, overrides: Sequence[str] = ()) -> DictConfig:
     """``config_dir/defaults.yaml`` <- recipe (``config_dir/<name>.yaml`` or a file) <- ``key=value`` overrides."""
+    folder = ConfigFolder(config_dir, "recipe", exclude=("defaults",), like="defaults.yaml", example="optim.lr=0.01")
     defaults = OmegaConf.load(config_dir / "defaults.yaml")
-    path = Path(recipe).expanduser()
-    if not path.is_file():
-        path = config_dir / (recipe if recipe.endswith(".yaml") else f"{recipe}.yaml")
-    if not path.is_file():
-        names = sorted(p.stem for p in config_dir.glob("*.yaml") if p.stem != "defaults")
-        raise FileNotFoundError(f"recipe {recipe!r} is neither a file nor a packaged recipe ({', '.join(names)})")
-    layers = [(OmegaConf.load(path), f"recipe {path}")]
-    bad = [o for o in overrides if "=" not in o or o.startswith("=")]
-    if bad:
-        raise ValueError(f"recipe overrides must look like key=value (e.g. optim.lr=0.01), got {bad}")
-    layers.append((OmegaConf.from_dotlist(list(overrides)), "command-line overrides"))
+    layers = load_layers(recipe, overrides, folder, error=ValueError)
     for layer, source in layers:
-        _check_keys(layer, defaults, source)
+        unknown, not_sections = key_problems(layer, defaults)
+        if unknown or not_sections:
+            keys = [f"{key!r}" + (f" ({hint})" if hint else "") for key, hint in unknown]
+            keys += [f"{key!r} (a section of the recipe, not a value)" for key in not_sections]
+            raise KeyError(f"{source}: unknown recipe key(s) {', '.join(keys)}")
     return OmegaConf.merge(defaults, *(layer for layer, _ in layers))
 
 

@@ -14,8 +14,13 @@ import logging
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dinov2.utils.config import merge_onto_defaults, resolve_config_file
-from dinov2.utils.config_validation import ConfigValueError, validate_config
+from dinov2.utils.config import (
+    ConfigValueError,
+    merge_onto_defaults,
+    read_config_file,
+    resolve_config_file,
+    validate_config,
+)
 
 logger = logging.getLogger("dinov2")
 
@@ -92,9 +97,7 @@ def load_teacher_config(cfg: DictConfig) -> DictConfig:
 
 def _load(path: str) -> DictConfig:
     """Defaults <- the teacher's config file, resolved and validated (keys checked like any config)."""
-    layer = OmegaConf.load(resolve_config_file(path))
-    if not isinstance(layer, DictConfig):
-        raise ValueError("it must hold a mapping of keys like ssl_default_config.yaml")
+    layer = read_config_file(resolve_config_file(path))
     if OmegaConf.select(layer, "optim.lr") is not None:
         layer.optim.lr = 0.0  # a run's config.yaml holds its derived lr; irrelevant for a frozen teacher
     teacher_cfg = merge_onto_defaults(layer, source=f"distillation.full_cfg_path={path!r}")

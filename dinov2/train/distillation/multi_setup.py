@@ -32,14 +32,16 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from dinov2.distributed.subgroups import ProcessSubgroup, check_rank_ranges, new_subgroups, scope, world_rank
 from dinov2.distributed.subgroups import world_size as job_size
 from dinov2.utils.config import (
-    check_keys,
+    ConfigValueError,
     fresh_default_config,
     load_cfg,
-    parse_overrides,
+    load_layers,
+    merge_checked,
+    read_config_file,
     resolve_config_file,
+    validate_config,
     write_config,
 )
-from dinov2.utils.config_validation import ConfigValueError, validate_config
 
 logger = logging.getLogger("dinov2")
 
@@ -52,7 +54,7 @@ def wants_multidistillation(args: argparse.Namespace) -> bool:
         return True
     if not getattr(args, "config_file", None):
         return False
-    layers = OmegaConf.merge(OmegaConf.load(resolve_config_file(args.config_file)), parse_overrides(args.opts))
+    layers = OmegaConf.merge(*(layer for layer, _ in load_layers(args.config_file, args.opts)))
     return bool(OmegaConf.select(layers, "multidistillation.enabled", default=False))
 
 
@@ -91,18 +93,14 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
 def student_config(args: argparse.Namespace, student: dict[str, Any], n_load: int, warn: bool = True) -> DictConfig:
     """Defaults <- student file <- base file <- command line, with the student's output folder and load size
     (``warn``: report the keys the base file overrides)."""
-    student_path, base_path = resolve_config_file(student["config_path"]), resolve_config_file(args.config_file)
-    student_file, base_file = OmegaConf.load(student_path), OmegaConf.load(base_path)
-    cli = parse_overrides(getattr(args, "opts", None))
-    defaults = fresh_default_config()
-    check_keys(student_file, defaults, source=f"student config {str(student_path)!r}")
-    check_keys(base_file, defaults, source=f"config file {str(base_path)!r}")
-    check_keys(cli, defaults, source="command-line overrides")
-    own, shared = _flat(OmegaConf.to_container(student_file)), _flat(OmegaConf.to_container(base_file))
+    student_path = resolve_config_file(student["config_path"])
+    student_file = read_config_file(student_path)
+    base_layers = load_layers(args.config_file, getattr(args, "opts", None))
+    cfg = merge_checked(fresh_default_config(), [(student_file, f"student config {str(student_path)!r}"), *base_layers])
+    own, shared = _flat(OmegaConf.to_container(student_file)), _flat(OmegaConf.to_container(base_layers[0][0]))
     for key in sorted(set(own) & set(shared)) if warn else []:
         if own[key] != shared[key]:
             logger.warning("%s: %s=%r is overridden by the base config (%r)", student_path, key, own[key], shared[key])
-    cfg = OmegaConf.merge(defaults, student_file, base_file, cli)
     base_dir = Path(args.output_dir or cfg.train.output_dir).expanduser().resolve()
     cfg.train.output_dir = str(base_dir / student["name"])
     cfg.train.batch_size_per_gpu = n_load

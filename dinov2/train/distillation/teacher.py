@@ -41,7 +41,7 @@ from dinov2.train.distillation.teacher_weights import (
     read_teacher_weights,
     teacher_fingerprint,
 )
-from dinov2.utils.config_validation import ConfigValueError
+from dinov2.utils.config import ConfigValueError
 
 logger = logging.getLogger("dinov2")
 

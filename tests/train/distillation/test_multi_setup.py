@@ -16,7 +16,7 @@ from dinov2.train.distillation.multi_setup import (
     wants_multidistillation,
 )
 from dinov2.train.train import get_args_parser
-from dinov2.utils.config_validation import ConfigValueError
+from dinov2.utils.config import ConfigValueError
 from tests.train.distillation.tiny_distill import distill_opts, teacher_run
 from tests.train.tiny import FP32_OPTS, TINY_OPTS
 

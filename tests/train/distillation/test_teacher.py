@@ -15,7 +15,7 @@ from dinov2.train.checkpointing import Checkpointer
 from dinov2.train.distillation.teacher import build_teacher, plan_teacher
 from dinov2.train.distillation.teacher_weights import teacher_fingerprint
 from dinov2.train.meta_archs import build_meta_arch
-from dinov2.utils.config_validation import ConfigValueError
+from dinov2.utils.config import ConfigValueError
 from tests.train.distillation.tiny_distill import distill_cfg, teacher_run
 from tests.train.tiny import tiny_cfg
 

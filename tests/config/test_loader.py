@@ -1,0 +1,72 @@
+"""The loader: file resolution in any packaged folder, overrides, layers checked then merged, config.yaml."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from omegaconf import OmegaConf
+
+import dinov2.utils.config  # noqa: F401  (registers the registry checks for load_cfg)
+from dinov2.config import (
+    PACKAGED,
+    ConfigFolder,
+    ConfigKeyError,
+    ConfigValueError,
+    apply_scaling_rules,
+    load_cfg,
+    load_layers,
+    merge_checked,
+    packaged_names,
+    parse_overrides,
+    resolve_config_file,
+    write_config,
+)
+
+
+@pytest.fixture
+def recipes(tmp_path):
+    root = tmp_path / "recipes"
+    root.mkdir()
+    (root / "defaults.yaml").write_text("optim:\n  lr: 0.1\n  betas: [0.9, 0.99]\nhead:\n  type: linear\n")
+    (root / "fast.yaml").write_text("optim:\n  lr: 1.0\n")
+    return ConfigFolder(root, "recipe", exclude=("defaults",), like="defaults.yaml", example="optim.lr=0.01")
+
+
+def test_a_folder_resolves_names_and_lists_its_choices(recipes, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert packaged_names(recipes) == ["fast"]
+    assert resolve_config_file("fast", recipes) == recipes.root / "fast.yaml"
+    assert resolve_config_file("fast.yaml", recipes) == recipes.root / "fast.yaml"
+    with pytest.raises(FileNotFoundError, match=r"recipe 'slow' not found .*packaged: fast$"):
+        resolve_config_file("slow", recipes)
+    assert "train/vitl14" in packaged_names(PACKAGED)
+
+
+def test_layers_are_checked_then_merged_later_wins(recipes):
+    defaults = OmegaConf.load(recipes.root / "defaults.yaml")
+    layers = load_layers("fast", ["optim.betas=[0.5,0.5]"], recipes)
+    assert [source for _, source in layers] == [f"recipe {str(recipes.root / 'fast.yaml')!r}", "command-line overrides"]
+    cfg = merge_checked(defaults, layers)
+    assert cfg.optim.lr == 1.0 and list(cfg.optim.betas) == [0.5, 0.5] and cfg.head.type == "linear"
+    assert list(defaults.optim.betas) == [0.9, 0.99]  # the defaults are not changed
+    with pytest.raises(ConfigKeyError, match=r"command-line overrides: 1 invalid key\(s\) \(recipe keys\)"):
+        merge_checked(defaults, load_layers(None, ["optim.lrr=1"], recipes), rule="recipe keys")
+
+
+def test_malformed_files_and_overrides_raise_the_callers_error(recipes):
+    (recipes.root / "list.yaml").write_text("- a\n")
+    with pytest.raises(KeyError, match=r"recipe '.*list\.yaml' must hold a mapping of keys \(like defaults\.yaml\)"):
+        load_layers("list", [], recipes, error=KeyError)
+    with pytest.raises(ValueError, match=r"path\.key=value \(e\.g\. optim\.lr=0\.01\), got \['optim\.lr'\]"):
+        parse_overrides(["optim.lr"], recipes, error=ValueError)
+
+
+def test_write_config_round_trip(tmp_path):
+    cfg = apply_scaling_rules(load_cfg(opts=["optim.base_lr=0.004"], output_dir=str(tmp_path)), world_size=4)
+    assert cfg.optim.lr == 0.004 * math.sqrt(64 * 4 / 1024.0)
+    path = write_config(cfg, tmp_path / "run")
+    assert OmegaConf.load(path) == cfg
+    cfg.optim.scaling_rule = "linear"
+    with pytest.raises(ConfigValueError, match=r"optim\.scaling_rule: got 'linear', expected one of"):
+        apply_scaling_rules(cfg, world_size=1)
