@@ -14,8 +14,8 @@ checksum the files (shared among them) and rank 0 writes ``COMPLETE`` and rename
 is ignored and later deleted: the previous checkpoint is untouched. Only the last ``keep``
 checkpoints are kept (older ones are deleted after a new one is complete).
 
-Failures while saving are agreed among ranks (:func:`~dinov2.train.rank_agreement.run_agreed`): every rank raises, none waits in a
-collective, and the temporary folder is removed. A full disk (or quota) raises
+Failures while saving are agreed among ranks (:func:`~dinov2.train.rank_agreement.run_agreed`): every rank
+raises, none waits in a collective, and the temporary folder is removed. A full disk (or quota) raises
 :class:`~dinov2.train.disk_space.CheckpointDiskFullError` naming the folder, the bytes needed and free, and
 the fix; it is caught before writing when the free space is below the estimate (the size of the previous
 checkpoint, or the tensor bytes being saved if larger), and after the fact when a write finds no room.
