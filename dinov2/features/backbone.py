@@ -222,8 +222,11 @@ def load_backbone(
         family, arch, what, autocast_dtype, cfg = get_family(entry.family), entry.arch, str(source), torch.float32, None
         model = model.to(device)
     elif source is not None:
-        if weights is not None:
-            raise ValueError(f"{source} is not a hub name ({', '.join(catalog.backbone_names())}): drop weights=")
+        if weights is not None or not (Path(source).exists() or weights_io.is_url(str(source))):
+            raise ValueError(
+                f"unknown backbone {str(source)!r}; choose one of {', '.join(catalog.backbone_names())}, or pass a "
+                "run folder / weights file or folder as the source (and no weights=)"
+            )
         model, family, arch = _from_weights_alone(source, random_init)
         what, autocast_dtype, cfg, model = str(source), torch.float32, None, model.to(device)
     else:
