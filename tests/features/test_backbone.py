@@ -3,6 +3,10 @@ preprocessing facts; run folders pick their newest weights; errors name the fix.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -13,6 +17,7 @@ from dinov2.models import build_model_from_cfg
 from dinov2.models.convert import export_hf
 from dinov2.models.families import IMAGENET_MEAN, IMAGENET_STD
 from dinov2.models.vision_transformer import vit_small
+from tests.conftest import REPO_ROOT
 from tests.train.tiny import GLOBAL_SIZE, tiny_cfg
 
 CPU = torch.device("cpu")
@@ -83,7 +88,10 @@ def test_hub_name_with_a_local_weights_file(tmp_path):
     assert loaded.model.pos_embed.shape == (1, 17, 384)  # kept as trained, not resized to 518 px
     _same_outputs(loaded.model, trained, 56)
     assert (loaded.arch, loaded.patch_size, loaded.num_extra_tokens, loaded.source) == (
-        "vit_small", 14, 1, "dinov2_vits14"
+        "vit_small",
+        14,
+        1,
+        "dinov2_vits14",
     )
 
 
@@ -112,3 +120,21 @@ def test_errors_name_the_fix(tmp_path):
     cfg = tiny_cfg(tmp_path)
     with pytest.raises(ValueError, match="--pretrained-weights is required"):
         load_backbone(config=cfg, device=CPU, argument="--pretrained-weights")
+
+
+@pytest.mark.parametrize(
+    "module, forbidden",
+    [
+        ("dinov2.train.knn_monitor", ("dinov2.eval",)),
+        ("dinov2.curation._features", ("dinov2.eval",)),
+        ("dinov2.visualize.__main__", ("dinov2.eval",)),
+        ("dinov2.export.__main__", ("dinov2.eval", "dinov2.visualize")),
+    ],
+)
+def test_tools_reach_the_backbone_through_the_door_only(module, forbidden):
+    """Importing the tool (in a fresh interpreter) loads none of the other tools' packages."""
+    code = f"import sys, {module}; print([m for m in sys.modules if m.startswith({forbidden!r})])"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
