@@ -24,6 +24,7 @@ from dinov2.models.families import ModelFamily, arch_names, family_names, get_fa
 from dinov2.models.vision_transformer import ArchRegistry, _vit
 from dinov2.utils.config import load_cfg
 from dinov2.visualize.__main__ import main as visualize_main
+from tests.models.conftest import _single_thread  # noqa: F401  (autouse fixture: one thread)
 
 
 # ---------------------------------------------------------------- the toy family: registry entry + hub name
@@ -59,14 +60,6 @@ def toy_family():
 
 
 # ------------------------------------------------------------------------------------------------- the tests
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _images(folder, n: int, size: int = 40) -> list[str]:
     rng = np.random.default_rng(0)
     paths = []

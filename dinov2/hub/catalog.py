@@ -13,6 +13,8 @@ import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator
 
+from dinov2.models.registry import restored_after
+
 __all__ = [
     "DINOV2_BASE_URL",
     "ARCH_DEPTH",
@@ -111,13 +113,8 @@ def register_backbone(entry: HubBackbone) -> HubBackbone:
 @contextlib.contextmanager
 def registered_backbone(entry: HubBackbone) -> Iterator[HubBackbone]:
     """``entry`` is a hub backbone name inside the block only (restored on exit, even on errors)."""
-    saved = dict(BACKBONES)
-    register_backbone(entry)
-    try:
-        yield entry
-    finally:
-        BACKBONES.clear()
-        BACKBONES.update(saved)
+    with restored_after(BACKBONES):
+        yield register_backbone(entry)
 
 
 def backbone_names() -> tuple[str, ...]:

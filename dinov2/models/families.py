@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from dinov2.models import vision_transformer as vits
+from dinov2.models.registry import restored_after
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -85,13 +86,8 @@ def register_family(family: ModelFamily) -> ModelFamily:
 @contextlib.contextmanager
 def registered_family(family: ModelFamily) -> Iterator[ModelFamily]:
     """``family`` is registered inside the block only; the registry is restored on exit, even on errors."""
-    saved = dict(_FAMILIES)
-    register_family(family)
-    try:
-        yield family
-    finally:
-        _FAMILIES.clear()
-        _FAMILIES.update(saved)
+    with restored_after(_FAMILIES):
+        yield register_family(family)
 
 
 def family_names() -> list[str]:

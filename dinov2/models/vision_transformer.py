@@ -23,6 +23,7 @@ from dinov2.layers import MemEffAttention, Mlp, NestedTensorBlock, PatchEmbed, S
 from dinov2.layers.block import Block
 from dinov2.layers.packing import Groups, pack, unpack
 from dinov2.models.pos_embed import exportable_pos_encoding, is_exporting
+from dinov2.models.registry import restored_after
 
 logger = logging.getLogger(__name__)
 
@@ -472,13 +473,9 @@ class ArchRegistry(Mapping[str, Callable[..., nn.Module]]):
     @contextlib.contextmanager
     def registered(self, name: str, fn: Callable[..., nn.Module]) -> Iterator[Callable[..., nn.Module]]:
         """``name`` -> ``fn`` inside the block; the registry is restored as it was on exit (even on errors)."""
-        saved = dict(self._archs)
-        self.register(name, fn)
-        try:
+        with restored_after(self._archs):
+            self.register(name, fn)
             yield fn
-        finally:
-            self._archs.clear()
-            self._archs.update(saved)
 
 
 ARCHS = ArchRegistry(

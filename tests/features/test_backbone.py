@@ -18,17 +18,10 @@ from dinov2.models.convert import export_hf
 from dinov2.models.families import IMAGENET_MEAN, IMAGENET_STD
 from dinov2.models.vision_transformer import vit_small
 from tests.conftest import REPO_ROOT
+from tests.models.conftest import _single_thread  # noqa: F401  (autouse fixture: one thread)
 from tests.train.tiny import GLOBAL_SIZE, tiny_cfg
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _same_outputs(a: torch.nn.Module, b: torch.nn.Module, size: int, seed: int = 0) -> None:
