@@ -232,8 +232,14 @@ def load_backbone(
     else:
         raise ValueError("load_backbone needs a source: a hub name, a run folder, weights, or config= + weights=")
     model.requires_grad_(False)
+    facts = dict(patch_size=int(model.patch_size), embed_dim=int(model.embed_dim), mean=family.mean, std=family.std)
     return LoadedBackbone(
-        model=model.eval(), family=family.name, arch=arch, patch_size=int(model.patch_size),
-        embed_dim=int(model.embed_dim), num_extra_tokens=family.num_extra_tokens(model), mean=family.mean,
-        std=family.std, source=what, autocast_dtype=autocast_dtype, config=cfg,
-    )  # fmt: skip
+        model=model.eval(),
+        family=family.name,
+        arch=arch,
+        num_extra_tokens=family.num_extra_tokens(model),
+        source=what,
+        autocast_dtype=autocast_dtype,
+        config=cfg,
+        **facts,
+    )

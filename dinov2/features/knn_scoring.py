@@ -234,11 +234,17 @@ def knn_eval_of_model(
         )
     if check_labels is not None:
         check_labels(val_labels, "val")
+    protocol = dict(nb_knn=nb_knn, temperature=temperature, n_per_class_list=n_per_class_list, n_tries=n_tries)
     return eval_knn(
-        train_features, train_labels, val_features, val_labels,
-        nb_knn=nb_knn, temperature=temperature, n_per_class_list=n_per_class_list, n_tries=n_tries,
-        metric_type=metric_type, device=device, normalize=False,
-    )  # fmt: skip
+        train_features,
+        train_labels,
+        val_features,
+        val_labels,
+        metric_type=metric_type,
+        device=device,
+        normalize=False,
+        **protocol,
+    )
 
 
 def top1_by_k(results: dict[str, dict], setting: str = "full") -> dict[int, float]:
