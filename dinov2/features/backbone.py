@@ -124,12 +124,20 @@ def run_weights(run_dir: str | os.PathLike) -> Path:
     return max(found)[2]
 
 
+@contextlib.contextmanager
+def _seeded(seed: int):
+    """The CPU random stream seeded with ``seed`` inside the block, and the caller's stream untouched after it."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def _teacher_of_config(config: DictConfig, weights, device: torch.device, random_init: bool, seed: int, names: dict):
     """The config's teacher with ``weights`` loaded strictly (or the seeded initialisation), on ``device``.
     ``names``: ``argument`` (the flag that gave the weights) and ``setter`` (how the user changes a key)."""
     if random_init:
-        torch.manual_seed(seed)
-        model, _ = build_model_from_cfg(config, only_teacher=True)
+        with _seeded(seed):
+            model, _ = build_model_from_cfg(config, only_teacher=True)
         return model.to(device)
     state_dict = weights_io.read_backbone_weights(weights, argument=names["argument"])
     with torch.device("meta"):  # no time spent on an initialisation the weights overwrite (seconds for ViT-g)
@@ -151,8 +159,8 @@ def _hub_backbone(name: str, weights, random_init: bool, seed: int) -> tuple[nn.
     """Hub backbone ``name``: released weights, given weights (position table kept at its stored size) or none."""
     entry = catalog.get_backbone(name)
     if weights is None:
-        torch.manual_seed(seed)
-        return make_backbone(name, pretrained=not random_init), entry
+        with _seeded(seed):
+            return make_backbone(name, pretrained=not random_init), entry
     state_dict = weights_io.read_backbone_weights(weights, argument="weights")
     family = get_family(entry.family)
     _, stored = family.kwargs_from_weights(state_dict)

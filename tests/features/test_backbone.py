@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from dinov2.features import LoadedBackbone, load_backbone
 from dinov2.features.backbone import run_weights
+from dinov2.hub.backbones import dinov2_vits14_reg
 from dinov2.models import build_model_from_cfg
 from dinov2.models.convert import export_hf
 from dinov2.models.families import IMAGENET_MEAN, IMAGENET_STD
@@ -131,3 +132,15 @@ def test_tools_reach_the_backbone_through_the_door_only(module, forbidden):
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
+
+
+def test_random_init_is_the_seeded_released_initialisation_and_leaves_the_caller_stream_alone(tmp_path):
+    cfg = tiny_cfg(tmp_path)
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    by_config = load_backbone(config=cfg, random_init=True, seed=5, device=CPU)
+    by_name = load_backbone("dinov2_vits14_reg", random_init=True, seed=5, device=CPU)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    _same_outputs(by_config.model, _reference_teacher(cfg, seed=5), GLOBAL_SIZE)
+    torch.manual_seed(5)
+    _same_outputs(by_name.model, dinov2_vits14_reg(pretrained=False).eval(), 28)
