@@ -116,16 +116,13 @@ def format_results(results: dict[str, dict[str, float]]) -> str:
 def demo_student_arch() -> Iterator[None]:
     """Within this block ``vit_pico`` (96 dim, 6 blocks, 3 heads, ~0.7M parameters), the distillation demo's
     student, smaller than the ViT-Ti/16 teacher, is in the backbone registry. Not a released model."""
-    from dinov2.models.vision_transformer import ARCHS, _vit
+    from dinov2.models.vision_transformer import ARCHS, _vit, registered_arch
 
-    added = DEMO_STUDENT_ARCH not in ARCHS
-    if added:
-        ARCHS[DEMO_STUDENT_ARCH] = partial(_vit, 96, 6, 3)
-    try:
+    if DEMO_STUDENT_ARCH in ARCHS:  # already registered (by the caller): leave it as it is
         yield
-    finally:
-        if added:
-            del ARCHS[DEMO_STUDENT_ARCH]
+        return
+    with registered_arch(DEMO_STUDENT_ARCH, partial(_vit, 96, 6, 3)):
+        yield
 
 
 def distill_then_evaluate(

@@ -181,9 +181,6 @@ ALLOWED_UPWARD: dict[str, set[str]] = {
 
 # Violations in files of other branches of issue 19 (removed by issue 19 merge): the lead empties this at merge.
 PENDING: dict[str, set[str]] = {
-    "dinov2.train.knn_monitor": {"dinov2.eval"},  # door helper: k-NN scoring moves to features/
-    "dinov2.curation._features": {"dinov2.eval"},  # door helper: the backbone comes from features/
-    "dinov2.export.__main__": {"dinov2.visualize"},  # door helper: the backbone arguments come from features/
     # no helper named for these two: `write_json` belongs with the atomic writers of utils/io, `check_eval_args`
     # (dataset-string checks of a command line) with utils/cli or data
     "dinov2.visualize.attention": {"dinov2.eval.results"},

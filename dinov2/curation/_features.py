@@ -1,7 +1,7 @@
-"""The one place where curation reaches into the evaluation code: backbone set-up, feature extraction, exact k-NN.
+"""The one place where curation reaches into :mod:`dinov2.features`: the backbone door, feature extraction, exact k-NN.
 
-Feature extraction and the exact k-NN search are the ones the evaluation protocols use (:mod:`dinov2.features`), and
-the backbone is set up as the evaluation scripts do (:mod:`dinov2.eval.setup`); every such import is here.
+The backbone comes through the one backbone door (:func:`dinov2.features.load_backbone`), and feature extraction and
+the exact k-NN search are the ones the evaluation protocols use; every such import is here.
 """
 
 from __future__ import annotations
@@ -11,11 +11,9 @@ import os
 import torch
 from torch import nn
 
-from dinov2.eval.setup import autocast_context, build_model_for_eval, eval_device, get_autocast_dtype
-from dinov2.eval.utils import ModelWithNormalize
+from dinov2.features import autocast_context, eval_device, extract_features, load_backbone
 from dinov2.features import exact_knn as _exact_knn
-from dinov2.features import extract_features
-from dinov2.utils.config import load_cfg
+from dinov2.features.knn_scoring import ModelWithNormalize
 
 __all__ = ["build_backbone", "default_device", "extract_normalised", "exact_knn"]
 
@@ -30,9 +28,8 @@ def build_backbone(
 ) -> tuple[nn.Module, torch.dtype]:
     """The teacher backbone of a training / eval config with ``pretrained_weights`` loaded strictly (frozen,
     eval mode) and the config's autocast dtype. Any backbone the evaluation scripts accept works here."""
-    config = load_cfg(config_file, opts=list(opts or []))
-    model = build_model_for_eval(config, pretrained_weights, device=device)
-    return model, get_autocast_dtype(config)
+    loaded = load_backbone(config=config_file, weights=pretrained_weights, overrides=list(opts or []), device=device)
+    return loaded.model, loaded.autocast_dtype
 
 
 @torch.no_grad()

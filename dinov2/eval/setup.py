@@ -4,7 +4,8 @@ Released names and flags (``dinov2/eval/setup.py``): :func:`get_args_parser` (``
 ``--pretrained-weights``, ``--output-dir``, ``--opts key=value ...``), :func:`get_autocast_dtype`,
 :func:`build_model_for_eval`, :func:`setup_and_build_model`.
 
-The backbone is the teacher built from the config (``dinov2.models.build_model_from_cfg``; eval configs
+The backbone comes through the one backbone door, :func:`dinov2.features.load_backbone`: the teacher built
+from the config (``dinov2.models.build_model_from_cfg``; eval configs
 such as ``dinov2/configs/eval/vitl14_pretrain.yaml`` are partial training configs merged on the defaults).
 ``--pretrained-weights`` is any source :mod:`dinov2.models.weights` reads (a local file, a trainer checkpoint
 folder or a URL, downloaded into the ``torch.hub`` cache), always read with ``weights_only=True``:
@@ -30,18 +31,17 @@ itself works); the mismatch error says which size to pass (``--opts crops.global
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from dinov2 import distributed
-from dinov2.models import build_model_from_cfg, weights
+from dinov2.features.backbone import autocast_context, autocast_dtype_of, eval_device, load_backbone
+from dinov2.models import weights
 from dinov2.models.weights import WeightsMismatchError
-from dinov2.train.precision import PrecisionPolicy
 from dinov2.utils.cli import ArgumentParser, add_opts_flag, add_output_dir
 from dinov2.utils.config import setup
 
@@ -97,26 +97,7 @@ def get_args_parser(
 def get_autocast_dtype(config) -> torch.dtype:
     """The compute dtype of the evaluated teacher: the training precision policy's view of
     ``compute_precision.teacher.backbone.mixed_precision.param_dtype`` (fp32, fp16 or bf16)."""
-    return PrecisionPolicy.for_eval(config).compute_dtype
-
-
-def eval_device() -> torch.device:
-    """This process's CUDA device when CUDA is available (set by ``distributed.enable``), else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def autocast_context(dtype: torch.dtype, device: torch.device | str) -> Callable[[], contextlib.AbstractContextManager]:
-    """A factory of autocast contexts for the backbone forward.
-
-    Autocast runs on CUDA only: the release used ``torch.cuda.amp.autocast``, which leaves CPU ops in
-    float32, so CPU results here equal the release's (and CPU fp16 autocast would be slow).
-    """
-    device = torch.device(device)
-    if device.type != "cuda" or dtype == torch.float32:
-        return contextlib.nullcontext
-    return lambda: torch.autocast(device_type="cuda", dtype=dtype)
+    return autocast_dtype_of(config)
 
 
 def read_backbone_weights(pretrained_weights: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -140,25 +121,13 @@ def load_backbone_weights(model: nn.Module, pretrained_weights: str | os.PathLik
 
 def build_model_for_eval(config, pretrained_weights: str | os.PathLike, device: torch.device | None = None):
     """The config's teacher backbone with ``pretrained_weights`` loaded strictly, frozen, in eval mode on
-    ``device`` (default :func:`eval_device`).
+    ``device`` (default :func:`eval_device`): :func:`dinov2.features.load_backbone` with this config.
 
     The model is built on the meta device and materialised only once the weights are known to cover every
     tensor, so no time goes into a random initialisation that the weights overwrite (seconds for ViT-g).
     """
-    device = device or eval_device()
-    state_dict = read_backbone_weights(pretrained_weights)
-    with torch.device("meta"):
-        model, _ = build_model_from_cfg(config, only_teacher=True)
-    state_dict = check_backbone_weights(model, state_dict, str(pretrained_weights))
-    if set(dict(model.named_buffers())) - set(state_dict):  # a buffer the weights do not set: initialise normally
-        model, _ = build_model_from_cfg(config, only_teacher=True)
-        model.to(device)
-    else:
-        model.to_empty(device=device)
-    model.load_state_dict(state_dict, strict=True)
-    logger.info("Loaded %d backbone tensors from %s", len(state_dict), pretrained_weights)
-    model.requires_grad_(False)
-    return model.eval()
+    loaded = load_backbone(config=config, weights=pretrained_weights, device=device, argument=_ARGUMENT, setter=_SETTER)
+    return loaded.model
 
 
 def setup_and_build_model(args: argparse.Namespace) -> tuple[nn.Module, torch.dtype]:

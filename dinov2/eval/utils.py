@@ -30,6 +30,7 @@ from dinov2.features.extract import (
     make_shard_loader,
     shard_indices,
 )
+from dinov2.features.knn_scoring import ModelWithNormalize
 from dinov2.logging import MetricLogger
 
 logger = logging.getLogger("dinov2")
@@ -46,17 +47,6 @@ __all__ = [
     "all_gather_and_flatten",
     "evaluate",
 ]
-
-
-class ModelWithNormalize(nn.Module):
-    """``model(images)`` L2-normalised along the feature dimension: [B, D] unit vectors (the k-NN input)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, samples: torch.Tensor) -> torch.Tensor:
-        return nn.functional.normalize(self.model(samples), dim=1, p=2)
 
 
 class ModelWithIntermediateLayers(nn.Module):

@@ -19,8 +19,8 @@ import sys
 
 import torch
 
+from dinov2.features.backbone_args import BACKBONE_NOTE, add_backbone_args, backbone_from_args
 from dinov2.utils.cli import ArgumentParser
-from dinov2.visualize.backbone import BACKBONE_NOTE, add_backbone_args, backbone_from_args
 
 logger = logging.getLogger("dinov2")
 

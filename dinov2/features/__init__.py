@@ -1,4 +1,8 @@
-"""Features of frozen models for evaluation and data curation: sharded extraction and exact nearest neighbours.
+"""Features of frozen models for evaluation and data curation: the backbone door, sharded extraction and exact
+nearest neighbours.
+
+Backbone (:mod:`dinov2.features.backbone`): :func:`load_backbone` (config + weights, hub name, training output
+folder, Hugging Face / timm folder -> :class:`LoadedBackbone`: an eval-mode frozen model and its preprocessing facts).
 
 Extraction (:mod:`dinov2.features.extract`): :func:`extract` (any model output, any dataset, gathered on every rank
 or per rank), :func:`iter_outputs` (this rank's batches, streamed), and the released evaluation names
@@ -8,6 +12,7 @@ Search (:mod:`dinov2.features.knn`): :func:`exact_knn` (top-k by inner product o
 lower index, optionally sharded over ranks) and :class:`KnnIndex` (a reusable, optionally labelled database).
 """
 
+from dinov2.features.backbone import LoadedBackbone, autocast_context, eval_device, load_backbone
 from dinov2.features.extract import (
     Extracted,
     FeatureBatch,
@@ -28,12 +33,16 @@ __all__ = [
     "FeatureBatch",
     "IndexedDataset",
     "KnnIndex",
+    "LoadedBackbone",
     "Outputs",
+    "autocast_context",
+    "eval_device",
     "exact_knn",
     "extract",
     "extract_features",
     "extract_features_with_dataloader",
     "iter_outputs",
+    "load_backbone",
     "make_shard_loader",
     "shard_indices",
 ]

@@ -6,9 +6,12 @@ import os
 from enum import Enum
 from pathlib import Path
 
-from dinov2.hub import utils
-from dinov2.hub.utils import _make_dinov2_model_name, load_strict, resolve_weights
-from dinov2.models.vision_transformer import ARCHS, DinoVisionTransformer
+from torch import nn
+
+from dinov2.hub import catalog
+from dinov2.hub.utils import load_strict, resolve_weights
+from dinov2.models.families import get_family
+from dinov2.models.vision_transformer import DinoVisionTransformer
 from dinov2.models.weights import read_backbone_weights
 
 
@@ -18,8 +21,7 @@ class Weights(Enum):
 
 WeightsArg = Weights | str | os.PathLike
 
-# What the released `_reg` backbones change (all hub backbones: img 518, patch 14, layer-scale 1.0, no chunks).
-REGISTER_SETTINGS = {"num_register_tokens": 4, "interpolate_antialias": True, "interpolate_offset": 0.0}
+REGISTER_SETTINGS = catalog.REGISTER_SETTINGS  # released name
 
 
 def backbone_weights_source(weights: WeightsArg, arch_name: str, patch_size: int, num_register_tokens: int):
@@ -27,9 +29,36 @@ def backbone_weights_source(weights: WeightsArg, arch_name: str, patch_size: int
     resolved = resolve_weights(weights, Weights)
     if isinstance(resolved, Path):
         return resolved
-    model_base_name = _make_dinov2_model_name(arch_name, patch_size)
-    model_full_name = _make_dinov2_model_name(arch_name, patch_size, num_register_tokens)
-    return f"{utils._DINOV2_BASE_URL}/{model_base_name}/{model_full_name}_pretrain.pth"
+    return catalog.backbone_url(arch_name, patch_size, num_register_tokens)
+
+
+def _build(entry: catalog.HubBackbone, kwargs: dict, pretrained: bool, weights: WeightsArg) -> nn.Module:
+    """``entry``'s model with constructor ``kwargs``; weights loaded strictly: the released file when
+    ``pretrained``, or a local file / folder given as ``weights`` (loaded whatever ``pretrained`` says)."""
+    family = get_family(entry.family)
+    if entry.arch not in family.archs:
+        raise ValueError(f"unknown arch_name {entry.arch!r}; valid: {sorted(family.archs)}")
+    state_dict = source = None
+    resolved = resolve_weights(weights, Weights)
+    if pretrained or isinstance(resolved, Path):  # fetch (or fail) before spending time on building the model
+        if isinstance(resolved, Path):
+            source = resolved
+        elif entry.url is None:
+            raise ValueError(f"{entry.name} has no released weights: pass weights=<local file> or pretrained=False")
+        else:
+            source = entry.url(kwargs)
+        state_dict = read_backbone_weights(source, argument="weights")
+    model = family.archs[entry.arch](**kwargs)
+    if state_dict is not None:  # chunked models get chunked block names from load_strict's fit report
+        load_strict(model, state_dict, source, entry.name)
+    return model
+
+
+def make_backbone(name: str, *, pretrained: bool = True, weights: WeightsArg = Weights.LVD142M, **kwargs) -> nn.Module:
+    """The hub backbone ``name`` (any family's, :data:`dinov2.hub.catalog.BACKBONES`); ``kwargs`` override its
+    constructor arguments (e.g. ``img_size``). Weights as :func:`_make_dinov2_model`."""
+    entry = catalog.get_backbone(name)
+    return _build(entry, {**entry.kwargs, **kwargs}, pretrained, weights)
 
 
 def _make_dinov2_model(
@@ -55,8 +84,6 @@ def _make_dinov2_model(
     layouts, checkpoint folders, Hugging Face folders, safetensors and timm files: every source
     :mod:`dinov2.models.weights` reads).
     """
-    if arch_name not in ARCHS:
-        raise ValueError(f"unknown arch_name {arch_name!r}; valid: {sorted(ARCHS)}")
     vit_kwargs = dict(
         img_size=img_size,
         patch_size=patch_size,
@@ -68,67 +95,46 @@ def _make_dinov2_model(
         interpolate_offset=interpolate_offset,
     )
     vit_kwargs.update(**kwargs)
-    state_dict = source = None
-    local = isinstance(resolve_weights(weights, Weights), Path)
-    if pretrained or local:  # fetch (or fail) before spending time on building the model
-        source = backbone_weights_source(weights, arch_name, patch_size, num_register_tokens)
-        state_dict = read_backbone_weights(source, argument="weights")
-    model = ARCHS[arch_name](**vit_kwargs)
-    if state_dict is not None:  # chunked models get chunked block names from load_strict's fit report
-        load_strict(model, state_dict, source, _make_dinov2_model_name(arch_name, patch_size, num_register_tokens))
-    return model
+    name = catalog.model_name(arch_name, patch_size, num_register_tokens)
+    entry = catalog.HubBackbone(name, "dinov2_vit", arch_name, vit_kwargs, catalog.dinov2_backbone_url(arch_name))
+    return _build(entry, vit_kwargs, pretrained, weights)
 
 
 def dinov2_vits14(*, pretrained: bool = True, weights: WeightsArg = Weights.LVD142M, **kwargs):
     """DINOv2 ViT-S/14 (21M parameters), optionally pretrained on LVD-142M."""
-    return _make_dinov2_model(arch_name="vit_small", pretrained=pretrained, weights=weights, **kwargs)
+    return make_backbone("dinov2_vits14", pretrained=pretrained, weights=weights, **kwargs)
 
 
 def dinov2_vitb14(*, pretrained: bool = True, weights: WeightsArg = Weights.LVD142M, **kwargs):
     """DINOv2 ViT-B/14 (86M parameters), optionally pretrained on LVD-142M."""
-    return _make_dinov2_model(arch_name="vit_base", pretrained=pretrained, weights=weights, **kwargs)
+    return make_backbone("dinov2_vitb14", pretrained=pretrained, weights=weights, **kwargs)
 
 
 def dinov2_vitl14(*, pretrained: bool = True, weights: WeightsArg = Weights.LVD142M, **kwargs):
     """DINOv2 ViT-L/14 (300M parameters), optionally pretrained on LVD-142M."""
-    return _make_dinov2_model(arch_name="vit_large", pretrained=pretrained, weights=weights, **kwargs)
+    return make_backbone("dinov2_vitl14", pretrained=pretrained, weights=weights, **kwargs)
 
 
 def dinov2_vitg14(*, pretrained: bool = True, weights: WeightsArg = Weights.LVD142M, **kwargs):
     """DINOv2 ViT-g/14 (1.1B parameters, SwiGLU FFN), optionally pretrained on LVD-142M."""
-    return _make_dinov2_model(
-        arch_name="vit_giant2", ffn_layer="swiglufused", pretrained=pretrained, weights=weights, **kwargs
-    )
+    return make_backbone("dinov2_vitg14", pretrained=pretrained, weights=weights, **kwargs)
 
 
 def dinov2_vits14_reg(*, pretrained: bool = True, weights: WeightsArg = Weights.LVD142M, **kwargs):
     """DINOv2 ViT-S/14 with 4 registers, optionally pretrained on LVD-142M."""
-    return _make_dinov2_model(
-        arch_name="vit_small", pretrained=pretrained, weights=weights, **REGISTER_SETTINGS, **kwargs
-    )
+    return make_backbone("dinov2_vits14_reg", pretrained=pretrained, weights=weights, **kwargs)
 
 
 def dinov2_vitb14_reg(*, pretrained: bool = True, weights: WeightsArg = Weights.LVD142M, **kwargs):
     """DINOv2 ViT-B/14 with 4 registers, optionally pretrained on LVD-142M."""
-    return _make_dinov2_model(
-        arch_name="vit_base", pretrained=pretrained, weights=weights, **REGISTER_SETTINGS, **kwargs
-    )
+    return make_backbone("dinov2_vitb14_reg", pretrained=pretrained, weights=weights, **kwargs)
 
 
 def dinov2_vitl14_reg(*, pretrained: bool = True, weights: WeightsArg = Weights.LVD142M, **kwargs):
     """DINOv2 ViT-L/14 with 4 registers, optionally pretrained on LVD-142M."""
-    return _make_dinov2_model(
-        arch_name="vit_large", pretrained=pretrained, weights=weights, **REGISTER_SETTINGS, **kwargs
-    )
+    return make_backbone("dinov2_vitl14_reg", pretrained=pretrained, weights=weights, **kwargs)
 
 
 def dinov2_vitg14_reg(*, pretrained: bool = True, weights: WeightsArg = Weights.LVD142M, **kwargs):
     """DINOv2 ViT-g/14 with 4 registers (SwiGLU FFN), optionally pretrained on LVD-142M."""
-    return _make_dinov2_model(
-        arch_name="vit_giant2",
-        ffn_layer="swiglufused",
-        pretrained=pretrained,
-        weights=weights,
-        **REGISTER_SETTINGS,
-        **kwargs,
-    )
+    return make_backbone("dinov2_vitg14_reg", pretrained=pretrained, weights=weights, **kwargs)

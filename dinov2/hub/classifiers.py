@@ -14,10 +14,10 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from dinov2.heads.classifier import HUB_LAYERS, backbone_blocks, is_linear_head_state_dict, linear_head_input
-from dinov2.hub import utils
+from dinov2.hub import catalog
 from dinov2.hub.backbones import REGISTER_SETTINGS, WeightsArg, _make_dinov2_model
 from dinov2.hub.backbones import Weights as BackboneWeights
-from dinov2.hub.utils import _make_dinov2_model_name, load_strict, resolve_weights
+from dinov2.hub.utils import load_strict, resolve_weights
 from dinov2.models.convert import chunked_to_flat, strip_prefix
 from dinov2.models.weights import read_checkpoint
 
@@ -48,10 +48,7 @@ class _LinearClassifierWrapper(nn.Module):
 
 
 def _head_url(arch_name: str, patch_size: int, layers: int, num_register_tokens: int) -> str:
-    model_base_name = _make_dinov2_model_name(arch_name, patch_size)
-    model_full_name = _make_dinov2_model_name(arch_name, patch_size, num_register_tokens)
-    layers_str = "4" if layers == 4 else ""
-    return f"{utils._DINOV2_BASE_URL}/{model_base_name}/{model_full_name}_linear{layers_str}_head.pth"
+    return catalog.head_url(arch_name, "linear4" if layers == 4 else "linear", patch_size, num_register_tokens)
 
 
 def _make_dinov2_linear_classification_head(

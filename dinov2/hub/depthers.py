@@ -27,10 +27,10 @@ from enum import Enum
 from dinov2.heads.depth.dpt import DPTHead
 from dinov2.heads.depth.linear import LinearDepthHead
 from dinov2.heads.depth.model import DepthEncoderDecoder
+from dinov2.hub import catalog
 from dinov2.hub.backbones import Weights as BackboneWeights
 from dinov2.hub.backbones import WeightsArg, _make_dinov2_model
 from dinov2.hub.dense_utils import load_dense_state_dict, read_dense_checkpoint, resolve_head_source
-from dinov2.hub.utils import _DINOV2_BASE_URL, _make_dinov2_model_name
 
 __all__ = ["Weights", "DEPTH_OUT_INDEX", "LINEAR_DEPTH_RANGE"]
 
@@ -40,14 +40,8 @@ class Weights(Enum):
     KITTI = "KITTI"
 
 
-# Blocks tapped by the 4-layer linear and the DPT heads (0-based); the 1-layer head taps the last block.
-DEPTH_OUT_INDEX = {
-    "vit_small": [2, 5, 8, 11],
-    "vit_base": [2, 5, 8, 11],
-    "vit_large": [4, 11, 17, 23],
-    "vit_giant2": [9, 19, 29, 39],
-}
-_DEPTH = {"vit_small": 12, "vit_base": 12, "vit_large": 24, "vit_giant2": 40}
+DEPTH_OUT_INDEX = catalog.DEPTH_OUT_INDEX  # blocks tapped by the 4-layer linear and the DPT heads (0-based)
+_DEPTH = catalog.ARCH_DEPTH  # the 1-layer head taps the last block
 LINEAR_DEPTH_RANGE = (0.001, 80.0)  # hard-coded by the released linear builder for NYU and KITTI alike
 
 
@@ -84,9 +78,8 @@ def _build(arch_name, make_head, out_index, head_state, source, *, pretrained, b
 
 
 def _head_url(arch_name: str, weights, head: str) -> str:
-    name = _make_dinov2_model_name(arch_name, 14)
     dataset = weights.value.lower() if isinstance(weights, Weights) else "nyu"
-    return f"{_DINOV2_BASE_URL}/{name}/{name}_{dataset}_{head}_head.pth"
+    return catalog.head_url(arch_name, f"{dataset}_{head}")
 
 
 def _make_dinov2_linear_depther(
@@ -116,7 +109,7 @@ def _make_dinov2_linear_depther(
     return _build(
         arch_name, head, out_index, head_state, url if isinstance(source, Weights) else source,
         pretrained=pretrained, backbone_weights=backbone_weights, kwargs=kwargs,
-        what=f"{_make_dinov2_model_name(arch_name, 14)} linear depther (layers={layers})",
+        what=f"{catalog.model_name(arch_name, 14)} linear depther (layers={layers})",
     )  # fmt: skip
 
 
@@ -143,7 +136,7 @@ def _make_dinov2_dpt_depther(
     return _build(
         arch_name, head, DEPTH_OUT_INDEX[arch_name], head_state, url if isinstance(source, Weights) else source,
         pretrained=pretrained, backbone_weights=backbone_weights, kwargs=kwargs,
-        what=f"{_make_dinov2_model_name(arch_name, 14)} DPT depther",
+        what=f"{catalog.model_name(arch_name, 14)} DPT depther",
     )  # fmt: skip
 
 

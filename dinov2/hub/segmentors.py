@@ -37,10 +37,10 @@ from dinov2.heads.segmentation.classes import (
 from dinov2.heads.segmentation.inference import SegmentationTestConfig
 from dinov2.heads.segmentation.linear import LinearSegmentationHead
 from dinov2.heads.segmentation.model import SegmentationEncoderDecoder
+from dinov2.hub import catalog
 from dinov2.hub.backbones import Weights as BackboneWeights
 from dinov2.hub.backbones import WeightsArg, _make_dinov2_model
 from dinov2.hub.dense_utils import load_dense_state_dict, read_dense_checkpoint, resolve_head_source
-from dinov2.hub.utils import _DINOV2_BASE_URL, _make_dinov2_model_name
 
 __all__ = ["SEGMENTATION_DATASETS", "SEGMENTATION_HEADS", "SegmentationDataset", "make_segmentor"]
 
@@ -61,7 +61,7 @@ SEGMENTATION_HEADS = {
     "linear": (1, SegmentationTestConfig("slide", (512, 512), (341, 341), 512, (1.0,), False)),
     "ms": (4, SegmentationTestConfig("slide", (640, 640), (320, 320), 640, (1.0, 1.32, 1.73, 2.28, 3.0), True)),
 }
-_ARCH_DEPTH = {"vit_small": 12, "vit_base": 12, "vit_large": 24, "vit_giant2": 40}
+_ARCH_DEPTH = catalog.ARCH_DEPTH
 
 
 class _Released(enum.Enum):  # the only "enum" value: the released head file of the entry point
@@ -85,8 +85,7 @@ def make_segmentor(
             f"{sorted(SEGMENTATION_DATASETS)}, head in {sorted(SEGMENTATION_HEADS)}"
         )
     info, (n_blocks, test_cfg) = SEGMENTATION_DATASETS[dataset], SEGMENTATION_HEADS[head]
-    name = _make_dinov2_model_name(arch_name, 14)
-    url = f"{_DINOV2_BASE_URL}/{name}/{name}_{dataset}_{head}_head.pth"
+    url = catalog.head_url(arch_name, f"{dataset}_{head}")
     source = resolve_head_source(_Released.RELEASED if weights is None else weights, _Released)
     head_state, meta = None, {}
     if source is not _Released.RELEASED:
@@ -111,7 +110,8 @@ def make_segmentor(
     out_index = list(range(depth - n_blocks, depth))
     model = SegmentationEncoderDecoder(backbone, decode_head, out_index, test_cfg, class_names, palette)
     if head_state is not None:
-        load_dense_state_dict(model, head_state, source, f"{name} {dataset} {head} segmentor")
+        what = f"{catalog.model_name(arch_name, 14)} {dataset} {head} segmentor"
+        load_dense_state_dict(model, head_state, source, what)
     return model.eval()
 
 

@@ -1,6 +1,6 @@
 """Weight locations and loading for the hub entry points.
 
-Released files live under ``https://dl.fbaipublicfiles.com/dinov2``. Files are read by
+Released files live under ``https://dl.fbaipublicfiles.com/dinov2`` (URLs: :mod:`dinov2.hub.catalog`). Files are read by
 :mod:`dinov2.models.weights` (``weights_only=True``: tensors and plain containers only); a ``weights`` argument may
 also name a local file or a trainer checkpoint folder.
 """
@@ -15,20 +15,15 @@ from pathlib import Path
 
 from torch import nn
 
+from dinov2.hub import catalog
 from dinov2.layers.center_padding import CenterPadding  # noqa: F401  (the released import path)
 from dinov2.models.weights import fit_report
 
 logger = logging.getLogger("dinov2")
 
-_DINOV2_BASE_URL = "https://dl.fbaipublicfiles.com/dinov2"
+_DINOV2_BASE_URL = catalog.DINOV2_BASE_URL  # released name
+_make_dinov2_model_name = catalog.model_name  # released name: ``vit_small``, 14, 4 -> ``dinov2_vits14_reg4``
 _HUB_ADVICE = "Pass weights made for this entry point (same architecture, patch size, registers and FFN)."
-
-
-def _make_dinov2_model_name(arch_name: str, patch_size: int, num_register_tokens: int = 0) -> str:
-    """``vit_small``, 14, 4 -> ``dinov2_vits14_reg4`` (the released file naming)."""
-    compact_arch_name = arch_name.replace("_", "")[:4]
-    registers_suffix = f"_reg{num_register_tokens}" if num_register_tokens else ""
-    return f"dinov2_{compact_arch_name}{patch_size}{registers_suffix}"
 
 
 def resolve_weights(weights: enum.Enum | str | os.PathLike, enum_cls: type[enum.Enum]) -> enum.Enum | Path:

@@ -2,8 +2,9 @@
 
 Configured by ``tracking.knn`` (off by default): ``train_dataset`` / ``val_dataset`` are dataset strings (e.g. a few
 thousand labelled images: ``ImageFolder:root=/data/small/train``), evaluated every ``period_iterations`` on the
-teacher backbone as it trains, with the k-NN protocol of ``dinov2.eval.knn`` (L2-normalised class tokens, softmax
-voting at ``temperature``, top-1 for each ``nb_knn``). The accuracies become a record of their own in
+teacher backbone as it trains, with the k-NN protocol of ``dinov2.eval.knn`` (:mod:`dinov2.features.knn_scoring`:
+L2-normalised class tokens, softmax voting at ``temperature``, top-1 for each ``nb_knn``; images resized and
+centre-cropped as the k-NN evaluation does). The accuracies become a record of their own in
 ``training_metrics.json`` (``{"iteration", "knn_top1_k<k>"}``, percent) and TensorBoard, so
 ``python -m dinov2.plot`` draws them next to the losses; the log shows them too. It is collective: every process
 takes part (feature extraction is split over them), and a sharded teacher runs as it does in training.
@@ -12,18 +13,18 @@ takes part (feature extraction is split over them), and a sharded teacher runs a
 from __future__ import annotations
 
 import logging
-import re
 
+import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from dinov2.eval.knn import eval_knn_with_model
+from dinov2.data import make_dataset
+from dinov2.data.transforms import make_classification_eval_transform
+from dinov2.features.knn_scoring import RESIZE_RATIO, knn_eval_of_model, top1_by_k
 
 logger = logging.getLogger("dinov2")
 
 __all__ = ["KnnMonitor"]
-
-_TOP1 = re.compile(r"^\('full', (\d+)\) Top 1$")
 
 
 class KnnMonitor:
@@ -54,26 +55,19 @@ class KnnMonitor:
 
     def evaluate(self, backbone: nn.Module, autocast_dtype=None) -> dict[str, float]:
         """k-NN top-1 (percent) of ``backbone`` per k (collective)."""
-        import torch
-
-        results = eval_knn_with_model(
+        resize = int(self.resize_size) if self.resize_size else round(self.crop_size * RESIZE_RATIO)
+        transform = make_classification_eval_transform(resize_size=resize, crop_size=self.crop_size)
+        results = knn_eval_of_model(
             backbone,
-            output_dir=None,
-            train_dataset_str=self.train_dataset,
-            val_dataset_str=self.val_dataset,
+            make_dataset(dataset_str=self.train_dataset, transform=transform),
+            make_dataset(dataset_str=self.val_dataset, transform=transform),
             nb_knn=self.nb_knn,
             temperature=self.temperature,
             autocast_dtype=autocast_dtype or torch.float,
             batch_size=self.batch_size,
             num_workers=self.num_workers,
-            crop_size=self.crop_size,
-            resize_size=self.resize_size,
             progress=False,
         )
-        accuracies = {}
-        for key, value in results.items():
-            match = _TOP1.match(key)
-            if match:
-                accuracies[f"knn_top1_k{match.group(1)}"] = float(value)
+        accuracies = {f"knn_top1_k{k}": top1 for k, top1 in top1_by_k(results).items()}
         logger.info("k-NN monitor: %s", ", ".join(f"{k} {v:.2f}" for k, v in sorted(accuracies.items())))
         return accuracies

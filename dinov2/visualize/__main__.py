@@ -12,8 +12,8 @@ import argparse
 import logging
 import sys
 
+from dinov2.features.backbone_args import BACKBONE_NOTE, add_backbone_args, backbone_from_args
 from dinov2.utils.cli import ArgumentParser, add_output_dir
-from dinov2.visualize.backbone import BACKBONE_NOTE, add_backbone_args, backbone_from_args
 
 logger = logging.getLogger("dinov2")
 

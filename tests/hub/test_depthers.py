@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import hubconf
-from dinov2.hub import depthers
+from dinov2.hub import catalog, depthers
 from dinov2.hub.depthers import Weights
 from tests.conftest import load_reference
 from tests.heads.depth_reference import case_input, case_state_dict, tolerance
@@ -94,7 +94,7 @@ def test_released_urls_and_offline_error(monkeypatch, tmp_path):
     assert depthers._head_url("vit_giant2", Weights.NYU, "dpt").endswith(
         "/dinov2_vitg14/dinov2_vitg14_nyu_dpt_head.pth"
     )
-    monkeypatch.setattr(depthers, "_DINOV2_BASE_URL", "http://127.0.0.1:9/dinov2")  # nothing listens there
+    monkeypatch.setattr(catalog, "DINOV2_BASE_URL", "http://127.0.0.1:9/dinov2")  # nothing listens there
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty hub cache (set_dir would outlive the test)
     with pytest.raises(RuntimeError, match=r"weights='/path/to/dinov2_vits14_nyu_linear_head.pth'"):
         hubconf.dinov2_vits14_ld(layers=1)

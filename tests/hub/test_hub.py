@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import hubconf
+from dinov2.hub import catalog
 from dinov2.hub import utils as hub_utils
 from dinov2.hub.backbones import Weights
 from dinov2.models.convert import flat_to_chunked
@@ -68,7 +69,7 @@ def test_torch_hub_load_from_a_local_checkout():
 
 
 def test_offline_download_error_says_how_to_pass_a_local_file(monkeypatch, tmp_path):
-    monkeypatch.setattr(hub_utils, "_DINOV2_BASE_URL", "http://127.0.0.1:9/dinov2")  # nothing listens there
+    monkeypatch.setattr(catalog, "DINOV2_BASE_URL", "http://127.0.0.1:9/dinov2")  # nothing listens there
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no cached copy (set_dir would pin the folder for later tests)
     with pytest.raises(RuntimeError, match=r"weights='/path/to/dinov2_vits14_reg4_pretrain.pth'"):
         hubconf.dinov2_vits14_reg()

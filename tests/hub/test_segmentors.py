@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import hubconf
-from dinov2.hub import segmentors
+from dinov2.hub import catalog, segmentors
 
 EMBED = {"s": 384, "b": 768, "l": 1024, "g": 1536}
 NAMES = [f"dinov2_vit{a}14_{d}_{h}" for a in "sblg" for d in ("ade20k", "voc2012") for h in ("linear", "ms")]
@@ -88,7 +88,7 @@ def test_head_file_that_does_not_fit(tmp_path):
 
 
 def test_released_url_and_offline_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(segmentors, "_DINOV2_BASE_URL", "http://127.0.0.1:9/dinov2")  # nothing listens there
+    monkeypatch.setattr(catalog, "DINOV2_BASE_URL", "http://127.0.0.1:9/dinov2")  # nothing listens there
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty hub cache (set_dir would outlive the test)
     with pytest.raises(RuntimeError, match=r"weights='/path/to/dinov2_vitl14_ade20k_ms_head.pth'"):
         hubconf.dinov2_vitl14_ade20k_ms()

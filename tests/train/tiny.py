@@ -14,11 +14,11 @@ import torch
 from omegaconf import DictConfig
 
 from dinov2.data import MaskingGenerator, collate_data_and_cast
-from dinov2.models.vision_transformer import ARCHS, _vit
+from dinov2.models.vision_transformer import _vit, register_arch
 from dinov2.train.ssl_meta_arch import Batch
 from dinov2.utils.config import apply_scaling_rules_to_cfg, load_cfg
 
-ARCHS.setdefault("vit_test", partial(_vit, 32, 2, 2))  # 32 dim, 2 blocks, 2 heads
+register_arch("vit_test", partial(_vit, 32, 2, 2), exist_ok=True)  # 32 dim, 2 blocks, 2 heads
 
 GLOBAL_SIZE, LOCAL_SIZE, PATCH = 16, 8, 4
 N_TOKENS = (GLOBAL_SIZE // PATCH) ** 2

@@ -10,8 +10,8 @@ on SLURM)::
 Trailing ``key=value`` (or ``--opts key=value ...``, the released flag) override the model config. The config,
 the weights and the dataset strings are checked before any work (:func:`cli_main`; usage errors, exit code 2).
 
-Features come from :func:`dinov2.features.extract_features`; the protocol on features is
-:func:`dinov2.eval.knn.core.eval_knn`.
+Features and the protocol on them come from :func:`dinov2.features.knn_scoring.knn_eval_of_model` (shared with
+the online k-NN monitor of training).
 """
 
 from __future__ import annotations
@@ -36,19 +36,17 @@ from dinov2.eval.common import (
     make_eval_transform,
     write_results,
 )
-from dinov2.eval.knn.core import DEFAULT_NB_KNN, DEFAULT_TEMPERATURE, eval_knn, format_knn_results, released_knn_results
+from dinov2.eval.knn.core import DEFAULT_NB_KNN, DEFAULT_TEMPERATURE, format_knn_results, released_knn_results
 from dinov2.eval.metrics import AccuracyAveraging, MetricType
-from dinov2.eval.setup import autocast_context, setup_and_build_model
 from dinov2.eval.setup import get_args_parser as get_setup_args_parser
-from dinov2.eval.utils import ModelWithNormalize
-from dinov2.features.extract import extract_features
+from dinov2.eval.setup import setup_and_build_model
+from dinov2.features.knn_scoring import RESIZE_RATIO, knn_eval_of_model
 from dinov2.utils.cli import ArgumentParser, add_overrides
 
 logger = logging.getLogger("dinov2")
 
 __all__ = ["RESIZE_RATIO", "get_args_parser", "eval_knn_with_model", "main", "cli_main"]
 
-RESIZE_RATIO = 256 / 224  # released eval transform: resize 256, crop 224
 DESCRIPTION = "DINOv2 k-NN evaluation"
 # the dataset flags checked before any work (dinov2.eval.common.check_eval_args)
 DATASET_FLAGS = TRAIN_VAL_DATASETS
@@ -134,21 +132,13 @@ def eval_knn_with_model(
     val_dataset = make_eval_dataset(val_dataset_str, transform, "val")
     train_name, val_name = str(train_dataset_str), str(val_dataset_str)
     _check_k_fits(nb_knn, n_per_class_list, len(train_dataset), train_name)
-    device = next(model.parameters()).device
-    normalized = ModelWithNormalize(model).eval()
-    with autocast_context(autocast_dtype, device)():
-        train_features, train_labels = extract_features(
-            normalized, train_dataset, batch_size, num_workers, gather_on_cpu, progress=progress, description="train"
-        )
-        check_extracted_labels(train_labels, train_name)
-        val_features, val_labels = extract_features(
-            normalized, val_dataset, batch_size, num_workers, gather=False, progress=progress, description="val"
-        )
-    check_extracted_labels(val_labels, val_name)
-    results = eval_knn(
-        train_features, train_labels, val_features, val_labels,
-        nb_knn=nb_knn, temperature=temperature, n_per_class_list=n_per_class_list, n_tries=n_tries,
-        metric_type=as_metric_type(accuracy_averaging), device=device, normalize=False,
+    names = {"train": train_name, "val": val_name}
+    results = knn_eval_of_model(
+        model, train_dataset, val_dataset,
+        nb_knn=nb_knn, temperature=temperature, autocast_dtype=autocast_dtype,
+        metric_type=as_metric_type(accuracy_averaging), gather_on_cpu=gather_on_cpu, batch_size=batch_size,
+        num_workers=num_workers, n_per_class_list=n_per_class_list, n_tries=n_tries, progress=progress,
+        check_labels=lambda labels, which: check_extracted_labels(labels, names[which]),
     )  # fmt: skip
     flat = released_knn_results(results)
     logger.info("\n%s", format_knn_results(results))

@@ -12,12 +12,12 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from dinov2.models.vision_transformer import ARCHS, _vit
+from dinov2.models.vision_transformer import _vit, register_arch
 from dinov2.train.checkpointing import export_teacher
 from dinov2.train.ssl_meta_arch import SSLMetaArch
 from tests.train.tiny import tiny_cfg
 
-ARCHS.setdefault("vit_test_t", partial(_vit, 48, 3, 3))  # 48 dim, 3 blocks, 3 heads
+register_arch("vit_test_t", partial(_vit, 48, 3, 3), exist_ok=True)  # 48 dim, 3 blocks, 3 heads
 
 SK = "train.centering=sinkhorn_knopp"
 

@@ -1,0 +1,64 @@
+"""Command-line flags of the tools that take a backbone without a config of their own (pictures, export):
+``--model NAME | --config-file F``, ``--weights W``, ``--random-init``, ``--seed``, read by the backbone door."""
+
+from __future__ import annotations
+
+import argparse
+
+from torch import nn
+
+from dinov2.features.backbone import load_backbone
+from dinov2.hub import catalog
+
+__all__ = ["BACKBONE_NOTE", "add_backbone_args", "backbone_from_args", "cpu_backbone"]
+
+# --help epilog of the commands built on add_backbone_args: they have no config of their own to override
+BACKBONE_NOTE = (
+    "No key=value overrides: this command has no config of its own. The backbone is a hub\n"
+    "model (--model) or the teacher of a training config used as it is (--config-file,\n"
+    "e.g. <run>/config.yaml); everything else is set by the options."
+)
+
+
+def cpu_backbone(name=None, weights=None, *, config_file=None, random_init: bool = False, seed: int = 0) -> nn.Module:
+    """Hub backbone ``name`` or the teacher of ``config_file`` (exactly one), in eval mode on the CPU.
+
+    ``weights`` loads strictly (any format :mod:`dinov2.models.weights` reads); without it a hub name downloads its
+    released weights, unless ``random_init``. With a hub name, the position table keeps the size stored in
+    ``weights`` (a training export at 224 px keeps its 16 x 16 grid), so the numbers are those of the trained model.
+    """
+    if (name is None) == (config_file is None):
+        raise ValueError("give a hub backbone name (--model) or a training config (--config-file), not both")
+    if random_init and weights:
+        raise ValueError("--random-init and --weights exclude each other: pick one")
+    if config_file is not None and weights is None and not random_init:
+        raise ValueError(
+            f"--config-file {config_file} needs --weights (e.g. a teacher_checkpoint.pth) or --random-init"
+        )
+    if config_file is not None:
+        options = dict(random_init=random_init, seed=seed, device="cpu", validate=False, argument="--weights")
+        return load_backbone(config=config_file, weights=weights, **options).model
+    catalog.get_backbone(name)  # unknown names fail here, before any weights are read
+    return load_backbone(name, weights=weights, random_init=random_init, seed=seed, device="cpu").model
+
+
+def add_backbone_args(parser: argparse.ArgumentParser) -> None:
+    """``--model NAME | --config-file F``, ``--weights W``, ``--random-init``, ``--seed``."""
+    names = catalog.backbone_names()  # read now: families registered after import count
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", choices=names, metavar="NAME", help=f"hub backbone: {', '.join(names)}")
+    which.add_argument("--config-file", help="a training config (e.g. <run>/config.yaml): its teacher backbone")
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument(
+        "--weights",
+        help="weights file or folder: released hub .pth, teacher_checkpoint.pth, Hugging Face or timm model "
+        "(default for --model: the released weights, downloaded)",
+    )
+    weights.add_argument("--random-init", action="store_true", help="the released initialisation (seeded)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --random-init")
+
+
+def backbone_from_args(args: argparse.Namespace) -> nn.Module:
+    """The backbone of :func:`add_backbone_args`' flags (eval mode, CPU)."""
+    options = dict(config_file=args.config_file, random_init=args.random_init, seed=args.seed)
+    return cpu_backbone(args.model, args.weights, **options)
