@@ -27,11 +27,13 @@ from dinov2.curation import parallel
 from dinov2.curation._features import extract_normalised
 from dinov2.curation.arrays import EMBEDDINGS_FORMAT
 from dinov2.curation.files import begin_step, mark_done, save_npy, write_json
+from dinov2.data import make_dataset
+from dinov2.data.transforms import make_classification_eval_transform
 from dinov2.utils.io import atomic_write_text
 
 logger = logging.getLogger("dinov2")
 
-__all__ = ["DEFAULT_SHARD_SIZE", "embed_dataset", "identity"]
+__all__ = ["DEFAULT_SHARD_SIZE", "embed_dataset", "embed_dataset_str", "identity"]
 
 DEFAULT_SHARD_SIZE = 1 << 18  # rows per shard: 0.5 GiB in float16 at dim 1024
 
@@ -111,3 +113,35 @@ def embed_dataset(
         mark_done(output_dir, "embed", params, count=count, dim=int(dim))
     parallel.barrier()
     return output_dir
+
+
+def embed_dataset_str(
+    model: torch.nn.Module, autocast_dtype: torch.dtype, dataset_str: str, output_dir: str | Path, settings, progress
+) -> Path:
+    """Collective: :func:`embed_dataset` of the images named by ``dataset_str`` through the evaluation transform.
+
+    ``settings`` (the ``embed`` step's flags or the curation config's ``embed`` section) gives the transform
+    (``crop_size``, ``resize_size``), the backbone recorded with the embeddings (``config_file``,
+    ``pretrained_weights``, ``opts``) and ``batch_size``, ``num_workers``, ``shard_size``.
+    """
+    transform = make_classification_eval_transform(resize_size=settings.resize_size, crop_size=settings.crop_size)
+    dataset = make_dataset(dataset_str=dataset_str, transform=transform)
+    params = {
+        "dataset": dataset_str,
+        "config_file": settings.config_file,
+        "opts": list(settings.opts),
+        "pretrained_weights": str(settings.pretrained_weights),
+        "crop_size": settings.crop_size,
+        "resize_size": settings.resize_size,
+    }
+    return embed_dataset(
+        model,
+        dataset,
+        output_dir,
+        batch_size=settings.batch_size,
+        num_workers=settings.num_workers,
+        shard_size=settings.shard_size,
+        autocast_dtype=autocast_dtype,
+        progress=progress,
+        params=params,
+    )

@@ -30,7 +30,7 @@ from dinov2.curation._features import build_backbone, default_device
 from dinov2.curation.arrays import RowSet
 from dinov2.curation.config import CurationConfig, ImageSet
 from dinov2.curation.dedup import deduplicate
-from dinov2.curation.embed import embed_dataset
+from dinov2.curation.embed import embed_dataset_str
 from dinov2.curation.files import begin_step, load_npy, mark_done, read_json, save_npy
 from dinov2.curation.hierarchy import hierarchical_kmeans
 from dinov2.curation.knn import SearchOptions
@@ -39,7 +39,6 @@ from dinov2.curation.pictures import write_cluster_grid
 from dinov2.curation.retrieval import cluster_pool, retrieve_by_clusters, retrieve_by_samples
 from dinov2.curation.sampling import hierarchical_sample
 from dinov2.data import make_dataset
-from dinov2.data.transforms import make_classification_eval_transform
 from dinov2.utils.utils import get_sha
 
 logger = logging.getLogger("dinov2")
@@ -85,26 +84,8 @@ class Pipeline:
         if self._model is None:
             self._model = build_backbone(embed.config_file, embed.pretrained_weights, embed.opts, self.device)
         model, autocast_dtype = self._model
-        transform = make_classification_eval_transform(resize_size=embed.resize_size, crop_size=embed.crop_size)
-        dataset = make_dataset(dataset_str=image_set.dataset, transform=transform)
-        params = {
-            "dataset": image_set.dataset,
-            "config_file": embed.config_file,
-            "opts": list(embed.opts),
-            "pretrained_weights": str(embed.pretrained_weights),
-            "crop_size": embed.crop_size,
-            "resize_size": embed.resize_size,
-        }
-        return embed_dataset(
-            model,
-            dataset,
-            self.out / "embeddings" / name,
-            batch_size=embed.batch_size,
-            num_workers=embed.num_workers,
-            shard_size=embed.shard_size,
-            autocast_dtype=autocast_dtype,
-            progress=self.cfg.progress,
-            params=params,
+        return embed_dataset_str(
+            model, autocast_dtype, image_set.dataset, self.out / "embeddings" / name, embed, self.cfg.progress
         )
 
     def deduplicated_pool(self) -> RowSet:

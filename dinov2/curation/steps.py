@@ -13,7 +13,7 @@ from dinov2.curation._features import build_backbone, default_device
 from dinov2.curation.arrays import RowSet
 from dinov2.curation.config import load_curation_config
 from dinov2.curation.dedup import deduplicate
-from dinov2.curation.embed import embed_dataset
+from dinov2.curation.embed import embed_dataset_str
 from dinov2.curation.files import save_npy
 from dinov2.curation.hierarchy import hierarchical_kmeans
 from dinov2.curation.knn import SearchOptions
@@ -22,7 +22,6 @@ from dinov2.curation.pipeline import run_pipeline
 from dinov2.curation.retrieval import cluster_pool, retrieve_by_clusters, retrieve_by_samples
 from dinov2.curation.sampling import hierarchical_sample
 from dinov2.data import make_dataset
-from dinov2.data.transforms import make_classification_eval_transform
 
 logger = logging.getLogger("dinov2")
 
@@ -46,27 +45,7 @@ def _search(args: argparse.Namespace) -> SearchOptions:
 
 def embed(args: argparse.Namespace) -> Path:
     model, autocast_dtype = build_backbone(args.config_file, args.pretrained_weights, args.opts, default_device())
-    transform = make_classification_eval_transform(resize_size=args.resize_size, crop_size=args.crop_size)
-    dataset = make_dataset(dataset_str=args.dataset, transform=transform)
-    params = {
-        "dataset": args.dataset,
-        "config_file": args.config_file,
-        "opts": list(args.opts),
-        "pretrained_weights": args.pretrained_weights,
-        "crop_size": args.crop_size,
-        "resize_size": args.resize_size,
-    }
-    return embed_dataset(
-        model,
-        dataset,
-        args.output_dir,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        shard_size=args.shard_size,
-        autocast_dtype=autocast_dtype,
-        progress=not args.no_progress,
-        params=params,
-    )
+    return embed_dataset_str(model, autocast_dtype, args.dataset, args.output_dir, args, not args.no_progress)
 
 
 def dedup(args: argparse.Namespace) -> Path:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ logger = logging.getLogger("dinov2")
 __all__ = [
     "TRAIN_VAL_DATASETS",
     "check_eval_args",
+    "run_eval_cli",
     "add_eval_transform_args",
     "default_resize_size",
     "make_eval_transform",
@@ -49,6 +51,7 @@ __all__ = [
     "as_metric_type",
     "check_extracted_labels",
     "write_results",
+    "finish_eval_run",
     "args_record",
 ]
 
@@ -82,6 +85,21 @@ def check_eval_args(
         for dataset_str in [value] if isinstance(value, str) else value:
             with usage_errors(parser, ValueError, flag=f"{flag}{default}"):
                 parse_dataset_str(dataset_str)
+
+
+def run_eval_cli(
+    get_args_parser: Callable[..., argparse.ArgumentParser],
+    main: Callable[[argparse.Namespace], int],
+    description: str,
+    datasets: Sequence[tuple[str, str, bool]],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """A protocol's console script: parse ``argv`` (default ``sys.argv``) with the protocol's parser, check the
+    config, weights and ``datasets`` (:func:`check_eval_args`: usage errors, exit code 2), then run ``main(args)``."""
+    parser = get_args_parser(description=description)
+    args = parser.parse_intermixed_args(argv)
+    check_eval_args(parser, args, datasets)
+    return main(args)
 
 
 def add_eval_transform_args(
@@ -176,3 +194,19 @@ def write_results(output_dir: str | os.PathLike | None, protocol: str, released:
     write_json(paths["detailed"], detailed)
     logger.info("Results written to %s", ", ".join(str(p) for p in paths.values()))
     return paths
+
+
+def finish_eval_run(
+    output_dir: str | os.PathLike | None,
+    protocol: str,
+    released: Mapping | None,
+    detailed: Mapping,
+    *,
+    start: float,
+    run_args: argparse.Namespace | Mapping | None,
+) -> None:
+    """Collective end of a protocol run: :func:`write_results` with ``detailed`` completed by ``seconds`` (since
+    ``start``, a ``time.perf_counter()`` value) and ``args`` (:func:`args_record` of ``run_args``), then a barrier."""
+    detailed = {**detailed, "seconds": time.perf_counter() - start, "args": args_record(run_args)}
+    write_results(output_dir, protocol, released, detailed)
+    distributed.barrier()

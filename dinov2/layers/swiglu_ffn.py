@@ -27,9 +27,15 @@ class SwiGLUFFN(nn.Module):
     ) -> None:
         super().__init__()
         out_features = out_features or in_features
-        hidden_features = hidden_features or in_features
+        # a rule that yields 0 (the fused one for 1) falls back to in_features, as in the release
+        hidden_features = self._hidden_features(hidden_features or in_features) or in_features
         self.w12 = nn.Linear(in_features, 2 * hidden_features, bias=bias)
         self.w3 = nn.Linear(hidden_features, out_features, bias=bias)
+
+    @staticmethod
+    def _hidden_features(hidden_features: int) -> int:
+        """The hidden size built for a requested ``hidden_features`` (here: itself; subclasses change the rule)."""
+        return hidden_features
 
     def forward(self, x: Tensor) -> Tensor:
         x1, x2 = self.w12(x).chunk(2, dim=-1)  # [..., hidden] each
@@ -48,14 +54,4 @@ class SwiGLUFFNFused(SwiGLUFFN):
     plain PyTorch (``w12`` / ``w3`` keys are unchanged).
     """
 
-    def __init__(
-        self,
-        in_features: int,
-        hidden_features: int | None = None,
-        out_features: int | None = None,
-        act_layer: Callable[..., nn.Module] | None = None,
-        drop: float = 0.0,
-        bias: bool = True,
-    ) -> None:
-        hidden_features = swiglu_hidden_features(hidden_features or in_features)
-        super().__init__(in_features, hidden_features, out_features, act_layer, drop, bias)
+    _hidden_features = staticmethod(swiglu_hidden_features)

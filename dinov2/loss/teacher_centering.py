@@ -34,13 +34,19 @@ class TeacherCentering(Protocol):
         ...
 
 
-class SoftmaxCentering:
-    """``softmax((t - center) / temp)`` with the released one-step-late EMA centre update."""
+class _LossCentering:
+    """A strategy bound to the DINO and iBOT loss modules that hold its state (the centres)."""
 
-    name = "centering"
+    name: str
 
     def __init__(self, dino_loss: DINOLoss, ibot_loss: iBOTPatchLoss) -> None:
         self.dino_loss, self.ibot_loss = dino_loss, ibot_loss
+
+
+class SoftmaxCentering(_LossCentering):
+    """``softmax((t - center) / temp)`` with the released one-step-late EMA centre update."""
+
+    name = "centering"
 
     @torch.no_grad()
     def dino_targets(self, logits: torch.Tensor, teacher_temp: float) -> torch.Tensor:
@@ -56,13 +62,10 @@ class SoftmaxCentering:
         return targets
 
 
-class SinkhornKnoppCentering:
+class SinkhornKnoppCentering(_LossCentering):
     """Sinkhorn-Knopp targets (3 iterations, float32) over the samples of all ranks."""
 
     name = "sinkhorn_knopp"
-
-    def __init__(self, dino_loss: DINOLoss, ibot_loss: iBOTPatchLoss) -> None:
-        self.dino_loss, self.ibot_loss = dino_loss, ibot_loss
 
     @torch.no_grad()
     def dino_targets(self, logits: torch.Tensor, teacher_temp: float) -> torch.Tensor:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from dinov2.utils.cli import ArgumentParser
 from dinov2.utils.cluster import (
@@ -57,6 +59,14 @@ def get_args_parser(
         "machine",
     )
     return parser
+
+
+def run_script(main: Callable[[], Any]) -> NoReturn:
+    """The ``if __name__ == "__main__":`` of a launcher script: log INFO lines to stderr, submit with ``main()`` (it
+    parses ``sys.argv``), exit 0 (a usage error exits 2 from the parser)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    main()
+    sys.exit(0)
 
 
 def get_shared_folder() -> Path:

@@ -13,6 +13,8 @@
   value is a usage error naming what to use instead.
 - :data:`NO_CONFIG_NOTE`: the ``--help`` epilog of commands that have no config, hence nothing to override.
 - :func:`default_prog`: usage lines name the program as started (``python -m dinov2.eval.knn``, ``dinov2-eval-knn``).
+- :func:`call_with_args`: an entry point's ``main(args)`` forwards the parsed flags to the library function of the
+  same parameter names.
 
 Console-script targets (``[project.scripts]`` in ``pyproject.toml``) take no argument, parse ``sys.argv`` and
 return the exit status.
@@ -23,9 +25,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import enum
+import inspect
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "add_opts_flag",
     "add_output_dir",
     "add_overrides",
+    "call_with_args",
     "default_prog",
     "usage_errors",
 ]
@@ -133,6 +137,18 @@ def add_overrides(parser: argparse.ArgumentParser, target: str = "the config") -
         help=f"overrides of {target} after the options, e.g. crops.global_crops_size=518 (values read as YAML; the "
         "same as --opts)",
     )
+
+
+def call_with_args(function: Callable[..., Any], args: argparse.Namespace, **values: Any) -> Any:
+    """``function(**values, **taken)``, where ``taken`` holds, for each other parameter of ``function``, the attribute
+    of ``args`` of the same name (a parameter ``args`` lacks keeps its default).
+
+    The flags of an entry point are named after the parameters of the library function it runs, so its ``main(args)``
+    only spells out the values that are not plain flags (a renamed or negated flag, the model).
+    """
+    parameters = inspect.signature(function).parameters
+    taken = {name: getattr(args, name) for name in parameters if name not in values and hasattr(args, name)}
+    return function(**values, **taken)
 
 
 def _message(error: BaseException) -> str:

@@ -121,6 +121,20 @@ def test_imagenet_errors_name_the_fix(imagenet_root, tmp_path):
         ImageNet(split="HOLDOUT", root=str(imagenet_root), extra=str(tmp_path))
 
 
+def test_imagenet_metadata_is_read_again_after_dump_extra(imagenet_root, tmp_path):
+    dataset = ImageNet(split="TRAIN", root=str(imagenet_root), extra=str(tmp_path / "extra"))
+    with pytest.raises(FileNotFoundError, match="dump_extra"):
+        len(dataset)
+    dataset.dump_extra()  # the same object then reads the files it wrote
+    assert len(dataset) == 6 and dataset.find_class_name(1) == "goldfish"
+    test = ImageNet(split="TEST", root=str(imagenet_root), extra=str(tmp_path / "extra"))
+    test.dump_extra()
+    with pytest.raises(ValueError, match="ImageNet TEST has no class names"):
+        test.find_class_name(0)
+    with pytest.raises(ValueError, match="ImageNet TEST has no class ids"):
+        test.find_class_id(0)
+
+
 def test_imagenet22k_tarballs(tmp_path):
     root = tmp_path / "22k"
     (root / "blocks").mkdir(parents=True)

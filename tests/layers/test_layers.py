@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
@@ -17,6 +18,8 @@ def test_swiglu_fused_hidden_size_follows_dinov2_rounding():
     assert SwiGLUFFNFused(1536, 4 * 1536).w12.out_features == 2 * 4096
     assert SwiGLUFFNFused(64, 256).w3.in_features == (int(256 * 2 / 3) + 7) // 8 * 8 == 176
     assert SwiGLUFFN(64, 100).w3.in_features == 100  # the unfused layer keeps the given size
+    assert SwiGLUFFNFused(4, 1).w3.in_features == 4  # the rule gives 0: in_features instead, as released
+    assert inspect.signature(SwiGLUFFNFused) == inspect.signature(SwiGLUFFN)  # one constructor for both
 
 
 def test_swiglu_computes_w3_of_silu_gate_times_value():

@@ -104,7 +104,7 @@ class ImageNet(ExtendedVisionDataset):
         super().__init__(str(path), transforms, transform, target_transform, strict=strict)
         self._split = _parse_split(split)
         self._extra_root = str(extra)
-        self._entries = self._class_ids = self._class_names = None
+        self._extras: dict[str, np.ndarray] = {}  # metadata file name -> array, read on first use
         if os.path.exists(self._get_extra_full_path(self._entries_path)) and len(self) == 0:
             raise ValueError(f"ImageNet {self._split.name}: {self._entries_path} in {extra!r} lists no images")
 
@@ -142,25 +142,24 @@ class ImageNet(ExtendedVisionDataset):
     def _save_extra(self, extra_array: np.ndarray, extra_path: str) -> None:
         os.makedirs(self._extra_root, exist_ok=True)
         np.save(self._get_extra_full_path(extra_path), extra_array)
+        self._extras.pop(extra_path, None)  # read the new file at the next use
+
+    def _cached_extra(self, extra_path: str, what: str | None = None) -> np.ndarray:
+        """The metadata array ``extra_path``, loaded once; ``what`` names class metadata, which TEST has not."""
+        if what is not None and self._split == _Split.TEST:
+            raise ValueError(f"ImageNet TEST has no {what}")
+        if extra_path not in self._extras:
+            self._extras[extra_path] = self._load_extra(extra_path)
+        return self._extras[extra_path]
 
     def _get_entries(self) -> np.ndarray:
-        if self._entries is None:
-            self._entries = self._load_extra(self._entries_path)
-        return self._entries
+        return self._cached_extra(self._entries_path)
 
     def _get_class_ids(self) -> np.ndarray:
-        if self._split == _Split.TEST:
-            raise ValueError("ImageNet TEST has no class ids")
-        if self._class_ids is None:
-            self._class_ids = self._load_extra(self._class_ids_path)
-        return self._class_ids
+        return self._cached_extra(self._class_ids_path, "class ids")
 
     def _get_class_names(self) -> np.ndarray:
-        if self._split == _Split.TEST:
-            raise ValueError("ImageNet TEST has no class names")
-        if self._class_names is None:
-            self._class_names = self._load_extra(self._class_names_path)
-        return self._class_names
+        return self._cached_extra(self._class_names_path, "class names")
 
     # ------------------------------------------------------------------------------- samples
 
@@ -243,7 +242,6 @@ class ImageNet(ExtendedVisionDataset):
         )
         logger.info("saving %d entries to %s", len(rows), self._get_extra_full_path(self._entries_path))
         self._save_extra(np.array(rows, dtype=dtype), self._entries_path)
-        self._entries = None
 
     def _dump_class_ids_and_names(self) -> None:
         if self._split == _Split.TEST:
@@ -256,7 +254,6 @@ class ImageNet(ExtendedVisionDataset):
         names[entries["class_index"]] = entries["class_name"]
         self._save_extra(ids, self._class_ids_path)
         self._save_extra(names, self._class_names_path)
-        self._class_ids = self._class_names = None
 
     def dump_extra(self) -> None:
         """Scan ``root/<split>`` (and ``labels.txt``) and write this split's metadata files into ``extra``."""

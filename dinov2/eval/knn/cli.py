@@ -24,24 +24,22 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from dinov2 import distributed
 from dinov2.eval.common import (
     TRAIN_VAL_DATASETS,
     add_eval_transform_args,
-    args_record,
     as_metric_type,
-    check_eval_args,
     check_extracted_labels,
+    finish_eval_run,
     make_eval_dataset,
     make_eval_transform,
-    write_results,
+    run_eval_cli,
 )
 from dinov2.eval.knn.core import DEFAULT_NB_KNN, DEFAULT_TEMPERATURE, format_knn_results, released_knn_results
 from dinov2.eval.metrics import AccuracyAveraging, MetricType
 from dinov2.eval.setup import get_args_parser as get_setup_args_parser
 from dinov2.eval.setup import setup_and_build_model
 from dinov2.features.knn_scoring import RESIZE_RATIO, knn_eval_of_model
-from dinov2.utils.cli import ArgumentParser, add_overrides
+from dinov2.utils.cli import ArgumentParser, add_overrides, call_with_args
 
 logger = logging.getLogger("dinov2")
 
@@ -150,33 +148,20 @@ def eval_knn_with_model(
         "num_val": len(val_dataset),
         "results": flat,
         "settings": {s: {"mean": e["mean"], "tries": e["tries"]} for s, e in results.items()},
-        "seconds": time.perf_counter() - start,
-        "args": args_record(run_args),
     }
-    write_results(output_dir, "knn", flat, detailed)
-    distributed.barrier()
+    finish_eval_run(output_dir, "knn", flat, detailed, start=start, run_args=run_args)
     return flat
 
 
 def main(args: argparse.Namespace) -> int:
     """Released entry point: build the backbone from ``--config-file`` / ``--pretrained-weights`` and run k-NN."""
     model, autocast_dtype = setup_and_build_model(args)
-    eval_knn_with_model(
+    call_with_args(
+        eval_knn_with_model,
+        args,
         model=model,
-        output_dir=args.output_dir,
-        train_dataset_str=args.train_dataset_str,
-        val_dataset_str=args.val_dataset_str,
-        nb_knn=args.nb_knn,
-        temperature=args.temperature,
         autocast_dtype=autocast_dtype,
         accuracy_averaging=args.metric_type,
-        gather_on_cpu=args.gather_on_cpu,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        n_per_class_list=args.n_per_class_list,
-        n_tries=args.n_tries,
-        crop_size=args.crop_size,
-        resize_size=args.resize_size,
         progress=not args.no_progress,
         run_args=args,
     )
@@ -186,7 +171,4 @@ def main(args: argparse.Namespace) -> int:
 def cli_main(argv: Sequence[str] | None = None) -> int:
     """``dinov2-eval-knn`` / ``python -m dinov2.eval.knn``: parse ``argv`` (default ``sys.argv``), check
     the config, weights and datasets (usage errors, exit code 2), run :func:`main`."""
-    parser = get_args_parser(description=DESCRIPTION)
-    args = parser.parse_intermixed_args(argv)
-    check_eval_args(parser, args, DATASET_FLAGS)
-    return main(args)
+    return run_eval_cli(get_args_parser, main, DESCRIPTION, DATASET_FLAGS, argv)

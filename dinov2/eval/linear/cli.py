@@ -42,11 +42,10 @@ from dinov2.data.transforms import make_classification_train_transform
 from dinov2.eval.common import (
     TRAIN_VAL_DATASETS,
     add_eval_transform_args,
-    args_record,
-    check_eval_args,
+    finish_eval_run,
     make_eval_dataset,
     make_eval_transform,
-    write_results,
+    run_eval_cli,
 )
 from dinov2.eval.linear.checkpoint import resume_or_load, save_hub_linear_head
 from dinov2.eval.linear.classifiers import (
@@ -65,11 +64,11 @@ from dinov2.eval.linear.train import (
     write_results_block,
 )
 from dinov2.eval.metrics import MetricType
-from dinov2.eval.results import format_table, to_jsonable
+from dinov2.eval.results import format_table
 from dinov2.eval.setup import autocast_context, setup_and_build_model
 from dinov2.eval.setup import get_args_parser as get_setup_args_parser
 from dinov2.eval.utils import ModelWithIntermediateLayers
-from dinov2.utils.cli import ArgumentParser, add_overrides
+from dinov2.utils.cli import ArgumentParser, add_overrides, call_with_args
 
 logger = logging.getLogger("dinov2")
 
@@ -325,39 +324,16 @@ def run_eval_linear(
         "protocol": "linear", "results": results, "hub_head": _save_hub_head(output_dir, val_results, classifiers),
         "num_classes": num_classes, "iterations": iteration, "tests": test_details,
         "val": {"dataset": str(val_dataset_str), "classifiers": val_percent},
-        "seconds": time.perf_counter() - start, "args": args_record(run_args),
     }  # fmt: skip
-    write_results(output_dir, "linear", None, to_jsonable(detailed))
-    distributed.barrier()
+    finish_eval_run(output_dir, "linear", None, detailed, start=start, run_args=run_args)
     return results
 
 
 def main(args: argparse.Namespace) -> int:
     """Released entry point: build the backbone from ``--config-file`` / ``--pretrained-weights``, run the probe."""
     model, autocast_dtype = setup_and_build_model(args)
-    run_eval_linear(
-        model=model,
-        output_dir=args.output_dir,
-        train_dataset_str=args.train_dataset_str,
-        val_dataset_str=args.val_dataset_str,
-        test_dataset_strs=args.test_dataset_strs,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        epoch_length=args.epoch_length,
-        num_workers=args.num_workers,
-        save_checkpoint_frequency=args.save_checkpoint_frequency,
-        eval_period_iterations=args.eval_period_iterations,
-        learning_rates=args.learning_rates,
-        autocast_dtype=autocast_dtype,
-        resume=not args.no_resume,
-        classifier_fpath=args.classifier_fpath,
-        val_metric_type=args.val_metric_type,
-        test_metric_types=args.test_metric_types,
-        val_class_mapping_fpath=args.val_class_mapping_fpath,
-        test_class_mapping_fpaths=args.test_class_mapping_fpaths,
-        crop_size=args.crop_size,
-        resize_size=args.resize_size,
-        run_args=args,
+    call_with_args(
+        run_eval_linear, args, model=model, autocast_dtype=autocast_dtype, resume=not args.no_resume, run_args=args
     )
     return 0
 
@@ -365,7 +341,4 @@ def main(args: argparse.Namespace) -> int:
 def cli_main(argv: Sequence[str] | None = None) -> int:
     """``dinov2-eval-linear`` / ``python -m dinov2.eval.linear``: parse ``argv`` (default ``sys.argv``), check
     the config, weights and datasets (usage errors, exit code 2), run :func:`main`."""
-    parser = get_args_parser(description=DESCRIPTION)
-    args = parser.parse_intermixed_args(argv)
-    check_eval_args(parser, args, DATASET_FLAGS)
-    return main(args)
+    return run_eval_cli(get_args_parser, main, DESCRIPTION, DATASET_FLAGS, argv)

@@ -27,17 +27,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from dinov2 import distributed
 from dinov2.eval.common import (
     TRAIN_VAL_DATASETS,
     add_eval_transform_args,
-    args_record,
     as_metric_type,
-    check_eval_args,
     check_extracted_labels,
+    finish_eval_run,
     make_eval_dataset,
     make_eval_transform,
-    write_results,
+    run_eval_cli,
 )
 from dinov2.eval.log_regression.solver import DEFAULT_MAX_ITER, eval_log_regression, format_log_regression_results
 from dinov2.eval.metrics import MetricType
@@ -45,7 +43,7 @@ from dinov2.eval.results import to_jsonable
 from dinov2.eval.setup import autocast_context, setup_and_build_model
 from dinov2.eval.setup import get_args_parser as get_setup_args_parser
 from dinov2.features.extract import extract_features
-from dinov2.utils.cli import ArgumentParser, add_overrides
+from dinov2.utils.cli import ArgumentParser, add_overrides, call_with_args
 from dinov2.utils.dtype import as_torch_dtype as parse_any_dtype
 
 logger = logging.getLogger("dinov2")
@@ -158,33 +156,21 @@ def eval_log_regression_with_model(
         "finetune_on_val": finetune_on_val,
         "results": released,
         "sweep": results["sweep"],
-        "seconds": time.perf_counter() - start,
-        "args": args_record(run_args),
     }
-    write_results(output_dir, "log_regression", released, detailed)
-    distributed.barrier()
+    finish_eval_run(output_dir, "log_regression", released, detailed, start=start, run_args=run_args)
     return released
 
 
 def main(args: argparse.Namespace) -> int:
     """Released entry point: build the backbone from ``--config-file`` / ``--pretrained-weights``, run the sweep."""
     model, autocast_dtype = setup_and_build_model(args)
-    eval_log_regression_with_model(
+    call_with_args(
+        eval_log_regression_with_model,
+        args,
         model=model,
-        train_dataset_str=args.train_dataset_str,
-        val_dataset_str=args.val_dataset_str,
-        finetune_dataset_str=args.finetune_dataset_str,
         autocast_dtype=autocast_dtype,
-        finetune_on_val=args.finetune_on_val,
-        metric_type=args.metric_type,
         train_dtype=as_torch_dtype(args.train_dtype),
         train_features_device=torch.device(args.train_features_device),
-        max_train_iters=args.max_train_iters,
-        output_dir=args.output_dir,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        crop_size=args.crop_size,
-        resize_size=args.resize_size,
         progress=not args.no_progress,
         run_args=args,
     )
@@ -194,7 +180,4 @@ def main(args: argparse.Namespace) -> int:
 def cli_main(argv: Sequence[str] | None = None) -> int:
     """``dinov2-eval-log-regression`` / ``python -m dinov2.eval.log_regression``: parse ``argv`` (default
     ``sys.argv``), check the config, weights and datasets (usage errors, exit code 2), run :func:`main`."""
-    parser = get_args_parser(description=DESCRIPTION)
-    args = parser.parse_intermixed_args(argv)
-    check_eval_args(parser, args, DATASET_FLAGS)
-    return main(args)
+    return run_eval_cli(get_args_parser, main, DESCRIPTION, DATASET_FLAGS, argv)

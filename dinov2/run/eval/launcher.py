@@ -1,4 +1,4 @@
-"""Shared submitit launcher of the evaluation protocols (``dinov2/run/eval/{knn,linear,log_regression}.py``).
+"""Shared submitit launcher of the evaluation protocols (``dinov2/run/eval/{knn,linear,log_regression}.py``), e.g.
 
     python dinov2/run/eval/knn.py --nodes 1 --ngpus 8 --partition P \\
         --config-file dinov2/configs/eval/vitl14_pretrain.yaml --pretrained-weights W --output-dir D \\
@@ -14,8 +14,11 @@ or time-out the task is requeued with the same arguments (the linear probe then 
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import logging
+from collections.abc import Callable
+from types import ModuleType
 
 from dinov2.eval.common import check_eval_args
 from dinov2.run.submit import SubmititTask, get_args_parser, submit_jobs
@@ -40,21 +43,37 @@ class Evaluator(SubmititTask):
         return importlib.import_module(self.args.eval_module).main(self.args)
 
 
-def launch(protocol: str, argv: list[str] | None = None):
-    """Parse the launcher and protocol flags, check the config file, submit; returns the submitit job."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; one of {sorted(PROTOCOLS)}")
-    module_name, what, job_name = PROTOCOLS[protocol]
+def submit_eval_module(
+    module_name: str,
+    description: str,
+    job_name: str,
+    check: Callable[[argparse.ArgumentParser, argparse.Namespace, ModuleType], None],
+    argv: list[str] | None = None,
+):
+    """Parse the launcher flags and those of ``module_name`` (which has ``get_args_parser`` and ``main``), make
+    ``--config-file`` absolute, run ``check(parser, args, module)`` (usage errors before submission), submit an
+    :class:`Evaluator` running ``module.main(args)``; returns the submitit job."""
     module = importlib.import_module(module_name)
-    parser = get_args_parser(
-        description=f"Submitit launcher for DINOv2 {what} evaluation", parents=[module.get_args_parser(add_help=False)]
-    )
+    parser = get_args_parser(description=description, parents=[module.get_args_parser(add_help=False)])
     args = parser.parse_intermixed_args(argv)  # config overrides may sit among the options
     with usage_errors(parser, FileNotFoundError, flag="--config-file"):
         args.config_file = str(resolve_config_file(args.config_file))  # absolute: the job may start elsewhere
-    check_eval_args(parser, args, module.DATASET_FLAGS)  # fail here, not in the job
+    check(parser, args, module)  # fail here, not in the job
     args.eval_module = module_name
     # Pickle the task class by its importable name, also when a launcher file runs as a script (__main__).
     from dinov2.run.eval.launcher import Evaluator as task_class
 
     return submit_jobs(task_class, args, name=job_name)
+
+
+def _check_protocol_args(parser: argparse.ArgumentParser, args: argparse.Namespace, module: ModuleType) -> None:
+    check_eval_args(parser, args, module.DATASET_FLAGS)
+
+
+def launch(protocol: str, argv: list[str] | None = None):
+    """Parse the launcher and protocol flags, check the config file, submit; returns the submitit job."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; one of {sorted(PROTOCOLS)}")
+    module_name, what, job_name = PROTOCOLS[protocol]
+    description = f"Submitit launcher for DINOv2 {what} evaluation"
+    return submit_eval_module(module_name, description, job_name, _check_protocol_args, argv)
