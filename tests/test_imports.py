@@ -179,14 +179,6 @@ ALLOWED_UPWARD: dict[str, set[str]] = {
     "dinov2.utils.utils": {"dinov2.models.weights"},
 }
 
-# Violations in files of other branches of issue 19 (removed by issue 19 merge): the lead empties this at merge.
-PENDING: dict[str, set[str]] = {
-    # no helper named for these two: `write_json` belongs with the atomic writers of utils/io, `check_eval_args`
-    # (dataset-string checks of a command line) with utils/cli or data
-    "dinov2.visualize.attention": {"dinov2.eval.results"},
-    "dinov2.curation.cli": {"dinov2.eval.common"},
-}
-
 
 def _package(module: str) -> str:
     return module.split(".")[1] if "." in module else ""
@@ -198,7 +190,7 @@ def _matches(allowed: dict[str, set[str]], module: str, target: str) -> str | No
 
 
 def _layer_violations() -> tuple[list[str], set[tuple[str, str]]]:
-    """(violations not excused, the ALLOWED_UPWARD / PENDING entries used)."""
+    """(violations not excused, the ALLOWED_UPWARD entries used)."""
     modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
     problems, used = [], set()
     for name, path in sorted(modules.items()):
@@ -208,7 +200,7 @@ def _layer_violations() -> tuple[list[str], set[tuple[str, str]]]:
                 other = _package(target)
                 if not target.startswith("dinov2.") or other in ("", own) or other in LAYERS.get(own, ()):
                     continue
-                entry = _matches(ALLOWED_UPWARD, name, target) or _matches(PENDING, name, target)
+                entry = _matches(ALLOWED_UPWARD, name, target)
                 if entry is not None:
                     used.add((name, entry))
                     continue
@@ -236,10 +228,12 @@ def test_a_violation_names_the_module_the_import_and_the_rule(monkeypatch):
     assert any(p.startswith("dinov2.loss.") and p.endswith(expected) for p in problems), problems
 
 
-def test_every_pending_exception_is_still_needed():
+def test_every_allowed_upward_import_is_still_needed():
     _, used = _layer_violations()
-    stale = [f"{m} -> {t}" for m, targets in PENDING.items() for t in sorted(targets) if (m, t) not in used]
-    assert not stale, "PENDING entries no longer needed, remove them from tests/test_imports.py:\n" + "\n".join(stale)
+    stale = [f"{m} -> {t}" for m, targets in ALLOWED_UPWARD.items() for t in sorted(targets) if (m, t) not in used]
+    assert not stale, "ALLOWED_UPWARD entries no longer needed, remove them from tests/test_imports.py:\n" + "\n".join(
+        stale
+    )
 
 
 def test_allowed_upward_imports_name_modules_that_exist():

@@ -157,7 +157,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     """Usage errors (exit code 2) before any work for what the step would fail on later: for ``embed`` the
     backbone config and overrides, the weights and the dataset string; for ``run`` the curation config."""
     if args.step == "embed":
-        from dinov2.eval.common import check_eval_args
+        from dinov2.features.backbone_args import check_eval_args
 
         check_eval_args(parser, args, [("--dataset", "dataset", True)])
     elif args.step == "run":

@@ -29,14 +29,11 @@ from typing import Any
 
 from dinov2 import distributed
 from dinov2.data import make_dataset
-from dinov2.data.dataset_strings import parse_dataset_str
 from dinov2.data.transforms import make_classification_eval_transform
 from dinov2.eval.metrics import AccuracyAveraging, MetricType
 from dinov2.eval.results import append_json_lines, to_jsonable, write_json
 from dinov2.eval.utils import check_labelled
-from dinov2.models.weights import is_url
-from dinov2.utils.cli import usage_errors
-from dinov2.utils.config import ConfigKeyError, ConfigValueError, load_cfg
+from dinov2.features.backbone_args import check_eval_args
 
 logger = logging.getLogger("dinov2")
 
@@ -58,33 +55,6 @@ __all__ = [
 
 # (flag, args attribute, required) of the train and val dataset strings every protocol takes
 TRAIN_VAL_DATASETS = (("--train-dataset", "train_dataset_str", True), ("--val-dataset", "val_dataset_str", True))
-
-
-def check_eval_args(
-    parser: argparse.ArgumentParser,
-    args: argparse.Namespace,
-    datasets: Sequence[tuple[str, str, bool]] = TRAIN_VAL_DATASETS,
-) -> None:
-    """Usage errors (``parser.error``: exit code 2) for what would otherwise fail once the run has started, in this
-    order: the config (``--config-file`` and the overrides ``args.opts``: file, keys, values), a local
-    ``--pretrained-weights`` that does not exist, and each dataset string of ``datasets`` (``(flag, attribute,
-    required)``; an attribute may hold a list of strings) that is missing or malformed (name, keys).
-    """
-    with usage_errors(parser, FileNotFoundError, ConfigKeyError, ConfigValueError):
-        load_cfg(args.config_file, args.opts)
-    weights = args.pretrained_weights
-    if weights and not is_url(weights) and not os.path.exists(os.path.expanduser(weights)):
-        parser.error(f"--pretrained-weights {weights!r} does not exist (a file, a checkpoint folder or a URL)")
-    for flag, attribute, required in datasets:
-        value = getattr(args, attribute, None)
-        if not value:
-            if required:
-                parser.error(f"the following arguments are required: {flag}")
-            continue
-        default = " (the default)" if value == parser.get_default(attribute) else ""
-        for dataset_str in [value] if isinstance(value, str) else value:
-            with usage_errors(parser, ValueError, flag=f"{flag}{default}"):
-                parse_dataset_str(dataset_str)
 
 
 def run_eval_cli(

@@ -6,38 +6,14 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from dinov2.utils.io import atomic_write_text
+from dinov2.utils.io import to_jsonable, write_json
 
 __all__ = ["to_jsonable", "format_table", "write_json", "append_json_lines"]
-
-
-def to_jsonable(value: Any) -> Any:
-    """Convert tensors (0-dim -> number, n-dim -> nested lists), enums, tuples and mappings to JSON types.
-
-    NaN and infinities become ``None`` so the output is strict JSON.
-    """
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu()
-        return to_jsonable(value.item() if value.ndim == 0 else value.tolist())
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, (str, int, bool)) or value is None:
-        return value
-    if hasattr(value, "item"):  # numpy scalars
-        return to_jsonable(value.item())
-    raise TypeError(f"cannot convert {type(value).__name__} to JSON")
 
 
 def _cell(value: Any, float_format: str) -> str:
@@ -79,11 +55,6 @@ def format_table(
     out += [line(list(headers)), "  ".join("-" * w for w in widths)]
     out += [line(row) for row in cells]
     return "\n".join(out)
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` (converted with :func:`to_jsonable`) as indented JSON, atomically (temp file + rename)."""
-    atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2) + "\n")
 
 
 def append_json_lines(path: str | os.PathLike, records: Mapping[str, Any]) -> None:

@@ -4,13 +4,19 @@
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Sequence
 
 from torch import nn
 
+from dinov2.config import ConfigKeyError, ConfigValueError, load_cfg
+from dinov2.data.dataset_strings import parse_dataset_str
 from dinov2.features.backbone import load_backbone
 from dinov2.hub import catalog
+from dinov2.models.weights import is_url
+from dinov2.utils.cli import usage_errors
 
-__all__ = ["BACKBONE_NOTE", "add_backbone_args", "backbone_from_args", "cpu_backbone"]
+__all__ = ["BACKBONE_NOTE", "add_backbone_args", "backbone_from_args", "check_eval_args", "cpu_backbone"]
 
 # --help epilog of the commands built on add_backbone_args: they have no config of their own to override
 BACKBONE_NOTE = (
@@ -62,3 +68,30 @@ def backbone_from_args(args: argparse.Namespace) -> nn.Module:
     """The backbone of :func:`add_backbone_args`' flags (eval mode, CPU)."""
     options = dict(config_file=args.config_file, random_init=args.random_init, seed=args.seed)
     return cpu_backbone(args.model, args.weights, **options)
+
+
+def check_eval_args(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    datasets: Sequence[tuple[str, str, bool]] = (),
+) -> None:
+    """Usage errors (``parser.error``: exit code 2) for what would otherwise fail once the run has started, in this
+    order: the config (``--config-file`` and the overrides ``args.opts``: file, keys, values), a local
+    ``--pretrained-weights`` that does not exist, and each dataset string of ``datasets`` (``(flag, attribute,
+    required)``; an attribute may hold a list of strings) that is missing or malformed (name, keys).
+    """
+    with usage_errors(parser, FileNotFoundError, ConfigKeyError, ConfigValueError):
+        load_cfg(args.config_file, args.opts)
+    weights = args.pretrained_weights
+    if weights and not is_url(weights) and not os.path.exists(os.path.expanduser(weights)):
+        parser.error(f"--pretrained-weights {weights!r} does not exist (a file, a checkpoint folder or a URL)")
+    for flag, attribute, required in datasets:
+        value = getattr(args, attribute, None)
+        if not value:
+            if required:
+                parser.error(f"the following arguments are required: {flag}")
+            continue
+        default = " (the default)" if value == parser.get_default(attribute) else ""
+        for dataset_str in [value] if isinstance(value, str) else value:
+            with usage_errors(parser, ValueError, flag=f"{flag}{default}"):
+                parse_dataset_str(dataset_str)

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader sees the old file or the complete new one, never a partial write.
+"""Atomic file writes: a reader sees the old file or the complete new one, never a partial write (JSON results too:
+:func:`write_json` with :func:`to_jsonable`).
 
 Every writer in the library that replaces a file (teacher exports, linear-probe checkpoints, results JSON,
 markers) goes through :func:`atomic_write`: the data goes to a temporary file in the same folder, is flushed
@@ -11,16 +12,27 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from enum import Enum
 from pathlib import Path
 from typing import IO, Any
 
 import torch
 
-__all__ = ["atomic_path", "atomic_write", "atomic_torch_save", "atomic_write_text", "fsync_dir", "generate_folder_once"]
+__all__ = [
+    "atomic_path",
+    "atomic_write",
+    "atomic_torch_save",
+    "atomic_write_text",
+    "fsync_dir",
+    "generate_folder_once",
+    "to_jsonable",
+    "write_json",
+]
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -79,6 +91,34 @@ def atomic_write_text(path: str | os.PathLike, text: str | Callable[[IO[str]], N
         else:
             f.write(text)
     return Path(path)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert tensors (0-dim -> number, n-dim -> nested lists), enums, tuples and mappings to JSON types.
+
+    NaN and infinities become ``None`` so the output is strict JSON.
+    """
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        return to_jsonable(value.item() if value.ndim == 0 else value.tolist())
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    if hasattr(value, "item"):  # numpy scalars
+        return to_jsonable(value.item())
+    raise TypeError(f"cannot convert {type(value).__name__} to JSON")
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` (converted with :func:`to_jsonable`) as indented JSON, atomically (temp file + rename)."""
+    atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2) + "\n")
 
 
 def generate_folder_once(

@@ -91,7 +91,7 @@ def write_attention_pictures(
     per head, one tile per register). ``attention_sheet.png``: one row per image (input, mean, heads, registers);
     ``attention.json``: per image and head, the share of the class token's attention that goes to registers.
     """
-    from dinov2.eval.results import write_json
+    from dinov2.utils.io import write_json
     from dinov2.visualize.images import contact_sheet, grid_to_image, heatmap, load_image, save_png, to_model_input
     from dinov2.visualize.pca import unique_stems
 
