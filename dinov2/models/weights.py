@@ -56,6 +56,7 @@ from dinov2.models.weights_fit import (
     fit_report,
     resize_pos_embed,
 )
+from dinov2.utils.io import file_crc32
 
 logger = logging.getLogger("dinov2")
 
@@ -448,14 +449,6 @@ def read_shapes(
     return {key: tuple(value.shape) for key, value in parts.items() if isinstance(value, Tensor)}
 
 
-def _crc32(path: Path) -> int:
-    crc = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 24):
-            crc = zlib.crc32(chunk, crc)
-    return crc
-
-
 def fingerprint(source: str | os.PathLike, *, argument: str = "weights") -> dict[str, object]:
     """``{"path", "size", "crc32"}`` of a source's content (a moved copy has the same size and CRC32).
 
@@ -471,7 +464,7 @@ def fingerprint(source: str | os.PathLike, *, argument: str = "weights") -> dict
         files = sorted(p for p in path.rglob("*") if p.is_file())
     crc = 0
     for file in files:
-        crc = zlib.crc32(f"{file.relative_to(path) if file != path else ''}:{_crc32(file)}".encode(), crc)
+        crc = zlib.crc32(f"{file.relative_to(path) if file != path else ''}:{file_crc32(file)}".encode(), crc)
     return {"path": str(path.resolve()), "size": sum(f.stat().st_size for f in files), "crc32": crc}
 
 

@@ -36,7 +36,6 @@ import os
 import re
 import shutil
 import time
-import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -55,7 +54,7 @@ from dinov2.train.disk_space import (
 )
 from dinov2.train.rank_agreement import RankFailure, agreed_error, run_agreed
 from dinov2.train.rng_state import restore_rank_rng, save_rank_rng
-from dinov2.utils.io import atomic_torch_save, atomic_write_text, fsync_dir
+from dinov2.utils.io import atomic_torch_save, atomic_write_text, file_crc32, fsync_dir
 
 logger = logging.getLogger("dinov2")
 
@@ -65,18 +64,10 @@ _FINAL = re.compile(r"^model_(\d+)$")
 _TMP = re.compile(r"^ckpt_tmp_(\d+)$")
 
 
-def _crc32(path: Path) -> int:
-    crc = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 24):
-            crc = zlib.crc32(chunk, crc)
-    return crc
-
-
 def _checksum_share(directory: Path, names: list[str]) -> dict[str, list[int]]:
     """Size and CRC32 of this rank's share of ``names`` (every world-th file)."""
     rank, world = distributed.get_global_rank(), distributed.get_global_size()
-    return {name: [(directory / name).stat().st_size, _crc32(directory / name)] for name in names[rank::world]}
+    return {name: [(directory / name).stat().st_size, file_crc32(directory / name)] for name in names[rank::world]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,7 +312,7 @@ class Checkpointer:
         for name in sorted(marker["files"])[rank::world]:
             size, crc = marker["files"][name]
             actual = (path / name).stat().st_size
-            if actual != size or _crc32(path / name) != crc:
+            if actual != size or file_crc32(path / name) != crc:
                 raise OSError(f"{path / name} is corrupted (size {actual}, expected {size}; checksum mismatch)")
 
     def _restore(self, path: Path, state: Mapping[str, Any]) -> LoadedCheckpoint:

@@ -16,6 +16,7 @@ import math
 import os
 import shutil
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from enum import Enum
 from pathlib import Path
@@ -28,6 +29,7 @@ __all__ = [
     "atomic_write",
     "atomic_torch_save",
     "atomic_write_text",
+    "file_crc32",
     "fsync_dir",
     "generate_folder_once",
     "to_jsonable",
@@ -74,6 +76,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def file_crc32(path: str | os.PathLike) -> int:
+    """CRC32 of a file's bytes, read in 16 MiB chunks (checkpoint checksums, "this weights file changed")."""
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            crc = zlib.crc32(chunk, crc)
+    return crc
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:

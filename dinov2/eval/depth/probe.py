@@ -38,6 +38,13 @@ logger = logging.getLogger("dinov2")
 
 TASK = "depth"
 CONFIG_DIR = dense_probe.recipe_dir(TASK)
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Usage errors before any work or submission: config, weights, datasets, then the recipe and its overrides."""
+    dense_probe.check_probe_args(parser, args, CONFIG_DIR)
+
+
 # The hub depthers' 4 blocks by backbone depth (ViT-S/B, ViT-L, ViT-g).
 HUB_OUT_INDEX = {12: [2, 5, 8, 11], 24: [4, 11, 17, 23], 40: [9, 19, 29, 39]}
 

@@ -37,6 +37,13 @@ logger = logging.getLogger("dinov2")
 
 TASK = "segmentation"
 CONFIG_DIR = dense_probe.recipe_dir(TASK)
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Usage errors before any work or submission: config, weights, datasets, then the recipe and its overrides."""
+    dense_probe.check_probe_args(parser, args, CONFIG_DIR)
+
+
 HEAD_BLOCKS = {"linear": 1, "ms": 4}
 
 

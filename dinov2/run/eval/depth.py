@@ -10,18 +10,14 @@ preempted job is requeued and resumes from ``<output-dir>/probe_checkpoint.pth``
 
 from __future__ import annotations
 
-import logging
-import sys
-
-from dinov2.run.eval.dense import launch_dense_probe
+from dinov2.run.eval.launcher import launch
+from dinov2.run.submit import run_script
 
 
 def main(argv: list[str] | None = None):
     """Submit the job; returns the submitit job."""
-    return launch_dense_probe("dinov2.eval.depth.probe", "depth", "dinov2:depth", argv)
+    return launch("depth", argv)
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    main()
-    sys.exit(0)
+    run_script(main)

@@ -1,4 +1,5 @@
-"""Shared submitit launcher of the evaluation protocols (``dinov2/run/eval/{knn,linear,log_regression}.py``), e.g.
+"""Shared submitit launcher of the evaluation protocols (``dinov2/run/eval/{knn,linear,log_regression,segmentation,
+depth}.py``), e.g.
 
     python dinov2/run/eval/knn.py --nodes 1 --ngpus 8 --partition P \\
         --config-file dinov2/configs/eval/vitl14_pretrain.yaml --pretrained-weights W --output-dir D \\
@@ -9,7 +10,7 @@ come with every flag of the protocol's own command line, trailing ``key=value`` 
 config, the weights and the dataset strings are checked before submission (usage errors, exit code 2). Each task
 joins the job's process group (in ``setup_and_build_model``) and calls the protocol's ``main(args)``; on preemption
 or time-out the task is requeued with the same arguments (the linear probe then resumes from its checkpoint in
-``--output-dir``).
+``--output-dir``; the dense probes from ``<output-dir>/probe_checkpoint.pth``).
 """
 
 from __future__ import annotations
@@ -27,11 +28,21 @@ from dinov2.utils.config import resolve_config_file
 
 logger = logging.getLogger("dinov2")
 
-# protocol -> (module with get_args_parser / main / DATASET_FLAGS, description, job name)
+# protocol -> (module with get_args_parser / main and DATASET_FLAGS or check_args, --help description, job name)
 PROTOCOLS = {
-    "knn": ("dinov2.eval.knn.cli", "k-NN", "dinov2:knn"),
-    "linear": ("dinov2.eval.linear.cli", "linear", "dinov2:linear"),
-    "log_regression": ("dinov2.eval.log_regression.cli", "logistic regression", "dinov2:logreg"),
+    "knn": ("dinov2.eval.knn.cli", "Submitit launcher for DINOv2 k-NN evaluation", "dinov2:knn"),
+    "linear": ("dinov2.eval.linear.cli", "Submitit launcher for DINOv2 linear evaluation", "dinov2:linear"),
+    "log_regression": (
+        "dinov2.eval.log_regression.cli",
+        "Submitit launcher for DINOv2 logistic regression evaluation",
+        "dinov2:logreg",
+    ),
+    "segmentation": (
+        "dinov2.eval.segmentation.probe",
+        "Submitit launcher for the DINOv2 segmentation probe",
+        "dinov2:segmentation",
+    ),
+    "depth": ("dinov2.eval.depth.probe", "Submitit launcher for the DINOv2 depth probe", "dinov2:depth"),
 }
 
 
@@ -67,13 +78,17 @@ def submit_eval_module(
 
 
 def _check_protocol_args(parser: argparse.ArgumentParser, args: argparse.Namespace, module: ModuleType) -> None:
-    check_eval_args(parser, args, module.DATASET_FLAGS)
+    """The protocol's own early checks (``check_args``: the dense probes add their recipe), else the config, weights
+    and ``DATASET_FLAGS`` dataset strings."""
+    if hasattr(module, "check_args"):
+        module.check_args(parser, args)
+    else:
+        check_eval_args(parser, args, module.DATASET_FLAGS)
 
 
 def launch(protocol: str, argv: list[str] | None = None):
     """Parse the launcher and protocol flags, check the config file, submit; returns the submitit job."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; one of {sorted(PROTOCOLS)}")
-    module_name, what, job_name = PROTOCOLS[protocol]
-    description = f"Submitit launcher for DINOv2 {what} evaluation"
+    module_name, description, job_name = PROTOCOLS[protocol]
     return submit_eval_module(module_name, description, job_name, _check_protocol_args, argv)

@@ -5,23 +5,19 @@
         --train-dataset ADE20K:root=R:split=TRAIN --val-dataset ADE20K:root=R:split=VAL [--recipe ms] [key=value ...]
 
 Takes the launcher flags of :mod:`dinov2.run.submit` and every flag of ``python -m dinov2.eval.segmentation``.
-A preempted job is requeued and resumes from ``<output-dir>/probe_checkpoint.pth`` (see :mod:`dinov2.run.eval.dense`).
+A preempted job is requeued and resumes from ``<output-dir>/probe_checkpoint.pth`` (:mod:`dinov2.run.eval.launcher`).
 """
 
 from __future__ import annotations
 
-import logging
-import sys
-
-from dinov2.run.eval.dense import launch_dense_probe
+from dinov2.run.eval.launcher import launch
+from dinov2.run.submit import run_script
 
 
 def main(argv: list[str] | None = None):
     """Submit the job; returns the submitit job."""
-    return launch_dense_probe("dinov2.eval.segmentation.probe", "segmentation", "dinov2:segmentation", argv)
+    return launch("segmentation", argv)
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    main()
-    sys.exit(0)
+    run_script(main)

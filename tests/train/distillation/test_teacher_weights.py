@@ -19,7 +19,7 @@ from tests.train.distillation.tiny_distill import distill_cfg, teacher_run
 def reads(monkeypatch):
     """Spies on the functions that open a weights source and that hash a file's bytes (the real ones run)."""
     calls = {"open": [], "crc32": []}
-    real_open, real_crc32 = weights._open, weights._crc32
+    real_open, real_crc32 = weights._open, weights.file_crc32
 
     def spy_open(path):
         calls["open"].append(path)
@@ -30,7 +30,7 @@ def reads(monkeypatch):
         return real_crc32(path)
 
     monkeypatch.setattr(weights, "_open", spy_open)
-    monkeypatch.setattr(weights, "_crc32", spy_crc32)
+    monkeypatch.setattr(weights, "file_crc32", spy_crc32)
     return calls
 
 
