@@ -21,8 +21,9 @@ from dinov2.hub import catalog
 from dinov2.hub.backbones import make_backbone
 from dinov2.models import ARCHS, build_model_from_cfg, registered_arch
 from dinov2.models.families import ModelFamily, arch_names, family_names, get_family, registered_family
-from dinov2.models.vision_transformer import ArchRegistry, _vit
+from dinov2.models.vision_transformer import _vit
 from dinov2.utils.config import load_cfg
+from dinov2.utils.registry import Registry
 from dinov2.visualize.__main__ import main as visualize_main
 from tests.models.conftest import _single_thread  # noqa: F401  (autouse fixture: one thread)
 
@@ -32,7 +33,7 @@ def toy_tiny(patch_size: int = 8, num_register_tokens: int = 0, **kwargs):
     return _vit(24, 2, 2, patch_size, num_register_tokens, **kwargs)  # 24 dims, 2 blocks, 2 heads
 
 
-TOY_ARCHS = ArchRegistry({"toy_tiny": toy_tiny})
+TOY_ARCHS = Registry("arch", {"toy_tiny": toy_tiny})
 
 
 def _toy_build(student, arch, img_size, only_teacher):
@@ -122,7 +123,7 @@ def test_registries_refuse_silent_replacement():
     with registered_arch("vit_once", partial(_vit, 8, 1, 1)):
         with pytest.raises(ValueError, match="already registered"):
             ARCHS.register("vit_once", partial(_vit, 16, 1, 1))
-    clash = ModelFamily("clash", ArchRegistry({"vit_small": toy_tiny}), *TOY_PARTS)
+    clash = ModelFamily("clash", Registry("arch", {"vit_small": toy_tiny}), *TOY_PARTS)
     with pytest.raises(ValueError, match="already belong to family 'dinov2_vit'"), registered_family(clash):
         pass
     with (

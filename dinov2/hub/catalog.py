@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-from dinov2.models.registry import restored_after
+from dinov2.utils.registry import Registry
 
 __all__ = [
     "DINOV2_BASE_URL",
@@ -99,22 +99,17 @@ def _dinov2_entries() -> dict[str, HubBackbone]:
     return entries
 
 
-BACKBONES: dict[str, HubBackbone] = _dinov2_entries()
+BACKBONES: Registry[HubBackbone] = Registry("hub backbone", _dinov2_entries())
 
 
 def register_backbone(entry: HubBackbone) -> HubBackbone:
     """Add a hub backbone name (``ValueError`` if the name is taken)."""
-    if entry.name in BACKBONES and BACKBONES[entry.name] != entry:
-        raise ValueError(f"hub backbone {entry.name!r} is already registered; pick another name")
-    BACKBONES[entry.name] = entry
-    return entry
+    return BACKBONES.register(entry.name, entry)
 
 
-@contextlib.contextmanager
-def registered_backbone(entry: HubBackbone) -> Iterator[HubBackbone]:
+def registered_backbone(entry: HubBackbone) -> contextlib.AbstractContextManager[HubBackbone]:
     """``entry`` is a hub backbone name inside the block only (restored on exit, even on errors)."""
-    with restored_after(BACKBONES):
-        yield register_backbone(entry)
+    return BACKBONES.registered(entry.name, entry)
 
 
 def backbone_names() -> tuple[str, ...]:

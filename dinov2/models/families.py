@@ -14,14 +14,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from dinov2.models import vision_transformer as vits
-from dinov2.models.registry import restored_after
+from dinov2.utils.registry import Registry
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -68,26 +68,24 @@ class ModelFamily:
     std: tuple[float, float, float] = IMAGENET_STD
 
 
-_FAMILIES: dict[str, ModelFamily] = {}
+def _no_shared_arch(registry: Registry[ModelFamily], name: str, family: ModelFamily) -> None:
+    for other in registry.values():
+        clash = sorted(set(other.archs) & set(family.archs))
+        if clash:
+            raise ValueError(f"archs {clash} of family {name!r} already belong to family {other.name!r}")
+
+
+_FAMILIES: Registry[ModelFamily] = Registry("model family", check=_no_shared_arch)
 
 
 def register_family(family: ModelFamily) -> ModelFamily:
     """Add ``family`` (``ValueError`` if its name or one of its archs is taken by another family)."""
-    if family.name in _FAMILIES and _FAMILIES[family.name] is not family:
-        raise ValueError(f"model family {family.name!r} is already registered; pick another name")
-    for other in _FAMILIES.values():
-        clash = sorted(set(other.archs) & set(family.archs)) if other is not family else []
-        if clash:
-            raise ValueError(f"archs {clash} of family {family.name!r} already belong to family {other.name!r}")
-    _FAMILIES[family.name] = family
-    return family
+    return _FAMILIES.register(family.name, family)
 
 
-@contextlib.contextmanager
-def registered_family(family: ModelFamily) -> Iterator[ModelFamily]:
+def registered_family(family: ModelFamily) -> contextlib.AbstractContextManager[ModelFamily]:
     """``family`` is registered inside the block only; the registry is restored on exit, even on errors."""
-    with restored_after(_FAMILIES):
-        yield register_family(family)
+    return _FAMILIES.registered(family.name, family)
 
 
 def family_names() -> list[str]:

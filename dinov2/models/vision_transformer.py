@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import torch
@@ -23,7 +23,7 @@ from dinov2.layers import MemEffAttention, Mlp, NestedTensorBlock, PatchEmbed, S
 from dinov2.layers.block import Block
 from dinov2.layers.packing import Groups, pack, unpack
 from dinov2.models.pos_embed import exportable_pos_encoding, is_exporting
-from dinov2.models.registry import restored_after
+from dinov2.utils.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -434,58 +434,15 @@ def vit_giant2(patch_size: int = 16, num_register_tokens: int = 0, **kwargs) -> 
     return _vit(1536, 40, 24, patch_size, num_register_tokens, **kwargs)
 
 
-class ArchRegistry(Mapping[str, Callable[..., nn.Module]]):
-    """Arch name -> constructor (``fn(patch_size=..., num_register_tokens=..., **kwargs)``), read like a dict.
-
-    Writes go through :meth:`register` (or :func:`register_arch`); tests that add an arch for a while use
-    :meth:`registered`, which restores the registry on exit, also when the body raises.
-    """
-
-    def __init__(self, archs: Mapping[str, Callable[..., nn.Module]]) -> None:
-        self._archs = dict(archs)
-
-    def __getitem__(self, name: str) -> Callable[..., nn.Module]:
-        return self._archs[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._archs)
-
-    def __len__(self) -> int:
-        return len(self._archs)
-
-    def __repr__(self) -> str:
-        return f"ArchRegistry({sorted(self._archs)})"
-
-    def register(self, name: str, fn: Callable[..., nn.Module], *, exist_ok: bool = False) -> None:
-        """Add ``name``; an existing name raises ``ValueError`` unless ``exist_ok`` (then the first one stays)."""
-        if name in self._archs:
-            if exist_ok or self._archs[name] is fn:
-                return
-            raise ValueError(f"arch {name!r} is already registered; pick another name or unregister it first")
-        self._archs[name] = fn
-
-    def unregister(self, name: str) -> None:
-        """Remove ``name`` (``KeyError`` naming the registered archs if absent)."""
-        if name not in self._archs:
-            raise KeyError(f"arch {name!r} is not registered; registered: {sorted(self._archs)}")
-        del self._archs[name]
-
-    @contextlib.contextmanager
-    def registered(self, name: str, fn: Callable[..., nn.Module]) -> Iterator[Callable[..., nn.Module]]:
-        """``name`` -> ``fn`` inside the block; the registry is restored as it was on exit (even on errors)."""
-        with restored_after(self._archs):
-            self.register(name, fn)
-            yield fn
-
-
-ARCHS = ArchRegistry(
+ARCHS: Registry[Callable[..., nn.Module]] = Registry(
+    "arch",
     {
         "vit_tiny": vit_tiny,
         "vit_small": vit_small,
         "vit_base": vit_base,
         "vit_large": vit_large,
         "vit_giant2": vit_giant2,
-    }
+    },
 )
 
 
