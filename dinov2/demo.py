@@ -95,17 +95,26 @@ def _trained_and_random(output_dir: Path) -> tuple[torch.nn.Module, torch.nn.Mod
 def evaluate(output_dir: Path, opts: list[str]) -> dict[str, dict[str, float]]:
     """k-NN top-1 of the randomly initialised backbone (seeded) and of the latest teacher export."""
     trained, random_init, export, cfg = _trained_and_random(output_dir)
+    return _knn_rows((("random init", random_init, cfg), (f"trained ({export.parent.name})", trained, cfg)))
+
+
+def _knn_rows(rows) -> dict[str, dict[str, float]]:
+    """``{name: k-NN top-1 per k}`` of ``(name, model, config)`` rows."""
     results = {}
-    for name, model in (("random init", random_init), (f"trained ({export.parent.name})", trained)):
+    for name, model, model_cfg in rows:
         logger.info("k-NN evaluation of the %s backbone", name)
-        results[name] = knn_top1(model, cfg)
+        results[name] = knn_top1(model, model_cfg)
     return results
 
 
-def format_results(results: dict[str, dict[str, float]]) -> str:
-    header = f"{'backbone':<24}" + "".join(f"{f'k={k} top-1':>14}" for k in NB_KNN)
+def _table(results: dict[str, dict[str, float]], width: int) -> list[str]:
+    header = f"{'backbone':<{width}}" + "".join(f"{f'k={k} top-1':>14}" for k in NB_KNN)
     lines = [header, "-" * len(header)]
-    lines += [f"{name:<24}" + "".join(f"{acc[k]:>13.1f}%" for k in NB_KNN) for name, acc in results.items()]
+    return lines + [f"{name:<{width}}" + "".join(f"{acc[k]:>13.1f}%" for k in NB_KNN) for name, acc in results.items()]
+
+
+def format_results(results: dict[str, dict[str, float]]) -> str:
+    lines = _table(results, 24)
     (random_init, trained) = results.values()
     gain = trained[NB_KNN[-1]] - random_init[NB_KNN[-1]]
     lines.append(f"\nk-NN accuracy on held-out images: {gain:+.1f} points from self-supervised training")
@@ -163,17 +172,11 @@ def _distill_then_evaluate(out: Path, opts: list[str], resume: bool, history: li
         (f"student EMA ({cfg.student.arch})", student, cfg),
         ("random init (student)", random_init, cfg),
     )
-    results = {}
-    for name, model, model_cfg in rows:
-        logger.info("k-NN evaluation of the %s backbone", name)
-        results[name] = knn_top1(model, model_cfg)
-    return results
+    return _knn_rows(rows)
 
 
 def format_distill_results(results: dict[str, dict[str, float]]) -> str:
-    header = f"{'backbone':<28}" + "".join(f"{f'k={k} top-1':>14}" for k in NB_KNN)
-    lines = [header, "-" * len(header)]
-    lines += [f"{name:<28}" + "".join(f"{acc[k]:>13.1f}%" for k in NB_KNN) for name, acc in results.items()]
+    lines = _table(results, 28)
     teacher, student, random_init = results.values()
     k = NB_KNN[-1]
     lines.append(
