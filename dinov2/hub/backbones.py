@@ -100,41 +100,22 @@ def _make_dinov2_model(
     return _build(entry, vit_kwargs, pretrained, weights)
 
 
-def dinov2_vits14(*, pretrained: bool = True, weights: WeightsArg = Weights.LVD142M, **kwargs):
-    """DINOv2 ViT-S/14 (21M parameters), optionally pretrained on LVD-142M."""
-    return make_backbone("dinov2_vits14", pretrained=pretrained, weights=weights, **kwargs)
+def _entry_point(name: str, what: str):
+    """The released hub function ``name(*, pretrained=True, weights=Weights.LVD142M, **kwargs)`` of DINOv2 ``what``."""
+
+    def entry_point(*, pretrained: bool = True, weights: WeightsArg = Weights.LVD142M, **kwargs):
+        return make_backbone(name, pretrained=pretrained, weights=weights, **kwargs)
+
+    entry_point.__name__ = entry_point.__qualname__ = name
+    entry_point.__doc__ = f"DINOv2 {what}, optionally pretrained on LVD-142M."
+    return entry_point
 
 
-def dinov2_vitb14(*, pretrained: bool = True, weights: WeightsArg = Weights.LVD142M, **kwargs):
-    """DINOv2 ViT-B/14 (86M parameters), optionally pretrained on LVD-142M."""
-    return make_backbone("dinov2_vitb14", pretrained=pretrained, weights=weights, **kwargs)
-
-
-def dinov2_vitl14(*, pretrained: bool = True, weights: WeightsArg = Weights.LVD142M, **kwargs):
-    """DINOv2 ViT-L/14 (300M parameters), optionally pretrained on LVD-142M."""
-    return make_backbone("dinov2_vitl14", pretrained=pretrained, weights=weights, **kwargs)
-
-
-def dinov2_vitg14(*, pretrained: bool = True, weights: WeightsArg = Weights.LVD142M, **kwargs):
-    """DINOv2 ViT-g/14 (1.1B parameters, SwiGLU FFN), optionally pretrained on LVD-142M."""
-    return make_backbone("dinov2_vitg14", pretrained=pretrained, weights=weights, **kwargs)
-
-
-def dinov2_vits14_reg(*, pretrained: bool = True, weights: WeightsArg = Weights.LVD142M, **kwargs):
-    """DINOv2 ViT-S/14 with 4 registers, optionally pretrained on LVD-142M."""
-    return make_backbone("dinov2_vits14_reg", pretrained=pretrained, weights=weights, **kwargs)
-
-
-def dinov2_vitb14_reg(*, pretrained: bool = True, weights: WeightsArg = Weights.LVD142M, **kwargs):
-    """DINOv2 ViT-B/14 with 4 registers, optionally pretrained on LVD-142M."""
-    return make_backbone("dinov2_vitb14_reg", pretrained=pretrained, weights=weights, **kwargs)
-
-
-def dinov2_vitl14_reg(*, pretrained: bool = True, weights: WeightsArg = Weights.LVD142M, **kwargs):
-    """DINOv2 ViT-L/14 with 4 registers, optionally pretrained on LVD-142M."""
-    return make_backbone("dinov2_vitl14_reg", pretrained=pretrained, weights=weights, **kwargs)
-
-
-def dinov2_vitg14_reg(*, pretrained: bool = True, weights: WeightsArg = Weights.LVD142M, **kwargs):
-    """DINOv2 ViT-g/14 with 4 registers (SwiGLU FFN), optionally pretrained on LVD-142M."""
-    return make_backbone("dinov2_vitg14_reg", pretrained=pretrained, weights=weights, **kwargs)
+dinov2_vits14 = _entry_point("dinov2_vits14", "ViT-S/14 (21M parameters)")
+dinov2_vitb14 = _entry_point("dinov2_vitb14", "ViT-B/14 (86M parameters)")
+dinov2_vitl14 = _entry_point("dinov2_vitl14", "ViT-L/14 (300M parameters)")
+dinov2_vitg14 = _entry_point("dinov2_vitg14", "ViT-g/14 (1.1B parameters, SwiGLU FFN)")
+dinov2_vits14_reg = _entry_point("dinov2_vits14_reg", "ViT-S/14 with 4 registers")
+dinov2_vitb14_reg = _entry_point("dinov2_vitb14_reg", "ViT-B/14 with 4 registers")
+dinov2_vitl14_reg = _entry_point("dinov2_vitl14_reg", "ViT-L/14 with 4 registers")
+dinov2_vitg14_reg = _entry_point("dinov2_vitg14_reg", "ViT-g/14 with 4 registers (SwiGLU FFN)")

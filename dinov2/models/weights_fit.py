@@ -75,16 +75,10 @@ class FitReport:
         lines.append(f"  {advice}")
         return "\n".join(lines)
 
-    def raise_if_mismatched(
-        self,
-        source: object,
-        what: str = "the backbone built from the config",
-        setter: str | None = None,
-        advice: str = CONFIG_ADVICE,
-    ) -> None:
-        """Raise :class:`WeightsMismatchError` with :meth:`message` unless the weights fit."""
+    def raise_if_mismatched(self, source: object, *args, **kwargs) -> None:
+        """Raise :class:`WeightsMismatchError` with :meth:`message` (same arguments) unless the weights fit."""
         if not self.ok:
-            raise WeightsMismatchError(self.message(source, what, setter, advice))
+            raise WeightsMismatchError(self.message(source, *args, **kwargs))
 
 
 def _arch_shapes() -> dict[str, tuple[int, int]]:
