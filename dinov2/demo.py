@@ -32,11 +32,10 @@ from PIL import Image
 from dinov2.configs import config_path
 from dinov2.utils.cli import ArgumentParser, add_output_dir, usage_errors
 from dinov2.utils.config import ConfigKeyError, ConfigValueError, load_cfg
+from dinov2.utils.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 logger = logging.getLogger("dinov2")
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 NB_KNN = (10, 20)
 DEMO_STUDENT_ARCH = "vit_pico"  # the distillation demo's student, registered by demo_student_arch()
 
@@ -201,7 +200,7 @@ def features_demo(registers: bool) -> None:
     torch.manual_seed(0)
     model = (dinov2_vits14_reg if registers else dinov2_vits14)(pretrained=False).eval()
     pixels = torch.from_numpy(np.asarray(synthetic_image(), dtype=np.float32) / 255.0).permute(2, 0, 1)
-    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
+    mean, std = torch.tensor(IMAGENET_DEFAULT_MEAN)[:, None, None], torch.tensor(IMAGENET_DEFAULT_STD)[:, None, None]
     image = ((pixels - mean) / std).unsqueeze(0)  # [1, 3, 224, 308]: any size works (cropped to multiples of 14)
     with torch.inference_mode():
         features = model.forward_features(image)

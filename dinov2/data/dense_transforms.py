@@ -31,13 +31,15 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
+from dinov2.utils.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
 __all__ = [
     "Compose", "ToArrays", "Resize", "RandomCrop", "RandomFlip", "RandomRotate", "PhotoMetricDistortion",
     "ColorAug", "NYUCrop", "ToTensor", "Pad", "make_segmentation_train_transform", "make_depth_train_transform",
     "make_dense_eval_transform",
 ]  # fmt: skip
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+IMAGENET_MEAN, IMAGENET_STD = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 
 def keep_ratio_size(height: int, width: int, short_side: int, long_side: int = 99999999) -> tuple[int, int]:

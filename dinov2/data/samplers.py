@@ -146,6 +146,18 @@ class _KeyedSampler(Sampler):
     def rank(self) -> int:
         return self._start
 
+    def _set_stream(
+        self, sample_count: int, shuffle: bool, seed: int, start: int | None, step: int | None, advance: int
+    ) -> None:
+        """What every stream sampler checks and stores: dataset size, shuffling, seed, this rank's ``start::step``
+        and the number of items already consumed (``advance``)."""
+        _check_counts(sample_count, advance)
+        self._advance = advance
+        self._sample_count = sample_count
+        self._shuffle = shuffle
+        self._seed = seed
+        self._start, self._step = _rank_and_world(start, step)
+
 
 # ------------------------------------------------------------------------------------ samplers
 
@@ -167,14 +179,9 @@ class InfiniteSampler(_KeyedSampler):
         step: int | None = None,
         advance: int = 0,
     ):
-        _check_counts(sample_count, advance)
-        self._sample_count = sample_count
-        self._shuffle = shuffle
-        self._seed = seed
-        self._start, self._step = _rank_and_world(start, step)
+        self._set_stream(sample_count, shuffle, seed, start, step, advance)
         if self._start >= sample_count:
             raise ValueError(f"rank {self._start} gets no samples from a dataset of {sample_count} samples")
-        self._advance = advance
 
     def _passes(self, first_pass: int) -> Iterator[np.ndarray]:
         n = self._sample_count
@@ -220,14 +227,9 @@ class ShardedInfiniteSampler(_KeyedSampler):
         advance: int = 0,
         use_new_shuffle_tensor_slice: bool = False,
     ):
-        _check_counts(sample_count, advance)
-        self._sample_count = sample_count
-        self._shuffle = shuffle
-        self._seed = seed
-        self._start, self._step = _rank_and_world(start, step)
+        self._set_stream(sample_count, shuffle, seed, start, step, advance)
         if sample_count < self._step:
             raise ValueError(f"sharded sampler: {sample_count} samples cannot be split over {self._step} ranks")
-        self._advance = advance
         self._use_new_shuffle = use_new_shuffle_tensor_slice
         if shuffle and sample_count % self._step:
             logger.info("sharded sampler drops %d samples per pass", sample_count % self._step)

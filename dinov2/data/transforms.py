@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torchvision import transforms
 
+from dinov2.utils.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
 __all__ = [
     "IMAGENET_DEFAULT_MEAN",
     "IMAGENET_DEFAULT_STD",
@@ -17,9 +19,6 @@ __all__ = [
     "make_classification_train_transform",
     "make_classification_eval_transform",
 ]
-
-IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
 
 
 class RandomGaussianBlur(transforms.RandomApply):

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from dinov2.models import vision_transformer as vits
+from dinov2.utils.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from dinov2.utils.registry import Registry
 
 __all__ = [
@@ -37,8 +38,7 @@ __all__ = [
     "arch_names",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_MEAN, IMAGENET_STD = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 
 def _get(section: Any, key: str, default: Any) -> Any:
