@@ -29,6 +29,7 @@ __all__ = [
     "atomic_write",
     "atomic_torch_save",
     "atomic_write_text",
+    "current_umask",
     "file_crc32",
     "fsync_dir",
     "generate_folder_once",
@@ -58,14 +59,23 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
         yield f
 
 
+def current_umask() -> int:
+    """The process's file-mode creation mask (read without changing it for longer than the call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """``with atomic_path(path) as tmp: writer(tmp)``: for writers that need a file name (safetensors, numpy memmaps);
-    ``tmp`` is renamed over ``path`` once the block succeeds, and removed if it fails."""
+    ``tmp`` is renamed over ``path`` once the block succeeds, and removed if it fails. The file gets the mode a plain
+    ``open`` would give it (``0o666`` less the umask), not the private ``0o600`` of a temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~current_umask())
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as f:
@@ -156,6 +166,7 @@ def generate_folder_once(
         raise FileExistsError(f"{str(root)!r} exists and is not a {what}; choose an empty or new folder")
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    os.chmod(staging, 0o777 & ~current_umask())  # as a plain mkdir would make it, not mkdtemp's private 0o700
     try:
         write(staging)
         (staging / marker).write_text(json.dumps(params))

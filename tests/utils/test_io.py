@@ -39,3 +39,41 @@ def test_atomic_path_creates_the_folder_and_renames(tmp_path):
         assert tmp.parent == path.parent and tmp != path
         tmp.write_bytes(b"x")
     assert path.read_bytes() == b"x" and [p.name for p in path.parent.iterdir()] == ["b.npy"]
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for a test, restoring it afterwards."""
+    import os
+
+    saved = os.umask(0o022)
+    os.umask(saved)
+    yield lambda mask: os.umask(mask)
+    os.umask(saved)
+
+
+@pytest.mark.parametrize("mask, expected", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_get_the_mode_of_a_plain_open(tmp_path, umask, mask, expected):
+    # a teacher export must be readable by an eval job of another account when the umask says so
+    import torch
+
+    from dinov2.utils.io import atomic_torch_save
+
+    umask(mask)
+    atomic_write_text(tmp_path / "a.txt", "x")
+    atomic_torch_save({"w": torch.zeros(1)}, tmp_path / "b.pth")
+    with atomic_path(tmp_path / "c.bin") as tmp:
+        tmp.write_bytes(b"x")
+    for name in ("a.txt", "b.pth", "c.bin"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == expected, name
+    (tmp_path / "plain.txt").write_text("x")
+    assert (tmp_path / "plain.txt").stat().st_mode & 0o777 == expected
+
+
+def test_a_folder_generated_once_gets_the_mode_of_a_plain_mkdir(tmp_path, umask):
+    from dinov2.utils.io import generate_folder_once
+
+    umask(0o022)
+    write = lambda folder: (folder / "x").write_text("1")  # noqa: E731
+    root = generate_folder_once(tmp_path / "set", {"n": 1}, "MARKER.json", "test set", write)
+    assert root.stat().st_mode & 0o777 == 0o755
