@@ -33,6 +33,8 @@ import dataclasses
 import json
 import logging
 import os
+import pickle
+import re
 import time
 import urllib.error
 import warnings
@@ -68,6 +70,7 @@ __all__ = [
     "FitReport",
     "Hint",
     "Layout",
+    "NotAWeightsFileError",
     "Reader",
     "Stored",
     "WeightsMismatchError",
@@ -171,15 +174,54 @@ def _merged(mappings: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
+class NotAWeightsFileError(ValueError):
+    """A file that cannot be read as weights: empty, truncated, not a PyTorch file, or holding Python objects that
+    a ``weights_only`` load refuses. The message names the file and what it is not."""
+
+
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _torch_load(path: Path, **options) -> Any:
+    """``torch.load(weights_only=True)`` whose failures name the file and what it is not (and never suggest turning
+    ``weights_only`` off: nothing here unpickles arbitrary objects)."""
+    if path.stat().st_size == 0:
+        raise NotAWeightsFileError(f"{str(path)!r} is empty (0 bytes), not a weights file: copy or download it again")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, **options)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        what = f" ({found.group(1)})" if found else ""
+        raise NotAWeightsFileError(
+            f"{str(path)!r} holds Python objects besides tensors and plain containers{what}: it is not a weights "
+            "file that can be read safely. Save the model's state dict instead (torch.save(model.state_dict(), "
+            "path)) or convert it to safetensors."
+        ) from None
+    except (EOFError, KeyError, RuntimeError) as error:
+        if isinstance(error, RuntimeError) and "mmap" in str(error):
+            raise  # an old-format file: the caller reads it without mapping
+        with open(path, "rb") as f:
+            head = f.read(16)
+        size = path.stat().st_size
+        if head.startswith(_ZIP_MAGIC):
+            problem = f"is a truncated or corrupt PyTorch archive ({size} bytes): copy or download it again"
+        else:
+            problem = (
+                f"is not a PyTorch weights file (it starts with {head!r}); expected a torch.save file, a "
+                ".safetensors file, a Hugging Face / timm model folder or a trainer checkpoint folder"
+            )
+        raise NotAWeightsFileError(f"{str(path)!r} {problem}") from None
+
+
 def _open_torch_file(path: Path) -> Stored:
     """Memory-mapped: tensor data is read when used and processes share the pages (files written with
     ``_use_new_zipfile_serialization=False`` cannot be mapped: read in full)."""
     try:
-        return Stored.of(torch.load(path, map_location="cpu", weights_only=True, mmap=True), mapped=True)
+        return Stored.of(_torch_load(path, mmap=True), mapped=True)
     except RuntimeError as error:
         if "mmap" not in str(error):
             raise
-        return Stored.of(torch.load(path, map_location="cpu", weights_only=True))
+        return Stored.of(_torch_load(path))
 
 
 def _open_safetensors(path: Path) -> Stored:

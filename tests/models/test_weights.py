@@ -105,8 +105,8 @@ def test_bad_sources_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="holds no tensors"):
         weights.read_backbone_weights(tmp_path / "empty.pth")
     torch.save({"a": nn.Linear(2, 2)}, tmp_path / "pickled.pth")  # a pickled module: refused, never executed
-    with pytest.raises(Exception, match="weights_only"):
-        weights.read_checkpoint(tmp_path / "pickled.pth")
+    with pytest.raises(weights.NotAWeightsFileError, match=r"Python objects .*\(torch.nn.modules.linear.Linear\)"):
+        weights.read_checkpoint(tmp_path / "pickled.pth")  # named, and no advice to turn weights_only off
 
 
 def test_fit_report_lists_differences_and_names_the_config_keys(backbone):
