@@ -8,7 +8,7 @@ solarizations on both paths, and resume stays exact. The collate function stacks
 tables and draws the iBOT masks with the trainer's own ``collate_data_and_cast`` (called on zero-size crops, so its
 random calls are exactly the CPU path's). ``gpu_augment.py`` decodes and augments the batch on the device.
 
-JPEG files in RGB or grey travel encoded (decoded later by ``torchvision.io.decode_jpeg``, which decodes them as PIL
+JPEG files in RGB or grey travel encoded (decoded later by ``gpu_augment.decode_jpegs``, which decodes them as PIL
 does); other files (PNG, CMYK JPEG, ...) are decoded here with the CPU path's decoder and travel as pixels.
 """
 

@@ -3,8 +3,9 @@
 The loader workers hand over encoded JPEG files and every random choice of the multi-crop augmentation
 (``encoded_samples.py``). Here, in the training process:
 
-1. ``torchvision.io.decode_jpeg(list, device=device)`` decodes the batch (batched nvJPEG on CUDA; libjpeg-turbo, the
-   decoder PIL uses, on CPU); non-JPEG images arrive decoded.
+1. :func:`decode_jpegs` decodes the batch: ``torchvision.io.decode_jpeg(list, device=device)`` (batched nvJPEG on
+   CUDA; libjpeg-turbo, the decoder PIL uses, on CPU), or PIL on the CPU when this torchvision no longer has it;
+   non-JPEG images arrive decoded.
 2. ``batched_resize.resized_crops`` cuts and resizes every crop with batched products that reproduce the CPU path's
    uint8 antialiased bicubic kernel bit for bit.
 3. Flip, colour jitter (in each crop's drawn order), grayscale, Gaussian blur, solarize and normalisation run on the
@@ -19,12 +20,15 @@ levels, the rest follows the same arithmetic.
 
 from __future__ import annotations
 
+import io
 import logging
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
-from torchvision.io import ImageReadMode, decode_jpeg
+from PIL import Image
 
 from . import fast_augment as ops
 from .augmentations import DataAugmentationDINO
@@ -34,11 +38,50 @@ from .encoded_samples import MASK_KEYS, EncodedCollate, EncodedSampleDataset
 
 logger = logging.getLogger("dinov2")
 
-__all__ = ["DATA_DEVICES", "DeviceAugmentation", "DeviceBatches", "decode_images"]
+__all__ = ["DATA_DEVICES", "DeviceAugmentation", "DeviceBatches", "decode_images", "decode_jpegs"]
 
 DATA_DEVICES = ("cpu", "cuda")  # values of train.data_device
 _TABLES = ("boxes", "flip", "jitter", "jitter_order", "jitter_factors", "grayscale", "blur", "blur_sigma", "solarize")
 _JITTER_OPS = (ops.adjust_brightness, ops.adjust_contrast, ops.adjust_saturation, ops.adjust_hue)
+
+
+# torchvision >= 0.29 deprecates its image decoders for TorchCodec (not a dependency here): while torchvision still
+# ships decode_jpeg (the only batched nvJPEG decoder we have), its deprecation notice is expected and not shown.
+_TORCHVISION_DEPRECATION = "The image decoding and encoding capabilities of TorchVision are deprecated"
+
+
+def _torchvision_decode_jpeg() -> Callable | None:
+    """torchvision's ``decode_jpeg`` (lists, any device) or None where this torchvision no longer has it."""
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except ImportError:
+        return None
+
+    def decode(files: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_TORCHVISION_DEPRECATION, category=DeprecationWarning)
+            return decode_jpeg(files, mode=ImageReadMode.RGB, device=device)
+
+    return decode
+
+
+def _pil_decode_jpeg(files: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """The fallback: PIL (the same libjpeg-turbo) on the CPU, then moved; corrupt files raise ``RuntimeError``."""
+    out = []
+    for data in files:
+        try:
+            with Image.open(io.BytesIO(data.numpy().tobytes())) as image:
+                pixels = np.asarray(image.convert("RGB"))
+        except OSError as error:
+            raise RuntimeError(f"PIL cannot decode the JPEG: {error}") from error
+        out.append(torch.from_numpy(pixels.copy()).permute(2, 0, 1).to(device))
+    return out
+
+
+def decode_jpegs(files: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """The one place that decodes encoded JPEGs (1-d uint8 CPU tensors) into uint8 ``[3, H, W]`` on ``device``."""
+    decode = _torchvision_decode_jpeg() or _pil_decode_jpeg
+    return decode(files, device)
 
 
 def decode_images(
@@ -50,7 +93,7 @@ def decode_images(
     if jpeg_indices:
         files = [images[i] for i in jpeg_indices]
         try:
-            decoded = decode_jpeg(files, mode=ImageReadMode.RGB, device=device)
+            decoded = decode_jpegs(files, device)
         except RuntimeError as error:
             raise _corrupt_jpeg_error(files, [sources[i] for i in jpeg_indices], device, error) from error
         for index, image in zip(jpeg_indices, decoded):
@@ -64,7 +107,7 @@ def _corrupt_jpeg_error(
     """Name the file the batched decode failed on (decoded again one by one on the CPU to find it)."""
     for data, source in zip(files, sources):
         try:
-            decode_jpeg(data, mode=ImageReadMode.RGB)
+            decode_jpegs([data], torch.device("cpu"))
         except RuntimeError as single:
             return CorruptImageError(
                 f"cannot decode JPEG {source} ({single}); remove or replace the file, or train with "
