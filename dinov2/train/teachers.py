@@ -21,7 +21,7 @@ Strategies: :class:`EMATeacher` (SSL, here); ``FrozenTeacher`` (distillation,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -31,9 +31,6 @@ from dinov2.loss.teacher_centering import TeacherCentering
 from dinov2.train.batch import N_GLOBAL_CROPS, Batch, TeacherTargets
 from dinov2.train.heads import heads_for
 from dinov2.train.parallelize import ParallelRole
-
-if TYPE_CHECKING:
-    from dinov2.train.ssl_meta_arch import SSLMetaArch
 
 __all__ = ["EMATeacher", "TeacherStrategy", "centred_targets", "ema_copy", "swap_global_crops", "teacher_logits"]
 
@@ -90,7 +87,8 @@ def ema_copy(student: nn.ModuleDict, backbone: nn.Module, heads: dict[str, nn.Mo
 
 class TeacherStrategy:
     """The teacher of a meta-architecture (see the module docstring). Holds no modules: those it builds are
-    registered on the meta-architecture, so state-dict keys, ``.to()`` and parallelism see them there."""
+    registered on the meta-architecture, so state-dict keys, ``.to()`` and parallelism see them there. ``arch`` is
+    the :class:`dinov2.train.ssl_meta_arch.SSLMetaArch` the strategy serves."""
 
     #: attribute of the meta-architecture that follows the student by EMA (``teacher`` in SSL)
     student_ema_name = "teacher"
@@ -99,12 +97,12 @@ class TeacherStrategy:
     #: process group the student (and its EMA) is sharded over; None: every process of the job
     student_group: Any = None
 
-    def build(self, arch: SSLMetaArch, template: nn.Module | None) -> dict[str, nn.ModuleDict]:
+    def build(self, arch: nn.Module, template: nn.Module | None) -> dict[str, nn.ModuleDict]:
         """The teacher-side modules by attribute name, in registration order (``teacher`` among them), built after
         the student; ``template`` is a second student backbone (``build_model_from_cfg``'s teacher)."""
         raise NotImplementedError
 
-    def batch_and_targets(self, arch: SSLMetaArch, loaded: Batch, teacher_temp: float) -> tuple[Batch, TeacherTargets]:
+    def batch_and_targets(self, arch: nn.Module, loaded: Batch, teacher_temp: float) -> tuple[Batch, TeacherTargets]:
         """(the batch the student trains on, its teacher targets) from the batch this process loaded."""
         batch = self.student_batch(loaded)
         return batch, arch.teacher_targets(batch, teacher_temp)
@@ -114,24 +112,24 @@ class TeacherStrategy:
         return loaded
 
     @torch.no_grad()
-    def targets(self, arch: SSLMetaArch, batch: Batch, teacher_temp: float) -> TeacherTargets:
+    def targets(self, arch: nn.Module, batch: Batch, teacher_temp: float) -> TeacherTargets:
         """Teacher targets for ``batch``: the teacher's logits (crop swap, heads), centred."""
         cls_logits, patch_logits = teacher_logits(arch.teacher, batch, arch.do_ibot)
         return centred_targets(arch.centering, cls_logits, patch_logits, batch, teacher_temp)
 
-    def after_optimizer_step(self, arch: SSLMetaArch, momentum: float) -> None:
+    def after_optimizer_step(self, arch: nn.Module, momentum: float) -> None:
         """The EMA of the student with this iteration's ``momentum``."""
         arch.update_teacher(momentum)
 
-    def eval_exports(self, arch: SSLMetaArch) -> dict[str, nn.Module]:
+    def eval_exports(self, arch: nn.Module) -> dict[str, nn.Module]:
         """File name -> module exported as ``{"teacher": state_dict}`` for the eval scripts."""
         return {"teacher_checkpoint.pth": arch.student_ema()}
 
-    def checkpoint_state(self, arch: SSLMetaArch) -> dict[str, object]:
+    def checkpoint_state(self, arch: nn.Module) -> dict[str, object]:
         """What training checkpoints hold besides the optimizer (values follow ``Checkpointer``'s ``state``)."""
         return {"model": arch}
 
-    def parallel_roles(self, arch: SSLMetaArch, names: list[str]) -> dict[str, ParallelRole]:
+    def parallel_roles(self, arch: nn.Module, names: list[str]) -> dict[str, ParallelRole]:
         """The student (trained), then the teacher-side modules ``names`` (inference only, ``compute_precision
         .teacher``); the student's EMA is sharded like the student, anything else over the whole job."""
         roles = {
@@ -154,6 +152,6 @@ class EMATeacher(TeacherStrategy):
     def __init__(self, cfg: DictConfig | None = None) -> None:
         pass
 
-    def build(self, arch: SSLMetaArch, template: nn.Module | None) -> dict[str, nn.ModuleDict]:
+    def build(self, arch: nn.Module, template: nn.Module | None) -> dict[str, nn.ModuleDict]:
         # Fresh heads, then the student's weights (the release's order of random draws).
         return {"teacher": ema_copy(arch.student, template, heads_for(arch.cfg).build(arch.embed_dim))}
