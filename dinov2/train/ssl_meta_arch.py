@@ -1,6 +1,7 @@
 """Student/teacher meta-architecture of DINOv2 self-supervised training (SPEC.md §3).
 
-One training step reads as a list of named parts, each a method that can be tested alone:
+One training step (:meth:`SSLMetaArch.forward_backward`, the only step body) reads as a list of named parts, each a
+method that can be tested alone:
 
 1. :meth:`SSLMetaArch.teacher_targets`  - teacher forward on the global crops, crop swap, heads, centring;
 2. :meth:`SSLMetaArch.student_outputs`  - packed multi-crop student forward, heads;
@@ -10,12 +11,9 @@ One training step reads as a list of named parts, each a method that can be test
 The optimizer step and gradient clipping are driven by the training loop (``dinov2/train/train.py``), which then
 calls :meth:`SSLMetaArch.after_optimizer_step` (here: the teacher EMA, :meth:`SSLMetaArch.update_teacher`).
 
-Seams for other meta-architectures (distillation): :meth:`SSLMetaArch.build_backbones` and
-:meth:`SSLMetaArch.build_teacher` build the networks, :meth:`SSLMetaArch.parallel_roles` tells
-``dinov2/train/parallelize.py`` what to wrap, :meth:`SSLMetaArch.after_optimizer_step` runs after each step,
-:meth:`SSLMetaArch.student_masks` chooses the student's masks, :meth:`SSLMetaArch.student_ema` names the module
-that follows the student by EMA, :meth:`SSLMetaArch.checkpoint_state` what training checkpoints hold and
-:meth:`SSLMetaArch.images_per_process` the images one iteration trains on per process. The
+Everything about the teacher is the meta-architecture's :class:`dinov2.train.teachers.TeacherStrategy`
+(``teacher_strategy``): SSL's :class:`~dinov2.train.teachers.EMATeacher` by default; distillation picks a frozen
+teacher (``dinov2/train/distillation/``). Which heads the networks get is :func:`dinov2.train.heads.heads_for`. The
 centring mode is a strategy object resolved once (``dinov2/loss/teacher_centering.py``), and the precision policy
 (``dinov2/train/precision.py``) is set by the trainer as ``model.precision``.
 """
@@ -23,110 +21,49 @@ centring mode is a strategy object resolved once (``dinov2/loss/teacher_centerin
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from dinov2.layers.dino_head import DINOHead
 from dinov2.loss import DINOLoss, KoLeoLoss, iBOTPatchLoss
 from dinov2.loss.teacher_centering import build_centering
 from dinov2.models import build_model_from_cfg
+from dinov2.train.batch import N_GLOBAL_CROPS, Batch, StudentOutputs, TeacherTargets
 from dinov2.train.ema import ema_update
+from dinov2.train.heads import heads_for
 from dinov2.train.parallelize import ParallelRole, parallelize
 from dinov2.train.precision import PrecisionPolicy
+from dinov2.train.teachers import EMATeacher, TeacherStrategy
 from dinov2.utils.param_groups import fuse_params_groups, get_params_groups_with_decay
 
 logger = logging.getLogger("dinov2")
 
-N_GLOBAL_CROPS = 2
-
-
-@dataclass
-class Batch:
-    """A collated multi-crop batch on the training device (keys of ``collate_data_and_cast``)."""
-
-    global_crops: torch.Tensor  # [2B, 3, H, W], crop-major
-    local_crops: torch.Tensor  # [L*B, 3, h, w], crop-major (L may be 0)
-    masks: torch.Tensor  # [2B, N] bool
-    mask_indices: torch.Tensor  # [M] int64, flat indices into [2B * N]
-    masks_weight: torch.Tensor  # [M] 1 / (#masked patches of the token's image)
-    n_masked_patches: torch.Tensor  # [1] int64 (M as a tensor, for Sinkhorn-Knopp's all-reduce)
-
-    @classmethod
-    def from_collated(cls, data: dict, device: torch.device | str) -> Batch:
-        """Move the collated dict to ``device`` once (non-blocking from pinned memory)."""
-
-        def move(key: str) -> torch.Tensor:
-            return data[key].to(device, non_blocking=True)
-
-        return cls(
-            global_crops=move("collated_global_crops"),
-            local_crops=move("collated_local_crops"),
-            masks=move("collated_masks"),
-            mask_indices=move("mask_indices_list"),
-            masks_weight=move("masks_weight"),
-            n_masked_patches=move("n_masked_patches"),
-        )
-
-    @property
-    def n_images(self) -> int:
-        return self.global_crops.shape[0] // N_GLOBAL_CROPS
-
-    @property
-    def n_local_crops(self) -> int:
-        return self.local_crops.shape[0] // self.n_images
-
-
-@dataclass
-class TeacherTargets:
-    """Teacher probabilities the student is trained to match."""
-
-    dino: torch.Tensor  # [2, B, K] per global crop, already swapped (row i of crop 0 is crop 1's target)
-    ibot: torch.Tensor | None  # [M, K_ibot] for the masked patches, or None without iBOT
-
-
-@dataclass
-class StudentOutputs:
-    """Student outputs entering the loss terms."""
-
-    global_cls: torch.Tensor  # [2B, D] backbone cls tokens of the global crops (KoLeo input)
-    global_cls_logits: torch.Tensor  # [2B, K] after the DINO head
-    local_cls_logits: torch.Tensor | None  # [L*B, K], None without local crops
-    masked_patch_logits: torch.Tensor | None  # [M, K_ibot], None without iBOT
-
-
-def _head(section: DictConfig, embed_dim: int) -> DINOHead:
-    """A DINO head from a ``dino`` or ``ibot`` config section (``head_*`` keys)."""
-    return DINOHead(
-        in_dim=embed_dim,
-        out_dim=section.head_n_prototypes,
-        hidden_dim=section.head_hidden_dim,
-        bottleneck_dim=section.head_bottleneck_dim,
-        nlayers=section.head_nlayers,
-    )
-
-
-def _build_heads(cfg: DictConfig, embed_dim: int) -> dict[str, nn.Module]:
-    """The DINO head, and a separate iBOT head when ``ibot.separate_head`` (one fresh copy per call)."""
-    heads: dict[str, nn.Module] = {}
-    if cfg.dino.loss_weight > 0 or cfg.ibot.loss_weight > 0:
-        heads["dino_head"] = _head(cfg.dino, embed_dim)
-    if cfg.ibot.loss_weight > 0 and cfg.ibot.separate_head:
-        heads["ibot_head"] = _head(cfg.ibot, embed_dim)
-    return heads
+# The step's data types lived here in the release-compatible surface; they stay importable from this module.
+__all__ = ["N_GLOBAL_CROPS", "Batch", "SSLMetaArch", "StudentOutputs", "TeacherTargets"]
 
 
 class SSLMetaArch(nn.Module):
-    """DINOv2 student and EMA teacher (each a ModuleDict of ``backbone``, ``dino_head``, optional ``ibot_head``)."""
+    """DINOv2 student and teacher (each a ModuleDict of ``backbone``, ``dino_head``, optional ``ibot_head``).
 
-    def __init__(self, cfg: DictConfig):
+    ``teacher_strategy`` decides the teacher (default: ``default_teacher(cfg)``, the EMA of the student).
+    """
+
+    #: the strategy a class builds when none is given (subclasses that only pick a strategy set this)
+    default_teacher: ClassVar[Callable[[DictConfig], TeacherStrategy]] = EMATeacher
+
+    def __init__(self, cfg: DictConfig, teacher_strategy: TeacherStrategy | None = None):
+        # The strategy first: a frozen teacher checks its configs and file before any model is built.
+        strategy = teacher_strategy if teacher_strategy is not None else self.default_teacher(cfg)
         super().__init__()
         self.cfg = cfg
+        self.teacher_strategy = strategy
+        self.teacher_side: tuple[str, ...] = ("teacher",)  # teacher-side attributes, set by build_teacher
         student_backbone, teacher_backbone, embed_dim = self.build_backbones(cfg)
         self.embed_dim = embed_dim
-        self.student = nn.ModuleDict({"backbone": student_backbone, **_build_heads(cfg, embed_dim)})
+        self.student = nn.ModuleDict({"backbone": student_backbone, **heads_for(cfg).build(embed_dim)})
         self.teacher = self.build_teacher(cfg, teacher_backbone)
         for p in self.teacher.parameters():
             p.requires_grad = False
@@ -137,8 +74,7 @@ class SSLMetaArch(nn.Module):
         self.ibot_separate_head = bool(cfg.ibot.separate_head)
         self.dino_loss = DINOLoss(cfg.dino.head_n_prototypes)
         self.koleo_loss = KoLeoLoss()
-        ibot_out_dim = cfg.ibot.head_n_prototypes if self.ibot_separate_head else cfg.dino.head_n_prototypes
-        self.ibot_patch_loss = iBOTPatchLoss(ibot_out_dim)
+        self.ibot_patch_loss = iBOTPatchLoss(heads_for(cfg).ibot_prototypes)
         # Resolved once: softmax centring (with the losses' centre buffers) or Sinkhorn-Knopp.
         self.centering = build_centering(cfg.train.centering, self.dino_loss, self.ibot_patch_loss)
 
@@ -166,10 +102,14 @@ class SSLMetaArch(nn.Module):
         return build_model_from_cfg(cfg)
 
     def build_teacher(self, cfg: DictConfig, teacher_backbone: nn.Module | None) -> nn.ModuleDict:
-        """The teacher: here the EMA copy of the student (backbone and heads), which starts as its exact copy."""
-        teacher = nn.ModuleDict({"backbone": teacher_backbone, **_build_heads(cfg, self.embed_dim)})
-        teacher.load_state_dict(self.student.state_dict())
-        return teacher
+        """The teacher, built by the teacher strategy from the template backbone; any other module the strategy
+        builds beside it (distillation: ``model_ema``) is registered here first, in the strategy's order."""
+        modules = self.teacher_strategy.build(self, teacher_backbone)
+        self.teacher_side = tuple(modules)  # attribute names, in registration order
+        for name, module in modules.items():
+            if name != "teacher":
+                setattr(self, name, module)
+        return modules["teacher"]
 
     # ----------------------------------------------------------------------------------------------------------
     # The training step
@@ -179,10 +119,14 @@ class SSLMetaArch(nn.Module):
         raise NotImplementedError("SSLMetaArch is trained with forward_backward(images, teacher_temp)")
 
     def forward_backward(self, images: dict | Batch, teacher_temp: float) -> dict[str, torch.Tensor]:
-        """One forward and backward pass; returns the (detached) loss terms for logging."""
-        batch = images if isinstance(images, Batch) else Batch.from_collated(images, self.device)
+        """One forward and backward pass; returns the (detached) loss terms for logging.
+
+        The teacher strategy turns the loaded batch into the one the student trains on (unchanged in SSL) and its
+        teacher targets (through :meth:`teacher_targets`, except for a teacher shared by several students).
+        """
+        loaded = images if isinstance(images, Batch) else Batch.from_collated(images, self.device)
         with self.precision.autocast(self.device.type):
-            targets = self.teacher_targets(batch, teacher_temp)
+            batch, targets = self.teacher_strategy.batch_and_targets(self, loaded, teacher_temp)
             outputs = self.student_outputs(batch)
             loss_dict, loss = self.loss_terms(outputs, targets, batch)
         self.backprop_loss(loss)
@@ -191,31 +135,7 @@ class SSLMetaArch(nn.Module):
     @torch.no_grad()
     def teacher_targets(self, batch: Batch, teacher_temp: float) -> TeacherTargets:
         """Teacher forward on the global crops and its centred (or Sinkhorn-Knopp) probabilities."""
-        out = self.teacher.backbone(batch.global_crops, is_training=True)
-        cls_tokens = out["x_norm_clstoken"]  # [2B, D]
-        # Swap the two global crops so that each student crop is matched with the *other* crop's teacher output.
-        crop0, crop1 = cls_tokens.chunk(N_GLOBAL_CROPS)
-        cls_tokens = torch.cat((crop1, crop0))
-        n_cls = cls_tokens.shape[0]
-
-        masked_logits = None
-        if self.do_ibot:
-            patch_tokens = out["x_norm_patchtokens"].flatten(0, 1)  # [2B * N, D]
-            masked_tokens = patch_tokens.index_select(0, batch.mask_indices)  # [M, D]
-            if self.ibot_separate_head:
-                cls_logits = self.teacher.dino_head(cls_tokens)
-                masked_logits = self.teacher.ibot_head(masked_tokens)
-            else:
-                logits = self.teacher.dino_head(torch.cat((cls_tokens, masked_tokens)))
-                cls_logits, masked_logits = logits[:n_cls], logits[n_cls:]
-        else:
-            cls_logits = self.teacher.dino_head(cls_tokens)  # [2B, K]
-
-        dino = self.centering.dino_targets(cls_logits, teacher_temp)
-        ibot = None
-        if masked_logits is not None:
-            ibot = self.centering.ibot_targets(masked_logits, teacher_temp, batch.n_masked_patches)
-        return TeacherTargets(dino=dino.view(N_GLOBAL_CROPS, -1, dino.shape[-1]), ibot=ibot)
+        return self.teacher_strategy.targets(self, batch, teacher_temp)
 
     def student_outputs(self, batch: Batch) -> StudentOutputs:
         """Packed student forward on global (masked) and local crops, then the heads in one call."""
@@ -247,8 +167,9 @@ class SSLMetaArch(nn.Module):
         return StudentOutputs(global_cls, global_logits, local_logits, masked_logits)
 
     def student_masks(self, batch: Batch) -> torch.Tensor | None:
-        """Masks of the student's global crops (``[2B, N]`` bool, or None: unmasked): the iBOT masks here."""
-        return batch.masks
+        """Masks of the student's global crops (``[2B, N]`` bool, or None: unmasked): the iBOT masks unless the
+        teacher strategy trains an unmasked student."""
+        return batch.masks if self.teacher_strategy.mask_student else None
 
     def loss_terms(
         self, outputs: StudentOutputs, targets: TeacherTargets, batch: Batch
@@ -301,8 +222,8 @@ class SSLMetaArch(nn.Module):
     # ----------------------------------------------------------------------------------------------------------
 
     def student_ema(self) -> nn.ModuleDict:
-        """The module that follows the student by EMA (here the teacher; in distillation a spare copy)."""
-        return self.teacher
+        """The module that follows the student by EMA (the teacher in SSL; beside a frozen teacher, ``model_ema``)."""
+        return getattr(self, self.teacher_strategy.student_ema_name)
 
     @torch.no_grad()
     def update_teacher(self, m: float) -> None:
@@ -313,28 +234,25 @@ class SSLMetaArch(nn.Module):
             ema_update(ema[key].parameters(), self.student[key].parameters(), m)
 
     def after_optimizer_step(self, *, momentum: float) -> None:
-        """What follows each optimizer step: the teacher EMA with this iteration's ``momentum``."""
-        self.update_teacher(momentum)
+        """What follows each optimizer step (the teacher strategy's): the EMA with this iteration's ``momentum``."""
+        self.teacher_strategy.after_optimizer_step(self, momentum)
 
     def checkpoint_state(self) -> dict[str, object]:
-        """What training checkpoints hold besides the optimizer: ``{"model": <module>, ...}`` (here the whole
+        """What training checkpoints hold besides the optimizer: ``{"model": <module>, ...}`` (SSL: the whole
         meta-architecture); values follow :class:`dinov2.train.checkpointing.Checkpointer`'s ``state``."""
-        return {"model": self}
+        return self.teacher_strategy.checkpoint_state(self)
 
     def images_per_process(self) -> int:
         """Images one iteration trains on in each process (the throughput log multiplies by the process count)."""
-        return self.cfg.train.batch_size_per_gpu
+        return self.teacher_strategy.images_per_process(self.cfg)
 
     def eval_exports(self) -> dict[str, nn.Module]:
         """File name -> module whose full state dict is exported as ``{"teacher": ...}`` for the eval scripts."""
-        return {"teacher_checkpoint.pth": self.teacher}
+        return self.teacher_strategy.eval_exports(self)
 
     def parallel_roles(self) -> dict[str, ParallelRole]:
         """The module groups ``dinov2/train/parallelize.py`` wraps, with their precision section."""
-        return {
-            "student": ParallelRole(self.student, precision_section="student", trains=True),
-            "teacher": ParallelRole(self.teacher, precision_section="teacher", trains=False),
-        }
+        return self.teacher_strategy.parallel_roles(self, list(self.teacher_side))
 
     def prepare_for_distributed_training(self, device: torch.device | str, *, single_process: bool = False) -> None:
         """Released name: :func:`dinov2.train.parallelize.parallelize` (activation checkpointing, compile,
@@ -361,9 +279,10 @@ class SSLMetaArch(nn.Module):
         return groups
 
     def train(self, mode: bool = True):
-        """Set the student's mode; the teacher always stays in eval mode."""
+        """Set the student's mode; the teacher (and every other teacher-side module) always stays in eval mode."""
         super().train(mode)
-        self.teacher.eval()
+        for name in self.teacher_side:
+            getattr(self, name).eval()
         return self
 
     @property

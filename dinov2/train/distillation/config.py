@@ -1,4 +1,4 @@
-"""Distillation settings: which meta-architecture a config asks for, and the teacher's config checked against it.
+"""Distillation settings: the teacher's config, checked against the student's.
 
 ``distillation.full_cfg_path`` names the teacher's *training* config (a packaged recipe such as
 ``configs/train/vitg14.yaml``, or the ``config.yaml`` of the teacher's run), merged onto the defaults like any
@@ -14,6 +14,7 @@ import logging
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from dinov2.train.heads import heads_for
 from dinov2.utils.config import (
     ConfigValueError,
     merge_onto_defaults,
@@ -24,39 +25,7 @@ from dinov2.utils.config import (
 
 logger = logging.getLogger("dinov2")
 
-__all__ = [
-    "ibot_prototypes",
-    "load_teacher_config",
-    "resolve_meta_architecture",
-    "teacher_head_names",
-]
-
-
-def resolve_meta_architecture(cfg: DictConfig) -> str:
-    """The registry name to build: ``SSLMetaArch`` with ``distillation.enabled`` means ``DistillationMetaArch``
-    (DINOv3 keeps ``SSLMetaArch`` and branches on the flag; here distillation is its own class)."""
-    name = cfg.MODEL.META_ARCHITECTURE
-    if name == "SSLMetaArch" and cfg.distillation.enabled:
-        return "DistillationMetaArch"
-    return name
-
-
-def teacher_head_names(cfg: DictConfig) -> list[str]:
-    """Heads a training config gives its model (as ``SSLMetaArch`` builds them): ``dino_head`` when DINO or
-    iBOT is on, ``ibot_head`` when iBOT is on with a separate head."""
-    names = []
-    if cfg.dino.loss_weight > 0 or cfg.ibot.loss_weight > 0:
-        names.append("dino_head")
-    if cfg.ibot.loss_weight > 0 and cfg.ibot.separate_head:
-        names.append("ibot_head")
-    return names
-
-
-def ibot_prototypes(cfg: DictConfig) -> tuple[int, str]:
-    """(number of iBOT prototypes, the key that sets it): the iBOT head's, or the DINO head's when shared."""
-    if cfg.ibot.separate_head:
-        return cfg.ibot.head_n_prototypes, "ibot.head_n_prototypes"
-    return cfg.dino.head_n_prototypes, "dino.head_n_prototypes"
+__all__ = ["load_teacher_config"]
 
 
 def load_teacher_config(cfg: DictConfig) -> DictConfig:
@@ -114,7 +83,8 @@ def _mismatches(cfg: DictConfig, teacher_cfg: DictConfig, path: str) -> list[str
             f"student.patch_size={student_patch} but the teacher's is {teacher_patch}: teacher and student must cut "
             f"the same patches (they share the iBOT positions); set student.patch_size={teacher_patch}"
         )
-    heads = teacher_head_names(teacher_cfg)
+    teacher_heads = heads_for(teacher_cfg)
+    heads = teacher_heads.names
     if not heads:
         errors.append(f"the teacher config {path} has no heads (dino.loss_weight and ibot.loss_weight are 0)")
         return errors
@@ -125,8 +95,9 @@ def _mismatches(cfg: DictConfig, teacher_cfg: DictConfig, path: str) -> list[str
             f"predicts the teacher's prototypes; set dino.head_n_prototypes={teacher_k}"
         )
     if cfg.ibot.loss_weight > 0:
-        (student_k, key) = ibot_prototypes(cfg)
-        teacher_k = teacher_cfg.ibot.head_n_prototypes if "ibot_head" in heads else teacher_cfg.dino.head_n_prototypes
+        student_heads = heads_for(cfg)
+        student_k, key = student_heads.ibot_prototypes, student_heads.ibot_prototypes_key
+        teacher_k = teacher_heads.ibot_prototypes if "ibot_head" in heads else teacher_cfg.dino.head_n_prototypes
         if student_k != teacher_k:
             errors.append(
                 f"{key}={student_k} (the student's iBOT prototypes) but the teacher's iBOT logits have {teacher_k} "

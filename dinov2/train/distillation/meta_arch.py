@@ -1,6 +1,7 @@
-"""Distillation of a frozen, larger teacher into a student: the SSL step with four changes (paper §5).
+"""Distillation of a frozen, larger teacher into a student: the SSL step with another teacher (paper §5).
 
-:class:`DistillationMetaArch` is :class:`dinov2.train.ssl_meta_arch.SSLMetaArch` with
+:class:`DistillationMetaArch` is :class:`dinov2.train.ssl_meta_arch.SSLMetaArch` with the :class:`FrozenTeacher`
+strategy, which differs from SSL's EMA teacher in four ways:
 
 1. a **frozen teacher** of its own architecture and trained heads, loaded from ``distillation.checkpoint_path``
    (:mod:`dinov2.train.distillation.teacher`): eval mode, no gradients, not in the optimizer, never updated;
@@ -22,151 +23,74 @@ file changed.
 from __future__ import annotations
 
 import copy
-import dataclasses
 
-import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from dinov2.train.batch import Batch, all_patch_batch
 from dinov2.train.distillation.teacher import TeacherFileCheck, TeacherPlan, build_teacher, plan_teacher
-from dinov2.train.parallelize import ParallelRole
-from dinov2.train.ssl_meta_arch import N_GLOBAL_CROPS, Batch, SSLMetaArch, TeacherTargets
+from dinov2.train.ssl_meta_arch import SSLMetaArch
+from dinov2.train.teachers import TeacherStrategy, ema_copy
 
-__all__ = ["DistillationMetaArch", "all_patch_batch"]
-
-
-def all_patch_batch(batch: Batch) -> Batch:
-    """``batch`` with every patch token of the global crops as an iBOT position (``ibot_tokens: all``).
-
-    Each image then weighs its ``N`` tokens ``1 / N``, so the iBOT term is the per-image mean over all tokens,
-    averaged over the ``2B`` global crops (the masked term's normalisation with a full mask).
-    """
-    masks = torch.ones_like(batch.masks, dtype=torch.bool)  # [2B, N]
-    n_total = masks.numel()
-    return dataclasses.replace(
-        batch,
-        masks=masks,
-        mask_indices=torch.arange(n_total, device=masks.device),
-        masks_weight=torch.full((n_total,), 1.0 / masks.shape[1], device=masks.device),
-        n_masked_patches=torch.tensor([n_total], device=masks.device),
-    )
+__all__ = ["DistillationMetaArch", "FrozenTeacher", "all_patch_batch"]
 
 
-class DistillationMetaArch(SSLMetaArch):
-    """Student, its EMA (``model_ema``) and a frozen external teacher (see the module docstring)."""
+class FrozenTeacher(TeacherStrategy):
+    """A frozen pretrained teacher (backbone and heads) beside the student and its EMA ``model_ema``."""
 
-    def __init__(self, cfg: DictConfig):
+    student_ema_name = "model_ema"
+
+    def __init__(self, cfg: DictConfig) -> None:
         if not cfg.distillation.enabled:
-            raise ValueError(f"{type(self).__name__} needs distillation.enabled=true (and the teacher's keys)")
+            raise ValueError(
+                f"MODEL.META_ARCHITECTURE={cfg.MODEL.META_ARCHITECTURE} has a frozen teacher: it needs "
+                "distillation.enabled=true (and the teacher's keys)"
+            )
         # Every check that needs only the configs and the teacher file's key names, before any model is built.
-        self.teacher_plan: TeacherPlan = plan_teacher(cfg)
-        super().__init__(cfg)
+        self.plan: TeacherPlan = plan_teacher(cfg)
         self.mask_student = bool(cfg.distillation.mask_student)
         self.ibot_tokens = cfg.distillation.ibot_tokens
+        self.teacher_file: TeacherFileCheck | None = None
+
+    def build(self, arch: SSLMetaArch, template: nn.Module | None) -> dict[str, nn.ModuleDict]:
+        """``model_ema`` (the template backbone with copies of the student's heads), then the frozen teacher."""
         if not self.mask_student:
             # An unmasked student never uses its mask token: freeze it, so that it is not in the optimizer either
             # (AdamW would hold no state for it, and a resumed optimizer would expect some).
-            self.student.backbone.mask_token.requires_grad_(False)
+            arch.student.backbone.mask_token.requires_grad_(False)
+        heads = {k: copy.deepcopy(v) for k, v in arch.student.items() if k != "backbone"}
+        model_ema = ema_copy(arch.student, template, heads)
+        teacher = build_teacher(self.plan)
+        self.teacher_file = TeacherFileCheck(self.plan.path)
+        return {"model_ema": model_ema, "teacher": teacher}
 
-    # ----------------------------------------------------------------------------------------------------------
-    # Construction
-    # ----------------------------------------------------------------------------------------------------------
-
-    def build_teacher(self, cfg: DictConfig, teacher_backbone: nn.Module | None) -> nn.ModuleDict:
-        """The frozen teacher; also builds ``model_ema``, the student's EMA, from the template backbone."""
-        self.model_ema = nn.ModuleDict(
-            {"backbone": teacher_backbone, **{k: copy.deepcopy(v) for k, v in self.student.items() if k != "backbone"}}
-        )
-        self.model_ema.load_state_dict(self.student.state_dict())
-        self.model_ema.requires_grad_(False)
-        teacher = build_teacher(self.teacher_plan)
-        self.teacher_file = TeacherFileCheck(self.teacher_plan.path)
-        self.teacher_ibot_head = "ibot_head" if "ibot_head" in teacher else "dino_head"
-        return teacher
-
-    # ----------------------------------------------------------------------------------------------------------
-    # The step
-    # ----------------------------------------------------------------------------------------------------------
-
-    def forward_backward(self, images: dict | Batch, teacher_temp: float) -> dict[str, torch.Tensor]:
-        batch = images if isinstance(images, Batch) else Batch.from_collated(images, self.device)
-        return super().forward_backward(self.ibot_batch(batch), teacher_temp)
-
-    def ibot_batch(self, batch: Batch) -> Batch:
+    def student_batch(self, loaded: Batch) -> Batch:
         """The batch whose mask fields select the iBOT positions: as collated, or every patch (``all``)."""
-        return all_patch_batch(batch) if self.ibot_tokens == "all" else batch
+        return all_patch_batch(loaded) if self.ibot_tokens == "all" else loaded
 
-    def student_masks(self, batch: Batch) -> torch.Tensor | None:
-        """No masking of the student's global crops unless ``distillation.mask_student``."""
-        return batch.masks if self.mask_student else None
+    def eval_exports(self, arch: SSLMetaArch) -> dict[str, nn.Module]:
+        """``teacher_checkpoint.pth``: the student EMA, the final model; ``student_checkpoint.pth``: the student."""
+        return {"teacher_checkpoint.pth": arch.model_ema, "student_checkpoint.pth": arch.student}
 
-    @torch.no_grad()
-    def teacher_logits(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Frozen teacher on the global crops: (swapped class-token logits ``[2B, K]``, iBOT logits ``[M, K']``).
-
-        As in the SSL step: crop 1's output is crop 0's target and vice versa; with a shared head the class tokens
-        and the selected patch tokens go through the DINO head together.
-        """
-        out = self.teacher.backbone(batch.global_crops, is_training=True)
-        crop0, crop1 = out["x_norm_clstoken"].chunk(N_GLOBAL_CROPS)
-        cls_tokens = torch.cat((crop1, crop0))  # [2B, D_teacher]
-        if not self.do_ibot:
-            return self.teacher.dino_head(cls_tokens), None
-        patches = out["x_norm_patchtokens"].flatten(0, 1).index_select(0, batch.mask_indices)  # [M, D_teacher]
-        if self.teacher_ibot_head == "ibot_head":
-            return self.teacher.dino_head(cls_tokens), self.teacher.ibot_head(patches)
-        logits = self.teacher.dino_head(torch.cat((cls_tokens, patches)))
-        return logits[: cls_tokens.shape[0]], logits[cls_tokens.shape[0] :]
-
-    @torch.no_grad()
-    def teacher_targets(self, batch: Batch, teacher_temp: float) -> TeacherTargets:
-        """Centred (or Sinkhorn-Knopp) probabilities of the frozen teacher's logits."""
-        cls_logits, patch_logits = self.teacher_logits(batch)
-        return self.targets_from_logits(cls_logits, patch_logits, batch, teacher_temp)
-
-    def targets_from_logits(
-        self, cls_logits: torch.Tensor, patch_logits: torch.Tensor | None, batch: Batch, teacher_temp: float
-    ) -> TeacherTargets:
-        dino = self.centering.dino_targets(cls_logits, teacher_temp)
-        ibot = None
-        if patch_logits is not None:
-            ibot = self.centering.ibot_targets(patch_logits, teacher_temp, batch.n_masked_patches)
-        return TeacherTargets(dino=dino.view(N_GLOBAL_CROPS, -1, dino.shape[-1]), ibot=ibot)
-
-    # ----------------------------------------------------------------------------------------------------------
-    # EMA, checkpoints, exports, parallelism, modes
-    # ----------------------------------------------------------------------------------------------------------
-
-    def student_ema(self) -> nn.ModuleDict:
-        """The spare EMA of the student (the frozen teacher is never updated)."""
-        return self.model_ema
-
-    def checkpoint_state(self) -> dict[str, object]:
+    def checkpoint_state(self, arch: SSLMetaArch) -> dict[str, object]:
         """Student, student EMA and loss centres (never the teacher), and the teacher file's fingerprint."""
         checkpointed = nn.ModuleDict(
             {
-                "student": self.student,
-                "model_ema": self.model_ema,
-                "dino_loss": self.dino_loss,
-                "ibot_patch_loss": self.ibot_patch_loss,
+                "student": arch.student,
+                "model_ema": arch.model_ema,
+                "dino_loss": arch.dino_loss,
+                "ibot_patch_loss": arch.ibot_patch_loss,
             }
         )
         return {"model": checkpointed, "distillation_teacher": self.teacher_file}
 
-    def eval_exports(self) -> dict[str, nn.Module]:
-        """``teacher_checkpoint.pth``: the student EMA, the final model; ``student_checkpoint.pth``: the student."""
-        return {"teacher_checkpoint.pth": self.model_ema, "student_checkpoint.pth": self.student}
 
-    def parallel_roles(self) -> dict[str, ParallelRole]:
-        """Student (trained), its EMA and the frozen teacher (both inference only, ``compute_precision.teacher``)."""
-        return {
-            "student": ParallelRole(self.student, precision_section="student", trains=True),
-            "model_ema": ParallelRole(self.model_ema, precision_section="teacher", trains=False),
-            "teacher": ParallelRole(self.teacher, precision_section="teacher", trains=False),
-        }
+class DistillationMetaArch(SSLMetaArch):
+    """SSLMetaArch with a :class:`FrozenTeacher` (registered as ``DistillationMetaArch``; also built for
+    ``SSLMetaArch`` with ``distillation.enabled``)."""
 
-    def train(self, mode: bool = True):
-        """Set the student's mode; the frozen teacher and the student EMA always stay in eval mode."""
-        super().train(mode)
-        self.model_ema.eval()
-        return self
+    default_teacher = FrozenTeacher
+
+    def ibot_batch(self, batch: Batch) -> Batch:
+        """The batch whose mask fields select the iBOT positions (:meth:`FrozenTeacher.student_batch`)."""
+        return self.teacher_strategy.student_batch(batch)

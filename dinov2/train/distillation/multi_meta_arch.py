@@ -10,8 +10,12 @@ Each student trains in its process subgroup (``multidistillation.students[i].ran
 3. crops, masks and bottleneck vectors are gathered over the job and each rank keeps its share of the global batch
    within its subgroup (:func:`dinov2.distributed.subgroups.broadcast_to_subgroups`): only bottleneck vectors
    travel, never prototype logits;
-4. the teacher's prototype layers, Sinkhorn-Knopp over the subgroup, then the student step of
-   :class:`DistillationMetaArch` on the student's share.
+4. the teacher's prototype layers, Sinkhorn-Knopp over the subgroup, then the student step (the one of
+   :class:`dinov2.train.ssl_meta_arch.SSLMetaArch`) on the student's share.
+
+:class:`MultiDistillationMetaArch` is :class:`dinov2.train.ssl_meta_arch.SSLMetaArch` with the
+:class:`SharedFrozenTeacher` strategy (a :class:`~dinov2.train.distillation.meta_arch.FrozenTeacher` whose outputs
+are shared by the students).
 
 So every student gets the same teacher targets (up to the order of reductions) and the same iBOT positions.
 Deviation from DINOv3, deliberate: the masks are drawn by the rank that loads an image and travel with it, so all
@@ -26,26 +30,12 @@ import torch.distributed as dist
 from omegaconf import DictConfig
 
 from dinov2.distributed.subgroups import ProcessSubgroup, broadcast_to_subgroups, current_subgroup, world_size
-from dinov2.train.distillation.meta_arch import DistillationMetaArch
-from dinov2.train.parallelize import ParallelRole
-from dinov2.train.ssl_meta_arch import N_GLOBAL_CROPS, Batch, TeacherTargets
+from dinov2.train.batch import N_GLOBAL_CROPS, Batch, TeacherTargets, batch_from_crops
+from dinov2.train.distillation.meta_arch import DistillationMetaArch, FrozenTeacher
+from dinov2.train.ssl_meta_arch import SSLMetaArch
+from dinov2.train.teachers import centred_targets, swap_global_crops
 
-__all__ = ["MultiDistillationMetaArch", "batch_from_crops"]
-
-
-def batch_from_crops(global_crops: torch.Tensor, local_crops: torch.Tensor, masks: torch.Tensor) -> Batch:
-    """A :class:`Batch` from crop-major crops and masks ``[2B, N]``, with the collate's mask indices and weights."""
-    masks = masks.bool()
-    counts = masks.sum(dim=-1, keepdim=True).clamp(min=1).float()  # [2B, 1] masked tokens per image
-    indices = masks.flatten().nonzero().flatten()  # [M], row-major like collate_data_and_cast
-    return Batch(
-        global_crops=global_crops,
-        local_crops=local_crops,
-        masks=masks,
-        mask_indices=indices,
-        masks_weight=(1.0 / counts).expand_as(masks)[masks],
-        n_masked_patches=torch.tensor([indices.numel()], device=masks.device),
-    )
+__all__ = ["MultiDistillationMetaArch", "SharedFrozenTeacher", "batch_from_crops"]
 
 
 class StudentProgress:
@@ -62,48 +52,36 @@ class StudentProgress:
         self.steps = int(state["steps"])
 
 
-class MultiDistillationMetaArch(DistillationMetaArch):
-    """One of several students of a multi-distillation run (see the module docstring)."""
+class SharedFrozenTeacher(FrozenTeacher):
+    """One frozen teacher, sharded over the whole job, whose targets this process's student (in its subgroup)
+    shares with the other students (see the module docstring)."""
 
-    def __init__(self, cfg: DictConfig):
+    def __init__(self, cfg: DictConfig) -> None:
         if not cfg.multidistillation.enabled:
             raise ValueError("MultiDistillationMetaArch needs multidistillation.enabled=true (and its students)")
         super().__init__(cfg)
         self.global_batch_size = int(cfg.multidistillation.global_batch_size)
         self.subgroup: ProcessSubgroup = current_subgroup()
+        self.student_group = self.subgroup.group  # the student and its EMA are sharded over the subgroup
         self.progress = StudentProgress()
         self._progress_checked = False
 
-    def parallel_roles(self) -> dict[str, ParallelRole]:
-        """The student and its EMA are sharded over the student's subgroup, the teacher over the whole job."""
-        roles = super().parallel_roles()
-        for name in ("student", "model_ema"):
-            role = roles[name]
-            roles[name] = ParallelRole(role.modules, role.precision_section, role.trains, group=self.subgroup.group)
-        return roles
-
-    def checkpoint_state(self) -> dict[str, object]:
-        return {**super().checkpoint_state(), "student_progress": self.progress}
-
-    def images_per_process(self) -> int:
+    def images_per_process(self, cfg: DictConfig) -> int:
         """This process's share of the global batch within its student's subgroup."""
         return self.global_batch_size // self.subgroup.size
 
-    def after_optimizer_step(self, *, momentum: float) -> None:
-        super().after_optimizer_step(momentum=momentum)
+    def after_optimizer_step(self, arch: SSLMetaArch, momentum: float) -> None:
+        super().after_optimizer_step(arch, momentum)
         self.progress.steps += 1
 
-    def forward_backward(self, images: dict | Batch, teacher_temp: float) -> dict[str, torch.Tensor]:
-        """Teacher once per rank on its loaded images, then this student's step on its share of the global batch."""
-        loaded = images if isinstance(images, Batch) else Batch.from_collated(images, self.device)
+    def checkpoint_state(self, arch: SSLMetaArch) -> dict[str, object]:
+        return {**super().checkpoint_state(arch), "student_progress": self.progress}
+
+    def batch_and_targets(self, arch: SSLMetaArch, loaded: Batch, teacher_temp: float) -> tuple[Batch, TeacherTargets]:
+        """Teacher once per rank on its loaded images; this student's share of the global batch and its targets."""
         if not self._progress_checked:
             self._check_progress(loaded.global_crops.device)
-        with self.precision.autocast(self.device.type):
-            batch, targets = self.shared_teacher_targets(loaded, teacher_temp)
-            outputs = self.student_outputs(batch)
-            loss_dict, loss = self.loss_terms(outputs, targets, batch)
-        self.backprop_loss(loss)
-        return {k: v.detach() for k, v in loss_dict.items()}
+        return self.shared_targets(arch, loaded, teacher_temp)
 
     def _share(self, tensor: torch.Tensor, n_crops: int) -> torch.Tensor:
         """``[n_crops * n, ...]`` crop-major per rank -> this rank's ``[n_crops * b, ...]`` of the global batch."""
@@ -111,26 +89,27 @@ class MultiDistillationMetaArch(DistillationMetaArch):
         return broadcast_to_subgroups(per_crop, 1, self.global_batch_size, self.subgroup).flatten(0, 1)
 
     @torch.no_grad()
-    def shared_teacher_targets(self, loaded: Batch, teacher_temp: float) -> tuple[Batch, TeacherTargets]:
+    def shared_targets(self, arch: SSLMetaArch, loaded: Batch, teacher_temp: float) -> tuple[Batch, TeacherTargets]:
         """(this student's batch, its teacher targets) from the images this rank loaded."""
-        out = self.teacher.backbone(loaded.global_crops, is_training=True)
-        crop0, crop1 = out["x_norm_clstoken"].chunk(N_GLOBAL_CROPS)
-        cls_bottleneck = self.teacher.dino_head(torch.cat((crop1, crop0)), no_last_layer=True)  # swapped, [2n, C]
+        teacher = arch.teacher
+        out = teacher.backbone(loaded.global_crops, is_training=True)
+        cls_tokens = swap_global_crops(out["x_norm_clstoken"])  # [2n, D]
+        cls_bottleneck = teacher.dino_head(cls_tokens, no_last_layer=True)  # [2n, C]
         n_local = loaded.n_local_crops
         batch = batch_from_crops(
             self._share(loaded.global_crops, N_GLOBAL_CROPS),
             self._share(loaded.local_crops, n_local) if n_local else loaded.local_crops[:0],
             self._share(loaded.masks.to(torch.uint8), N_GLOBAL_CROPS),  # uint8: gloo gathers no bool
         )
-        batch = self.ibot_batch(batch)
-        cls_logits = self.teacher.dino_head(self._share(cls_bottleneck, N_GLOBAL_CROPS), only_last_layer=True)
+        batch = self.student_batch(batch)
+        cls_logits = teacher.dino_head(self._share(cls_bottleneck, N_GLOBAL_CROPS), only_last_layer=True)
         patch_logits = None
-        if self.do_ibot:
-            head = self.teacher[self.teacher_ibot_head]
+        if arch.do_ibot:
+            head = teacher["ibot_head" if "ibot_head" in teacher else "dino_head"]
             patches = head(out["x_norm_patchtokens"], no_last_layer=True)  # [2n, N, C'] every patch: positions
             patches = self._share(patches, N_GLOBAL_CROPS).flatten(0, 1)  # [2b * N, C'] are known after the gather
             patch_logits = head(patches.index_select(0, batch.mask_indices), only_last_layer=True)  # [M, K']
-        return batch, self.targets_from_logits(cls_logits, patch_logits, batch, teacher_temp)
+        return batch, centred_targets(arch.centering, cls_logits, patch_logits, batch, teacher_temp)
 
     def _check_progress(self, device: torch.device) -> None:
         """Every student must resume at the same iteration (all of them meet in the teacher's collectives)."""
@@ -147,3 +126,23 @@ class MultiDistillationMetaArch(DistillationMetaArch):
                 "student folder must hold a checkpoint of the same iteration; remove the newer checkpoints (or "
                 "restore the missing ones) so that all students resume together"
             )
+
+
+class MultiDistillationMetaArch(DistillationMetaArch):
+    """A distillation meta-architecture with a :class:`SharedFrozenTeacher`: one of several students of a
+    multi-distillation run."""
+
+    default_teacher = SharedFrozenTeacher
+
+    @property
+    def subgroup(self) -> ProcessSubgroup:
+        """This student's process subgroup."""
+        return self.teacher_strategy.subgroup
+
+    @property
+    def progress(self) -> StudentProgress:
+        return self.teacher_strategy.progress
+
+    def shared_teacher_targets(self, loaded: Batch, teacher_temp: float) -> tuple[Batch, TeacherTargets]:
+        """(this student's batch, its teacher targets) from the images this rank loaded."""
+        return self.teacher_strategy.shared_targets(self, loaded, teacher_temp)

@@ -34,18 +34,19 @@ from torch import nn
 from dinov2.layers.dino_head import DINOHead
 from dinov2.models import build_model
 from dinov2.models.convert import flat_to_chunked, strip_prefix
-from dinov2.train.distillation.config import load_teacher_config, teacher_head_names
+from dinov2.train.distillation.config import load_teacher_config
 from dinov2.train.distillation.teacher_weights import (
     IGNORE,
     read_teacher_shapes,
     read_teacher_weights,
     teacher_fingerprint,
 )
+from dinov2.train.heads import heads_for
 from dinov2.utils.config import ConfigValueError
 
 logger = logging.getLogger("dinov2")
 
-__all__ = ["TeacherFileCheck", "TeacherHead", "TeacherPlan", "build_teacher", "plan_teacher"]
+__all__ = ["TeacherFileCheck", "TeacherHead", "TeacherPlan", "build_teacher", "build_teacher_backbone", "plan_teacher"]
 
 
 class TeacherHead(DINOHead):
@@ -65,16 +66,6 @@ class TeacherHead(DINOHead):
         return x if no_last_layer else self.last_layer(x)
 
 
-def _head(section: DictConfig, embed_dim: int) -> TeacherHead:
-    return TeacherHead(
-        in_dim=embed_dim,
-        out_dim=section.head_n_prototypes,
-        hidden_dim=section.head_hidden_dim,
-        bottleneck_dim=section.head_bottleneck_dim,
-        nlayers=section.head_nlayers,
-    )
-
-
 @dataclasses.dataclass(frozen=True)
 class TeacherPlan:
     """What :func:`build_teacher` will build and load, decided from the configs and the file's keys."""
@@ -91,7 +82,7 @@ def plan_teacher(cfg: DictConfig) -> TeacherPlan:
     """Check the distillation settings against the teacher config and file; raises naming the key to change."""
     teacher_cfg = load_teacher_config(cfg)
     path, heads_mode = str(cfg.distillation.checkpoint_path), cfg.distillation.teacher_heads
-    heads = tuple(teacher_head_names(teacher_cfg))
+    heads = tuple(heads_for(teacher_cfg).names)
     patch = teacher_cfg.student.patch_size
     if not path:
         raise ConfigValueError(
@@ -122,13 +113,18 @@ def plan_teacher(cfg: DictConfig) -> TeacherPlan:
     return TeacherPlan(teacher_cfg, path, heads, heads_mode == "fresh", grid * patch, cfg.train.seed)
 
 
+def build_teacher_backbone(plan: TeacherPlan) -> tuple[nn.Module, int]:
+    """(the teacher backbone with random or uninitialised weights, its embed dim), per the teacher's config: the
+    one place the frozen teacher's backbone is constructed."""
+    return build_model(plan.teacher_cfg.student, only_teacher=True, img_size=plan.img_size)
+
+
 def _build_modules(plan: TeacherPlan, *, heads_only: bool = False) -> dict[str, nn.Module]:
     """The teacher's backbone and heads (only the heads, sized for the backbone, with ``heads_only``)."""
     with torch.device("meta") if heads_only else contextlib.nullcontext():
-        backbone, embed_dim = build_model(plan.teacher_cfg.student, only_teacher=True, img_size=plan.img_size)
+        backbone, embed_dim = build_teacher_backbone(plan)
     modules: dict[str, nn.Module] = {} if heads_only else {"backbone": backbone}
-    sections = {"dino_head": plan.teacher_cfg.dino, "ibot_head": plan.teacher_cfg.ibot}
-    modules.update({name: _head(sections[name], embed_dim) for name in plan.heads})
+    modules.update(heads_for(plan.teacher_cfg).build(embed_dim, head_class=TeacherHead))  # plan.heads, in order
     return modules
 
 

@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from dinov2.configs import config_path
-from dinov2.train.distillation import resolve_meta_architecture
 from dinov2.train.distillation.config import load_teacher_config
-from dinov2.train.meta_archs import build_meta_arch
+from dinov2.train.meta_archs import build_meta_arch, resolve_meta_architecture
 from dinov2.utils.config import ConfigValueError, apply_scaling_rules_to_cfg, load_cfg
 
 RECIPES = {"vits14": "vit_small", "vitb14": "vit_base", "vitl14": "vit_large"}

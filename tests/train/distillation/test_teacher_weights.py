@@ -49,6 +49,6 @@ def test_the_teacher_file_is_opened_once_per_start(tmp_path, reads, source):
     model = build_meta_arch(distill_cfg(tmp_path / "student", teacher_config, path, "ibot.separate_head=true"))
     assert reads["open"] == [path]
     assert reads["crc32"] == [path if source == "export" else path / "COMPLETE"]
-    assert model.teacher_file.state_dict() == weights.fingerprint(path)
+    assert model.teacher_strategy.teacher_file.state_dict() == weights.fingerprint(path)
     state, expected = model.teacher.state_dict(), ssl.teacher.state_dict()
     assert state.keys() == expected.keys() and all((state[k] == v).all() for k, v in expected.items())
