@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from dinov2.utils.cli import NO_CONFIG_NOTE, ArgumentParser
+from dinov2.utils.cli import NO_CONFIG_NOTE, ArgumentParser, check_writable_dir
 from dinov2.visualize.plot import panels, plot_runs, read_run
 
 
@@ -29,7 +30,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """``dinov2-plot`` / ``python -m dinov2.plot``: parse ``argv`` (default ``sys.argv``), write the figure; returns
     the exit status."""
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    check_writable_dir(parser, Path(args.output).parent, "--output")  # before the runs are read
     names = [str(p).rstrip("/") for p in args.runs]
     short = [n.rsplit("/", 1)[-1] for n in names]
     runs = [read_run(path, name) for path, name in zip(args.runs, short if len(set(short)) == len(short) else names)]

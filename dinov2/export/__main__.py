@@ -16,11 +16,12 @@ import argparse
 import importlib.util
 import logging
 import sys
+from pathlib import Path
 
 import torch
 
 from dinov2.features.backbone_args import BACKBONE_NOTE, add_backbone_args, backbone_from_args
-from dinov2.utils.cli import ArgumentParser
+from dinov2.utils.cli import ArgumentParser, check_writable_dir
 
 logger = logging.getLogger("dinov2")
 
@@ -89,7 +90,10 @@ def _onnx(args: argparse.Namespace, model: torch.nn.Module, example: torch.Tenso
 def main(argv: list[str] | None = None) -> int:
     """``dinov2-export`` / ``python -m dinov2.export``: parse ``argv`` (default ``sys.argv``), export; returns the
     exit status (1 when the ONNX check fails)."""
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    folder = args.output if args.format == "hf" else Path(args.output).parent  # hf writes a folder, others a file
+    check_writable_dir(parser, folder, "--output")  # before the backbone is built or downloaded
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     model = backbone_from_args(args)
     name = args.model or f"teacher of {args.config_file}"

@@ -9,6 +9,8 @@
 - Flags a command cannot work without are declared ``required``: a missing one is argparse's usage error (exit
   code 2, the usage line and the flag's name), never a traceback from later code. :func:`usage_errors` turns the
   errors of checks made right after parsing (a config key, a missing file) into the same kind of usage error.
+- :func:`check_writable_dir`: an output folder that cannot be created or written into is a usage error naming the
+  folder and its flag, found right after parsing, before anything is computed or downloaded.
 - :class:`UnsupportedFlag`: a released flag that never did anything stays accepted with its no-op value; any other
   value is a usage error naming what to use instead.
 - :data:`NO_CONFIG_NOTE`: the ``--help`` epilog of commands that have no config, hence nothing to override.
@@ -28,7 +30,9 @@ import enum
 import inspect
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -40,6 +44,7 @@ __all__ = [
     "add_output_dir",
     "add_overrides",
     "call_with_args",
+    "check_writable_dir",
     "default_prog",
     "usage_errors",
 ]
@@ -170,6 +175,40 @@ def usage_errors(
         yield
     except errors as error:
         parser.error(f"{flag}: {_message(error)}" if flag else _message(error))
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why files cannot be written into ``folder`` (created, parents too, if missing), or None when they can.
+
+    The reasons name ``folder``, never the probe file (an ``OSError``'s own text names the file it failed on).
+    """
+    blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:  # the folder, or a folder above it, is a file
+        return f"cannot create the folder {folder}: {blocking} is a file, not a folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return f"cannot create the folder {folder}: {error.strerror or error}"
+    try:  # permissions alone do not tell (root, ACLs, read-only mounts): write a file
+        handle, probe = tempfile.mkstemp(prefix=".write-check-", dir=folder)
+    except OSError as error:
+        return f"cannot write into the folder {folder}: {error.strerror or error}"
+    os.close(handle)
+    os.unlink(probe)
+    return None
+
+
+def check_writable_dir(parser: argparse.ArgumentParser, path: str | os.PathLike, flag: str) -> Path:
+    """Create folder ``path`` (parents too) and check that files can be written into it; otherwise
+    ``parser.error`` (exit code 2) naming ``flag`` and the folder. Call it right after parsing, before any work.
+
+    Returns the folder. For a file flag (``--output F``) pass the file's folder, ``Path(F).parent``.
+    """
+    folder = Path(os.path.expanduser(os.fspath(path)) or ".")
+    reason = _unwritable(folder)
+    if reason is not None:
+        parser.error(f"{flag}: {reason}; choose a folder you can write to")
+    return folder
 
 
 class UnsupportedFlag(argparse.Action):

@@ -13,7 +13,7 @@ import logging
 import sys
 
 from dinov2.features.backbone_args import BACKBONE_NOTE, add_backbone_args, backbone_from_args
-from dinov2.utils.cli import ArgumentParser, add_output_dir
+from dinov2.utils.cli import ArgumentParser, add_output_dir, check_writable_dir
 
 logger = logging.getLogger("dinov2")
 
@@ -40,7 +40,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """``dinov2-visualize`` / ``python -m dinov2.visualize``: parse ``argv`` (default ``sys.argv``), write the
     pictures; returns the exit status."""
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    check_writable_dir(parser, args.output_dir, "--output-dir")  # before the backbone is built or downloaded
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     model = backbone_from_args(args)
     if args.command == "pca":

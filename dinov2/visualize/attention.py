@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dinov2.visualize.progress import block_progress, transformer_blocks
+
 __all__ = ["AttentionMaps", "last_block", "last_block_attention", "write_attention_pictures"]
 
 
@@ -33,10 +35,7 @@ class AttentionMaps:
 
 def last_block(model: nn.Module) -> nn.Module:
     """The model's final transformer block (chunked models: the last non-padding block of the last chunk)."""
-    block = model.blocks[-1]
-    if isinstance(block, nn.ModuleList):
-        block = [b for b in block if not isinstance(b, nn.Identity)][-1]
-    return block
+    return transformer_blocks(model)[-1]
 
 
 def _attention_probs(attn: nn.Module, tokens: Tensor, query_count: int) -> Tensor:
@@ -92,14 +91,15 @@ def write_attention_pictures(
     ``attention.json``: per image and head, the share of the class token's attention that goes to registers.
     """
     from dinov2.utils.io import write_json
-    from dinov2.visualize.images import contact_sheet, grid_to_image, heatmap, load_image, save_png, to_model_input
+    from dinov2.visualize.images import contact_sheet, grid_to_image, heatmap, model_input, save_png
     from dinov2.visualize.pca import unique_stems
 
     output_dir, p = Path(output_dir), model.patch_size
     written, rows, shares = {}, [], {}
     for stem, path in zip(unique_stems(paths), paths):
-        image, picture = to_model_input(load_image(path), resolution, p)
-        maps = last_block_attention(model, image)
+        image, picture = model_input(path, resolution, p, model.num_heads)
+        with block_progress(model, 1, f"attention of {stem}"):
+            maps = last_block_attention(model, image)
         named = {f"cls_head{h}.png": grid_to_image(heatmap(m), p) for h, m in enumerate(maps.cls_to_patches)}
         named["cls_mean.png"] = grid_to_image(heatmap(maps.cls_to_patches.mean(0)), p)
         for r, m in enumerate(maps.registers_to_patches):

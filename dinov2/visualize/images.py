@@ -1,7 +1,13 @@
-"""Pictures in and out: model inputs from image files, patch maps to RGB, PNG files and contact sheets (PIL only)."""
+"""Pictures in and out: model inputs from image files, patch maps to RGB, PNG files and contact sheets (PIL only).
+
+:func:`model_input` is what the picture commands give the model: the image read, resized and cropped to the patch
+grid, and checked (:func:`check_input_size`): a warning when its token count makes attention slow and large, a
+note when a small image is enlarged far beyond its own pixels.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,7 +18,26 @@ from PIL import Image
 
 from dinov2.data.transforms import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-__all__ = ["load_image", "to_model_input", "heatmap", "grid_to_image", "save_png", "contact_sheet"]
+logger = logging.getLogger("dinov2")
+
+__all__ = [
+    "LARGE_INPUT_TOKENS",
+    "UPSCALE_NOTE_FACTOR",
+    "load_image",
+    "to_model_input",
+    "check_input_size",
+    "model_input",
+    "heatmap",
+    "grid_to_image",
+    "save_png",
+    "contact_sheet",
+]
+
+# Patch tokens per image above which a warning is logged: attention time and memory grow with tokens squared.
+# 16384 = 128 x 128 patches, about 1800 px square with 14 px patches (the released models saw 37 x 37 at 518 px).
+LARGE_INPUT_TOKENS = 16_384
+# An image enlarged more than this per side is reported: its maps show the interpolation rather than the picture.
+UPSCALE_NOTE_FACTOR = 4.0
 
 # A dark-to-bright ramp (black, violet, red, orange, pale yellow): monotonic in lightness, readable in grey.
 _RAMP = np.array([[0, 0, 4], [72, 20, 110], [170, 50, 110], [245, 120, 60], [252, 250, 180]], dtype=np.float64)
@@ -45,6 +70,46 @@ def to_model_input(image: Image.Image, resolution: int, patch_size: int) -> tupl
     mean = torch.tensor(IMAGENET_DEFAULT_MEAN)[:, None, None]
     std = torch.tensor(IMAGENET_DEFAULT_STD)[:, None, None]
     return ((pixels - mean) / std).unsqueeze(0), image
+
+
+def check_input_size(
+    name: str | os.PathLike,
+    original: tuple[int, int],
+    size: tuple[int, int],
+    patch_size: int,
+    num_heads: int,
+    resolution: int,
+) -> None:
+    """Log a warning when an image of ``original`` (width, height) px, given to the model at ``size`` px, has more
+    than :data:`LARGE_INPUT_TOKENS` patch tokens (with the attention memory of one block and the flag that lowers
+    it), or was enlarged more than :data:`UPSCALE_NOTE_FACTOR` times per side (naming both sizes)."""
+    grid_w, grid_h = size[0] // patch_size, size[1] // patch_size
+    tokens = grid_w * grid_h
+    if tokens > LARGE_INPUT_TOKENS:
+        gib = num_heads * tokens**2 * 4 / 2**30  # one float32 attention matrix per head
+        logger.warning(
+            f"{name}: {size[0]}x{size[1]} px input = {grid_w}x{grid_h} = {tokens:,} patch tokens per image (above "
+            f"{LARGE_INPUT_TOKENS:,}): time grows with tokens squared, and one block's attention needs up to "
+            f"{num_heads} heads x {tokens:,}^2 x 4 bytes = {gib:,.1f} GiB; lower --resolution (now {resolution}) "
+            "to reduce both"
+        )
+    scale = min(size) / min(original)
+    if scale > UPSCALE_NOTE_FACTOR:
+        logger.warning(
+            f"{name}: a {original[0]}x{original[1]} px image, upscaled {scale:.0f}x to {size[0]}x{size[1]} px "
+            f"({grid_w}x{grid_h} patches of {patch_size} px): its maps show the interpolation more than the image"
+        )
+
+
+def model_input(
+    path: str | os.PathLike, resolution: int, patch_size: int, num_heads: int
+) -> tuple[torch.Tensor, Image.Image]:
+    """:func:`load_image`, :func:`to_model_input` and :func:`check_input_size`: the input ``[1, 3, H, W]`` of the
+    image at ``path`` and the picture it shows."""
+    image = load_image(path)
+    pixels, picture = to_model_input(image, resolution, patch_size)
+    check_input_size(path, image.size, picture.size, patch_size, num_heads, resolution)
+    return pixels, picture
 
 
 def heatmap(values: torch.Tensor) -> np.ndarray:

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from dinov2.visualize.progress import block_progress
+
 __all__ = [
     "PCAMaps",
     "patch_features",
@@ -43,12 +45,14 @@ class PCAMaps:
 
 @torch.inference_mode()
 def patch_features(model: nn.Module, images: Sequence[Tensor]) -> list[Tensor]:
-    """Normalised patch tokens of each image ``[1, 3, H, W]`` as a grid ``[H / p, W / p, D]`` (float32, CPU)."""
+    """Normalised patch tokens of each image ``[1, 3, H, W]`` as a grid ``[H / p, W / p, D]`` (float32, CPU), with
+    a progress bar when it takes long."""
     grids = []
-    for image in images:
-        tokens = model.forward_features(image)["x_norm_patchtokens"][0]  # [N, D]
-        grid_h, grid_w = image.shape[-2] // model.patch_size, image.shape[-1] // model.patch_size
-        grids.append(tokens.float().cpu().reshape(grid_h, grid_w, -1))
+    with block_progress(model, len(images), "PCA features"):
+        for image in images:
+            tokens = model.forward_features(image)["x_norm_patchtokens"][0]  # [N, D]
+            grid_h, grid_w = image.shape[-2] // model.patch_size, image.shape[-1] // model.patch_size
+            grids.append(tokens.float().cpu().reshape(grid_h, grid_w, -1))
     return grids
 
 
@@ -150,10 +154,10 @@ def write_pca_pictures(
     The sheet has one row per image: the model's input, the foreground mask, the PCA colours. Returns the
     written files by name.
     """
-    from dinov2.visualize.images import contact_sheet, grid_to_image, load_image, save_png, to_model_input
+    from dinov2.visualize.images import contact_sheet, grid_to_image, model_input, save_png
 
     output_dir = Path(output_dir)
-    inputs, pictures = zip(*(to_model_input(load_image(p), resolution, model.patch_size) for p in paths))
+    inputs, pictures = zip(*(model_input(p, resolution, model.patch_size, model.num_heads) for p in paths))
     maps = foreground_pca(patch_features(model, inputs), threshold)
     written, rows = {}, []
     for stem, picture, rgb, mask in zip(unique_stems(paths), pictures, maps.rgb, maps.foreground):

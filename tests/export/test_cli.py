@@ -79,3 +79,20 @@ def test_safetensors_and_hf_exports_read_back_exactly(config, tmp_path):
     assert (config_json["image_size"], config_json["patch_size"], config_json["hidden_size"]) == (16, 4, 32)
     state = load_backbone_state_dict(tmp_path / "hf")
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "safetensors", "hf"])
+def test_an_unwritable_output_is_a_usage_error_before_the_backbone(fmt, config, tmp_path, monkeypatch, capsys):
+    import dinov2.features.backbone_args as backbone_args
+
+    built = []
+    monkeypatch.setattr(backbone_args, "load_backbone", lambda *a, **k: built.append(a) or pytest.fail("built"))
+    (tmp_path / "file.txt").write_text("not a folder")
+    folder = tmp_path / "file.txt" / "out"  # fails for root too, unlike a chmod 0o500 folder
+    output = folder if fmt == "hf" else folder / "model.bin"
+    with pytest.raises(SystemExit) as exit_:
+        main(_args(config, fmt, output))
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert f"--output: cannot create the folder {folder}" in err and ".write-check-" not in err
+    assert built == []  # nothing built

@@ -71,3 +71,20 @@ def test_bad_choices_fail_clearly(tmp_path):
         load_backbone("dinov2_vits14", config_file="x.yaml")
     with pytest.raises(SystemExit):  # argparse: mutually exclusive flags
         main(["pca", "a.png", "--model", "dinov2_vits14", "--random-init", "--weights", "w.pth", "--output-dir", "o"])
+
+
+@pytest.mark.parametrize("command", ["pca", "attention"])
+def test_an_unwritable_output_folder_is_a_usage_error_before_the_backbone(command, tmp_path, monkeypatch, capsys):
+    import dinov2.features.backbone_args as backbone_args
+
+    built = []
+    monkeypatch.setattr(backbone_args, "load_backbone", lambda *a, **k: built.append(a) or pytest.fail("built"))
+    (tmp_path / "file.txt").write_text("not a folder")
+    output = tmp_path / "file.txt" / "out"  # fails for root too, unlike a chmod 0o500 folder
+    argv = [command, *_images(tmp_path, 1), "--model", "dinov2_vits14", "--output-dir", str(output)]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert f"--output-dir: cannot create the folder {output}" in err and ".write-check-" not in err
+    assert built == []  # nothing built, nothing downloaded
