@@ -52,9 +52,19 @@ def dcp_state_dict(modules: Mapping[str, nn.Module], optimizer: Optimizer | None
 
 
 def _dcp_call(fn: Callable, state_dict: dict, path: Path) -> None:
+    from torch.distributed.checkpoint.api import CheckpointException
+
     with warnings.catch_warnings():  # DCP warns that it runs "in a single process" without a group
         warnings.filterwarnings("ignore", message=".*(single process|distributed is disabled|uninitialized).*")
-        fn(state_dict, checkpoint_id=str(path), process_group=distributed.current_group())
+        try:
+            fn(state_dict, checkpoint_id=str(path), process_group=distributed.current_group())
+        except CheckpointException as error:
+            # DCP wraps whatever its writers raise, the SystemExit of a preemption handler included (submitit's
+            # SIGUSR2 handler exits with its requeue code): let that exit through, or the job is not requeued.
+            for exc, _ in error.failures.values():
+                if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+                    raise exc from None
+            raise
 
 
 def dcp_save(state_dict: dict[str, Any], path: Path) -> None:

@@ -475,3 +475,19 @@ def test_real_full_tmpfs(tmp_path):
     assert "nothing was written" in message and listing == ["junk", "model_0000001"], message
     assert out["resumed"] == 1 and out["same"]
     assert out["last"] == ["model_0000002", "model_0000001"]
+
+
+def test_a_preemption_exit_inside_a_dcp_save_is_not_swallowed(tmp_path, monkeypatch):
+    """submitit's SIGUSR2 handler exits (code 144: requeue me) wherever it lands, also inside DCP's file writer,
+    which wraps every error in a CheckpointException: the exit must come through, or the job is not requeued."""
+    import torch.distributed.checkpoint.filesystem as dcp_filesystem
+
+    from dinov2.train.dcp_state import dcp_save
+
+    def preempted(*args, **kwargs):
+        raise SystemExit(144)
+
+    monkeypatch.setattr(dcp_filesystem, "_write_item", preempted)
+    with pytest.raises(SystemExit) as caught:
+        dcp_save({"model": {"w": torch.zeros(3)}}, tmp_path / "ckpt")
+    assert caught.value.code == 144
