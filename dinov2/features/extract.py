@@ -284,8 +284,11 @@ def _pad(tensor: Tensor, rows: int, value: float) -> Tensor:
     return tensor if pad == 0 else torch.cat([tensor, tensor.new_full((pad, *tensor.shape[1:]), value)])
 
 
-def _gather_all(batches: Iterator, sample_count: int, store_device: torch.device, comm: torch.device, bar) -> _Store:
-    """Exchange every rank's batches (one round per batch of the longest shard) into a whole-dataset store.
+def _gather_all(
+    batches: Iterator, sample_count: int, store_device: torch.device, comm: torch.device, bar
+) -> _Store | None:
+    """Exchange every rank's batches (one round per batch of the longest shard) into a whole-dataset store (None
+    when no rank has a batch).
 
     Each round every rank sends its next batch padded to the round's largest batch (index -1 marks padding; a rank
     out of batches sends padding only) and every rank stores all rows at their dataset index.
@@ -311,11 +314,11 @@ def _gather_all(batches: Iterator, sample_count: int, store_device: torch.device
         store.add(index_all, outputs, labels_all)
         if bar is not None:
             bar.update(int((index_all >= 0).sum()))
-    if store is None:
-        raise ValueError(
-            "feature extraction got no batch on any rank: the dataset or data loader is empty, or no image is readable"
-        )
     return store
+
+
+def _no_batch_error() -> ValueError:
+    return ValueError("feature extraction got no batch on any rank: the dataset or data loader is empty")
 
 
 def _check_filled(store: _Store, dropped: Tensor) -> None:
@@ -342,6 +345,11 @@ def _gathered(batches: Iterator, dropped: list[Tensor], sample_count: int, store
     comm = _collective_device(device)
     store = _gather_all(batches, sample_count, store_device, comm, bar)
     all_dropped = _all_dropped(dropped, comm)  # after the batches: each rank's list is complete
+    if store is None and len(all_dropped) == sample_count:  # no readable image: no row (shapes unknown)
+        empty = torch.zeros(0, dtype=torch.long, device=store_device)
+        return {_TENSOR_KEY: torch.zeros(0, 0, device=store_device)}, empty, empty, all_dropped
+    if store is None:
+        raise _no_batch_error()
     _check_filled(store, all_dropped)
     if not len(all_dropped):  # the rows as they are (no copy)
         return store.outputs, store.labels, torch.arange(sample_count, device=store_device), all_dropped
@@ -383,9 +391,10 @@ def extract(
 
     ``gather=True`` (collective): rows of the whole dataset in dataset order on every rank. ``gather=False``: this
     rank's rows (dataset indices :func:`shard_indices`, in that order), no communication; a rank without images
-    returns a [0, 0] tensor (or ``{"": ...}`` for dict outputs). ``device``: where images go (default: the device
-    of the model's parameters, the CPU for a plain function); ``store_device``: where rows are kept (default:
-    ``device``); ``dtype``: cast of the outputs (None keeps the model's).
+    (with ``gather=True``: a dataset without a readable image) returns a [0, 0] tensor (or ``{"": ...}`` for dict
+    outputs). ``device``: where images go (default: the device of the model's parameters, the CPU for a plain
+    function); ``store_device``: where rows are kept (default: ``device``); ``dtype``: cast of the outputs (None
+    keeps the model's). Unreadable images yield no row: :attr:`Extracted.dropped` lists them.
     """
     if len(dataset) == 0:
         raise ValueError(f"cannot extract {description} of an empty dataset")
@@ -453,16 +462,21 @@ def extract_features(
     return _features_only(result.outputs), result.labels
 
 
-def refuse_unreadable(dataset, dropped: Tensor, description: str = "features", shown: int = 10) -> None:
-    """Raise :class:`UnreadableImagesError` naming the samples ``dropped`` (dataset indices) of ``dataset``."""
+_EVAL_FIX = "results without them would differ silently: remove or replace these files"
+
+
+def refuse_unreadable(
+    dataset, dropped: Tensor, description: str = "features", *, fix: str = _EVAL_FIX, shown: int = 10
+) -> None:
+    """Raise :class:`UnreadableImagesError` naming the samples ``dropped`` (dataset indices) of ``dataset``;
+    ``fix`` says what to do."""
     if not len(dropped):
         return
     names = [describe_sample(dataset, int(i)) for i in dropped[:shown]]
     more = f" and {len(dropped) - shown} more" if len(dropped) > shown else ""
     raise UnreadableImagesError(
         f"cannot extract {description}: {len(dropped)} of {len(dataset)} images are unreadable "
-        f"({', '.join(names)}{more}); results without them would differ silently. "
-        "Remove or replace these files, or evaluate on a dataset without them"
+        f"({', '.join(names)}{more}); {fix}"
     )
 
 
@@ -480,6 +494,8 @@ def extract_features_with_dataloader(
     store_device = torch.device("cpu") if gather_on_cpu else device
     batches = _loader_batches(model, data_loader, device, torch.float32)
     store = _gather_all(batches, sample_count, store_device, _collective_device(device), None)
+    if store is None:
+        raise _no_batch_error()
     _check_filled(store, torch.zeros(0, dtype=torch.long))
     features = _features_only(_from_dict(store.outputs))
     logger.info("Features shape: %s, labels shape: %s", tuple(features.shape), tuple(store.labels.shape))
