@@ -107,6 +107,7 @@ def damaged(setup, tmp_path_factory):
     """A folder of two good images before a truncated JPEG and a text file named ``.jpg``, and the same good
     images alone (``clean``)."""
     root, dataset, _ = setup
+    make_dataset(dataset_str=dataset)  # writes the synthetic images
     images = sorted((root / "data").rglob("*.jpg"))[:2]
     folder, clean = tmp_path_factory.mktemp("damaged"), tmp_path_factory.mktemp("clean")
     good = [image.read_bytes() for image in images]
