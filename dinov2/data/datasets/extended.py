@@ -19,6 +19,7 @@ __all__ = [
     "Unreadable",
     "UNREADABLE_POLICIES",
     "unreadable_policy",
+    "set_unreadable_policy",
     "describe_sample",
 ]
 
@@ -183,16 +184,23 @@ def describe_sample(dataset, index: int) -> str:
     return f"sample {index}"
 
 
+def set_unreadable_policy(dataset, policy: str) -> str | None:
+    """Set ``on_unreadable`` of the :class:`ExtendedVisionDataset` under ``dataset``'s wrappers to ``policy``;
+    returns the previous policy (None, changing nothing, for other datasets)."""
+    holder = _policy_holder(dataset)
+    if holder is None:
+        return None
+    previous, holder.on_unreadable = holder.on_unreadable, policy
+    return previous
+
+
 @contextlib.contextmanager
 def unreadable_policy(dataset, policy: str) -> Iterator[None]:
     """Within the block, the :class:`ExtendedVisionDataset` under ``dataset``'s wrappers treats unreadable images
     following ``policy`` (one of :data:`UNREADABLE_POLICIES`); other datasets are left alone."""
-    holder = _policy_holder(dataset)
-    if holder is None:
-        yield
-        return
-    previous, holder.on_unreadable = holder.on_unreadable, policy
+    previous = set_unreadable_policy(dataset, policy)
     try:
         yield
     finally:
-        holder.on_unreadable = previous
+        if previous is not None:
+            set_unreadable_policy(dataset, previous)
