@@ -34,8 +34,8 @@ from dinov2.curation._features import extract_normalised
 from dinov2.curation.arrays import EMBEDDINGS_FORMAT
 from dinov2.curation.files import begin_step, load_npy, mark_done, save_npy, write_json
 from dinov2.data import make_dataset
+from dinov2.data.datasets.extended import refuse_unreadable
 from dinov2.data.transforms import make_classification_eval_transform
-from dinov2.features.extract import refuse_unreadable
 from dinov2.utils.io import atomic_write_text
 
 logger = logging.getLogger("dinov2")

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from dinov2 import distributed
-from dinov2.data.datasets.extended import Unreadable, describe_sample, unreadable_policy
+from dinov2.data.datasets.extended import Unreadable, UnreadableImagesError, refuse_unreadable, unreadable_policy
 
 logger = logging.getLogger("dinov2")
 
@@ -77,10 +77,6 @@ class Extracted:
     labels: Tensor
     indices: Tensor
     dropped: Tensor = dataclasses.field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
-
-
-class UnreadableImagesError(RuntimeError):
-    """A dataset to evaluate has unreadable images (results on the rest would silently differ)."""
 
 
 class _DropUnreadable:
@@ -460,24 +456,6 @@ def extract_features(
     )  # fmt: skip
     refuse_unreadable(dataset, result.dropped, description)
     return _features_only(result.outputs), result.labels
-
-
-_EVAL_FIX = "results without them would differ silently: remove or replace these files"
-
-
-def refuse_unreadable(
-    dataset, dropped: Tensor, description: str = "features", *, fix: str = _EVAL_FIX, shown: int = 10
-) -> None:
-    """Raise :class:`UnreadableImagesError` naming the samples ``dropped`` (dataset indices) of ``dataset``;
-    ``fix`` says what to do."""
-    if not len(dropped):
-        return
-    names = [describe_sample(dataset, int(i)) for i in dropped[:shown]]
-    more = f" and {len(dropped) - shown} more" if len(dropped) > shown else ""
-    raise UnreadableImagesError(
-        f"cannot extract {description}: {len(dropped)} of {len(dataset)} images are unreadable "
-        f"({', '.join(names)}{more}); {fix}"
-    )
 
 
 @torch.no_grad()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from torchvision.datasets import VisionDataset
@@ -21,6 +21,8 @@ __all__ = [
     "unreadable_policy",
     "set_unreadable_policy",
     "describe_sample",
+    "UnreadableImagesError",
+    "refuse_unreadable",
 ]
 
 #: What a dataset does with an image it cannot read: use the next readable sample (training), raise, or return an
@@ -30,6 +32,10 @@ UNREADABLE_POLICIES = ("substitute", "raise", "drop")
 
 class CorruptImageError(RuntimeError):
     """An image file could not be read or decoded (raised in strict mode)."""
+
+
+class UnreadableImagesError(RuntimeError):
+    """A dataset to evaluate or embed strictly has unreadable images (results on the rest would differ silently)."""
 
 
 class Unreadable(NamedTuple):
@@ -204,3 +210,21 @@ def unreadable_policy(dataset, policy: str) -> Iterator[None]:
     finally:
         if previous is not None:
             set_unreadable_policy(dataset, previous)
+
+
+_EVAL_FIX = "results without them would differ silently: remove or replace these files"
+
+
+def refuse_unreadable(
+    dataset, dropped: Sequence[int], description: str = "features", *, fix: str = _EVAL_FIX, shown: int = 10
+) -> None:
+    """Raise :class:`UnreadableImagesError` naming the samples ``dropped`` (dataset indices) of ``dataset``;
+    ``fix`` says what to do."""
+    if not len(dropped):
+        return
+    names = [describe_sample(dataset, int(i)) for i in dropped[:shown]]
+    more = f" and {len(dropped) - shown} more" if len(dropped) > shown else ""
+    raise UnreadableImagesError(
+        f"cannot extract {description}: {len(dropped)} of {len(dataset)} images are unreadable "
+        f"({', '.join(names)}{more}); {fix}"
+    )
