@@ -11,7 +11,7 @@ import os
 import torch
 from torch import nn
 
-from dinov2.features import autocast_context, eval_device, extract_features, load_backbone
+from dinov2.features import autocast_context, eval_device, extract, load_backbone
 from dinov2.features import exact_knn as _exact_knn
 from dinov2.features.knn_scoring import ModelWithNormalize
 
@@ -35,16 +35,23 @@ def build_backbone(
 @torch.no_grad()
 def extract_normalised(
     model: nn.Module, dataset, *, batch_size: int, num_workers: int, autocast_dtype: torch.dtype, progress: bool = True
-) -> torch.Tensor:
-    """L2-normalised ``model(images)`` of every sample of ``dataset`` in order, float32 [N, D] on the CPU, on every
-    rank (collective: the ranks share the images and exchange the features)."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalised ``model(images)`` of every readable sample of ``dataset`` in order, float32 [n, D] on the CPU,
+    and the sorted indices of the unreadable samples left out (int64), on every rank (collective: the ranks share
+    the images and exchange the features). Unreadable images are never replaced by other ones."""
     device = next(model.parameters()).device
     normalised = ModelWithNormalize(model).eval()
     with autocast_context(autocast_dtype, device)():
-        features, _ = extract_features(
-            normalised, dataset, batch_size, num_workers, True, progress=progress, description="embeddings"
-        )  # gathered on the CPU
-    return features.float()
+        result = extract(
+            normalised,
+            dataset,
+            batch_size,
+            num_workers,
+            store_device="cpu",
+            progress=progress,
+            description="embeddings",
+        )
+    return result.outputs.float(), result.dropped
 
 
 def exact_knn(

@@ -58,6 +58,7 @@ class EmbedSection:
     crop_size: int = 224
     resize_size: int = 256
     shard_size: int = 1 << 18
+    strict: bool = False  # unreadable images stop the step (default: left out, listed in unreadable.txt)
 
 
 @dataclass

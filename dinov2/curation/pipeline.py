@@ -30,7 +30,7 @@ from dinov2.curation._features import build_backbone, default_device
 from dinov2.curation.arrays import RowSet
 from dinov2.curation.config import CurationConfig, ImageSet
 from dinov2.curation.dedup import deduplicate
-from dinov2.curation.embed import embed_dataset_str
+from dinov2.curation.embed import dataset_indices, embed_dataset_str
 from dinov2.curation.files import begin_step, load_npy, mark_done, read_json, save_npy
 from dinov2.curation.hierarchy import hierarchical_kmeans
 from dinov2.curation.knn import SearchOptions
@@ -65,6 +65,7 @@ class Pipeline:
             seed=cfg.seed,
         )
         self._model = None
+        self._pool_path: Path | None = None  # the pool's embeddings: rows -> dataset indices (unreadable left out)
 
     def embeddings(self, name: str, image_set: ImageSet) -> Path:
         """The embeddings of ``image_set``: precomputed, or computed into ``embeddings/<name>``."""
@@ -90,7 +91,7 @@ class Pipeline:
 
     def deduplicated_pool(self) -> RowSet:
         cfg = self.cfg
-        pool_path = self.embeddings("pool", cfg.pool)
+        pool_path = self._pool_path = self.embeddings("pool", cfg.pool)
         pool = RowSet.open(pool_path, "pool")
         if cfg.dedup.enabled:
             deduplicate(pool, self.out / "dedup", k=cfg.dedup.k, threshold=cfg.dedup.threshold, options=self.search)
@@ -175,6 +176,8 @@ class Pipeline:
     def _pictures(self, folder: Path) -> None:
         pictures = self.cfg.pictures
         dataset = make_dataset(dataset_str=self.cfg.pool.dataset)
+        rows = np.arange(len(RowSet.open(self._pool_path, "pool")))
+        dataset = torch.utils.data.Subset(dataset, dataset_indices(self._pool_path, rows).tolist())  # in row order
         for level in pictures.levels:
             if level <= len(self.cfg.kmeans.n_clusters):
                 write_cluster_grid(
@@ -200,6 +203,8 @@ class Pipeline:
             parts.append(Part("pool", cfg.pool.dataset, pool.original(np.arange(len(pool))), cfg.pool.weight))
         parts += self.retrieved(pool)
         parts += self.balanced(pool)
+        for part in parts:  # pool rows -> dataset indices (they differ when embed left unreadable images out)
+            part.indices = dataset_indices(self._pool_path, part.indices)
         for name, as_is in cfg.as_is.items():
             count = len(make_dataset(dataset_str=as_is.dataset))
             parts.append(Part(f"as_is/{name}", as_is.dataset, np.arange(count, dtype=np.int64), as_is.weight))

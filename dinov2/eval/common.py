@@ -29,6 +29,7 @@ from typing import Any
 
 from dinov2 import distributed
 from dinov2.data import make_dataset
+from dinov2.data.datasets.extended import set_unreadable_policy
 from dinov2.data.transforms import make_classification_eval_transform
 from dinov2.eval.metrics import AccuracyAveraging, MetricType
 from dinov2.eval.results import append_json_lines, to_jsonable, write_json
@@ -107,7 +108,10 @@ def make_eval_transform(crop_size: int, resize_size: int | None, resize_ratio: f
 def make_eval_dataset(dataset: Any, transform: Callable | None, role: str):
     """A labelled dataset from a dataset string (``ImageFolder:root=...``) or a dataset object (used as is).
 
-    ``role`` (train / val / ...) names the dataset in errors; unlabelled datasets raise here.
+    ``role`` (train / val / ...) names the dataset in errors; unlabelled datasets raise here. Sets that are not
+    ``train`` sets refuse unreadable images (``on_unreadable="raise"``, the error names the file): an evaluation on
+    other images than asked would change the results silently (k-NN and log-regression feature extraction refuse
+    them in every set, naming them all).
     """
     if isinstance(dataset, str):
         name = dataset
@@ -115,6 +119,8 @@ def make_eval_dataset(dataset: Any, transform: Callable | None, role: str):
     else:
         name = f"{role} dataset {type(dataset).__name__}"
     check_labelled(dataset, name)
+    if role != "train":
+        set_unreadable_policy(dataset, "raise")
     return dataset
 
 

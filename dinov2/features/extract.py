@@ -10,6 +10,11 @@ dict of such tensors. Ranks take interleaved dataset indices ``rank, rank + worl
 - :func:`extract_features` / :func:`extract_features_with_dataloader`: the released evaluation names
   (``dinov2.eval.utils``), returning ``(features [N, D] float32, labels [N])``.
 
+Unreadable images: during extraction the dataset (an ``ExtendedVisionDataset`` under any ``Subset`` wrappers)
+leaves them out instead of substituting the next readable sample (``on_unreadable="drop"``): they yield no row,
+and :attr:`Extracted.dropped` lists their dataset indices (on every rank with ``gather=True``).
+:func:`extract_features` (the evaluation door) refuses them: :class:`UnreadableImagesError` names the files.
+
 Labels: a sample's target becomes its label (int64); a ``None`` target becomes -1 (the release's enumerated dataset
 used the index), so unlabelled datasets work. A progress bar (tqdm, main process only) shows images/s over all
 ranks; a log line sums it up.
@@ -31,6 +36,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from dinov2 import distributed
+from dinov2.data.datasets.extended import Unreadable, UnreadableImagesError, refuse_unreadable, unreadable_policy
 
 logger = logging.getLogger("dinov2")
 
@@ -38,6 +44,8 @@ __all__ = [
     "Outputs",
     "FeatureBatch",
     "Extracted",
+    "UnreadableImagesError",
+    "refuse_unreadable",
     "IndexedDataset",
     "shard_indices",
     "make_shard_loader",
@@ -62,11 +70,28 @@ class FeatureBatch(NamedTuple):
 
 @dataclasses.dataclass
 class Extracted:
-    """Extracted rows: outputs [n, ...] (or a dict), labels [n], dataset indices [n] of each row."""
+    """Extracted rows: outputs [n, ...] (or a dict), labels [n], dataset indices [n] of each row, and the sorted
+    dataset indices of the unreadable samples left out (``dropped``, int64 on the CPU)."""
 
     outputs: Outputs
     labels: Tensor
     indices: Tensor
+    dropped: Tensor = dataclasses.field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+
+
+class _DropUnreadable:
+    """Collate of ``(image, index, label)`` samples that leaves out :class:`Unreadable` images: a batch is
+    ``(images or None, indices, labels, dropped indices)``."""
+
+    def __init__(self, collate_fn: Callable | None):
+        self.collate_fn = collate_fn or torch.utils.data.default_collate
+
+    def __call__(self, samples: list):
+        dropped = torch.tensor([s[1] for s in samples if isinstance(s[0], Unreadable)], dtype=torch.long)
+        kept = [s for s in samples if not isinstance(s[0], Unreadable)]
+        if not kept:
+            return None, torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), dropped
+        return (*self.collate_fn(kept), dropped)
 
 
 class IndexedDataset(Dataset):
@@ -97,10 +122,12 @@ def make_shard_loader(
     indices: Sequence[int] | None = None,
 ) -> DataLoader:
     """A sequential loader over ``indices`` (default: this rank's :func:`shard_indices`), yielding
-    ``(images, indices, labels)`` (``(images, targets)`` with ``with_index=False``, e.g. for evaluation loops)."""
+    ``(images, indices, labels, dropped indices)`` (``(images, targets)`` with ``with_index=False``, e.g. for
+    evaluation loops). ``images`` is None when every sample of a batch was dropped (see the module docstring)."""
     if indices is None:
         indices = shard_indices(len(dataset), distributed.get_global_rank(), distributed.get_global_size())
     subset = torch.utils.data.Subset(IndexedDataset(dataset) if with_index else dataset, indices)
+    collate_fn = _DropUnreadable(collate_fn) if with_index else collate_fn
     return DataLoader(
         subset,
         batch_size=batch_size,
@@ -168,10 +195,19 @@ def _forward(model, images: Tensor, index, labels, device, dtype) -> tuple[Tenso
     return torch.as_tensor(index).long(), outputs, _batch_labels(labels)
 
 
-def _loader_batches(model, batches: Iterable, device, dtype) -> Iterator[tuple[Tensor, dict[str, Tensor], Tensor]]:
-    """Forward ``(images, indices, labels)`` or the released ``(images, (indices, labels))`` batches."""
+def _loader_batches(
+    model, batches: Iterable, device, dtype, dropped: list[Tensor] | None = None
+) -> Iterator[tuple[Tensor, dict[str, Tensor], Tensor]]:
+    """Forward ``(images, indices, labels[, dropped])`` or the released ``(images, (indices, labels))`` batches;
+    the dropped indices go to ``dropped`` (batches without an image yield nothing)."""
     for batch in batches:
         images, rest = batch[0], batch[1:]
+        if len(rest) == 3:
+            if dropped is not None:
+                dropped.append(rest[2])
+            rest = rest[:2]
+        if images is None:
+            continue
         index, labels = rest[0] if len(rest) == 1 else rest
         yield _forward(model, images, index, labels, device, dtype)
 
@@ -191,12 +227,14 @@ def iter_outputs(
     """This rank's batches of ``model`` outputs over ``dataset[indices]`` (default: :func:`shard_indices`).
 
     No communication. Images go to ``device`` (default: the device of the model's parameters, the CPU for a plain
-    function); outputs are cast to ``dtype`` (None keeps the model's).
+    function); outputs are cast to ``dtype`` (None keeps the model's). Unreadable images are left out (logged by the
+    dataset): their indices are in no batch.
     """
     device = torch.device(device) if device is not None else _model_device(model)
     loader = make_shard_loader(dataset, batch_size, num_workers, collate_fn=collate_fn, indices=indices)
-    for index, outputs, labels in _loader_batches(model, loader, device, dtype):
-        yield FeatureBatch(index, _from_dict(outputs), labels)
+    with unreadable_policy(dataset, "drop"):
+        for index, outputs, labels in _loader_batches(model, loader, device, dtype):
+            yield FeatureBatch(index, _from_dict(outputs), labels)
 
 
 class _Store:
@@ -242,8 +280,11 @@ def _pad(tensor: Tensor, rows: int, value: float) -> Tensor:
     return tensor if pad == 0 else torch.cat([tensor, tensor.new_full((pad, *tensor.shape[1:]), value)])
 
 
-def _gather_all(batches: Iterator, sample_count: int, store_device: torch.device, comm: torch.device, bar) -> _Store:
-    """Exchange every rank's batches (one round per batch of the longest shard) into a whole-dataset store.
+def _gather_all(
+    batches: Iterator, sample_count: int, store_device: torch.device, comm: torch.device, bar
+) -> _Store | None:
+    """Exchange every rank's batches (one round per batch of the longest shard) into a whole-dataset store (None
+    when no rank has a batch).
 
     Each round every rank sends its next batch padded to the round's largest batch (index -1 marks padding; a rank
     out of batches sends padding only) and every rank stores all rows at their dataset index.
@@ -269,11 +310,48 @@ def _gather_all(batches: Iterator, sample_count: int, store_device: torch.device
         store.add(index_all, outputs, labels_all)
         if bar is not None:
             bar.update(int((index_all >= 0).sum()))
-    if store is None:
-        raise ValueError("feature extraction got no batch on any rank: the dataset or data loader is empty")
-    if not bool(store.filled.all()):
-        raise RuntimeError(f"feature extraction missed {int((~store.filled).sum())} of {sample_count} samples")
     return store
+
+
+def _no_batch_error() -> ValueError:
+    return ValueError("feature extraction got no batch on any rank: the dataset or data loader is empty")
+
+
+def _check_filled(store: _Store, dropped: Tensor) -> None:
+    """Every sample has a row or was dropped."""
+    done = store.filled.clone()
+    done[dropped.to(done.device)] = True
+    if not bool(done.all()):
+        raise RuntimeError(f"feature extraction missed {int((~done).sum())} of {len(done)} samples")
+
+
+def _all_dropped(local: list[Tensor], comm: torch.device) -> Tensor:
+    """Collective: the sorted dataset indices dropped on any rank (on the CPU), from each rank's ``local`` list."""
+    mine = torch.cat(local) if local else torch.zeros(0, dtype=torch.long)
+    if distributed.get_global_size() > 1:
+        counts = distributed.all_gather(torch.tensor([len(mine)], device=comm))
+        padded = distributed.all_gather(_pad(mine.to(comm), int(counts.max()), -1))
+        mine = padded[padded >= 0].cpu()
+    return torch.sort(mine.long()).values
+
+
+def _gathered(batches: Iterator, dropped: list[Tensor], sample_count: int, store_device, device, bar):
+    """Collective: ``(outputs, labels, indices, dropped)`` of the whole dataset in dataset order, on every rank;
+    ``dropped`` is filled by ``batches`` with this rank's dropped indices."""
+    comm = _collective_device(device)
+    store = _gather_all(batches, sample_count, store_device, comm, bar)
+    all_dropped = _all_dropped(dropped, comm)  # after the batches: each rank's list is complete
+    if store is None and len(all_dropped) == sample_count:  # no readable image: no row (shapes unknown)
+        empty = torch.zeros(0, dtype=torch.long, device=store_device)
+        return {_TENSOR_KEY: torch.zeros(0, 0, device=store_device)}, empty, empty, all_dropped
+    if store is None:
+        raise _no_batch_error()
+    _check_filled(store, all_dropped)
+    if not len(all_dropped):  # the rows as they are (no copy)
+        return store.outputs, store.labels, torch.arange(sample_count, device=store_device), all_dropped
+    keep = store.filled
+    outputs = {key: value[keep] for key, value in store.outputs.items()}
+    return outputs, store.labels[keep], keep.nonzero()[:, 0], all_dropped
 
 
 def _concat_local(batches: Iterator, store_device: torch.device, bar) -> tuple[dict[str, Tensor], Tensor, Tensor]:
@@ -309,34 +387,39 @@ def extract(
 
     ``gather=True`` (collective): rows of the whole dataset in dataset order on every rank. ``gather=False``: this
     rank's rows (dataset indices :func:`shard_indices`, in that order), no communication; a rank without images
-    returns a [0, 0] tensor (or ``{"": ...}`` for dict outputs). ``device``: where images go (default: the device
-    of the model's parameters, the CPU for a plain function); ``store_device``: where rows are kept (default:
-    ``device``); ``dtype``: cast of the outputs (None keeps the model's).
+    (with ``gather=True``: a dataset without a readable image) returns a [0, 0] tensor (or ``{"": ...}`` for dict
+    outputs). ``device``: where images go (default: the device of the model's parameters, the CPU for a plain
+    function); ``store_device``: where rows are kept (default: ``device``); ``dtype``: cast of the outputs (None
+    keeps the model's). Unreadable images yield no row: :attr:`Extracted.dropped` lists them.
     """
     if len(dataset) == 0:
         raise ValueError(f"cannot extract {description} of an empty dataset")
     device = torch.device(device) if device is not None else _model_device(model)
     store_device = torch.device(store_device) if store_device is not None else device
     loader = make_shard_loader(dataset, batch_size, num_workers)
-    batches = _loader_batches(model, loader, device, dtype)
+    dropped: list[Tensor] = []
+    batches = _loader_batches(model, loader, device, dtype, dropped)
     start = time.perf_counter()
     bar = _progress_bar(len(dataset) if gather else len(loader.dataset), f"Extracting {description}", progress)
     try:
-        if gather:
-            store = _gather_all(batches, len(dataset), store_device, _collective_device(device), bar)
-            outputs, labels = store.outputs, store.labels
-            indices = torch.arange(len(dataset), device=store_device)
-        else:
-            outputs, labels, indices = _concat_local(batches, store_device, bar)
+        with unreadable_policy(dataset, "drop"):
+            if gather:
+                gathered = _gathered(batches, dropped, len(dataset), store_device, device, bar)
+                outputs, labels, indices, dropped_indices = gathered
+            else:
+                outputs, labels, indices = _concat_local(batches, store_device, bar)
+                dropped_indices = torch.sort(torch.cat(dropped)).values if dropped else torch.zeros(0, dtype=torch.long)
     finally:
         if bar is not None:
             bar.close()
+    if len(dropped_indices):
+        logger.warning("left out %d unreadable image(s) of %d", len(dropped_indices), len(dataset))
     elapsed = time.perf_counter() - start
     scope = f"{distributed.get_global_size()} process(es)" if gather else "this process"
     shapes = {key or "features": list(value.shape) for key, value in outputs.items()}
     rate = len(indices) / max(elapsed, 1e-9)
     logger.info("Extracted %s %s in %.1f s: %.1f images/s (%s)", description, shapes, elapsed, rate, scope)
-    return Extracted(_from_dict(outputs), labels, indices)
+    return Extracted(_from_dict(outputs), labels, indices, dropped_indices)
 
 
 def _features_only(outputs: Outputs) -> Tensor:
@@ -362,12 +445,16 @@ def extract_features(
     dataset order, on every rank: on the CPU when ``gather_on_cpu`` (for sets too large for the accelerator) or
     when the model is on the CPU, else on the model's device. With ``gather=False`` returns this rank's rows only
     (indices :func:`shard_indices`, in that order), without communication.
+
+    Evaluation must see the whole set: unreadable images raise :class:`UnreadableImagesError` naming them (on every
+    rank with ``gather=True``; on the ranks that read them otherwise), rather than silently changing the results.
     """
     store_device = torch.device("cpu") if gather_on_cpu else None
     result = extract(
         model, dataset, batch_size, num_workers, gather=gather, store_device=store_device, progress=progress,
         description=description,
     )  # fmt: skip
+    refuse_unreadable(dataset, result.dropped, description)
     return _features_only(result.outputs), result.labels
 
 
@@ -385,6 +472,9 @@ def extract_features_with_dataloader(
     store_device = torch.device("cpu") if gather_on_cpu else device
     batches = _loader_batches(model, data_loader, device, torch.float32)
     store = _gather_all(batches, sample_count, store_device, _collective_device(device), None)
+    if store is None:
+        raise _no_batch_error()
+    _check_filled(store, torch.zeros(0, dtype=torch.long))
     features = _features_only(_from_dict(store.outputs))
     logger.info("Features shape: %s, labels shape: %s", tuple(features.shape), tuple(store.labels.shape))
     return features, store.labels

@@ -10,10 +10,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from dinov2.curation.arrays import Embeddings
+from dinov2.curation.arrays import Embeddings, RowSet
 from dinov2.curation.cli import main as curation_main
+from dinov2.curation.dedup import deduplicate
+from dinov2.curation.embed import dataset_indices, embed_dataset
+from dinov2.curation.files import read_json
 from dinov2.data import make_dataset
 from dinov2.data.transforms import make_classification_eval_transform
+from dinov2.features.extract import UnreadableImagesError
 from dinov2.models import build_model_from_cfg
 from tests.conftest import preserved_logging
 from tests.train.tiny import tiny_cfg
@@ -96,3 +100,65 @@ def test_resume_recomputes_only_missing_shards(setup, tmp_path):
     other[other.index("--crop-size") + 1] = "8"
     with pytest.raises(ValueError, match="other parameters.*crop_size"), preserved_logging():
         curation_main(other)
+
+
+@pytest.fixture(scope="module")
+def damaged(setup, tmp_path_factory):
+    """A folder of two good images before a truncated JPEG and a text file named ``.jpg``, and the same good
+    images alone (``clean``)."""
+    root, dataset, _ = setup
+    make_dataset(dataset_str=dataset)  # writes the synthetic images
+    images = sorted((root / "data").rglob("*.jpg"))[:2]
+    folder, clean = tmp_path_factory.mktemp("damaged"), tmp_path_factory.mktemp("clean")
+    good = [image.read_bytes() for image in images]
+    files = {"0_truncated.jpg": good[0][: len(good[0]) // 2], "1_text.jpg": b"not an image\n"}
+    files.update({"2_good.jpg": good[0], "3_good.jpg": good[1]})
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+        if "good" in name:
+            (clean / name).write_bytes(data)
+    return folder, clean
+
+
+def test_unreadable_images_are_left_out_never_substituted(setup, damaged, tmp_path):
+    root, _, _ = setup
+    folder, clean = damaged
+    with preserved_logging():
+        curation_main(embed_argv(root, f"ImageFolder:root={folder}", tmp_path / "damaged"))
+        curation_main(embed_argv(root, f"ImageFolder:root={clean}", tmp_path / "clean"))
+    embeddings, expected = Embeddings(tmp_path / "damaged"), Embeddings(tmp_path / "clean")
+    # rows and identities correspond: the bad files have no row, the good ones their own embedding
+    assert [Path(name).name for name in embeddings.identities()] == ["2_good.jpg", "3_good.jpg"]
+    np.testing.assert_array_equal(embeddings.read(0, len(embeddings)), expected.read(0, 2))
+    listed = (tmp_path / "damaged" / "unreadable.txt").read_text().splitlines()
+    assert [Path(name).name for name in listed] == ["0_truncated.jpg", "1_text.jpg"]
+    assert read_json(tmp_path / "damaged" / "embed.json", "embed")["unreadable"] == 2
+    assert dataset_indices(tmp_path / "damaged", [0, 1]).tolist() == [2, 3]
+    assert dataset_indices(tmp_path / "clean", [0, 1]).tolist() == [0, 1]
+    # dedup keeps the good image (the unreadable files used to carry its embedding and win)
+    kept = deduplicate(RowSet.open(tmp_path / "damaged", "pool"), tmp_path / "dedup", k=1, threshold=0.6)
+    assert [Path(embeddings.identities()[i]).name for i in kept.kept] == ["2_good.jpg", "3_good.jpg"]
+
+
+def test_resume_keeps_the_list_of_unreadable_images(setup, damaged, tmp_path):
+    root, _, _ = setup
+    out, argv = tmp_path / "run", embed_argv(root, f"ImageFolder:root={damaged[0]}", tmp_path / "run")
+    argv[argv.index("--shard-size") + 1] = "2"  # shard 0: both bad files (no row), shard 1: the good images
+    with preserved_logging():
+        curation_main(argv)
+        first = (out / "unreadable.txt").read_text(), np.load(out / "dataset_indices.npy")
+        for name in ("shard-00001.npy", "meta.json", "embed.json", "unreadable.txt", "dataset_indices.npy"):
+            (out / name).unlink()
+        curation_main(argv)
+    assert (out / "unreadable.txt").read_text() == first[0] and len(first[0].splitlines()) == 2
+    np.testing.assert_array_equal(np.load(out / "dataset_indices.npy"), first[1])
+    assert len(Embeddings(out)) == 2
+
+
+def test_strict_embedding_stops_naming_the_unreadable_files(setup, damaged, tmp_path):
+    _, _, model = setup
+    transform = make_classification_eval_transform(resize_size=16, crop_size=16)
+    dataset = make_dataset(dataset_str=f"ImageFolder:root={damaged[0]}", transform=transform)
+    with pytest.raises(UnreadableImagesError, match=r"2 of 4 images are unreadable .*0_truncated.jpg.*1_text.jpg"):
+        embed_dataset(model, dataset, tmp_path / "strict", num_workers=0, progress=False, strict=True)
+    assert not list((tmp_path / "strict").glob("shard-*"))

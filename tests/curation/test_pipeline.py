@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 from dinov2.curation.cli import main as curation_main
 from dinov2.data import make_dataset
+from dinov2.features.extract import UnreadableImagesError
 from dinov2.models import build_model_from_cfg
 from dinov2.train.train import get_args_parser as train_args_parser
 from dinov2.train.train import main as train_main
@@ -159,3 +160,41 @@ def test_training_starts_from_the_curated_dataset(curated):
     assert [iteration for iteration, _ in history] == [0, 1, 2, 3]
     assert all(math.isfinite(v) for _, losses in history for v in losses.values())
     assert "Curated:manifest=" in (root / "train" / "config.yaml").read_text()
+
+
+def test_unreadable_pool_images_never_reach_the_manifest(tmp_path):
+    """A truncated JPEG and a text file named ``.jpg`` among the pool: no row, no manifest entry; every manifest
+    index names a good image (rows are mapped to dataset indices)."""
+    _images(tmp_path)  # the generated pool folder
+    pool = tmp_path / "damaged"
+    pool.mkdir()
+    good = sorted((tmp_path / "pool").rglob("[!z]*.jpg"))[:6]
+    (pool / "a_truncated.jpg").write_bytes(good[0].read_bytes()[:200])
+    (pool / "b_text.jpg").write_text("not an image")
+    for path in good:
+        shutil.copy(path, pool / f"c_{path.name}")
+    config_file, weights = _backbone(tmp_path)
+    embed = {"config_file": str(config_file), "pretrained_weights": str(weights), "num_workers": 0}
+    yaml = {
+        "output_dir": str(tmp_path / "out"),
+        "device": "cpu",
+        "progress": False,
+        "embed": {**embed, "batch_size": 4, "crop_size": 16, "resize_size": 16, "shard_size": 3},
+        "pool": {"dataset": f"ImageFolder:root={pool}", "weight": 1.0},
+        "dedup": {"k": 2, "threshold": 0.9999},
+        "kmeans": {"enabled": False},
+    }
+    (tmp_path / "curation.yaml").write_text(json.dumps(yaml))
+    with preserved_logging():
+        manifest = curation_main(["run", "--config-file", str(tmp_path / "curation.yaml")])
+    curated_dataset = make_dataset(dataset_str=f"Curated:manifest={manifest}")
+    names = sorted(Path(curated_dataset.describe_sample(i)).name for i in range(len(curated_dataset)))
+    assert names == sorted(f"c_{path.name}" for path in good)
+    listed = (tmp_path / "out" / "embeddings" / "pool" / "unreadable.txt").read_text().splitlines()
+    assert [Path(line).name for line in listed] == ["a_truncated.jpg", "b_text.jpg"]
+    with preserved_logging():
+        yaml["embed"]["strict"] = True
+        yaml["output_dir"] = str(tmp_path / "strict")
+        (tmp_path / "strict.yaml").write_text(json.dumps(yaml))
+        with pytest.raises(UnreadableImagesError, match="a_truncated.jpg.*b_text.jpg"):
+            curation_main(["run", "--config-file", str(tmp_path / "strict.yaml")])

@@ -11,6 +11,7 @@ import tarfile
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from dinov2.data import DatasetWithEnumeratedTargets, make_dataset
@@ -23,6 +24,7 @@ from dinov2.data.datasets import (
     make_synthetic_dataset,
     write_blocks_log,
 )
+from dinov2.data.datasets.extended import ExtendedVisionDataset, Unreadable, describe_sample, unreadable_policy
 
 CLASSES = {"n01440764": "tench, Tinca tinca", "n01443537": "goldfish", "n01484850": "great white shark"}
 
@@ -312,3 +314,37 @@ def test_synthetic_class_colours_paint_each_class_motif_in_its_own_colours(tmp_p
 def test_dataset_string_errors(dataset_str, match):
     with pytest.raises(ValueError, match=match):
         make_dataset(dataset_str=dataset_str)
+
+
+def test_unreadable_images_are_dropped_when_the_caller_asks(damaged_folder, caplog):
+    dataset = ImageFolder(root=str(damaged_folder))
+    dataset.on_unreadable = "drop"  # the caller's choice (feature extraction, curation)
+    assert not dataset.strict
+    with caplog.at_level(logging.WARNING, logger="dinov2"):
+        samples = [dataset[i] for i in range(5)] + [dataset[1]]  # a known bad index is dropped again
+    assert [type(image) for image, _ in samples] == [Image.Image, Unreadable, Unreadable, Unreadable, Image.Image] + [
+        Unreadable
+    ]
+    for index, name in ((1, "1_truncated.jpg"), (2, "2_text.jpg"), (3, "3_empty.jpg")):
+        marker, target = dataset[index]
+        assert marker.index == index and name in marker.where and target is None
+    assert any("leaving it out" in r.getMessage() for r in caplog.records)
+
+
+def test_on_unreadable_and_strict_say_the_same(damaged_folder):
+    dataset = ImageFolder(root=str(damaged_folder), strict=True)
+    assert dataset.on_unreadable == "raise"
+    dataset.strict = False
+    assert dataset.on_unreadable == "substitute"
+    with pytest.raises(ValueError, match="on_unreadable must be one of substitute, raise, drop; got 'skip'"):
+        dataset.on_unreadable = "skip"
+    with pytest.raises(ValueError, match="strict=True means on_unreadable='raise'"):
+        ExtendedVisionDataset(str(damaged_folder), strict=True, on_unreadable="drop")
+
+
+def test_unreadable_policy_applies_through_subsets_and_is_restored(damaged_folder):
+    dataset = ImageFolder(root=str(damaged_folder))
+    subset = torch.utils.data.Subset(dataset, [3, 1])
+    with unreadable_policy(subset, "drop"):
+        assert isinstance(subset[0][0], Unreadable) and describe_sample(subset, 0).endswith("3_empty.jpg")
+    assert dataset.on_unreadable == "substitute" and isinstance(subset[0][0], Image.Image)

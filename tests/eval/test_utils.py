@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torchvision.transforms.functional import pil_to_tensor
 
+from dinov2.data.datasets import CorruptImageError
 from dinov2.eval.common import check_extracted_labels, make_eval_dataset
+from dinov2.eval.linear.data import make_eval_data_loader
 from dinov2.eval.metrics import build_metric
 from dinov2.eval.utils import (
     ModelWithIntermediateLayers,
@@ -17,6 +20,7 @@ from dinov2.eval.utils import (
     extract_features,
     make_shard_loader,
 )
+from dinov2.features.extract import UnreadableImagesError
 
 
 class ToyDataset(torch.utils.data.Dataset):
@@ -143,3 +147,25 @@ def test_model_with_intermediate_layers_runs_without_gradients_inside_the_autoca
     model = ModelWithIntermediateLayers(_TinyViT(), 4, Ctx)
     out = model(torch.randn(2, 3, 4, 4))
     assert len(out) == 4 and out[0][0].shape == (2, 8, 3) and out[3][1].shape == (2, 3) and entered == [True]
+
+
+def test_evaluation_sets_refuse_unreadable_images_by_name(tmp_path):
+    from PIL import Image
+
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        Image.new("RGB", (8, 8), (200, 0, 0)).save(tmp_path / label / "0.png")
+    (tmp_path / "b" / "1_text.jpg").write_text("not an image")
+    dataset_str = f"ImageFolder:root={tmp_path}"
+    flatten = nn.Sequential(nn.Flatten(), nn.LazyLinear(3))
+    with pytest.raises(UnreadableImagesError, match=r"1 of 3 images are unreadable \(.*1_text.jpg\)"):
+        extract_features(flatten, make_eval_dataset(dataset_str, _to_tensor, "train"), 2, 0, progress=False)
+    loader = make_eval_data_loader(dataset_str, 2, 0, "mean_accuracy", transform=_to_tensor)
+    with pytest.raises(CorruptImageError, match="1_text.jpg"):
+        list(loader)  # an evaluation set: never the next readable image instead
+    train = make_eval_dataset(dataset_str, _to_tensor, "train")
+    assert train.on_unreadable == "substitute"  # training a head on a set: the training default
+
+
+def _to_tensor(image):
+    return pil_to_tensor(image).float()

@@ -9,9 +9,10 @@ import torch
 
 from dinov2.data import DatasetWithEnumeratedTargets, SamplerType, make_data_loader
 from dinov2.features import exact_knn, extract, extract_features_with_dataloader
+from dinov2.features.extract import UnreadableImagesError, extract_features
 from tests.dist_helpers import run_distributed
 from tests.eval.test_utils import CountingModel, ToyDataset
-from tests.features.test_extract import TokensModel, _reference
+from tests.features.test_extract import DamagedToyDataset, TokensModel, _reference
 from tests.features.test_knn import _tied_problem
 
 
@@ -34,6 +35,12 @@ def _extract_worker(rank, world_size):
     loader = [(dataset.images[list(p)], (torch.tensor(list(p)), torch.tensor(list(p)) % 3)) for p in parts]
     out["loader"] = extract_features_with_dataloader(CountingModel(), loader, 7)
     out["released"] = extract_features_with_dataloader(CountingModel(), _released_loader(dataset, 2), 7)
+    # unreadable images on both ranks (0: index 2; 1: indices 1 and 3, all of its images)
+    out["dropped"] = extract(TokensModel(), DamagedToyDataset(5, bad={1, 2, 3}), batch_size=2, progress=False)
+    try:  # every rank refuses, naming every file
+        extract_features(CountingModel(), DamagedToyDataset(5, bad={1, 2, 3}), 2, 0, progress=False)
+    except UnreadableImagesError as error:
+        out["refused"] = str(error)
     return out
 
 
@@ -55,6 +62,11 @@ def _check_extraction(outputs):
         for key in ("loader", "released"):
             torch.testing.assert_close(out[key][0], features)
             assert out[key][1].tolist() == [i % 3 for i in range(7)]
+    expected = _reference(ToyDataset(5))["cls"][[0, 4]]
+    for out in outputs:
+        assert out["dropped"].indices.tolist() == [0, 4] and out["dropped"].dropped.tolist() == [1, 2, 3]
+        torch.testing.assert_close(out["dropped"].outputs["cls"], expected)
+        assert "3 of 5 images are unreadable (img1.jpg, img2.jpg, img3.jpg)" in out["refused"]
 
 
 def _knn_worker(rank, world_size):
