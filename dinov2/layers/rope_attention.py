@@ -30,7 +30,7 @@ def rope_apply(x: Tensor, sin: Tensor, cos: Tensor) -> Tensor:
 class LinearKMaskedBias(nn.Linear):
     """A ``[D -> 3D]`` qkv linear whose bias is multiplied by the persistent buffer ``bias_mask`` ``[3D]``.
 
-    :meth:`reset_parameters` sets the mask to 1 on the q and v thirds and 0 on the k third (a key bias only adds a
+    :meth:`reset_bias_mask` (called by the models' ``init_weights``) sets the mask to 1 on the q and v thirds and 0 on the k third (a key bias only adds a
     per-query constant to the logits, which softmax ignores). Without a bias there is no mask (the ViT-7B).
     """
 
@@ -39,12 +39,14 @@ class LinearKMaskedBias(nn.Linear):
             raise ValueError(f"LinearKMaskedBias: out_features={out_features} must be 3 * dim (q, k, v)")
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         if self.bias is not None:
-            # NaN until initialised, as released: a model loaded without its mask fails loudly instead of silently.
+            # NaN until reset_bias_mask (as released): a model used without initialising or loading it gives NaN
+            # outputs instead of silently using a key bias.
             self.register_buffer("bias_mask", torch.full_like(self.bias, math.nan))
-            self.reset_bias_mask()
 
     def reset_bias_mask(self) -> None:
-        """1 for q and v, 0 for k."""
+        """1 for q and v, 0 for k (nothing without a bias)."""
+        if self.bias is None:
+            return
         dim = self.out_features // 3
         self.bias_mask.fill_(1.0)
         self.bias_mask[dim : 2 * dim] = 0.0

@@ -48,7 +48,7 @@ class ConvNeXt(nn.Module):
             for i in range(3)
         ]
         self.downsample_layers = nn.ModuleList([stem, *downsamples])
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         starts = [sum(depths[:i]) for i in range(4)]
         self.stages = nn.ModuleList(
             nn.Sequential(*(ConvNeXtBlock(dims[i], rates[starts[i] + j], layer_scale_init_value) for j in range(d)))
