@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dinov2.layers.convnext_block import ConvNeXtBlock, LayerNorm2d
+from dinov2.models.vision_transformer_v3 import features_dict
 
 CONVNEXT_SIZES: dict[str, dict[str, list[int]]] = {
     "tiny": {"depths": [3, 3, 9, 3], "dims": [96, 192, 384, 768]},
@@ -81,15 +82,7 @@ class ConvNeXt(nn.Module):
             pooled = crops.mean([-2, -1])  # [B, C]
             patches = crops.flatten(2).transpose(1, 2)  # [B, hw, C]
             normed = self.norm(torch.cat([pooled.unsqueeze(1), patches], dim=1))  # [B, 1 + hw, C]
-            outputs.append(
-                {
-                    "x_norm_clstoken": normed[:, 0],
-                    "x_storage_tokens": normed[:, 1:1],
-                    "x_norm_patchtokens": normed[:, 1:],
-                    "x_prenorm": patches,
-                    "masks": crop_masks,
-                }
-            )
+            outputs.append(features_dict(normed[:, :1], normed[:, 1:], patches, crop_masks))
         return outputs
 
     def get_intermediate_layers(

@@ -42,6 +42,17 @@ def _choice(table: Mapping[str, Any], name: str, value: str) -> Any:
     return table[value]
 
 
+def features_dict(cls_and_storage: Tensor, patches: Tensor, prenorm: Tensor, masks: Tensor | None) -> dict[str, Any]:
+    """The DINOv3 ``forward_features`` dict from normed CLS + storage ``[B, 1 + n, D]`` and patches ``[B, HW, D]``."""
+    return {
+        "x_norm_clstoken": cls_and_storage[:, 0],
+        "x_storage_tokens": cls_and_storage[:, 1:],
+        "x_norm_patchtokens": patches,
+        "x_prenorm": prenorm,
+        "masks": masks,
+    }
+
+
 class DinoVisionTransformerV3(nn.Module):
     """DINOv3 ViT backbone; ``forward_features(x)`` returns ``x_norm_clstoken`` ``[B, D]``, ``x_storage_tokens``
     ``[B, n_storage, D]``, ``x_norm_patchtokens`` ``[B, HW, D]``, ``x_prenorm`` ``[B, N, D]`` and ``masks``.
@@ -178,15 +189,7 @@ class DinoVisionTransformerV3(nn.Module):
             tokens, hw = self.prepare_tokens_with_masks(crops, crop_masks)
             tokens, _ = self._run_blocks(tokens, hw)
             cls_reg, patches = self._split_norm(tokens, local_crops=self.training and idx == 1)
-            outputs.append(
-                {
-                    "x_norm_clstoken": cls_reg[:, 0],
-                    "x_storage_tokens": cls_reg[:, 1:],
-                    "x_norm_patchtokens": patches,
-                    "x_prenorm": tokens,
-                    "masks": crop_masks,
-                }
-            )
+            outputs.append(features_dict(cls_reg, patches, tokens, crop_masks))
         return outputs
 
     def get_intermediate_layers(
