@@ -77,3 +77,20 @@ def test_convnext_intermediate_layers_resized_to_patch_grid():
     outs = model.get_intermediate_layers(x, n=[0, 3], reshape=True, return_class_token=True)
     assert [o[0].shape for o in outs] == [(1, 8, 4, 6), (1, 16, 4, 6)]
     assert model.state_dict()["norms.3.weight"] is not None and model.norms[3] is model.norm
+
+
+def test_each_block_draws_its_own_rope_augmentation():
+    model = _vit(pos_embed_rope_rescale_coords=2.0, depth=3)
+    model.rope_embed.generator = torch.Generator().manual_seed(0)
+    tables = []
+    original = model.rope_embed.forward
+    model.rope_embed.forward = lambda **kw: tables.append(original(**kw)) or tables[-1]
+    model.train()
+    with torch.no_grad():
+        model.forward_features(torch.randn(2, 3, 8, 8))
+    assert len(tables) == 3
+    assert not torch.equal(tables[0][0], tables[1][0]) and not torch.equal(tables[1][0], tables[2][0])
+    tables.clear()
+    model.eval()
+    model.forward_features(torch.randn(2, 3, 8, 8))
+    assert all(torch.equal(t[0], tables[0][0]) for t in tables)
