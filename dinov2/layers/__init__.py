@@ -32,3 +32,21 @@ __all__ = [
     "drop_add_residual_stochastic_depth_packed",
     "drop_path",
 ]
+
+# DINOv3 layers (issue 20).
+from dinov2.layers.convnext_block import ConvNeXtBlock, LayerNorm2d  # noqa: E402
+from dinov2.layers.rms_norm import RMSNorm  # noqa: E402
+from dinov2.layers.rope import RopePositionEmbedding  # noqa: E402
+from dinov2.layers.rope_attention import LinearKMaskedBias, RopeAttention, RopeBlock  # noqa: E402
+from dinov2.layers.swiglu_ffn_split import SwiGLUFFNSplit  # noqa: E402
+
+__all__ += [
+    "ConvNeXtBlock",
+    "LayerNorm2d",
+    "LinearKMaskedBias",
+    "RMSNorm",
+    "RopeAttention",
+    "RopeBlock",
+    "RopePositionEmbedding",
+    "SwiGLUFFNSplit",
+]

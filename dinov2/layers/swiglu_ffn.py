@@ -42,9 +42,12 @@ class SwiGLUFFN(nn.Module):
         return self.w3(F.silu(x1) * x2)
 
 
-def swiglu_hidden_features(hidden_features: int) -> int:
-    """Hidden size of the fused SwiGLU given the MLP's: two thirds, rounded up to a multiple of 8."""
-    return (int(hidden_features * 2 / 3) + 7) // 8 * 8
+def swiglu_hidden_features(hidden_features: int, align_to: int = 8) -> int:
+    """Hidden size of a SwiGLU given the MLP's: two thirds, rounded up to a multiple of ``align_to``.
+
+    DINOv2 uses 8; DINOv3 also offers 32, 64 (ViT-7B) and 128 (``ffn_layer='swiglu64'`` etc.).
+    """
+    return (int(hidden_features * 2 / 3) + align_to - 1) // align_to * align_to
 
 
 class SwiGLUFFNFused(SwiGLUFFN):

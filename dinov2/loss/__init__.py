@@ -5,3 +5,7 @@ from dinov2.loss.ibot_patch_loss import iBOTPatchLoss
 from dinov2.loss.koleo_loss import KoLeoLoss
 
 __all__ = ["DINOLoss", "iBOTPatchLoss", "KoLeoLoss"]
+
+from dinov2.loss.gram_loss import GramLoss  # noqa: E402
+
+__all__ += ["GramLoss"]

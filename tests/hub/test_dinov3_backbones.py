@@ -1,0 +1,55 @@
+"""DINOv3 hub entry points: gated weights, loading a file strictly, hash checks, the ViT-L variant choice."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+
+from dinov2.hub import dinov3_backbones
+from dinov2.hub.dinov3_backbones import Weights
+
+
+def test_pretrained_without_weights_explains_the_licence_gate():
+    with pytest.raises(ValueError, match="needs weights=.*licence form"):
+        dinov3_backbones.dinov3_vits16()
+    with pytest.raises(ValueError, match="licence form"):
+        dinov3_backbones.dinov3_convnext_tiny()
+    with pytest.raises(ValueError, match="SAT493M were not released"):
+        dinov3_backbones.dinov3_vitb16(weights=Weights.SAT493M)
+
+
+def test_weights_file_is_loaded_strictly(tmp_path):
+    torch.manual_seed(0)
+    source = dinov3_backbones.dinov3_convnext_tiny(pretrained=False)
+    path = tmp_path / "dinov3_convnext_tiny_pretrain_lvd1689m.pth"
+    torch.save(source.state_dict(), path)
+    loaded = dinov3_backbones.dinov3_convnext_tiny(weights=str(path))
+    assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), loaded.state_dict().values()))
+    vit_path = tmp_path / "other.pth"
+    torch.save({"cls_token": torch.zeros(1, 1, 384)}, vit_path)
+    with pytest.raises(RuntimeError, match="Missing key"):
+        dinov3_backbones.dinov3_vits16(weights=str(vit_path))
+
+
+def test_check_hash(tmp_path):
+    state = dinov3_backbones.dinov3_vits16(pretrained=False).state_dict()
+    path = tmp_path / "tmp.pth"
+    torch.save(state, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+    good = path.rename(tmp_path / f"dinov3_vits16_pretrain_lvd1689m-{digest}.pth")
+    dinov3_backbones.dinov3_vits16(weights=str(good), check_hash=True)
+    bad = tmp_path / "dinov3_vits16_pretrain_lvd1689m-00000000.pth"
+    bad.write_bytes(good.read_bytes())
+    with pytest.raises(RuntimeError, match="expected 00000000"):
+        dinov3_backbones.dinov3_vits16(weights=str(bad), check_hash=True)
+
+
+def test_vitl_variant_from_the_file_name():
+    with pytest.raises(ValueError, match="SAT-493M"):
+        with torch.device("meta"):
+            dinov3_backbones.dinov3_vitl16(weights="/nowhere/vitl.pth")
+    assert dinov3_backbones.weights_url("vitl16", Weights.SAT493M, "eadcf0ff") == (
+        "https://dl.fbaipublicfiles.com/dinov3/dinov3_vitl16/dinov3_vitl16_pretrain_sat493m-eadcf0ff.pth"
+    )

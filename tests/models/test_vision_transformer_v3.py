@@ -1,0 +1,96 @@
+"""Behaviour of the DINOv3 ViT and ConvNeXt on tiny configurations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from dinov2.models.convnext import ConvNeXt
+from dinov2.models.vision_transformer_v3 import DinoVisionTransformerV3
+
+TINY = {"patch_size": 4, "embed_dim": 16, "depth": 2, "num_heads": 2, "n_storage_tokens": 3, "mask_k_bias": True}
+
+
+def _vit(**kwargs) -> DinoVisionTransformerV3:
+    torch.manual_seed(0)
+    model = DinoVisionTransformerV3(**{**TINY, "pos_embed_rope_dtype": "fp32", "layerscale_init": 0.1, **kwargs})
+    model.init_weights()
+    return model.eval()
+
+
+@pytest.mark.parametrize("size", [(8, 12), (16, 4)])
+def test_outputs_for_any_multiple_of_the_patch(size):
+    model = _vit()
+    x = torch.randn(2, 3, *size)
+    out = model.forward_features(x)
+    n = size[0] // 4 * size[1] // 4
+    assert out["x_norm_clstoken"].shape == (2, 16) and out["x_storage_tokens"].shape == (2, 3, 16)
+    assert out["x_norm_patchtokens"].shape == (2, n, 16) and out["x_prenorm"].shape == (2, 1 + 3 + n, 16)
+    assert torch.equal(model(x), out["x_norm_clstoken"])
+    ((patches, cls, storage),) = model.get_intermediate_layers(
+        x, n=1, reshape=True, return_class_token=True, return_extra_tokens=True
+    )
+    assert patches.shape == (2, 16, size[0] // 4, size[1] // 4)
+    assert_close(cls, out["x_norm_clstoken"])
+    assert_close(storage, out["x_storage_tokens"])
+
+
+def test_masks_replace_patches_by_the_mask_token():
+    model = _vit()
+    x = torch.randn(1, 3, 8, 8)
+    masks = torch.tensor([[True, False, False, True]])
+    tokens, hw = model.prepare_tokens_with_masks(x, masks)
+    assert hw == (2, 2)
+    assert torch.equal(tokens[0, 4], model.mask_token[0]) and torch.equal(tokens[0, 7], model.mask_token[0])
+    assert model.forward_features(x, masks)["masks"] is masks
+
+
+def test_untied_norms():
+    model = _vit(untie_cls_and_patch_norms=True, untie_global_and_local_cls_norm=True)
+    with torch.no_grad():
+        model.cls_norm.weight.fill_(2.0)
+        model.local_cls_norm.weight.fill_(3.0)
+    crops = [torch.randn(2, 3, 8, 8), torch.randn(2, 3, 4, 4)]
+    prenorm = [o["x_prenorm"] for o in model.forward_features(crops)]
+    global_out, local_out = model.forward_features(crops)
+    assert_close(global_out["x_norm_clstoken"], model.cls_norm(prenorm[0][:, 0]))
+    assert_close(local_out["x_norm_clstoken"], model.cls_norm(prenorm[1][:, 0]))  # eval: local norm unused
+    model.train()
+    with torch.no_grad():
+        local_train = model.forward_features(crops)[1]
+    assert_close(local_train["x_norm_clstoken"], model.local_cls_norm(local_train["x_prenorm"][:, 0]))
+    assert_close(local_train["x_norm_patchtokens"], model.norm(local_train["x_prenorm"][:, 4:]))
+
+
+def test_bad_choices_raise():
+    with pytest.raises(ValueError, match="ffn_layer"):
+        DinoVisionTransformerV3(**TINY, ffn_layer="moe")
+    with pytest.raises(ValueError, match="norm_layer"):
+        DinoVisionTransformerV3(**TINY, norm_layer="batchnorm")
+
+
+def test_convnext_intermediate_layers_resized_to_patch_grid():
+    torch.manual_seed(0)
+    model = ConvNeXt(depths=(1, 1, 1, 1), dims=(8, 8, 16, 16), patch_size=16).eval()
+    x = torch.randn(1, 3, 64, 96)
+    outs = model.get_intermediate_layers(x, n=[0, 3], reshape=True, return_class_token=True)
+    assert [o[0].shape for o in outs] == [(1, 8, 4, 6), (1, 16, 4, 6)]
+    assert model.state_dict()["norms.3.weight"] is not None and model.norms[3] is model.norm
+
+
+def test_each_block_draws_its_own_rope_augmentation():
+    model = _vit(pos_embed_rope_rescale_coords=2.0, depth=3)
+    model.rope_embed.generator = torch.Generator().manual_seed(0)
+    tables = []
+    original = model.rope_embed.forward
+    model.rope_embed.forward = lambda **kw: tables.append(original(**kw)) or tables[-1]
+    model.train()
+    with torch.no_grad():
+        model.forward_features(torch.randn(2, 3, 8, 8))
+    assert len(tables) == 3
+    assert not torch.equal(tables[0][0], tables[1][0]) and not torch.equal(tables[1][0], tables[2][0])
+    tables.clear()
+    model.eval()
+    model.forward_features(torch.randn(2, 3, 8, 8))
+    assert all(torch.equal(t[0], tables[0][0]) for t in tables)
