@@ -28,7 +28,15 @@ from tests.reference_files import (
 )
 
 # every file a test reads through load_reference; a file dropped from the manifest fails here by name
-USED = ["backbones.pt", "depth_heads.pt", "heads_losses.pt", "keys_shapes.json", "param_groups.json", "schedules.json"]
+USED = [
+    "backbones.pt",
+    "depth_heads.pt",
+    "dinov3_public.pt",
+    "heads_losses.pt",
+    "keys_shapes.json",
+    "param_groups.json",
+    "schedules.json",
+]
 
 
 def test_every_used_file_is_vendored_intact():
