@@ -31,6 +31,19 @@ from dinov2.hub.depthers import (
     dinov2_vits14_dd,
     dinov2_vits14_ld,
 )
+from dinov2.hub.dinov3_backbones import (
+    dinov3_convnext_base,
+    dinov3_convnext_large,
+    dinov3_convnext_small,
+    dinov3_convnext_tiny,
+    dinov3_vit7b16,
+    dinov3_vitb16,
+    dinov3_vith16plus,
+    dinov3_vitl16,
+    dinov3_vitl16plus,
+    dinov3_vits16,
+    dinov3_vits16plus,
+)
 from dinov2.hub.segmentors import (
     dinov2_vitb14_ade20k_linear,
     dinov2_vitb14_ade20k_ms,

@@ -53,3 +53,14 @@ def test_vitl_variant_from_the_file_name():
     assert dinov3_backbones.weights_url("vitl16", Weights.SAT493M, "eadcf0ff") == (
         "https://dl.fbaipublicfiles.com/dinov3/dinov3_vitl16/dinov3_vitl16_pretrain_sat493m-eadcf0ff.pth"
     )
+
+
+def test_hubconf_offers_the_eleven_released_dinov3_names():
+    import hubconf
+
+    names = [
+        "dinov3_vits16", "dinov3_vits16plus", "dinov3_vitb16", "dinov3_vitl16", "dinov3_vitl16plus",
+        "dinov3_vith16plus", "dinov3_vit7b16", "dinov3_convnext_tiny", "dinov3_convnext_small",
+        "dinov3_convnext_base", "dinov3_convnext_large",
+    ]  # fmt: skip
+    assert all(callable(getattr(hubconf, name)) for name in names)
