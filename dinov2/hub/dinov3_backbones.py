@@ -144,70 +144,54 @@ def _make_convnext(size: str, *, pretrained: bool, weights: Weights | str, **kwa
     return model
 
 
-def dinov3_vits16(
-    *, pretrained: bool = True, weights: Weights | str = Weights.LVD1689M, check_hash: bool = False, **kwargs
-):
-    """DINOv3 ViT-S/16 (21.6M parameters, 4 storage tokens, RoPE)."""
-    return _make_vit("vits16", pretrained=pretrained, weights=weights, check_hash=check_hash, **kwargs)
+def _vit_entry_point(name: str, arch: str, doc: str):
+    """The released ``name(*, pretrained=True, weights=Weights.LVD1689M, check_hash=False, **kwargs)``."""
+
+    def entry_point(
+        *, pretrained: bool = True, weights: Weights | str = Weights.LVD1689M, check_hash: bool = False, **kwargs
+    ):
+        return _make_vit(arch, pretrained=pretrained, weights=weights, check_hash=check_hash, **kwargs)
+
+    entry_point.__name__ = entry_point.__qualname__ = name
+    entry_point.__doc__ = doc
+    return entry_point
 
 
-def dinov3_vits16plus(
-    *, pretrained: bool = True, weights: Weights | str = Weights.LVD1689M, check_hash: bool = False, **kwargs
-):
-    """DINOv3 ViT-S+/16 (28.7M parameters, SwiGLU FFN)."""
-    return _make_vit("vits16plus", pretrained=pretrained, weights=weights, check_hash=check_hash, **kwargs)
+def _convnext_entry_point(name: str, size: str, doc: str):
+    """The released ``name(*, pretrained=True, weights=Weights.LVD1689M, **kwargs)`` (no ``check_hash``)."""
+
+    def entry_point(*, pretrained: bool = True, weights: Weights | str = Weights.LVD1689M, **kwargs):
+        return _make_convnext(size, pretrained=pretrained, weights=weights, **kwargs)
+
+    entry_point.__name__ = entry_point.__qualname__ = name
+    entry_point.__doc__ = doc
+    return entry_point
 
 
-def dinov3_vitb16(
-    *, pretrained: bool = True, weights: Weights | str = Weights.LVD1689M, check_hash: bool = False, **kwargs
-):
-    """DINOv3 ViT-B/16 (85.7M parameters)."""
-    return _make_vit("vitb16", pretrained=pretrained, weights=weights, check_hash=check_hash, **kwargs)
-
-
-def dinov3_vitl16(
-    *, pretrained: bool = True, weights: Weights | str = Weights.LVD1689M, check_hash: bool = False, **kwargs
-):
-    """DINOv3 ViT-L/16 (303M parameters); the SAT-493M weights add ``local_cls_norm``."""
-    return _make_vit("vitl16", pretrained=pretrained, weights=weights, check_hash=check_hash, **kwargs)
-
-
-def dinov3_vitl16plus(
-    *, pretrained: bool = True, weights: Weights | str = Weights.LVD1689M, check_hash: bool = False, **kwargs
-):
-    """DINOv3 ViT-L+/16 (404M parameters, SwiGLU FFN)."""
-    return _make_vit("vitl16plus", pretrained=pretrained, weights=weights, check_hash=check_hash, **kwargs)
-
-
-def dinov3_vith16plus(
-    *, pretrained: bool = True, weights: Weights | str = Weights.LVD1689M, check_hash: bool = False, **kwargs
-):
-    """DINOv3 ViT-H+/16 (841M parameters, SwiGLU FFN)."""
-    return _make_vit("vith16plus", pretrained=pretrained, weights=weights, check_hash=check_hash, **kwargs)
-
-
-def dinov3_vit7b16(
-    *, pretrained: bool = True, weights: Weights | str = Weights.LVD1689M, check_hash: bool = False, **kwargs
-):
-    """DINOv3 ViT-7B/16 (6.7B parameters, no qkv bias, untied local CLS norm)."""
-    return _make_vit("vit7b16", pretrained=pretrained, weights=weights, check_hash=check_hash, **kwargs)
-
-
-def dinov3_convnext_tiny(*, pretrained: bool = True, weights: Weights | str = Weights.LVD1689M, **kwargs):
-    """DINOv3 ConvNeXt-T (27.8M parameters), distilled from the 7B."""
-    return _make_convnext("tiny", pretrained=pretrained, weights=weights, **kwargs)
-
-
-def dinov3_convnext_small(*, pretrained: bool = True, weights: Weights | str = Weights.LVD1689M, **kwargs):
-    """DINOv3 ConvNeXt-S (49.5M parameters)."""
-    return _make_convnext("small", pretrained=pretrained, weights=weights, **kwargs)
-
-
-def dinov3_convnext_base(*, pretrained: bool = True, weights: Weights | str = Weights.LVD1689M, **kwargs):
-    """DINOv3 ConvNeXt-B (87.6M parameters)."""
-    return _make_convnext("base", pretrained=pretrained, weights=weights, **kwargs)
-
-
-def dinov3_convnext_large(*, pretrained: bool = True, weights: Weights | str = Weights.LVD1689M, **kwargs):
-    """DINOv3 ConvNeXt-L (196.2M parameters)."""
-    return _make_convnext("large", pretrained=pretrained, weights=weights, **kwargs)
+dinov3_vits16 = _vit_entry_point(
+    "dinov3_vits16", "vits16", "DINOv3 ViT-S/16 (21.6M parameters, 4 storage tokens, RoPE)."
+)
+dinov3_vits16plus = _vit_entry_point(
+    "dinov3_vits16plus", "vits16plus", "DINOv3 ViT-S+/16 (28.7M parameters, SwiGLU FFN)."
+)
+dinov3_vitb16 = _vit_entry_point("dinov3_vitb16", "vitb16", "DINOv3 ViT-B/16 (85.7M parameters).")
+dinov3_vitl16 = _vit_entry_point(
+    "dinov3_vitl16", "vitl16", "DINOv3 ViT-L/16 (303M parameters); the SAT-493M weights add ``local_cls_norm``."
+)
+dinov3_vitl16plus = _vit_entry_point(
+    "dinov3_vitl16plus", "vitl16plus", "DINOv3 ViT-L+/16 (404M parameters, SwiGLU FFN)."
+)
+dinov3_vith16plus = _vit_entry_point(
+    "dinov3_vith16plus", "vith16plus", "DINOv3 ViT-H+/16 (841M parameters, SwiGLU FFN)."
+)
+dinov3_vit7b16 = _vit_entry_point(
+    "dinov3_vit7b16", "vit7b16", "DINOv3 ViT-7B/16 (6.7B parameters, no qkv bias, untied local CLS norm)."
+)
+dinov3_convnext_tiny = _convnext_entry_point(
+    "dinov3_convnext_tiny", "tiny", "DINOv3 ConvNeXt-T (27.8M parameters), distilled from the 7B."
+)
+dinov3_convnext_small = _convnext_entry_point("dinov3_convnext_small", "small", "DINOv3 ConvNeXt-S (49.5M parameters).")
+dinov3_convnext_base = _convnext_entry_point("dinov3_convnext_base", "base", "DINOv3 ConvNeXt-B (87.6M parameters).")
+dinov3_convnext_large = _convnext_entry_point(
+    "dinov3_convnext_large", "large", "DINOv3 ConvNeXt-L (196.2M parameters)."
+)

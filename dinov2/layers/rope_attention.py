@@ -30,8 +30,9 @@ def rope_apply(x: Tensor, sin: Tensor, cos: Tensor) -> Tensor:
 class LinearKMaskedBias(nn.Linear):
     """A ``[D -> 3D]`` qkv linear whose bias is multiplied by the persistent buffer ``bias_mask`` ``[3D]``.
 
-    :meth:`reset_bias_mask` (called by the models' ``init_weights``) sets the mask to 1 on the q and v thirds and 0 on the k third (a key bias only adds a
-    per-query constant to the logits, which softmax ignores). Without a bias there is no mask (the ViT-7B).
+    :meth:`reset_bias_mask` (called by the models' ``init_weights``) sets the mask to 1 on the q and v thirds and 0
+    on the k third (a key bias only adds a per-query constant to the logits, which softmax ignores). Without a bias
+    there is no mask (the ViT-7B).
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None) -> None:

@@ -272,39 +272,24 @@ def _arch(name: str, patch_size: int = 16, **kwargs: Any) -> DinoVisionTransform
     return DinoVisionTransformerV3(patch_size=patch_size, **{**sizes, **kwargs})
 
 
-def vit_small(patch_size: int = 16, **kwargs: Any) -> DinoVisionTransformerV3:
-    """ViT-S (384 wide, 12 blocks, 6 heads)."""
-    return _arch("vit_small", patch_size, **kwargs)
+def _arch_function(name: str, doc: str) -> Callable[..., DinoVisionTransformerV3]:
+    """The released ``name(patch_size=16, **kwargs)`` constructor of the arch ``name`` of :data:`ARCHS`."""
+
+    def constructor(patch_size: int = 16, **kwargs: Any) -> DinoVisionTransformerV3:
+        return _arch(name, patch_size, **kwargs)
+
+    constructor.__name__ = constructor.__qualname__ = name
+    constructor.__doc__ = doc
+    return constructor
 
 
-def vit_base(patch_size: int = 16, **kwargs: Any) -> DinoVisionTransformerV3:
-    """ViT-B (768 wide, 12 blocks, 12 heads)."""
-    return _arch("vit_base", patch_size, **kwargs)
-
-
-def vit_large(patch_size: int = 16, **kwargs: Any) -> DinoVisionTransformerV3:
-    """ViT-L (1024 wide, 24 blocks, 16 heads)."""
-    return _arch("vit_large", patch_size, **kwargs)
-
-
-def vit_so400m(patch_size: int = 16, **kwargs: Any) -> DinoVisionTransformerV3:
-    """SoViT-400m shape (1152 wide, 27 blocks, 18 heads, FFN ratio 3.78)."""
-    return _arch("vit_so400m", patch_size, **kwargs)
-
-
-def vit_huge2(patch_size: int = 16, **kwargs: Any) -> DinoVisionTransformerV3:
-    """ViT-H with head dim 64 (1280 wide, 32 blocks, 20 heads)."""
-    return _arch("vit_huge2", patch_size, **kwargs)
-
-
-def vit_giant2(patch_size: int = 16, **kwargs: Any) -> DinoVisionTransformerV3:
-    """ViT-g with head dim 64 (1536 wide, 40 blocks, 24 heads)."""
-    return _arch("vit_giant2", patch_size, **kwargs)
-
-
-def vit_7b(patch_size: int = 16, **kwargs: Any) -> DinoVisionTransformerV3:
-    """ViT-7B (4096 wide, 40 blocks, 32 heads, FFN ratio 3)."""
-    return _arch("vit_7b", patch_size, **kwargs)
+vit_small = _arch_function("vit_small", "ViT-S (384 wide, 12 blocks, 6 heads).")
+vit_base = _arch_function("vit_base", "ViT-B (768 wide, 12 blocks, 12 heads).")
+vit_large = _arch_function("vit_large", "ViT-L (1024 wide, 24 blocks, 16 heads).")
+vit_so400m = _arch_function("vit_so400m", "SoViT-400m shape (1152 wide, 27 blocks, 18 heads, FFN ratio 3.78).")
+vit_huge2 = _arch_function("vit_huge2", "ViT-H with head dim 64 (1280 wide, 32 blocks, 20 heads).")
+vit_giant2 = _arch_function("vit_giant2", "ViT-g with head dim 64 (1536 wide, 40 blocks, 24 heads).")
+vit_7b = _arch_function("vit_7b", "ViT-7B (4096 wide, 40 blocks, 32 heads, FFN ratio 3).")
 
 
 # ``student.<key>`` -> constructor argument, as the release's training ``build_model`` passes them.
