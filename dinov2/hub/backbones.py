@@ -13,6 +13,7 @@ from dinov2.hub.utils import load_strict, resolve_weights
 from dinov2.models.families import get_family
 from dinov2.models.vision_transformer import DinoVisionTransformer
 from dinov2.models.weights import read_backbone_weights
+from dinov2.utils.registry import named
 
 
 class Weights(Enum):
@@ -106,9 +107,7 @@ def _entry_point(name: str, what: str):
     def entry_point(*, pretrained: bool = True, weights: WeightsArg = Weights.LVD142M, **kwargs):
         return make_backbone(name, pretrained=pretrained, weights=weights, **kwargs)
 
-    entry_point.__name__ = entry_point.__qualname__ = name
-    entry_point.__doc__ = f"DINOv2 {what}, optionally pretrained on LVD-142M."
-    return entry_point
+    return named(entry_point, name, f"DINOv2 {what}, optionally pretrained on LVD-142M.")
 
 
 dinov2_vits14 = _entry_point("dinov2_vits14", "ViT-S/14 (21M parameters)")

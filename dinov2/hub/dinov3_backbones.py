@@ -19,6 +19,7 @@ from torch import nn
 from dinov2.models import convnext as convnext_models
 from dinov2.models.vision_transformer_v3 import DinoVisionTransformerV3
 from dinov2.models.weights import download, is_url, read_checkpoint
+from dinov2.utils.registry import named
 
 DINOV3_BASE_URL = "https://dl.fbaipublicfiles.com/dinov3"
 LICENCE_URL = "https://ai.meta.com/resources/models-and-libraries/dinov3-downloads/"
@@ -152,9 +153,7 @@ def _vit_entry_point(name: str, arch: str, doc: str):
     ):
         return _make_vit(arch, pretrained=pretrained, weights=weights, check_hash=check_hash, **kwargs)
 
-    entry_point.__name__ = entry_point.__qualname__ = name
-    entry_point.__doc__ = doc
-    return entry_point
+    return named(entry_point, name, doc)
 
 
 def _convnext_entry_point(name: str, size: str, doc: str):
@@ -163,9 +162,7 @@ def _convnext_entry_point(name: str, size: str, doc: str):
     def entry_point(*, pretrained: bool = True, weights: Weights | str = Weights.LVD1689M, **kwargs):
         return _make_convnext(size, pretrained=pretrained, weights=weights, **kwargs)
 
-    entry_point.__name__ = entry_point.__qualname__ = name
-    entry_point.__doc__ = doc
-    return entry_point
+    return named(entry_point, name, doc)
 
 
 dinov3_vits16 = _vit_entry_point(

@@ -20,6 +20,7 @@ from dinov2.layers.rms_norm import RMSNorm
 from dinov2.layers.rope import RopePositionEmbedding
 from dinov2.layers.rope_attention import RopeBlock
 from dinov2.layers.swiglu_ffn_split import SwiGLUFFNSplit
+from dinov2.utils.registry import named
 
 NORM_LAYERS: dict[str, Callable[[int], nn.Module]] = {
     "layernorm": partial(nn.LayerNorm, eps=1e-6),
@@ -278,9 +279,7 @@ def _arch_function(name: str, doc: str) -> Callable[..., DinoVisionTransformerV3
     def constructor(patch_size: int = 16, **kwargs: Any) -> DinoVisionTransformerV3:
         return _arch(name, patch_size, **kwargs)
 
-    constructor.__name__ = constructor.__qualname__ = name
-    constructor.__doc__ = doc
-    return constructor
+    return named(constructor, name, doc)
 
 
 vit_small = _arch_function("vit_small", "ViT-S (384 wide, 12 blocks, 6 heads).")

@@ -10,9 +10,18 @@ import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Generic, TypeVar
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "named"]
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable)
+
+
+def named(function: F, name: str, doc: str) -> F:
+    """``function`` under the public ``name`` with docstring ``doc``: for released entry points and constructors
+    made by a factory (``torch.hub`` and ``help()`` show them like hand-written functions)."""
+    function.__name__ = function.__qualname__ = name
+    function.__doc__ = doc
+    return function
 
 
 class Registry(Mapping[str, T], Generic[T]):
