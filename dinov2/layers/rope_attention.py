@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dinov2.layers.block import drop_add_residual_stochastic_depth
-from dinov2.layers.layer_scale import LayerScale
-from dinov2.layers.mlp import Mlp
+from dinov2.layers.attention import Attention
+from dinov2.layers.block import Block, drop_add_residual_stochastic_depth
 
 Rope = tuple[Tensor, Tensor]
 
@@ -57,33 +56,18 @@ class LinearKMaskedBias(nn.Linear):
         return F.linear(x, self.weight, bias)
 
 
-class RopeAttention(nn.Module):
+class RopeAttention(Attention):
     """Multi-head SDPA ``[B, N, D] -> [B, N, D]``; ``rope=(sin, cos)`` rotates q and k of the last ``HW`` tokens.
 
-    The first ``N - HW`` tokens (CLS and storage tokens) are never rotated. The rotation runs in the dtype of
-    ``rope`` and q / k are cast back afterwards.
+    :class:`~dinov2.layers.Attention`'s projections (same keys) with, when ``mask_k_bias``, a qkv linear whose key
+    bias is masked. The first ``N - HW`` tokens (CLS and storage tokens) are never rotated. The rotation runs in
+    the dtype of ``rope`` and q / k are cast back afterwards.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int = 8,
-        qkv_bias: bool = False,
-        proj_bias: bool = True,
-        attn_drop: float = 0.0,
-        proj_drop: float = 0.0,
-        mask_k_bias: bool = False,
-    ) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"RopeAttention: dim={dim} is not divisible by num_heads={num_heads}")
-        self.num_heads = num_heads
-        self.scale = (dim // num_heads) ** -0.5
-        linear = LinearKMaskedBias if mask_k_bias else nn.Linear
-        self.qkv = linear(dim, dim * 3, bias=qkv_bias)
-        self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim, bias=proj_bias)
-        self.proj_drop = nn.Dropout(proj_drop)
+    def __init__(self, dim: int, num_heads: int = 8, *, mask_k_bias: bool = False, **kwargs) -> None:
+        super().__init__(dim, num_heads, **kwargs)  # qkv_bias, proj_bias, attn_drop, proj_drop as Attention's
+        if mask_k_bias:
+            self.qkv = LinearKMaskedBias(dim, dim * 3, bias=kwargs.get("qkv_bias", False))
 
     @staticmethod
     def apply_rope(q: Tensor, k: Tensor, rope: Rope) -> tuple[Tensor, Tensor]:
@@ -111,42 +95,20 @@ class RopeAttention(nn.Module):
         return self.proj_drop(self.proj(x))
 
 
-class RopeBlock(nn.Module):
+class RopeBlock(Block):
     """Pre-norm block ``x + ls1(attn(norm1(x), rope))`` then ``x + ls2(mlp(norm2(x)))`` (DINOv3's block).
 
-    Stochastic depth in training runs each branch on a random subset of ``max(int(B * (1 - drop_path)), 1)``
-    images and rescales it, as the release does for any rate > 0.
+    :class:`~dinov2.layers.Block`'s modules (same keys) with :class:`RopeAttention`; ``ffn_ratio`` is DINOv3's
+    name for ``mlp_ratio``, the other arguments are :class:`~dinov2.layers.Block`'s. Stochastic depth in training
+    runs each branch on a random subset of ``max(int(B * (1 - drop_path)), 1)`` images and rescales it, as the
+    release does for any rate > 0.
     """
 
     def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        ffn_ratio: float = 4.0,
-        qkv_bias: bool = False,
-        proj_bias: bool = True,
-        ffn_bias: bool = True,
-        drop: float = 0.0,
-        attn_drop: float = 0.0,
-        init_values: float | None = None,
-        drop_path: float = 0.0,
-        act_layer: Callable[..., nn.Module] = nn.GELU,
-        norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
-        ffn_layer: Callable[..., nn.Module] = Mlp,
-        mask_k_bias: bool = False,
+        self, dim: int, num_heads: int, ffn_ratio: float = 4.0, *, mask_k_bias: bool = False, **kwargs
     ) -> None:
-        super().__init__()
-        self.norm1 = norm_layer(dim)
-        self.attn = RopeAttention(
-            dim, num_heads, qkv_bias, proj_bias, attn_drop=attn_drop, proj_drop=drop, mask_k_bias=mask_k_bias
-        )
-        self.ls1 = LayerScale(dim, init_values=init_values) if init_values else nn.Identity()
-        self.norm2 = norm_layer(dim)
-        self.mlp = ffn_layer(
-            in_features=dim, hidden_features=int(dim * ffn_ratio), act_layer=act_layer, drop=drop, bias=ffn_bias
-        )
-        self.ls2 = LayerScale(dim, init_values=init_values) if init_values else nn.Identity()
-        self.sample_drop_ratio = drop_path
+        attn_class = partial(RopeAttention, mask_k_bias=mask_k_bias)
+        super().__init__(dim, num_heads, mlp_ratio=ffn_ratio, attn_class=attn_class, **kwargs)
 
     def forward(self, x: Tensor, rope: Rope | None = None) -> Tensor:
         """Tokens ``[B, N, D]`` (prefix tokens first, then the ``HW`` patches of ``rope``) -> ``[B, N, D]``."""
