@@ -34,7 +34,14 @@ from dinov2.train.distillation import DistillationMetaArch, MultiDistillationMet
 from dinov2.train.ssl_meta_arch import SSLMetaArch
 from dinov2.train.teachers import TeacherStrategy
 
-__all__ = ["META_ARCHITECTURES", "MetaArchEntry", "build_meta_arch", "register_meta_arch", "resolve_meta_architecture"]
+__all__ = [
+    "META_ARCHITECTURES",
+    "MetaArchEntry",
+    "build_meta_arch",
+    "check_meta_arch_inputs",
+    "register_meta_arch",
+    "resolve_meta_architecture",
+]
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,10 @@ class MetaArchEntry:
 
     constructor: Callable[..., nn.Module]  # called as constructor(cfg) or constructor(cfg, teacher(cfg))
     teacher: Callable[[DictConfig], TeacherStrategy] | None = None
+
+    def teacher_class(self) -> Callable[[DictConfig], TeacherStrategy] | None:
+        """The teacher strategy this entry builds (its own, or the constructor's ``default_teacher``)."""
+        return self.teacher or getattr(self.constructor, "default_teacher", None)
 
     def build(self, cfg: DictConfig) -> nn.Module:
         if self.teacher is None:
@@ -80,12 +91,25 @@ def resolve_meta_architecture(cfg: DictConfig) -> str:
     return name
 
 
-def build_meta_arch(cfg: DictConfig) -> nn.Module:
-    """The meta-architecture named by ``cfg.MODEL.META_ARCHITECTURE`` (see :func:`resolve_meta_architecture`)."""
+def _entry(cfg: DictConfig) -> MetaArchEntry:
     name = resolve_meta_architecture(cfg)
     if name not in META_ARCHITECTURES:
         raise ValueError(
             f"MODEL.META_ARCHITECTURE={name!r} is not a known meta-architecture; valid: {sorted(META_ARCHITECTURES)} "
             "(register a new one with dinov2.train.meta_archs.register_meta_arch)"
         )
-    return META_ARCHITECTURES[name].build(cfg)
+    return META_ARCHITECTURES[name]
+
+
+def build_meta_arch(cfg: DictConfig) -> nn.Module:
+    """The meta-architecture named by ``cfg.MODEL.META_ARCHITECTURE`` (see :func:`resolve_meta_architecture`)."""
+    return _entry(cfg).build(cfg)
+
+
+def check_meta_arch_inputs(cfg: DictConfig) -> None:
+    """The meta-architecture's checks of the config and its input files (e.g. a distillation teacher's config and
+    file), run before anything is written; raises as :func:`build_meta_arch` would, without building a model."""
+    entry = _entry(cfg)
+    checker = getattr(entry.teacher_class(), "check_inputs", None)
+    if checker is not None:
+        checker(cfg)

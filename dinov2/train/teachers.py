@@ -97,6 +97,11 @@ class TeacherStrategy:
     #: process group the student (and its EMA) is sharded over; None: every process of the job
     student_group: Any = None
 
+    @classmethod
+    def check_inputs(cls, cfg: DictConfig) -> None:
+        """What the strategy checks from the config and its input files alone, before a process group, a log or an
+        output folder exists (command lines turn a failure into a usage error). Nothing for an EMA teacher."""
+
     def build(self, arch: nn.Module, template: nn.Module | None) -> dict[str, nn.ModuleDict]:
         """The teacher-side modules by attribute name, in registration order (``teacher`` among them), built after
         the student; ``template`` is a second student backbone (``build_model_from_cfg``'s teacher)."""

@@ -50,7 +50,7 @@ from dinov2.distributed.subgroups import whole_job  # noqa: E402
 from dinov2.logging import MetricLogger  # noqa: E402
 from dinov2.train.checkpointing import Checkpointer, export_teacher  # noqa: E402
 from dinov2.train.distillation.multi_setup import run_multidistillation, wants_multidistillation  # noqa: E402
-from dinov2.train.meta_archs import build_meta_arch  # noqa: E402
+from dinov2.train.meta_archs import build_meta_arch, check_meta_arch_inputs  # noqa: E402
 from dinov2.train.parallelize import parallelize  # noqa: E402
 from dinov2.train.precision import PrecisionPolicy, compute_dtype  # noqa: E402
 from dinov2.train.pretrained import load_model_weights, load_student_pretrained_weights  # noqa: E402
@@ -305,13 +305,16 @@ def run(cfg: DictConfig, args: argparse.Namespace, history: list | None = None) 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Usage errors (``parser.error``: exit code 2) before any process group, log or output folder is made: a
-    missing config file, a bad key or value in the config or the overrides, and (unless ``--eval-only``) a malformed
-    ``train.dataset_path``. Used by :func:`cli_main` and the SLURM launcher."""
+    missing config file, a bad key or value in the config or the overrides, (unless ``--eval-only``) a malformed
+    ``train.dataset_path``, and the meta-architecture's own inputs (a distillation teacher's config and file).
+    Used by :func:`cli_main` and the SLURM launcher."""
     with usage_errors(parser, FileNotFoundError, ConfigKeyError, ConfigValueError):
         cfg = load_cfg(args.config_file, args.opts, args.output_dir or None)
     if not args.eval_only:
         with usage_errors(parser, ValueError, flag="train.dataset_path"):
             parse_dataset_str(cfg.train.dataset_path)
+        with usage_errors(parser, FileNotFoundError, ValueError, ConfigValueError):
+            check_meta_arch_inputs(cfg)
 
 
 def cli_main(argv: Sequence[str] | None = None) -> int:

@@ -52,6 +52,12 @@ class FrozenTeacher(TeacherStrategy):
         self.ibot_tokens = cfg.distillation.ibot_tokens
         self.teacher_file: TeacherFileCheck | None = None
 
+    @classmethod
+    def check_inputs(cls, cfg: DictConfig) -> None:
+        """The teacher config and file (:func:`plan_teacher`: paths, keys, shapes; no model is built)."""
+        if cfg.distillation.enabled:
+            plan_teacher(cfg)
+
     def build(self, arch: SSLMetaArch, template: nn.Module | None) -> dict[str, nn.ModuleDict]:
         """``model_ema`` (the template backbone with copies of the student's heads), then the frozen teacher."""
         if not self.mask_student:

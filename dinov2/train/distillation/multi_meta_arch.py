@@ -66,6 +66,11 @@ class SharedFrozenTeacher(FrozenTeacher):
         self.progress = StudentProgress()
         self._progress_checked = False
 
+    @classmethod
+    def check_inputs(cls, cfg: DictConfig) -> None:
+        """Nothing from the launch config alone: each student's config and the teacher are checked at set-up
+        (``multi_setup``), where the student files are read."""
+
     def images_per_process(self, cfg: DictConfig) -> int:
         """This process's share of the global batch within its student's subgroup."""
         return self.global_batch_size // self.subgroup.size

@@ -49,3 +49,24 @@ def test_released_hub_vitg14_fits_the_teacher_recipe_with_fresh_heads(tmp_path, 
     found = flat_to_chunked({k: v.shape for k, v in hub.state_dict().items()}, depth=40, block_chunks=4)
     assert found == expected
     assert teacher["dino_head"].last_layer.out_features == teacher["ibot_head"].last_layer.out_features == 131072
+
+
+def test_a_missing_teacher_file_is_a_usage_error_before_any_output(tmp_path, capsys):
+    """issue 26: the teacher's config and file are checked with the command line, before the output folder, its
+    config.yaml and logs exist (as a missing --pretrained-weights is for evaluation)."""
+    from dinov2.configs import config_path
+    from dinov2.train.train import cli_main
+
+    output_dir = tmp_path / "run"
+    argv = ["--config-file", str(config_path("train/demo_cpu_distill")), "--output-dir", str(output_dir)]
+    argv += [
+        f"distillation.full_cfg_path={config_path('train/demo_cpu')}",
+        f"distillation.checkpoint_path={tmp_path / 'no_teacher.pth'}",
+        f"train.dataset_path=Synthetic:root={tmp_path}/data:split=TRAIN",
+        "student.arch=vit_tiny",  # the demo's student arch is registered by the demo only
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(argv)
+    assert exit_info.value.code == 2
+    assert "no_teacher.pth does not exist" in capsys.readouterr().err
+    assert not output_dir.exists()
