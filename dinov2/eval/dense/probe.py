@@ -28,6 +28,7 @@ from torch import nn
 from dinov2 import configs, distributed
 from dinov2.config import ConfigFolder, key_problems, load_layers
 from dinov2.data.dataset_strings import parse_dataset_str
+from dinov2.data.datasets.extended import set_unreadable_policy
 from dinov2.eval.common import TRAIN_VAL_DATASETS, check_eval_args
 from dinov2.eval.dense.train import load_checkpoint, make_train_loader, save_checkpoint, train_head, wrap_head
 from dinov2.eval.results import format_table, write_json
@@ -140,7 +141,9 @@ def make_datasets(
     args: argparse.Namespace, train_transform, eval_transform, kind: str, accepted: str, default_kind: str | None
 ) -> list:
     """The train and val datasets of ``--train-dataset`` / ``--val-dataset`` with the joint transforms; each must be
-    a ``kind`` dataset (its ``kind`` attribute, ``default_kind`` when it has none); ``accepted`` names them."""
+    a ``kind`` dataset (its ``kind`` attribute, ``default_kind`` when it has none); ``accepted`` names them. An
+    unreadable val image raises naming the file (a substitute would silently change the metrics); training skips
+    unreadable images as training does."""
     datasets = []
     for dataset_str, transforms in ((args.train_dataset_str, train_transform), (args.val_dataset_str, eval_transform)):
         if not dataset_str:
@@ -150,6 +153,7 @@ def make_datasets(
         if getattr(dataset, "kind", default_kind) != kind:
             raise ValueError(f"{dataset_str!r} is not a {kind} dataset ({accepted})")
         datasets.append(dataset)
+    set_unreadable_policy(datasets[1], "raise")
     return datasets
 
 

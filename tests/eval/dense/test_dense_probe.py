@@ -115,3 +115,21 @@ def test_resume_is_exact(single_process_eval, backbone_files, tmp_path, monkeypa
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert int(b["decode_head.bn.num_batches_tracked"]) == 4
     assert OmegaConf.load(resumed / "probe_config.yaml").train.iterations == 4
+
+
+def test_an_unreadable_val_image_stops_the_probe_naming_it_while_training_skips(tmp_path):
+    """issue 26: a substituted val image would silently change the metrics."""
+    import argparse
+
+    from dinov2.data.datasets import CorruptImageError
+    from dinov2.data.datasets.synthetic_dense import make_synthetic_dense_dataset
+
+    root = make_synthetic_dense_dataset(tmp_path / "scenes", num_classes=2, images=3, val_images=2, size=(40, 30))
+    (root / "train" / "images" / "00000.png").write_bytes(b"not a png")
+    (root / "val" / "images" / "00000.png").write_bytes(b"not a png")
+    keys = f"SyntheticDense:root={root}:num_classes=2:images=3:val_images=2:size=40x30"
+    args = argparse.Namespace(train_dataset_str=keys, val_dataset_str=f"{keys}:split=VAL")
+    train, val = dense_probe.make_datasets(args, None, None, "segmentation", "SyntheticDense", None)
+    train[0]  # skipped: the next readable scene comes instead
+    with pytest.raises(CorruptImageError, match="00000.png"):
+        val[0]
