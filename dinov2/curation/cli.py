@@ -54,6 +54,11 @@ def _add_embed(sub) -> None:
     p.add_argument("--resize-size", type=int, default=256, help="short side before the crop (released eval: 256)")
     p.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="rows per .npy shard")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at unreadable images, naming them (default: leave them out, listed in unreadable.txt)",
+    )
     add_opts_flag(p, "the backbone config")
     add_overrides(p, "the backbone config (at the end of the command)")
 

@@ -162,3 +162,11 @@ def test_strict_embedding_stops_naming_the_unreadable_files(setup, damaged, tmp_
     with pytest.raises(UnreadableImagesError, match=r"2 of 4 images are unreadable .*0_truncated.jpg.*1_text.jpg"):
         embed_dataset(model, dataset, tmp_path / "strict", num_workers=0, progress=False, strict=True)
     assert not list((tmp_path / "strict").glob("shard-*"))
+
+
+def test_the_strict_flag_of_the_command_line_stops_naming_the_unreadable_files(setup, damaged, tmp_path):
+    root, _, _ = setup
+    argv = [*embed_argv(root, f"ImageFolder:root={damaged[0]}", tmp_path / "strict"), "--strict"]
+    with preserved_logging(), pytest.raises(UnreadableImagesError, match=r"0_truncated.jpg.*1_text.jpg"):
+        curation_main(argv)
+    assert not list((tmp_path / "strict").glob("shard-*.npy"))
