@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from dinov2.data import make_dataset
+from dinov2.data.datasets.extended import UnreadableImagesError
 from dinov2.data.transforms import make_classification_eval_transform
 from dinov2.features.knn_scoring import RESIZE_RATIO, knn_eval_of_model, top1_by_k
 
@@ -54,20 +55,26 @@ class KnnMonitor:
         return self.enabled and (iteration + 1) % self.period == 0
 
     def evaluate(self, backbone: nn.Module, autocast_dtype=None) -> dict[str, float]:
-        """k-NN top-1 (percent) of ``backbone`` per k (collective)."""
+        """k-NN top-1 (percent) of ``backbone`` per k (collective). Unreadable images in the monitor's sets turn the
+        monitor off with an error naming them and return ``{}``: a measurement never stops the training."""
         resize = int(self.resize_size) if self.resize_size else round(self.crop_size * RESIZE_RATIO)
         transform = make_classification_eval_transform(resize_size=resize, crop_size=self.crop_size)
-        results = knn_eval_of_model(
-            backbone,
-            make_dataset(dataset_str=self.train_dataset, transform=transform),
-            make_dataset(dataset_str=self.val_dataset, transform=transform),
-            nb_knn=self.nb_knn,
-            temperature=self.temperature,
-            autocast_dtype=autocast_dtype or torch.float,
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            progress=False,
-        )
+        try:
+            results = knn_eval_of_model(
+                backbone,
+                make_dataset(dataset_str=self.train_dataset, transform=transform),
+                make_dataset(dataset_str=self.val_dataset, transform=transform),
+                nb_knn=self.nb_knn,
+                temperature=self.temperature,
+                autocast_dtype=autocast_dtype or torch.float,
+                batch_size=self.batch_size,
+                num_workers=self.num_workers,
+                progress=False,
+            )
+        except UnreadableImagesError as error:  # raised alike on every rank: all turn the monitor off together
+            logger.error("k-NN monitor turned off for the rest of this run (training goes on): %s", error)
+            self.period = 0
+            return {}
         accuracies = {f"knn_top1_k{k}": top1 for k, top1 in top1_by_k(results).items()}
         logger.info("k-NN monitor: %s", ", ".join(f"{k} {v:.2f}" for k, v in sorted(accuracies.items())))
         return accuracies

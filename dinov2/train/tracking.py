@@ -34,7 +34,9 @@ class Tracking:
         """Run the k-NN monitor if it is due after ``iteration``; its accuracies become a metrics record."""
         if self.knn.due(iteration):
             backbone = model.eval_exports()["teacher_checkpoint.pth"]["backbone"]
-            metric_logger.record(iteration, **self.knn.evaluate(backbone, model.precision.autocast_dtype))
+            accuracies = self.knn.evaluate(backbone, model.precision.autocast_dtype)
+            if accuracies:
+                metric_logger.record(iteration, **accuracies)
 
     def close(self) -> None:
         for sink in self.sinks:

@@ -75,3 +75,32 @@ def test_metric_logger_records_go_to_the_file_and_the_sinks(tmp_path):
     assert lines == seen
     assert lines[1] == {"iteration": 3, "knn_top1_k20": 55.5}
     assert lines[0]["loss"] == 2.0 and lines[0]["iteration"] == 0
+
+
+def test_unreadable_monitor_images_turn_the_monitor_off_not_the_run(tmp_path, caplog):
+    """issue 26: an unreadable image in the monitor's small sets is named in an error and the monitor stops; the
+    hours of training around it go on."""
+    from PIL import Image
+
+    from dinov2.models.vision_transformer import _vit
+    from tests.train.tiny import tiny_cfg
+
+    for split in ("train", "val"):
+        for label, colour in (("a", (200, 0, 0)), ("b", (0, 0, 200))):
+            folder = tmp_path / split / label
+            folder.mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (32, 32), colour).save(folder / f"{i}.jpg")
+    (tmp_path / "val" / "a" / "broken.jpg").write_text("not an image")
+    opts = [
+        "tracking.knn.period_iterations=5",
+        f"tracking.knn.train_dataset=ImageFolder:root={tmp_path / 'train'}",
+        f"tracking.knn.val_dataset=ImageFolder:root={tmp_path / 'val'}",
+        "tracking.knn.nb_knn=[1]",
+        "tracking.knn.crop_size=28",
+    ]
+    monitor = KnnMonitor(tiny_cfg(tmp_path, *opts).tracking.knn)
+    with caplog.at_level("ERROR", logger="dinov2"):
+        assert monitor.evaluate(_vit(32, 1, 2, 14, 0, img_size=28).eval()) == {}
+    assert "broken.jpg" in caplog.text and "k-NN monitor turned off" in caplog.text
+    assert not monitor.enabled and not monitor.due(4)
