@@ -8,12 +8,17 @@ from dinov2.layers.block import (
     drop_add_residual_stochastic_depth_packed,
 )
 from dinov2.layers.center_padding import CenterPadding
+from dinov2.layers.convnext_block import ConvNeXtBlock, LayerNorm2d
 from dinov2.layers.dino_head import DINOHead
 from dinov2.layers.drop_path import DropPath, drop_path
 from dinov2.layers.layer_scale import LayerScale
 from dinov2.layers.mlp import Mlp
 from dinov2.layers.patch_embed import PatchEmbed
+from dinov2.layers.rms_norm import RMSNorm
+from dinov2.layers.rope import RopePositionEmbedding
+from dinov2.layers.rope_attention import LinearKMaskedBias, RopeAttention, RopeBlock
 from dinov2.layers.swiglu_ffn import SwiGLUFFN, SwiGLUFFNFused
+from dinov2.layers.swiglu_ffn_split import SwiGLUFFNSplit
 
 __all__ = [
     "Attention",
@@ -31,16 +36,7 @@ __all__ = [
     "drop_add_residual_stochastic_depth",
     "drop_add_residual_stochastic_depth_packed",
     "drop_path",
-]
-
-# DINOv3 layers (issue 20).
-from dinov2.layers.convnext_block import ConvNeXtBlock, LayerNorm2d  # noqa: E402
-from dinov2.layers.rms_norm import RMSNorm  # noqa: E402
-from dinov2.layers.rope import RopePositionEmbedding  # noqa: E402
-from dinov2.layers.rope_attention import LinearKMaskedBias, RopeAttention, RopeBlock  # noqa: E402
-from dinov2.layers.swiglu_ffn_split import SwiGLUFFNSplit  # noqa: E402
-
-__all__ += [
+    # DINOv3
     "ConvNeXtBlock",
     "LayerNorm2d",
     "LinearKMaskedBias",
