@@ -30,7 +30,7 @@ from dinov2.curation._features import build_backbone, default_device
 from dinov2.curation.arrays import RowSet
 from dinov2.curation.config import CurationConfig, ImageSet
 from dinov2.curation.dedup import deduplicate
-from dinov2.curation.embed import dataset_indices, embed_dataset_str
+from dinov2.curation.embed import dataset_indices, embed_dataset_str, images_in_row_order
 from dinov2.curation.files import begin_step, load_npy, mark_done, read_json, save_npy
 from dinov2.curation.hierarchy import hierarchical_kmeans
 from dinov2.curation.knn import SearchOptions
@@ -175,9 +175,7 @@ class Pipeline:
 
     def _pictures(self, folder: Path) -> None:
         pictures = self.cfg.pictures
-        dataset = make_dataset(dataset_str=self.cfg.pool.dataset)
-        rows = np.arange(len(RowSet.open(self._pool_path, "pool")))
-        dataset = torch.utils.data.Subset(dataset, dataset_indices(self._pool_path, rows).tolist())  # in row order
+        dataset = images_in_row_order(self._pool_path, make_dataset(dataset_str=self.cfg.pool.dataset))
         for level in pictures.levels:
             if level <= len(self.cfg.kmeans.n_clusters):
                 write_cluster_grid(
