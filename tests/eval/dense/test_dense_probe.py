@@ -13,9 +13,10 @@ from dinov2.eval.dense import probe as dense_probe
 from dinov2.eval.dense.train import learning_rate
 from dinov2.eval.depth.losses import gradient_loss, sigloss
 from dinov2.eval.depth.probe import CONFIG_DIR as DEPTH_CONFIGS
-from dinov2.eval.depth.probe import out_index_for
+from dinov2.eval.depth.probe import out_index_for, start_alive
 from dinov2.eval.segmentation import probe as segmentation_probe
 from dinov2.eval.segmentation.probe import CONFIG_DIR as SEGMENTATION_CONFIGS
+from dinov2.heads.depth.dpt import DPTHead
 from tests.eval.conftest import CONFIG
 
 
@@ -54,6 +55,18 @@ def test_recipes_merge_and_reject_unknown_keys(tmp_path):
 def test_depth_head_blocks():
     assert out_index_for(12, 4) == [2, 5, 8, 11] and out_index_for(24, 4) == [4, 11, 17, 23]
     assert out_index_for(40, 1) == [39] and out_index_for(16, 4) == [3, 7, 11, 15]
+
+
+@pytest.mark.parametrize("channels", [16, 256])
+def test_a_fresh_dpt_probe_head_starts_above_its_relu(channels):
+    """With the default init some starts (most narrow heads) output min_depth everywhere: no gradient, no training."""
+    features = [(torch.randn(1, 32, 2, 2), torch.randn(1, 32)) for _ in range(4)]
+    for seed in range(4):
+        torch.manual_seed(seed)
+        head = DPTHead(32, channels=channels)
+        start_alive(head)
+        with torch.no_grad():
+            assert (head(features) > head.min_depth).all(), seed
 
 
 def _released_gradient_loss(input, target):

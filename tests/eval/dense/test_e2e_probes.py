@@ -5,6 +5,7 @@ the hub entry points and reproduce the reported numbers."""
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,11 +14,12 @@ import pytest
 import torch
 
 from dinov2.data.datasets import SyntheticDense
+from dinov2.eval.dense import probe as dense_probe
 from dinov2.eval.depth import probe as depth_probe
 from dinov2.eval.depth.metrics import DepthMetric
 from dinov2.eval.segmentation import probe as segmentation_probe
 from dinov2.eval.segmentation.metrics import SegmentationMetric
-from dinov2.hub.depthers import dinov2_vits14_ld
+from dinov2.hub.depthers import dinov2_vits14_dd, dinov2_vits14_ld
 from dinov2.hub.segmentors import dinov2_vits14_ade20k_linear
 from tests.eval.conftest import CONFIG
 
@@ -56,7 +58,7 @@ def _argv(dense_set, task, weights, output_dir, recipe, overrides):
 
 
 SEGMENTATION_OVERRIDES = [
-    "train.iterations=60", "optim.lr=0.01", "train.crop_size=[56,56]", "train.short_side=48",
+    "train.iterations=60", "optim.lr=0.0003", "train.crop_size=[56,56]", "train.short_side=48",
     "test.crop_size=[56,56]", "test.stride=[28,28]", "test.short_side=48",
 ]  # fmt: skip
 
@@ -136,5 +138,62 @@ def test_depth_probe(single_process_eval, dense_set, backbone_files, tmp_path):
         for image, depth in val:
             tensor = depth_probe.make_dense_eval_transform("depth")(image, depth)[0][None]
             pred = (model(tensor) + model(tensor.flip(-1)).flip(-1)) / 2
+            metric.update(pred, torch.from_numpy(depth)[None])
+    assert metric.compute()["rmse"] == pytest.approx(results["rmse"], rel=1e-6)
+
+
+DPT_OVERRIDES = [
+    "train.iterations=40", "optim.lr=0.003", "head.channels=16", "train.crop_size=[48,56]", "train.nyu_crop=false",
+    "test.crop=null", "loss.gradient_weight=0", "loss.sigloss_warmup_iters=0", "checkpoint.period=20",
+]  # fmt: skip
+
+
+def _depth_baseline_rmse(dense_set) -> float:
+    """RMSE of the best constant predictor the training set suggests (its mean depth) on the val set."""
+    train, val = dense_set.dataset("TRAIN", "depth"), dense_set.dataset("VAL", "depth")
+    mean_depth = float(np.mean([depth[depth > 0].mean() for _, depth in train]))
+    baseline = DepthMetric(0.001, 10.0)
+    for _, depth in val:
+        gt = torch.from_numpy(depth)[None]
+        baseline.update(torch.full_like(gt, mean_depth), gt)
+    return baseline.compute()["rmse"]
+
+
+@pytest.mark.slow
+def test_dpt_depth_probe_learns_resumes_exactly_and_loads_in_the_hub(
+    single_process_eval, dense_set, backbone_files, tmp_path, monkeypatch
+):
+    """The DPT recipe (a narrow decoder): beats the mean-depth predictor, a run resumed from its iteration-20
+    checkpoint ends with the same head, and the exported head loads through ``dinov2_vits14_dd``."""
+    saved = dense_probe.save_checkpoint
+
+    def keep_iteration_20(path, head, optimizer, iteration):
+        saved(path, head, optimizer, iteration)
+        if iteration == 20:
+            shutil.copy(path, tmp_path / "at_20.pth")
+
+    monkeypatch.setattr(dense_probe, "save_checkpoint", keep_iteration_20)
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    depth_probe.main(depth_probe.get_args_parser().parse_args(
+        _argv(dense_set, "depth", backbone_files.hub, full, "dpt", DPT_OVERRIDES)))  # fmt: skip
+    results = json.loads((full / "results_eval_depth.json").read_text())
+    baseline_rmse = _depth_baseline_rmse(dense_set)
+    assert results["rmse"] <= DEPTH_RMSE_RATIO * baseline_rmse, (results, baseline_rmse)
+
+    resumed.mkdir()
+    shutil.copy(tmp_path / "at_20.pth", resumed / dense_probe.CHECKPOINT_NAME)
+    depth_probe.main(depth_probe.get_args_parser().parse_args(
+        _argv(dense_set, "depth", backbone_files.hub, resumed, "dpt", DPT_OVERRIDES)))  # fmt: skip
+    a = torch.load(full / "depth_dpt_head.pth", weights_only=True)["state_dict"]
+    b = torch.load(resumed / "depth_dpt_head.pth", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    model = dinov2_vits14_dd(weights=str(full / "depth_dpt_head.pth"), backbone_weights=str(backbone_files.hub))
+    assert (model.decode_head.min_depth, model.decode_head.max_depth) == (0.001, 10.0)
+    metric = DepthMetric(0.001, 10.0)
+    with torch.no_grad():
+        for image, depth in dense_set.dataset("VAL", "depth"):
+            tensor = depth_probe.make_dense_eval_transform("depth")(image, depth)[0][None]
+            pred = (model.eval()(tensor) + model(tensor.flip(-1)).flip(-1)) / 2
             metric.update(pred, torch.from_numpy(depth)[None])
     assert metric.compute()["rmse"] == pytest.approx(results["rmse"], rel=1e-6)
