@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import shutil
 
 import pytest
 import torch
@@ -18,6 +17,7 @@ from dinov2.eval.segmentation import probe as segmentation_probe
 from dinov2.eval.segmentation.probe import CONFIG_DIR as SEGMENTATION_CONFIGS
 from dinov2.heads.depth.dpt import DPTHead
 from tests.eval.conftest import CONFIG
+from tests.eval.dense.resume_helpers import keep_checkpoint_at, resume_folder
 
 
 def test_poly_and_cosine_schedules_with_linear_warmup():
@@ -109,19 +109,10 @@ def test_resume_is_exact(single_process_eval, backbone_files, tmp_path, monkeypa
         "train.crop_size=[28,28]", "train.short_side=28", "test.crop_size=[28,28]", "test.stride=[14,14]",
         "test.short_side=null",
     ]  # fmt: skip
-    saved = dense_probe.save_checkpoint
-
-    def keep_iteration_2(path, head, optimizer, iteration):
-        saved(path, head, optimizer, iteration)
-        if iteration == 2:
-            shutil.copy(path, tmp_path / "at_2.pth")
-
-    monkeypatch.setattr(dense_probe, "save_checkpoint", keep_iteration_2)
+    keep_checkpoint_at(monkeypatch, 2, tmp_path / "at_2.pth")
     full = tmp_path / "full"
     segmentation_probe.main(segmentation_probe.get_args_parser().parse_args(["--output-dir", str(full), *argv]))
-    resumed = tmp_path / "resumed"
-    resumed.mkdir()
-    shutil.copy(tmp_path / "at_2.pth", resumed / dense_probe.CHECKPOINT_NAME)
+    resumed = resume_folder(tmp_path / "resumed", tmp_path / "at_2.pth")
     segmentation_probe.main(segmentation_probe.get_args_parser().parse_args(["--output-dir", str(resumed), *argv]))
     a = torch.load(full / "segmentation_linear_head.pth", weights_only=True)["state_dict"]
     b = torch.load(resumed / "segmentation_linear_head.pth", weights_only=True)["state_dict"]

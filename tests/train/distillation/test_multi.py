@@ -5,6 +5,7 @@ tests/train/test_distributed_training.py (float32 reductions in another order)."
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -70,25 +71,30 @@ def _reference(tmp_dir: str, teacher, arch: str, *opts: str) -> dict:
     return _step(model, cfg, batch_for_images(_full_batch(cfg), slice(0, N_IMAGES)), multi=False)
 
 
-def _students_on_ranks(rank: int, world_size: int, tmp_dir: str, teacher, ranges, *opts: str) -> dict:
+@contextlib.contextmanager
+def _student_on_rank(rank: int, world_size: int, tmp_dir: str, teacher, ranges, folder: str, *opts: str):
+    """This rank's student (built in its subgroup's scope, which stays open) and the images this rank loads."""
     subgroup = new_subgroups(ranges)
-    arch = ARCHS[subgroup.index]
     cfg = tiny_cfg(
-        Path(tmp_dir) / f"rank{rank}",
+        Path(tmp_dir) / f"{folder}{rank}",
         *distill_opts(*teacher),
         *_multi_opts(ranges),
-        f"student.arch={arch}",
+        f"student.arch={ARCHS[subgroup.index]}",
         f"train.batch_size_per_gpu={N_IMAGES // world_size}",
         *opts,
     )
     with scope(subgroup.group):
         torch.manual_seed(0)
         model = build_meta_arch(cfg)
-        assert type(model) is MultiDistillationMetaArch and model.subgroup.ranks == subgroup.ranks
         model.prepare_for_distributed_training("cpu")
         per_rank = N_IMAGES // world_size
-        loaded = batch_for_images(_full_batch(cfg), slice(rank * per_rank, (rank + 1) * per_rank))
-        return {"arch": arch, **_step(model, cfg, loaded, multi=True)}
+        yield subgroup, model, batch_for_images(_full_batch(cfg), slice(rank * per_rank, (rank + 1) * per_rank))
+
+
+def _students_on_ranks(rank: int, world_size: int, tmp_dir: str, teacher, ranges, *opts: str) -> dict:
+    with _student_on_rank(rank, world_size, tmp_dir, teacher, ranges, "rank", *opts) as (subgroup, model, loaded):
+        assert type(model) is MultiDistillationMetaArch and model.subgroup.ranks == subgroup.ranks
+        return {"arch": ARCHS[subgroup.index], **_step(model, model.cfg, loaded, multi=True)}
 
 
 def _compare(got: dict, expected: dict, what: str) -> None:
@@ -219,25 +225,15 @@ def test_trainer_writes_one_folder_per_student(tmp_path, teacher, monkeypatch):
 
 def _one_student_diverges(rank: int, world_size: int, tmp_dir: str, teacher) -> str:
     """Student s1's weights hold a NaN: its loss is not finite at (resumed) iteration 7; s0's is finite."""
-    ranges = [[0, 1], [1, 2]]
-    subgroup = new_subgroups(ranges)
-    cfg = tiny_cfg(
-        Path(tmp_dir) / f"diverged{rank}",
-        *distill_opts(*teacher),
-        *_multi_opts(ranges),
-        f"student.arch={ARCHS[subgroup.index]}",
-        f"train.batch_size_per_gpu={N_IMAGES // world_size}",
-    )
-    with scope(subgroup.group):
-        torch.manual_seed(0)
-        model = build_meta_arch(cfg)
-        model.prepare_for_distributed_training("cpu")
+    with _student_on_rank(rank, world_size, tmp_dir, teacher, [[0, 1], [1, 2]], "diverged") as (
+        subgroup,
+        model,
+        loaded,
+    ):
         model.progress.steps = 7
         if subgroup.index == 1:
             with torch.no_grad():
                 model.student.backbone.cls_token.fill_(float("nan"))
-        per_rank = N_IMAGES // world_size
-        loaded = batch_for_images(_full_batch(cfg), slice(rank * per_rank, (rank + 1) * per_rank))
         with pytest.raises(FloatingPointError) as error:
             model.forward_backward(loaded, TEACHER_TEMP)
         return str(error.value)
