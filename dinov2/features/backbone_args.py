@@ -45,7 +45,8 @@ def cpu_backbone(name=None, weights=None, *, config_file=None, random_init: bool
         options = dict(random_init=random_init, seed=seed, device="cpu", validate=False, argument="--weights")
         return load_backbone(config=config_file, weights=weights, **options).model
     catalog.get_backbone(name)  # unknown names fail here, before any weights are read
-    return load_backbone(name, weights=weights, random_init=random_init, seed=seed, device="cpu").model
+    options = dict(random_init=random_init, seed=seed, device="cpu", argument="--weights")
+    return load_backbone(name, weights=weights, **options).model
 
 
 def add_backbone_args(parser: argparse.ArgumentParser) -> None:

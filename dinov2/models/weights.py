@@ -358,9 +358,11 @@ def download(url: str, *, argument: str = "weights", progress: bool = True) -> P
     try:
         torch.hub.download_url_to_file(url, str(cached), progress=progress)
     except (urllib.error.URLError, OSError) as err:
+        # A command-line flag gets a command-line hint, a keyword argument a Python one.
+        hint = f"{argument} /path/to/{filename}" if argument.startswith("--") else f"{argument}='/path/to/{filename}'"
         raise RuntimeError(
             f"could not download {url} ({err}). Without network access, fetch the file on another machine "
-            f"and pass its path instead: {argument}='/path/to/{filename}'"
+            f"and pass its path instead: {hint}"
         ) from err
     return cached
 
