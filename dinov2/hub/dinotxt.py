@@ -1,0 +1,107 @@
+"""Hub entry point of the released dino.txt model ``dinov2_vitl14_reg4_dinotxt_tet1280d20h24l`` and its tokenizer.
+
+The model: the frozen DINOv2 ViT-L/14 with 4 registers, a 2-block vision head over its tokens, a 1280-d 24-layer
+causal text transformer, a 2048-d joint space (``encode_image``, ``encode_text``, ``get_logits``, ``forward``).
+
+Files (each read through :mod:`dinov2.models.weights`, ``weights_only=True``, and loaded strictly): the backbone
+(``backbone_weights``, else the released ``dinov2_vitl14_reg4_pretrain.pth``), the vision head
+(``vision_head_weights``, else the released ``..._vision_head.pth``: keys ``block_list.*``, ``ln_final.*``) and the text
+encoder (``text_encoder_weights``, else the released ``..._text_encoder.pth``: ``backbone.*``, ``head.*``). Released
+files are downloaded only when ``pretrained`` (default True, the released behaviour); local paths are loaded whatever
+``pretrained`` says, so ``pretrained=False`` with the three paths never touches the network and ``pretrained=False``
+alone builds a randomly initialised model. ``logit_scale`` is in no released file: it stays ``ln(1/0.07)`` as released.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from dinov2.hub import catalog
+from dinov2.hub.backbones import Weights as BackboneWeights
+from dinov2.hub.backbones import make_backbone
+from dinov2.hub.utils import load_strict
+from dinov2.models.weights import read_checkpoint
+from dinov2.text import TEXT_1280D20H24L, DinoTxt, TextTransformer, released_config
+from dinov2.text.tokenizer import Tokenizer
+from dinov2.text.tokenizer import get_tokenizer as _get_tokenizer
+
+__all__ = [
+    "dinov2_vitl14_reg4_dinotxt_tet1280d20h24l",
+    "get_tokenizer",
+    "make_dinotxt",
+    "VISION_HEAD_URL",
+    "TEXT_ENCODER_URL",
+]
+
+_NAME = "dinov2_vitl14_reg4_dinotxt_tet1280d20h24l"
+_FOLDER = f"{catalog.DINOV2_BASE_URL}/{catalog.model_name('vit_large', 14)}"
+VISION_HEAD_URL = f"{_FOLDER}/{_NAME}_vision_head.pth"
+TEXT_ENCODER_URL = f"{_FOLDER}/{_NAME}_text_encoder.pth"
+
+PathArg = str | os.PathLike
+
+
+def _read(source: PathArg | None, url: str, pretrained: bool, argument: str) -> tuple[dict | None, object]:
+    """``(state dict, source)``: the file given, the released file when ``pretrained``, else ``(None, None)``."""
+    if source is None and not pretrained:
+        return None, None
+    source = url if source is None else source
+    return dict(read_checkpoint(source, argument=argument)), source
+
+
+def make_dinotxt(
+    backbone_name: str,
+    text_kwargs: dict,
+    *,
+    pretrained: bool,
+    backbone_weights: BackboneWeights | PathArg | None,
+    vision_head_weights: PathArg | None,
+    text_encoder_weights: PathArg | None,
+    urls: tuple[str, str] = (VISION_HEAD_URL, TEXT_ENCODER_URL),
+) -> DinoTxt:
+    """dino.txt over hub backbone ``backbone_name`` with a text transformer of ``text_kwargs`` (the released
+    configuration otherwise); files as the module docstring says. Eval mode."""
+    head_state, head_source = _read(vision_head_weights, urls[0], pretrained, "vision_head_weights")
+    text_state, text_source = _read(text_encoder_weights, urls[1], pretrained, "text_encoder_weights")
+    backbone = make_backbone(backbone_name, pretrained=pretrained, weights=backbone_weights or BackboneWeights.LVD142M)
+    if text_state is not None:  # the file sets every tensor: skip the (538M-parameter) initialisation
+        with torch.device("meta"):
+            text_backbone = TextTransformer(**text_kwargs)
+    else:
+        text_backbone = TextTransformer(**text_kwargs)
+    model = DinoTxt(released_config(2 * int(backbone.embed_dim)), backbone, text_backbone)
+    model.visual_model.head.init_weights()
+    if text_state is not None:
+        model.text_model.to_empty(device=backbone.cls_token.device)
+        load_strict(model.text_model, text_state, text_source, f"{_NAME} text encoder")
+    else:
+        model.text_model.head.init_weights()
+    if head_state is not None:
+        load_strict(model.visual_model.head, head_state, head_source, f"{_NAME} vision head")
+    return model.eval()
+
+
+def dinov2_vitl14_reg4_dinotxt_tet1280d20h24l(
+    *,
+    pretrained: bool = True,
+    backbone_weights: BackboneWeights | PathArg | None = None,
+    vision_head_weights: PathArg | None = None,
+    text_encoder_weights: PathArg | None = None,
+) -> DinoTxt:
+    """dino.txt on DINOv2 ViT-L/14 with registers (81.6 % zero-shot ImageNet top-1 in the DINOv3 paper), eval mode."""
+    return make_dinotxt(
+        "dinov2_vitl14_reg",
+        TEXT_1280D20H24L,
+        pretrained=pretrained,
+        backbone_weights=backbone_weights,
+        vision_head_weights=vision_head_weights,
+        text_encoder_weights=text_encoder_weights,
+    )
+
+
+def get_tokenizer(vocab_path: PathArg | None = None) -> Tokenizer:
+    """The CLIP BPE tokenizer of dino.txt (``tokenize(texts, context_length=77)``, ``encode``, ``decode``); see
+    :func:`dinov2.text.tokenizer.get_tokenizer` for where the vocabulary comes from (no download by default)."""
+    return _get_tokenizer(vocab_path)
