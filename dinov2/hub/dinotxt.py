@@ -14,7 +14,9 @@ alone builds a randomly initialised model. ``logit_scale`` is in no released fil
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from pathlib import Path
 
 import torch
 
@@ -23,14 +25,18 @@ from dinov2.hub.backbones import Weights as BackboneWeights
 from dinov2.hub.backbones import make_backbone
 from dinov2.hub.utils import load_strict
 from dinov2.models.weights import read_checkpoint
-from dinov2.text import TEXT_1280D20H24L, DinoTxt, TextTransformer, released_config
+from dinov2.text import TEXT_1280D20H24L, DinoTxt, DinoTxtConfig, TextTransformer, released_config
 from dinov2.text.tokenizer import Tokenizer
 from dinov2.text.tokenizer import get_tokenizer as _get_tokenizer
+from dinov2.utils.io import atomic_torch_save
 
 __all__ = [
     "dinov2_vitl14_reg4_dinotxt_tet1280d20h24l",
     "get_tokenizer",
     "make_dinotxt",
+    "save_dinotxt",
+    "load_dinotxt",
+    "dinotxt_file_content",
     "VISION_HEAD_URL",
     "TEXT_ENCODER_URL",
 ]
@@ -105,3 +111,53 @@ def get_tokenizer(vocab_path: PathArg | None = None) -> Tokenizer:
     """The CLIP BPE tokenizer of dino.txt (``tokenize(texts, context_length=77)``, ``encode``, ``decode``); see
     :func:`dinov2.text.tokenizer.get_tokenizer` for where the vocabulary comes from (no download by default)."""
     return _get_tokenizer(vocab_path)
+
+
+# ------------------------------------------------------------------------------------------------ dino.txt files
+FILE_KEY = "dinotxt"  # a dino.txt file: {"dinotxt": {config, text, backbone, backbone_kwargs}, "model": state dict}
+
+
+def dinotxt_file_content(model: DinoTxt, backbone: str, backbone_kwargs: dict | None = None) -> dict:
+    """What a dino.txt file holds: the configuration, the hub backbone name that rebuilds the (frozen, not stored)
+    backbone, and every other tensor (vision head, text tower, ``logit_scale``)."""
+    catalog.get_backbone(backbone)  # a name that make_backbone can build again
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("visual_model.backbone.")}
+    meta = dict(
+        config=dataclasses.asdict(model.model_config),
+        text=dict(model.text_model.backbone.arch_kwargs),
+        backbone=backbone,
+        backbone_kwargs=dict(backbone_kwargs or {}),
+    )
+    return {FILE_KEY: meta, "model": state}
+
+
+def save_dinotxt(model: DinoTxt, path: PathArg, backbone: str, backbone_kwargs: dict | None = None) -> Path:
+    """Write a dino.txt file (atomic; see :func:`dinotxt_file_content`), read back by :func:`load_dinotxt`."""
+    return atomic_torch_save(dinotxt_file_content(model, backbone, backbone_kwargs), path)
+
+
+def load_dinotxt(
+    path: PathArg, *, pretrained: bool = True, backbone_weights: BackboneWeights | PathArg | None = None
+) -> DinoTxt:
+    """A dino.txt model from a file of :func:`save_dinotxt` (strict), eval mode. The backbone is the file's hub
+    backbone: ``backbone_weights`` (a local file) when given, else its released weights when ``pretrained``."""
+    content = read_checkpoint(path, argument="dino.txt file")
+    if FILE_KEY not in content or "model" not in content:
+        raise ValueError(
+            f"{str(path)!r} is not a dino.txt file (no {FILE_KEY!r} / 'model' entries; keys: {sorted(content)[:8]}); "
+            "pass a file written by the dino.txt trainer or save_dinotxt"
+        )
+    meta = content[FILE_KEY]
+    backbone = make_backbone(
+        meta["backbone"],
+        pretrained=pretrained,
+        weights=backbone_weights or BackboneWeights.LVD142M,
+        **meta["backbone_kwargs"],
+    )
+    with torch.device("meta"):  # every text tensor is in the file
+        text_backbone = TextTransformer(**meta["text"])
+    model = DinoTxt(DinoTxtConfig(**meta["config"]), backbone, text_backbone)
+    model.text_model.to_empty(device=backbone.cls_token.device)
+    state = {f"visual_model.backbone.{k}": v for k, v in backbone.state_dict().items()} | dict(content["model"])
+    load_strict(model, state, path, "dino.txt model")
+    return model.eval()

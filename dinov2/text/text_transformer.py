@@ -91,6 +91,17 @@ class TextTransformer(nn.Module):
         dropout_prob: float,
     ) -> None:
         super().__init__()
+        self.arch_kwargs = dict(
+            context_length=context_length,
+            vocab_size=vocab_size,
+            dim=dim,
+            num_heads=num_heads,
+            num_layers=num_layers,
+            ffn_ratio=ffn_ratio,
+            is_causal=is_causal,
+            ls_init_value=ls_init_value,
+            dropout_prob=dropout_prob,
+        )  # what rebuilds it (written into dino.txt files)
         self.context_length = context_length
         self.vocab_size = vocab_size
         self.embed_dim = dim

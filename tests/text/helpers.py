@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-import torch
+import contextlib
+import functools
 
+import numpy as np
+import torch
+from PIL import Image
+
+from dinov2.hub import catalog
+from dinov2.models.families import get_family
 from dinov2.models.vision_transformer import DinoVisionTransformer
 from dinov2.text import DinoTxt, TextTransformer, released_config
 
@@ -45,3 +52,29 @@ def tiny_dinotxt(seed: int = 0, **config) -> DinoTxt:
             if "ls" in name or "bias" in name:
                 param.normal_(0, 0.3)
     return model.eval()
+
+
+TINY_HUB_NAME = "dinotxt_test_tiny_reg"
+
+
+@contextlib.contextmanager
+def tiny_hub_backbone():
+    """A hub backbone name for :func:`tiny_backbone` (dinov2_vit family, no released weights) inside the block."""
+    family = get_family("dinov2_vit")
+    kwargs = dict(img_size=28, patch_size=14, init_values=1.0, block_chunks=0, num_register_tokens=4)
+    entry = catalog.HubBackbone(TINY_HUB_NAME, "dinov2_vit", "vit_dinotxt_test", kwargs)
+    arch = functools.partial(DinoVisionTransformer, embed_dim=32, depth=2, num_heads=4)
+    with family.archs.registered("vit_dinotxt_test", arch), catalog.registered_backbone(entry):
+        yield entry
+
+
+def make_image_folder(root, classes=("red", "blue"), per_class: int = 3, size: int = 32):
+    """``root/<class>/<i>.png``: flat colour images (red / blue / green...) with a little noise."""
+    colours = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30)}
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = np.clip(np.array(colours[name]) + rng.integers(-20, 20, (size, size, 3)), 0, 255)
+            Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i}.png")
+    return root
