@@ -150,7 +150,7 @@ LAYERS: dict[str, set[str]] = {
     "loss": {"utils", "config", "distributed"},
     "data": {"utils", "config", "distributed", "logging"},
     "heads": {"utils", "config", "distributed", "layers", "data"},
-    "text": {"utils", "config", "distributed", "layers", "models"},  # dino.txt: towers, model, tokenizer
+    "text": {"utils", "config", "distributed", "layers", "models", "data", "heads"},  # dino.txt (heads: windows)
     "hub": {"utils", "config", "distributed", "layers", "models", "heads", "data", "text"},
     "features": _BLOCKS,  # the backbone door: config + weights | hub name | run folder -> backbone; k-NN
     "train": _BLOCKS | {"features"},  # not eval

@@ -78,3 +78,14 @@ def make_image_folder(root, classes=("red", "blue"), per_class: int = 3, size: i
             pixels = np.clip(np.array(colours[name]) + rng.integers(-20, 20, (size, size, 3)), 0, 255)
             Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i}.png")
     return root
+
+
+def write_tiny_files(root, seed: int = 3):
+    """``(model, dino.txt file, backbone file)``: a tiny model saved under the hub name :data:`TINY_HUB_NAME`."""
+    from dinov2.hub import dinotxt
+
+    model = tiny_dinotxt(seed=seed)
+    with tiny_hub_backbone():
+        dinotxt.save_dinotxt(model, root / "tiny_dinotxt.pth", TINY_HUB_NAME)
+    torch.save(model.visual_model.backbone.state_dict(), root / "backbone.pth")
+    return model, root / "tiny_dinotxt.pth", root / "backbone.pth"

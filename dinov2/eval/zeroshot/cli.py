@@ -22,8 +22,8 @@ from torch import nn
 
 from dinov2.data.dataset_strings import parse_dataset_str
 from dinov2.eval.common import add_eval_transform_args, finish_eval_run, make_eval_dataset, make_eval_transform
-from dinov2.eval.zeroshot.model_args import add_dinotxt_args, check_dinotxt_args, dinotxt_from_args
 from dinov2.features import eval_device
+from dinov2.hub.dinotxt import add_dinotxt_args, check_dinotxt_args, dinotxt_from_args
 from dinov2.text.zeroshot import ZERO_SHOT_SCALE, read_class_names, read_templates, zeroshot_weights
 from dinov2.utils.cli import ArgumentParser, usage_errors
 
@@ -38,7 +38,7 @@ RESIZE_RATIO = 256 / 224  # the released notebook: resize 256, centre crop 224
 def get_args_parser(
     description: str | None = None, parents: list[argparse.ArgumentParser] | None = None, add_help: bool = True
 ) -> argparse.ArgumentParser:
-    """Model flags (:func:`~dinov2.eval.zeroshot.model_args.add_dinotxt_args`), ``--val-dataset``,
+    """Model flags (:func:`~dinov2.hub.dinotxt.add_dinotxt_args`), ``--val-dataset``,
     ``--class-names``, ``--templates``, ``--batch-size``, ``--output-dir`` and the eval transform flags."""
     parser = ArgumentParser(description=description, parents=parents or [], add_help=add_help)
     add_dinotxt_args(parser)
