@@ -25,6 +25,7 @@ from dinov2.hub import catalog
 from dinov2.hub.backbones import Weights as BackboneWeights
 from dinov2.hub.backbones import make_backbone
 from dinov2.hub.utils import load_strict
+from dinov2.models.families import family_for_weights
 from dinov2.models.weights import is_url, read_checkpoint
 from dinov2.text import TEXT_1280D20H24L, DinoTxt, DinoTxtConfig, TextTransformer, released_config
 from dinov2.text.tokenizer import Tokenizer
@@ -121,11 +122,15 @@ def get_tokenizer(vocab_path: PathArg | None = None) -> Tokenizer:
 FILE_KEY = "dinotxt"  # a dino.txt file: {"dinotxt": {config, text, backbone, backbone_kwargs}, "model": state dict}
 
 
-def dinotxt_file_content(model: DinoTxt, backbone: str, backbone_kwargs: dict | None = None) -> dict:
-    """What a dino.txt file holds: the configuration, the hub backbone name that rebuilds the (frozen, not stored)
-    backbone, and every other tensor (vision head, text tower, ``logit_scale``)."""
-    catalog.get_backbone(backbone)  # a name that make_backbone can build again
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("visual_model.backbone.")}
+def dinotxt_file_content(model: DinoTxt, backbone: str | None = None, backbone_kwargs: dict | None = None) -> dict:
+    """What a dino.txt file holds: the configuration and every tensor but the frozen backbone's when ``backbone``
+    names the hub backbone that rebuilds it; without a name the backbone tensors are stored too (any family: its
+    architecture is read back from them)."""
+    if backbone is not None:
+        catalog.get_backbone(backbone)  # a name that make_backbone can build again
+    state = model.state_dict()
+    if backbone is not None:
+        state = {k: v for k, v in state.items() if not k.startswith("visual_model.backbone.")}
     meta = dict(
         config=dataclasses.asdict(model.model_config),
         text=dict(model.text_model.backbone.arch_kwargs),
@@ -135,34 +140,43 @@ def dinotxt_file_content(model: DinoTxt, backbone: str, backbone_kwargs: dict | 
     return {FILE_KEY: meta, "model": state}
 
 
-def save_dinotxt(model: DinoTxt, path: PathArg, backbone: str, backbone_kwargs: dict | None = None) -> Path:
+def save_dinotxt(model: DinoTxt, path: PathArg, backbone: str | None = None, backbone_kwargs: dict | None = None):
     """Write a dino.txt file (atomic; see :func:`dinotxt_file_content`), read back by :func:`load_dinotxt`."""
     return atomic_torch_save(dinotxt_file_content(model, backbone, backbone_kwargs), path)
+
+
+def _stored_backbone(state: dict) -> torch.nn.Module:
+    """The backbone whose tensors a dino.txt file holds (``visual_model.backbone.*``), its family's architecture."""
+    prefix = "visual_model.backbone."
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    family = family_for_weights(weights)
+    arch, kwargs = family.kwargs_from_weights(weights)
+    return family.archs[arch](**kwargs)  # initialised: a buffer the file does not hold keeps its value
 
 
 def load_dinotxt(
     path: PathArg, *, pretrained: bool = True, backbone_weights: BackboneWeights | PathArg | None = None
 ) -> DinoTxt:
-    """A dino.txt model from a file of :func:`save_dinotxt` (strict), eval mode. The backbone is the file's hub
-    backbone: ``backbone_weights`` (a local file) when given, else its released weights when ``pretrained``."""
+    """A dino.txt model from a file of :func:`save_dinotxt` (strict), eval mode. The backbone: the stored one, or
+    the file's hub backbone with ``backbone_weights`` (a local file) when given, else its released weights when
+    ``pretrained``."""
     content = read_checkpoint(path, argument="dino.txt file")
     if FILE_KEY not in content or "model" not in content:
         raise ValueError(
             f"{str(path)!r} is not a dino.txt file (no {FILE_KEY!r} / 'model' entries; keys: {sorted(content)[:8]}); "
             "pass a file written by the dino.txt trainer or save_dinotxt"
         )
-    meta = content[FILE_KEY]
-    backbone = make_backbone(
-        meta["backbone"],
-        pretrained=pretrained,
-        weights=backbone_weights or BackboneWeights.LVD142M,
-        **meta["backbone_kwargs"],
-    )
+    meta, state = content[FILE_KEY], dict(content["model"])
+    if meta["backbone"] is None:
+        backbone = _stored_backbone(state)
+    else:
+        weights = backbone_weights or BackboneWeights.LVD142M
+        backbone = make_backbone(meta["backbone"], pretrained=pretrained, weights=weights, **meta["backbone_kwargs"])
+        state |= {f"visual_model.backbone.{k}": v for k, v in backbone.state_dict().items()}
     with torch.device("meta"):  # every text tensor is in the file
         text_backbone = TextTransformer(**meta["text"])
     model = DinoTxt(DinoTxtConfig(**meta["config"]), backbone, text_backbone)
-    model.text_model.to_empty(device=backbone.cls_token.device)
-    state = {f"visual_model.backbone.{k}": v for k, v in backbone.state_dict().items()} | dict(content["model"])
+    model.text_model.to_empty(device="cpu")
     load_strict(model, state, path, "dino.txt model")
     return model.eval()
 

@@ -22,6 +22,8 @@ __all__ = [
     "read_class_names",
     "zeroshot_weights",
     "patch_similarity",
+    "predict_topk",
+    "topk_accuracy",
     "ZERO_SHOT_SCALE",
 ]
 
@@ -79,12 +81,40 @@ def zeroshot_weights(
     """``[D, C]`` class weights: per class, the normalised mean of the normalised embeddings of its prompts
     (``part``: the whole embedding, or its ``global`` / ``local`` half)."""
     columns = []
+    context_length = model.text_model.backbone.context_length  # 77 for the released model
     for name in class_names:
-        ids = tokenizer.tokenize([template.format(name) for template in templates]).to(device)
+        ids = tokenizer.tokenize([template.format(name) for template in templates], context_length).to(device)
         embeddings = torch.cat([model.encode_text(chunk) for chunk in ids.split(batch_size)])  # [T, D]
         embeddings = F.normalize(_part(embeddings.float(), part), dim=-1)
         columns.append(F.normalize(embeddings.mean(dim=0), dim=-1))
     return torch.stack(columns, dim=1)  # [D, C]
+
+
+@torch.no_grad()
+def predict_topk(model: nn.Module, weights: Tensor, batches, device: torch.device | str, k: int = 5):
+    """``(top-k class indices [N, k], labels [N])`` of ``(images, labels)`` batches: 100 x cosine(image, class)."""
+    top, labels = [], []
+    k = min(k, weights.shape[1])
+    for images, targets in batches:
+        features = model.encode_image(images.to(device), normalize=True).float()
+        logits = ZERO_SHOT_SCALE * features @ weights.to(device)  # [B, C]
+        top.append(logits.topk(k, dim=1).indices.cpu())
+        labels.append(torch.as_tensor(targets))
+    return torch.cat(top), torch.cat(labels)
+
+
+def topk_accuracy(top: Tensor, labels: Tensor, num_classes: int) -> dict[str, float]:
+    """``{"top-1": %, "top-5": %}`` of :func:`predict_topk`'s output; labels outside the classes are an error."""
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(
+            f"labels go from {int(labels.min())} to {int(labels.max())} but there are {num_classes} class names: "
+            "pass one name per class, in label order"
+        )
+    correct = top == labels[:, None]
+    return {
+        "top-1": 100.0 * correct[:, :1].any(1).float().mean().item(),
+        "top-5": 100.0 * correct.any(1).float().mean().item(),
+    }
 
 
 def patch_similarity(patch_tokens: Tensor, weights: Tensor, grid: tuple[int, int]) -> Tensor:

@@ -24,7 +24,7 @@ from dinov2.data.dataset_strings import parse_dataset_str
 from dinov2.eval.common import add_eval_transform_args, finish_eval_run, make_eval_dataset, make_eval_transform
 from dinov2.features import eval_device
 from dinov2.hub.dinotxt import add_dinotxt_args, check_dinotxt_args, dinotxt_from_args
-from dinov2.text.zeroshot import ZERO_SHOT_SCALE, read_class_names, read_templates, zeroshot_weights
+from dinov2.text.zeroshot import predict_topk, read_class_names, read_templates, topk_accuracy, zeroshot_weights
 from dinov2.utils.cli import ArgumentParser, usage_errors
 
 logger = logging.getLogger("dinov2")
@@ -73,20 +73,6 @@ def _class_names(dataset, class_names: Sequence[str] | None) -> list[str]:
     return [name.replace("_", " ") for name in names]
 
 
-@torch.no_grad()
-def _predict(model: nn.Module, weights: torch.Tensor, dataset, batch_size: int, num_workers: int, device):
-    """``(top-5 class indices [N, k], labels [N])`` of every image."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
-    top, labels = [], []
-    k = min(5, weights.shape[1])
-    for images, targets in loader:
-        features = model.encode_image(images.to(device), normalize=True).float()
-        logits = ZERO_SHOT_SCALE * features @ weights  # [B, C]
-        top.append(logits.topk(k, dim=1).indices.cpu())
-        labels.append(torch.as_tensor(targets))
-    return torch.cat(top), torch.cat(labels)
-
-
 def eval_zeroshot_with_model(
     model: nn.Module,
     tokenizer,
@@ -111,17 +97,8 @@ def eval_zeroshot_with_model(
     names = _class_names(dataset, class_names)
     templates = list(templates) if templates is not None else read_templates()
     weights = zeroshot_weights(model, tokenizer, names, templates, device=device)  # [D, C]
-    top, labels = _predict(model, weights, dataset, batch_size, num_workers, device)
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= len(names)):
-        raise ValueError(
-            f"labels of {val_dataset} go from {int(labels.min())} to {int(labels.max())} "
-            f"but there are {len(names)} class names: pass one name per class (--class-names)"
-        )
-    correct = top == labels[:, None]
-    results = {
-        "top-1": 100.0 * correct[:, :1].any(1).float().mean().item(),
-        "top-5": 100.0 * correct.any(1).float().mean().item(),
-    }
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
+    results = topk_accuracy(*predict_topk(model, weights, loader, device), len(names))
     logger.info("zero-shot on %s: top-1 %.2f %%, top-5 %.2f %%", val_dataset, results["top-1"], results["top-5"])
     detailed = {
         "protocol": "zeroshot",
