@@ -11,11 +11,12 @@ import torch
 from torch import Tensor, nn
 
 from dinov2.text.text_transformer import CausalSelfAttentionBlock
+from dinov2.text.token_head import TokenHead
 
 __all__ = ["TextHead", "TextTower", "pool_text_tokens"]
 
 
-class TextHead(nn.Module):
+class TextHead(TokenHead):
     """``num_blocks`` attention blocks + ``ln_final`` (identity without blocks) + a linear projection to
     ``embed_dim`` when the dims differ or when asked: ``[B, N, input_dim] -> [B, N, embed_dim]``."""
 
@@ -29,36 +30,21 @@ class TextHead(nn.Module):
         is_causal: bool,
         use_linear_projection: bool,
     ) -> None:
-        super().__init__()
-        blocks: list[nn.Module] = [nn.Identity()]
-        self.ln_final: nn.Module = nn.Identity()
-        if num_blocks > 0:
-            blocks = [
-                CausalSelfAttentionBlock(input_dim, num_heads, is_causal=is_causal, dropout_prob=block_drop_prob)
-                for _ in range(num_blocks)
-            ]
-            self.ln_final = nn.LayerNorm(input_dim)
-        self.block_list = nn.ModuleList(blocks)
-        self.num_blocks = num_blocks
-        self.linear_projection: nn.Module = nn.Identity()
-        if input_dim != embed_dim or use_linear_projection:
-            self.linear_projection = nn.Linear(input_dim, embed_dim, bias=False)
+        blocks = [
+            CausalSelfAttentionBlock(input_dim, num_heads, is_causal=is_causal, dropout_prob=block_drop_prob)
+            for _ in range(num_blocks)
+        ]
+        use_projection = input_dim != embed_dim or use_linear_projection
+        super().__init__(input_dim, blocks, (input_dim, embed_dim) if use_projection else None)
+        self.input_dim = input_dim
 
     @torch.no_grad()
     def init_weights(self) -> None:
         """Blocks as the text transformer's (one layer deep), projection N(0, input_dim^-1/2)."""
-        if self.num_blocks > 0:
-            dim = self.ln_final.normalized_shape[0]
-            for block in self.block_list:
-                block.init_weights(dim**-0.5, dim**-0.5 * (2 * self.num_blocks) ** -0.5, (2 * dim) ** -0.5)
-            self.ln_final.reset_parameters()
-        if isinstance(self.linear_projection, nn.Linear):
-            nn.init.normal_(self.linear_projection.weight, std=self.linear_projection.in_features**-0.5)
-
-    def forward(self, text_tokens: Tensor) -> Tensor:
-        for block in self.block_list:
-            text_tokens = block(text_tokens)
-        return self.linear_projection(self.ln_final(text_tokens))
+        dim = self.input_dim
+        for block in self.block_list if self.num_blocks > 0 else ():
+            block.init_weights(dim**-0.5, dim**-0.5 * (2 * self.num_blocks) ** -0.5, (2 * dim) ** -0.5)
+        self.init_projection_and_norm()
 
 
 def pool_text_tokens(text_tokens: Tensor, token_indices: Tensor, pooler_type: str) -> Tensor:

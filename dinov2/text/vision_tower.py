@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from dinov2.layers import Block, LayerScale, SwiGLUFFNSplit
 from dinov2.text.backbone_tokens import backbone_tokens, check_token_backbone, num_register_tokens
+from dinov2.text.token_head import TokenHead
 
 __all__ = ["VisionHead", "VisionTower", "POOLERS", "pool_patch_tokens"]
 
@@ -29,7 +30,7 @@ def _init_vit_timm(module: nn.Module) -> None:
         module.reset_parameters()
 
 
-class VisionHead(nn.Module):
+class VisionHead(TokenHead):
     """``num_blocks`` attention blocks + ``ln_final`` (identity without blocks) + optional projection to
     ``embed_dim // multiplier``: ``[B, N, input_dim] -> [B, N, out]``."""
 
@@ -44,39 +45,25 @@ class VisionHead(nn.Module):
         use_patch_tokens: bool,
         use_linear_projection: bool,
     ) -> None:
-        super().__init__()
-        blocks: list[nn.Module] = [nn.Identity()]
-        self.ln_final: nn.Module = nn.Identity()
-        if num_blocks > 0:
-            ffn = partial(SwiGLUFFNSplit, align_to=64)
-            blocks = [
-                Block(input_dim, num_heads, ffn_layer=ffn, init_values=1e-5, drop_path=blocks_drop_path)
-                for _ in range(num_blocks)
-            ]
-            self.ln_final = nn.LayerNorm(input_dim)
-        self.block_list = nn.ModuleList(blocks)
-        self.num_blocks = num_blocks
+        ffn = partial(SwiGLUFFNSplit, align_to=64)
+        blocks = [
+            Block(input_dim, num_heads, ffn_layer=ffn, init_values=1e-5, drop_path=blocks_drop_path)
+            for _ in range(num_blocks)
+        ]
         multiplier = 2 if use_class_token and use_patch_tokens else 1
-        self.linear_projection: nn.Module = nn.Identity()
+        projection = None
         if multiplier * input_dim != embed_dim or use_linear_projection:
             if embed_dim % multiplier:
                 raise ValueError(f"embed_dim {embed_dim} must be divisible by {multiplier} (class + patch features)")
-            self.linear_projection = nn.Linear(input_dim, embed_dim // multiplier, bias=False)
+            projection = (input_dim, embed_dim // multiplier)
+        super().__init__(input_dim, blocks, projection)
 
     @torch.no_grad()
     def init_weights(self) -> None:
         """The released initialisation (training from scratch)."""
-        if self.num_blocks > 0:
-            for block in self.block_list:
-                block.apply(_init_vit_timm)
-            self.ln_final.reset_parameters()
-        if isinstance(self.linear_projection, nn.Linear):
-            nn.init.normal_(self.linear_projection.weight, std=self.linear_projection.in_features**-0.5)
-
-    def forward(self, image_tokens: Tensor) -> Tensor:
-        for block in self.block_list:
-            image_tokens = block(image_tokens)
-        return self.linear_projection(self.ln_final(image_tokens))
+        for block in self.block_list if self.num_blocks > 0 else ():
+            block.apply(_init_vit_timm)
+        self.init_projection_and_norm()
 
 
 def _gem(patch_tokens: Tensor, power: float = 3.0, eps: float = 1e-6) -> Tensor:

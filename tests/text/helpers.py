@@ -12,19 +12,9 @@ from PIL import Image
 from dinov2.hub import catalog
 from dinov2.models.families import get_family
 from dinov2.models.vision_transformer import DinoVisionTransformer
-from dinov2.text import DinoTxt, TextTransformer, released_config
+from dinov2.text import TEXT_1280D20H24L, DinoTxt, TextTransformer, released_config
 
-TINY_TEXT = dict(
-    context_length=77,
-    vocab_size=49408,
-    dim=32,
-    num_heads=4,
-    num_layers=2,
-    ffn_ratio=4.0,
-    is_causal=True,
-    ls_init_value=None,
-    dropout_prob=0.0,
-)
+TINY_TEXT = dict(TEXT_1280D20H24L, dim=32, num_heads=4, num_layers=2)  # the released vocabulary and context
 
 
 def tiny_backbone(num_register_tokens: int = 4, depth: int = 2) -> DinoVisionTransformer:
