@@ -1,4 +1,4 @@
-"""``python -m dinov2.eval.zeroshot`` (console script ``dinov2-eval-zeroshot``): dino.txt zero-shot classification."""
+"""``python -m dinov2.eval.zeroshot``: dino.txt zero-shot classification."""
 
 import sys
 

@@ -132,7 +132,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dinov2.eval.zeroshot`` / ``dinov2-eval-zeroshot``: parse, check (exit code 2), run."""
+    """``python -m dinov2.eval.zeroshot``: parse, check (exit code 2), run."""
     parser = get_args_parser(description=DESCRIPTION)
     args = parser.parse_args(argv)
     check_args(parser, args)
