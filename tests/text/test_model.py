@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from dinov2.hub.backbones import make_backbone
 from dinov2.text import TEXT_1280D20H24L, DinoTxt, TextTransformer, released_config
 from dinov2.text.vision_tower import VisionTower
-from tests.text.helpers import tiny_dinotxt
+from tests.text.helpers import TINY_TEXT, tiny_dinotxt
 
 
 @pytest.fixture(scope="module")
@@ -224,3 +224,29 @@ def test_other_poolers_and_bad_arguments():
         pool_patch_tokens(tokens, "median")
     with pytest.raises(ValueError, match="token backbone"):
         VisionTower(torch.nn.Linear(2, 2), True, 4, 0, 0.0, True, True, 1, "mean", False)
+
+
+def test_a_dinov3_backbone_gives_its_storage_tokens_to_the_head():
+    from dinov2.models.vision_transformer_v3 import DinoVisionTransformerV3
+
+    torch.manual_seed(0)
+    backbone = DinoVisionTransformerV3(
+        img_size=32,
+        patch_size=16,
+        embed_dim=32,
+        depth=2,
+        num_heads=4,
+        n_storage_tokens=4,
+        layerscale_init=1.0,
+        pos_embed_rope_dtype="fp32",
+    ).eval()
+    model = DinoTxt(released_config(64), backbone, TextTransformer(**TINY_TEXT)).eval()
+    images = torch.randn(2, 3, 32, 48)
+    with torch.no_grad():
+        cls, patches, storage = model.visual_model.get_backbone_features(images)
+        out = backbone.forward_features(images)
+        embedding = model.encode_image(images)
+    torch.testing.assert_close(cls, out["x_norm_clstoken"])
+    torch.testing.assert_close(storage, out["x_storage_tokens"])
+    torch.testing.assert_close(patches, out["x_norm_patchtokens"])
+    assert model.visual_model.num_register_tokens == 4 and embedding.shape == (2, 64)
