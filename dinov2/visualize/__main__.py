@@ -4,6 +4,7 @@
 as RGB): ``<stem>_pca.png`` per image and ``pca_sheet.png`` (input, foreground, PCA per row).
 ``attention``: the class token's attention per head in the last block, registers separately, under
 ``<output-dir>/<stem>/`` and ``attention_sheet.png``.
+``text-seg``: open-vocabulary segmentation of a dino.txt model (:mod:`dinov2.visualize.text_seg`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         if name == "pca":
             sub.add_argument("--threshold", type=float, default=None, help="foreground cut on the first component, "
                              "as a fraction of its range (default: Otsu's threshold)")  # fmt: skip
+    from dinov2.visualize.text_seg_cli import add_text_seg_parser
+
+    add_text_seg_parser(commands)
     return parser
 
 
@@ -44,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     check_writable_dir(parser, args.output_dir, "--output-dir")  # before the backbone is built or downloaded
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.command == "text-seg":
+        from dinov2.visualize.text_seg_cli import run_text_seg
+
+        return run_text_seg(parser, args)
     model = backbone_from_args(args)
     if args.command == "pca":
         from dinov2.visualize.pca import write_pca_pictures

@@ -43,6 +43,11 @@ PROTOCOLS = {
         "dinov2:segmentation",
     ),
     "depth": ("dinov2.eval.depth.probe", "Submitit launcher for the DINOv2 depth probe", "dinov2:depth"),
+    "zeroshot": (
+        "dinov2.eval.zeroshot.cli",
+        "Submitit launcher for dino.txt zero-shot classification",
+        "dinov2:zeroshot",
+    ),
 }
 
 
@@ -67,8 +72,9 @@ def submit_eval_module(
     module = importlib.import_module(module_name)
     parser = get_args_parser(description=description, parents=[module.get_args_parser(add_help=False)])
     args = parser.parse_intermixed_args(argv)  # config overrides may sit among the options
-    with usage_errors(parser, FileNotFoundError, flag="--config-file"):
-        args.config_file = str(resolve_config_file(args.config_file))  # absolute: the job may start elsewhere
+    if hasattr(args, "config_file"):  # zero-shot has no config (its model comes from --model)
+        with usage_errors(parser, FileNotFoundError, flag="--config-file"):
+            args.config_file = str(resolve_config_file(args.config_file))  # absolute: the job may start elsewhere
     check(parser, args, module)  # fail here, not in the job
     args.eval_module = module_name
     # Pickle the task class by its importable name, also when a launcher file runs as a script (__main__).
