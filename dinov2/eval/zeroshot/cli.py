@@ -112,21 +112,27 @@ def eval_zeroshot_with_model(
     return results
 
 
+def text_eval_inputs(args: argparse.Namespace) -> tuple[tuple, dict]:
+    """What every dino.txt evaluation takes from its flags: ``(model, tokenizer, val dataset)`` and the class
+    names, templates and run arguments (``--class-names``, ``--templates``)."""
+    model, tokenizer = dinotxt_from_args(args)
+    names = read_class_names(args.class_names) if args.class_names else None
+    return (model, tokenizer, args.val_dataset_str), dict(
+        class_names=names, templates=read_templates(args.templates), run_args=args
+    )
+
+
 def main(args: argparse.Namespace) -> int:
     """Build the model the flags name and run :func:`eval_zeroshot_with_model`."""
-    model, tokenizer = dinotxt_from_args(args)
+    positional, common = text_eval_inputs(args)
     eval_zeroshot_with_model(
-        model,
-        tokenizer,
-        args.val_dataset_str,
-        class_names=read_class_names(args.class_names) if args.class_names else None,
-        templates=read_templates(args.templates),
+        *positional,
+        **common,
         output_dir=args.output_dir,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         crop_size=args.crop_size,
         resize_size=args.resize_size,
-        run_args=args,
     )
     return 0
 

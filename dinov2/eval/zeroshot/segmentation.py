@@ -30,7 +30,7 @@ from dinov2.eval.common import finish_eval_run
 from dinov2.eval.segmentation.metrics import SegmentationMetric
 from dinov2.eval.segmentation.probe import class_names_for
 from dinov2.features import eval_device
-from dinov2.hub.dinotxt import add_dinotxt_args, check_dinotxt_args, dinotxt_from_args
+from dinov2.hub.dinotxt import add_dinotxt_args, check_dinotxt_args
 from dinov2.text.segmentation import segmentation_scores
 from dinov2.text.zeroshot import read_class_names, read_templates, zeroshot_weights
 from dinov2.utils.cli import ArgumentParser, usage_errors
@@ -124,19 +124,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    model, tokenizer = dinotxt_from_args(args)
-    eval_text_segmentation(
-        model,
-        tokenizer,
-        args.val_dataset_str,
-        class_names=read_class_names(args.class_names) if args.class_names else None,
-        templates=read_templates(args.templates),
-        short_side=args.short_side,
-        window=args.window,
-        stride=args.stride,
-        output_dir=args.output_dir,
-        run_args=args,
-    )
+    from dinov2.eval.zeroshot.cli import text_eval_inputs  # the sibling CLI reads the shared flags
+
+    positional, common = text_eval_inputs(args)
+    options = dict(short_side=args.short_side, window=args.window, stride=args.stride, output_dir=args.output_dir)
+    eval_text_segmentation(*positional, **common, **options)
     return 0
 
 
