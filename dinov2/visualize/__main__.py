@@ -12,7 +12,7 @@ import argparse
 import logging
 import sys
 
-from dinov2.features.backbone_args import BACKBONE_NOTE, add_backbone_args, backbone_from_args
+from dinov2.features.backbone_args import BACKBONE_NOTE, add_backbone_args, check_backbone_args, loaded_from_args
 from dinov2.utils.cli import ArgumentParser, add_output_dir, check_writable_dir
 
 logger = logging.getLogger("dinov2")
@@ -42,17 +42,21 @@ def main(argv: list[str] | None = None) -> int:
     pictures; returns the exit status."""
     parser = get_args_parser()
     args = parser.parse_args(argv)
+    check_backbone_args(parser, args)
     check_writable_dir(parser, args.output_dir, "--output-dir")  # before the backbone is built or downloaded
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    model = backbone_from_args(args)
+    loaded = loaded_from_args(args)
     if args.command == "pca":
         from dinov2.visualize.pca import write_pca_pictures
 
-        written = write_pca_pictures(model, args.images, args.output_dir, args.resolution, args.threshold)
+        options = dict(threshold=args.threshold, patch_size=loaded.patch_size)
+        written = write_pca_pictures(loaded.model, args.images, args.output_dir, args.resolution, **options)
     else:
-        from dinov2.visualize.attention import write_attention_pictures
+        from dinov2.visualize.attention import has_attention, write_attention_pictures
 
-        written = write_attention_pictures(model, args.images, args.output_dir, args.resolution)
+        if not has_attention(loaded.model):
+            parser.error(f"attention: the {loaded.family} backbone {loaded.arch} has no attention; use pca")
+        written = write_attention_pictures(loaded.model, args.images, args.output_dir, args.resolution)
     sheet = next(path for name, path in written.items() if name.endswith("_sheet.png"))
     print(f"wrote {len(written)} files to {args.output_dir}; overview: {sheet}")
     return 0
