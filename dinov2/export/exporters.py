@@ -216,7 +216,13 @@ def save_safetensors(model: nn.Module, path: str | os.PathLike, name: str | None
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in chunked_to_flat(model.state_dict()).items()}
+    tensors, storages = {}, set()
+    for key, value in chunked_to_flat(model.state_dict()).items():
+        tensor = value.detach().to("cpu").contiguous()
+        if tensor.untyped_storage().data_ptr() in storages:  # one module under two names (ConvNeXt's norm = norms.3)
+            tensor = tensor.clone()  # safetensors refuses shared memory; the file keeps both released keys
+        storages.add(tensor.untyped_storage().data_ptr())
+        tensors[key] = tensor
     config, family = _family_config(model)
     metadata = {"format": "pt", "dinov2_config": json.dumps(config), **family}
     if name:
