@@ -99,8 +99,15 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     shapes = _dynamic_shapes(token_stride(model, patch_size)) if dynamic else None
     with torch.no_grad():
-        torch.onnx.export(wrapper, (_tracing_example(example, dynamic),), str(path), dynamo=True, dynamic_shapes=shapes,
-                          input_names=["pixel_values"], output_names=wrapper.output_names)  # fmt: skip
+        torch.onnx.export(
+            wrapper,
+            (_tracing_example(example, dynamic),),
+            str(path),
+            dynamo=True,
+            dynamic_shapes=shapes,
+            input_names=["pixel_values"],
+            output_names=wrapper.output_names,
+        )
     return path
 
 
@@ -118,8 +125,10 @@ def check_onnx(model: nn.Module, path: str | os.PathLike, inputs: Sequence[Tenso
     for x in inputs:
         outputs = session.run(None, {"pixel_values": x.numpy()})
         expected = wrapper(x)
-        gaps = {name: float((torch.from_numpy(o) - e).abs().max()) for name, o, e in zip(wrapper.output_names,
-                                                                                        outputs, expected)}  # fmt: skip
+        gaps = {
+            name: float((torch.from_numpy(o) - e).abs().max())
+            for name, o, e in zip(wrapper.output_names, outputs, expected)
+        }
         report.append({**gaps, "scale": max(float(e.abs().max()) for e in expected)})
     return report
 

@@ -18,9 +18,28 @@ from tests.conftest import preserved_logging
 @pytest.mark.parametrize("family", ["vit", "convnext"])
 def test_embed_a_dataset_with_a_dinov3_backbone(dinov3_files, synthetic, family, tmp_path):
     weights, out = str(dinov3_files.of(family)), tmp_path / "embeddings"
-    argv = ["embed", "--config-file", "", "--pretrained-weights", weights, "--dataset", synthetic.val,
-            "--output-dir", str(out), "--crop-size", "32", "--resize-size", "32", "--shard-size", "8",
-            "--batch-size", "4", "--num-workers", "0", "--no-progress"]  # fmt: skip
+    argv = [
+        "embed",
+        "--config-file",
+        "",
+        "--pretrained-weights",
+        weights,
+        "--dataset",
+        synthetic.val,
+        "--output-dir",
+        str(out),
+        "--crop-size",
+        "32",
+        "--resize-size",
+        "32",
+        "--shard-size",
+        "8",
+        "--batch-size",
+        "4",
+        "--num-workers",
+        "0",
+        "--no-progress",
+    ]
     with preserved_logging():  # the command sets up logging
         assert curation_main(argv) == out
     embeddings = Embeddings(out)

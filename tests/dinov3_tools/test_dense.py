@@ -19,19 +19,40 @@ KEYS = f"num_classes=3:images=8:val_images=2:size={SIZE[0]}x{SIZE[1]}"
 def _args(parser, root, task, output_dir, recipe, overrides):
     dataset = f"SyntheticDense:root={root}:{KEYS}:task={task}"
     argv = [
-        "--config-file", "unused.yaml", "--pretrained-weights", "unused.pth", "--output-dir", str(output_dir),
-        "--train-dataset", f"{dataset}:split=TRAIN", "--val-dataset", f"{dataset}:split=VAL", "--recipe", recipe,
-        "train.batch_size=4", "train.num_workers=0", "eval.num_workers=0", "optim.warmup_iters=2", "log.period=5",
-        "checkpoint.period=5", "train.iterations=6", *overrides,
-    ]  # fmt: skip
+        "--config-file",
+        "unused.yaml",
+        "--pretrained-weights",
+        "unused.pth",
+        "--output-dir",
+        str(output_dir),
+        "--train-dataset",
+        f"{dataset}:split=TRAIN",
+        "--val-dataset",
+        f"{dataset}:split=VAL",
+        "--recipe",
+        recipe,
+        "train.batch_size=4",
+        "train.num_workers=0",
+        "eval.num_workers=0",
+        "optim.warmup_iters=2",
+        "log.period=5",
+        "checkpoint.period=5",
+        "train.iterations=6",
+        *overrides,
+    ]
     return parser.parse_args(argv)
 
 
 def test_linear_segmentation_and_depth_probes_on_a_dinov3_vit(dinov3_files, single_process_eval, tmp_path):
     loaded = load_backbone(dinov3_files.vit, device="cpu")
     root = tmp_path / "scenes"
-    overrides = ["train.crop_size=[32,48]", "train.short_side=48", "test.crop_size=[32,48]", "test.stride=[16,16]",
-                 "test.short_side=48"]  # fmt: skip
+    overrides = [
+        "train.crop_size=[32,48]",
+        "train.short_side=48",
+        "test.crop_size=[32,48]",
+        "test.stride=[16,16]",
+        "test.short_side=48",
+    ]
     args = _args(segmentation_probe.get_args_parser(), root, "segmentation", tmp_path / "seg", "linear", overrides)
     probe = probe_on_backbone(loaded.model, args, "segmentation")
     detailed = segmentation_probe.main(args, probe)

@@ -28,11 +28,22 @@ def test_linear_probe_on_a_dinov3_vit_and_convnext(dinov3_files, synthetic, sing
     for family, blocks in (("vit", (1, 2)), ("convnext", (1, 4))):  # the ConvNeXt's "blocks" are its 4 stages
         model = load_backbone(dinov3_files.of(family), device="cpu").model
         run_eval_linear(
-            model, str(tmp_path / family), synthetic.train, synthetic.val, batch_size=8, epochs=1, epoch_length=4,
-            num_workers=0, save_checkpoint_frequency=1, eval_period_iterations=4, learning_rates=[1e-3, 0.1],
+            model,
+            str(tmp_path / family),
+            synthetic.train,
+            synthetic.val,
+            batch_size=8,
+            epochs=1,
+            epoch_length=4,
+            num_workers=0,
+            save_checkpoint_frequency=1,
+            eval_period_iterations=4,
+            learning_rates=[1e-3, 0.1],
             autocast_dtype=torch.float32,
-            n_last_blocks_list=blocks, crop_size=32, val_metric_type="mean_accuracy",
-        )  # fmt: skip
+            n_last_blocks_list=blocks,
+            crop_size=32,
+            val_metric_type="mean_accuracy",
+        )
         detailed = json.loads((tmp_path / family / "results_eval_linear_detailed.json").read_text())
         assert len(detailed["val"]["classifiers"]) == 2 * 2 * 2  # learning rates x blocks x avgpool
         assert all(0.0 <= m["top-1"] <= 100.0 for m in detailed["val"]["classifiers"].values())
@@ -41,8 +52,14 @@ def test_linear_probe_on_a_dinov3_vit_and_convnext(dinov3_files, synthetic, sing
 def test_logistic_regression_on_a_dinov3_vit(dinov3_files, synthetic, single_process_eval, tmp_path):
     model = load_backbone(dinov3_files.vit, device="cpu").model
     results = log_regression.eval_log_regression_with_model(
-        model, synthetic.train, synthetic.val, max_train_iters=30, batch_size=16, crop_size=32, progress=False,
+        model,
+        synthetic.train,
+        synthetic.val,
+        max_train_iters=30,
+        batch_size=16,
+        crop_size=32,
+        progress=False,
         output_dir=str(tmp_path),
-    )  # fmt: skip
+    )
     assert 0.0 <= results["top-1"] <= results["top-5"] <= 100.0
     assert json.loads((tmp_path / "results_eval_log_regression_detailed.json").read_text())["results"] == results

@@ -30,12 +30,18 @@ def test_dynamic_program_of_a_convnext_runs_at_other_sizes(dinov3_files, tmp_pat
     assert main(["program", "--weights", weights, "--output", str(tmp_path / "m.pt2"), "--dynamic"]) == 0
     program = torch.export.load(tmp_path / "m.pt2").module()
     model = load_backbone(weights, device="cpu").model
-    for shape in ((1, 3, 64, 96), (3, 3, 160, 64), (2, 3, 128, 128)):  # multiples of 32 px: the last stage's stride
-        x = torch.randn(shape)
-        expected = model.forward_features(x)
-        cls_token, patch_tokens = program(x)
-        torch.testing.assert_close(cls_token, expected["x_norm_clstoken"], rtol=1e-5, atol=2e-5)
-        torch.testing.assert_close(patch_tokens, expected["x_norm_patchtokens"], rtol=1e-5, atol=2e-5)
+    inputs = [torch.randn(shape) for shape in ((1, 3, 64, 96), (3, 3, 160, 64), (2, 3, 128, 128))]  # 32 px multiples
+    got = [program(x) for x in inputs]
+    expected = [(f["x_norm_clstoken"], f["x_norm_patchtokens"]) for f in map(model.forward_features, inputs)]
+    assert [tuple(t.shape) for pair in got for t in pair] == [
+        (1, 64),
+        (1, 6, 64),
+        (3, 64),
+        (3, 10, 64),
+        (2, 64),
+        (2, 16, 64),
+    ]
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=2e-5)
 
 
 @needs_is_exporting
@@ -47,8 +53,10 @@ def test_onnx_of_a_dinov3_vit_matches_eager_at_three_sizes_without_branches(dino
     assert main([*argv, "--resolution", "48", "--batch-size", "2"]) == 0  # 0: every size within tolerance
     report = [line for line in capsys.readouterr().out.splitlines() if line.startswith("onnxruntime vs eager")]
     assert [line.split(" on ")[1].split(":")[0] for line in report] == [
-        "(2, 3, 48, 48)", "(3, 3, 80, 32)", "(1, 3, 32, 96)"
-    ]  # fmt: skip
+        "(2, 3, 48, 48)",
+        "(3, 3, 80, 32)",
+        "(1, 3, 32, 96)",
+    ]
     assert all("storage_tokens" in line for line in report)
     assert onnx_branch_nodes(tmp_path / "m.onnx") == []  # no data-dependent branch: TensorRT takes the graph
 
