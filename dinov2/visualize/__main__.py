@@ -2,8 +2,9 @@
 
 ``pca``: a joint PCA of the patch features of all images (foreground from the first component, 3 components
 as RGB): ``<stem>_pca.png`` per image and ``pca_sheet.png`` (input, foreground, PCA per row).
-``attention``: the class token's attention per head in the last block, registers separately, under
-``<output-dir>/<stem>/`` and ``attention_sheet.png``.
+``attention``: the class token's attention per head in the last block, registers (DINOv3: storage tokens)
+separately, under ``<output-dir>/<stem>/`` and ``attention_sheet.png``; a backbone without attention (the DINOv3
+ConvNeXt) is a usage error. ``--weights`` alone (no ``--model``) reads the architecture from the weights.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ logger = logging.getLogger("dinov2")
 def get_args_parser() -> argparse.ArgumentParser:
     """``{pca,attention} IMAGES... --model NAME | --config-file F ... --output-dir D`` (no config overrides)."""
     parser = ArgumentParser(
-        description="PCA feature maps and attention maps of a DINOv2 backbone, as PNG files.", epilog=BACKBONE_NOTE
+        description="PCA feature maps and attention maps of a DINOv2 / DINOv3 backbone, as PNG files.",
+        epilog=BACKBONE_NOTE,
     )
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (("pca", "PCA feature maps"), ("attention", "last-block attention maps")):
