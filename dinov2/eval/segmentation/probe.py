@@ -104,8 +104,10 @@ def _datasets(args, cfg):
     )
 
 
-def main(args: argparse.Namespace) -> dict:
-    probe = dense_probe.setup_probe(args, TASK)
+def main(args: argparse.Namespace, probe: dense_probe.ProbeSetup | None = None) -> dict:
+    """Train and evaluate the probe of ``args``; ``probe``: a set-up around a backbone already built
+    (:func:`dense_probe.probe_on_backbone`) instead of the one of ``--config-file`` / ``--pretrained-weights``."""
+    probe = probe or dense_probe.setup_probe(args, TASK)
     cfg, device, autocast = probe.cfg, probe.device, probe.autocast
     train_set, val_set = _datasets(args, cfg)
     num_classes = cfg.head.num_classes or getattr(train_set, "num_classes", None)
