@@ -128,7 +128,7 @@ def _finish_vit(out: dict[str, Tensor], num_heads: int | None, base: float = _RO
 def _top_level(top: Mapping[str, Tensor], table: Mapping[str, str], peer: str) -> tuple[dict[str, Tensor], list[str]]:
     """Our non-block keys under the peer's names (``table``); periods checked, pretraining-only keys dropped."""
     if any(key.startswith("cls_norm.") for key in top):
-        raise ValueError(f"{peer} has no separate CLS norm: a model with untie_cls_and_patch_norms cannot be converted")
+        raise ValueError(f"cls_norm.* (untie_cls_and_patch_norms=True): {peer} has no separate CLS norm to hold it")
     out, unknown = {}, []
     for key, value in top.items():
         if key in table:
