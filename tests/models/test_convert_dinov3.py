@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dinov2.models.convert import export_hf
 from dinov2.models.convert_dinov3 import (
     dinov3_peer_kind,
+    export_hf_dinov3,
     from_hf_dinov3,
     from_timm_dinov3,
     hf_dinov3_config,
@@ -141,7 +141,7 @@ def test_timm_unknown_keys_raise_naming_them(vit):
 # ------------------------------------------------------------------------------------------------ transformers
 @pytest.fixture(scope="module")
 def hf_folder(vit, tmp_path_factory):
-    return export_hf(vit, tmp_path_factory.mktemp("hf_dinov3"))
+    return export_hf_dinov3(vit, tmp_path_factory.mktemp("hf_dinov3"))
 
 
 def _from_pretrained(cls, folder):
@@ -172,7 +172,7 @@ def _config_args(config: dict) -> dict:
 
 
 def test_hf_convnext_outputs_equal_ours_and_round_trip(convnext, tmp_path):
-    peer = _from_pretrained(transformers.DINOv3ConvNextModel, export_hf(convnext, tmp_path))
+    peer = _from_pretrained(transformers.DINOv3ConvNextModel, export_hf_dinov3(convnext, tmp_path))
     tokens = lambda x: peer(pixel_values=x).last_hidden_state  # noqa: E731
     _assert_same_outputs(convnext, tokens, sizes=[(64, 96), (96, 64)])
     ours = convnext.state_dict()
@@ -217,9 +217,16 @@ def test_weights_door_reads_hf_folders_and_timm_files(vit, convnext, hf_folder, 
     ours = vit.state_dict()
     timm_file = tmp_path / "timm_dinov3.safetensors"
     save_file(to_timm_dinov3(ours), str(timm_file))
-    cnx_folder = export_hf(convnext, tmp_path / "hf_convnext")
+    cnx_folder = export_hf_dinov3(convnext, tmp_path / "hf_convnext")
     for source, expected in ((hf_folder, ours), (timm_file, ours), (cnx_folder, convnext.state_dict())):
         got = read_backbone_weights(source)
         assert got.keys() == expected.keys(), source
         assert all(torch.equal(got[key], value) for key, value in expected.items()), source
         assert read_parts(source).keys() == {f"backbone.{key}" for key in expected}
+
+
+def test_dinov2_export_hf_names_the_dinov3_exporter(convnext, tmp_path):
+    from dinov2.models.convert import export_hf
+
+    with pytest.raises(ValueError, match="export_hf_dinov3"):
+        export_hf(convnext, tmp_path)
