@@ -230,3 +230,46 @@ def test_dinov2_export_hf_names_the_dinov3_exporter(convnext, tmp_path):
 
     with pytest.raises(ValueError, match="export_hf_dinov3"):
         export_hf(convnext, tmp_path)
+
+
+def test_load_backbone_builds_dinov3_from_peer_files_and_folders(vit, convnext, hf_folder, tmp_path):
+    from safetensors.torch import save_file
+
+    from dinov2.features import load_backbone
+
+    timm_file = tmp_path / "timm_dinov3.safetensors"
+    save_file(to_timm_dinov3(vit.state_dict()), str(timm_file))
+    cnx_folder = export_hf_dinov3(convnext, tmp_path / "hf_convnext")
+    for source, ours, family in ((hf_folder, vit, "dinov3_vit"), (timm_file, vit, "dinov3_vit")):
+        loaded = load_backbone(source, device="cpu")
+        assert loaded.family == family
+        _assert_same_outputs(ours, lambda x: _tokens(loaded.model, x), sizes=SIZES[:1])  # noqa: B023
+    loaded = load_backbone(cnx_folder, device="cpu")
+    assert loaded.family == "dinov3_convnext"
+    _assert_same_outputs(convnext, lambda x: _tokens(loaded.model, x), sizes=[(64, 64)])
+
+
+def test_hub_name_with_a_timm_file(tmp_path):
+    """``load_backbone("dinov3_vits16", weights=<timm file>)``: the released architecture, strictly loaded."""
+    from safetensors.torch import save_file
+
+    from dinov2.features import load_backbone
+    from dinov2.hub.dinov3_backbones import dinov3_vits16
+
+    torch.manual_seed(0)
+    ours = dinov3_vits16(pretrained=False).eval()
+    save_file(to_timm_dinov3(ours.state_dict()), str(tmp_path / "vits16.safetensors"))
+    loaded = load_backbone("dinov3_vits16", weights=tmp_path / "vits16.safetensors", device="cpu")
+    x = torch.randn(1, 3, 64, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(_tokens(loaded.model, x), _tokens(ours, x), atol=0, rtol=0)
+
+
+def test_num_heads_sets_the_recomputed_periods():
+    model = _vit("mlp", seed=4, num_heads=2)  # head width 32: not what the released archs of this width would say
+    ours = model.state_dict()
+    for back in (
+        from_timm_dinov3(to_timm_dinov3(ours), num_heads=2),
+        from_hf_dinov3(to_hf_dinov3(ours), num_heads=2),
+    ):
+        assert torch.equal(back["rope_embed.periods"], ours["rope_embed.periods"])
