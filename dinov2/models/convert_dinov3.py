@@ -249,6 +249,20 @@ def from_timm_dinov3(
     return _finish_vit(out, num_heads)
 
 
+# (width, SwiGLU) of the released ViTs -> timm's size name; timm has no L+ and no 7B with q/v biases.
+_TIMM_SIZES = {
+    (384, False): "small",
+    (384, True): "small_plus",
+    (768, False): "base",
+    (1024, False): "large",
+    (1280, True): "huge_plus",
+    (4096, True): "7b",
+}
+_TIMM_NAMES = {f"vit_{size}_patch16_dinov3{tail}" for size in _TIMM_SIZES.values() for tail in ("", "_qkvb")} - {
+    "vit_7b_patch16_dinov3_qkvb"
+}
+
+
 def timm_dinov3_args(model: nn.Module) -> tuple[str, dict]:
     """``(name, kwargs)`` for ``timm.create_model(name, **kwargs)`` building the peer of our DINOv3 ViT ``model``.
 
@@ -274,7 +288,9 @@ def timm_dinov3_args(model: nn.Module) -> tuple[str, dict]:
         global_pool="token",
         num_classes=0,
     )
-    return "vit_base_patch16_dinov3" + ("_qkvb" if qkv_bias else ""), kwargs
+    size = _TIMM_SIZES.get((model.embed_dim, swiglu), "base")  # a released size's name; the kwargs decide anyway
+    name = f"vit_{size}_patch16_dinov3" + ("_qkvb" if qkv_bias else "")
+    return (name if name in _TIMM_NAMES else "vit_base_patch16_dinov3" + ("_qkvb" if qkv_bias else "")), kwargs
 
 
 # ------------------------------------------------------------------------------------------------ transformers

@@ -93,7 +93,7 @@ def _timm_peer(model: DinoVisionTransformerV3, qkv_bias: bool | None = None):
 # ------------------------------------------------------------------------------------------------ timm
 def test_timm_outputs_equal_ours(vit):
     peer = _timm_peer(vit)
-    assert timm_dinov3_args(vit)[0] == "vit_base_patch16_dinov3_qkvb"
+    assert timm_dinov3_args(vit)[0] == "vit_base_patch16_dinov3_qkvb"  # no released size: the kwargs say all
     _assert_same_outputs(vit, peer.forward_features)
 
 
@@ -259,6 +259,7 @@ def test_hub_name_with_a_timm_file(tmp_path):
     torch.manual_seed(0)
     ours = dinov3_vits16(pretrained=False).eval()
     save_file(to_timm_dinov3(ours.state_dict()), str(tmp_path / "vits16.safetensors"))
+    assert timm_dinov3_args(ours)[0] == "vit_small_patch16_dinov3"  # initialised: zero qkv biases
     loaded = load_backbone("dinov3_vits16", weights=tmp_path / "vits16.safetensors", device="cpu")
     x = torch.randn(1, 3, 64, 48)
     with torch.no_grad():
