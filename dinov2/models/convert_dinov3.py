@@ -110,6 +110,21 @@ def _release_qkv_bias(out: dict[str, Tensor], prefix: str, parts: list[Tensor | 
         out[prefix + "attn.qkv.bias_mask"] = _bias_mask(dim, weight)
 
 
+def _rename_block(
+    block: Mapping[str, Tensor], tables: Mapping[str, Mapping[str, str]], swiglu_key: str, prefix: str, out: dict
+) -> dict[str, Tensor]:
+    """Into ``out``: the block's keys that the table of its FFN kind (SwiGLU when ``swiglu_key`` is there) renames,
+    under ``prefix``. Returns the other keys (qkv parts, or unknown ones) for the caller."""
+    table = tables["swiglu" if swiglu_key in block else "mlp"]
+    left = {}
+    for rest, value in block.items():
+        if rest in table:
+            out[prefix + table[rest]] = value
+        else:
+            left[rest] = value
+    return left
+
+
 def _released_has_qkv_bias(embed_dim: int) -> bool:
     """Every released ViT has a (k-masked) qkv bias but the 7B."""
     from dinov2.models.vision_transformer_v3 import ARCHS
@@ -186,12 +201,8 @@ def to_timm_dinov3(state_dict: Mapping[str, Tensor], qkv_bias: bool | None = Non
         qkv_bias = _qv_bias_used(biases)
     for index, block in sorted(blocks.items()):
         prefix = f"blocks.{index}."
-        table = _TIMM_BLOCK["swiglu" if "mlp.w1.weight" in block else "mlp"]
-        for rest, value in block.items():
-            if rest in table:
-                out[prefix + table[rest]] = value
-            elif rest not in _QKV_BIAS:
-                unknown.append(prefix + rest)
+        left = _rename_block(block, _TIMM_BLOCK, "mlp.w1.weight", prefix, out)
+        unknown += [prefix + rest for rest in left if rest not in _QKV_BIAS]
         parts = biases[index]
         if parts is not None and parts[1].any():
             raise ValueError(f"block {index} has a non-zero k bias: timm's DINOv3 attention has none (q and v only)")
@@ -230,12 +241,8 @@ def from_timm_dinov3(
         unknown.append("(no cls_token)")
     for index, block in sorted(blocks.items()):
         prefix = f"blocks.{index}."
-        table = inverse["swiglu" if "mlp.fc1_g.weight" in block else "mlp"]
-        for rest, value in block.items():
-            if rest in table:
-                out[prefix + table[rest]] = value
-            elif rest not in ("attn.q_bias", "attn.v_bias"):
-                unknown.append(prefix + rest)
+        left = _rename_block(block, inverse, "mlp.fc1_g.weight", prefix, out)
+        unknown += [prefix + rest for rest in left if rest not in ("attn.q_bias", "attn.v_bias")]
         if unknown:
             continue
         has_bias = "attn.q_bias" in block if qkv_bias is None else qkv_bias
@@ -324,7 +331,6 @@ _CNX_BLOCK = {
     "pwconv1": "pointwise_conv1",
     "pwconv2": "pointwise_conv2",
 }
-_OURS_CNX = re.compile(r"^(downsample_layers|stages)\.(\d+)\.(\d+)\.([a-z_0-9]+)(\.weight|\.bias|)$")
 _HF_CNX = re.compile(r"^(?:model\.)?stages\.(\d+)\.(downsample_layers|layers)\.(\d+)\.([a-z_0-9]+)(\.weight|\.bias|)$")
 
 
@@ -350,15 +356,12 @@ def to_hf_dinov3(state_dict: Mapping[str, Tensor], file_names: bool = False) -> 
     biases = _effective_biases(blocks)
     for index, block in sorted(blocks.items()):
         prefix = f"{'' if file_names else 'model.'}layer.{index}."
-        table = _HF_BLOCK["swiglu" if "mlp.w1.weight" in block else "mlp"]
-        for rest, value in block.items():
-            if rest in table:
-                out[prefix + table[rest]] = value
-            elif rest == "attn.qkv.weight":
-                for name, part in zip(_HF_QKV, value.chunk(3)):
-                    out[f"{prefix}{name}.weight"] = part
-            elif rest not in _QKV_BIAS:
-                unknown.append(f"blocks.{index}.{rest}")
+        left = _rename_block(block, _HF_BLOCK, "mlp.w1.weight", prefix, out)
+        unknown += [f"blocks.{index}.{rest}" for rest in left if rest not in (*_QKV_BIAS, "attn.qkv.weight")]
+        if "attn.qkv.weight" not in block:
+            raise ValueError(f"blocks.{index}.attn.qkv.weight is missing: not a complete DINOv3 ViT state dict")
+        for name, part in zip(_HF_QKV, block["attn.qkv.weight"].chunk(3)):
+            out[f"{prefix}{name}.weight"] = part
         for name, part in zip(_HF_QKV, biases[index] or ()):
             if name != "attention.k_proj" or part.any():
                 out[f"{prefix}{name}.bias"] = part
@@ -395,15 +398,8 @@ def from_hf_dinov3(state_dict: Mapping[str, Tensor], *, num_heads: int | None = 
     inverse = {kind: {peer: ours for ours, peer in table.items()} for kind, table in _HF_BLOCK.items()}
     for index, block in sorted(blocks.items()):
         prefix = f"blocks.{index}."
-        table = inverse["swiglu" if "mlp.gate_proj.weight" in block else "mlp"]
-        qkv = {}
-        for rest, value in block.items():
-            if rest in table:
-                out[prefix + table[rest]] = value
-            elif rest.rpartition(".")[0] in _HF_QKV:
-                qkv[rest] = value
-            else:
-                unknown.append(f"layer.{index}.{rest}")
+        qkv = _rename_block(block, inverse, "mlp.gate_proj.weight", prefix, out)
+        unknown += [f"layer.{index}.{rest}" for rest in qkv if rest.rpartition(".")[0] not in _HF_QKV]
         weights = [qkv.get(f"{name}.weight") for name in _HF_QKV]
         if any(weight is None for weight in weights):
             unknown.append(f"layer.{index}.attention: q/k/v_proj.weight incomplete")
@@ -424,43 +420,59 @@ def from_hf_dinov3(state_dict: Mapping[str, Tensor], *, num_heads: int | None = 
     return out
 
 
-def _to_hf_convnext(state_dict: Mapping[str, Tensor], file_names: bool) -> dict[str, Tensor]:
-    root = "" if file_names else "model."
+def _convnext_rules(to_hf: bool, root: str = "") -> list[tuple[re.Pattern, str]]:
+    """``(pattern, replacement)`` key renames between our ConvNeXt and transformers' in the direction asked
+    (``root``: ``model.`` for transformers' in-memory names; both are read)."""
+    param, peer_stage = r"(\.weight|\.bias|)", r"^(?:model\.)?stages\.(\d+)\."
+    pairs = [  # (ours, transformers'), patterns on the left of the direction
+        ((r"^norm\.(weight|bias)$", r"norm.\1"), (r"^layer_norm\.(weight|bias)$", r"layer_norm.\1")),
+        (
+            (r"^downsample_layers\.(\d+)\.(\d+)\.(weight|bias)$", r"downsample_layers.\1.\2.\3"),
+            (peer_stage + r"downsample_layers\.(\d+)\.(weight|bias)$", root + r"stages.\1.downsample_layers.\2.\3"),
+        ),
+        *(
+            (
+                (rf"^stages\.(\d+)\.(\d+)\.{ours}{param}$", rf"stages.\1.\2.{ours}\3"),
+                (rf"{peer_stage}layers\.(\d+)\.{peer}{param}$", rf"{root}stages.\1.layers.\2.{peer}\3"),
+            )
+            for ours, peer in _CNX_BLOCK.items()
+        ),
+    ]
+    if to_hf:
+        return [(re.compile(ours[0]), peer[1]) for ours, peer in pairs]
+    return [(re.compile(peer[0]), ours[1]) for ours, peer in pairs]
+
+
+def _renamed(state_dict: Mapping[str, Tensor], rules: list[tuple[re.Pattern, str]], what: str, hint: str) -> dict:
+    """Each key renamed by the first rule whose pattern matches it; a key no rule matches raises."""
     out, unknown = {}, []
     for key, value in state_dict.items():
-        match = _OURS_CNX.match(key)
-        if key in ("norm.weight", "norm.bias"):
-            out["layer_norm" + key.removeprefix("norm")] = value
-        elif key.startswith("norms.3."):
-            if not torch.equal(value, state_dict.get(key.replace("norms.3.", "norm."), value.new_empty(0))):
-                raise ValueError(f"{key} differs from norm.*: the release's final norm is one module with two names")
-        elif match and match[1] == "downsample_layers":
-            out[f"{root}stages.{match[2]}.downsample_layers.{match[3]}.{match[4]}{match[5]}"] = value
-        elif match and match[4] in _CNX_BLOCK:
-            out[f"{root}stages.{match[2]}.layers.{match[3]}.{_CNX_BLOCK[match[4]]}{match[5]}"] = value
-        else:
+        rule = next(((pattern, repl) for pattern, repl in rules if pattern.match(key)), None)
+        if rule is None:
             unknown.append(key)
+        else:
+            out[rule[0].sub(rule[1], key)] = value
     if unknown:
-        raise _unknown_keys_error(unknown, "DINOv3 ConvNeXt", "Pass a DINOv3 ConvNeXt backbone state dict.")
+        raise _unknown_keys_error(unknown, what, hint)
     return out
 
 
+def _to_hf_convnext(state_dict: Mapping[str, Tensor], file_names: bool) -> dict[str, Tensor]:
+    state_dict = dict(state_dict)
+    for param in ("weight", "bias"):  # the release's final norm has two names; transformers keeps one
+        second = state_dict.pop(f"norms.3.{param}", None)
+        if second is not None and not torch.equal(second, state_dict.get(f"norm.{param}", second.new_empty(0))):
+            raise ValueError(f"norms.3.{param} differs from norm.{param}: the release's final norm is one module")
+    rules = _convnext_rules(to_hf=True, root="" if file_names else "model.")
+    return _renamed(state_dict, rules, "DINOv3 ConvNeXt", "Pass a DINOv3 ConvNeXt backbone state dict.")
+
+
 def _from_hf_convnext(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    modules = {peer: ours for ours, peer in _CNX_BLOCK.items()}
-    out, unknown = {}, []
-    for key, value in state_dict.items():
-        match = _HF_CNX.match(key)
-        if key in ("layer_norm.weight", "layer_norm.bias"):
-            param = key.removeprefix("layer_norm")
-            out["norm" + param] = out["norms.3" + param] = value  # the release's two names of one norm
-        elif match and match[2] == "downsample_layers":
-            out[f"downsample_layers.{match[1]}.{match[3]}.{match[4]}{match[5]}"] = value
-        elif match and match[4] in modules:
-            out[f"stages.{match[1]}.{match[3]}.{modules[match[4]]}{match[5]}"] = value
-        else:
-            unknown.append(key)
-    if unknown:
-        raise _unknown_keys_error(unknown, "transformers DINOv3 ConvNeXt", "Expected a DINOv3ConvNextModel.")
+    hint = "Expected a DINOv3ConvNextModel."
+    out = _renamed(state_dict, _convnext_rules(to_hf=False), "transformers DINOv3 ConvNeXt", hint)
+    for param in ("weight", "bias"):
+        if f"norm.{param}" in out:
+            out[f"norms.3.{param}"] = out[f"norm.{param}"]  # the release's second name of the final norm
     return out
 
 
