@@ -38,7 +38,8 @@ from torch import Tensor, nn
 
 from dinov2.hub import backbones, dinov3_backbones
 from dinov2.models.convert import to_hf_state_dict, to_timm_state_dict
-from dinov2.models.convert_dinov3 import hf_dinov3_config, timm_dinov3_args, to_hf_dinov3, to_timm_dinov3
+from dinov2.models.convert_dinov3 import to_hf_dinov3, to_timm_dinov3
+from dinov2.models.peers_dinov3 import hf_dinov3_config, timm_dinov3_args
 from dinov2.utils.dtype import DTYPES  # noqa: E402
 
 SIZES = {"vit_small": "small", "vit_base": "base", "vit_large": "large", "vit_giant2": "giant"}

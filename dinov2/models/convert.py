@@ -380,12 +380,12 @@ def export_hf(model: nn.Module, out_dir: str | os.PathLike) -> Path:
     Outputs equal ours at ``image_size`` (the stored grid). At other sizes transformers resizes the position
     table by output size (with antialias for the register model): the same as our register backbones, but
     not as the plain ones, which resize by scale factor with ``interpolate_offset`` 0.1 (a warning says so).
-    Returns ``out_dir``. DINOv3 backbones: :func:`dinov2.models.convert_dinov3.export_hf_dinov3`.
+    Returns ``out_dir``. DINOv3 backbones: :func:`dinov2.models.peers_dinov3.export_hf_dinov3`.
     """
     if not hasattr(model, "pos_embed"):  # DINOv3 ViT (RoPE) or ConvNeXt
         raise ValueError(
             f"export_hf writes DINOv2 ViTs; this is a {type(model).__name__}: use "
-            "dinov2.models.convert_dinov3.export_hf_dinov3 (transformers DINOv3ViTModel / DINOv3ConvNextModel)"
+            "dinov2.models.peers_dinov3.export_hf_dinov3 (transformers DINOv3ViTModel / DINOv3ConvNextModel)"
         )
     config = hf_config(model)
     expected = (0.0, True) if model.num_register_tokens else (0.0, False)

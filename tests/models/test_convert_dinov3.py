@@ -7,15 +7,13 @@ import torch
 
 from dinov2.models.convert_dinov3 import (
     dinov3_peer_kind,
-    export_hf_dinov3,
     from_hf_dinov3,
     from_timm_dinov3,
-    hf_dinov3_config,
-    timm_dinov3_args,
     to_hf_dinov3,
     to_timm_dinov3,
 )
 from dinov2.models.convnext import ConvNeXt
+from dinov2.models.peers_dinov3 import export_hf_dinov3, hf_dinov3_config, timm_dinov3_args
 from dinov2.models.vision_transformer_v3 import DinoVisionTransformerV3
 from dinov2.models.weights import read_backbone_weights, read_parts
 
