@@ -103,8 +103,10 @@ def build_timm_v3(ours: nn.Module) -> tuple[nn.Module, Runner]:
     import timm
 
     name, kwargs = timm_dinov3_args(ours)
-    model = timm.create_model(name, pretrained=False, **kwargs).eval()
-    model.load_state_dict(to_timm_dinov3(ours.state_dict()), strict=True)
+    qkv_bias = ours.blocks[0].attn.qkv.bias is not None  # like for like: ours adds its (here zero) q/v biases
+    name = name.removesuffix("_qkvb") + ("_qkvb" if qkv_bias else "")
+    model = timm.create_model(name, pretrained=False, **{**kwargs, "qkv_bias": qkv_bias}).eval()
+    model.load_state_dict(to_timm_dinov3(ours.state_dict(), qkv_bias=qkv_bias), strict=True)
     return model, Runner(f"timm {timm.__version__} ({name})", lambda x: model.forward_features(x)[:, 0])
 
 
