@@ -127,11 +127,11 @@ def _released_has_qkv_bias(embed_dim: int) -> bool:
     return embed_dim != ARCHS["vit_7b"][0]
 
 
-def _finish_vit(out: dict[str, Tensor], num_heads: int | None, base: float = _ROPE_BASE) -> dict[str, Tensor]:
+def _finish_vit(out: dict[str, Tensor], num_heads: int | None) -> dict[str, Tensor]:
     """Add what the peers do not store: a zero mask token and the RoPE periods."""
     cls_token = out["cls_token"]
     out.setdefault("mask_token", cls_token.new_zeros(1, cls_token.shape[-1]))
-    out["rope_embed.periods"] = _periods(cls_token.shape[-1], num_heads, base).to(cls_token.device)
+    out["rope_embed.periods"] = _periods(cls_token.shape[-1], num_heads, _ROPE_BASE).to(cls_token.device)
     return out
 
 
