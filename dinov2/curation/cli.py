@@ -121,7 +121,7 @@ def _add_sample(sub) -> None:
     p.add_argument("--multiplier", type=int, default=1, help="the most times one point may be taken")
     p.add_argument("--strategy", default="random", choices=["random", "closest"], help="rows taken in a cluster")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--output", required=True, help="int64 .npy of embedding rows")
+    p.add_argument("--output", required=True, help="int64 .npy of the sampled images (dataset indices)")
 
 
 def _add_pictures(sub) -> None:

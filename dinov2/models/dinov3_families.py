@@ -62,16 +62,29 @@ def _section(student: Any) -> dict[str, Any]:
     return {key: (student[key] if hasattr(student, "keys") else getattr(student, key)) for key in _keys(student)}
 
 
-def _build_pair(builder, student: Any, img_size: int, only_teacher: bool):
-    """Teacher without stochastic depth (as the release's ``build_model``), student with ``drop_path_rate``."""
-    section = _section(student)
-    teacher = builder({**section, "drop_path_rate": 0.0}, img_size=img_size)
-    teacher.init_weights()
-    if only_teacher:
-        return None, teacher
-    student_model = builder(section, img_size=img_size)
-    student_model.init_weights()
-    return student_model, teacher
+def _pair_builder(builder):
+    """``build(student, arch, img_size, only_teacher)``: a teacher without stochastic depth (as the release's
+    ``build_model``) and a student with ``drop_path_rate``, both with the release's initialisation."""
+
+    def build(student: Any, arch: str, img_size: int, only_teacher: bool):
+        section = _section(student)
+        teacher = builder({**section, "drop_path_rate": 0.0}, img_size=img_size)
+        teacher.init_weights()
+        if only_teacher:
+            return None, teacher
+        student_model = builder(section, img_size=img_size)
+        student_model.init_weights()
+        return student_model, teacher
+
+    return build
+
+
+def _register(name: str, module: Any, archs: Mapping, **facts: Any) -> ModelFamily:
+    """Register a DINOv3 family whose models come from ``module.build_from_student_cfg`` and ``init_weights``."""
+    build = _pair_builder(module.build_from_student_cfg)
+    return register_family(
+        ModelFamily(name=name, archs=archs, build=build, initialise=lambda model: model.init_weights(), **facts)
+    )
 
 
 # ------------------------------------------------------------------------------------------- the DINOv3 ViT
@@ -134,20 +147,15 @@ def _vit_claims(student: Any) -> bool:
     return bool(_keys(student) & DINOV3_STUDENT_KEYS)
 
 
-DINOV3_VIT = register_family(
-    ModelFamily(
-        name="dinov3_vit",
-        archs=VIT_ARCHS,
-        build=lambda student, arch, img_size, only_teacher: _build_pair(
-            vits3.build_from_student_cfg, student, img_size, only_teacher
-        ),
-        matches=_vit_matches,
-        kwargs_from_weights=_vit_kwargs_from_weights,
-        num_extra_tokens=lambda model: 1 + int(model.n_storage_tokens),
-        claims=_vit_claims,
-        initialise=lambda model: model.init_weights(),
-        from_weights=("untie_cls_and_patch_norms", "untie_global_and_local_cls_norm"),
-    )
+DINOV3_VIT = _register(
+    "dinov3_vit",
+    vits3,
+    VIT_ARCHS,
+    matches=_vit_matches,
+    kwargs_from_weights=_vit_kwargs_from_weights,
+    num_extra_tokens=lambda model: 1 + int(model.n_storage_tokens),
+    claims=_vit_claims,
+    from_weights=("untie_cls_and_patch_norms", "untie_global_and_local_cls_norm"),
 )
 
 
@@ -165,18 +173,13 @@ def _convnext_kwargs_from_weights(state_dict: Mapping[str, Tensor]) -> tuple[str
     return "convnext_tiny", {"depths": depths, "dims": dims}
 
 
-DINOV3_CONVNEXT = register_family(
-    ModelFamily(
-        name="dinov3_convnext",
-        archs=CONVNEXT_ARCHS,
-        build=lambda student, arch, img_size, only_teacher: _build_pair(
-            convnexts.build_from_student_cfg, student, img_size, only_teacher
-        ),
-        matches=_convnext_matches,
-        kwargs_from_weights=_convnext_kwargs_from_weights,
-        num_extra_tokens=lambda model: 0,
-        patch_size=lambda model: 32,  # x_norm_patchtokens: one token per 32x32 pixels (the last stage)
-        initialise=lambda model: model.init_weights(),
-        from_weights=(),
-    )
+DINOV3_CONVNEXT = _register(
+    "dinov3_convnext",
+    convnexts,
+    CONVNEXT_ARCHS,
+    matches=_convnext_matches,
+    kwargs_from_weights=_convnext_kwargs_from_weights,
+    num_extra_tokens=lambda model: 0,
+    patch_size=lambda model: 32,  # x_norm_patchtokens: one token per 32x32 pixels (the last stage)
+    from_weights=(),
 )

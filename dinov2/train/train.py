@@ -255,7 +255,7 @@ def do_train(
             wd=schedules.wd[iteration],
             mom=schedules.momentum[iteration],
             last_layer_lr=schedules.last_layer_lr[iteration],
-            current_batch_size=batch.n_images,
+            current_batch_size=model.images_per_process(),  # what the student trains on (multi-distillation: its share)
             total_loss=sum(losses.values()),
             **losses,
             **{f"{name}_grad_norm": norm for name, norm in grad_norms.items()},

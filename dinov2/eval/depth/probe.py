@@ -73,9 +73,26 @@ def build_depther(backbone, head_cfg) -> DepthEncoderDecoder:
             raise ValueError(f"the DPT head taps 4 blocks, got head.out_index={out_index}")
         head = DPTHead(backbone.embed_dim, channels=head_cfg.channels, min_depth=head_cfg.min_depth,
                        max_depth=head_cfg.max_depth)  # fmt: skip
+        start_alive(head)
     else:
         raise ValueError(f"head.type must be linear or dpt, got {head_cfg.type!r}")
     return DepthEncoderDecoder(backbone, head, out_index)
+
+
+# Bias of the DPT head's last conv at the start of training (metres, before the ReLU): see start_alive.
+DPT_START_BIAS = 1.0
+
+
+def start_alive(head: DPTHead) -> None:
+    """Start a fresh DPT head with its output above the ReLU everywhere (last conv bias :data:`DPT_START_BIAS`).
+
+    The head outputs ``relu(conv(x)) + min_depth``; with PyTorch's default init the last bias is drawn around 0,
+    and when it is negative (about one start in four with 256 channels, most starts with narrow heads) every
+    output is clamped: the prediction is ``min_depth`` everywhere, no gradient flows and the probe never trains.
+    Deliberate deviation from the release's random bias (loading a head file is not affected).
+    """
+    with torch.no_grad():
+        head.conv_depth.head[-1].bias.fill_(DPT_START_BIAS)
 
 
 def head_file_name(head_cfg) -> str:
@@ -141,6 +158,8 @@ def main(args: argparse.Namespace) -> dict:
     head_path = probe.output_dir / head_file_name(cfg.head)
     meta = {"head": cfg.head.type, "out_index": list(model.out_index), "iterations": int(cfg.train.iterations),
             "depth_range": [float(cfg.head.min_depth), float(cfg.head.max_depth)]}  # fmt: skip
+    size = ("channels", cfg.head.channels) if cfg.head.type == "dpt" else ("n_bins", cfg.head.n_bins)
+    meta[size[0]] = int(size[1])  # the hub depthers build the head of this size
     dense_probe.save_head(model.decode_head, head_path, meta)
     return dense_probe.write_results(probe, args, results, {"head": str(head_path)}, head_path.stem, ".4f")
 
