@@ -96,7 +96,7 @@ _LISTED = 8  # keys listed in an error
 _DCP_METADATA = ".metadata"
 _DCP_MARKER = "COMPLETE"  # written last into our checkpoint folders, lists every file's size and CRC32
 _FOLDER_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")  # HF / timm folders
-_HF_MODEL_TYPES = ("dinov2", "dinov2_with_registers")
+_HF_MODEL_TYPES = ("dinov2", "dinov2_with_registers", "dinov3_vit", "dinov3_convnext")
 _KEPT = 4  # opened sources kept for a later read
 # A file modified this recently could change again within its timestamp's resolution: it is never kept.
 _RACY_NS = 2_000_000_000
