@@ -4,7 +4,8 @@
   export resolution, and with ``--dynamic`` at two other sizes and batch sizes);
 - ``program``: a ``torch.export`` program (``.pt2``; load it with ``torch.export.load(F).module()``);
 - ``safetensors``: the weights with our key names and the constructor arguments in the metadata;
-- ``hf``: a Hugging Face ``transformers`` model folder (``config.json`` + ``model.safetensors``; DINOv2 ViTs).
+- ``hf``: a Hugging Face ``transformers`` model folder (``config.json`` + ``model.safetensors``; ``Dinov2Model``,
+  ``DINOv3ViTModel`` or ``DINOv3ConvNextModel``).
 
 The backbone: ``--model NAME`` (DINOv2 or DINOv3 hub name), ``--config-file F`` or ``--weights W`` alone (its
 architecture read from the weights). A DINOv3 ViT's outputs add ``storage_tokens``; a DINOv3 ConvNeXt's patch
@@ -124,10 +125,12 @@ def main(argv: list[str] | None = None) -> int:
         status = 0
     else:
         from dinov2.models.convert import export_hf
+        from dinov2.models.peers_dinov3 import export_hf_dinov3
 
-        if loaded.family != "dinov2_vit":  # TODO(issue 20): DINOv3 folders come with the DINOv3 converters
-            parser.error(f"hf: a transformers folder of a {loaded.family} backbone is not written yet; use safetensors")
-        export_hf(model, args.output)
+        writers = {"dinov2_vit": export_hf, "dinov3_vit": export_hf_dinov3, "dinov3_convnext": export_hf_dinov3}
+        if loaded.family not in writers:
+            parser.error(f"hf: no transformers model takes a {loaded.family} backbone; use safetensors")
+        writers[loaded.family](model, args.output)
         status = 0
     print(f"wrote {args.format} of {name} to {args.output}")
     return status

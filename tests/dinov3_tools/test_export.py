@@ -77,7 +77,11 @@ def test_safetensors_metadata_rebuilds_the_model(dinov3_files, family, tmp_path)
         assert torch.equal(rebuilt.eval()(x), model(x))
 
 
-def test_hugging_face_folder_of_dinov3_is_a_clear_usage_error(dinov3_files, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main(["hf", "--weights", str(dinov3_files.vit), "--output", str(tmp_path / "hf")])
-    assert exit_.value.code == 2 and "dinov3_vit backbone is not written yet" in capsys.readouterr().err
+@pytest.mark.parametrize("family", ["vit", "convnext"])
+def test_a_hugging_face_folder_of_dinov3_loads_back_through_the_door(dinov3_files, tmp_path, capsys, family):
+    assert main(["hf", "--weights", str(dinov3_files.of(family)), "--output", str(tmp_path / "hf")]) == 0
+    assert (tmp_path / "hf" / "config.json").is_file()
+    again, model = load_backbone(tmp_path / "hf", device="cpu"), load_backbone(dinov3_files.of(family), device="cpu")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(again.model(x), model.model(x), rtol=1e-5, atol=1e-5)
