@@ -11,12 +11,20 @@ from torch import nn
 
 from dinov2.config import ConfigKeyError, ConfigValueError, load_cfg
 from dinov2.data.dataset_strings import parse_dataset_str
-from dinov2.features.backbone import load_backbone
+from dinov2.features.backbone import LoadedBackbone, load_backbone
 from dinov2.hub import catalog
 from dinov2.models.weights import is_url
 from dinov2.utils.cli import usage_errors
 
-__all__ = ["BACKBONE_NOTE", "add_backbone_args", "backbone_from_args", "check_eval_args", "cpu_backbone"]
+__all__ = [
+    "BACKBONE_NOTE",
+    "add_backbone_args",
+    "backbone_from_args",
+    "check_eval_args",
+    "cpu_backbone",
+    "flag_backbone",
+    "loaded_backbone_from_args",
+]
 
 # --help epilog of the commands built on add_backbone_args: they have no config of their own to override
 BACKBONE_NOTE = (
@@ -33,6 +41,14 @@ def cpu_backbone(name=None, weights=None, *, config_file=None, random_init: bool
     released weights, unless ``random_init``. With a hub name, the position table keeps the size stored in
     ``weights`` (a training export at 224 px keeps its 16 x 16 grid), so the numbers are those of the trained model.
     """
+    return flag_backbone(name, weights, config_file=config_file, random_init=random_init, seed=seed).model
+
+
+def flag_backbone(
+    name=None, weights=None, *, config_file=None, random_init: bool = False, seed: int = 0, device="cpu"
+) -> LoadedBackbone:
+    """:func:`cpu_backbone` on ``device`` (None: :func:`~dinov2.features.backbone.eval_device`), with its
+    preprocessing facts (:class:`~dinov2.features.backbone.LoadedBackbone`)."""
     if (name is None) == (config_file is None):
         raise ValueError("give a hub backbone name (--model) or a training config (--config-file), not both")
     if random_init and weights:
@@ -42,10 +58,10 @@ def cpu_backbone(name=None, weights=None, *, config_file=None, random_init: bool
             f"--config-file {config_file} needs --weights (e.g. a teacher_checkpoint.pth) or --random-init"
         )
     if config_file is not None:
-        options = dict(random_init=random_init, seed=seed, device="cpu", validate=False, argument="--weights")
-        return load_backbone(config=config_file, weights=weights, **options).model
+        options = dict(random_init=random_init, seed=seed, device=device, validate=False, argument="--weights")
+        return load_backbone(config=config_file, weights=weights, **options)
     catalog.get_backbone(name)  # unknown names fail here, before any weights are read
-    return load_backbone(name, weights=weights, random_init=random_init, seed=seed, device="cpu").model
+    return load_backbone(name, weights=weights, random_init=random_init, seed=seed, device=device)
 
 
 def add_backbone_args(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +84,12 @@ def backbone_from_args(args: argparse.Namespace) -> nn.Module:
     """The backbone of :func:`add_backbone_args`' flags (eval mode, CPU)."""
     options = dict(config_file=args.config_file, random_init=args.random_init, seed=args.seed)
     return cpu_backbone(args.model, args.weights, **options)
+
+
+def loaded_backbone_from_args(args: argparse.Namespace, device=None) -> LoadedBackbone:
+    """The backbone of :func:`add_backbone_args`' flags with its facts, on ``device`` (None: the eval device)."""
+    options = dict(config_file=args.config_file, random_init=args.random_init, seed=args.seed, device=device)
+    return flag_backbone(args.model, args.weights, **options)
 
 
 def check_eval_args(
