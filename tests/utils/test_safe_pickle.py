@@ -20,10 +20,16 @@ def _gnd_like():
     return {
         "imlist": ["all_souls_000013", "oxford_002985"],
         "qimlist": ["all_souls_000013"],
-        "gnd": [{"easy": np.array([1]), "hard": np.array([], dtype=np.int64), "junk": [np.int64(0)],
-                 "bbx": np.array([136.5, 34.1, 648.0, 955.2])}],
+        "gnd": [
+            {
+                "easy": np.array([1]),
+                "hard": np.array([], dtype=np.int64),
+                "junk": [np.int64(0)],
+                "bbx": np.array([136.5, 34.1, 648.0, 955.2]),
+            }
+        ],
         "extras": ({1, 2}, frozenset([3]), b"bytes", 1.5, 2 + 1j, None, True),
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))

@@ -39,7 +39,7 @@ from dinov2.utils.dtype import as_torch_dtype
 
 logger = logging.getLogger("dinov2")
 
-__all__ = ["get_args_parser", "check_args", "eval_transfer_with_model", "main", "cli_main"]
+__all__ = ["get_args_parser", "add_fit_args", "check_args", "eval_transfer_with_model", "main", "cli_main"]
 
 DESCRIPTION = "DINOv2 linear transfer (12 fine-grained datasets, logistic regression)"
 METRIC_TYPES = {"top1": MetricType.MEAN_ACCURACY, "mean_per_class": MetricType.MEAN_PER_CLASS_ACCURACY}
@@ -58,15 +58,23 @@ def get_args_parser(
     add("--folder", action="append", default=[], help="NAME:train=DIR:test=DIR[:val=DIR][:metric=...] image folders")
     add("--crop-size", type=int, default=224, help="centre crop (px)")
     add("--resize-size", type=int, default=None, help="short-side resize (px); default: the crop size")
-    add("--batch-size", type=int, default=256, help="feature-extraction batch size")
+    add("--split-seed", type=int, default=0, help="seed of Caltech-101's 30-per-class training draw")
+    add_fit_args(parser, batch_size=256)
+    return parser
+
+
+def add_fit_args(parser: argparse.ArgumentParser, batch_size: int) -> None:
+    """Feature extraction and logistic-regression flags shared with the video probe: ``--batch-size``,
+    ``--num-workers``, ``--train-features-device``, ``--train-dtype``, ``--max-train-iters``, ``--c-values``,
+    ``--no-progress``."""
+    add = parser.add_argument
+    add("--batch-size", type=int, default=batch_size, help="feature-extraction batch size")
     add("--num-workers", type=int, default=4, help="data-loading processes")
     add("--train-features-device", default="cpu", help="device of the logistic-regression fits (cpu, cuda)")
     add("--train-dtype", default="float64", help="dtype of the fits")
     add("--max-train-iters", type=int, default=DEFAULT_MAX_ITER, help="L-BFGS iterations per fit")
     add("--c-values", type=float, nargs="+", default=None, help="C values swept (default: 10^linspace(-6, 5, 45))")
-    add("--split-seed", type=int, default=0, help="seed of Caltech-101's 30-per-class training draw")
     add("--no-progress", action="store_true", help="no progress bar during feature extraction")
-    return parser
 
 
 def _datasets(args: argparse.Namespace) -> list[str]:

@@ -1,5 +1,5 @@
 """Shared submitit launcher of the evaluation protocols (``dinov2/run/eval/{knn,linear,log_regression,segmentation,
-depth,retrieval,transfer}.py``), e.g.
+depth,retrieval,transfer,video}.py``), e.g.
 
     python dinov2/run/eval/knn.py --nodes 1 --ngpus 8 --partition P \\
         --config-file dinov2/configs/eval/vitl14_pretrain.yaml --pretrained-weights W --output-dir D \\
@@ -45,6 +45,7 @@ PROTOCOLS = {
     "depth": ("dinov2.eval.depth.probe", "Submitit launcher for the DINOv2 depth probe", "dinov2:depth"),
     "retrieval": ("dinov2.eval.retrieval.cli", "Submitit launcher for DINOv2 instance retrieval", "dinov2:retrieval"),
     "transfer": ("dinov2.eval.transfer.cli", "Submitit launcher for DINOv2 linear transfer", "dinov2:transfer"),
+    "video": ("dinov2.eval.video.cli", "Submitit launcher for DINOv2 video classification", "dinov2:video"),
 }
 
 

@@ -11,10 +11,10 @@ from sklearn.metrics import accuracy_score, average_precision_score, balanced_ac
 from dinov2.eval.metrics import MetricType, build_metric
 from dinov2.eval.transfer import eval_multilabel_log_regression, voc07_average_precision, voc07_mean_average_precision
 
+METRICS = [(MetricType.MEAN_ACCURACY, accuracy_score), (MetricType.MEAN_PER_CLASS_ACCURACY, balanced_accuracy_score)]
 
-@pytest.mark.parametrize("metric_type, sklearn_metric", [
-    (MetricType.MEAN_ACCURACY, accuracy_score), (MetricType.MEAN_PER_CLASS_ACCURACY, balanced_accuracy_score),
-])  # fmt: skip
+
+@pytest.mark.parametrize("metric_type, sklearn_metric", METRICS)
 def test_classification_metrics_equal_sklearn(metric_type, sklearn_metric):
     g = torch.Generator().manual_seed(0)
     probs = torch.rand(200, 7, generator=g)
