@@ -27,19 +27,16 @@ from pathlib import Path
 
 import torch
 
-from dinov2 import distributed
 from dinov2.data import make_dataset
-from dinov2.eval.common import finish_eval_run
+from dinov2.eval.common import backbone_eval_parser, finish_eval_run, run_backbone_eval, run_backbone_eval_cli
 from dinov2.eval.results import format_table
 from dinov2.eval.retrieval.data import DATASETS, ImageList, ground_truth_path, read_ground_truth
 from dinov2.eval.retrieval.descriptors import MULTI_SCALES, POOLINGS, RetrievalDescriptor, RetrievalTransform
 from dinov2.eval.retrieval.metrics import DEFAULT_KAPPAS, PROTOCOLS, evaluate_protocols
 from dinov2.eval.retrieval.search import SEARCH_BACKENDS, rank_database
 from dinov2.features.backbone import LoadedBackbone, autocast_context
-from dinov2.features.backbone_args import BACKBONE_NOTE, add_backbone_args, loaded_backbone_from_args
 from dinov2.features.extract import extract_features
-from dinov2.logging import setup_logging
-from dinov2.utils.cli import ArgumentParser, add_output_dir, call_with_args, check_writable_dir
+from dinov2.utils.cli import check_writable_dir
 
 logger = logging.getLogger("dinov2")
 
@@ -52,9 +49,7 @@ def get_args_parser(
     description: str | None = None, parents: list[argparse.ArgumentParser] | None = None, add_help: bool = True
 ) -> argparse.ArgumentParser:
     """Backbone flags (:func:`~dinov2.features.backbone_args.add_backbone_args`) and the retrieval settings."""
-    parser = ArgumentParser(description=description, parents=parents or [], add_help=add_help, epilog=BACKBONE_NOTE)
-    add_backbone_args(parser)
-    add_output_dir(parser, help="where the results and logs go")
+    parser = backbone_eval_parser(description, parents, add_help)
     add = parser.add_argument
     add("--data-root", required=True, help="folder holding roxford5k/ and rparis6k/ (jpg/ and gnd_<dataset>.pkl)")
     add("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS), help="datasets to evaluate")
@@ -170,17 +165,10 @@ def eval_retrieval_with_model(
 
 
 def main(args: argparse.Namespace) -> int:
-    """Join the process group (if any), log to ``--output-dir``, load the backbone, run the evaluation."""
-    distributed.enable(overwrite=True)
-    setup_logging(output=args.output_dir or None, level=logging.INFO)
-    backbone = loaded_backbone_from_args(args)
-    call_with_args(eval_retrieval_with_model, args, backbone=backbone, progress=not args.no_progress, run_args=args)
-    return 0
+    """Set up the run, load the backbone, run :func:`eval_retrieval_with_model`."""
+    return run_backbone_eval(args, eval_retrieval_with_model)
 
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
     """``dinov2-eval-retrieval`` / ``python -m dinov2.eval.retrieval``: parse, check (usage errors), run."""
-    parser = get_args_parser(description=DESCRIPTION)
-    args = parser.parse_args(argv)
-    check_args(parser, args)
-    return main(args)
+    return run_backbone_eval_cli(get_args_parser, check_args, main, DESCRIPTION, argv)

@@ -23,18 +23,22 @@ from pathlib import Path
 
 import torch
 
-from dinov2 import distributed
-from dinov2.eval.common import check_extracted_labels, finish_eval_run, make_eval_transform
+from dinov2.eval.common import (
+    backbone_eval_parser,
+    check_extracted_labels,
+    finish_eval_run,
+    make_eval_transform,
+    run_backbone_eval,
+    run_backbone_eval_cli,
+)
 from dinov2.eval.log_regression import DEFAULT_MAX_ITER, eval_log_regression
 from dinov2.eval.metrics import MetricType
 from dinov2.eval.results import format_table
 from dinov2.eval.transfer.datasets import TRANSFER_DATASETS, dataset_splits, folder_splits, parse_folder_spec
 from dinov2.eval.transfer.multilabel import eval_multilabel_log_regression
 from dinov2.features.backbone import LoadedBackbone, autocast_context
-from dinov2.features.backbone_args import BACKBONE_NOTE, add_backbone_args, loaded_backbone_from_args
 from dinov2.features.extract import extract_features
-from dinov2.logging import setup_logging
-from dinov2.utils.cli import ArgumentParser, add_output_dir, call_with_args, check_writable_dir, usage_errors
+from dinov2.utils.cli import check_writable_dir, usage_errors
 from dinov2.utils.dtype import as_torch_dtype
 
 logger = logging.getLogger("dinov2")
@@ -49,9 +53,7 @@ def get_args_parser(
     description: str | None = None, parents: list[argparse.ArgumentParser] | None = None, add_help: bool = True
 ) -> argparse.ArgumentParser:
     """Backbone flags and the transfer settings."""
-    parser = ArgumentParser(description=description, parents=parents or [], add_help=add_help, epilog=BACKBONE_NOTE)
-    add_backbone_args(parser)
-    add_output_dir(parser, help="where the results and logs go")
+    parser = backbone_eval_parser(description, parents, add_help)
     add = parser.add_argument
     add("--data-root", default=None, help="folder holding the datasets in torchvision's layout (nothing downloaded)")
     add("--datasets", nargs="+", choices=list(TRANSFER_DATASETS), default=None, help="default: all 12 (--data-root)")
@@ -203,17 +205,10 @@ def eval_transfer_with_model(
 
 
 def main(args: argparse.Namespace) -> int:
-    """Join the process group (if any), log to ``--output-dir``, load the backbone, run the suite."""
-    distributed.enable(overwrite=True)
-    setup_logging(output=args.output_dir or None, level=logging.INFO)
-    backbone = loaded_backbone_from_args(args)
-    call_with_args(eval_transfer_with_model, args, backbone=backbone, progress=not args.no_progress, run_args=args)
-    return 0
+    """Set up the run, load the backbone, run :func:`eval_transfer_with_model`."""
+    return run_backbone_eval(args, eval_transfer_with_model)
 
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
     """``dinov2-eval-transfer`` / ``python -m dinov2.eval.transfer``: parse, check (usage errors), run."""
-    parser = get_args_parser(description=DESCRIPTION)
-    args = parser.parse_args(argv)
-    check_args(parser, args)
-    return main(args)
+    return run_backbone_eval_cli(get_args_parser, check_args, main, DESCRIPTION, argv)

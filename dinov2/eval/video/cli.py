@@ -24,18 +24,21 @@ from pathlib import Path
 
 import torch
 
-from dinov2 import distributed
 from dinov2.data.datasets.video import VideoClips
-from dinov2.eval.common import finish_eval_run, make_eval_transform
+from dinov2.eval.common import (
+    backbone_eval_parser,
+    finish_eval_run,
+    make_eval_transform,
+    run_backbone_eval,
+    run_backbone_eval_cli,
+)
 from dinov2.eval.log_regression import DEFAULT_MAX_ITER, eval_log_regression
 from dinov2.eval.results import to_jsonable
 from dinov2.eval.transfer.cli import add_fit_args
 from dinov2.eval.video.features import AGGREGATIONS, ClipEncoder
 from dinov2.features.backbone import LoadedBackbone, autocast_context
-from dinov2.features.backbone_args import BACKBONE_NOTE, add_backbone_args, loaded_backbone_from_args
 from dinov2.features.extract import extract_features
-from dinov2.logging import setup_logging
-from dinov2.utils.cli import ArgumentParser, add_output_dir, call_with_args, check_writable_dir
+from dinov2.utils.cli import check_writable_dir
 from dinov2.utils.dtype import as_torch_dtype
 
 logger = logging.getLogger("dinov2")
@@ -49,9 +52,7 @@ def get_args_parser(
     description: str | None = None, parents: list[argparse.ArgumentParser] | None = None, add_help: bool = True
 ) -> argparse.ArgumentParser:
     """Backbone flags, the clip folders, frame sampling and aggregation, and the fit flags."""
-    parser = ArgumentParser(description=description, parents=parents or [], add_help=add_help, epilog=BACKBONE_NOTE)
-    add_backbone_args(parser)
-    add_output_dir(parser, help="where the results and logs go")
+    parser = backbone_eval_parser(description, parents, add_help)
     add = parser.add_argument
     add("--train-root", required=True, help="training clips: <root>/<class>/<frame folder or video file>")
     add("--val-root", required=True, help="evaluation clips, same layout and classes")
@@ -143,17 +144,10 @@ def eval_video_with_model(
 
 
 def main(args: argparse.Namespace) -> int:
-    """Join the process group (if any), log to ``--output-dir``, load the backbone, run the probe."""
-    distributed.enable(overwrite=True)
-    setup_logging(output=args.output_dir or None, level=logging.INFO)
-    backbone = loaded_backbone_from_args(args)
-    call_with_args(eval_video_with_model, args, backbone=backbone, progress=not args.no_progress, run_args=args)
-    return 0
+    """Set up the run, load the backbone, run :func:`eval_video_with_model`."""
+    return run_backbone_eval(args, eval_video_with_model)
 
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
     """``dinov2-eval-video`` / ``python -m dinov2.eval.video``: parse, check (usage errors), run."""
-    parser = get_args_parser(description=DESCRIPTION)
-    args = parser.parse_args(argv)
-    check_args(parser, args)
-    return main(args)
+    return run_backbone_eval_cli(get_args_parser, check_args, main, DESCRIPTION, argv)
