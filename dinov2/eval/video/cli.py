@@ -102,6 +102,8 @@ def eval_video_with_model(
     train, val = (VideoClips(root, num_frames, transform) for root in (train_root, val_root))
     if train.classes != val.classes:
         raise ValueError(f"the classes of --train-root {train.classes} and --val-root {val.classes} differ")
+    if not finetune_on_val and len(train) < 10:  # the released hold-out for C is 10 % of train
+        raise ValueError(f"{len(train)} training clips leave no 10 % hold-out to choose C; pass --finetune-on-val")
     encoder, fit_device = ClipEncoder(backbone.model, aggregation), torch.device(train_features_device)
     with autocast_context(backbone.autocast_dtype, next(backbone.model.parameters()).device)():
         on_cpu = fit_device.type == "cpu"

@@ -58,11 +58,14 @@ def revisited(tmp_path_factory):
     (root / "roxford5k" / "gnd_roxford5k.pkl").write_bytes(
         pickle.dumps({"imlist": imlist, "qimlist": qimlist, "gnd": gnd})
     )
+    for i in range(3):  # distractors: a flat folder of other images
+        (root / "distractors").mkdir(exist_ok=True)
+        _image(rng, (22, 16)).save(root / "distractors" / f"d_{i}.jpg")
     OmegaConf.save(tiny_cfg(root), root / "config.yaml")
     return root
 
 
-def _expected_map(root, crop: bool, multiscale: bool) -> dict:
+def _expected_map(root, crop: bool, multiscale: bool, distractors: bool) -> dict:
     """Descriptors of the same backbone computed here (transform, crop, scales), ranked with numpy."""
     backbone = load_backbone(config=root / "config.yaml", random_init=True, device="cpu", validate=False)
     transform = RetrievalTransform(16, backbone.patch_size, backbone.mean, backbone.std)
@@ -70,7 +73,7 @@ def _expected_map(root, crop: bool, multiscale: bool) -> dict:
     folder = root / "roxford5k" / "jpg"
 
     def describe(name, box=None):
-        image = Image.open(folder / f"{name}.jpg").convert("RGB")
+        image = Image.open(folder / f"{name}.jpg" if isinstance(name, str) else name).convert("RGB")
         x = transform(image.crop(tuple(box)) if box is not None else image)[None]
         total = 0
         for s in (1, 2**-0.5, 0.5) if multiscale else (1,):
@@ -80,17 +83,22 @@ def _expected_map(root, crop: bool, multiscale: bool) -> dict:
         return F.normalize(total, dim=-1)[0]
 
     with torch.no_grad():
-        database = torch.stack([describe(n) for n in truth.imlist]).numpy()
+        extra = sorted((root / "distractors").iterdir()) if distractors else []
+        database = torch.stack([describe(n) for n in [*truth.imlist, *extra]]).numpy()
         queries = torch.stack(
             [describe(n, e["bbx"] if crop else None) for n, e in zip(truth.qimlist, truth.gnd)]
         ).numpy()
     sims = queries @ database.T
-    ranks = np.stack([np.lexsort((np.arange(N_DB), -row)) for row in sims], axis=1)
+    ranks = np.stack([np.lexsort((np.arange(len(database)), -row)) for row in sims], axis=1)
     return {p: 100 * compute_map(ranks, protocol_ground_truth(truth.gnd, p))[0] for p in ("easy", "medium", "hard")}
 
 
-@pytest.mark.parametrize("extra", [[], ["--crop-queries", "--multiscale"]])
+CASES = [[], ["--crop-queries", "--multiscale"], ["--distractors", "ImageFolder:root={root}/distractors"]]
+
+
+@pytest.mark.parametrize("extra", CASES, ids=["default", "crop-multiscale", "distractors"])
 def test_cli_end_to_end(revisited, tmp_path, extra):
+    extra = [value.format(root=revisited) for value in extra]
     out = tmp_path / "out"
     argv = ["--config-file", str(revisited / "config.yaml"), "--random-init", "--data-root", str(revisited)]
     argv += [
@@ -109,10 +117,11 @@ def test_cli_end_to_end(revisited, tmp_path, extra):
     detailed = json.loads((out / "results_eval_retrieval_detailed.json").read_text())
     lines = [json.loads(line) for line in (out / "results_eval_retrieval.json").read_text().splitlines()]
     flat = {k: v for line in lines for k, v in line.items()}
-    expected = _expected_map(revisited, crop=bool(extra), multiscale=bool(extra))
+    crop, distractors = "--crop-queries" in extra, "--distractors" in extra
+    expected = _expected_map(revisited, crop=crop, multiscale=crop, distractors=distractors)
     for protocol, value in expected.items():
         assert flat[f"roxford5k {protocol} mAP"] == pytest.approx(value, abs=1e-4)
-    assert detailed["datasets"]["roxford5k"]["num_database"] == N_DB
+    assert detailed["datasets"]["roxford5k"]["num_database"] == N_DB + 3 * distractors
     assert detailed["datasets"]["roxford5k"]["easy"]["AP"][2] is None  # no easy positive: NaN, written as null
 
 

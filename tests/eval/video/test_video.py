@@ -12,7 +12,7 @@ import torchvision
 from omegaconf import OmegaConf
 from PIL import Image
 
-from dinov2.data.datasets.video import VideoClips, read_video_frames, sample_frame_indices
+from dinov2.data.datasets.video import VideoClips, sample_frame_indices
 from dinov2.eval.video import ClipEncoder, aggregate_frames
 from dinov2.eval.video.cli import cli_main
 from tests.conftest import preserved_logging
@@ -66,13 +66,19 @@ def test_clip_folders_give_sampled_frames(clips):
     assert torch.equal((frames[2] * 255).round().byte(), expected)
 
 
-def test_video_files_need_torchvision_video_io(tmp_path):
-    path = tmp_path / "clip.mp4"
-    path.write_bytes(b"")
-    if hasattr(torchvision.io, "read_video"):
-        pytest.skip("this torchvision has video IO; reading real files is its own business")
-    with pytest.raises(ImportError, match="frame folders"):
-        read_video_frames(path, 8)
+def test_video_files_read_through_torchvision_video_io_when_it_exists(tmp_path):
+    path = tmp_path / "class0" / "clip.mp4"
+    path.parent.mkdir()
+    if not hasattr(torchvision.io, "read_video"):
+        path.write_bytes(b"")
+        with pytest.raises(ImportError, match="frame folders"):
+            VideoClips(tmp_path, num_frames=8)[0]
+        return
+    pytest.importorskip("av", reason="torchvision's video IO needs PyAV")
+    video = torch.randint(0, 255, (12, SIZE, SIZE, 3), dtype=torch.uint8)
+    torchvision.io.write_video(str(path), video, fps=4)
+    frames, label = VideoClips(tmp_path, num_frames=8)[0]
+    assert frames.shape == (8, 3, SIZE, SIZE) and label == 0
 
 
 def test_mean_and_concat_aggregation():
@@ -101,3 +107,13 @@ def test_probe_learns_moving_shapes_above_chance(clips, tmp_path, aggregation):
     result = json.loads((out / "results_eval_video_detailed.json").read_text())
     assert result["num_train"] == 21 and result["num_val"] == 12
     assert result["results"]["top-1"] > 100 / 3 + 25  # chance is 33 %
+
+
+@pytest.mark.parametrize("protocol, flag", [("transfer", "--folder"), ("video", "--aggregation")])
+def test_launchers_take_the_protocol_flags(protocol, flag, capsys):
+    from dinov2.run.eval import launcher
+
+    with pytest.raises(SystemExit):
+        launcher.launch(protocol, ["--help"])
+    help_text = capsys.readouterr().out
+    assert flag in help_text and "--nodes" in help_text and "--model" in help_text
