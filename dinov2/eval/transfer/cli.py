@@ -23,11 +23,12 @@ from pathlib import Path
 
 import torch
 
+from dinov2.data.transforms import make_classification_eval_transform
 from dinov2.eval.common import (
     backbone_eval_parser,
     check_extracted_labels,
+    default_resize_size,
     finish_eval_run,
-    make_eval_transform,
     run_backbone_eval,
     run_backbone_eval_cli,
 )
@@ -43,7 +44,15 @@ from dinov2.utils.dtype import as_torch_dtype
 
 logger = logging.getLogger("dinov2")
 
-__all__ = ["get_args_parser", "add_fit_args", "check_args", "eval_transfer_with_model", "main", "cli_main"]
+__all__ = [
+    "get_args_parser",
+    "add_fit_args",
+    "backbone_eval_transform",
+    "check_args",
+    "eval_transfer_with_model",
+    "main",
+    "cli_main",
+]
 
 DESCRIPTION = "DINOv2 linear transfer (12 fine-grained datasets, logistic regression)"
 METRIC_TYPES = {"top1": MetricType.MEAN_ACCURACY, "mean_per_class": MetricType.MEAN_PER_CLASS_ACCURACY}
@@ -77,6 +86,17 @@ def add_fit_args(parser: argparse.ArgumentParser, batch_size: int) -> None:
     add("--max-train-iters", type=int, default=DEFAULT_MAX_ITER, help="L-BFGS iterations per fit")
     add("--c-values", type=float, nargs="+", default=None, help="C values swept (default: 10^linspace(-6, 5, 45))")
     add("--no-progress", action="store_true", help="no progress bar during feature extraction")
+
+
+def backbone_eval_transform(backbone: LoadedBackbone, crop_size: int, resize_size: int | None):
+    """Resize the short side to ``resize_size`` (default ``crop_size``; bicubic), centre-crop ``crop_size``,
+    normalise with the backbone family's mean and std."""
+    if crop_size < 1:
+        raise ValueError(f"--crop-size must be >= 1, got {crop_size}")
+    resize = default_resize_size(crop_size, resize_size, 1.0)
+    return make_classification_eval_transform(
+        resize_size=resize, crop_size=crop_size, mean=backbone.mean, std=backbone.std
+    )
 
 
 def _datasets(args: argparse.Namespace) -> list[str]:
@@ -163,7 +183,7 @@ def eval_transfer_with_model(
 ) -> dict[str, float]:
     """Transfer scores of ``backbone`` (percent) per dataset and their ``"average"`` (collective)."""
     start = time.perf_counter()
-    transform = make_eval_transform(crop_size, resize_size, 1.0)
+    transform = backbone_eval_transform(backbone, crop_size, resize_size)
     device = torch.device(train_features_device)
     options = dict(
         batch_size=batch_size,

@@ -28,13 +28,12 @@ from dinov2.data.datasets.video import VideoClips
 from dinov2.eval.common import (
     backbone_eval_parser,
     finish_eval_run,
-    make_eval_transform,
     run_backbone_eval,
     run_backbone_eval_cli,
 )
 from dinov2.eval.log_regression import DEFAULT_MAX_ITER, eval_log_regression
 from dinov2.eval.results import to_jsonable
-from dinov2.eval.transfer.cli import add_fit_args
+from dinov2.eval.transfer.cli import add_fit_args, backbone_eval_transform
 from dinov2.eval.video.features import AGGREGATIONS, ClipEncoder
 from dinov2.features.backbone import LoadedBackbone, autocast_context
 from dinov2.features.extract import extract_features
@@ -98,7 +97,7 @@ def eval_video_with_model(
 ) -> dict:
     """Linear probe on clip features of ``backbone`` (collective). Returns ``{"top-1": %, "top-5": %, "best_C": C}``."""
     start = time.perf_counter()
-    transform = make_eval_transform(crop_size, resize_size, 1.0)
+    transform = backbone_eval_transform(backbone, crop_size, resize_size)
     train, val = (VideoClips(root, num_frames, transform) for root in (train_root, val_root))
     if train.classes != val.classes:
         raise ValueError(f"the classes of --train-root {train.classes} and --val-root {val.classes} differ")
