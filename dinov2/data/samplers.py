@@ -127,6 +127,16 @@ def _check_counts(sample_count: int, advance: int) -> None:
         raise ValueError(f"sampler advance must be >= 0 (samples already consumed on this rank), got {advance}")
 
 
+def _keyed_passes(passes: Iterator[np.ndarray], offset: int, position: int) -> Iterator[tuple[int, tuple[int, int]]]:
+    """``(index, (0, position))`` over endless passes (each this rank's indices of one pass), skipping the first
+    ``offset`` of the first pass; ``position`` counts on from the samples already consumed."""
+    for indices in passes:
+        for index in indices[offset:].tolist():
+            yield index, (0, position)
+            position += 1
+        offset = 0
+
+
 class _KeyedSampler(Sampler):
     """Base: ``__iter__`` yields indices; ``iter_keyed`` yields ``(index, (epoch, position))``."""
 
@@ -198,12 +208,8 @@ class InfiniteSampler(_KeyedSampler):
     def iter_keyed(self):
         per_pass = len(range(self._start, self._sample_count, self._step))
         pass_index, offset = divmod(self._advance, per_pass)
-        position = self._advance
-        for perm in self._passes(pass_index):
-            for index in perm[self._start :: self._step][offset:].tolist():
-                yield index, (0, position)
-                position += 1
-            offset = 0
+        passes = (perm[self._start :: self._step] for perm in self._passes(pass_index))
+        yield from _keyed_passes(passes, offset, self._advance)
 
 
 class ShardedInfiniteSampler(_KeyedSampler):
@@ -255,12 +261,8 @@ class ShardedInfiniteSampler(_KeyedSampler):
     def iter_keyed(self):
         shard = self._shard()
         pass_index, offset = divmod(self._advance, len(shard))
-        position = self._advance
-        while True:
-            for index in self._pass(pass_index, shard)[offset:].tolist():
-                yield index, (0, position)
-                position += 1
-            pass_index, offset = pass_index + 1, 0
+        passes = (self._pass(number, shard) for number in itertools.count(pass_index))
+        yield from _keyed_passes(passes, offset, self._advance)
 
 
 class EpochSampler(_KeyedSampler):
@@ -282,15 +284,10 @@ class EpochSampler(_KeyedSampler):
         step: int | None = None,
         advance: int = 0,
     ):
-        _check_counts(sample_count, advance)
+        self._set_stream(sample_count, shuffle, seed, start, step, advance)
         if size < 1:
             raise ValueError(f"epoch sampler size must be >= 1, got {size}")
         self._size = size
-        self._sample_count = sample_count
-        self._shuffle = shuffle
-        self._seed = seed
-        self._start, self._step = _rank_and_world(start, step)
-        self._advance = advance
         self._epoch = 0
 
     def _epoch_indices(self) -> np.ndarray:

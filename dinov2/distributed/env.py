@@ -123,16 +123,18 @@ def port_from_job_id(job_id: str | int) -> int:
     return low + int(digits) % (high - low)
 
 
-def _torchrun_environment(env: Mapping[str, str]) -> DistributedEnvironment:
-    world_size = int(env["WORLD_SIZE"])
+def _from_torchrun_variables(variables: Mapping[str, str | int], source: str) -> DistributedEnvironment:
+    """The environment that torchrun-style ``variables`` describe (``LOCAL_RANK`` / ``LOCAL_WORLD_SIZE`` default to
+    ``RANK`` / ``WORLD_SIZE``); every launcher translates its own variables into these."""
+    rank, world_size = int(variables["RANK"]), int(variables["WORLD_SIZE"])
     return DistributedEnvironment(
-        source="torchrun",
-        rank=int(env["RANK"]),
+        source=source,
+        rank=rank,
         world_size=world_size,
-        local_rank=int(env.get("LOCAL_RANK", env["RANK"])),
-        local_world_size=int(env.get("LOCAL_WORLD_SIZE", world_size)),
-        master_addr=env["MASTER_ADDR"],
-        master_port=int(env["MASTER_PORT"]),
+        local_rank=int(variables.get("LOCAL_RANK", rank)),
+        local_world_size=int(variables.get("LOCAL_WORLD_SIZE", world_size)),
+        master_addr=str(variables["MASTER_ADDR"]),
+        master_port=int(variables["MASTER_PORT"]),
     )
 
 
@@ -148,35 +150,24 @@ def _slurm_environment(env: Mapping[str, str]) -> DistributedEnvironment:
         local_world_size = counts[node_id] if node_id < len(counts) else counts[-1]
     else:
         local_world_size = max(1, world_size // len(hosts))
-    return DistributedEnvironment(
-        source="slurm",
-        rank=int(env["SLURM_PROCID"]),
-        world_size=world_size,
-        local_rank=int(env.get("SLURM_LOCALID", 0)),
-        local_world_size=local_world_size,
-        master_addr=hosts[0],
-        master_port=int(env["MASTER_PORT"]) if "MASTER_PORT" in env else port_from_job_id(env["SLURM_JOB_ID"]),
-    )
+    ranks = {"RANK": env["SLURM_PROCID"], "LOCAL_RANK": env.get("SLURM_LOCALID", 0)}
+    sizes = {"WORLD_SIZE": world_size, "LOCAL_WORLD_SIZE": local_world_size}
+    port = env["MASTER_PORT"] if "MASTER_PORT" in env else port_from_job_id(env["SLURM_JOB_ID"])
+    return _from_torchrun_variables({**ranks, **sizes, "MASTER_ADDR": hosts[0], "MASTER_PORT": port}, "slurm")
 
 
 def _submitit_local_environment(env: Mapping[str, str]) -> DistributedEnvironment:
-    world_size = int(env["SUBMITIT_LOCAL_NTASKS"])
-    return DistributedEnvironment(
-        source="submitit-local",
-        rank=int(env["SUBMITIT_LOCAL_GLOBALID"]),
-        world_size=world_size,
-        local_rank=int(env["SUBMITIT_LOCAL_LOCALID"]),
-        local_world_size=world_size,
-        master_addr="127.0.0.1",
-        master_port=port_from_job_id(env.get("SUBMITIT_LOCAL_JOB_ID", "0")),
-    )
+    # One machine: LOCAL_WORLD_SIZE defaults to WORLD_SIZE.
+    ranks = {"RANK": env["SUBMITIT_LOCAL_GLOBALID"], "LOCAL_RANK": env["SUBMITIT_LOCAL_LOCALID"]}
+    address = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port_from_job_id(env.get("SUBMITIT_LOCAL_JOB_ID", "0"))}
+    return _from_torchrun_variables({**ranks, "WORLD_SIZE": env["SUBMITIT_LOCAL_NTASKS"], **address}, "submitit-local")
 
 
 def detect_environment(environ: Mapping[str, str] | None = None) -> DistributedEnvironment:
     """Describe this process from the launcher's variables (``os.environ`` by default); reads nothing else."""
     env = os.environ if environ is None else environ
     if all(key in env for key in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")):
-        return _torchrun_environment(env)
+        return _from_torchrun_variables(env, "torchrun")
     if all(key in env for key in ("SLURM_JOB_ID", "SLURM_PROCID", "SLURM_NTASKS")):
         return _slurm_environment(env)
     if env.get("SUBMITIT_EXECUTOR") == "local" and "SUBMITIT_LOCAL_GLOBALID" in env:

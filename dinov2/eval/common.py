@@ -33,6 +33,7 @@ from dinov2.data.datasets.extended import set_unreadable_policy
 from dinov2.data.transforms import make_classification_eval_transform
 from dinov2.eval.metrics import AccuracyAveraging, MetricType
 from dinov2.eval.results import append_json_lines, to_jsonable, write_json
+from dinov2.eval.setup import get_args_parser as get_setup_args_parser
 from dinov2.eval.utils import check_labelled
 from dinov2.features.backbone_args import BACKBONE_NOTE, add_backbone_args, check_eval_args, loaded_backbone_from_args
 from dinov2.logging import setup_logging
@@ -43,7 +44,9 @@ logger = logging.getLogger("dinov2")
 __all__ = [
     "TRAIN_VAL_DATASETS",
     "check_eval_args",
+    "get_protocol_args_parser",
     "run_eval_cli",
+    "run_with_model",
     "add_eval_transform_args",
     "default_resize_size",
     "make_eval_transform",
@@ -61,6 +64,33 @@ __all__ = [
 
 # (flag, args attribute, required) of the train and val dataset strings every protocol takes
 TRAIN_VAL_DATASETS = (("--train-dataset", "train_dataset_str", True), ("--val-dataset", "val_dataset_str", True))
+
+
+def get_protocol_args_parser(
+    description: str | None = None, parents: list[argparse.ArgumentParser] | None = None, add_help: bool = True
+) -> ArgumentParser:
+    """The parser every classification protocol starts from: the set-up flags of :mod:`dinov2.eval.setup`
+    (``--config-file`` and ``--pretrained-weights`` required) and the released ``--train-dataset`` /
+    ``--val-dataset`` (defaults: ImageNet TRAIN / VAL)."""
+    setup_parser = get_setup_args_parser(parents=parents or [], add_help=False, required=True)
+    parser = ArgumentParser(description=description, parents=[setup_parser], add_help=add_help)
+    parser.add_argument("--train-dataset", dest="train_dataset_str", type=str, help="Training dataset")
+    parser.add_argument("--val-dataset", dest="val_dataset_str", type=str, help="Validation dataset")
+    parser.set_defaults(train_dataset_str="ImageNet:split=TRAIN", val_dataset_str="ImageNet:split=VAL")
+    return parser
+
+
+def run_with_model(function: Callable[..., Any], args: argparse.Namespace, *, build: Callable, **values: Any) -> int:
+    """A protocol's released ``main(args)``: build the backbone from ``--config-file`` / ``--pretrained-weights``
+    (``build(args) -> (model, autocast dtype)``, i.e. :func:`dinov2.eval.setup.setup_and_build_model`), then run
+    ``function`` with the flags of the same names (:func:`dinov2.utils.cli.call_with_args`), ``values``,
+    ``run_args=args`` and, where the protocol has ``--no-progress`` (:func:`add_eval_transform_args`), ``progress``;
+    returns 0."""
+    if hasattr(args, "no_progress"):
+        values.setdefault("progress", not args.no_progress)
+    model, autocast_dtype = build(args)
+    call_with_args(function, args, model=model, autocast_dtype=autocast_dtype, run_args=args, **values)
+    return 0
 
 
 def run_eval_cli(

@@ -37,7 +37,7 @@ from dinov2.hub.backbones import make_backbone
 from dinov2.hub.utils import load_strict
 from dinov2.models import build_model_from_cfg
 from dinov2.models import weights as weights_io
-from dinov2.models.families import ModelFamily, family_for_arch, family_for_weights, get_family
+from dinov2.models.families import ModelFamily, family_for_student, family_for_weights, get_family
 from dinov2.utils.config import load_cfg
 from dinov2.utils.dtype import parse_dtype
 
@@ -163,8 +163,8 @@ def _hub_backbone(name: str, weights, random_init: bool, seed: int) -> tuple[nn.
             return make_backbone(name, pretrained=not random_init), entry
     state_dict = weights_io.read_backbone_weights(weights, argument="weights")
     family = get_family(entry.family)
-    _, stored = family.kwargs_from_weights(state_dict)
-    model = make_backbone(name, pretrained=False, img_size=stored["img_size"])
+    _, stored = family.kwargs_from_weights(state_dict)  # what the weights decide (position table size, norms)
+    model = make_backbone(name, pretrained=False, **{key: stored[key] for key in family.from_weights})
     load_strict(model, state_dict, weights, name)
     return model, entry
 
@@ -223,7 +223,7 @@ def load_backbone(
     if config is not None:
         cfg = _config_of(config, overrides, validate)
         model = _teacher_of_config(cfg, weights, device, random_init, seed, dict(argument=argument, setter=setter))
-        family, arch = family_for_arch(cfg.student.arch), str(cfg.student.arch).removesuffix("_memeff")
+        family, arch = family_for_student(cfg.student), str(cfg.student.arch).removesuffix("_memeff")
         what, autocast_dtype = f"the teacher of {config}", autocast_dtype_of(cfg)
     elif source is not None and str(source) in catalog.BACKBONES:
         model, entry = _hub_backbone(str(source), weights, random_init, seed)
@@ -240,7 +240,7 @@ def load_backbone(
     else:
         raise ValueError("load_backbone needs a source: a hub name, a run folder, weights, or config= + weights=")
     model.requires_grad_(False)
-    facts = dict(patch_size=int(model.patch_size), embed_dim=int(model.embed_dim), mean=family.mean, std=family.std)
+    facts = dict(patch_size=family.patch_size(model), embed_dim=int(model.embed_dim), mean=family.mean, std=family.std)
     return LoadedBackbone(
         model=model.eval(),
         family=family.name,

@@ -52,6 +52,8 @@ def _build(entry: catalog.HubBackbone, kwargs: dict, pretrained: bool, weights: 
     model = family.archs[entry.arch](**kwargs)
     if state_dict is not None:  # chunked models get chunked block names from load_strict's fit report
         load_strict(model, state_dict, source, entry.name)
+    else:
+        family.initialise(model)
     return model
 
 

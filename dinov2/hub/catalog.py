@@ -30,6 +30,15 @@ __all__ = [
     "registered_backbone",
     "get_backbone",
     "backbone_names",
+    "DINOV3_BASE_URL",
+    "DINOV3_LICENCE_URL",
+    "DINOV3_VIT_SETTINGS",
+    "DINOV3_VITS",
+    "DINOV3_CONVNEXTS",
+    "DINOV3_UNTIED_LOCAL_CLS_NORM_HASHES",
+    "dinov3_weights_url",
+    "dinov3_vit_kwargs",
+    "gated_weights_error",
 ]
 
 DINOV2_BASE_URL = "https://dl.fbaipublicfiles.com/dinov2"
@@ -99,7 +108,87 @@ def _dinov2_entries() -> dict[str, HubBackbone]:
     return entries
 
 
-BACKBONES: Registry[HubBackbone] = Registry("hub backbone", _dinov2_entries())
+# ------------------------------------------------------------------------------------------------ DINOv3
+DINOV3_BASE_URL = "https://dl.fbaipublicfiles.com/dinov3"
+DINOV3_LICENCE_URL = "https://ai.meta.com/resources/models-and-libraries/dinov3-downloads/"
+# Settings shared by every released DINOv3 ViT (the release's hub builders).
+DINOV3_VIT_SETTINGS: dict = {
+    "img_size": 224,
+    "patch_size": 16,
+    "in_chans": 3,
+    "pos_embed_rope_base": 100,
+    "pos_embed_rope_normalize_coords": "separate",
+    "pos_embed_rope_rescale_coords": 2,
+    "pos_embed_rope_dtype": "fp32",
+    "qkv_bias": True,
+    "drop_path_rate": 0.0,
+    "layerscale_init": 1.0e-05,
+    "norm_layer": "layernormbf16",
+    "ffn_bias": True,
+    "proj_bias": True,
+    "n_storage_tokens": 4,
+    "mask_k_bias": True,
+}
+# short name -> (arch of dinov2.models.vision_transformer_v3, ffn_ratio, ffn_layer, {pretraining data: file hash}).
+DINOV3_VITS: dict[str, tuple[str, float, str, dict[str, str]]] = {
+    "vits16": ("vit_small", 4, "mlp", {"LVD1689M": "08c60483"}),
+    "vits16plus": ("vit_small", 6, "swiglu", {"LVD1689M": "4057cbaa"}),
+    "vitb16": ("vit_base", 4, "mlp", {"LVD1689M": "73cec8be"}),
+    "vitl16": ("vit_large", 4, "mlp", {"LVD1689M": "8aa4cbdd", "SAT493M": "eadcf0ff"}),
+    "vitl16plus": ("vit_large", 6.0, "swiglu", {"LVD1689M": "46503df0"}),
+    "vith16plus": ("vit_huge2", 6.0, "swiglu", {"LVD1689M": "7c1da9a5"}),
+    "vit7b16": ("vit_7b", 3, "swiglu64", {"LVD1689M": "a955f4ea", "SAT493M": "a6675841"}),
+}
+DINOV3_CONVNEXTS: dict[str, str] = {"tiny": "21b726bb", "small": "296db49d", "base": "801f2ba9", "large": "61fa432d"}
+# Files trained with a separate CLS norm for local crops (they carry ``local_cls_norm.*``).
+DINOV3_UNTIED_LOCAL_CLS_NORM_HASHES = {"eadcf0ff", "a955f4ea", "a6675841"}
+
+
+def dinov3_weights_url(arch: str, data: str = "LVD1689M", hash: str | None = None) -> str:
+    """The release's URL scheme ``<base>/dinov3_<arch>/dinov3_<arch>_pretrain_<data>[-<hash>].pth``."""
+    suffix = f"-{hash}" if hash else ""
+    return f"{DINOV3_BASE_URL}/dinov3_{arch}/dinov3_{arch}_pretrain_{data.lower()}{suffix}.pth"
+
+
+def dinov3_vit_kwargs(short: str, untied_local_cls_norm: bool = False) -> dict:
+    """Constructor arguments (beyond the arch's sizes) of the released ViT ``short`` (``vits16`` ...)."""
+    _, ffn_ratio, ffn_layer, _ = DINOV3_VITS[short]
+    kwargs = dict(DINOV3_VIT_SETTINGS, ffn_ratio=ffn_ratio, ffn_layer=ffn_layer)
+    kwargs["untie_global_and_local_cls_norm"] = untied_local_cls_norm or short == "vit7b16"
+    if short == "vit7b16":
+        kwargs["qkv_bias"] = False
+    return kwargs
+
+
+def gated_weights_error(name: str, file_name: str) -> ValueError:
+    """What to do when a DINOv3 backbone is asked for its released weights, which are behind a licence form."""
+    return ValueError(
+        f"{name} needs weights='/path/to/file.pth' (command lines: --weights PATH): the release gates its weights "
+        f"behind a licence form ({DINOV3_LICENCE_URL}). Accept it, download {file_name} and pass its path, or use "
+        "pretrained=False (command lines: --random-init) for random weights"
+    )
+
+
+def _gated(name: str, file_name: str) -> Callable[[dict], str]:
+    def url(kwargs: dict) -> str:
+        raise gated_weights_error(name, file_name)
+
+    return url
+
+
+def _dinov3_entries() -> dict[str, HubBackbone]:
+    entries = {}
+    for short, (arch, _, _, hashes) in DINOV3_VITS.items():
+        name, file_name = f"dinov3_{short}", dinov3_weights_url(short, "LVD1689M", hashes["LVD1689M"]).rsplit("/")[-1]
+        entries[name] = HubBackbone(name, "dinov3_vit", arch, dinov3_vit_kwargs(short), _gated(name, file_name))
+    for size, file_hash in DINOV3_CONVNEXTS.items():
+        name = f"dinov3_convnext_{size}"
+        file_name = dinov3_weights_url(f"convnext_{size}", "LVD1689M", file_hash).rsplit("/")[-1]
+        entries[name] = HubBackbone(name, "dinov3_convnext", f"convnext_{size}", {}, _gated(name, file_name))
+    return entries
+
+
+BACKBONES: Registry[HubBackbone] = Registry("hub backbone", {**_dinov2_entries(), **_dinov3_entries()})
 
 
 def register_backbone(entry: HubBackbone) -> HubBackbone:

@@ -16,13 +16,13 @@ from typing import Any
 
 from torch import nn
 
-from dinov2.models import convnext as convnext_models
-from dinov2.models.vision_transformer_v3 import DinoVisionTransformerV3
+from dinov2.hub import catalog
+from dinov2.models.dinov3_families import DINOV3_CONVNEXT, DINOV3_VIT
 from dinov2.models.weights import download, is_url, read_checkpoint
 from dinov2.utils.registry import named
 
-DINOV3_BASE_URL = "https://dl.fbaipublicfiles.com/dinov3"
-LICENCE_URL = "https://ai.meta.com/resources/models-and-libraries/dinov3-downloads/"
+DINOV3_BASE_URL = catalog.DINOV3_BASE_URL
+LICENCE_URL = catalog.DINOV3_LICENCE_URL
 
 
 class Weights(Enum):
@@ -32,43 +32,9 @@ class Weights(Enum):
     SAT493M = "SAT493M"
 
 
-# Settings shared by every released ViT (hub builders of the release).
-_VIT_COMMON: dict[str, Any] = {
-    "img_size": 224,
-    "patch_size": 16,
-    "in_chans": 3,
-    "pos_embed_rope_base": 100,
-    "pos_embed_rope_normalize_coords": "separate",
-    "pos_embed_rope_rescale_coords": 2,
-    "pos_embed_rope_dtype": "fp32",
-    "qkv_bias": True,
-    "drop_path_rate": 0.0,
-    "layerscale_init": 1.0e-05,
-    "norm_layer": "layernormbf16",
-    "ffn_bias": True,
-    "proj_bias": True,
-    "n_storage_tokens": 4,
-    "mask_k_bias": True,
-}
-# name -> (embed_dim, depth, num_heads, ffn_ratio, ffn_layer, {weights: file hash}).
-VITS: dict[str, tuple[int, int, int, float, str, dict[Weights, str]]] = {
-    "vits16": (384, 12, 6, 4, "mlp", {Weights.LVD1689M: "08c60483"}),
-    "vits16plus": (384, 12, 6, 6, "swiglu", {Weights.LVD1689M: "4057cbaa"}),
-    "vitb16": (768, 12, 12, 4, "mlp", {Weights.LVD1689M: "73cec8be"}),
-    "vitl16": (1024, 24, 16, 4, "mlp", {Weights.LVD1689M: "8aa4cbdd", Weights.SAT493M: "eadcf0ff"}),
-    "vitl16plus": (1024, 24, 16, 6.0, "swiglu", {Weights.LVD1689M: "46503df0"}),
-    "vith16plus": (1280, 32, 20, 6.0, "swiglu", {Weights.LVD1689M: "7c1da9a5"}),
-    "vit7b16": (4096, 40, 32, 3, "swiglu64", {Weights.LVD1689M: "a955f4ea", Weights.SAT493M: "a6675841"}),
-}
-CONVNEXTS: dict[str, str] = {"tiny": "21b726bb", "small": "296db49d", "base": "801f2ba9", "large": "61fa432d"}
-# Checkpoints trained with a separate CLS norm for local crops (their files carry ``local_cls_norm.*``).
-_UNTIED_LOCAL_CLS_NORM_HASHES = {"eadcf0ff", "a955f4ea", "a6675841"}
-
-
 def weights_url(arch: str, weights: Weights = Weights.LVD1689M, hash: str | None = None) -> str:
     """The release's URL scheme ``<base>/dinov3_<arch>/dinov3_<arch>_pretrain_<data>[-<hash>].pth``."""
-    suffix = f"-{hash}" if hash else ""
-    return f"{DINOV3_BASE_URL}/dinov3_{arch}/dinov3_{arch}_pretrain_{weights.value.lower()}{suffix}.pth"
+    return catalog.dinov3_weights_url(arch, weights.value, hash)
 
 
 def _file_hash(weights: str) -> str | None:
@@ -76,17 +42,13 @@ def _file_hash(weights: str) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
-def _source(name: str, weights: Weights | str | os.PathLike, hashes: dict[Weights, str]) -> str:
+def _source(name: str, weights: Weights | str | os.PathLike, hashes: dict[str, str]) -> str:
     """The URL or local path to read; a release enum cannot be fetched here because the files are gated."""
     if isinstance(weights, Weights):
-        if weights not in hashes:
-            raise ValueError(f"{name}: weights={weights} were not released; choose one of {[w.name for w in hashes]}")
-        raise ValueError(
-            f"{name}(pretrained=True) needs weights='/path/to/file.pth' (or the URL you were sent): the release gates "
-            f"its weights behind a licence form ({LICENCE_URL}). Accept it, download "
-            f"{os.path.basename(weights_url(name.removeprefix('dinov3_'), weights, hashes[weights]))} and pass its "
-            f"path, or use pretrained=False for random weights"
-        )
+        if weights.value not in hashes:
+            raise ValueError(f"{name}: weights={weights} were not released; choose one of {sorted(hashes)}")
+        arch = name.removeprefix("dinov3_")
+        raise catalog.gated_weights_error(name, os.path.basename(weights_url(arch, weights, hashes[weights.value])))
     return str(weights)
 
 
@@ -106,27 +68,21 @@ def load_weights(model: nn.Module, name: str, source: str, check_hash: bool = Fa
     model.load_state_dict(dict(read_checkpoint(path, argument="weights")), strict=True)
 
 
-def _make_vit(
-    arch: str, *, pretrained: bool, weights: Weights | str, check_hash: bool, **kwargs: Any
-) -> DinoVisionTransformerV3:
-    embed_dim, depth, num_heads, ffn_ratio, ffn_layer, hashes = VITS[arch]
-    name = f"dinov3_{arch}"
+def _make_vit(short: str, *, pretrained: bool, weights: Weights | str, check_hash: bool, **kwargs: Any) -> nn.Module:
+    arch, _, _, hashes = catalog.DINOV3_VITS[short]
+    name = f"dinov3_{short}"
     if isinstance(weights, Weights):
-        untied = hashes.get(weights) in _UNTIED_LOCAL_CLS_NORM_HASHES
+        untied = hashes.get(weights.value) in catalog.DINOV3_UNTIED_LOCAL_CLS_NORM_HASHES
     else:
         file_hash = _file_hash(weights)
-        if arch == "vitl16" and file_hash is None:
+        if short == "vitl16" and file_hash is None:
             raise ValueError(
                 f"{name}: cannot tell from weights={str(weights)!r} whether it is the LVD-1689M or the SAT-493M "
                 "ViT-L (they differ in architecture); keep the released file name ending in -<8 hex digits>.pth"
             )
-        untied = file_hash in _UNTIED_LOCAL_CLS_NORM_HASHES or arch == "vit7b16"
+        untied = file_hash in catalog.DINOV3_UNTIED_LOCAL_CLS_NORM_HASHES
     source = _source(name, weights, hashes) if pretrained else None
-    settings = {**_VIT_COMMON, "embed_dim": embed_dim, "depth": depth, "num_heads": num_heads}
-    settings.update(ffn_ratio=ffn_ratio, ffn_layer=ffn_layer, untie_global_and_local_cls_norm=untied)
-    if arch == "vit7b16":
-        settings["qkv_bias"] = False
-    model = DinoVisionTransformerV3(**{**settings, **kwargs})
+    model = DINOV3_VIT.archs[arch](**{**catalog.dinov3_vit_kwargs(short, untied), **kwargs})
     if source is None:
         model.init_weights()
     else:
@@ -134,10 +90,10 @@ def _make_vit(
     return model
 
 
-def _make_convnext(size: str, *, pretrained: bool, weights: Weights | str, **kwargs: Any) -> convnext_models.ConvNeXt:
+def _make_convnext(size: str, *, pretrained: bool, weights: Weights | str, **kwargs: Any) -> nn.Module:
     name = f"dinov3_convnext_{size}"
-    source = _source(name, weights, {Weights.LVD1689M: CONVNEXTS[size]}) if pretrained else None
-    model = convnext_models.ConvNeXt(**{**convnext_models.CONVNEXT_SIZES[size], "drop_path_rate": 0.0, **kwargs})
+    source = _source(name, weights, {"LVD1689M": catalog.DINOV3_CONVNEXTS[size]}) if pretrained else None
+    model = DINOV3_CONVNEXT.archs[f"convnext_{size}"](**{"drop_path_rate": 0.0, **kwargs})
     if source is None:
         model.init_weights()
     else:

@@ -124,17 +124,41 @@ class CenteredTeacherLoss(nn.Module):
     A pending update is also applied before ``state_dict()`` saves ``center`` (so a checkpoint taken
     between ``update_center`` and the next call holds the same centre the next step would use), and
     dropped by ``load_state_dict()`` (a loaded centre replaces whatever was pending).
+
+    It also keeps what both losses share: ``lean_cross_entropy`` (chunked cross-entropy), ``check_finite``
+    (raise on a non-finite loss) and the check of the prototype count (the ``prototypes_arg`` attribute).
     """
 
-    def __init__(self, center_shape: tuple[int, ...], student_temp: float, center_momentum: float) -> None:
+    #: the constructor argument holding the number of prototypes K (named in shape errors)
+    prototypes_arg = "out_dim"
+
+    def __init__(
+        self,
+        center_shape: tuple[int, ...],
+        student_temp: float,
+        center_momentum: float,
+        lean_cross_entropy: bool = True,
+        check_finite: bool = False,
+    ) -> None:
         super().__init__()
         self.student_temp = check_temperature("student_temp", student_temp)
         if not 0.0 <= center_momentum <= 1.0:
             raise ValueError(f"center_momentum must be in [0, 1], got {center_momentum!r}")
         self.center_momentum = float(center_momentum)
+        self.lean_cross_entropy = lean_cross_entropy
+        self.check_finite = check_finite
         self.register_buffer("center", torch.zeros(center_shape))
         self._pending: torch.Tensor | None = None  # [K + 1]: batch sum, then row count
         self._pending_work = None
+
+    def _check_prototypes(self, tensor: torch.Tensor) -> None:
+        """Raise unless the last dimension of ``tensor`` is the number of prototypes the loss was built for."""
+        n_prototypes = getattr(self, self.prototypes_arg)
+        if tensor.shape[-1] != n_prototypes:
+            raise ValueError(
+                f"{type(self).__name__} was built for {n_prototypes} prototypes but got a tensor of shape "
+                f"{tuple(tensor.shape)}; set {self.prototypes_arg} to the head's out_dim"
+            )
 
     @property
     def has_pending_center_update(self) -> bool:

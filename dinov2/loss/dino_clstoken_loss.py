@@ -32,10 +32,8 @@ class DINOLoss(CenteredTeacherLoss):
         lean_cross_entropy: bool = True,
         check_finite: bool = False,
     ) -> None:
-        super().__init__((1, out_dim), student_temp, center_momentum)
+        super().__init__((1, out_dim), student_temp, center_momentum, lean_cross_entropy, check_finite)
         self.out_dim = out_dim
-        self.lean_cross_entropy = lean_cross_entropy
-        self.check_finite = check_finite
 
     @torch.no_grad()
     def softmax_center_teacher(self, teacher_output: torch.Tensor, teacher_temp: float) -> torch.Tensor:
@@ -92,10 +90,3 @@ class DINOLoss(CenteredTeacherLoss):
                 total, "DINO loss", {"student logits": student_output_list, "teacher targets": teachers}
             )
         return total
-
-    def _check_prototypes(self, tensor: torch.Tensor) -> None:
-        if tensor.shape[-1] != self.out_dim:
-            raise ValueError(
-                f"DINOLoss was built for {self.out_dim} prototypes but got a tensor of shape {tuple(tensor.shape)}; "
-                "set out_dim to the head's out_dim"
-            )

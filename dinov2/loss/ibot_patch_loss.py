@@ -22,6 +22,8 @@ class iBOTPatchLoss(CenteredTeacherLoss):  # noqa: N801 (released name)
             sync; off by default, the trainer checks the total loss).
     """
 
+    prototypes_arg = "patch_out_dim"
+
     def __init__(
         self,
         patch_out_dim: int,
@@ -30,10 +32,8 @@ class iBOTPatchLoss(CenteredTeacherLoss):  # noqa: N801 (released name)
         lean_cross_entropy: bool = True,
         check_finite: bool = False,
     ) -> None:
-        super().__init__((1, 1, patch_out_dim), student_temp, center_momentum)
+        super().__init__((1, 1, patch_out_dim), student_temp, center_momentum, lean_cross_entropy, check_finite)
         self.patch_out_dim = patch_out_dim
-        self.lean_cross_entropy = lean_cross_entropy
-        self.check_finite = check_finite
 
     @torch.no_grad()
     def softmax_center_teacher(self, teacher_patch_tokens: torch.Tensor, teacher_temp: float) -> torch.Tensor:
@@ -164,10 +164,3 @@ class iBOTPatchLoss(CenteredTeacherLoss):  # noqa: N801 (released name)
         if self.check_finite:
             raise_if_not_finite(loss, "iBOT loss", {"student logits": student, "teacher targets": teacher})
         return loss
-
-    def _check_prototypes(self, tensor: torch.Tensor) -> None:
-        if tensor.shape[-1] != self.patch_out_dim:
-            raise ValueError(
-                f"iBOTPatchLoss was built for {self.patch_out_dim} prototypes but got a tensor of shape "
-                f"{tuple(tensor.shape)}; set patch_out_dim to the head's out_dim"
-            )

@@ -4,9 +4,15 @@ validator need to know about a kind of backbone.
 A family (:class:`ModelFamily`) has a name, its arch registry (``student.arch`` values -> constructors), a
 builder from a config's ``student`` section, a test of whether a backbone state dict is its own, an inference of
 constructor arguments from such a state dict (for weights that come without a config: Hugging Face / timm
-folders), and its preprocessing facts (mean / std, number of extra tokens). Today there is one family, the
-DINOv2 ViT (:class:`~dinov2.models.vision_transformer.DinoVisionTransformer`); a new one is one module that
-calls :func:`register_family` plus its hub names in :mod:`dinov2.hub.catalog`.
+folders), and its preprocessing facts (mean / std, number of extra tokens, token stride). Families: the
+DINOv2 ViT (:class:`~dinov2.models.vision_transformer.DinoVisionTransformer`, here) and the DINOv3 ViT and
+ConvNeXt (:mod:`dinov2.models.dinov3_families`); a new one is one module that calls :func:`register_family` plus
+its hub names in :mod:`dinov2.hub.catalog`.
+
+Two families may share ``student.arch`` names (DINOv2 and DINOv3 both have ``vit_large``): the later one then
+``claims`` the config sections that are its own (DINOv3: a section with DINOv3-only keys such as
+``n_storage_tokens`` or ``pos_embed_rope_base``), and :func:`family_for_student` picks by claim. An explicit
+``student.family`` key (our addition, optional) names the family outright.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ __all__ = [
     "get_family",
     "family_names",
     "family_for_arch",
+    "family_for_student",
     "family_for_weights",
     "arch_names",
 ]
@@ -56,6 +63,10 @@ class ModelFamily:
     ``only_teacher``) from a config's ``student`` section; ``matches(state_dict)``: the flat backbone state dict
     is this family's; ``kwargs_from_weights(state_dict)`` -> ``(arch, constructor kwargs)`` for weights without
     a config; ``num_extra_tokens(model)``: tokens before the patch tokens (cls + registers / storage tokens).
+    ``claims(student)``: the config section is this family's (needed when its archs share names with another
+    family's); ``patch_size(model)``: pixels per output token of ``x_norm_patchtokens``; ``initialise(model)``: the
+    family's initialisation of a freshly built model (hub ``pretrained=False``); ``from_weights``: constructor
+    arguments that a hub name takes from the weights given with it rather than from its table.
     """
 
     name: str
@@ -66,13 +77,21 @@ class ModelFamily:
     num_extra_tokens: Callable[[nn.Module], int]
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    claims: Callable[[Any], bool] | None = None
+    patch_size: Callable[[nn.Module], int] = lambda model: int(model.patch_size)
+    initialise: Callable[[nn.Module], None] = lambda model: None
+    from_weights: tuple[str, ...] = ("img_size",)
 
 
 def _no_shared_arch(registry: Registry[ModelFamily], name: str, family: ModelFamily) -> None:
+    """Arch names are unique across families unless the newcomer ``claims`` its config sections."""
     for other in registry.values():
         clash = sorted(set(other.archs) & set(family.archs))
-        if clash:
-            raise ValueError(f"archs {clash} of family {name!r} already belong to family {other.name!r}")
+        if clash and family.claims is None:
+            raise ValueError(
+                f"archs {clash} of family {name!r} already belong to family {other.name!r}; give {name!r} a "
+                "claims(student) test so that configs can tell the two apart"
+            )
 
 
 _FAMILIES: Registry[ModelFamily] = Registry("model family", check=_no_shared_arch)
@@ -104,13 +123,38 @@ def arch_names() -> set[str]:
     return {arch for family in _FAMILIES.values() for arch in family.archs}
 
 
-def family_for_arch(arch: str) -> ModelFamily:
-    """The family whose registry holds ``arch`` (an old ``_memeff`` suffix is ignored), or ``ValueError``."""
+def _families_with_arch(arch: str) -> list[ModelFamily]:
     name = str(arch).removesuffix("_memeff")
-    for family in _FAMILIES.values():
-        if name in family.archs:
-            return family
-    raise ValueError(f"unknown student.arch {arch!r}; valid: {sorted(arch_names())}")
+    found = [family for family in _FAMILIES.values() if name in family.archs]
+    if not found:
+        raise ValueError(f"unknown student.arch {arch!r}; valid: {sorted(arch_names())}")
+    return found
+
+
+def family_for_arch(arch: str) -> ModelFamily:
+    """The family whose registry holds ``arch`` (an old ``_memeff`` suffix is ignored), or ``ValueError``.
+
+    A name several families share gives the one registered first (DINOv2's ``vit_large``); use
+    :func:`family_for_student` when a config section is at hand.
+    """
+    return _families_with_arch(arch)[0]
+
+
+def family_for_student(student: Any) -> ModelFamily:
+    """The family of a config's ``student`` section: ``student.family`` when given, else the family holding
+    ``student.arch``; among several, the one that ``claims`` the section (the first registered if none does)."""
+    explicit = _get(student, "family", None)
+    arch = _get(student, "arch", None)
+    if explicit:
+        family = get_family(str(explicit))
+        if str(arch).removesuffix("_memeff") not in family.archs:
+            raise ValueError(
+                f"student.arch={arch!r} is not an arch of student.family={explicit!r}: {sorted(family.archs)}"
+            )
+        return family
+    candidates = _families_with_arch(arch)
+    claiming = [family for family in candidates[1:] if family.claims is not None and family.claims(student)]
+    return claiming[0] if claiming else candidates[0]
 
 
 def family_for_weights(state_dict: Mapping[str, Tensor]) -> ModelFamily:

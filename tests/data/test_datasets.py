@@ -348,3 +348,26 @@ def test_unreadable_policy_applies_through_subsets_and_is_restored(damaged_folde
     with unreadable_policy(subset, "drop"):
         assert isinstance(subset[0][0], Unreadable) and describe_sample(subset, 0).endswith("3_empty.jpg")
     assert dataset.on_unreadable == "substitute" and isinstance(subset[0][0], Image.Image)
+
+
+def test_extra_metadata_mixin_reads_once_and_names_the_dump_call(tmp_path):
+    from dinov2.data.datasets.extra_metadata import ExtraMetadata
+
+    class Toy(ExtraMetadata):
+        def __init__(self, extra):
+            self._set_extra_root(extra, "entries.npy", "Toy")
+
+        def _dump_extra_call(self):
+            return "Toy(...).dump_extra()"
+
+        def __len__(self):
+            return len(self._cached_extra("entries.npy"))
+
+    toy = Toy(tmp_path / "extra")
+    with pytest.raises(FileNotFoundError, match=r"Toy metadata .*entries\.npy.* create it once with Toy\(\.\.\.\)"):
+        len(toy)
+    toy._save_extra(np.arange(3), "entries.npy")
+    assert len(toy) == 3 and toy._cached_extra("entries.npy") is toy._cached_extra("entries.npy")
+    toy._save_extra(np.arange(0), "entries.npy")  # a save drops the cached array
+    with pytest.raises(ValueError, match="Toy: entries.npy in .* lists no images"):
+        Toy(tmp_path / "extra")

@@ -61,3 +61,14 @@ def test_main_forwards_the_released_keywords(protocol, launcher, monkeypatch):
     expected = {name: getattr(args, name) for name in PLAIN_FLAGS[protocol].split()}
     expected.update(_other_values(protocol, args), model=model, autocast_dtype=dtype, run_args=args)
     assert calls == [expected]
+
+
+@pytest.mark.parametrize("protocol", list(CASES))
+def test_protocol_parsers_start_from_the_shared_dataset_flags(protocol):
+    parser = CASES[protocol][0].get_args_parser()
+    args = parser.parse_intermixed_args(COMMON)
+    assert (args.train_dataset_str, args.val_dataset_str) == ("ImageNet:split=TRAIN", "ImageNet:split=VAL")
+    args = parser.parse_intermixed_args([*COMMON, *DATASETS])
+    assert (args.train_dataset_str, args.val_dataset_str) == (DATASETS[1], DATASETS[3])
+    with pytest.raises(SystemExit):  # --config-file and --pretrained-weights are required
+        parser.parse_intermixed_args(DATASETS)

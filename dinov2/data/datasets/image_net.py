@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .extended import ExtendedVisionDataset
+from .extra_metadata import ExtraMetadata
 from .image_folder import check_root, find_images
 
 logger = logging.getLogger("dinov2")
@@ -78,7 +79,7 @@ def _parse_split(split) -> _Split:
         raise ValueError(f"ImageNet split must be one of {', '.join(_Split.__members__)}, got {split!r}") from None
 
 
-class ImageNet(ExtendedVisionDataset):
+class ImageNet(ExtraMetadata, ExtendedVisionDataset):
     """ImageNet-1k split ``split`` (``ImageNet.Split.TRAIN`` / ``VAL`` / ``TEST`` or their names).
 
     Targets are class indices (int), ``None`` for TEST. Lengths come from the metadata, so any subset
@@ -103,10 +104,7 @@ class ImageNet(ExtendedVisionDataset):
         path = check_root(root, "ImageNet")
         super().__init__(str(path), transforms, transform, target_transform, strict=strict)
         self._split = _parse_split(split)
-        self._extra_root = str(extra)
-        self._extras: dict[str, np.ndarray] = {}  # metadata file name -> array, read on first use
-        if os.path.exists(self._get_extra_full_path(self._entries_path)) and len(self) == 0:
-            raise ValueError(f"ImageNet {self._split.name}: {self._entries_path} in {extra!r} lists no images")
+        self._set_extra_root(extra, self._entries_path, f"ImageNet {self._split.name}")
 
     @property
     def split(self) -> _Split:
@@ -126,40 +124,24 @@ class ImageNet(ExtendedVisionDataset):
     def _class_names_path(self) -> str:
         return f"class-names-{self._split.name}.npy"
 
-    def _get_extra_full_path(self, extra_path: str) -> str:
-        return os.path.join(self._extra_root, extra_path)
+    def _dump_extra_call(self) -> str:
+        split = f"ImageNet.Split.{self._split.name}"
+        return f"ImageNet(split={split}, root={self.root!r}, extra={self._extra_root!r}).dump_extra()"
 
-    def _load_extra(self, extra_path: str) -> np.ndarray:
-        full_path = self._get_extra_full_path(extra_path)
-        if not os.path.isfile(full_path):
-            raise FileNotFoundError(
-                f"ImageNet metadata {full_path!r} not found; create it once with "
-                f"ImageNet(split=ImageNet.Split.{self._split.name}, root={self.root!r}, extra={self._extra_root!r})"
-                ".dump_extra()"
-            )
-        return np.load(full_path, mmap_mode="r")
-
-    def _save_extra(self, extra_array: np.ndarray, extra_path: str) -> None:
-        os.makedirs(self._extra_root, exist_ok=True)
-        np.save(self._get_extra_full_path(extra_path), extra_array)
-        self._extras.pop(extra_path, None)  # read the new file at the next use
-
-    def _cached_extra(self, extra_path: str, what: str | None = None) -> np.ndarray:
-        """The metadata array ``extra_path``, loaded once; ``what`` names class metadata, which TEST has not."""
-        if what is not None and self._split == _Split.TEST:
+    def _class_metadata(self, extra_path: str, what: str) -> np.ndarray:
+        """Class metadata (``what``: class ids / names), which TEST has not."""
+        if self._split == _Split.TEST:
             raise ValueError(f"ImageNet TEST has no {what}")
-        if extra_path not in self._extras:
-            self._extras[extra_path] = self._load_extra(extra_path)
-        return self._extras[extra_path]
+        return self._cached_extra(extra_path)
 
     def _get_entries(self) -> np.ndarray:
         return self._cached_extra(self._entries_path)
 
     def _get_class_ids(self) -> np.ndarray:
-        return self._cached_extra(self._class_ids_path, "class ids")
+        return self._class_metadata(self._class_ids_path, "class ids")
 
     def _get_class_names(self) -> np.ndarray:
-        return self._cached_extra(self._class_names_path, "class names")
+        return self._class_metadata(self._class_names_path, "class names")
 
     # ------------------------------------------------------------------------------- samples
 

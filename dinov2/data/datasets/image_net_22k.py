@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .extended import ExtendedVisionDataset
+from .extra_metadata import ExtraMetadata
 from .image_folder import check_root
 
 logger = logging.getLogger("dinov2")
@@ -69,7 +70,7 @@ def _read_blocks_log(path: str) -> list[tuple[int, str | None]]:
     return entries
 
 
-class ImageNet22k(ExtendedVisionDataset):
+class ImageNet22k(ExtraMetadata, ExtendedVisionDataset):
     """ImageNet-22k (all classes, one split); targets are class indices (int).
 
     A missing ``root`` raises at construction; missing metadata raises at first use with the command
@@ -92,12 +93,9 @@ class ImageNet22k(ExtendedVisionDataset):
     ) -> None:
         path = check_root(root, "ImageNet22k")
         super().__init__(str(path), transforms, transform, target_transform, strict=strict)
-        self._extra_root = str(extra)
         self._mmap_cache_size = mmap_cache_size
         self._mmaps: OrderedDict[str, mmap.mmap] = OrderedDict()
-        self._entries = self._class_ids = None
-        if os.path.exists(os.path.join(self._extra_root, "entries.npy")) and len(self) == 0:
-            raise ValueError(f"ImageNet22k: entries.npy in {extra!r} lists no images")
+        self._set_extra_root(extra, "entries.npy", "ImageNet22k")
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -106,28 +104,14 @@ class ImageNet22k(ExtendedVisionDataset):
 
     # ------------------------------------------------------------------------------ metadata
 
-    def _load_extra(self, name: str) -> np.ndarray:
-        full_path = os.path.join(self._extra_root, name)
-        if not os.path.isfile(full_path):
-            raise FileNotFoundError(
-                f"ImageNet22k metadata {full_path!r} not found; create it once with "
-                f"ImageNet22k(root={self.root!r}, extra={self._extra_root!r}).dump_extra()"
-            )
-        return np.load(full_path, mmap_mode="r")
-
-    def _save_extra(self, array: np.ndarray, name: str) -> None:
-        os.makedirs(self._extra_root, exist_ok=True)
-        np.save(os.path.join(self._extra_root, name), array)
+    def _dump_extra_call(self) -> str:
+        return f"ImageNet22k(root={self.root!r}, extra={self._extra_root!r}).dump_extra()"
 
     def _get_entries(self) -> np.ndarray:
-        if self._entries is None:
-            self._entries = self._load_extra("entries.npy")
-        return self._entries
+        return self._cached_extra("entries.npy")
 
     def _get_class_ids(self) -> np.ndarray:
-        if self._class_ids is None:
-            self._class_ids = self._load_extra("class-ids.npy")
-        return self._class_ids
+        return self._cached_extra("class-ids.npy")
 
     # ------------------------------------------------------------------------------- samples
 
@@ -204,5 +188,4 @@ class ImageNet22k(ExtendedVisionDataset):
         class_count = max(r[0] for r in rows) + 1  # class-ids.npy is indexed by class_index
         id_dtype = f"U{max(len(c) for c in class_ids)}"
         self._save_extra(np.array(class_ids[:class_count], dtype=id_dtype), "class-ids.npy")
-        self._entries = self._class_ids = None
         logger.info("ImageNet22k: wrote %d entries of %d classes to %s", len(rows), len(class_ids), self._extra_root)

@@ -24,22 +24,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from dinov2.eval.common import (
-    TRAIN_VAL_DATASETS,
-    add_eval_transform_args,
-    as_metric_type,
-    check_extracted_labels,
-    finish_eval_run,
-    make_eval_dataset,
-    make_eval_transform,
-    run_eval_cli,
-)
+from dinov2.eval import common
 from dinov2.eval.knn.core import DEFAULT_NB_KNN, DEFAULT_TEMPERATURE, format_knn_results, released_knn_results
 from dinov2.eval.metrics import AccuracyAveraging, MetricType
-from dinov2.eval.setup import get_args_parser as get_setup_args_parser
 from dinov2.eval.setup import setup_and_build_model
 from dinov2.features.knn_scoring import RESIZE_RATIO, knn_eval_of_model
-from dinov2.utils.cli import ArgumentParser, add_overrides, call_with_args
+from dinov2.utils.cli import add_overrides
 
 logger = logging.getLogger("dinov2")
 
@@ -47,7 +37,7 @@ __all__ = ["RESIZE_RATIO", "get_args_parser", "eval_knn_with_model", "main", "cl
 
 DESCRIPTION = "DINOv2 k-NN evaluation"
 # the dataset flags checked before any work (dinov2.eval.common.check_eval_args)
-DATASET_FLAGS = TRAIN_VAL_DATASETS
+DATASET_FLAGS = common.TRAIN_VAL_DATASETS
 
 
 def get_args_parser(
@@ -56,10 +46,7 @@ def get_args_parser(
     """Released k-NN flags (``--train-dataset --val-dataset --nb_knn --temperature --gather-on-cpu
     --batch-size --n-per-class-list --n-tries``) plus the set-up flags and the extras of
     :mod:`dinov2.eval.common` (``--metric-type``, ``--crop-size``, ``--resize-size``, ``--num-workers``)."""
-    setup_parser = get_setup_args_parser(parents=parents or [], add_help=False, required=True)
-    parser = ArgumentParser(description=description, parents=[setup_parser], add_help=add_help)
-    parser.add_argument("--train-dataset", dest="train_dataset_str", type=str, help="Training dataset")
-    parser.add_argument("--val-dataset", dest="val_dataset_str", type=str, help="Validation dataset")
+    parser = common.get_protocol_args_parser(description, parents, add_help)
     parser.add_argument("--nb_knn", nargs="+", type=int, help="Number of NN to use. 20 is usually working the best.")
     parser.add_argument("--temperature", type=float, help="Temperature used in the voting coefficient")
     parser.add_argument(
@@ -71,11 +58,9 @@ def get_args_parser(
     parser.add_argument("--n-per-class-list", nargs="+", type=int, help="Number to take per class (-1: all)")
     parser.add_argument("--n-tries", type=int, help="Number of tries (few-shot draws)")
     parser.add_argument("--metric-type", type=MetricType, choices=list(MetricType), help="metric")
-    add_eval_transform_args(parser, num_workers=5, resize_ratio=RESIZE_RATIO)
+    common.add_eval_transform_args(parser, num_workers=5, resize_ratio=RESIZE_RATIO)
     add_overrides(parser, "the model config")
     parser.set_defaults(
-        train_dataset_str="ImageNet:split=TRAIN",
-        val_dataset_str="ImageNet:split=VAL",
         nb_knn=list(DEFAULT_NB_KNN),
         temperature=DEFAULT_TEMPERATURE,
         batch_size=256,
@@ -125,18 +110,18 @@ def eval_knn_with_model(
     (percent; lists for per-class accuracy).
     """
     start = time.perf_counter()
-    transform = transform or make_eval_transform(crop_size, resize_size, RESIZE_RATIO)
-    train_dataset = make_eval_dataset(train_dataset_str, transform, "train")
-    val_dataset = make_eval_dataset(val_dataset_str, transform, "val")
+    transform = transform or common.make_eval_transform(crop_size, resize_size, RESIZE_RATIO)
+    train_dataset = common.make_eval_dataset(train_dataset_str, transform, "train")
+    val_dataset = common.make_eval_dataset(val_dataset_str, transform, "val")
     train_name, val_name = str(train_dataset_str), str(val_dataset_str)
     _check_k_fits(nb_knn, n_per_class_list, len(train_dataset), train_name)
     names = {"train": train_name, "val": val_name}
     results = knn_eval_of_model(
         model, train_dataset, val_dataset,
         nb_knn=nb_knn, temperature=temperature, autocast_dtype=autocast_dtype,
-        metric_type=as_metric_type(accuracy_averaging), gather_on_cpu=gather_on_cpu, batch_size=batch_size,
+        metric_type=common.as_metric_type(accuracy_averaging), gather_on_cpu=gather_on_cpu, batch_size=batch_size,
         num_workers=num_workers, n_per_class_list=n_per_class_list, n_tries=n_tries, progress=progress,
-        check_labels=lambda labels, which: check_extracted_labels(labels, names[which]),
+        check_labels=lambda labels, which: common.check_extracted_labels(labels, names[which]),
     )  # fmt: skip
     flat = released_knn_results(results)
     logger.info("\n%s", format_knn_results(results))
@@ -149,26 +134,18 @@ def eval_knn_with_model(
         "results": flat,
         "settings": {s: {"mean": e["mean"], "tries": e["tries"]} for s, e in results.items()},
     }
-    finish_eval_run(output_dir, "knn", flat, detailed, start=start, run_args=run_args)
+    common.finish_eval_run(output_dir, "knn", flat, detailed, start=start, run_args=run_args)
     return flat
 
 
 def main(args: argparse.Namespace) -> int:
     """Released entry point: build the backbone from ``--config-file`` / ``--pretrained-weights`` and run k-NN."""
-    model, autocast_dtype = setup_and_build_model(args)
-    call_with_args(
-        eval_knn_with_model,
-        args,
-        model=model,
-        autocast_dtype=autocast_dtype,
-        accuracy_averaging=args.metric_type,
-        progress=not args.no_progress,
-        run_args=args,
+    return common.run_with_model(
+        eval_knn_with_model, args, build=setup_and_build_model, accuracy_averaging=args.metric_type
     )
-    return 0
 
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
     """``dinov2-eval-knn`` / ``python -m dinov2.eval.knn``: parse ``argv`` (default ``sys.argv``), check
     the config, weights and datasets (usage errors, exit code 2), run :func:`main`."""
-    return run_eval_cli(get_args_parser, main, DESCRIPTION, DATASET_FLAGS, argv)
+    return common.run_eval_cli(get_args_parser, main, DESCRIPTION, DATASET_FLAGS, argv)

@@ -39,14 +39,7 @@ from torch import nn
 from dinov2 import distributed
 from dinov2.data import SamplerType, make_data_loader
 from dinov2.data.transforms import make_classification_train_transform
-from dinov2.eval.common import (
-    TRAIN_VAL_DATASETS,
-    add_eval_transform_args,
-    finish_eval_run,
-    make_eval_dataset,
-    make_eval_transform,
-    run_eval_cli,
-)
+from dinov2.eval import common
 from dinov2.eval.linear.checkpoint import resume_or_load, save_hub_linear_head
 from dinov2.eval.linear.classifiers import (
     DEFAULT_LEARNING_RATES,
@@ -66,9 +59,8 @@ from dinov2.eval.linear.train import (
 from dinov2.eval.metrics import MetricType
 from dinov2.eval.results import format_table
 from dinov2.eval.setup import autocast_context, setup_and_build_model
-from dinov2.eval.setup import get_args_parser as get_setup_args_parser
 from dinov2.eval.utils import ModelWithIntermediateLayers
-from dinov2.utils.cli import ArgumentParser, add_overrides, call_with_args
+from dinov2.utils.cli import add_overrides
 
 logger = logging.getLogger("dinov2")
 
@@ -85,18 +77,15 @@ __all__ = [
 RESIZE_RATIO = 256 / 224
 DESCRIPTION = "DINOv2 linear evaluation"
 # the dataset flags checked before any work (dinov2.eval.common.check_eval_args)
-DATASET_FLAGS = (*TRAIN_VAL_DATASETS, ("--test-datasets", "test_dataset_strs", False))
+DATASET_FLAGS = (*common.TRAIN_VAL_DATASETS, ("--test-datasets", "test_dataset_strs", False))
 
 
 def get_args_parser(
     description: str | None = None, parents: list[argparse.ArgumentParser] | None = None, add_help: bool = True
 ) -> argparse.ArgumentParser:
     """Released linear-evaluation flags and defaults, plus ``--crop-size`` / ``--resize-size``."""
-    setup_parser = get_setup_args_parser(parents=parents or [], add_help=False, required=True)
-    parser = ArgumentParser(description=description, parents=[setup_parser], add_help=add_help)
+    parser = common.get_protocol_args_parser(description, parents, add_help)
     add = parser.add_argument
-    add("--train-dataset", dest="train_dataset_str", type=str, help="Training dataset")
-    add("--val-dataset", dest="val_dataset_str", type=str, help="Validation dataset")
     add("--test-datasets", dest="test_dataset_strs", type=str, nargs="+", help="Test datasets (default: val)")
     add("--epochs", type=int, help="Number of training epochs")
     add("--batch-size", type=int, help="Batch Size (per GPU)")
@@ -111,11 +100,9 @@ def get_args_parser(
     add("--classifier-fpath", type=str, help="Path to a file containing pretrained linear classifiers")
     add("--val-class-mapping-fpath", type=str, help="Path to a .npy mapping to adjust classifier outputs")
     add("--test-class-mapping-fpaths", nargs="+", type=str, help="Path(s) to .npy mappings, one per test set")
-    add_eval_transform_args(parser, num_workers=None, resize_ratio=RESIZE_RATIO, progress=False)
+    common.add_eval_transform_args(parser, num_workers=None, resize_ratio=RESIZE_RATIO, progress=False)
     add_overrides(parser, "the model config")
     parser.set_defaults(
-        train_dataset_str="ImageNet:split=TRAIN",
-        val_dataset_str="ImageNet:split=VAL",
         test_dataset_strs=None,
         epochs=10,
         batch_size=128,
@@ -273,10 +260,10 @@ def run_eval_linear(
     tests = resolve_test_settings(
         val_dataset_str, val_metric_type, test_dataset_strs, test_metric_types, test_class_mapping_fpaths
     )
-    train_dataset = make_eval_dataset(
+    train_dataset = common.make_eval_dataset(
         train_dataset_str, make_classification_train_transform(crop_size=crop_size), "train"
     )
-    eval_transform = make_eval_transform(crop_size, resize_size, RESIZE_RATIO)
+    eval_transform = common.make_eval_transform(crop_size, resize_size, RESIZE_RATIO)
     num_classes = num_classes_of(train_dataset, train_dataset_str)
     feature_model, classifiers, optimizer, scheduler = _setup_probe(
         model, train_dataset[0][0], n_last_blocks_list, learning_rates, batch_size, num_classes, autocast_dtype,
@@ -325,20 +312,16 @@ def run_eval_linear(
         "num_classes": num_classes, "iterations": iteration, "tests": test_details,
         "val": {"dataset": str(val_dataset_str), "classifiers": val_percent},
     }  # fmt: skip
-    finish_eval_run(output_dir, "linear", None, detailed, start=start, run_args=run_args)
+    common.finish_eval_run(output_dir, "linear", None, detailed, start=start, run_args=run_args)
     return results
 
 
 def main(args: argparse.Namespace) -> int:
     """Released entry point: build the backbone from ``--config-file`` / ``--pretrained-weights``, run the probe."""
-    model, autocast_dtype = setup_and_build_model(args)
-    call_with_args(
-        run_eval_linear, args, model=model, autocast_dtype=autocast_dtype, resume=not args.no_resume, run_args=args
-    )
-    return 0
+    return common.run_with_model(run_eval_linear, args, build=setup_and_build_model, resume=not args.no_resume)
 
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
     """``dinov2-eval-linear`` / ``python -m dinov2.eval.linear``: parse ``argv`` (default ``sys.argv``), check
     the config, weights and datasets (usage errors, exit code 2), run :func:`main`."""
-    return run_eval_cli(get_args_parser, main, DESCRIPTION, DATASET_FLAGS, argv)
+    return common.run_eval_cli(get_args_parser, main, DESCRIPTION, DATASET_FLAGS, argv)

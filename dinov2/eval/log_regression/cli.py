@@ -27,23 +27,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from dinov2.eval.common import (
-    TRAIN_VAL_DATASETS,
-    add_eval_transform_args,
-    as_metric_type,
-    check_extracted_labels,
-    finish_eval_run,
-    make_eval_dataset,
-    make_eval_transform,
-    run_eval_cli,
-)
+from dinov2.eval import common
 from dinov2.eval.log_regression.solver import DEFAULT_MAX_ITER, eval_log_regression, format_log_regression_results
 from dinov2.eval.metrics import MetricType
 from dinov2.eval.results import to_jsonable
 from dinov2.eval.setup import autocast_context, setup_and_build_model
-from dinov2.eval.setup import get_args_parser as get_setup_args_parser
 from dinov2.features.extract import extract_features
-from dinov2.utils.cli import ArgumentParser, add_overrides, call_with_args
+from dinov2.utils.cli import add_overrides
 from dinov2.utils.dtype import as_torch_dtype as parse_any_dtype
 
 logger = logging.getLogger("dinov2")
@@ -53,7 +43,7 @@ __all__ = ["RESIZE_RATIO", "as_torch_dtype", "get_args_parser", "eval_log_regres
 RESIZE_RATIO = 1.0  # released: make_classification_eval_transform(resize_size=224), crop 224
 DESCRIPTION = "DINOv2 logistic regression evaluation"
 # the dataset flags checked before any work (dinov2.eval.common.check_eval_args)
-DATASET_FLAGS = (*TRAIN_VAL_DATASETS, ("--finetune-dataset-str", "finetune_dataset_str", False))
+DATASET_FLAGS = (*common.TRAIN_VAL_DATASETS, ("--finetune-dataset-str", "finetune_dataset_str", False))
 
 
 def as_torch_dtype(name: str | torch.dtype) -> torch.dtype:
@@ -66,11 +56,8 @@ def get_args_parser(
 ) -> argparse.ArgumentParser:
     """Released logistic-regression flags and defaults, plus ``--batch-size``, ``--num-workers`` and the
     transform sizes of :mod:`dinov2.eval.common`."""
-    setup_parser = get_setup_args_parser(parents=parents or [], add_help=False, required=True)
-    parser = ArgumentParser(description=description, parents=[setup_parser], add_help=add_help)
+    parser = common.get_protocol_args_parser(description, parents, add_help)
     add = parser.add_argument
-    add("--train-dataset", dest="train_dataset_str", type=str, help="Training dataset")
-    add("--val-dataset", dest="val_dataset_str", type=str, help="Validation dataset")
     add("--finetune-dataset-str", dest="finetune_dataset_str", type=str, help="Fine-tuning dataset (chooses C)")
     add(
         "--finetune-on-val",
@@ -82,11 +69,9 @@ def get_args_parser(
     add("--train-dtype", type=str, help="Data type of the fit")
     add("--max-train-iters", type=int, help="Maximum number of L-BFGS iterations per fit")
     add("--batch-size", type=int, default=256, help="feature-extraction batch size")
-    add_eval_transform_args(parser, num_workers=0, resize_ratio=RESIZE_RATIO)
+    common.add_eval_transform_args(parser, num_workers=0, resize_ratio=RESIZE_RATIO)
     add_overrides(parser, "the model config")
     parser.set_defaults(
-        train_dataset_str="ImageNet:split=TRAIN",
-        val_dataset_str="ImageNet:split=VAL",
         finetune_dataset_str=None,
         metric_type=MetricType.MEAN_ACCURACY,
         train_features_device="cpu",
@@ -99,11 +84,11 @@ def get_args_parser(
 
 def _features(model, dataset_str, role, transform, batch_size, num_workers, on_cpu, progress):
     """Labelled features of a whole dataset on every rank: (features [N, D], labels [N])."""
-    dataset = make_eval_dataset(dataset_str, transform, role)
+    dataset = common.make_eval_dataset(dataset_str, transform, role)
     features, labels = extract_features(
         model, dataset, batch_size, num_workers, on_cpu, progress=progress, description=role
     )
-    check_extracted_labels(labels, str(dataset_str))
+    common.check_extracted_labels(labels, str(dataset_str))
     return features, labels
 
 
@@ -133,7 +118,7 @@ def eval_log_regression_with_model(
     """
     start = time.perf_counter()
     fit_device = torch.device(train_features_device)
-    transform = make_eval_transform(crop_size, resize_size, RESIZE_RATIO)
+    transform = common.make_eval_transform(crop_size, resize_size, RESIZE_RATIO)
     device = next(model.parameters()).device
     model.eval()
     args = (transform, batch_size, num_workers, fit_device.type == "cpu", progress)
@@ -143,7 +128,7 @@ def eval_log_regression_with_model(
         finetune = _features(model, finetune_dataset_str, "fine-tune", *args) if finetune_dataset_str else (None, None)
     results = eval_log_regression(
         *train, *val, finetune_features=finetune[0], finetune_labels=finetune[1], finetune_on_val=finetune_on_val,
-        metric_type=as_metric_type(metric_type), max_iter=max_train_iters, dtype=as_torch_dtype(train_dtype),
+        metric_type=common.as_metric_type(metric_type), max_iter=max_train_iters, dtype=as_torch_dtype(train_dtype),
         device=fit_device,
     )  # fmt: skip
     logger.info("\n%s", format_log_regression_results(results))
@@ -157,27 +142,22 @@ def eval_log_regression_with_model(
         "results": released,
         "sweep": results["sweep"],
     }
-    finish_eval_run(output_dir, "log_regression", released, detailed, start=start, run_args=run_args)
+    common.finish_eval_run(output_dir, "log_regression", released, detailed, start=start, run_args=run_args)
     return released
 
 
 def main(args: argparse.Namespace) -> int:
     """Released entry point: build the backbone from ``--config-file`` / ``--pretrained-weights``, run the sweep."""
-    model, autocast_dtype = setup_and_build_model(args)
-    call_with_args(
+    return common.run_with_model(
         eval_log_regression_with_model,
         args,
-        model=model,
-        autocast_dtype=autocast_dtype,
+        build=setup_and_build_model,
         train_dtype=as_torch_dtype(args.train_dtype),
         train_features_device=torch.device(args.train_features_device),
-        progress=not args.no_progress,
-        run_args=args,
     )
-    return 0
 
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
     """``dinov2-eval-log-regression`` / ``python -m dinov2.eval.log_regression``: parse ``argv`` (default
     ``sys.argv``), check the config, weights and datasets (usage errors, exit code 2), run :func:`main`."""
-    return run_eval_cli(get_args_parser, main, DESCRIPTION, DATASET_FLAGS, argv)
+    return common.run_eval_cli(get_args_parser, main, DESCRIPTION, DATASET_FLAGS, argv)
