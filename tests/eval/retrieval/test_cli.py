@@ -96,6 +96,7 @@ def _expected_map(root, crop: bool, multiscale: bool, distractors: bool) -> dict
 CASES = [[], ["--crop-queries", "--multiscale"], ["--distractors", "ImageFolder:root={root}/distractors"]]
 
 
+@pytest.mark.usefixtures("single_process_eval")  # one thread; the process group state forgotten after
 @pytest.mark.parametrize("extra", CASES, ids=["default", "crop-multiscale", "distractors"])
 def test_cli_end_to_end(revisited, tmp_path, extra):
     extra = [value.format(root=revisited) for value in extra]

@@ -14,6 +14,7 @@ from tests.eval.transfer import trees
 from tests.train.tiny import tiny_cfg
 
 
+@pytest.mark.usefixtures("single_process_eval")  # one thread; the process group state forgotten after
 def test_cli_end_to_end(tmp_path):
     root = tmp_path / "data"
     trees.make_dtd(root)

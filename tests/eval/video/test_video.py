@@ -96,6 +96,7 @@ def test_mean_and_concat_aggregation():
         aggregate_frames(concat.view(2, 8, 3), "max")
 
 
+@pytest.mark.usefixtures("single_process_eval")  # one thread; the process group state forgotten after
 @pytest.mark.parametrize("aggregation", ["mean", "concat"])
 def test_probe_learns_moving_shapes_above_chance(clips, tmp_path, aggregation):
     out = tmp_path / "out"
