@@ -38,10 +38,10 @@ BACKBONE_NOTE = (
 
 
 def cpu_loaded(
-    name=None, weights=None, *, config_file=None, random_init: bool = False, seed: int = 0
+    name=None, weights=None, *, config_file=None, random_init: bool = False, seed: int = 0, device="cpu"
 ) -> LoadedBackbone:
     """Hub backbone ``name``, the teacher of ``config_file``, or ``weights`` alone (the architecture read from
-    them), in eval mode on the CPU, with its facts (patch size in pixels per output token, extra tokens).
+    them), in eval mode on ``device`` (default the CPU; None: the eval device), with its facts (patch size in pixels per output token, extra tokens).
 
     ``weights`` loads strictly (any format :mod:`dinov2.models.weights` reads); without it a hub name downloads its
     released weights, unless ``random_init``. With a hub name, the position table keeps the size stored in
@@ -58,12 +58,12 @@ def cpu_loaded(
             f"--config-file {config_file} needs --weights (e.g. a teacher_checkpoint.pth) or --random-init"
         )
     if config_file is not None:
-        options = dict(random_init=random_init, seed=seed, device="cpu", validate=False, argument="--weights")
+        options = dict(random_init=random_init, seed=seed, device=device, validate=False, argument="--weights")
         return load_backbone(config=config_file, weights=weights, **options)
     if name is None:  # weights alone: the family that recognises them builds the architecture they tell
-        return load_backbone(weights, device="cpu", argument="--weights")
+        return load_backbone(weights, device=device, argument="--weights")
     catalog.get_backbone(name)  # unknown names fail here, before any weights are read
-    options = dict(random_init=random_init, seed=seed, device="cpu", argument="--weights")
+    options = dict(random_init=random_init, seed=seed, device=device, argument="--weights")
     return load_backbone(name, weights=weights, **options)
 
 
@@ -95,9 +95,10 @@ def check_backbone_args(parser: argparse.ArgumentParser, args: argparse.Namespac
         parser.error("one of --model NAME, --config-file F or --weights W (alone: its architecture) is required")
 
 
-def loaded_from_args(args: argparse.Namespace) -> LoadedBackbone:
-    """The backbone of :func:`add_backbone_args`' flags and its facts (eval mode, CPU)."""
-    options = dict(config_file=args.config_file, random_init=args.random_init, seed=args.seed)
+def loaded_from_args(args: argparse.Namespace, device="cpu") -> LoadedBackbone:
+    """The backbone of :func:`add_backbone_args`' flags and its facts, eval mode, on ``device`` (None: the eval
+    device, :func:`~dinov2.features.backbone.eval_device`)."""
+    options = dict(config_file=args.config_file, random_init=args.random_init, seed=args.seed, device=device)
     return cpu_loaded(args.model, args.weights, **options)
 
 
