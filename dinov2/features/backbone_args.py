@@ -41,7 +41,8 @@ def cpu_loaded(
     name=None, weights=None, *, config_file=None, random_init: bool = False, seed: int = 0, device="cpu"
 ) -> LoadedBackbone:
     """Hub backbone ``name``, the teacher of ``config_file``, or ``weights`` alone (the architecture read from
-    them), in eval mode on ``device`` (default the CPU; None: the eval device), with its facts (patch size in pixels per output token, extra tokens).
+    them), in eval mode on ``device`` (default the CPU; None: the eval device), with its facts (patch size in
+    pixels per output token, extra tokens).
 
     ``weights`` loads strictly (any format :mod:`dinov2.models.weights` reads); without it a hub name downloads its
     released weights, unless ``random_init``. With a hub name, the position table keeps the size stored in
