@@ -29,7 +29,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 if __package__ in (None, ""):  # run as a script: make the repository importable like `python -m` does
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -226,7 +226,8 @@ def do_train(
     model.train()
     optimizer = build_optimizer(cfg, model.get_params_groups())
     schedules = build_schedulers(cfg)
-    checkpointer = Checkpointer(cfg.train.output_dir, keep=cfg.checkpointing.max_to_keep)
+    keep_every = OmegaConf.select(cfg, "checkpointing.keep_every")  # DINOv3's key
+    checkpointer = Checkpointer(cfg.train.output_dir, keep=cfg.checkpointing.max_to_keep, keep_every=keep_every)
     state = {**model.checkpoint_state(), "optimizer": optimizer}  # e.g. distillation leaves the teacher out
     if model.fp16_scaler is not None:
         state["grad_scaler"] = model.fp16_scaler
