@@ -61,7 +61,6 @@ UNIMPLEMENTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "train.data_config": ((None,), "set train.dataset_path"),
     "student.resume_from_teacher_chkpt": (("",), "use student.pretrained_weights (backbone) or MODEL.WEIGHTS"),
     "optim.optimizer": (("adamw",), "AdamW is the only optimizer"),
-    "optim.dino_head_wd_multiplier": ((1.0,), "every head parameter gets the scheduled weight decay"),
     "optim.dump_fsdp_weights_path": (("",), "teacher exports are written under <output_dir>/eval"),
     "crops.rgb_mean": (([0.485, 0.456, 0.406],), "the crops are normalised with ImageNet's mean"),
     "crops.rgb_std": (([0.229, 0.224, 0.225],), "the crops are normalised with ImageNet's std"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from omegaconf import OmegaConf
 
 from dinov2.config.checks import MISSING, Checker, is_int, is_number, register_check
+from dinov2.config.dinov3 import is_dinov3_form
 from dinov2.utils.dtype import DTYPES
 
 SCALING_RULES = ("sqrt_wrt_1024",)
@@ -181,9 +182,10 @@ def _check_crops(c: Checker) -> None:
     for field in sizes:
         # One size, or (DINOv3's multi-resolution configs) a list of sizes.
         value = c.check(f"crops.{field}", _sizes_ok, "an integer >= 1 or a non-empty list of them")
-        # The backbone cuts crops into patch_size x patch_size patches: every released config uses multiples
-        # (224 = 14 x 16, 96 = 6 x 16, 98 = 7 x 14, 518 = 37 x 14), so any other size is a mistake.
-        for size in value if isinstance(value, list) else [value]:
+        # The backbone cuts crops into patch_size x patch_size patches: every released DINOv2 config uses multiples
+        # (224 = 14 x 16, 96 = 6 x 16, 98 = 7 x 14, 518 = 37 x 14), so any other size is a mistake. DINOv3's
+        # models drop the remainder instead, and its high-resolution recipe uses 168 px local crops (10.5 x 16).
+        for size in [] if is_dinov3_form(c.cfg) else value if isinstance(value, list) else [value]:
             if is_int(size) and is_int(patch) and patch > 0 and size % patch != 0:
                 lower, upper = size - size % patch, size - size % patch + patch
                 c.fail(
