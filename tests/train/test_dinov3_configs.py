@@ -30,7 +30,7 @@ convnext.CONVNEXT_SIZES.setdefault("test", {"depths": [1, 1, 1, 1], "dims": [8, 
 DINOV3_CONVNEXT.archs.setdefault("convnext_test", lambda **kwargs: convnext._convnext("test", **kwargs))
 
 DATA = "train.dataset_path=ImageNet:split=TRAIN"  # the 7B configs leave it to the command line, as released
-GLOBAL, LOCAL, PATCH = 32, 16, 16
+GLOBAL, LOCAL, PATCH = 64, 32, 16
 # The scaled-down run: every recipe key kept but the sizes (and the CPU's fp32, no compile).
 TINY_DINOV3 = [
     f"crops.global_crops_size={GLOBAL}",
