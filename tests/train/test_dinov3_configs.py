@@ -23,6 +23,7 @@ from dinov2.train.precision import PrecisionPolicy
 from dinov2.train.ssl_meta_arch import Batch, SSLMetaArch
 from dinov2.train.train import build_optimizer, train_step
 from dinov2.utils.schedules import build_schedulers
+from tests.train.tiny import TINY_OPTS
 
 vits3.ARCHS.setdefault("vit3_test", (32, 2, 2, 4.0))
 DINOV3_VIT.archs.setdefault("vit3_test", lambda **kwargs: vits3._arch("vit3_test", **kwargs))
@@ -36,12 +37,7 @@ TINY_DINOV3 = [
     f"crops.global_crops_size={GLOBAL}",
     f"crops.local_crops_size={LOCAL}",
     "crops.local_crops_number=2",
-    "dino.head_n_prototypes=64",
-    "dino.head_hidden_dim=32",
-    "dino.head_bottleneck_dim=16",
-    "ibot.head_n_prototypes=48",
-    "ibot.head_hidden_dim=32",
-    "ibot.head_bottleneck_dim=16",
+    *(opt for opt in TINY_OPTS if opt.startswith(("dino.", "ibot."))),  # the tiny heads of the DINOv2 tests
     "train.batch_size_per_gpu=2",
     "train.num_workers=0",
     "train.OFFICIAL_EPOCH_LENGTH=1",

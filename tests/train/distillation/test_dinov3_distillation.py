@@ -28,11 +28,8 @@ def dinov3_teacher(tmp_path_factory):
     """(config file, teacher export, backbone-only file) of a tiny DINOv3 ViT trained the fast ViT-L recipe's way."""
     folder = tmp_path_factory.mktemp("dinov3_teacher")
     cfg = dinov3_config("vitl_im1k_lin834", "student.arch=vit3_test", *TINY_DINOV3, output_dir=str(folder))
-    torch.manual_seed(3)
+    torch.manual_seed(3)  # not the students' seed: the teacher differs from any student's initialisation
     model = SSLMetaArch(cfg)
-    with torch.no_grad():
-        for p in model.teacher.parameters():
-            p.add_(0.05 * torch.randn_like(p))
     OmegaConf.save(cfg, folder / "config.yaml")
     export = export_teacher(folder / "teacher_checkpoint.pth", model.teacher)
     backbone_file = folder / "backbone.pth"  # a hub-style file: the backbone's state dict alone
