@@ -59,7 +59,6 @@ UNIMPLEMENTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "ibot.mask_random_circular_shift": ((False,), "masks are sampled without circular shift"),
     "train.chunk_schedule": (([],), "one crop size per run: use crops.global_crops_size lists for multi-resolution"),
     "train.data_config": ((None,), "set train.dataset_path"),
-    "student.resume_from_teacher_chkpt": (("",), "use student.pretrained_weights (backbone) or MODEL.WEIGHTS"),
     "optim.optimizer": (("adamw",), "AdamW is the only optimizer"),
     "optim.dump_fsdp_weights_path": (("",), "teacher exports are written under <output_dir>/eval"),
     "crops.rgb_mean": (([0.485, 0.456, 0.406],), "the crops are normalised with ImageNet's mean"),

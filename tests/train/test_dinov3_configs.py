@@ -19,7 +19,9 @@ from dinov2.data import MaskingGenerator, collate_data_and_cast
 from dinov2.models import build_model_from_cfg, convnext
 from dinov2.models import vision_transformer_v3 as vits3
 from dinov2.models.dinov3_families import DINOV3_CONVNEXT, DINOV3_VIT
+from dinov2.train.checkpointing import export_teacher
 from dinov2.train.precision import PrecisionPolicy
+from dinov2.train.pretrained import load_student_from_teacher_checkpoint
 from dinov2.train.ssl_meta_arch import Batch, SSLMetaArch
 from dinov2.train.train import build_optimizer, train_step
 from dinov2.utils.schedules import build_schedulers
@@ -51,16 +53,14 @@ SSL = ["dinov3_vit7b16_pretrain", "vitl_im1k_lin834", "dinov3_vit7b16_gram_ancho
 NOT_IMPLEMENTED = {
     "dinov3_vit7b16_gram_anchor": ["dino.reweight_dino_local_loss"],
     "dinov3_vit7b16_high_res_adapt": ["dino.koleo_loss_distributed", "dino.reweight_dino_local_loss"],
-    "dinov3_vitl16_lvd1689m_distilled": ["student.resume_from_teacher_chkpt"],
 }
 IMPLEMENTED_VALUES = {
     "dino.reweight_dino_local_loss": "false",
     "dino.koleo_loss_distributed": "false",
-    "student.resume_from_teacher_chkpt": "''",
 }
 ALL = [
     *SSL,
-    "dinov3_vitl16_lvd1689m_distilled",
+    "dinov3_vitl16_lvd1689m_distilled",  # its <...> placeholders are strings: it loads
     "multi_distillation_test",
     "multidist_tests/vits_p16",
     "multidist_tests/vitb_p16",
@@ -163,3 +163,22 @@ def test_scaled_down_training_step(name, tmp_path):
         isinstance(backbone, vits3.DinoVisionTransformerV3)
         and backbone.n_storage_tokens == cfg.student.n_storage_tokens
     )
+
+
+def test_resume_from_teacher_checkpoint_sets_student_heads_and_ema(tmp_path):
+    cfg = dinov3_config("vitl_im1k_lin834", "student.arch=vit3_test", *TINY_DINOV3, output_dir=str(tmp_path))
+    torch.manual_seed(5)
+    source = SSLMetaArch(cfg)
+    export = export_teacher(tmp_path / "teacher_checkpoint.pth", source.teacher)  # {"teacher": backbone + heads}
+    torch.manual_seed(0)
+    model = SSLMetaArch(cfg)
+    load_student_from_teacher_checkpoint(model, str(export))
+    expected = source.teacher.state_dict()
+    for module in (model.student, model.teacher):
+        state = module.state_dict()
+        assert set(state) == set(expected) and all(torch.equal(state[k], v) for k, v in expected.items())
+    other = SSLMetaArch(
+        dinov3_config("vitl_im1k_lin834", "student.arch=vit3_test", *TINY_DINOV3, "dino.head_n_prototypes=32")
+    )
+    with pytest.raises(RuntimeError, match=r"student.resume_from_teacher_chkpt=.*does not fit the student"):
+        load_student_from_teacher_checkpoint(other, str(export))
