@@ -19,7 +19,7 @@ from dinov2.data import MaskingGenerator, collate_data_and_cast
 from dinov2.models import build_model_from_cfg, convnext
 from dinov2.models import vision_transformer_v3 as vits3
 from dinov2.models.dinov3_families import DINOV3_CONVNEXT, DINOV3_VIT
-from dinov2.train.checkpointing import export_teacher
+from dinov2.train.checkpointing import Checkpointer, export_teacher
 from dinov2.train.precision import PrecisionPolicy
 from dinov2.train.pretrained import load_student_from_teacher_checkpoint
 from dinov2.train.ssl_meta_arch import Batch, SSLMetaArch
@@ -182,3 +182,17 @@ def test_resume_from_teacher_checkpoint_sets_student_heads_and_ema(tmp_path):
     )
     with pytest.raises(RuntimeError, match=r"student.resume_from_teacher_chkpt=.*does not fit the student"):
         load_student_from_teacher_checkpoint(other, str(export))
+
+
+def test_keep_every_checkpoints_are_never_pruned(tmp_path):
+    # checkpointing.keep_every (DINOv3): the checkpoint after a multiple of N iterations survives max_to_keep.
+    model = torch.nn.Linear(2, 2)
+    checkpointer = Checkpointer(tmp_path, keep=2, keep_every=4)
+    for iteration in range(10):  # model_<iteration>: iteration + 1 iterations done
+        checkpointer.save(iteration, {"model": model})
+    assert sorted(p.name for p in checkpointer.list_checkpoints()) == [
+        "model_0000003",
+        "model_0000007",
+        "model_0000008",
+        "model_0000009",
+    ]
