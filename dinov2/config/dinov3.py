@@ -162,9 +162,11 @@ def without_null_specs(layer: DictConfig) -> DictConfig:
     return layer
 
 
-def to_trainer_form(cfg: DictConfig) -> DictConfig:
-    """Turn a merged DINOv3 config into the keys the trainer reads (in place; returns ``cfg``). Idempotent: a
-    written ``config.yaml`` (``optim.base_lr`` set) keeps its learning rates."""
+def to_trainer_form(cfg: DictConfig, layers: Sequence[DictConfig] = ()) -> DictConfig:
+    """Turn a merged DINOv3 config into the keys the trainer reads (in place; returns ``cfg``). Per-part precision
+    sections set by ``layers`` (the config's layers: a written ``config.yaml``, a per-part override) win over the
+    ones derived from the one policy. Idempotent: a written ``config.yaml`` (``optim.base_lr`` set) keeps its
+    learning rates."""
     precision = cfg.compute_precision
     for model in ("student", "teacher"):
         parts = {}
@@ -172,7 +174,8 @@ def to_trainer_form(cfg: DictConfig) -> DictConfig:
             mixed = {"param_dtype": precision.param_dtype, "reduce_dtype": precision.reduce_dtype}
             parts[part] = {"sharding_strategy": precision.sharding_strategy, "mixed_precision": mixed}
             parts[part]["mixed_precision"]["buffer_dtype"] = "fp32"
-        precision[model] = parts
+        given = [OmegaConf.select(layer, f"compute_precision.{model}") for layer in layers]
+        precision[model] = OmegaConf.merge(parts, *(section for section in given if section is not None))
     if cfg.optim.base_lr is None:
         has_schedules = OmegaConf.select(cfg, "schedules") is not None
         # Multiplying by 4 is exact, so the scaled rates equal the release's 4 * sqrt(...) * lr bit for bit.

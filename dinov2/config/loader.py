@@ -190,7 +190,7 @@ def merge_training_layers(layers: Sequence[Layer]) -> DictConfig:
             f"{sources}: {len(unimplemented)} DINOv3 setting(s) this trainer does not implement (set them to the "
             f"implemented value or remove them):\n{lines}"
         )
-    return to_trainer_form(cfg)
+    return to_trainer_form(cfg, [layer for layer, _ in layers])
 
 
 def merge_onto_defaults(*overrides: DictConfig, source: str = "config") -> DictConfig:

@@ -126,3 +126,11 @@ def test_the_defaults_hold_the_implemented_values():
         value = OmegaConf.select(defaults, key)
         value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
         assert value in values, key
+
+
+def test_per_part_precision_given_by_a_layer_wins():
+    fp32 = "{sharding_strategy: NO_SHARD, mixed_precision: {param_dtype: fp32, reduce_dtype: fp32, buffer_dtype: fp32}}"
+    cfg = _load(V3_STUDENT, f"compute_precision.student.backbone={fp32}")
+    assert cfg.compute_precision.student.backbone.mixed_precision.param_dtype == "fp32"
+    assert cfg.compute_precision.student.backbone.sharding_strategy == "NO_SHARD"
+    assert cfg.compute_precision.student.dino_head.mixed_precision.param_dtype == "bf16"  # from the one policy
