@@ -3,7 +3,8 @@
 
 - :func:`is_dinov3_config`: the layers of a config (file, overrides) ask for DINOv3's defaults
   (``ssl_default_config_dinov3.yaml``) when their ``student`` section, merged onto DINOv2's, belongs to a DINOv3
-  family (the family registry decides: :func:`register_student_family`) or when they have a ``gram`` section.
+  family (the family registry decides: :func:`register_student_family`), or when they have a ``gram`` or
+  ``schedules`` section or another key that only DINOv3's defaults have.
 - :func:`dinov3_reference`: the keys a DINOv3 layer may hold: the defaults, DINOv3's schedule form
   (``{start, peak, end, warmup_epochs[, cosine_epochs]}``) under ``schedules.*``, ``dino.local_loss_weight_schedule``
   and ``gram.loss_weight_schedule``, and the per-part precision sections of a written ``config.yaml``.
@@ -45,7 +46,7 @@ DINOV3_FAMILY_PREFIX = "dinov3_"  # families dinov3_vit, dinov3_convnext
 # One schedule in DINOv3's form; ``freeze_last_layer_epochs`` belongs to ``schedules.lr``.
 SCHEDULE_KEYS = ("start", "peak", "end", "warmup_epochs", "cosine_epochs", "freeze_last_layer_epochs")
 SCHEDULE_SECTIONS = ("lr", "weight_decay", "momentum", "teacher_temp")
-MODEL_PARTS = ("backbone", "dino_head", "ibot_head")
+MODEL_PARTS = ("backbone", "dino_head", "ibot_head")  # the parts of compute_precision.{student,teacher}
 
 # Keys that DINOv3's code reads and this trainer does not implement: the values we reproduce (anything else is an
 # error naming the key), and what to do instead. Keys of the defaults file marked "(no effect)" are read by no

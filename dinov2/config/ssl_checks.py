@@ -10,11 +10,10 @@ from __future__ import annotations
 from omegaconf import OmegaConf
 
 from dinov2.config.checks import MISSING, Checker, is_int, is_number, register_check
-from dinov2.config.dinov3 import is_dinov3_form
+from dinov2.config.dinov3 import MODEL_PARTS, is_dinov3_form
 from dinov2.utils.dtype import DTYPES
 
 SCALING_RULES = ("sqrt_wrt_1024",)
-MODEL_PARTS = ("backbone", "dino_head", "ibot_head")
 DINOV3_STUDENT_BOOLEANS = ("mask_k_bias", "untie_cls_and_patch_norms", "untie_global_and_local_cls_norm")
 ROPE_NORMALIZE_COORDS = ("min", "max", "separate")
 

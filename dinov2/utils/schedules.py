@@ -22,17 +22,12 @@ logger = logging.getLogger("dinov2")
 
 __all__ = [
     "ArraySchedule",
-    "SCHEDULE_SPEC_KEYS",
     "TrainingSchedules",
     "build_schedulers",
     "linear_warmup_cosine_decay",
     "local_loss_weight_schedule",
     "schedule_from_spec",
 ]
-
-# The keys of one schedule in DINOv3's form; ``cosine_epochs`` is optional (default: the rest of training) and
-# ``freeze_last_layer_epochs`` is read for ``schedules.lr`` only.
-SCHEDULE_SPEC_KEYS = ("start", "peak", "end", "warmup_epochs", "cosine_epochs", "freeze_last_layer_epochs")
 
 
 class ArraySchedule:
