@@ -8,6 +8,7 @@ Importing this module registers the tiny DINOv3 archs ``vit3_test`` (32 wide, 2 
 
 from __future__ import annotations
 
+import argparse
 import math
 
 import pytest
@@ -20,6 +21,7 @@ from dinov2.models import build_model_from_cfg, convnext
 from dinov2.models import vision_transformer_v3 as vits3
 from dinov2.models.dinov3_families import DINOV3_CONVNEXT, DINOV3_VIT
 from dinov2.train.checkpointing import Checkpointer, export_teacher
+from dinov2.train.distillation.multi_setup import check_shared_settings, student_config
 from dinov2.train.precision import PrecisionPolicy
 from dinov2.train.pretrained import load_student_from_teacher_checkpoint
 from dinov2.train.ssl_meta_arch import Batch, SSLMetaArch
@@ -196,3 +198,24 @@ def test_keep_every_checkpoints_are_never_pruned(tmp_path):
         "model_0000008",
         "model_0000009",
     ]
+
+
+@pytest.mark.parametrize(
+    ("base", "archs"),
+    [
+        ("multi_distillation_test", ["vit_small", "vit_base"]),
+        (
+            "distillation_convnext/multi_distillation_convnext_test",
+            [f"convnext_{s}" for s in ("tiny", "small", "base", "large")],
+        ),
+    ],
+)
+def test_multi_distillation_students_are_dinov3_configs(base, archs, tmp_path):
+    args = argparse.Namespace(config_file=f"configs/train/dinov3/{base}.yaml", opts=[DATA], output_dir=str(tmp_path))
+    students = list(load_cfg(args.config_file, args.opts, output_dir=str(tmp_path)).multidistillation.students)
+    configs = {s["name"]: student_config(args, s, n_load=4, warn=False) for s in students}
+    check_shared_settings(configs)
+    assert [cfg.student.arch for cfg in configs.values()] == archs
+    for cfg in configs.values():
+        assert cfg.compute_precision.param_dtype == "bf16" and cfg.train.centering == "sinkhorn_knopp"
+        assert cfg.distillation.full_cfg_path == "configs/train/dinov3/vitl_im1k_lin834.yaml"
