@@ -7,7 +7,7 @@ from __future__ import annotations
 from dinov2.config.checks import Checker, register_check
 from dinov2.config.dinov3 import register_student_family
 from dinov2.models import vision_transformer_v3 as vits3
-from dinov2.models.families import arch_names, family_for_student
+from dinov2.models.families import arch_names, family_for_student, family_names, get_family
 from dinov2.models.vision_transformer import FFN_LAYERS
 
 
@@ -15,7 +15,8 @@ def check_model_choices(c: Checker) -> None:
     """``student.arch`` (``_memeff`` suffix allowed, as released) and ``student.ffn_layer``."""
     # The registries are read at call time: tests and users may register archs after import.
     archs = arch_names()
-    c.check("student.arch", lambda v: str(v).removesuffix("_memeff") in archs, f"one of {sorted(archs)}")
+    by_family = ", ".join(f"{sorted(get_family(name).archs)} ({name})" for name in family_names())
+    c.check("student.arch", lambda v: str(v).removesuffix("_memeff") in archs, f"one of {by_family}")
     if _family_name(c) == "dinov3_vit":  # DINOv3's ViT has its own FFN and norm choices (swiglu64, layernormbf16)
         c.choice("student.ffn_layer", list(vits3.FFN_LAYERS))
         c.choice("student.norm_layer", list(vits3.NORM_LAYERS))
