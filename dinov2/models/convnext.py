@@ -60,6 +60,7 @@ class ConvNeXt(nn.Module):
         self.head = nn.Identity()
         self.embed_dim = self.num_features = dims[-1]
         self.embed_dims = list(dims)
+        self.n_blocks = 4  # the stages ``get_intermediate_layers`` can tap (dense heads index them like ViT blocks)
         self.n_blocks = len(self.downsample_layers)
         self.n_storage_tokens = 0
         # The release appends the final norm to a list of per-stage norms: same module, second state-dict name.

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
+from dinov2.eval.dense import probe as dense_probe
 from dinov2.eval.dense.probe import probe_on_backbone
 from dinov2.eval.depth import probe as depth_probe
 from dinov2.eval.segmentation import probe as segmentation_probe
@@ -67,3 +69,20 @@ def test_linear_segmentation_and_depth_probes_on_a_dinov3_vit(dinov3_files, sing
     assert results["rmse"] > 0 and 0.0 <= results["a1"] <= 1.0
     head = torch.load(tmp_path / "depth" / "depth_linear_head.pth", weights_only=True)["state_dict"]
     assert head["decode_head.conv_depth.weight"].shape[1] == 2 * 64  # patch and class token of the last block
+
+
+def test_a_convnext_segmentation_probe_taps_its_stages_and_depth_names_the_one_width_rule(
+    dinov3_files, single_process_eval, tmp_path
+):
+    loaded = load_backbone(dinov3_files.convnext, device="cpu")
+    root = tmp_path / "scenes"
+    overrides = ["train.crop_size=[64,64]", "train.short_side=64", "test.mode=whole", "test.short_side=64"]
+    args = _args(segmentation_probe.get_args_parser(), root, "segmentation", tmp_path / "seg", "ms", overrides)
+    detailed = segmentation_probe.main(args, probe_on_backbone(loaded.model, args, "segmentation"))
+    assert 0.0 <= detailed["mIoU"] <= 100.0
+    head = torch.load(tmp_path / "seg" / "segmentation_ms_head.pth", weights_only=True)["state_dict"]
+    assert head["decode_head.conv_seg.weight"].shape == (4, 8 + 16 + 32 + 64, 1, 1)  # the four stage widths
+
+    recipe = dense_probe.load_recipe(depth_probe.CONFIG_DIR, "linear4")
+    with pytest.raises(ValueError, match="taps of one width.*tap its last stage only"):
+        depth_probe.build_depther(loaded.model, recipe.head)
