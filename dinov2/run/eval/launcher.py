@@ -43,6 +43,7 @@ PROTOCOLS = {
         "dinov2:segmentation",
     ),
     "depth": ("dinov2.eval.depth.probe", "Submitit launcher for the DINOv2 depth probe", "dinov2:depth"),
+    "finetune": ("dinov2.eval.finetune.cli", "Submitit launcher for DINOv2 supervised fine-tuning", "dinov2:finetune"),
 }
 
 
@@ -67,8 +68,9 @@ def submit_eval_module(
     module = importlib.import_module(module_name)
     parser = get_args_parser(description=description, parents=[module.get_args_parser(add_help=False)])
     args = parser.parse_intermixed_args(argv)  # config overrides may sit among the options
-    with usage_errors(parser, FileNotFoundError, flag="--config-file"):
-        args.config_file = str(resolve_config_file(args.config_file))  # absolute: the job may start elsewhere
+    if args.config_file:  # fine-tuning may name a hub backbone (--model) instead
+        with usage_errors(parser, FileNotFoundError, flag="--config-file"):
+            args.config_file = str(resolve_config_file(args.config_file))  # absolute: the job may start elsewhere
     check(parser, args, module)  # fail here, not in the job
     args.eval_module = module_name
     # Pickle the task class by its importable name, also when a launcher file runs as a script (__main__).
