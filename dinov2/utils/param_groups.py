@@ -78,7 +78,7 @@ def get_vit_lr_decay_rate(
 
 def _count_blocks(model: nn.Module) -> tuple[int, bool]:
     if hasattr(model, "n_blocks"):
-        return model.n_blocks, bool(model.chunked_blocks)
+        return model.n_blocks, bool(getattr(model, "chunked_blocks", False))  # DINOv3 ViTs never chunk
     if hasattr(model, "blocks"):
         return len(model.blocks), False
     if hasattr(model, "backbone"):

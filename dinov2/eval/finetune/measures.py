@@ -30,12 +30,29 @@ logger = logging.getLogger("dinov2")
 __all__ = ["knn_top1", "linear_probe_top1", "finetuned_accuracy"]
 
 
-def knn_top1(backbone, train_dataset, val_dataset, *, nb_knn: Sequence[int], batch_size: int, num_workers: int,
-             autocast_dtype: torch.dtype, metric_type: MetricType, progress: bool = False) -> dict[str, float]:
+def knn_top1(
+    backbone,
+    train_dataset,
+    val_dataset,
+    *,
+    nb_knn: Sequence[int],
+    batch_size: int,
+    num_workers: int,
+    autocast_dtype: torch.dtype,
+    metric_type: MetricType,
+    progress: bool = False,
+) -> dict[str, float]:
     """``{"k=<k>": top-1 %}`` of the k-NN protocol on ``backbone``'s features (datasets with the eval transform)."""
     results = knn_eval_of_model(
-        backbone.eval(), train_dataset, val_dataset, nb_knn=nb_knn, autocast_dtype=autocast_dtype,
-        metric_type=metric_type, batch_size=batch_size, num_workers=num_workers, progress=progress,
+        backbone.eval(),
+        train_dataset,
+        val_dataset,
+        nb_knn=nb_knn,
+        autocast_dtype=autocast_dtype,
+        metric_type=metric_type,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress,
     )
     return {f"k={k}": value for k, value in top1_by_k(results).items()}
 
@@ -57,17 +74,35 @@ def linear_probe_top1(
 ) -> dict:
     """Best val top-1 (%) of the linear probe grid on the frozen ``backbone``: ``{"top-1", "classifier"}``."""
     feature_model, classifiers, optimizer, scheduler = _setup_probe(
-        backbone.eval(), train_dataset[0][0], (n_last_blocks,), learning_rates, batch_size, num_classes,
-        autocast_dtype, iterations,
+        backbone.eval(),
+        train_dataset[0][0],
+        (n_last_blocks,),
+        learning_rates,
+        batch_size,
+        num_classes,
+        autocast_dtype,
+        iterations,
     )
     loader = make_data_loader(
-        dataset=train_dataset, batch_size=batch_size, num_workers=num_workers, shuffle=True, seed=seed,
-        sampler_type=SamplerType.SHARDED_INFINITE, drop_last=True,
+        dataset=train_dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        shuffle=True,
+        seed=seed,
+        sampler_type=SamplerType.SHARDED_INFINITE,
+        drop_last=True,
     )
     results, _ = train_linear_classifiers(
-        feature_model=feature_model, classifiers=classifiers, optimizer=optimizer, scheduler=scheduler,
-        train_data=loader, max_iter=iterations, val_data=val_loader, metric_type=metric_type,
-        num_classes=num_classes, log_period=max(iterations, 1),
+        feature_model=feature_model,
+        classifiers=classifiers,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        train_data=loader,
+        max_iter=iterations,
+        val_data=val_loader,
+        metric_type=metric_type,
+        num_classes=num_classes,
+        log_period=max(iterations, 1),
     )
     best = results["best_classifier"]
     return {"top-1": 100.0 * best["accuracy"], "classifier": best["name"]}

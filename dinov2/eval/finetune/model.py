@@ -26,7 +26,10 @@ from dinov2.utils.param_groups import fuse_params_groups, get_params_groups_with
 __all__ = ["FineTuneClassifier", "block_units", "set_trainable", "optimizer_groups"]
 
 # backbone children that run after the blocks: they train with the last blocks
-_AFTER_BLOCKS = ("norm", "cls_norm", "local_cls_norm", "fc_norm", "head")
+_AFTER_BLOCKS = ("norm", "cls_norm", "fc_norm", "head")
+# parameters a classification forward never uses (masked-image training, DINOv3's local-crop cls norm): frozen, so
+# the optimizer state covers exactly what trains (a checkpoint holds state for every trainable parameter)
+_UNUSED = ("mask_token", "local_cls_norm")
 
 
 def block_units(backbone: nn.Module) -> list[nn.Module]:
@@ -41,7 +44,8 @@ def block_units(backbone: nn.Module) -> list[nn.Module]:
 
 
 def set_trainable(backbone: nn.Module, unfreeze_last_blocks: int | None) -> int:
-    """Unfreeze the whole backbone (``None``), or its last ``N`` blocks and final norms, or nothing (0).
+    """Unfreeze the whole backbone (``None``), or its last ``N`` blocks and final norms, or nothing (0); parameters
+    that a classification forward never uses (``mask_token``, ``local_cls_norm``) stay frozen.
 
     Returns the number of trainable backbone parameters. Raises ``ValueError`` for ``N`` larger than the depth.
     """
@@ -61,6 +65,9 @@ def set_trainable(backbone: nn.Module, unfreeze_last_blocks: int | None) -> int:
             for name, child in backbone.named_children():
                 if name in _AFTER_BLOCKS:
                     child.requires_grad_(True)
+    for name, param in backbone.named_parameters():
+        if name.split(".")[0] in _UNUSED:
+            param.requires_grad_(False)
     return sum(p.numel() for p in backbone.parameters() if p.requires_grad)
 
 

@@ -50,35 +50,67 @@ class FineTuneData:
     num_classes: int
 
 
-def make_data(loaded: LoadedBackbone, train: str, val: str, *, crop_size: int, resize_size: int | None,
-              batch_size: int, num_workers: int, metric_type: MetricType) -> FineTuneData:
+def make_data(
+    loaded: LoadedBackbone,
+    train: str,
+    val: str,
+    *,
+    crop_size: int,
+    resize_size: int | None,
+    batch_size: int,
+    num_workers: int,
+    metric_type: MetricType,
+) -> FineTuneData:
     """Datasets from dataset strings, normalised with the backbone family's mean / std."""
     norm = dict(mean=loaded.mean, std=loaded.std)
     resize = common.default_resize_size(crop_size, resize_size, RESIZE_RATIO)
     eval_transform = make_classification_eval_transform(resize_size=resize, crop_size=crop_size, **norm)
-    train_set = common.make_eval_dataset(train, make_classification_train_transform(crop_size=crop_size, **norm), "train")
+    train_set = common.make_eval_dataset(
+        train, make_classification_train_transform(crop_size=crop_size, **norm), "train"
+    )
     train_eval = common.make_eval_dataset(train, eval_transform, "train (k-NN)")
     val_loader = make_eval_data_loader(val, batch_size, num_workers, metric_type, transform=eval_transform)
     return FineTuneData(train_set, train_eval, val_loader, num_classes_of(train_set, train))
 
 
-def measure(model: FineTuneClassifier, data: FineTuneData, *, nb_knn: Sequence[int], probe_learning_rates,
-            probe_iterations: int, batch_size: int, num_workers: int, autocast_dtype: torch.dtype,
-            metric_type: MetricType, seed: int) -> dict:
+def measure(
+    model: FineTuneClassifier,
+    data: FineTuneData,
+    *,
+    nb_knn: Sequence[int],
+    probe_learning_rates,
+    probe_iterations: int,
+    batch_size: int,
+    num_workers: int,
+    autocast_dtype: torch.dtype,
+    metric_type: MetricType,
+    seed: int,
+) -> dict:
     """k-NN top-1 per k (none when ``nb_knn`` is empty) and the linear probe's best top-1 (none when
     ``probe_iterations`` is 0) of the backbone as it is now."""
     out: dict = {}
     common_args = dict(batch_size=batch_size, num_workers=num_workers, autocast_dtype=autocast_dtype)
     if nb_knn:
         out["knn"] = knn_top1(
-            model.backbone, data.train_eval, data.val_loader.dataset, nb_knn=nb_knn, metric_type=metric_type,
+            model.backbone,
+            data.train_eval,
+            data.val_loader.dataset,
+            nb_knn=nb_knn,
+            metric_type=metric_type,
             **common_args,
         )
     if probe_iterations > 0:
         out["linear"] = linear_probe_top1(
-            model.backbone, data.train, data.val_loader, n_last_blocks=model.n_last_blocks,
-            learning_rates=probe_learning_rates, iterations=probe_iterations, num_classes=data.num_classes,
-            metric_type=metric_type, seed=seed, **common_args,
+            model.backbone,
+            data.train,
+            data.val_loader,
+            n_last_blocks=model.n_last_blocks,
+            learning_rates=probe_learning_rates,
+            iterations=probe_iterations,
+            num_classes=data.num_classes,
+            metric_type=metric_type,
+            seed=seed,
+            **common_args,
         )
     return out
 
@@ -153,44 +185,88 @@ def run_finetune(
     start, output_dir, metric_type = time.perf_counter(), Path(output_dir), MetricType(metric_type)
     output_dir.mkdir(parents=True, exist_ok=True)
     shape = dict(batch_size=batch_size, num_workers=num_workers)
-    data = make_data(loaded, train_dataset_str, val_dataset_str, crop_size=crop_size, resize_size=resize_size,
-                     metric_type=metric_type, **shape)
+    data = make_data(
+        loaded,
+        train_dataset_str,
+        val_dataset_str,
+        crop_size=crop_size,
+        resize_size=resize_size,
+        metric_type=metric_type,
+        **shape,
+    )
     epoch_length = epoch_length or max(1, len(data.train) // (batch_size * distributed.get_global_size()))
     recipe = Recipe(
-        max_iter=epochs * epoch_length, lr=scale_lr(lr, batch_size), min_lr=scale_lr(min_lr, batch_size),
-        warmup_iters=round(warmup_epochs * epoch_length), weight_decay=weight_decay, layer_decay=layer_decay,
-        patch_embed_lr_mult=patch_embed_lr_mult, clip_grad=clip_grad, label_smoothing=label_smoothing,
+        max_iter=epochs * epoch_length,
+        lr=scale_lr(lr, batch_size),
+        min_lr=scale_lr(min_lr, batch_size),
+        warmup_iters=round(warmup_epochs * epoch_length),
+        weight_decay=weight_decay,
+        layer_decay=layer_decay,
+        patch_embed_lr_mult=patch_embed_lr_mult,
+        clip_grad=clip_grad,
+        label_smoothing=label_smoothing,
         amp_dtype=amp_dtype,
     )
-    model = FineTuneClassifier(loaded.model, loaded.embed_dim, data.num_classes, n_last_blocks=n_last_blocks,
-                               avgpool=avgpool, rope_augmentation=rope_augmentation)
+    with torch.random.fork_rng(devices=[]):  # the head's initialisation depends on ``seed`` alone
+        torch.manual_seed(seed)
+        model = FineTuneClassifier(
+            loaded.model,
+            loaded.embed_dim,
+            data.num_classes,
+            n_last_blocks=n_last_blocks,
+            avgpool=avgpool,
+            rope_augmentation=rope_augmentation,
+        )
     trainable = set_trainable(loaded.model, unfreeze_last_blocks)
     trainer = Trainer(model, recipe, eval_device(), output_dir)
-    measures = dict(nb_knn=nb_knn, probe_learning_rates=probe_learning_rates, probe_iterations=probe_iterations,
-                    autocast_dtype=amp_dtype, metric_type=metric_type, seed=seed, **shape)
+    measures = dict(
+        nb_knn=nb_knn,
+        probe_learning_rates=probe_learning_rates,
+        probe_iterations=probe_iterations,
+        autocast_dtype=amp_dtype,
+        metric_type=metric_type,
+        seed=seed,
+        **shape,
+    )
     checkpoint = trainer.resume() if resume else None
     before = checkpoint.extra["before"] if checkpoint is not None else measure(model, data, **measures)
     start_iter = 0 if checkpoint is None else checkpoint.iteration + 1
     logger.info("Fine-tuning %d backbone parameters from iteration %d of %d", trainable, start_iter, recipe.max_iter)
     loader = make_data_loader(
-        dataset=data.train, batch_size=batch_size, num_workers=num_workers, shuffle=True, seed=seed,
-        sampler_type=SamplerType.SHARDED_INFINITE, sampler_advance=start_iter * batch_size, drop_last=True,
+        dataset=data.train,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        shuffle=True,
+        seed=seed,
+        sampler_type=SamplerType.SHARDED_INFINITE,
+        sampler_advance=start_iter * batch_size,
+        drop_last=True,
         persistent_workers=True,
     )
     period = checkpoint_period or epoch_length
-    iteration = trainer.fit(loader, start_iter, checkpoint_period=period, stop_after=stop_after, plain={"before": before})
+    iteration = trainer.fit(
+        loader, start_iter, checkpoint_period=period, stop_after=stop_after, plain={"before": before}
+    )
     if iteration < recipe.max_iter:
         return {"iteration": iteration, "before": before}
     after = measure(model, data, **measures)
-    finetuned = finetuned_accuracy(model, data.val_loader, num_classes=data.num_classes, autocast_dtype=amp_dtype,
-                                   metric_type=metric_type)
+    finetuned = finetuned_accuracy(
+        model, data.val_loader, num_classes=data.num_classes, autocast_dtype=amp_dtype, metric_type=metric_type
+    )
     files = export_finetuned(model, loaded, output_dir, iteration)
     recipe_record = {**dataclasses.asdict(recipe), "amp_dtype": str(amp_dtype).removeprefix("torch.")}
     detailed = {
         "backbone": {"source": loaded.source, "family": loaded.family, "arch": loaded.arch},
-        "num_classes": data.num_classes, "iterations": recipe.max_iter, "epoch_length": epoch_length,
-        "trainable_backbone_parameters": trainable, "recipe": recipe_record, "before": before, "after": after,
-        "finetuned": finetuned, "files": files, "results": _released(before, after, finetuned),
+        "num_classes": data.num_classes,
+        "iterations": recipe.max_iter,
+        "epoch_length": epoch_length,
+        "trainable_backbone_parameters": trainable,
+        "recipe": recipe_record,
+        "before": before,
+        "after": after,
+        "finetuned": finetuned,
+        "files": files,
+        "results": _released(before, after, finetuned),
     }
     common.finish_eval_run(output_dir, "finetune", detailed["results"], detailed, start=start, run_args=run_args)
     return detailed
