@@ -119,6 +119,6 @@ def finetuned_accuracy(
     metric = build_metric(metric_type, num_classes=num_classes)
     for images, targets, *_ in val_loader:
         with autocast():
-            logits = model(images.to(device))  # the whole model: its FSDP hooks gather the head too
+            logits = model(images.to(device))  # [B, C]
         metric.update(logits.float(), targets.to(device))
     return {name: 100.0 * float(value.nanmean()) for name, value in metric.compute().items()}

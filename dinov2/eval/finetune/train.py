@@ -6,9 +6,9 @@
 - **Precision**: :class:`~dinov2.train.precision.PrecisionPolicy`: float32 on the CPU; on CUDA the backbone and
   head compute in ``amp_dtype`` (autocast, or the FSDP mixed-precision policy when sharded; an fp16 run scales
   its gradients), the loss in float32.
-- **Several processes**: FSDP2 (:func:`dinov2.distributed.sharding.shard_module`): each block, then the backbone,
-  then the head as the root (kept in float32); gradients are averaged over ranks; each rank's loss is the mean over
-  its part of the global batch.
+- **Several processes**: FSDP2 (:func:`dinov2.distributed.sharding.shard_module`): each block, then the backbone;
+  the head is replicated in float32. Gradients are averaged over ranks (FSDP for the backbone, one all-reduce for
+  the head); each rank's loss is the mean over its part of the global batch.
 - **Checkpoints** (:class:`dinov2.train.checkpointing.Checkpointer`, ``<output_dir>/checkpoints``): model,
   optimizer, gradient scaler, per-rank RNG states and the plain values given (the "before" measurements), every
   ``checkpoint_period`` iterations and at the end. A run restarted in the same folder resumes from the newest one;
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from dinov2 import distributed
 from dinov2.distributed.sharding import ShardingPolicy, clip_grad_norm_, shard_module
 from dinov2.eval.finetune.model import FineTuneClassifier, optimizer_groups
+from dinov2.eval.linear.train import _average_gradients
 from dinov2.logging import MetricLogger, SmoothedValue
 from dinov2.train.checkpointing import Checkpointer, LoadedCheckpoint
 from dinov2.train.precision import PrecisionPolicy
@@ -74,22 +75,22 @@ def make_precision(device: torch.device, amp_dtype: torch.dtype, sharded: bool) 
 
 
 def shard(model: FineTuneClassifier, device: torch.device, amp_dtype: torch.dtype) -> bool:
-    """FSDP2 over every process when there are two or more (blocks, backbone, then the float32 head as the root);
-    returns whether the model was sharded. ``get_intermediate_layers`` is registered as an FSDP forward method."""
+    """FSDP2 over every process when there are two or more: each block, then the backbone (the FSDP root, also when
+    measured alone); ``get_intermediate_layers`` is registered as an FSDP forward method. The head stays a plain
+    float32 module, the same on every rank (its gradients are averaged in :meth:`Trainer.step`). Returns whether
+    the backbone was sharded."""
     model.to(device)
     if distributed.get_global_size() < 2:
         return False
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import register_fsdp_forward_method
 
+    for tensor in [*model.parameters(), *model.buffers()]:  # the same starting weights on every rank
+        distributed.broadcast(tensor.data, src=0)
     mesh = init_device_mesh(device.type, (distributed.get_global_size(),))
     dtype = amp_dtype if device.type == "cuda" else torch.float32
-    for module in model.modules():  # the same starting weights on every rank
-        for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
-            distributed.broadcast(tensor.data, src=0)
     shard_module(model.backbone, ShardingPolicy("FULL_SHARD", param_dtype=dtype), mesh)
     register_fsdp_forward_method(model.backbone, "get_intermediate_layers")
-    shard_module(model, ShardingPolicy("FULL_SHARD"), mesh)
     return True
 
 
@@ -128,9 +129,11 @@ class Trainer:
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.recipe.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         self.precision.backward(loss)
+        _average_gradients(self.model.head)  # the backbone's are averaged by FSDP
         if self.recipe.clip_grad > 0:
             self.precision.unscale_(self.optimizer)
-            clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.recipe.clip_grad)
+            for part in (self.model.backbone, self.model.head):  # per sub-module, as the training clips
+                clip_grad_norm_([p for p in part.parameters() if p.requires_grad], self.recipe.clip_grad)
         self.precision.step(self.optimizer)
         return loss.detach()
 
