@@ -78,7 +78,7 @@ def get_args_parser(
     add("--nb-knn", type=int, nargs="*", default=list(DEFAULT_NB_KNN), help="k-NN before/after (none: skip)")
     add("--probe-learning-rates", type=float, nargs="+", default=list(DEFAULT_LEARNING_RATES), help="linear grid")
     add("--probe-iterations", type=int, default=1250, help="linear probe iterations before/after (0: skip)")
-    add("--metric-type", type=MetricType, choices=list(MetricType), default=MetricType.MEAN_ACCURACY)
+    add("--metric-type", type=MetricType, choices=list(MetricType), default=MetricType.MEAN_ACCURACY, help="val metric")
     add("--checkpoint-period", type=int, default=None, help="iterations between checkpoints (default: an epoch)")
     add("--stop-after", type=int, default=None, help="stop after this many iterations in all (checkpointed)")
     add("--no-resume", action="store_true", help="start afresh even if the output dir has checkpoints")
