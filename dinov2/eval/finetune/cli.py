@@ -94,12 +94,12 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     weights = args.weights
     if weights and not is_url(weights) and not os.path.exists(os.path.expanduser(weights)):
         parser.error(f"--weights {weights!r} does not exist (a file, a checkpoint folder or a URL)")
+    missing = [flag for flag, attribute, _ in DATASET_FLAGS if not getattr(args, attribute, None)]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
     for flag, attribute, _ in DATASET_FLAGS:
-        value = getattr(args, attribute, None)
-        if not value:
-            parser.error(f"the following arguments are required: {flag}")
         with usage_errors(parser, ValueError, flag=flag):
-            parse_dataset_str(value)
+            parse_dataset_str(getattr(args, attribute))
 
 
 def backbone_of_args(args: argparse.Namespace) -> LoadedBackbone:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
-from dinov2.data import SamplerType, make_data_loader
+from dinov2.eval.dense.train import make_train_loader
 from dinov2.eval.finetune.model import FineTuneClassifier
 from dinov2.eval.linear.cli import _setup_probe
 from dinov2.eval.linear.train import train_linear_classifiers
@@ -83,15 +83,7 @@ def linear_probe_top1(
         autocast_dtype,
         iterations,
     )
-    loader = make_data_loader(
-        dataset=train_dataset,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        shuffle=True,
-        seed=seed,
-        sampler_type=SamplerType.SHARDED_INFINITE,
-        drop_last=True,
-    )
+    loader = make_train_loader(train_dataset, batch_size, num_workers, seed, start_iter=0)
     results, _ = train_linear_classifiers(
         feature_model=feature_model,
         classifiers=classifiers,

@@ -21,9 +21,9 @@ import torch
 
 from dinov2 import distributed
 from dinov2.config import write_config
-from dinov2.data import SamplerType, make_data_loader
 from dinov2.data.transforms import make_classification_eval_transform, make_classification_train_transform
 from dinov2.eval import common
+from dinov2.eval.dense.train import make_train_loader
 from dinov2.eval.finetune.measures import finetuned_accuracy, knn_top1, linear_probe_top1
 from dinov2.eval.finetune.model import FineTuneClassifier, set_trainable
 from dinov2.eval.finetune.train import Recipe, Trainer
@@ -142,6 +142,41 @@ def _released(before: dict, after: dict, finetuned: dict) -> dict:
     return lines
 
 
+def _seeded_model(loaded: LoadedBackbone, num_classes: int, seed: int, **head) -> FineTuneClassifier:
+    """The backbone and a head whose initialisation depends on ``seed`` alone (the global RNG is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return FineTuneClassifier(loaded.model, loaded.embed_dim, num_classes, **head)
+
+
+def _after(
+    model, loaded, data: FineTuneData, recipe: Recipe, output_dir: Path, before: dict, measures: dict, facts: dict
+) -> dict:
+    """The "after" numbers, the fine-tuned accuracy and the export (collective); returns the detailed results."""
+    after = measure(model, data, **measures)
+    finetuned = finetuned_accuracy(
+        model,
+        data.val_loader,
+        num_classes=data.num_classes,
+        autocast_dtype=recipe.amp_dtype,
+        metric_type=measures["metric_type"],
+    )
+    files = export_finetuned(model, loaded, output_dir, recipe.max_iter)
+    recipe_record = {**dataclasses.asdict(recipe), "amp_dtype": str(recipe.amp_dtype).removeprefix("torch.")}
+    return {
+        "backbone": {"source": loaded.source, "family": loaded.family, "arch": loaded.arch},
+        "num_classes": data.num_classes,
+        "iterations": recipe.max_iter,
+        **facts,
+        "recipe": recipe_record,
+        "before": before,
+        "after": after,
+        "finetuned": finetuned,
+        "files": files,
+        "results": _released(before, after, finetuned),
+    }
+
+
 def run_finetune(
     loaded: LoadedBackbone,
     *,
@@ -207,16 +242,8 @@ def run_finetune(
         label_smoothing=label_smoothing,
         amp_dtype=amp_dtype,
     )
-    with torch.random.fork_rng(devices=[]):  # the head's initialisation depends on ``seed`` alone
-        torch.manual_seed(seed)
-        model = FineTuneClassifier(
-            loaded.model,
-            loaded.embed_dim,
-            data.num_classes,
-            n_last_blocks=n_last_blocks,
-            avgpool=avgpool,
-            rope_augmentation=rope_augmentation,
-        )
+    head = dict(n_last_blocks=n_last_blocks, avgpool=avgpool, rope_augmentation=rope_augmentation)
+    model = _seeded_model(loaded, data.num_classes, seed, **head)
     trainable = set_trainable(loaded.model, unfreeze_last_blocks)
     trainer = Trainer(model, recipe, eval_device(), output_dir)
     measures = dict(
@@ -232,41 +259,14 @@ def run_finetune(
     before = checkpoint.extra["before"] if checkpoint is not None else measure(model, data, **measures)
     start_iter = 0 if checkpoint is None else checkpoint.iteration + 1
     logger.info("Fine-tuning %d backbone parameters from iteration %d of %d", trainable, start_iter, recipe.max_iter)
-    loader = make_data_loader(
-        dataset=data.train,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        shuffle=True,
-        seed=seed,
-        sampler_type=SamplerType.SHARDED_INFINITE,
-        sampler_advance=start_iter * batch_size,
-        drop_last=True,
-        persistent_workers=True,
-    )
+    loader = make_train_loader(data.train, batch_size, num_workers, seed, start_iter)
     period = checkpoint_period or epoch_length
     iteration = trainer.fit(
         loader, start_iter, checkpoint_period=period, stop_after=stop_after, plain={"before": before}
     )
     if iteration < recipe.max_iter:
         return {"iteration": iteration, "before": before}
-    after = measure(model, data, **measures)
-    finetuned = finetuned_accuracy(
-        model, data.val_loader, num_classes=data.num_classes, autocast_dtype=amp_dtype, metric_type=metric_type
-    )
-    files = export_finetuned(model, loaded, output_dir, iteration)
-    recipe_record = {**dataclasses.asdict(recipe), "amp_dtype": str(amp_dtype).removeprefix("torch.")}
-    detailed = {
-        "backbone": {"source": loaded.source, "family": loaded.family, "arch": loaded.arch},
-        "num_classes": data.num_classes,
-        "iterations": recipe.max_iter,
-        "epoch_length": epoch_length,
-        "trainable_backbone_parameters": trainable,
-        "recipe": recipe_record,
-        "before": before,
-        "after": after,
-        "finetuned": finetuned,
-        "files": files,
-        "results": _released(before, after, finetuned),
-    }
+    facts = {"epoch_length": epoch_length, "trainable_backbone_parameters": trainable}
+    detailed = _after(model, loaded, data, recipe, output_dir, before, measures, facts)
     common.finish_eval_run(output_dir, "finetune", detailed["results"], detailed, start=start, run_args=run_args)
     return detailed
