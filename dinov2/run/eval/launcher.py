@@ -1,5 +1,5 @@
 """Shared submitit launcher of the evaluation protocols (``dinov2/run/eval/{knn,linear,log_regression,segmentation,
-depth}.py``), e.g.
+depth,finetune}.py``), e.g.
 
     python dinov2/run/eval/knn.py --nodes 1 --ngpus 8 --partition P \\
         --config-file dinov2/configs/eval/vitl14_pretrain.yaml --pretrained-weights W --output-dir D \\
