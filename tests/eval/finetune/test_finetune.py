@@ -143,3 +143,15 @@ def test_layer_wise_lr_decay_groups():
         assert math.isclose(names[f"backbone.blocks.{i}.attn.qkv.weight"][0], r ** (4 - i))
     assert names["backbone.norm.weight"] == (1.0, 0.0) and names["head.linear.weight"] == (1.0, 1.0)
     assert names["head.linear.bias"][1] == 0.0 and names["backbone.blocks.0.ls1.gamma"][1] == 0.0
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("amp_dtype", [torch.bfloat16, torch.float16])
+def test_mixed_precision_on_cuda(amp_dtype, v2_weights, shapes, tmp_path):
+    """bf16 autocast, or fp16 with a gradient scaler: the weights stay float32 and change, the numbers are finite."""
+    results = _run(v2_weights, shapes, tmp_path, epochs=1, epoch_length=4, lr=5e-2, amp_dtype=amp_dtype, **NO_MEASURES)
+    assert math.isfinite(results["finetuned"]["top-1"])
+    exported = _export(tmp_path)
+    start = torch.load(v2_weights, weights_only=True)
+    assert all(value.dtype == torch.float32 for value in exported.values())
+    assert any(not torch.equal(exported[f"backbone.{key}"], value) for key, value in start.items())
