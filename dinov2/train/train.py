@@ -29,7 +29,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 if __package__ in (None, ""):  # run as a script: make the repository importable like `python -m` does
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -53,7 +53,11 @@ from dinov2.train.distillation.multi_setup import run_multidistillation, wants_m
 from dinov2.train.meta_archs import build_meta_arch, check_meta_arch_inputs  # noqa: E402
 from dinov2.train.parallelize import parallelize  # noqa: E402
 from dinov2.train.precision import PrecisionPolicy, compute_dtype  # noqa: E402
-from dinov2.train.pretrained import load_model_weights, load_student_pretrained_weights  # noqa: E402
+from dinov2.train.pretrained import (  # noqa: E402
+    load_model_weights,
+    load_student_from_teacher_checkpoint,
+    load_student_pretrained_weights,
+)
 from dinov2.train.run_lock import RunLock  # noqa: E402
 from dinov2.train.ssl_meta_arch import Batch, SSLMetaArch  # noqa: E402
 from dinov2.train.tracking import Tracking  # noqa: E402
@@ -226,7 +230,8 @@ def do_train(
     model.train()
     optimizer = build_optimizer(cfg, model.get_params_groups())
     schedules = build_schedulers(cfg)
-    checkpointer = Checkpointer(cfg.train.output_dir, keep=cfg.checkpointing.max_to_keep)
+    keep_every = OmegaConf.select(cfg, "checkpointing.keep_every")  # DINOv3's key
+    checkpointer = Checkpointer(cfg.train.output_dir, keep=cfg.checkpointing.max_to_keep, keep_every=keep_every)
     state = {**model.checkpoint_state(), "optimizer": optimizer}  # e.g. distillation leaves the teacher out
     if model.fp16_scaler is not None:
         state["grad_scaler"] = model.fp16_scaler
@@ -292,6 +297,8 @@ def run(cfg: DictConfig, args: argparse.Namespace, history: list | None = None) 
     model = build_meta_arch(cfg)
     if cfg.student.pretrained_weights:
         load_student_pretrained_weights(model, cfg.student.pretrained_weights)
+    if OmegaConf.select(cfg, "student.resume_from_teacher_chkpt"):  # DINOv3's key: student and heads from a teacher
+        load_student_from_teacher_checkpoint(model, cfg.student.resume_from_teacher_chkpt)
     sharded = parallelize(model, cfg, device)
     model.precision = PrecisionPolicy.from_config(cfg, device, sharded=sharded)
     logger.info("model:\n%s", model)

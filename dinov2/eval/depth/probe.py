@@ -32,6 +32,7 @@ from dinov2.eval.depth.metrics import DepthMetric
 from dinov2.heads.depth.dpt import DPTHead
 from dinov2.heads.depth.linear import LinearDepthHead
 from dinov2.heads.depth.model import DepthEncoderDecoder
+from dinov2.heads.encoder_decoder import tapped_widths
 from dinov2.heads.sliding_window import as_pairs
 
 logger = logging.getLogger("dinov2")
@@ -65,6 +66,12 @@ def out_index_for(depth: int, n_blocks: int) -> list[int]:
 def build_depther(backbone, head_cfg) -> DepthEncoderDecoder:
     """Frozen ``backbone`` + a fresh depth head described by ``head_cfg`` (see ``configs/defaults.yaml``)."""
     out_index = list(head_cfg.out_index) if head_cfg.out_index else out_index_for(backbone.n_blocks, head_cfg.n_blocks)
+    widths = set(tapped_widths(backbone, out_index))
+    if widths != {backbone.embed_dim}:  # a ConvNeXt's stages: the depth heads take one width
+        raise ValueError(
+            f"the depth heads take taps of one width; blocks {out_index} of this backbone have widths "
+            f"{sorted(widths)}: tap its last stage only (recipe linear1, or head.out_index=[3])"
+        )
     if head_cfg.type == "linear":
         head = LinearDepthHead(backbone.embed_dim, len(out_index), n_bins=head_cfg.n_bins,
                                min_depth=head_cfg.min_depth, max_depth=head_cfg.max_depth)  # fmt: skip
@@ -133,8 +140,10 @@ def _datasets(args, cfg):
     )
 
 
-def main(args: argparse.Namespace) -> dict:
-    probe = dense_probe.setup_probe(args, TASK)
+def main(args: argparse.Namespace, probe: dense_probe.ProbeSetup | None = None) -> dict:
+    """Train and evaluate the probe of ``args``; ``probe``: a set-up around a backbone already built
+    (:func:`dense_probe.probe_on_backbone`) instead of the one of ``--config-file`` / ``--pretrained-weights``."""
+    probe = probe or dense_probe.setup_probe(args, TASK)
     cfg, device, autocast = probe.cfg, probe.device, probe.autocast
     train_set, val_set = _datasets(args, cfg)
     model = build_depther(probe.backbone, cfg.head)
