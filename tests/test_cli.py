@@ -147,7 +147,7 @@ def _missing_required_cases(tmp_path):
         ("dinov2-eval-segmentation", model, ["required: --train-dataset"]),
         ("dinov2-eval-depth", [*model, "--train-dataset", SEG_DATA, "--val-dataset", SEG_DATA, "optim.lrr=1"],
          ["unknown recipe key(s) 'optim.lrr'"]),
-        ("dinov2-finetune", [], ["one of the arguments --model --config-file is required"]),
+        ("dinov2-finetune", [], ["one of --model NAME, --config-file F or --weights W"]),
         ("dinov2-finetune", ["--model", "dinov2_vits14", "--random-init", "--train-dataset", "ImageFolder:root=a"],
          ["required: --val-dataset"]),
         ("dinov2-curation", [], ["required: step"]),

@@ -7,7 +7,7 @@
 :mod:`~dinov2.eval.finetune.cli` (the command line).
 """
 
-from dinov2.eval.finetune.cli import backbone_of_args, cli_main, get_args_parser, main
+from dinov2.eval.finetune.cli import cli_main, get_args_parser, main
 from dinov2.eval.finetune.model import FineTuneClassifier, block_units, optimizer_groups, set_trainable
 from dinov2.eval.finetune.run import export_finetuned, run_finetune
 from dinov2.eval.finetune.train import Recipe, Trainer
@@ -16,7 +16,6 @@ __all__ = [
     "FineTuneClassifier",
     "Recipe",
     "Trainer",
-    "backbone_of_args",
     "block_units",
     "cli_main",
     "export_finetuned",

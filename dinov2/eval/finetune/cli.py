@@ -6,10 +6,11 @@
 
 (or ``dinov2-finetune``, or ``dinov2/run/eval/finetune.py`` on SLURM). The backbone comes through the backbone door
 (:func:`dinov2.features.load_backbone`) with the flags of :mod:`dinov2.features.backbone_args`: a hub name
-(``--model``, released weights or ``--weights``) or a training config's teacher (``--config-file`` + ``--weights``,
-e.g. a run's ``config.yaml`` and ``teacher_checkpoint.pth``). The config, weights and dataset strings are checked
-before any work (usage errors, exit code 2). Restarting the same command resumes from ``<output-dir>/checkpoints``
-unless ``--no-resume``. The run itself: :func:`dinov2.eval.finetune.run.run_finetune`.
+(``--model``, released weights or ``--weights``), a training config's teacher (``--config-file`` + ``--weights``,
+e.g. a run's ``config.yaml`` and ``teacher_checkpoint.pth``) or ``--weights`` alone (a file or folder whose
+architecture the weights tell: a fine-tuning export, a Hugging Face / timm folder). The config, weights and
+dataset strings are checked before any work (usage errors, exit code 2). Restarting the same command resumes
+from ``<output-dir>/checkpoints`` unless ``--no-resume``. The run itself: :func:`dinov2.eval.finetune.run.run_finetune`.
 """
 
 from __future__ import annotations
@@ -25,15 +26,14 @@ from dinov2.eval import common
 from dinov2.eval.finetune.run import run_finetune
 from dinov2.eval.linear.classifiers import DEFAULT_LEARNING_RATES
 from dinov2.eval.metrics import MetricType
-from dinov2.features.backbone import LoadedBackbone, load_backbone
-from dinov2.features.backbone_args import add_backbone_args
+from dinov2.features.backbone_args import add_backbone_args, check_backbone_args, loaded_from_args
 from dinov2.features.knn_scoring import DEFAULT_NB_KNN, RESIZE_RATIO
 from dinov2.models.weights import is_url
 from dinov2.utils.cli import ArgumentParser, add_output_dir, call_with_args, usage_errors
 from dinov2.utils.config import default_setup
 from dinov2.utils.dtype import parse_dtype
 
-__all__ = ["DESCRIPTION", "get_args_parser", "check_args", "backbone_of_args", "main", "cli_main"]
+__all__ = ["DESCRIPTION", "get_args_parser", "check_args", "main", "cli_main"]
 
 DESCRIPTION = "DINOv2 supervised fine-tuning of a backbone with a linear head"
 DATASET_FLAGS = common.TRAIN_VAL_DATASETS
@@ -87,7 +87,9 @@ def get_args_parser(
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Usage errors (exit code 2) before any work: the config file, local weights, the dataset strings."""
+    """Usage errors (exit code 2) before any work: no backbone named, the config file, local weights, the dataset
+    strings."""
+    check_backbone_args(parser, args)
     if args.config_file:
         with usage_errors(parser, FileNotFoundError, flag="--config-file"):
             args.config_file = str(resolve_config_file(args.config_file))
@@ -102,20 +104,12 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             parse_dataset_str(getattr(args, attribute))
 
 
-def backbone_of_args(args: argparse.Namespace) -> LoadedBackbone:
-    """The backbone of ``--model`` / ``--config-file``, ``--weights`` / ``--random-init``, ``--seed``."""
-    options = dict(weights=args.weights, random_init=args.random_init, seed=args.seed, argument="--weights")
-    if args.config_file:
-        return load_backbone(config=args.config_file, validate=False, **options)
-    return load_backbone(args.model, **options)
-
-
 def main(args: argparse.Namespace) -> int:
     """Join the process group (if launched with one), set up logging and seeds, load the backbone, fine-tune."""
     distributed.enable(overwrite=True)
     os.makedirs(args.output_dir or ".", exist_ok=True)
     default_setup(args, seed=args.seed)
-    loaded = backbone_of_args(args)
+    loaded = loaded_from_args(args, device=None)  # on the eval device
     values = dict(amp_dtype=parse_dtype(args.amp_dtype, "--amp-dtype"), resume=not args.no_resume, run_args=args)
     call_with_args(run_finetune, args, loaded=loaded, **values)
     return 0
