@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +21,7 @@ from tests.conftest import preserved_logging
 from tests.train.gram_tiny import HIGH_RES, checkpoint_tensors, high_res_cfg, train, v3_cfg
 from tests.train.test_train_loop import StopAfter
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 STAGE2 = GramSchedule(
     it_load_ema_teacher=-1, rep_update=True, update_frequency=10_000, it_first_update=1_010_000, max_updates=3
 )
@@ -212,3 +219,27 @@ def test_resumed_gram_high_res_run_is_exact(high_res_run):
     assert any(k.startswith("gram_teacher.") for k in straight)
     for key, value in straight.items():
         assert torch.equal(resumed[key], value), key
+
+
+@pytest.mark.slow
+def test_sigkilled_gram_high_res_run_restarts_to_the_same_teacher(high_res_run):
+    root, cfg, _ = high_res_run
+    out = root / "killed"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "tests.train.gram_kill_entry", str(root), str(out)], env=env)
+    try:
+        deadline = time.time() + 120
+        while not (out / "model_0000003").is_dir():
+            assert proc.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)  # mid-run: iterations 4-7 each sleep 1 s after the checkpoint
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        proc.kill()
+    assert not (out / "model_0000007").exists()
+    with preserved_logging():
+        rest = train(high_res_cfg(out, root))
+    assert rest[0][0] == 4
+    straight, restarted = checkpoint_tensors(cfg, root / "straight", 7), checkpoint_tensors(cfg, out, 7)
+    for key, value in straight.items():
+        assert torch.equal(restarted[key], value), key
