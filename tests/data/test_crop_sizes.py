@@ -82,17 +82,19 @@ def _image(seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (3, 40, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
 
 
+CROP_ARGS = ((0.32, 1.0), (0.05, 0.32), 2)  # global scale, local scale, local crops
+SIZES = {"global_crops_size": 16, "local_crops_size": 8}
+
+
+def _gram_augmentation(gram_size: int, no_distortions: bool) -> DataAugmentationGram:
+    return DataAugmentationGram(
+        *CROP_ARGS, **SIZES, gram_teacher_crops_size=gram_size, gram_teacher_no_distortions=no_distortions
+    )
+
+
 @pytest.mark.parametrize("no_distortions", [True, False])
 def test_gram_crops_at_the_global_size_leave_the_global_crops_unchanged(no_distortions):
-    args = ((0.32, 1.0), (0.05, 0.32), 2)
-    plain = DataAugmentationDINO(*args, global_crops_size=16, local_crops_size=8)
-    gram = DataAugmentationGram(
-        *args,
-        global_crops_size=16,
-        local_crops_size=8,
-        gram_teacher_crops_size=16,
-        gram_teacher_no_distortions=no_distortions,
-    )
+    plain, gram = DataAugmentationDINO(*CROP_ARGS, **SIZES), _gram_augmentation(16, no_distortions)
     torch.manual_seed(1)
     expected = plain(_image())
     torch.manual_seed(1)
@@ -105,15 +107,7 @@ def test_gram_crops_at_the_global_size_leave_the_global_crops_unchanged(no_disto
 
 
 def test_undistorted_gram_crops_at_a_larger_size():
-    aug = DataAugmentationGram(
-        (0.32, 1.0),
-        (0.05, 0.32),
-        1,
-        global_crops_size=16,
-        local_crops_size=8,
-        gram_teacher_crops_size=24,
-        gram_teacher_no_distortions=True,
-    )
+    aug = _gram_augmentation(24, no_distortions=True)
     torch.manual_seed(2)
     out = aug(_image())
     assert [tuple(c.shape) for c in out["gram_teacher_crops"]] == [(3, 24, 24)] * 2
