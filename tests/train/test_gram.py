@@ -243,3 +243,24 @@ def test_sigkilled_gram_high_res_run_restarts_to_the_same_teacher(high_res_run):
     straight, restarted = checkpoint_tensors(cfg, root / "straight", 7), checkpoint_tensors(cfg, out, 7)
     for key, value in straight.items():
         assert torch.equal(restarted[key], value), key
+
+
+@pytest.mark.parametrize("tokens_used", ["masked", "unmasked"])
+def test_masked_or_unmasked_tokens_and_stats(tmp_path, tokens_used):
+    extra = {"crops": {"gram_teacher_crops_size": 24}}
+    gram = {"use_loss": True, "it_load_ema_teacher": 0, "tokens_used": tokens_used, "compute_stats": True}
+    model = build_meta_arch(v3_cfg(tmp_path, extra={**extra, "gram": gram}))
+    batch = _gram_batch()
+    g = torch.Generator().manual_seed(1)
+    student, teacher = torch.randn(6, 16, 8, generator=g), torch.randn(6, 16, 8, generator=g)
+    terms = model.gram.loss_terms(student, teacher, batch)
+
+    def batch_level(rows: torch.Tensor) -> torch.Tensor:
+        s, t = F.normalize(student.flatten(0, 1)[rows], dim=-1), F.normalize(teacher.flatten(0, 1)[rows], dim=-1)
+        return ((s @ s.T - t @ t.T) ** 2).mean()
+
+    masked = batch.masks.flatten()
+    expected = batch_level(masked if tokens_used == "masked" else ~masked)
+    torch.testing.assert_close(terms["gram_loss"], expected)
+    torch.testing.assert_close(terms["stats_gram_loss_masked"], batch_level(masked))
+    torch.testing.assert_close(terms["stats_gram_loss_unmasked"], batch_level(~masked))
