@@ -22,7 +22,6 @@ import copy
 import dataclasses
 import logging
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -32,10 +31,11 @@ from torch import nn
 
 from dinov2.loss import GramLoss
 from dinov2.train.batch import Batch
+from dinov2.utils.schedules import schedule_from_spec
 
 logger = logging.getLogger("dinov2")
 
-__all__ = ["GramAnchoring", "GramSchedule", "load_gram_teacher_weights", "resize_patch_tokens", "schedule_value"]
+__all__ = ["GramAnchoring", "GramSchedule", "load_gram_teacher_weights", "resize_patch_tokens"]
 
 TOKENS_USED = ("all", "masked", "unmasked")
 
@@ -74,21 +74,6 @@ class GramSchedule:
         return self.it_load_ema_teacher >= 0 and iteration == self.it_load_ema_teacher
 
 
-def schedule_value(spec: Mapping[str, Any], iteration: int, epoch_length: int, total_iters: int) -> float:
-    """DINOv3's ``{start, peak, end, warmup_epochs, cosine_epochs}`` schedule at ``iteration``: linear warm-up
-    from ``start`` to ``peak`` (end point excluded), half-cosine from ``peak`` to ``end`` over ``cosine_epochs``
-    (default: the rest of the run), then ``end``."""
-    warmup = int(spec.get("warmup_epochs", 0) * epoch_length)
-    cosine_epochs = spec.get("cosine_epochs")
-    cosine = int(cosine_epochs * epoch_length) if cosine_epochs is not None else total_iters - warmup
-    start, peak, end = float(spec["start"]), float(spec["peak"]), float(spec["end"])
-    if iteration < warmup:
-        return start + (peak - start) * iteration / warmup
-    if iteration < warmup + cosine:
-        return end + 0.5 * (peak - end) * (1 + math.cos(math.pi * (iteration - warmup) / cosine))
-    return end
-
-
 def resize_patch_tokens(tokens: torch.Tensor, grid: tuple[int, int], method: str, antialias: bool) -> torch.Tensor:
     """Patch tokens ``[B, N*N, D]`` of square crops resized to ``grid`` ``(h, w)``: ``[B, h*w, D]``."""
     side = math.isqrt(tokens.shape[1])
@@ -124,12 +109,15 @@ class GramAnchoring:
         self.loss = GramLoss(
             bool(gram.normalized), self.img_level, bool(gram.remove_neg), bool(gram.remove_only_teacher_neg)
         )
-        self.weight_spec = None
-        if gram.loss_weight_schedule is not None:
-            self.weight_spec = OmegaConf.to_container(gram.loss_weight_schedule)
         self.loss_weight = float(gram.loss_weight)
         self.epoch_length = int(cfg.train.OFFICIAL_EPOCH_LENGTH)
         self.total_iters = int(cfg.optim.epochs) * self.epoch_length
+        self.weight_schedule = None  # DINOv3's {start, peak, end, warmup_epochs, cosine_epochs} form, one door
+        if gram.loss_weight_schedule is not None:
+            spec = OmegaConf.to_container(gram.loss_weight_schedule)
+            self.weight_schedule = schedule_from_spec(
+                spec, self.epoch_length, self.total_iters, name="gram.loss_weight_schedule"
+            )
         self.weight = self.weight_at(0)
         self.check(cfg)
 
@@ -192,9 +180,9 @@ class GramAnchoring:
             logger.info("Gram teacher: refreshed from the EMA teacher at iteration %d", iteration)
 
     def weight_at(self, iteration: int) -> float:
-        if self.weight_spec is None:
+        if self.weight_schedule is None:
             return self.loss_weight
-        return schedule_value(self.weight_spec, iteration, self.epoch_length, self.total_iters)
+        return float(self.weight_schedule[iteration])
 
     @torch.no_grad()
     def teacher_patches(self, arch: nn.Module, batch: Batch) -> torch.Tensor:

@@ -14,9 +14,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dinov2.train.gram import GramSchedule, resize_patch_tokens, schedule_value
+from dinov2.train.gram import GramSchedule, resize_patch_tokens
 from dinov2.train.meta_archs import build_meta_arch
 from dinov2.train.ssl_meta_arch import Batch
+from dinov2.utils.schedules import schedule_from_spec
 from tests.conftest import preserved_logging
 from tests.train.gram_tiny import HIGH_RES, checkpoint_tensors, high_res_cfg, train, v3_cfg
 from tests.train.test_train_loop import StopAfter
@@ -52,12 +53,15 @@ def test_updates_before_counts_the_refreshes_of_every_earlier_iteration(first, f
 
 def test_loss_weight_schedule_of_the_gram_anchor_config():
     spec = {"start": 0, "peak": 0, "end": 2.0, "warmup_epochs": 1000, "cosine_epochs": 1}
-    value = [schedule_value(spec, t, 1000, 1_200_000) for t in (0, 999_999, 1_000_000, 1_000_500, 1_000_999)]
+    schedule = schedule_from_spec(spec, 1000, 1_200_000)
+    value = [schedule[t] for t in (0, 999_999, 1_000_000, 1_000_500, 1_000_999)]
     assert value[:3] == [0.0, 0.0, 0.0]
-    assert value[3] == pytest.approx(1.0) and value[4] == pytest.approx(2.0, abs=1e-4)
-    assert schedule_value(spec, 1_001_000, 1000, 1_200_000) == 2.0
+    # The release's half cosine is cos(linspace(0, pi, n)): it reaches the end value at the cosine's last step.
+    assert value[3] == pytest.approx(2.0 - (math.cos(math.pi * 500 / 999) + 1)) and value[4] == 2.0
+    assert schedule[1_001_000] == 2.0
     ramp = {"start": 0, "peak": 0, "end": 1.25e-5, "warmup_epochs": 0, "cosine_epochs": 10}  # high-res lr
-    assert schedule_value(ramp, 0, 1000, 30_000) == 0.0 and schedule_value(ramp, 10_000, 1000, 30_000) == 1.25e-5
+    ramp_schedule = schedule_from_spec(ramp, 1000, 30_000)
+    assert ramp_schedule[0] == 0.0 and ramp_schedule[10_000] == 1.25e-5
 
 
 @pytest.mark.parametrize("side, grid", [(12, 8), (18, 12), (8, 8)])
