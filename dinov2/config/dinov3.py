@@ -56,7 +56,6 @@ UNIMPLEMENTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "dino.koleo_topk": ((1,), "KoLeo uses the nearest neighbour only"),
     "dino.koleo_distributed_replicas": ((0,), "must stay 0 in the release too"),
     "dino.koleo_loss_distributed": ((False,), "KoLeo runs on each process's own batch"),
-    "dino.reweight_dino_local_loss": ((False,), "the local DINO term keeps weight dino.loss_weight"),
     "ibot.mask_random_circular_shift": ((False,), "masks are sampled without circular shift"),
     "train.chunk_schedule": (([],), "one crop size per run: use crops.global_crops_size lists for multi-resolution"),
     "train.data_config": ((None,), "set train.dataset_path"),

@@ -46,6 +46,7 @@ from dinov2.train.precision import PrecisionPolicy
 from dinov2.train.rope_seeding import seed_rope_augmentations
 from dinov2.train.teachers import EMATeacher, TeacherStrategy
 from dinov2.utils.param_groups import fuse_params_groups, get_params_groups_with_decay
+from dinov2.utils.schedules import local_loss_weight_schedule
 
 logger = logging.getLogger("dinov2")
 
@@ -77,6 +78,9 @@ class SSLMetaArch(nn.Module):
             p.requires_grad = False
         # DINOv3's Gram anchoring: None unless gram.use_loss; its own teacher is one more teacher-side module.
         self.gram = GramAnchoring(cfg) if GramAnchoring.enabled(cfg) else None
+        # DINOv3's dino.reweight_dino_local_loss: the local DINO term times a per-iteration weight (set each step)
+        self.local_weight_schedule = local_loss_weight_schedule(cfg)
+        self.local_loss_weight = 1.0
         gram_teacher = self.gram.build_teacher(self) if self.gram is not None else None
         if gram_teacher is not None:
             self.gram_teacher = gram_teacher
@@ -205,6 +209,7 @@ class SSLMetaArch(nn.Module):
         if self.do_dino:
             if n_local > 0:
                 local = self.dino_loss(outputs.local_cls_logits.chunk(n_local), list(targets.dino)) / n_terms
+                local = local * self.local_loss_weight if self.local_weight_schedule is not None else local
                 loss_dict["dino_local_crops_loss"] = local
                 total = total + cfg.dino.loss_weight * local
             # Both global crops are processed as one chunk (hence the factor 2), against the swapped targets.
@@ -262,6 +267,8 @@ class SSLMetaArch(nn.Module):
         anchoring) load or refresh the Gram teacher and set the Gram weight; both depend on ``iteration`` alone,
         so a resumed run replays them."""
         seed_rope_augmentations(self.student, int(self.cfg.train.seed), get_global_rank(), iteration)
+        if self.local_weight_schedule is not None:
+            self.local_loss_weight = float(self.local_weight_schedule[iteration])
         if self.gram is not None:
             self.gram.before_iteration(self, iteration)
 

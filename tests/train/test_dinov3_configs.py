@@ -53,11 +53,9 @@ TINY_DINOV3 = [
 SSL = ["dinov3_vit7b16_pretrain", "vitl_im1k_lin834", "dinov3_vit7b16_gram_anchor", "dinov3_vit7b16_high_res_adapt"]
 # Settings of the released files that this trainer does not implement (yet): the loader names exactly these.
 NOT_IMPLEMENTED = {
-    "dinov3_vit7b16_gram_anchor": ["dino.reweight_dino_local_loss"],
-    "dinov3_vit7b16_high_res_adapt": ["dino.koleo_loss_distributed", "dino.reweight_dino_local_loss"],
+    "dinov3_vit7b16_high_res_adapt": ["dino.koleo_loss_distributed"],
 }
 IMPLEMENTED_VALUES = {
-    "dino.reweight_dino_local_loss": "false",
     "dino.koleo_loss_distributed": "false",
 }
 ALL = [
@@ -221,3 +219,24 @@ def test_multi_distillation_students_are_dinov3_configs(base, archs, tmp_path):
     for cfg in configs.values():
         assert cfg.compute_precision.param_dtype == "bf16" and cfg.train.centering == "sinkhorn_knopp"
         assert cfg.distillation.full_cfg_path == "configs/train/dinov3/vitl_im1k_lin834.yaml"
+
+
+def test_the_local_dino_term_follows_its_weight_schedule(tmp_path):
+    """dino.reweight_dino_local_loss: the local DINO term times dino.local_loss_weight_schedule[iteration]."""
+    schedule = "dino.local_loss_weight_schedule={start: 1, peak: 1, end: 0.5, warmup_epochs: 2, cosine_epochs: 2}"
+    opts = ("student.arch=vit3_test", *TINY_DINOV3, "optim.epochs=10", schedule)
+    terms = {}
+    for reweight in ("false", "true"):
+        cfg = dinov3_config("vitl_im1k_lin834", *opts, f"dino.reweight_dino_local_loss={reweight}")
+        torch.manual_seed(0)
+        model = SSLMetaArch(cfg)
+        model.precision = PrecisionPolicy.from_config(cfg, "cpu")
+        batch = tiny_batch()
+        for iteration in (0, 3, 5):
+            model.begin_iteration(iteration)
+            with torch.no_grad():
+                targets, outputs = model.teacher_targets(batch, 0.07), model.student_outputs(batch)
+                losses = model.loss_terms(outputs, targets, batch)[0]
+            terms[reweight, iteration] = float(losses["dino_local_crops_loss"])
+    for iteration, weight in ((0, 1.0), (3, 0.5 + 0.25 * (1 + math.cos(math.pi))), (5, 0.5)):
+        assert terms["true", iteration] == pytest.approx(weight * terms["false", iteration], rel=1e-6)
