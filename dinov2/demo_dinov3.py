@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import logging
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -78,20 +77,12 @@ PHASES = {
 
 @contextlib.contextmanager
 def demo_arch() -> Iterator[None]:
-    """Within this block ``vit_demo3`` is an arch of the DINOv3 ViT family (the family has no public arch
-    registration yet, so its tables get the entry for the block's duration)."""
-    from dinov2.models import vision_transformer_v3 as vits3
-    from dinov2.models.dinov3_families import VIT_ARCHS
+    """Within this block ``vit_demo3`` is an arch of the DINOv3 ViT family."""
+    from dinov2.models.dinov3_families import register_vit_arch, registered_archs
 
-    if DEMO_ARCH in vits3.ARCHS:
+    with registered_archs():
+        register_vit_arch(DEMO_ARCH, 128, 6, 4, 4.0, exist_ok=True)
         yield
-        return
-    vits3.ARCHS[DEMO_ARCH] = (128, 6, 4, 4.0)
-    VIT_ARCHS[DEMO_ARCH] = partial(vits3._arch, DEMO_ARCH)
-    try:
-        yield
-    finally:
-        del vits3.ARCHS[DEMO_ARCH], VIT_ARCHS[DEMO_ARCH]
 
 
 def phase_cfg(output_dir: Path, phase: str, previous: Path | None, opts: list[str]) -> DictConfig:

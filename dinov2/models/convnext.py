@@ -14,13 +14,17 @@ from torch import Tensor, nn
 
 from dinov2.layers.convnext_block import ConvNeXtBlock, LayerNorm2d
 from dinov2.models.vision_transformer_v3 import features_dict
+from dinov2.utils.registry import Registry
 
-CONVNEXT_SIZES: dict[str, dict[str, list[int]]] = {
-    "tiny": {"depths": [3, 3, 9, 3], "dims": [96, 192, 384, 768]},
-    "small": {"depths": [3, 3, 27, 3], "dims": [96, 192, 384, 768]},
-    "base": {"depths": [3, 3, 27, 3], "dims": [128, 256, 512, 1024]},
-    "large": {"depths": [3, 3, 27, 3], "dims": [192, 384, 768, 1536]},
-}
+CONVNEXT_SIZES: Registry[dict[str, list[int]]] = Registry(
+    "DINOv3 ConvNeXt size",
+    {
+        "tiny": {"depths": [3, 3, 9, 3], "dims": [96, 192, 384, 768]},
+        "small": {"depths": [3, 3, 27, 3], "dims": [96, 192, 384, 768]},
+        "base": {"depths": [3, 3, 27, 3], "dims": [128, 256, 512, 1024]},
+        "large": {"depths": [3, 3, 27, 3], "dims": [192, 384, 768, 1536]},
+    },
+)
 
 
 class ConvNeXt(nn.Module):

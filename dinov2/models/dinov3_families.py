@@ -14,16 +14,28 @@ and base (the ``periods`` buffer is loaded from the weights anyway).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from dinov2.models import convnext as convnexts
 from dinov2.models import vision_transformer_v3 as vits3
 from dinov2.models.families import ModelFamily, register_family
+from dinov2.utils.registry import Registry
 
-__all__ = ["DINOV3_VIT", "DINOV3_CONVNEXT", "DINOV3_STUDENT_KEYS", "VIT_ARCHS", "CONVNEXT_ARCHS"]
+__all__ = [
+    "DINOV3_VIT",
+    "DINOV3_CONVNEXT",
+    "DINOV3_STUDENT_KEYS",
+    "VIT_ARCHS",
+    "CONVNEXT_ARCHS",
+    "register_vit_arch",
+    "register_convnext_arch",
+    "registered_archs",
+]
 
 # Keys of DINOv3's ``student`` section that DINOv2's has not: their presence makes a section DINOv3's.
 DINOV3_STUDENT_KEYS = frozenset(
@@ -47,10 +59,39 @@ DINOV3_STUDENT_KEYS = frozenset(
     }
 )
 
-VIT_ARCHS = {name: getattr(vits3, name) for name in vits3.ARCHS}
+VIT_ARCHS: Registry[Callable[..., nn.Module]] = Registry(
+    "DINOv3 ViT arch", {name: getattr(vits3, name) for name in vits3.ARCHS}
+)
 
 
-CONVNEXT_ARCHS = {f"convnext_{size}": getattr(convnexts, f"convnext_{size}") for size in convnexts.CONVNEXT_SIZES}
+CONVNEXT_ARCHS: Registry[Callable[..., nn.Module]] = Registry(
+    "DINOv3 ConvNeXt arch",
+    {f"convnext_{size}": getattr(convnexts, f"convnext_{size}") for size in convnexts.CONVNEXT_SIZES},
+)
+
+
+def register_vit_arch(
+    name: str, embed_dim: int, depth: int, num_heads: int, ffn_ratio: float = 4.0, *, exist_ok: bool = False
+) -> Callable[..., nn.Module]:
+    """A new DINOv3 ViT size ``name`` (``student.arch=name`` in configs; tests, demos, custom sizes); returns its
+    constructor. ``ValueError`` if the name is taken by another size (unless ``exist_ok``)."""
+    vits3.ARCHS.register(name, (embed_dim, depth, num_heads, float(ffn_ratio)), exist_ok=exist_ok)
+    return VIT_ARCHS.register(name, partial(vits3._arch, name), exist_ok=exist_ok)
+
+
+def register_convnext_arch(
+    name: str, depths: Sequence[int], dims: Sequence[int], *, exist_ok: bool = False
+) -> Callable[..., nn.Module]:
+    """A new ConvNeXt size ``convnext_<name>`` (four stage depths and widths); returns its constructor."""
+    convnexts.CONVNEXT_SIZES.register(name, {"depths": list(depths), "dims": list(dims)}, exist_ok=exist_ok)
+    return CONVNEXT_ARCHS.register(f"convnext_{name}", partial(convnexts._convnext, name), exist_ok=exist_ok)
+
+
+@contextlib.contextmanager
+def registered_archs() -> Iterator[None]:
+    """Arch registrations made inside the block are undone on exit (also on errors): for tests and demos."""
+    with vits3.ARCHS.restored(), VIT_ARCHS.restored(), convnexts.CONVNEXT_SIZES.restored(), CONVNEXT_ARCHS.restored():
+        yield
 
 
 def _keys(section: Any) -> set[str]:

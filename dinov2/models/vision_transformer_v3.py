@@ -20,7 +20,7 @@ from dinov2.layers.rms_norm import RMSNorm
 from dinov2.layers.rope import RopePositionEmbedding
 from dinov2.layers.rope_attention import RopeBlock
 from dinov2.layers.swiglu_ffn_split import SwiGLUFFNSplit
-from dinov2.utils.registry import named
+from dinov2.utils.registry import Registry, named
 
 NORM_LAYERS: dict[str, Callable[[int], nn.Module]] = {
     "layernorm": partial(nn.LayerNorm, eps=1e-6),
@@ -256,15 +256,18 @@ class DinoVisionTransformerV3(nn.Module):
 
 
 # Sizes of the release's arch functions (dinov3/models/vision_transformer.py): (embed_dim, depth, heads, ffn_ratio).
-ARCHS: dict[str, tuple[int, int, int, float]] = {
-    "vit_small": (384, 12, 6, 4.0),
-    "vit_base": (768, 12, 12, 4.0),
-    "vit_large": (1024, 24, 16, 4.0),
-    "vit_so400m": (1152, 27, 18, 3.777777778),
-    "vit_huge2": (1280, 32, 20, 4.0),
-    "vit_giant2": (1536, 40, 24, 4.0),
-    "vit_7b": (4096, 40, 32, 3.0),
-}
+ARCHS: Registry[tuple[int, int, int, float]] = Registry(
+    "DINOv3 ViT size",
+    {
+        "vit_small": (384, 12, 6, 4.0),
+        "vit_base": (768, 12, 12, 4.0),
+        "vit_large": (1024, 24, 16, 4.0),
+        "vit_so400m": (1152, 27, 18, 3.777777778),
+        "vit_huge2": (1280, 32, 20, 4.0),
+        "vit_giant2": (1536, 40, 24, 4.0),
+        "vit_7b": (4096, 40, 32, 3.0),
+    },
+)
 
 
 def _arch(name: str, patch_size: int = 16, **kwargs: Any) -> DinoVisionTransformerV3:

@@ -8,20 +8,18 @@ keys are accepted by the trainer but not yet by the config checks of ``dinov2/co
 from __future__ import annotations
 
 import argparse
-from functools import partial
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dinov2 import distributed
-from dinov2.models import vision_transformer_v3 as vits3
-from dinov2.models.dinov3_families import VIT_ARCHS
+from dinov2.models.dinov3_families import register_vit_arch
 from dinov2.utils.utils import fix_random_seeds
 from tests.train.tiny import tiny_cfg
 
-vits3.ARCHS.setdefault("vit_test3", (32, 2, 2, 4.0))
-VIT_ARCHS.setdefault("vit_test3", partial(vits3._arch, "vit_test3"))
+# Module level: the SIGKILL test's subprocess imports this module to build the same student.
+register_vit_arch("vit_test3", 32, 2, 2, 4.0, exist_ok=True)
 
 V3_STUDENT = {
     "arch": "vit_test3",

@@ -17,9 +17,9 @@ import torch
 import dinov2.utils.config  # noqa: F401  (registers the checks)
 from dinov2.config import UnimplementedConfigError, apply_scaling_rules, load_cfg
 from dinov2.data import MaskingGenerator, collate_data_and_cast
-from dinov2.models import build_model_from_cfg, convnext
+from dinov2.models import build_model_from_cfg
 from dinov2.models import vision_transformer_v3 as vits3
-from dinov2.models.dinov3_families import DINOV3_CONVNEXT, DINOV3_VIT
+from dinov2.models.dinov3_families import register_convnext_arch, register_vit_arch
 from dinov2.train.checkpointing import Checkpointer, export_teacher
 from dinov2.train.distillation.multi_setup import check_shared_settings, student_config
 from dinov2.train.precision import PrecisionPolicy
@@ -29,10 +29,9 @@ from dinov2.train.train import build_optimizer, train_step
 from dinov2.utils.schedules import build_schedulers
 from tests.train.tiny import TINY_OPTS
 
-vits3.ARCHS.setdefault("vit3_test", (32, 2, 2, 4.0))
-DINOV3_VIT.archs.setdefault("vit3_test", lambda **kwargs: vits3._arch("vit3_test", **kwargs))
-convnext.CONVNEXT_SIZES.setdefault("test", {"depths": [1, 1, 1, 1], "dims": [8, 16, 16, 32]})
-DINOV3_CONVNEXT.archs.setdefault("convnext_test", lambda **kwargs: convnext._convnext("test", **kwargs))
+# Module level: the distillation tests import these names from here.
+register_vit_arch("vit3_test", 32, 2, 2, 4.0, exist_ok=True)
+register_convnext_arch("test", [1, 1, 1, 1], [8, 16, 16, 32], exist_ok=True)
 
 DATA = "train.dataset_path=ImageNet:split=TRAIN"  # the 7B configs leave it to the command line, as released
 GLOBAL, LOCAL, PATCH = 64, 32, 16
