@@ -88,6 +88,8 @@ class DINOHead(nn.Module):
         hidden_dim: MLP hidden size.
         bottleneck_dim: size before the prototype layer.
         mlp_bias: biases in the MLP linears.
+        weight_norm_last_layer: DINOv2's :class:`WeightNormLinear` prototypes (default); False: DINOv3's plain
+            bias-free ``nn.Linear`` (key ``last_layer.weight``), initialised like the MLP (truncated normal 0.02).
     """
 
     def __init__(
@@ -99,12 +101,17 @@ class DINOHead(nn.Module):
         hidden_dim: int = 2048,
         bottleneck_dim: int = 256,
         mlp_bias: bool = True,
+        weight_norm_last_layer: bool = True,
     ) -> None:
         super().__init__()
         nlayers = max(nlayers, 1)
         self.mlp = _build_mlp(nlayers, in_dim, bottleneck_dim, hidden_dim, use_bn=use_bn, bias=mlp_bias)
         self.mlp.apply(self._init_weights)
-        self.last_layer = WeightNormLinear(bottleneck_dim, out_dim)
+        if weight_norm_last_layer:
+            self.last_layer = WeightNormLinear(bottleneck_dim, out_dim)
+        else:
+            self.last_layer = nn.Linear(bottleneck_dim, out_dim, bias=False)
+            self._init_weights(self.last_layer)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

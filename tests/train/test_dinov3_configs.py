@@ -239,3 +239,16 @@ def test_the_local_dino_term_follows_its_weight_schedule(tmp_path):
             terms[reweight, iteration] = float(losses["dino_local_crops_loss"])
     for iteration, weight in ((0, 1.0), (3, 0.5 + 0.25 * (1 + math.cos(math.pi))), (5, 0.5)):
         assert terms["true", iteration] == pytest.approx(weight * terms["false", iteration], rel=1e-6)
+
+
+def test_dinov3_configs_get_dinov3_heads_with_a_plain_prototype_layer():
+    from dinov2.train.heads import heads_for
+
+    heads = heads_for(dinov3_config("vitl_im1k_lin834", *TINY_DINOV3)).build(32)
+    for head in heads.values():
+        assert isinstance(head.last_layer, torch.nn.Linear) and set(head.last_layer.state_dict()) == {"weight"}
+        x = torch.randn(3, 32)
+        expected = torch.nn.functional.normalize(head.mlp(x), dim=-1) @ head.last_layer.weight.T
+        torch.testing.assert_close(head(x), expected)
+    dinov2_heads = heads_for(load_cfg(None, list(TINY_OPTS), output_dir="/tmp/unused")).build(32)
+    assert {"weight_g", "weight_v"} <= set(dinov2_heads["dino_head"].last_layer.state_dict())
