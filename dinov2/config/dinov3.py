@@ -55,7 +55,6 @@ UNIMPLEMENTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "dino.global_ignore_diagonal": ((True,), "the global DINO term always skips same-crop pairs (as DINOv2)"),
     "dino.koleo_topk": ((1,), "KoLeo uses the nearest neighbour only"),
     "dino.koleo_distributed_replicas": ((0,), "must stay 0 in the release too"),
-    "dino.koleo_loss_distributed": ((False,), "KoLeo runs on each process's own batch"),
     "ibot.mask_random_circular_shift": ((False,), "masks are sampled without circular shift"),
     "train.chunk_schedule": (([],), "one crop size per run: use crops.global_crops_size lists for multi-resolution"),
     "train.data_config": ((None,), "set train.dataset_path"),

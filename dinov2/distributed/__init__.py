@@ -43,6 +43,7 @@ __all__ = [
     "is_main_process",
     "all_reduce",
     "all_gather",
+    "all_gather_with_grad",
     "broadcast",
     "broadcast_object",
     "all_gather_object",
@@ -128,6 +129,16 @@ def all_gather(tensor: torch.Tensor, dim: int = 0) -> torch.Tensor:
     parts = [torch.empty_like(tensor) for _ in range(world)]
     dist.all_gather(parts, tensor.contiguous(), group=current_group())
     return torch.cat(parts, dim=dim)
+
+
+def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` ``[n, ...]`` from every rank along dim 0 (rank order), differentiably: the gradient
+    of each part flows back to the rank that sent it. Returns ``tensor`` on one process."""
+    if get_global_size() == 1:
+        return tensor
+    from torch.distributed.nn.functional import all_gather as gather_with_grad
+
+    return torch.cat(gather_with_grad(tensor.contiguous(), group=current_group() or dist.group.WORLD), dim=0)
 
 
 def broadcast(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:

@@ -4,6 +4,6 @@ anchoring loss."""
 from dinov2.loss.dino_clstoken_loss import DINOLoss
 from dinov2.loss.gram_loss import GramLoss
 from dinov2.loss.ibot_patch_loss import iBOTPatchLoss
-from dinov2.loss.koleo_loss import KoLeoLoss
+from dinov2.loss.koleo_loss import KoLeoLoss, KoLeoLossDistributed
 
-__all__ = ["DINOLoss", "iBOTPatchLoss", "KoLeoLoss", "GramLoss"]
+__all__ = ["DINOLoss", "iBOTPatchLoss", "KoLeoLoss", "KoLeoLossDistributed", "GramLoss"]

@@ -30,11 +30,11 @@ from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from dinov2.distributed import get_global_rank
-from dinov2.loss import DINOLoss, KoLeoLoss, iBOTPatchLoss
+from dinov2.loss import DINOLoss, KoLeoLoss, KoLeoLossDistributed, iBOTPatchLoss
 from dinov2.loss.teacher_centering import build_centering
 from dinov2.models import build_model, build_model_from_cfg
 from dinov2.train.batch import N_GLOBAL_CROPS, Batch, StudentOutputs, TeacherTargets
@@ -91,7 +91,11 @@ class SSLMetaArch(nn.Module):
         self.do_ibot = cfg.ibot.loss_weight > 0
         self.ibot_separate_head = bool(cfg.ibot.separate_head)
         self.dino_loss = DINOLoss(cfg.dino.head_n_prototypes)
-        self.koleo_loss = KoLeoLoss()
+        if OmegaConf.select(cfg, "dino.koleo_loss_distributed", default=False):  # DINOv3: neighbours across ranks
+            group_size = cfg.dino.koleo_distributed_loss_group_size
+            self.koleo_loss = KoLeoLossDistributed(int(cfg.dino.koleo_topk), group_size)
+        else:
+            self.koleo_loss = KoLeoLoss()
         self.ibot_patch_loss = iBOTPatchLoss(heads_for(cfg).ibot_prototypes)
         # Resolved once: softmax centring (with the losses' centre buffers) or Sinkhorn-Knopp.
         self.centering = build_centering(cfg.train.centering, self.dino_loss, self.ibot_patch_loss)

@@ -110,12 +110,12 @@ def test_unknown_keys_of_a_dinov3_config_name_its_defaults_and_suggest():
 
 
 def test_unimplemented_settings_are_listed_in_one_error():
-    opts = [V3_STUDENT, "dino.koleo_loss_distributed=true", "optim.optimizer=sgd", "crops.rgb_mean=[0.5,0.5,0.5]"]
+    opts = [V3_STUDENT, "ibot.mask_random_circular_shift=true", "optim.optimizer=sgd", "crops.rgb_mean=[0.5,0.5,0.5]"]
     with pytest.raises(UnimplementedConfigError) as info:
         _load(*opts)
     message = str(info.value)
     assert "3 DINOv3 setting(s) this trainer does not implement" in message
-    for key in ("dino.koleo_loss_distributed=True", "optim.optimizer='sgd'", "crops.rgb_mean=[0.5, 0.5, 0.5]"):
+    for key in ("ibot.mask_random_circular_shift=True", "optim.optimizer='sgd'", "crops.rgb_mean=[0.5, 0.5, 0.5]"):
         assert key in message
     assert isinstance(info.value, ValueError) and not isinstance(info.value, KeyError)
 

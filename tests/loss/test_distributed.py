@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
+import torch.nn.functional as F
 
-from dinov2.loss import DINOLoss, iBOTPatchLoss
+from dinov2.loss import DINOLoss, KoLeoLoss, KoLeoLossDistributed, iBOTPatchLoss
 from tests.dist_helpers import run_distributed
 
 K = 32
@@ -17,7 +19,45 @@ def _data():
         "dino_steps": [torch.randn(8, K, generator=g) for _ in range(3)],  # [2n, K] per step
         "ibot_tokens": torch.randn(12, K, generator=g),  # [M, K]
         "ibot_split": [5, 7],  # masked tokens per rank (unequal)
+        "koleo": torch.randn(8, 6, generator=g),  # [global_B, D]: 4 rows per rank
     }
+
+
+KOLEO_CASES = ((1, None), (2, None), (1, 4))  # (topk, loss_group_size): the global batch, or one group per rank
+
+
+def _koleo_run(features: torch.Tensor, rank: int, world_size: int) -> dict:
+    """Each case's loss on this rank and the gradient of its backward on this rank's rows."""
+    local = features.shape[0] // world_size
+    out = {}
+    for topk, size in KOLEO_CASES:
+        x = features[rank * local : (rank + 1) * local].clone().requires_grad_(True)
+        loss = KoLeoLossDistributed(topk, size)(x)
+        loss.backward()
+        out[f"{topk}_{size}"] = {"loss": loss.detach(), "grad": x.grad}
+    return out
+
+
+def _koleo_reference(features: torch.Tensor, world_size: int, topk: int, size: int | None) -> tuple:
+    """Per-rank losses and d(sum of them)/d(features), written from the definition: each rank's rows, their
+    ``topk`` nearest other rows (inner product of normalised rows) in their group, ``-mean log(dist + eps)``."""
+    x = features.clone().requires_grad_(True)
+    unit = F.normalize(x, dim=-1)
+    total, local = x.shape[0], x.shape[0] // world_size
+    size = size or total
+    losses = []
+    for rank in range(world_size):
+        logs = []
+        for i in range(rank * local, (rank + 1) * local):
+            start = i // size * size
+            candidates = [j for j in range(start, start + size) if j != i]
+            scores = torch.stack([unit[i] @ unit[j] for j in candidates]).detach()
+            for k in scores.topk(topk).indices.tolist():
+                distance = torch.linalg.vector_norm(unit[i] - unit[candidates[k]] + 1e-8)
+                logs.append(torch.log(distance + 1e-8))
+        losses.append(-torch.stack(logs).mean())
+    torch.stack(losses).sum().backward()
+    return torch.stack(losses).detach(), x.grad
 
 
 def _centring_run(loss_fn, batches):
@@ -75,6 +115,7 @@ def _worker(rank, world_size, data):
         "ibot_sinkhorn": ibot_sinkhorn,
         "n_masked_after": n_masked,
         "ibot_centre": ibot.center,
+        "koleo": _koleo_run(data["koleo"], rank, world_size),
     }
     return _to_numpy(results)
 
@@ -102,3 +143,17 @@ def test_two_ranks_match_single_process():
     ibot.apply_center_update()
     for r in ranks:  # the empty rank contributes nothing (no NaN, no dilution)
         torch.testing.assert_close(r["ibot_centre"], ibot.center)
+
+    # DINOv3's distributed KoLeo: neighbours searched across ranks, gradients sent back to the rows' owners
+    for topk, size in KOLEO_CASES:
+        losses, grad = _koleo_reference(data["koleo"], 2, topk, size)
+        got = [r["koleo"][f"{topk}_{size}"] for r in ranks]
+        torch.testing.assert_close(torch.stack([g["loss"] for g in got]), losses)
+        torch.testing.assert_close(torch.cat([g["grad"] for g in got]), grad)
+
+
+def test_distributed_koleo_on_one_process_is_koleo():
+    x = torch.randn(6, 5, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(KoLeoLossDistributed()(x), KoLeoLoss()(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="multiple of the per-process batch"):
+        KoLeoLossDistributed(loss_group_size=4)(x)
