@@ -104,3 +104,42 @@ def test_a_run_resumed_inside_the_warmup_crosses_the_boundary_exactly(straight_r
     final, expected = _export(out, 7), _export(reference_out, 7)
     assert final.keys() == expected.keys()
     assert all(torch.equal(final[k], v) for k, v in expected.items())
+
+
+def test_the_adapted_export_opens_through_the_backbone_door_and_the_dense_probes(straight_run):
+    from dinov2.eval.setup import build_model_for_eval
+    from dinov2.features import load_backbone
+    from dinov2.utils.config import load_cfg
+
+    out, _ = straight_run
+    export = _export(out, 7)
+    expected = {k.removeprefix("backbone."): v for k, v in export.items() if k.startswith("backbone.")}
+    export_file = out / "eval" / "training_7" / "teacher_checkpoint.pth"
+    for model in (
+        load_backbone(out, device="cpu").model,  # the run folder: its config and newest export
+        load_backbone(config=out / "config.yaml", weights=export_file, device="cpu").model,
+        build_model_for_eval(load_cfg(out / "config.yaml", validate=False), str(export_file)),  # the dense probes'
+    ):
+        state_dict = model.state_dict()
+        assert all(torch.equal(state_dict[k], v) for k, v in expected.items())
+    maps = model.get_intermediate_layers(torch.randn(1, 3, GLOBAL_SIZE, GLOBAL_SIZE), n=1, reshape=True)
+    assert maps[0].shape == (1, 32, GLOBAL_SIZE // PATCH, GLOBAL_SIZE // PATCH)
+
+
+def test_the_adapted_export_is_a_distillation_teacher(straight_run, tmp_path):
+    from dinov2.train.meta_archs import build_meta_arch
+    from tests.train.tiny import tiny_cfg
+
+    out, _ = straight_run
+    export_file = out / "eval" / "training_7" / "teacher_checkpoint.pth"
+    cfg = tiny_cfg(
+        tmp_path,
+        "distillation.enabled=true",
+        "MODEL.META_ARCHITECTURE=DistillationMetaArch",
+        f"distillation.full_cfg_path={out / 'config.yaml'}",
+        f"distillation.checkpoint_path={export_file}",
+    )
+    model = build_meta_arch(cfg)
+    teacher = model.teacher.state_dict()
+    for key, value in _export(out, 7).items():
+        assert torch.equal(teacher[key], value), key
