@@ -13,7 +13,9 @@ Signals (one no-grad teacher forward on the batch's global crops; averaged over 
 - ``knn_drop``: percentage points the online k-NN monitor (``tracking.knn``) lost since its first measurement
   (only when the monitor is on; read after it runs).
 
-A threshold left ``null`` is not checked. ``action: warn`` logs the crossing; ``action: stop`` raises
+A threshold left ``null`` is not checked, and none is checked during the head warm-up
+(``adapt.head_warmup_iterations``): the backbone cannot collapse while it is frozen, and fresh heads give
+near-uniform targets at first (signals are still logged). ``action: warn`` logs the crossing; ``action: stop`` raises
 :class:`CollapseDetected` naming the signal, its value and threshold, before the trainer writes any checkpoint or
 export of that iteration, so the newest checkpoint is the last good one.
 """
@@ -89,8 +91,9 @@ def teacher_signals(model: nn.Module, batch: Batch, teacher_temp: float) -> dict
 class CollapseGuard:
     """``guard.due(it)``, ``guard.measure(model, batch, temp, it, knn)`` -> signals, ``guard.check(it, signals)``."""
 
-    def __init__(self, section: DictConfig):
+    def __init__(self, section: DictConfig, head_warmup_iterations: int = 0):
         self.period = int(section.period_iterations)
+        self.head_warmup_iterations = int(head_warmup_iterations)
         self.action = str(section.action)
         if self.action not in ACTIONS:
             raise ValueError(f"adapt.collapse_guard.action={self.action!r}: choose one of {list(ACTIONS)}")
@@ -118,6 +121,8 @@ class CollapseGuard:
     def check(self, iteration: int, signals: dict[str, float]) -> list[str]:
         """The crossings of ``signals`` (messages); logged (``warn``) or raised as :class:`CollapseDetected`."""
         crossings = []
+        if iteration < self.head_warmup_iterations:
+            return crossings
         for key, threshold in self.thresholds.items():
             signal, at_most = THRESHOLDS[key]
             value = signals.get(signal)

@@ -254,7 +254,8 @@ def do_train(
     metric_logger = MetricLogger(
         delimiter="  ", output_file=os.path.join(cfg.train.output_dir, "training_metrics.json"), sinks=tracking.sinks
     )
-    adaptation, guard = Adaptation.from_config(cfg), CollapseGuard(cfg.adapt.collapse_guard)
+    adaptation = Adaptation.from_config(cfg)
+    guard = CollapseGuard(cfg.adapt.collapse_guard, cfg.adapt.head_warmup_iterations)
     logger.info("starting training from iteration %d of %d", start_iter, max_iter)
     iteration = start_iter
     for data in metric_logger.log_every(

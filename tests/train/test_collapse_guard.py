@@ -41,5 +41,6 @@ def test_warn_logs_every_crossing_and_the_config_is_checked(caplog):
         crossings = guard.check(7, {"cls_std": 0.1, "knn_drop": 2.0, "target_entropy": 1.0})
     assert crossings == ["collapse guard at iteration 7: cls_std=0.1 < adapt.collapse_guard.min_cls_std=0.5"]
     assert "action=warn: training goes on" in caplog.text
+    assert CollapseGuard(_section(min_cls_std=0.5), head_warmup_iterations=8).check(7, {"cls_std": 0.1}) == []
     with pytest.raises(ValueError, match="action='halt'"):
         CollapseGuard(_section(action="halt"))
