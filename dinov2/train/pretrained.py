@@ -32,6 +32,7 @@ from dinov2.models.weights import load_backbone_weights, read_checkpoint, read_p
 logger = logging.getLogger("dinov2")
 
 __all__ = [
+    "check_hub_arch",
     "hub_source",
     "load_pretrained_heads",
     "load_student_pretrained_weights",
@@ -51,7 +52,7 @@ def hub_source(value: str) -> tuple[str, str | None] | None:
     return name, (file or None)
 
 
-def _check_hub_arch(name: str, student) -> None:
+def check_hub_arch(name: str, student) -> None:
     """Raise ``ValueError`` naming the ``student.*`` keys to set when hub backbone ``name`` is another arch."""
     entry = catalog.get_backbone(name)
     wanted = {"arch": entry.arch, **{key: entry.kwargs[key] for key in _HINT_KEYS if key in entry.kwargs}}
@@ -90,7 +91,7 @@ def load_student_pretrained_weights(model: nn.Module, path_or_url: str) -> None:
     source = path_or_url
     hub = hub_source(path_or_url)
     if hub is not None:
-        _check_hub_arch(hub[0], model.cfg.student)
+        check_hub_arch(hub[0], model.cfg.student)
         source = _hub_state_dict(*hub)
     what = f"the student backbone ({model.cfg.student.arch}, patch {model.cfg.student.patch_size})"
     load_backbone_weights(
