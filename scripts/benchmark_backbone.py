@@ -1,6 +1,8 @@
-"""Backbone inference benchmark: images/s and peak memory of our DINOv2 ViT next to timm and transformers.
+"""Backbone inference benchmark: images/s and peak memory of our DINOv2 / DINOv3 ViTs next to timm and transformers.
 
-All implementations run the same weights (ours, converted with ``dinov2.models.convert``), the same input,
+All implementations run the same weights (ours, converted with ``dinov2.models.convert`` / ``convert_dinov3``:
+timm ``vit_*_patch14[_reg4]_dinov2`` / ``vit_*_patch16_dinov3[_qkvb]``, transformers ``Dinov2Model`` /
+``Dinov2WithRegistersModel`` / ``DINOv3ViTModel``), the same input,
 the same thread count, under ``torch.inference_mode``. Timed repeats are interleaved round-robin across
 implementations, so load changes on a shared machine hit all of them alike; the table gives the median.
 Each row produces the normalised cls token: ours through ``model(x)`` (in eval mode its last block computes
@@ -9,9 +11,13 @@ the cls token only) and through ``forward_features`` (every token, as the releas
 machine, most telling with ``--threads 1``. Peak memory: on CUDA ``max_memory_allocated`` above the resting
 allocation; on CPU the peak resident memory (VmHWM) above the resting RSS during one forward, after
 returning freed heap memory to the OS (Linux only). The last columns compare each implementation's cls
-token with ours at the benchmark resolution and at 518 px (the stored position grid: no interpolation).
+token with ours at the benchmark resolution and at 518 px (the stored position grid: no interpolation; DINOv3,
+which has no position table: 256 px). DINOv3 rows: ``--arch dinov3_vits16 dinov3_vitb16`` (a hub name); ours has
+no cls-only last block, so its one row computes every token, like the peers. ``--quick``: a smoke run (batch 2,
+112 px, 1 warm-up, 3 repeats, one check resolution).
 
     PYTHONPATH=. python scripts/benchmark_backbone.py --arch vit_small vit_base --batch-size 8 --resolution 224
+    PYTHONPATH=. python scripts/benchmark_backbone.py --arch dinov3_vits16 dinov3_vitb16 --threads 1
 """
 
 from __future__ import annotations
@@ -30,12 +36,17 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from dinov2.hub import backbones
+from dinov2.hub import backbones, dinov3_backbones
 from dinov2.models.convert import to_hf_state_dict, to_timm_state_dict
+from dinov2.models.convert_dinov3 import to_hf_dinov3, to_timm_dinov3
+from dinov2.models.peers_dinov3 import hf_dinov3_config, timm_dinov3_args
 from dinov2.utils.dtype import DTYPES  # noqa: E402
 
 SIZES = {"vit_small": "small", "vit_base": "base", "vit_large": "large", "vit_giant2": "giant"}
+DINOV3 = ("dinov3_vits16", "dinov3_vits16plus", "dinov3_vitb16", "dinov3_vitl16")  # hub names (ViT, no 7B)
 NATIVE = 518  # hub backbones' stored position grid (37 x 37 patches of 14)
+NATIVE_V3 = 256  # DINOv3 has no position grid; its recommended input size
+QUICK = dict(batch_size=2, resolution=112, warmup=1, repeats=3)
 
 
 @dataclass
@@ -69,10 +80,15 @@ def build_hf(ours: nn.Module, registers: bool) -> tuple[nn.Module, Runner]:
     import transformers
 
     kwargs = dict(
-        hidden_size=ours.embed_dim, num_hidden_layers=ours.n_blocks, num_attention_heads=ours.num_heads,
-        image_size=NATIVE, patch_size=ours.patch_size, layer_norm_eps=1e-6, layerscale_value=1.0,
+        hidden_size=ours.embed_dim,
+        num_hidden_layers=ours.n_blocks,
+        num_attention_heads=ours.num_heads,
+        image_size=NATIVE,
+        patch_size=ours.patch_size,
+        layer_norm_eps=1e-6,
+        layerscale_value=1.0,
         use_swiglu_ffn=hasattr(ours.blocks[0].mlp, "w12"),
-    )  # fmt: skip
+    )
     if registers:
         config = transformers.Dinov2WithRegistersConfig(num_register_tokens=ours.num_register_tokens, **kwargs)
         model = transformers.Dinov2WithRegistersModel(config)
@@ -83,14 +99,45 @@ def build_hf(ours: nn.Module, registers: bool) -> tuple[nn.Module, Runner]:
     return model, Runner(name, lambda x: model(pixel_values=x).last_hidden_state[:, 0])
 
 
-def build_runners(arch: str, registers: bool, impls: list[str], device, dtype) -> tuple[list[Runner], list]:
+def build_timm_v3(ours: nn.Module) -> tuple[nn.Module, Runner]:
+    import timm
+
+    name, kwargs = timm_dinov3_args(ours)
+    qkv_bias = ours.blocks[0].attn.qkv.bias is not None  # like for like: ours adds its (here zero) q/v biases
+    name = name.removesuffix("_qkvb") + ("_qkvb" if qkv_bias else "")
+    model = timm.create_model(name, pretrained=False, **{**kwargs, "qkv_bias": qkv_bias}).eval()
+    model.load_state_dict(to_timm_dinov3(ours.state_dict(), qkv_bias=qkv_bias), strict=True)
+    return model, Runner(f"timm {timm.__version__} ({name})", lambda x: model.forward_features(x)[:, 0])
+
+
+def build_hf_v3(ours: nn.Module) -> tuple[nn.Module, Runner]:
+    import transformers
+
+    config = {k: v for k, v in hf_dinov3_config(ours).items() if k not in ("architectures", "model_type", "dtype")}
+    model = transformers.DINOv3ViTModel(transformers.DINOv3ViTConfig(**config)).eval()
+    model.load_state_dict(to_hf_dinov3(ours.state_dict()), strict=True)
+    name = f"transformers {transformers.__version__} ({model.config._attn_implementation})"
+    return model, Runner(name, lambda x: model(pixel_values=x).last_hidden_state[:, 0])
+
+
+def _ours_and_peers(arch: str, registers: bool) -> tuple[nn.Module, list[Runner], dict]:
+    """Our model, its runners and the peer builders (``impl -> () -> (model, runner)``)."""
+    if arch in DINOV3:
+        torch.manual_seed(0)
+        ours = getattr(dinov3_backbones, arch)(pretrained=False).eval()
+        runners = [Runner("ours (dinov3)", lambda x: ours(x))]  # every token, as the release and the peers
+        return ours, runners, {"timm": lambda: build_timm_v3(ours), "hf": lambda: build_hf_v3(ours)}
     ours = build_ours(arch, registers)
-    models = [ours]
     runners = [
         Runner("ours (dinov2)", lambda x: ours(x)),  # eval forward: the last block computes the cls token only
         Runner("ours, all tokens", lambda x: ours.forward_features(x)["x_norm_clstoken"]),  # the release's work
     ]
-    builders = {"timm": lambda: build_timm(ours, arch, registers), "hf": lambda: build_hf(ours, registers)}
+    return ours, runners, {"timm": lambda: build_timm(ours, arch, registers), "hf": lambda: build_hf(ours, registers)}
+
+
+def build_runners(arch: str, registers: bool, impls: list[str], device, dtype) -> tuple[list[Runner], list]:
+    ours, runners, builders = _ours_and_peers(arch, registers)
+    models = [ours]
     for impl in impls:
         module = {"timm": "timm", "hf": "transformers"}[impl]
         if importlib.util.find_spec(module) is None:
@@ -166,15 +213,16 @@ def print_table(rows: list[tuple[str, Runner]], args: argparse.Namespace, resolu
     for arch, runner in rows:
         median = statistics.median(runner.times)
         peak = "n/a" if runner.peak_mib is None else f"{runner.peak_mib:.0f}"
-        diffs = "".join(f" {runner.diffs[r]:.1e} |" for r in resolutions if r in runner.diffs)
+        diffs = "".join(f" {runner.diffs[r]:.1e} |" if r in runner.diffs else " - |" for r in resolutions)
         cpu = statistics.median(runner.cpu_times)
-        print(f"| {arch} | {runner.name} | {args.batch_size / median:.1f} | {median * 1e3:.0f} | "
-              f"{min(runner.times) * 1e3:.0f} | {cpu * 1e3:.0f} | {peak} |{diffs}")  # fmt: skip
+        row = [arch, runner.name, f"{args.batch_size / median:.1f}", f"{median * 1e3:.0f}"]
+        row += [f"{min(runner.times) * 1e3:.0f}", f"{cpu * 1e3:.0f}", peak]
+        print("| " + " | ".join(row) + " |" + diffs)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", nargs="+", default=["vit_small", "vit_base"], choices=sorted(SIZES))
+    parser.add_argument("--arch", nargs="+", default=["vit_small", "vit_base"], choices=sorted(SIZES) + list(DINOV3))
     parser.add_argument("--registers", action="store_true", help="the _reg (4 registers) variants")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--resolution", type=int, default=224, help="square input side in pixels")
@@ -185,7 +233,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--no-check", action="store_true", help="skip the output comparison")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: " + ", ".join(f"{k}={v}" for k, v in QUICK.items())
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        vars(args).update(QUICK)
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -194,12 +248,16 @@ def main(argv: list[str] | None = None) -> None:
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     if device.type == "cuda":  # compare like with like: no TF32 in fp32 matmuls
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, device {device}, "
-          f"threads {torch.get_num_threads()}, batch {args.batch_size}, {args.resolution}px, {args.dtype}, "
-          f"warm-up {args.warmup}, repeats {args.repeats} (interleaved), torch.inference_mode")  # fmt: skip
-    resolutions = [] if args.no_check else sorted({args.resolution, NATIVE})
-    rows = []
+    print(
+        f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, device {device}, "
+        f"threads {torch.get_num_threads()}, batch {args.batch_size}, {args.resolution}px, {args.dtype}, "
+        f"warm-up {args.warmup}, repeats {args.repeats} (interleaved), torch.inference_mode"
+    )
+    rows, all_resolutions = [], set()
     for arch in args.arch:
+        native = NATIVE_V3 if arch in DINOV3 else NATIVE
+        resolutions = [] if args.no_check else sorted({args.resolution} | (set() if args.quick else {native}))
+        all_resolutions.update(resolutions)
         runners, models = build_runners(arch, args.registers, args.impls, device, dtype)
         x = torch.randn(args.batch_size, 3, args.resolution, args.resolution, device=device, dtype=dtype)
         with torch.inference_mode():
@@ -209,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
                 runner.peak_mib = peak_memory_mib(runner, x)
         rows.extend((arch, dataclasses.replace(runner, fn=None)) for runner in runners)  # let models go
         del models, runners
-    print_table(rows, args, resolutions)
+    print_table(rows, args, sorted(all_resolutions))
 
 
 if __name__ == "__main__":

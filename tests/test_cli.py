@@ -62,7 +62,8 @@ def weights(tmp_path_factory):
 
 
 def test_console_scripts_are_declared_and_take_no_argument():
-    evals = {f"dinov2-eval-{p}" for p in ("knn", "linear", "log-regression", "segmentation", "depth")}
+    protocols = ("knn", "linear", "log-regression", "segmentation", "depth", "retrieval", "transfer", "video")
+    evals = {f"dinov2-eval-{p}" for p in protocols}
     others = {"dinov2-train", "dinov2-train-slurm", "dinov2-curation", "dinov2-visualize", "dinov2-plot"}
     expected = evals | others | {"dinov2-export", "dinov2-demo"}
     assert set(SCRIPTS) == expected

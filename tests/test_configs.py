@@ -12,7 +12,7 @@ import dinov2.configs as configs
 from dinov2.utils.config import load_cfg
 
 # not training configs: the curation presets and the dense probes' recipes
-NOT_TRAINING = ("curation/", "eval/segmentation/", "eval/depth/")
+NOT_TRAINING = ("curation/", "eval/segmentation/", "eval/depth/", "train/dinotxt")
 ALL_CONFIGS = [c for c in configs.available_configs() if not c.startswith(NOT_TRAINING)]
 
 

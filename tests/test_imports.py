@@ -136,7 +136,7 @@ def test_no_import_cycle_inside_the_package():
 # every tool; train must not import eval (the online k-NN monitor scores through features); the tools
 # (curation, visualize, export) import neither eval nor each other nor train; run launches everything.
 _CORE = {"utils", "configs", "config", "distributed", "logging"}
-_BLOCKS = _CORE | {"layers", "models", "loss", "data", "heads", "hub"}
+_BLOCKS = _CORE | {"layers", "models", "loss", "data", "heads", "hub", "text"}
 LAYERS: dict[str, set[str]] = {
     "configs": set(),  # the packaged YAML files: data only
     "utils": set(),  # dtype, io, param_groups, schedules, cli: the floor, imports nothing above it
@@ -150,7 +150,8 @@ LAYERS: dict[str, set[str]] = {
     "loss": {"utils", "config", "distributed"},
     "data": {"utils", "config", "distributed", "logging"},
     "heads": {"utils", "config", "distributed", "layers", "data"},
-    "hub": {"utils", "config", "distributed", "layers", "models", "heads", "data"},
+    "text": {"utils", "config", "distributed", "layers", "models", "data", "heads"},  # dino.txt (heads: windows)
+    "hub": {"utils", "config", "distributed", "layers", "models", "heads", "data", "text"},
     "features": _BLOCKS,  # the backbone door: config + weights | hub name | run folder -> backbone; k-NN
     "train": _BLOCKS | {"features"},  # not eval
     "eval": _BLOCKS | {"features", "train"},  # train: the precision policy of the evaluated teacher

@@ -9,8 +9,9 @@ path: it re-exports this package, imports the registry checks and keeps ``setup`
 - ``keys``: :class:`ConfigKeyError`, :func:`check_keys`, :func:`did_you_mean`, :func:`schema_tree`;
 - ``checks``: :class:`ConfigValueError`, :class:`Checker`, :func:`register_check`, :func:`validate_config`;
 - ``ssl_checks``: the training config's checks that need no registry;
+- ``dinov3``: DINOv3's configs as released: when DINOv3's defaults apply, its forms, the keys not implemented;
 - ``loader``: :func:`resolve_config_file`, :func:`parse_overrides`, :func:`load_layers`, :func:`merge_checked`,
-  :func:`load_cfg`, :func:`apply_scaling_rules`, :func:`write_config`.
+  :func:`merge_training_layers`, :func:`load_cfg`, :func:`apply_scaling_rules`, :func:`write_config`.
 """
 
 from dinov2.config.checks import (
@@ -20,6 +21,12 @@ from dinov2.config.checks import (
     register_check,
     registered_checks,
     validate_config,
+)
+from dinov2.config.dinov3 import (
+    DINOV3_DEFAULT_CONFIG_NAME,
+    UnimplementedConfigError,
+    is_dinov3_config,
+    register_student_family,
 )
 from dinov2.config.keys import (
     ANY_NAME,
@@ -38,11 +45,13 @@ from dinov2.config.loader import (
     ConfigFolder,
     apply_scaling_rules,
     fresh_default_config,
+    fresh_dinov3_default_config,
     get_cfg_from_args,
     load_cfg,
     load_layers,
     merge_checked,
     merge_onto_defaults,
+    merge_training_layers,
     packaged_names,
     parse_overrides,
     read_config_file,
@@ -54,6 +63,7 @@ __all__ = [
     "ANY_NAME",
     "CONFIG_DIR",
     "DEFAULT_CONFIG_NAME",
+    "DINOV3_DEFAULT_CONFIG_NAME",
     "PACKAGED",
     "REGISTRY_CHECKS",
     "SCALING_RULES",
@@ -61,17 +71,22 @@ __all__ = [
     "ConfigFolder",
     "ConfigKeyError",
     "ConfigValueError",
+    "UnimplementedConfigError",
     "apply_scaling_rules",
     "check_keys",
     "did_you_mean",
     "dotted_paths",
     "key_problems",
     "fresh_default_config",
+    "fresh_dinov3_default_config",
     "get_cfg_from_args",
     "load_cfg",
     "load_layers",
     "merge_checked",
     "merge_onto_defaults",
+    "merge_training_layers",
+    "is_dinov3_config",
+    "register_student_family",
     "packaged_names",
     "parse_overrides",
     "read_config_file",

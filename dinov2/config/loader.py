@@ -5,7 +5,9 @@
 - :func:`load_layers`: that file (a mapping) and the overrides (:func:`parse_overrides`) as ``(layer, source)``;
 - :func:`merge_checked`: the layers' keys checked against the defaults (:func:`dinov2.config.keys.check_keys`),
   then merged, later wins;
-- :func:`load_cfg`: the training config (``ssl_default_config.yaml``): the above, ``train.output_dir`` made
+- :func:`merge_training_layers`: the training layers onto DINOv2's ``ssl_default_config.yaml`` or, for a DINOv3
+  config, DINOv3's ``ssl_default_config_dinov3.yaml`` (:mod:`dinov2.config.dinov3`);
+- :func:`load_cfg`: the training config: the above, ``train.output_dir`` made
   absolute, interpolations resolved, values validated (:func:`dinov2.config.checks.validate_config`);
 - :func:`apply_scaling_rules` derives ``optim.lr``; :func:`write_config` writes the run's ``config.yaml``.
 """
@@ -24,6 +26,16 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from dinov2.config.checks import ConfigValueError, validate_config
+from dinov2.config.dinov3 import (
+    DINOV3_DEFAULT_CONFIG_NAME,
+    UnimplementedConfigError,
+    dinov3_reference,
+    is_dinov3_config,
+    is_dinov3_form,
+    to_trainer_form,
+    unimplemented_settings,
+    without_null_specs,
+)
 from dinov2.config.keys import ConfigKeyError, check_keys
 from dinov2.config.ssl_checks import SCALING_RULES
 
@@ -146,9 +158,45 @@ def fresh_default_config() -> DictConfig:
     return OmegaConf.load(CONFIG_DIR / f"{DEFAULT_CONFIG_NAME}.yaml")
 
 
+def fresh_dinov3_default_config() -> DictConfig:
+    """A new copy of ``ssl_default_config_dinov3.yaml`` (DINOv3's defaults, in its released form)."""
+    return OmegaConf.load(CONFIG_DIR / f"{DINOV3_DEFAULT_CONFIG_NAME}.yaml")
+
+
+def merge_training_layers(layers: Sequence[Layer]) -> DictConfig:
+    """The training config of ``layers`` merged onto the defaults they ask for, keys checked.
+
+    DINOv2's ``ssl_default_config.yaml``, or DINOv3's ``ssl_default_config_dinov3.yaml`` when the layers hold a
+    DINOv3-family student, a ``gram`` / ``schedules`` section or a DINOv3-only key
+    (:func:`dinov2.config.dinov3.is_dinov3_config`); a DINOv3 config
+    is then turned into the trainer's keys (:func:`dinov2.config.dinov3.to_trainer_form`) and its settings that
+    we do not implement raise one :class:`~dinov2.config.dinov3.UnimplementedConfigError` naming them all.
+    """
+    defaults, v3_defaults = fresh_default_config(), fresh_dinov3_default_config()
+    if not is_dinov3_config([layer for layer, _ in layers], defaults, v3_defaults):
+        return merge_checked(defaults, layers)
+    rule = (
+        f"every key must exist in {DINOV3_DEFAULT_CONFIG_NAME}.yaml, the defaults of a DINOv3 config "
+        "(a DINOv3-family student, a gram or schedules section, or a key only DINOv3 has)"
+    )
+    reference = dinov3_reference(v3_defaults, defaults)
+    for layer, source in layers:
+        check_keys(without_null_specs(layer), reference, source, rule)
+    cfg = OmegaConf.merge(v3_defaults, *(layer for layer, _ in layers))
+    unimplemented = unimplemented_settings(cfg)
+    if unimplemented:
+        lines = "\n".join(f"  - {line}" for line in unimplemented)
+        sources = ", ".join(source for _, source in layers)
+        raise UnimplementedConfigError(
+            f"{sources}: {len(unimplemented)} DINOv3 setting(s) this trainer does not implement (set them to the "
+            f"implemented value or remove them):\n{lines}"
+        )
+    return to_trainer_form(cfg, [layer for layer, _ in layers])
+
+
 def merge_onto_defaults(*overrides: DictConfig, source: str = "config") -> DictConfig:
-    """Merge configs (later wins) onto a fresh default config, checking their keys first."""
-    return merge_checked(fresh_default_config(), [(override, source) for override in overrides])
+    """Merge configs (later wins) onto the defaults they ask for (:func:`merge_training_layers`), keys checked."""
+    return merge_training_layers([(override, source) for override in overrides])
 
 
 def load_cfg(
@@ -159,14 +207,16 @@ def load_cfg(
 ) -> DictConfig:
     """Defaults <- ``config_file`` <- ``opts`` (``key=value``) <- ``output_dir``, resolved and validated.
 
-    ``output_dir``, when given, sets ``train.output_dir``; the final ``train.output_dir`` is made absolute.
+    The defaults are DINOv2's or, for a DINOv3 config, DINOv3's (:func:`merge_training_layers`). ``output_dir``,
+    when given, sets ``train.output_dir``; the final ``train.output_dir`` is made absolute.
     Interpolations (``${train.output_dir}``) are resolved. Raises :class:`ConfigKeyError` for unknown keys and
     :class:`ConfigValueError` for bad values.
     """
     layers = load_layers(config_file, opts)
-    if any(OmegaConf.select(layer, "optim.lr") not in (None, 0) for layer, _ in layers):
+    cfg = merge_training_layers(layers)
+    setting_lr = any(OmegaConf.select(layer, "optim.lr") not in (None, 0) for layer, _ in layers)
+    if setting_lr and not is_dinov3_form(cfg):  # DINOv3's optim.lr is its base learning rate
         logger.warning("optim.lr is derived from optim.base_lr by optim.scaling_rule: set optim.base_lr instead")
-    cfg = merge_checked(fresh_default_config(), layers)
     if output_dir:
         cfg.train.output_dir = str(output_dir)
     cfg.train.output_dir = os.path.abspath(os.path.expanduser(str(cfg.train.output_dir)))
@@ -193,7 +243,8 @@ def get_cfg_from_args(args: argparse.Namespace) -> DictConfig:
 def apply_scaling_rules(cfg: DictConfig, world_size: int) -> DictConfig:
     """Set ``optim.lr`` from ``optim.base_lr`` for ``world_size`` processes (in place; returns ``cfg``).
 
-    ``sqrt_wrt_1024``: ``lr = base_lr * sqrt(batch_size_per_gpu * world_size / 1024)``.
+    ``sqrt_wrt_1024``: ``lr = base_lr * sqrt(batch_size_per_gpu * world_size / 1024)``. A DINOv3 config has
+    ``base_lr = 4 * (its optim.lr)``, or 4 with ``schedules`` (``lr`` is then the factor of the lr schedule).
     """
     rule = cfg.optim.scaling_rule
     if rule not in SCALING_RULES:

@@ -14,6 +14,7 @@ from torch import nn
 from dinov2.features import autocast_context, eval_device, extract, load_backbone
 from dinov2.features import exact_knn as _exact_knn
 from dinov2.features.knn_scoring import ModelWithNormalize
+from dinov2.hub import catalog
 
 __all__ = ["build_backbone", "default_device", "extract_normalised", "exact_knn"]
 
@@ -24,11 +25,22 @@ def default_device() -> torch.device:
 
 
 def build_backbone(
-    config_file: str, pretrained_weights: str | os.PathLike, opts: list[str] | None = None, device=None
+    config_file: str | None, pretrained_weights: str | os.PathLike, opts: list[str] | None = None, device=None
 ) -> tuple[nn.Module, torch.dtype]:
     """The teacher backbone of a training / eval config with ``pretrained_weights`` loaded strictly (frozen,
-    eval mode) and the config's autocast dtype. Any backbone the evaluation scripts accept works here."""
-    loaded = load_backbone(config=config_file, weights=pretrained_weights, overrides=list(opts or []), device=device)
+    eval mode) and the config's autocast dtype. Any backbone the evaluation scripts accept works here.
+
+    ``config_file`` may also be a hub backbone name (``dinov3_vitl16``: its architecture, ``pretrained_weights``
+    loaded into it) or empty (``pretrained_weights`` alone: the architecture read from the weights, e.g. a DINOv3
+    file); both run in float32 and take no ``opts``."""
+    if not config_file or str(config_file) in catalog.BACKBONES:
+        if opts:
+            raise ValueError(f"opts {list(opts)} override a config; {config_file or 'weights alone'} has none")
+        source = (str(config_file), pretrained_weights) if config_file else (pretrained_weights, None)
+        loaded = load_backbone(source[0], weights=source[1], device=device)
+    else:
+        overrides = list(opts or [])
+        loaded = load_backbone(config=config_file, weights=pretrained_weights, overrides=overrides, device=device)
     return loaded.model, loaded.autocast_dtype
 
 

@@ -43,7 +43,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def _add_embed(sub) -> None:
     p = sub.add_parser("embed", help="L2-normalised float16 embeddings of a dataset, in shards")
     p.add_argument(
-        "--config-file", required=True, help="backbone config (e.g. dinov2/configs/eval/vitl14_pretrain.yaml)"
+        "--config-file",
+        required=True,
+        help="backbone config (e.g. dinov2/configs/eval/vitl14_pretrain.yaml), a hub backbone name (dinov3_vitl16), "
+        "or '': the architecture read from --pretrained-weights",
     )
     p.add_argument("--pretrained-weights", required=True, help="teacher_checkpoint.pth, hub .pth or URL")
     p.add_argument("--dataset", required=True, help="dataset string, e.g. ImageFolder:root=/data/pool")
@@ -121,7 +124,7 @@ def _add_sample(sub) -> None:
     p.add_argument("--multiplier", type=int, default=1, help="the most times one point may be taken")
     p.add_argument("--strategy", default="random", choices=["random", "closest"], help="rows taken in a cluster")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--output", required=True, help="int64 .npy of embedding rows")
+    p.add_argument("--output", required=True, help="int64 .npy of the sampled images (dataset indices)")
 
 
 def _add_pictures(sub) -> None:

@@ -70,6 +70,13 @@ def dataset_indices(embeddings: str | Path, rows) -> np.ndarray:
     return np.asarray(load_npy(path, "dataset indices")[rows], dtype=np.int64) if path.is_file() else rows
 
 
+def images_in_row_order(embeddings: str | Path, dataset):
+    """``dataset`` indexed by row of the embeddings at ``embeddings``: a :class:`~torch.utils.data.Subset` through
+    ``dataset_indices.npy`` when ``embed`` left unreadable images out, else ``dataset`` itself."""
+    path = Path(embeddings) / DATASET_INDICES
+    return Subset(dataset, load_npy(path, "dataset indices", mmap=False).tolist()) if path.is_file() else dataset
+
+
 def _embed_shard(model, dataset, rows: range, stem: Path, strict: bool, settings: dict) -> tuple[int, int]:
     """Collective: embed the readable ``rows`` of ``dataset`` into ``<stem>.npy`` + ``<stem>.txt`` and list the
     unreadable ones in ``<stem>.unreadable.txt`` (rank 0); returns ``(rows written, dim)``."""

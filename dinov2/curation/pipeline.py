@@ -28,9 +28,9 @@ from omegaconf import OmegaConf
 from dinov2.curation import parallel
 from dinov2.curation._features import build_backbone, default_device
 from dinov2.curation.arrays import RowSet
-from dinov2.curation.config import CurationConfig, ImageSet
+from dinov2.curation.config import CurationConfig, CurationConfigError, ImageSet
 from dinov2.curation.dedup import deduplicate
-from dinov2.curation.embed import dataset_indices, embed_dataset_str
+from dinov2.curation.embed import dataset_indices, embed_dataset_str, images_in_row_order
 from dinov2.curation.files import begin_step, load_npy, mark_done, read_json, save_npy
 from dinov2.curation.hierarchy import hierarchical_kmeans
 from dinov2.curation.knn import SearchOptions
@@ -94,8 +94,10 @@ class Pipeline:
         pool_path = self._pool_path = self.embeddings("pool", cfg.pool)
         pool = RowSet.open(pool_path, "pool")
         if cfg.dedup.enabled:
-            deduplicate(pool, self.out / "dedup", k=cfg.dedup.k, threshold=cfg.dedup.threshold, options=self.search)
-            pool = RowSet.open(pool_path, "pool", self.out / "dedup" / "kept_indices.npy")
+            k = min(cfg.dedup.k, len(pool))  # a pool smaller than dedup.k: every row is a neighbour of every row
+            deduplicate(pool, self.out / "dedup", k=k, threshold=cfg.dedup.threshold, options=self.search)
+            total, pool = len(pool), RowSet.open(pool_path, "pool", self.out / "dedup" / "kept_indices.npy")
+            _report_dedup(total, len(pool), cfg.dedup.threshold)
         relative = cfg.relative_dedup
         for name, reference in relative.references.items():
             rows = RowSet.open(self.embeddings(f"reference-{name}", reference), f"reference {name}")
@@ -141,6 +143,12 @@ class Pipeline:
         km, sample = cfg.kmeans, cfg.sample
         if not km.enabled:
             return []
+        if km.n_clusters[0] > len(pool):
+            raise CurationConfigError(
+                f"kmeans.n_clusters={list(km.n_clusters)} needs at least {km.n_clusters[0]} images at level 1 but the "
+                f"pool holds {len(pool)} (after deduplication); lower kmeans.n_clusters (and kmeans.sample_size), "
+                "e.g. about one cluster per 10-50 images, or curate more images"
+            )
         folder = self.out / "kmeans"
         hierarchical_kmeans(
             pool,
@@ -175,9 +183,7 @@ class Pipeline:
 
     def _pictures(self, folder: Path) -> None:
         pictures = self.cfg.pictures
-        dataset = make_dataset(dataset_str=self.cfg.pool.dataset)
-        rows = np.arange(len(RowSet.open(self._pool_path, "pool")))
-        dataset = torch.utils.data.Subset(dataset, dataset_indices(self._pool_path, rows).tolist())  # in row order
+        dataset = images_in_row_order(self._pool_path, make_dataset(dataset_str=self.cfg.pool.dataset))
         for level in pictures.levels:
             if level <= len(self.cfg.kmeans.n_clusters):
                 write_cluster_grid(
@@ -215,6 +221,21 @@ class Pipeline:
             )
         parallel.barrier()
         return manifest
+
+
+def _report_dedup(total: int, kept: int, threshold: float) -> None:
+    """Log what deduplication kept; warn when it dropped most of the pool (components chained by a low threshold)."""
+    logger.info("dedup: kept %d of %d images", kept, total)
+    if total and kept < 0.5 * total:
+        logger.warning(
+            "dedup dropped %.1f %% of the pool (kept %d of %d): at dedup.threshold=%s near-duplicate pairs chain "
+            "distinct images into one component; for a set without many copies raise dedup.threshold (e.g. 0.8-0.9) "
+            "or set dedup.enabled=false",
+            100.0 * (total - kept) / total,
+            kept,
+            total,
+            threshold,
+        )
 
 
 def run_pipeline(cfg: CurationConfig) -> Path:

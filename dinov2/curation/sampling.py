@@ -97,6 +97,20 @@ def load_clustering(path: str | Path) -> Clustering:
     return Clustering(path, assignments, n_clusters, distances, rows)
 
 
+def clustered_embeddings(clustering_dir: str | Path) -> Path:
+    """The embeddings (``.npy`` or ``embed`` folder) a ``kmeans`` output folder clustered, from its ``kmeans.json``
+    (a relative path is taken from the working directory, as ``kmeans`` was given it)."""
+    record = Path(clustering_dir) / "kmeans.json"
+    embeddings = read_json(record, "--clustering").get("params", {}).get("embeddings")
+    if not embeddings or not Path(embeddings).exists():
+        raise FileNotFoundError(
+            f"--clustering {str(clustering_dir)!r}: the embeddings it clustered ({embeddings!r}, from {record}) are "
+            "not found; they tell which images the rows are: run from the folder kmeans was run in (relative "
+            "paths) or put the embeddings back"
+        )
+    return Path(embeddings)
+
+
 def _group(assignment: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
     """(members sorted by cluster, start offsets [K + 1]) of an assignment."""
     order = np.argsort(assignment, kind="stable")

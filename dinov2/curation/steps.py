@@ -13,14 +13,14 @@ from dinov2.curation._features import build_backbone, default_device
 from dinov2.curation.arrays import RowSet
 from dinov2.curation.config import load_curation_config
 from dinov2.curation.dedup import deduplicate
-from dinov2.curation.embed import embed_dataset_str
+from dinov2.curation.embed import dataset_indices, embed_dataset_str, images_in_row_order
 from dinov2.curation.files import save_npy
 from dinov2.curation.hierarchy import hierarchical_kmeans
 from dinov2.curation.knn import SearchOptions
 from dinov2.curation.pictures import write_cluster_grid
 from dinov2.curation.pipeline import run_pipeline
 from dinov2.curation.retrieval import cluster_pool, retrieve_by_clusters, retrieve_by_samples
-from dinov2.curation.sampling import hierarchical_sample
+from dinov2.curation.sampling import clustered_embeddings, hierarchical_sample
 from dinov2.data import make_dataset
 
 logger = logging.getLogger("dinov2")
@@ -122,21 +122,24 @@ def kmeans(args: argparse.Namespace) -> Path:
 
 
 def sample(args: argparse.Namespace) -> Path:
+    """Dataset indices of the sampled rows (they differ from the rows when ``embed`` left images out)."""
     if parallel.is_main():
-        picked = hierarchical_sample(
+        rows = hierarchical_sample(
             args.clustering, args.target_size, multiplier=args.multiplier, strategy=args.strategy, seed=args.seed
         )
+        picked = dataset_indices(clustered_embeddings(args.clustering), rows)
         save_npy(args.output, picked)
-        print(f"sampled {len(picked)} rows ({len(set(picked.tolist()))} distinct) into {args.output}")
+        print(f"sampled {len(picked)} images ({len(set(picked.tolist()))} distinct) into {args.output}")
     parallel.barrier()
     return Path(args.output)
 
 
 def pictures(args: argparse.Namespace) -> Path:
     if parallel.is_main():
+        dataset = make_dataset(dataset_str=args.dataset)
         write_cluster_grid(
             args.clustering,
-            make_dataset(dataset_str=args.dataset),
+            images_in_row_order(clustered_embeddings(args.clustering), dataset),
             args.output,
             level=args.level,
             clusters=args.clusters,

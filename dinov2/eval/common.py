@@ -35,8 +35,9 @@ from dinov2.eval.metrics import AccuracyAveraging, MetricType
 from dinov2.eval.results import append_json_lines, to_jsonable, write_json
 from dinov2.eval.setup import get_args_parser as get_setup_args_parser
 from dinov2.eval.utils import check_labelled
-from dinov2.features.backbone_args import check_eval_args
-from dinov2.utils.cli import ArgumentParser, call_with_args
+from dinov2.features.backbone_args import BACKBONE_NOTE, add_backbone_args, check_eval_args, loaded_from_args
+from dinov2.logging import setup_logging
+from dinov2.utils.cli import ArgumentParser, add_output_dir, call_with_args
 
 logger = logging.getLogger("dinov2")
 
@@ -55,6 +56,9 @@ __all__ = [
     "write_results",
     "finish_eval_run",
     "args_record",
+    "backbone_eval_parser",
+    "run_backbone_eval",
+    "run_backbone_eval_cli",
 ]
 
 
@@ -217,3 +221,40 @@ def finish_eval_run(
     detailed = {**detailed, "seconds": time.perf_counter() - start, "args": args_record(run_args)}
     write_results(output_dir, protocol, released, detailed)
     distributed.barrier()
+
+
+def backbone_eval_parser(
+    description: str | None, parents: list[argparse.ArgumentParser] | None, add_help: bool
+) -> argparse.ArgumentParser:
+    """The parser of a protocol built on the backbone flags (``--model | --config-file``, ``--weights``,
+    ``--random-init``, ``--seed``) with ``--output-dir``; the protocol adds its own flags."""
+    parser = ArgumentParser(description=description, parents=parents or [], add_help=add_help, epilog=BACKBONE_NOTE)
+    add_backbone_args(parser)
+    add_output_dir(parser, help="where the results and logs go")
+    return parser
+
+
+def run_backbone_eval(args: argparse.Namespace, evaluate: Callable[..., Any]) -> int:
+    """``main(args)`` of the protocols built on the backbone flags (:func:`~dinov2.features.backbone_args.
+    add_backbone_args`: retrieval, transfer, video): join the process group (if any), log to ``--output-dir``, load
+    the backbone on the eval device, call ``evaluate(backbone=..., progress=..., run_args=args, <flags>)``."""
+    distributed.enable(overwrite=True)
+    setup_logging(output=args.output_dir or None, level=logging.INFO)
+    backbone = loaded_from_args(args, device=None)
+    call_with_args(evaluate, args, backbone=backbone, progress=not args.no_progress, run_args=args)
+    return 0
+
+
+def run_backbone_eval_cli(
+    get_args_parser: Callable[..., argparse.ArgumentParser],
+    check_args: Callable[[argparse.ArgumentParser, argparse.Namespace], None],
+    main: Callable[[argparse.Namespace], int],
+    description: str,
+    argv: Sequence[str] | None = None,
+) -> int:
+    """The console script of such a protocol: parse ``argv`` (default ``sys.argv``), ``check_args`` (usage errors,
+    exit code 2), run ``main(args)``."""
+    parser = get_args_parser(description=description)
+    args = parser.parse_args(argv)
+    check_args(parser, args)
+    return main(args)

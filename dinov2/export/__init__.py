@@ -6,7 +6,16 @@ from dinov2.export.exporters import (
     check_onnx,
     export_onnx,
     export_program,
+    onnx_branch_nodes,
     save_safetensors,
 )
 
-__all__ = ["BackboneOutputs", "backbone_config", "check_onnx", "export_onnx", "export_program", "save_safetensors"]
+__all__ = [
+    "BackboneOutputs",
+    "backbone_config",
+    "check_onnx",
+    "export_onnx",
+    "export_program",
+    "onnx_branch_nodes",
+    "save_safetensors",
+]

@@ -4,7 +4,13 @@
   export resolution, and with ``--dynamic`` at two other sizes and batch sizes);
 - ``program``: a ``torch.export`` program (``.pt2``; load it with ``torch.export.load(F).module()``);
 - ``safetensors``: the weights with our key names and the constructor arguments in the metadata;
-- ``hf``: a Hugging Face ``transformers`` model folder (``config.json`` + ``model.safetensors``).
+- ``hf``: a Hugging Face ``transformers`` model folder (``config.json`` + ``model.safetensors``; ``Dinov2Model``,
+  ``DINOv3ViTModel`` or ``DINOv3ConvNextModel``).
+
+The backbone: ``--model NAME`` (DINOv2 or DINOv3 hub name), ``--config-file F`` or ``--weights W`` alone (its
+architecture read from the weights). A DINOv3 ViT's outputs add ``storage_tokens``; a DINOv3 ConvNeXt's patch
+tokens are its last stage (one per 32 x 32 px), so its sizes are multiples of 32. The ONNX check also lists any
+``If`` node (a data-dependent branch, which TensorRT rejects).
 
 ``--dynamic`` makes batch size, height and width symbolic; without it the export is specialised to
 ``--batch-size`` images of ``--resolution`` px.
@@ -20,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from dinov2.features.backbone_args import BACKBONE_NOTE, add_backbone_args, backbone_from_args
+from dinov2.features.backbone_args import BACKBONE_NOTE, add_backbone_args, check_backbone_args, loaded_from_args
 from dinov2.utils.cli import ArgumentParser, check_writable_dir
 
 logger = logging.getLogger("dinov2")
@@ -31,7 +37,8 @@ FORMATS = ("onnx", "program", "safetensors", "hf")
 def get_args_parser() -> argparse.ArgumentParser:
     """``{onnx,program,safetensors,hf} --model NAME | --config-file F ... --output F`` (no config overrides)."""
     parser = ArgumentParser(
-        description="Export a DINOv2 backbone: ONNX, a torch.export program, safetensors or a transformers folder.",
+        description="Export a DINOv2 / DINOv3 backbone: ONNX, a torch.export program, safetensors or a transformers "
+        "folder.",
         epilog=BACKBONE_NOTE,
     )
     parser.add_argument("format", choices=FORMATS, help="what to write")
@@ -65,17 +72,20 @@ def _side(args: argparse.Namespace, patch_size: int) -> int:
     return max(args.resolution - args.resolution % patch_size, 2 * patch_size)
 
 
-def _onnx(args: argparse.Namespace, model: torch.nn.Module, example: torch.Tensor) -> int:
-    from dinov2.export import check_onnx, export_onnx
+def _onnx(args: argparse.Namespace, model: torch.nn.Module, example: torch.Tensor, patch_size: int) -> int:
+    from dinov2.export import check_onnx, export_onnx, onnx_branch_nodes
 
-    export_onnx(model, args.output, example, dynamic=args.dynamic)
+    export_onnx(model, args.output, example, dynamic=args.dynamic, patch_size=patch_size)
     if args.no_check:
         return 0
+    branches = onnx_branch_nodes(args.output)
+    if branches:  # data-dependent branches: TensorRT rejects the graph
+        print(f"the ONNX graph has {len(branches)} If node(s) ({', '.join(branches[:5])}): TensorRT may reject it")
     if importlib.util.find_spec("onnxruntime") is None:
         print("onnxruntime is not installed: the ONNX file was not checked (pip install 'dinov2[export]')")
         return 0
     worst = 0.0
-    inputs = _check_inputs(args, model.patch_size)
+    inputs = _check_inputs(args, patch_size)
     for x, report in zip(inputs, check_onnx(model, args.output, inputs)):
         scale = report.pop("scale")
         gaps = ", ".join(f"{name} {gap:.2e}" for name, gap in report.items())
@@ -93,17 +103,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = get_args_parser()
     args = parser.parse_args(argv)
     folder = args.output if args.format == "hf" else Path(args.output).parent  # hf writes a folder, others a file
+    check_backbone_args(parser, args)
     check_writable_dir(parser, folder, "--output")  # before the backbone is built or downloaded
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    model = backbone_from_args(args)
-    name = args.model or f"teacher of {args.config_file}"
-    example = _check_inputs(args, model.patch_size)[0]
+    loaded = loaded_from_args(args)
+    model, patch_size = loaded.model, loaded.patch_size  # pixels per output token (32 for a DINOv3 ConvNeXt)
+    name = args.model or (f"teacher of {args.config_file}" if args.config_file else str(args.weights))
+    example = _check_inputs(args, patch_size)[0]
     if args.format == "onnx":
-        status = _onnx(args, model, example)
+        status = _onnx(args, model, example, patch_size)
     elif args.format == "program":
         from dinov2.export import export_program
 
-        torch.export.save(export_program(model, example, dynamic=args.dynamic), args.output)
+        program = export_program(model, example, dynamic=args.dynamic, patch_size=patch_size)
+        torch.export.save(program, args.output)
         status = 0
     elif args.format == "safetensors":
         from dinov2.export import save_safetensors
@@ -112,8 +125,12 @@ def main(argv: list[str] | None = None) -> int:
         status = 0
     else:
         from dinov2.models.convert import export_hf
+        from dinov2.models.peers_dinov3 import export_hf_dinov3
 
-        export_hf(model, args.output)
+        writers = {"dinov2_vit": export_hf, "dinov3_vit": export_hf_dinov3, "dinov3_convnext": export_hf_dinov3}
+        if loaded.family not in writers:
+            parser.error(f"hf: no transformers model takes a {loaded.family} backbone; use safetensors")
+        writers[loaded.family](model, args.output)
         status = 0
     print(f"wrote {args.format} of {name} to {args.output}")
     return status

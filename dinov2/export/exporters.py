@@ -21,12 +21,15 @@ import torch
 from torch import Tensor, nn
 from torch.export import Dim, ExportedProgram
 
+from dinov2.features.tokens import extra_tokens, token_stride
 from dinov2.models.convert import chunked_to_flat
+from dinov2.models.families import family_for_weights
 from dinov2.utils.io import atomic_path
 
 __all__ = [
     "BackboneOutputs",
     "backbone_config",
+    "onnx_branch_nodes",
     "export_program",
     "export_onnx",
     "check_onnx",
@@ -39,20 +42,21 @@ MAX_SIDE = 14 * 512  # largest image side a dynamic export accepts (px)
 class BackboneOutputs(nn.Module):
     """An export-friendly view of a backbone: ``pixel_values [B, 3, H, W]`` -> a tuple of tensors.
 
-    ``(cls_token [B, D], patch_tokens [B, N, D])``, plus ``register_tokens [B, R, D]`` for register models:
-    the normalised tokens of ``forward_features`` (names in :attr:`output_names`).
+    ``(cls_token [B, D], patch_tokens [B, N, D])``, plus ``register_tokens [B, R, D]`` for DINOv2 register models
+    or ``storage_tokens [B, R, D]`` for DINOv3 ViTs: the normalised tokens of ``forward_features`` (names in
+    :attr:`output_names`). A DINOv3 ConvNeXt gives its pooled token and its last stage (stride 32).
     """
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
         self.backbone = backbone
-        registers = ["register_tokens"] if backbone.num_register_tokens else []
-        self.output_names = ["cls_token", "patch_tokens", *registers]
+        self.extra = extra_tokens(backbone)
+        self.output_names = ["cls_token", "patch_tokens", *([self.extra.name] if self.extra else [])]
 
     def forward(self, pixel_values: Tensor) -> tuple[Tensor, ...]:
         features = self.backbone.forward_features(pixel_values)
         outputs = (features["x_norm_clstoken"], features["x_norm_patchtokens"])
-        return outputs + ((features["x_norm_regtokens"],) if self.backbone.num_register_tokens else ())
+        return outputs + ((features[self.extra.key],) if self.extra else ())
 
 
 def _tracing_example(example: Tensor, dynamic: bool) -> Tensor:
@@ -67,30 +71,43 @@ def _dynamic_shapes(patch_size: int) -> tuple[dict[int, Dim], ...]:
     return ({0: Dim("batch", min=1, max=4096), 2: patch_size * rows, 3: patch_size * columns},)
 
 
-def export_program(model: nn.Module, example: Tensor, dynamic: bool = True) -> ExportedProgram:
+def export_program(
+    model: nn.Module, example: Tensor, dynamic: bool = True, patch_size: int | None = None
+) -> ExportedProgram:
     """``torch.export`` of :class:`BackboneOutputs` around ``model`` (eval mode), traced with ``example``.
 
-    ``dynamic``: batch, height and width are symbolic (batch 1..4096; sides multiples of the patch size from 2
-    patches to ``MAX_SIDE`` px: crop images first, as the eager model does); otherwise the program is specialised
-    to ``example``'s shape. Run it with ``program.module()(images)``.
+    ``dynamic``: batch, height and width are symbolic (batch 1..4096; sides multiples of ``patch_size`` (default
+    ``model.patch_size``; 32 for a DINOv3 ConvNeXt) from 2 patches to ``MAX_SIDE`` px: crop images first, as the
+    eager model does); otherwise the program is specialised to ``example``'s shape. Run it with
+    ``program.module()(images)``.
     """
     wrapper = BackboneOutputs(model).eval()
-    shapes = _dynamic_shapes(model.patch_size) if dynamic else None
+    shapes = _dynamic_shapes(token_stride(model, patch_size)) if dynamic else None
     with torch.no_grad():
         return torch.export.export(wrapper, (_tracing_example(example, dynamic),), dynamic_shapes=shapes)
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, example: Tensor, dynamic: bool = True) -> Path:
+def export_onnx(
+    model: nn.Module, path: str | os.PathLike, example: Tensor, dynamic: bool = True, patch_size: int | None = None
+) -> Path:
     """ONNX file of :class:`BackboneOutputs` (input ``pixel_values``; outputs ``cls_token``, ``patch_tokens``
-    [, ``register_tokens``]) through ``torch.onnx.export(dynamo=True)``; needs ``onnx`` and ``onnxscript``
-    (``export`` extra). Large models put their weights in a ``<file>.data`` file beside it."""
+    [, ``register_tokens`` / ``storage_tokens``]) through ``torch.onnx.export(dynamo=True)``; needs ``onnx`` and
+    ``onnxscript`` (``export`` extra). Large models put their weights in a ``<file>.data`` file beside it.
+    ``dynamic`` / ``patch_size`` as :func:`export_program`."""
     wrapper = BackboneOutputs(model).eval()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    shapes = _dynamic_shapes(model.patch_size) if dynamic else None
+    shapes = _dynamic_shapes(token_stride(model, patch_size)) if dynamic else None
     with torch.no_grad():
-        torch.onnx.export(wrapper, (_tracing_example(example, dynamic),), str(path), dynamo=True, dynamic_shapes=shapes,
-                          input_names=["pixel_values"], output_names=wrapper.output_names)  # fmt: skip
+        torch.onnx.export(
+            wrapper,
+            (_tracing_example(example, dynamic),),
+            str(path),
+            dynamo=True,
+            dynamic_shapes=shapes,
+            input_names=["pixel_values"],
+            output_names=wrapper.output_names,
+        )
     return path
 
 
@@ -108,15 +125,42 @@ def check_onnx(model: nn.Module, path: str | os.PathLike, inputs: Sequence[Tenso
     for x in inputs:
         outputs = session.run(None, {"pixel_values": x.numpy()})
         expected = wrapper(x)
-        gaps = {name: float((torch.from_numpy(o) - e).abs().max()) for name, o, e in zip(wrapper.output_names,
-                                                                                        outputs, expected)}  # fmt: skip
+        gaps = {
+            name: float((torch.from_numpy(o) - e).abs().max())
+            for name, o, e in zip(wrapper.output_names, outputs, expected)
+        }
         report.append({**gaps, "scale": max(float(e.abs().max()) for e in expected)})
     return report
 
 
-def backbone_config(model: nn.Module) -> dict:
-    """Constructor arguments of :class:`~dinov2.models.vision_transformer.DinoVisionTransformer` for ``model``
-    (flat blocks; ``img_size`` from the stored position grid)."""
+def onnx_branch_nodes(path: str | os.PathLike) -> list[str]:
+    """Names of the ``If`` nodes of an ONNX file, in the main graph, its subgraphs and its local functions.
+
+    An ``If`` is a branch on a value computed at run time (e.g. a Python ``if`` on an image size that the
+    exporter could not resolve): TensorRT rejects such graphs or builds them slowly, so an export should have none.
+    """
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    found: list[str] = []
+
+    def visit(nodes) -> None:
+        for node in nodes:
+            if node.op_type == "If":
+                found.append(node.name or f"If#{len(found)}")
+            for attribute in node.attribute:
+                for graph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                    visit(graph.node)
+
+    visit(model.graph.node)
+    for function in model.functions:
+        visit(function.node)
+    return found
+
+
+def _dinov2_vit_config(model: nn.Module) -> dict:
+    """Constructor arguments of a DINOv2 ``DinoVisionTransformer`` (flat blocks; ``img_size`` from the stored
+    position grid)."""
     block = model.blocks[0][-1] if model.chunked_blocks else model.blocks[0]
     ffn = "swiglufused" if hasattr(block.mlp, "w12") else "mlp"
     return {
@@ -138,15 +182,58 @@ def backbone_config(model: nn.Module) -> dict:
     }
 
 
+def _model_facts(model: nn.Module) -> dict:
+    """What a DINOv3 ViT's weights do not tell: its norm and RoPE settings, read from the modules."""
+    if not hasattr(model, "rope_embed"):
+        return {}
+    norm, rope = model.norm, model.rope_embed
+    kind = "rmsnorm" if not isinstance(norm, nn.LayerNorm) else ("layernorm" if norm.eps == 1e-6 else "layernormbf16")
+    return {
+        "norm_layer": kind,
+        "pos_embed_rope_base": rope.base,
+        "pos_embed_rope_min_period": rope.min_period,
+        "pos_embed_rope_max_period": rope.max_period,
+        "pos_embed_rope_normalize_coords": rope.normalize_coords,
+    }
+
+
+def _family_config(model: nn.Module) -> tuple[dict, dict[str, str]]:
+    """Constructor arguments of ``model`` and the metadata naming what they are for (``dinov2_family`` /
+    ``dinov2_arch`` for a family other than the DINOv2 ViT, read from the weights as the backbone door reads them)."""
+    if hasattr(model, "pos_embed") and hasattr(model, "interpolate_offset"):
+        return _dinov2_vit_config(model), {}
+    state_dict = model.state_dict()
+    family = family_for_weights(state_dict)
+    arch, kwargs = family.kwargs_from_weights(state_dict)
+    return {**kwargs, **_model_facts(model)}, {"dinov2_family": family.name, "dinov2_arch": arch}
+
+
+def backbone_config(model: nn.Module) -> dict:
+    """Constructor arguments of ``model``: for a DINOv2 ViT those of
+    :class:`~dinov2.models.vision_transformer.DinoVisionTransformer` (flat blocks; ``img_size`` from the stored
+    position grid); for another family (DINOv3 ViT, ConvNeXt) those of its arch function, as the family reads them
+    from the weights, with a DINOv3 ViT's norm and RoPE settings read from its modules."""
+    return _family_config(model)[0]
+
+
 def save_safetensors(model: nn.Module, path: str | os.PathLike, name: str | None = None) -> Path:
     """The backbone's state dict (hub key names, flat blocks) as ``.safetensors``; the metadata holds
-    ``dinov2_config`` (JSON constructor arguments, :func:`backbone_config`) and ``dinov2_model`` (``name``)."""
+    ``dinov2_config`` (JSON constructor arguments, :func:`backbone_config`), for a family other than the DINOv2 ViT
+    ``dinov2_family`` and ``dinov2_arch`` (the registered family and arch function they are for), and
+    ``dinov2_model`` (``name``)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in chunked_to_flat(model.state_dict()).items()}
-    metadata = {"format": "pt", "dinov2_config": json.dumps(backbone_config(model))}
+    tensors, storages = {}, set()
+    for key, value in chunked_to_flat(model.state_dict()).items():
+        tensor = value.detach().to("cpu").contiguous()
+        if tensor.untyped_storage().data_ptr() in storages:  # one module under two names (ConvNeXt's norm = norms.3)
+            tensor = tensor.clone()  # safetensors refuses shared memory; the file keeps both released keys
+        storages.add(tensor.untyped_storage().data_ptr())
+        tensors[key] = tensor
+    config, family = _family_config(model)
+    metadata = {"format": "pt", "dinov2_config": json.dumps(config), **family}
     if name:
         metadata["dinov2_model"] = name
     with atomic_path(path) as tmp:  # never a partial file under the final name

@@ -8,6 +8,9 @@ Extraction (:mod:`dinov2.features.extract`): :func:`extract` (any model output, 
 or per rank), :func:`iter_outputs` (this rank's batches, streamed), and the released evaluation names
 :func:`extract_features` / :func:`extract_features_with_dataloader`.
 
+Tokens (:mod:`dinov2.features.tokens`): :func:`token_stride` (pixels per patch token) and :func:`extra_tokens`
+(registers / storage tokens) of a bare model.
+
 Search (:mod:`dinov2.features.knn`): :func:`exact_knn` (top-k by inner product or cosine, chunked, ties to the
 lower index, optionally sharded over ranks) and :class:`KnnIndex` (a reusable, optionally labelled database).
 """
@@ -26,10 +29,12 @@ from dinov2.features.extract import (
     shard_indices,
 )
 from dinov2.features.knn import DEFAULT_MAX_BLOCK_ELEMENTS, KnnIndex, exact_knn
+from dinov2.features.tokens import ExtraTokens, extra_tokens, token_stride
 
 __all__ = [
     "DEFAULT_MAX_BLOCK_ELEMENTS",
     "Extracted",
+    "ExtraTokens",
     "FeatureBatch",
     "IndexedDataset",
     "KnnIndex",
@@ -41,8 +46,10 @@ __all__ = [
     "extract",
     "extract_features",
     "extract_features_with_dataloader",
+    "extra_tokens",
     "iter_outputs",
     "load_backbone",
     "make_shard_loader",
     "shard_indices",
+    "token_stride",
 ]

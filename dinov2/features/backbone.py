@@ -155,13 +155,20 @@ def _teacher_of_config(config: DictConfig, weights, device: torch.device, random
     return model
 
 
-def _hub_backbone(name: str, weights, random_init: bool, seed: int) -> tuple[nn.Module, catalog.HubBackbone]:
-    """Hub backbone ``name``: released weights, given weights (position table kept at its stored size) or none."""
+def _hub_backbone(
+    name: str, weights, random_init: bool, seed: int, argument: str
+) -> tuple[nn.Module, catalog.HubBackbone]:
+    """Hub backbone ``name``: released weights, given weights (position table kept at its stored size) or none.
+    ``argument`` names the weights option in errors (a download that fails offline says how to pass a file)."""
     entry = catalog.get_backbone(name)
-    if weights is None:
+    if weights is None and random_init:
         with _seeded(seed):
-            return make_backbone(name, pretrained=not random_init), entry
-    state_dict = weights_io.read_backbone_weights(weights, argument="weights")
+            return make_backbone(name, pretrained=False), entry
+    if weights is None:
+        if entry.url is None:
+            raise ValueError(f"{name} has no released weights: pass {argument} or random_init")
+        weights = weights_io.download(entry.url(entry.kwargs), argument=argument)
+    state_dict = weights_io.read_backbone_weights(weights, argument=argument)
     family = get_family(entry.family)
     _, stored = family.kwargs_from_weights(state_dict)  # what the weights decide (position table size, norms)
     model = make_backbone(name, pretrained=False, **{key: stored[key] for key in family.from_weights})
@@ -226,7 +233,7 @@ def load_backbone(
         family, arch = family_for_student(cfg.student), str(cfg.student.arch).removesuffix("_memeff")
         what, autocast_dtype = f"the teacher of {config}", autocast_dtype_of(cfg)
     elif source is not None and str(source) in catalog.BACKBONES:
-        model, entry = _hub_backbone(str(source), weights, random_init, seed)
+        model, entry = _hub_backbone(str(source), weights, random_init, seed, argument)
         family, arch, what, autocast_dtype, cfg = get_family(entry.family), entry.arch, str(source), torch.float32, None
         model = model.to(device)
     elif source is not None:

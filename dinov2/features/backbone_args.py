@@ -1,5 +1,6 @@
 """Command-line flags of the tools that take a backbone without a config of their own (pictures, export):
-``--model NAME | --config-file F``, ``--weights W``, ``--random-init``, ``--seed``, read by the backbone door."""
+``--model NAME | --config-file F``, ``--weights W`` (alone: the architecture is read from the weights),
+``--random-init``, ``--seed``, read by the backbone door."""
 
 from __future__ import annotations
 
@@ -11,30 +12,46 @@ from torch import nn
 
 from dinov2.config import ConfigKeyError, ConfigValueError, load_cfg
 from dinov2.data.dataset_strings import parse_dataset_str
-from dinov2.features.backbone import load_backbone
+from dinov2.features.backbone import LoadedBackbone, load_backbone
 from dinov2.hub import catalog
 from dinov2.models.weights import is_url
 from dinov2.utils.cli import usage_errors
 
-__all__ = ["BACKBONE_NOTE", "add_backbone_args", "backbone_from_args", "check_eval_args", "cpu_backbone"]
+__all__ = [
+    "BACKBONE_NOTE",
+    "add_backbone_args",
+    "backbone_from_args",
+    "check_backbone_args",
+    "check_eval_args",
+    "cpu_backbone",
+    "cpu_loaded",
+    "loaded_from_args",
+]
 
 # --help epilog of the commands built on add_backbone_args: they have no config of their own to override
 BACKBONE_NOTE = (
     "No key=value overrides: this command has no config of its own. The backbone is a hub\n"
-    "model (--model) or the teacher of a training config used as it is (--config-file,\n"
-    "e.g. <run>/config.yaml); everything else is set by the options."
+    "model (--model), the teacher of a training config used as it is (--config-file,\n"
+    "e.g. <run>/config.yaml), or --weights alone (a DINOv2 / DINOv3 file or folder: the\n"
+    "architecture is read from the weights); everything else is set by the options."
 )
 
 
-def cpu_backbone(name=None, weights=None, *, config_file=None, random_init: bool = False, seed: int = 0) -> nn.Module:
-    """Hub backbone ``name`` or the teacher of ``config_file`` (exactly one), in eval mode on the CPU.
+def cpu_loaded(
+    name=None, weights=None, *, config_file=None, random_init: bool = False, seed: int = 0, device="cpu"
+) -> LoadedBackbone:
+    """Hub backbone ``name``, the teacher of ``config_file``, or ``weights`` alone (the architecture read from
+    them), in eval mode on ``device`` (default the CPU; None: the eval device), with its facts (patch size in
+    pixels per output token, extra tokens).
 
     ``weights`` loads strictly (any format :mod:`dinov2.models.weights` reads); without it a hub name downloads its
     released weights, unless ``random_init``. With a hub name, the position table keeps the size stored in
     ``weights`` (a training export at 224 px keeps its 16 x 16 grid), so the numbers are those of the trained model.
     """
-    if (name is None) == (config_file is None):
+    if name is not None and config_file is not None:
         raise ValueError("give a hub backbone name (--model) or a training config (--config-file), not both")
+    if name is None and config_file is None and not weights:
+        raise ValueError("give a hub backbone name (--model), a training config (--config-file) or --weights")
     if random_init and weights:
         raise ValueError("--random-init and --weights exclude each other: pick one")
     if config_file is not None and weights is None and not random_init:
@@ -42,32 +59,53 @@ def cpu_backbone(name=None, weights=None, *, config_file=None, random_init: bool
             f"--config-file {config_file} needs --weights (e.g. a teacher_checkpoint.pth) or --random-init"
         )
     if config_file is not None:
-        options = dict(random_init=random_init, seed=seed, device="cpu", validate=False, argument="--weights")
-        return load_backbone(config=config_file, weights=weights, **options).model
+        options = dict(random_init=random_init, seed=seed, device=device, validate=False, argument="--weights")
+        return load_backbone(config=config_file, weights=weights, **options)
+    if name is None:  # weights alone: the family that recognises them builds the architecture they tell
+        return load_backbone(weights, device=device, argument="--weights")
     catalog.get_backbone(name)  # unknown names fail here, before any weights are read
-    return load_backbone(name, weights=weights, random_init=random_init, seed=seed, device="cpu").model
+    options = dict(random_init=random_init, seed=seed, device=device, argument="--weights")
+    return load_backbone(name, weights=weights, **options)
+
+
+def cpu_backbone(name=None, weights=None, *, config_file=None, random_init: bool = False, seed: int = 0) -> nn.Module:
+    """The model of :func:`cpu_loaded` (eval mode, CPU)."""
+    return cpu_loaded(name, weights, config_file=config_file, random_init=random_init, seed=seed).model
 
 
 def add_backbone_args(parser: argparse.ArgumentParser) -> None:
     """``--model NAME | --config-file F``, ``--weights W``, ``--random-init``, ``--seed``."""
     names = catalog.backbone_names()  # read now: families registered after import count
-    which = parser.add_mutually_exclusive_group(required=True)
+    which = parser.add_mutually_exclusive_group()  # neither: --weights alone (checked by cpu_loaded)
     which.add_argument("--model", choices=names, metavar="NAME", help=f"hub backbone: {', '.join(names)}")
     which.add_argument("--config-file", help="a training config (e.g. <run>/config.yaml): its teacher backbone")
     weights = parser.add_mutually_exclusive_group()
     weights.add_argument(
         "--weights",
-        help="weights file or folder: released hub .pth, teacher_checkpoint.pth, Hugging Face or timm model "
-        "(default for --model: the released weights, downloaded)",
+        help="weights file or folder: released hub .pth (DINOv2 or DINOv3), teacher_checkpoint.pth, Hugging Face "
+        "or timm model (default for --model: the released weights, downloaded); alone, without --model or "
+        "--config-file, the architecture is read from the weights",
     )
     weights.add_argument("--random-init", action="store_true", help="the released initialisation (seeded)")
     parser.add_argument("--seed", type=int, default=0, help="seed of --random-init")
 
 
+def check_backbone_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Usage error (exit code 2) when no backbone is named: none of ``--model``, ``--config-file``, ``--weights``."""
+    if args.model is None and args.config_file is None and not args.weights:
+        parser.error("one of --model NAME, --config-file F or --weights W (alone: its architecture) is required")
+
+
+def loaded_from_args(args: argparse.Namespace, device="cpu") -> LoadedBackbone:
+    """The backbone of :func:`add_backbone_args`' flags and its facts, eval mode, on ``device`` (None: the eval
+    device, :func:`~dinov2.features.backbone.eval_device`)."""
+    options = dict(config_file=args.config_file, random_init=args.random_init, seed=args.seed, device=device)
+    return cpu_loaded(args.model, args.weights, **options)
+
+
 def backbone_from_args(args: argparse.Namespace) -> nn.Module:
     """The backbone of :func:`add_backbone_args`' flags (eval mode, CPU)."""
-    options = dict(config_file=args.config_file, random_init=args.random_init, seed=args.seed)
-    return cpu_backbone(args.model, args.weights, **options)
+    return loaded_from_args(args).model
 
 
 def check_eval_args(

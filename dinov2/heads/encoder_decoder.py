@@ -8,11 +8,18 @@ from torch import Tensor, nn
 
 from dinov2.layers.center_padding import CenterPadding
 
-__all__ = ["EncoderDecoder"]
+__all__ = ["EncoderDecoder", "tapped_widths"]
+
+
+def tapped_widths(backbone: nn.Module, out_index: Sequence[int]) -> list[int]:
+    """Channels of each tapped output: ``embed_dim`` for a ViT, the stage widths (``embed_dims``) for a ConvNeXt."""
+    widths = getattr(backbone, "embed_dims", None)
+    return [int(widths[i]) for i in out_index] if widths is not None else [int(backbone.embed_dim)] * len(out_index)
 
 
 class EncoderDecoder(nn.Module):
-    """``backbone`` (a DINOv2 ViT) tapped at blocks ``out_index`` + ``decode_head`` (which has ``align_corners``).
+    """``backbone`` (a DINOv2 / DINOv3 ViT, or a DINOv3 ConvNeXt at its stages) tapped at blocks ``out_index`` +
+    ``decode_head`` (which has ``align_corners``).
 
     The image is centre-padded to a multiple of the patch size for the backbone only. Submodules are registered
     in the released order (``backbone``, ``decode_head``): the state-dict contract.
@@ -23,7 +30,8 @@ class EncoderDecoder(nn.Module):
         self.backbone = backbone
         self.decode_head = decode_head
         self.out_index = [int(i) for i in out_index]
-        self.center_padding = CenterPadding(backbone.patch_size)
+        # A DINOv3 ConvNeXt without patch_size: its last stage has one token per 32 pixels
+        self.center_padding = CenterPadding(getattr(backbone, "patch_size", None) or 32)
         self.align_corners = decode_head.align_corners
 
     def tapped_blocks(self, img: Tensor, **options) -> tuple:

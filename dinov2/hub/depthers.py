@@ -17,7 +17,8 @@ weights, (0.001, 80) for KITTI), as released. The released linear heads classify
 0.001..80 whatever ``depth_range`` says (the release ignores it); here the default is the same, and an explicit
 ``depth_range`` is honoured (documented deviation; e.g. ``depth_range=(0.001, 10.0)`` if a head was trained
 with NYU's 10 m range). A head file written by ``python -m dinov2.eval.depth`` records its range in
-``meta["depth_range"]``, used when ``depth_range`` is not given.
+``meta["depth_range"]``, used when ``depth_range`` is not given, and its size (``meta["n_bins"]`` of a linear
+head, ``meta["channels"]`` of a DPT head; released files: 256).
 """
 
 from __future__ import annotations
@@ -103,8 +104,10 @@ def _make_dinov2_linear_depther(
     head_state, meta = _read_head(source, pretrained, url)
     min_depth, max_depth = depth_range or _meta_depth_range(meta) or LINEAR_DEPTH_RANGE
 
+    n_bins = int(meta.get("n_bins", 256))  # a probe's head file records its own
+
     def head(embed_dim: int) -> LinearDepthHead:
-        return LinearDepthHead(embed_dim, layers, n_bins=256, min_depth=min_depth, max_depth=max_depth, upsample=4)
+        return LinearDepthHead(embed_dim, layers, n_bins=n_bins, min_depth=min_depth, max_depth=max_depth, upsample=4)
 
     return _build(
         arch_name, head, out_index, head_state, url if isinstance(source, Weights) else source,
@@ -130,8 +133,10 @@ def _make_dinov2_dpt_depther(
     head_state, meta = _read_head(source, pretrained, url)
     min_depth, max_depth = depth_range or _meta_depth_range(meta) or _get_depth_range(pretrained, source)
 
+    channels = int(meta.get("channels", 256))  # a probe's head file records its own
+
     def head(embed_dim: int) -> DPTHead:
-        return DPTHead(embed_dim, channels=256, min_depth=min_depth, max_depth=max_depth)
+        return DPTHead(embed_dim, channels=channels, min_depth=min_depth, max_depth=max_depth)
 
     return _build(
         arch_name, head, DEPTH_OUT_INDEX[arch_name], head_state, url if isinstance(source, Weights) else source,

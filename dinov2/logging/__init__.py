@@ -10,7 +10,7 @@ import dinov2.distributed as distributed
 
 from .helpers import MetricLogger, SmoothedValue
 
-__all__ = ["MetricLogger", "SmoothedValue", "setup_logging"]
+__all__ = ["MetricLogger", "SmoothedValue", "log_uncaught_exceptions", "setup_logging"]
 
 _FORMAT = "%(levelname).1s%(asctime)s %(process)s %(name)s %(filename)s:%(lineno)s] %(message)s"
 _DATE_FORMAT = "%Y%m%d %H:%M:%S"
@@ -37,6 +37,35 @@ def _add_handler(logger: logging.Logger, handler: logging.Handler) -> None:
     logger.addHandler(handler)
 
 
+def _log_to_files(logger_name: str | None, exc_type, exc, tb) -> None:
+    """Write an uncaught exception (with its traceback) to the log files installed here for ``logger_name``."""
+    logger = logging.getLogger(logger_name)
+    record = logger.makeRecord(logger.name, logging.ERROR, "", 0, "uncaught exception", (), (exc_type, exc, tb))
+    for handler in logger.handlers:
+        if getattr(handler, _OURS, False) and isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def log_uncaught_exceptions(name: str | None = "dinov2") -> None:
+    """Make an exception that ends the process also go, with its traceback, to the log files of logger ``name``.
+
+    Chains ``sys.excepthook`` (which still prints to stderr), so errors raised after a run's set-up are kept in
+    the run's folder next to its log (the console may be a lost SLURM or terminal stream). Installed once per
+    process; :func:`setup_logging` calls it, so every command that sets up logging gets it.
+    """
+    previous = sys.excepthook
+    if getattr(previous, _OURS, None) == name:
+        return
+
+    def hook(exc_type, exc, tb) -> None:
+        if not issubclass(exc_type, KeyboardInterrupt):
+            _log_to_files(name, exc_type, exc, tb)
+        previous(exc_type, exc, tb)
+
+    setattr(hook, _OURS, name)
+    sys.excepthook = hook
+
+
 def setup_logging(
     output: str | None = None,
     *,
@@ -49,8 +78,8 @@ def setup_logging(
     ``output``: a ``.txt``/``.log`` file name, or a directory (logs go to ``output/logs/log.txt``; rank r > 0
     writes ``log.txt.rank<r>``). Calling again replaces the handlers installed by the previous call (no
     duplicates). ``capture_warnings`` routes ``warnings.warn`` through the ``py.warnings`` logger, which gets the
-    same handlers. Call after the process group exists, so the rank is known. Nothing else (e.g. ``print``) is
-    touched.
+    same handlers. Call after the process group exists, so the rank is known. An exception that ends the process
+    is also written to the log files (:func:`log_uncaught_exceptions`). Nothing else (e.g. ``print``) is touched.
 
     Released defaults were ``name=None`` (the root logger) and ``level=DEBUG``; the library logs under
     ``"dinov2"``, so configuring that logger leaves other libraries' logging alone.
@@ -71,4 +100,5 @@ def setup_logging(
             filename = log_file_path(output, rank)
             os.makedirs(os.path.dirname(os.path.abspath(filename)), exist_ok=True)
             _add_handler(logger, logging.FileHandler(filename, mode="a"))
+    log_uncaught_exceptions(name)
     return loggers[0]

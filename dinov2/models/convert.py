@@ -380,10 +380,13 @@ def export_hf(model: nn.Module, out_dir: str | os.PathLike) -> Path:
     Outputs equal ours at ``image_size`` (the stored grid). At other sizes transformers resizes the position
     table by output size (with antialias for the register model): the same as our register backbones, but
     not as the plain ones, which resize by scale factor with ``interpolate_offset`` 0.1 (a warning says so).
-    Returns ``out_dir``.
+    Returns ``out_dir``. DINOv3 backbones: :func:`dinov2.models.peers_dinov3.export_hf_dinov3`.
     """
-    from safetensors.torch import save_file
-
+    if not hasattr(model, "pos_embed"):  # DINOv3 ViT (RoPE) or ConvNeXt
+        raise ValueError(
+            f"export_hf writes DINOv2 ViTs; this is a {type(model).__name__}: use "
+            "dinov2.models.peers_dinov3.export_hf_dinov3 (transformers DINOv3ViTModel / DINOv3ConvNextModel)"
+        )
     config = hf_config(model)
     expected = (0.0, True) if model.num_register_tokens else (0.0, False)
     if (float(model.interpolate_offset), bool(model.interpolate_antialias)) != expected:
@@ -395,10 +398,17 @@ def export_hf(model: nn.Module, out_dir: str | os.PathLike) -> Path:
             model.interpolate_antialias,
             config["image_size"],
         )
+    return write_hf_folder(out_dir, _hf_file_state_dict(model), config)
+
+
+def write_hf_folder(out_dir: str | os.PathLike, state_dict: Mapping[str, Tensor], config: Mapping) -> Path:
+    """Write ``model.safetensors`` (``state_dict``: contiguous CPU tensors) and ``config.json`` into ``out_dir``."""
+    from safetensors.torch import save_file
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "model.safetensors") as tmp:  # never a partial file under the final name
-        save_file(_hf_file_state_dict(model), str(tmp), metadata={"format": "pt"})
+        save_file(dict(state_dict), str(tmp), metadata={"format": "pt"})
     atomic_write_text(out_dir / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
     logger.info("wrote a transformers %s to %s", config["architectures"][0], out_dir)
     return out_dir

@@ -27,8 +27,9 @@ class ConvNeXt(nn.Module):
     """Four stages of :class:`ConvNeXtBlock` at strides 4, 8, 16, 32; the "CLS" token is the pooled last stage.
 
     ``forward_features(x)`` returns the ViT-style dict (``x_norm_clstoken`` ``[B, C]``, empty ``x_storage_tokens``,
-    ``x_norm_patchtokens`` ``[B, hw, C]`` at stride 32, ``x_prenorm``, ``masks``). With ``patch_size`` set,
-    ``get_intermediate_layers`` resizes patch maps to ``(H // patch_size, W // patch_size)``.
+    ``x_norm_patchtokens`` ``[B, hw, C]`` at stride 32, ``x_prenorm``, ``masks``). With ``patch_size`` set (training
+    configs: ``student.patch_size``), the patch tokens of both and the maps of ``get_intermediate_layers`` are
+    resized to ``(H // patch_size, W // patch_size)``.
     """
 
     def __init__(
@@ -59,11 +60,24 @@ class ConvNeXt(nn.Module):
         self.head = nn.Identity()
         self.embed_dim = self.num_features = dims[-1]
         self.embed_dims = list(dims)
+        self.n_blocks = 4  # the stages ``get_intermediate_layers`` can tap (dense heads index them like ViT blocks)
         self.n_blocks = len(self.downsample_layers)
         self.n_storage_tokens = 0
         # The release appends the final norm to a list of per-stage norms: same module, second state-dict name.
         self.norms = nn.ModuleList([nn.Identity(), nn.Identity(), nn.Identity(), self.norm])
         self.patch_size = patch_size
+
+    def _on_patch_grid(self, maps: Tensor, height: int, width: int) -> Tensor:
+        """Last-stage maps ``[B, C, h, w]`` resized to the ``(H // patch_size, W // patch_size)`` grid of a ViT with
+        ``patch_size`` (bilinear, antialias, as :meth:`get_intermediate_layers`); unchanged without ``patch_size``.
+        (Not released: the release's training indexes stride-32 tokens with the iBOT positions of a stride-16 grid,
+        which fails; a ConvNeXt student of a ViT teacher needs its tokens on the teacher's grid.)"""
+        if self.patch_size is None:
+            return maps
+        size = (height // self.patch_size, width // self.patch_size)
+        return (
+            maps if tuple(maps.shape[-2:]) == size else F.interpolate(maps, size=size, mode="bilinear", antialias=True)
+        )
 
     def _stage(self, x: Tensor, i: int) -> Tensor:
         return self.stages[i](self.downsample_layers[i](x))
@@ -77,10 +91,12 @@ class ConvNeXt(nn.Module):
         masks_list = masks if masks is not None else [None] * len(x)
         outputs = []
         for crops, crop_masks in zip(x, masks_list):
+            height, width = crops.shape[-2:]
             for i in range(4):
                 crops = self._stage(crops, i)  # [B, C, h, w]
             pooled = crops.mean([-2, -1])  # [B, C]
-            patches = crops.flatten(2).transpose(1, 2)  # [B, hw, C]
+            maps = self._on_patch_grid(crops, height, width)
+            patches = maps.flatten(2).transpose(1, 2)  # [B, hw, C]
             normed = self.norm(torch.cat([pooled.unsqueeze(1), patches], dim=1))  # [B, 1 + hw, C]
             outputs.append(features_dict(normed[:, :1], normed[:, 1:], patches, crop_masks))
         return outputs

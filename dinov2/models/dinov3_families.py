@@ -180,6 +180,7 @@ DINOV3_CONVNEXT = _register(
     matches=_convnext_matches,
     kwargs_from_weights=_convnext_kwargs_from_weights,
     num_extra_tokens=lambda model: 0,
-    patch_size=lambda model: 32,  # x_norm_patchtokens: one token per 32x32 pixels (the last stage)
+    # x_norm_patchtokens: the last stage (one token per 32x32 pixels), or the student.patch_size grid when set
+    patch_size=lambda model: int(model.patch_size or 32),
     from_weights=(),
 )

@@ -2,7 +2,8 @@
 
 :mod:`dinov2.models.weights` opens the files and tries its table ``LAYOUTS`` of :class:`Layout` entries, built from
 the functions here: a whole training state (its teacher), Hugging Face ``transformers`` / timm key names (detected
-from the names by :func:`detect_format`, never from a file name; converted strictly by :mod:`dinov2.models.convert`),
+from the names by :func:`detect_format`, never from a file name; converted strictly by :mod:`dinov2.models.convert`,
+DINOv3 ones by :mod:`dinov2.models.convert_dinov3`),
 a dense model or head (``decode_head.*``), and the DINOv2 layouts (hub backbone, training export with or without
 heads, ``module.`` / ``_orig_mod.`` prefixes, chunked blocks). A training export's *parts* are ``backbone.*`` (hub
 layout, flat blocks) and its heads (``dino_head.*``, ``ibot_head.*``).
@@ -24,6 +25,7 @@ from dinov2.models.convert import (
     strip_prefix,
     to_backbone_state_dict,
 )
+from dinov2.models.convert_dinov3 import dinov3_peer_kind, from_dinov3_peer
 
 logger = logging.getLogger("dinov2")
 
@@ -107,13 +109,20 @@ def training_state_parts(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
 
 
 def is_peer_layout(checkpoint: Mapping[str, Any]) -> bool:
-    """Hugging Face ``transformers`` or timm key names (:func:`detect_format`)."""
-    return detect_format(to_backbone_state_dict(checkpoint)) != "dinov2"
+    """Hugging Face ``transformers`` or timm key names of a DINOv2 (:func:`detect_format`) or DINOv3 backbone
+    (:func:`~dinov2.models.convert_dinov3.dinov3_peer_kind`)."""
+    state_dict = to_backbone_state_dict(checkpoint)
+    return dinov3_peer_kind(state_dict) is not None or detect_format(state_dict) != "dinov2"
 
 
 def peer_to_backbone(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
-    """Strictly converted: a key that belongs to no DINOv2 backbone of the detected format raises, naming it."""
+    """Strictly converted: a key that belongs to no DINOv2 / DINOv3 backbone of the detected format raises, naming
+    it. DINOv3 weights come back in the release's layout (:mod:`dinov2.models.convert_dinov3`)."""
     state_dict = to_backbone_state_dict(checkpoint)
+    kind = dinov3_peer_kind(state_dict)
+    if kind is not None:
+        logger.info("reading %s DINOv3 weights", {"hf": "Hugging Face", "timm": "timm"}[kind])
+        return from_dinov3_peer(state_dict)
     fmt = detect_format(state_dict)
     logger.info("reading %s weights", {"hf": "Hugging Face", "timm": "timm"}[fmt])
     return from_hf_state_dict(state_dict) if fmt == "hf" else from_timm_state_dict(state_dict)

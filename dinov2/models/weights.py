@@ -49,6 +49,7 @@ from torch import Tensor, nn
 
 from dinov2.models import formats
 from dinov2.models.convert import to_backbone_state_dict
+from dinov2.models.convert_dinov3 import from_hf_dinov3
 from dinov2.models.formats import PARTS, Layout
 from dinov2.models.weights_fit import (
     CONFIG_ADVICE,
@@ -96,7 +97,7 @@ _LISTED = 8  # keys listed in an error
 _DCP_METADATA = ".metadata"
 _DCP_MARKER = "COMPLETE"  # written last into our checkpoint folders, lists every file's size and CRC32
 _FOLDER_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")  # HF / timm folders
-_HF_MODEL_TYPES = ("dinov2", "dinov2_with_registers")
+_HF_MODEL_TYPES = ("dinov2", "dinov2_with_registers", "dinov3_vit", "dinov3_convnext")
 _KEPT = 4  # opened sources kept for a later read
 # A file modified this recently could change again within its timestamp's resolution: it is never kept.
 _RACY_NS = 2_000_000_000
@@ -255,16 +256,19 @@ def _open_sharded(index_path: Path) -> Stored:
     return Stored(lambda: _merged(s.meta() for s in shards), lambda: _merged(s.load() for s in shards))
 
 
-def _check_folder_config(folder: Path) -> None:
-    """A ``config.json`` naming another model type is a clear error (timm folders name an ``architecture``)."""
+def _folder_config(folder: Path) -> dict:
+    """The folder's ``config.json`` (``{}`` without one); another model type is a clear error (timm folders
+    name an ``architecture``, no ``model_type``)."""
     config_path = folder / "config.json"
     if not config_path.is_file():
-        return
-    model_type = json.loads(config_path.read_text()).get("model_type")
+        return {}
+    config = json.loads(config_path.read_text())
+    model_type = config.get("model_type")
     if model_type is not None and model_type not in _HF_MODEL_TYPES:
         raise ValueError(
             f"{config_path} describes a {model_type!r} model, not DINOv2 (model_type {' or '.join(_HF_MODEL_TYPES)})"
         )
+    return config
 
 
 def is_model_folder(path: Path) -> bool:
@@ -273,9 +277,16 @@ def is_model_folder(path: Path) -> bool:
 
 
 def _open_model_folder(path: Path) -> Stored:
-    _check_folder_config(path)
+    config = _folder_config(path)
     name = next(name for name in _FOLDER_FILES if (path / name).is_file())
-    return _open_sharded(path / name) if name.endswith(".index.json") else _open_file(path / name)
+    stored = _open_sharded(path / name) if name.endswith(".index.json") else _open_file(path / name)
+    if config.get("model_type") != "dinov3_vit":
+        return stored
+    # The RoPE periods are not in a transformers DINOv3 file; they follow from the head count in config.json.
+    heads = int(config["num_attention_heads"])
+    return Stored(
+        lambda: from_hf_dinov3(stored.meta(), num_heads=heads), lambda: from_hf_dinov3(stored.load(), num_heads=heads)
+    )
 
 
 def _is_dcp_folder(path: Path) -> bool:
@@ -358,9 +369,11 @@ def download(url: str, *, argument: str = "weights", progress: bool = True) -> P
     try:
         torch.hub.download_url_to_file(url, str(cached), progress=progress)
     except (urllib.error.URLError, OSError) as err:
+        # A command-line flag gets a command-line hint, a keyword argument a Python one.
+        hint = f"{argument} /path/to/{filename}" if argument.startswith("--") else f"{argument}='/path/to/{filename}'"
         raise RuntimeError(
             f"could not download {url} ({err}). Without network access, fetch the file on another machine "
-            f"and pass its path instead: {argument}='/path/to/{filename}'"
+            f"and pass its path instead: {hint}"
         ) from err
     return cached
 
@@ -540,10 +553,11 @@ def load_backbone_weights(
 
 # ------------------------------------------------------------------------------------------------ formats' old names
 def read_weights(path: str | os.PathLike) -> Any:
-    """The raw contents of a weights file or model folder (no conversion), loaded on the CPU."""
+    """The raw contents of a weights file or model folder (no key conversion; a transformers DINOv3 ViT folder
+    comes in the release's keys, since its RoPE periods need the folder's config), loaded on the CPU."""
     path = Path(path).expanduser()
     if path.is_dir() and not _is_dcp_folder(path):
-        _check_folder_config(path)
+        _folder_config(path)
         if not is_model_folder(path):
             raise FileNotFoundError(
                 f"weights folder {path} holds none of {', '.join(_FOLDER_FILES)}: pass a Hugging Face or timm model "

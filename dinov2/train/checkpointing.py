@@ -113,11 +113,20 @@ class Checkpointer:
     Every method is collective: call it on all ranks.
     """
 
-    def __init__(self, directory: str | os.PathLike, keep: int = 3, *, verify: bool = True, save_rng: bool = True):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        keep: int = 3,
+        *,
+        verify: bool = True,
+        save_rng: bool = True,
+        keep_every: int | None = None,
+    ):
         if keep < 1:
             raise ValueError(f"keep must be >= 1 (number of checkpoints kept), got {keep}")
         self.directory = Path(directory)
         self.keep = keep
+        self.keep_every = keep_every  # DINOv3's checkpointing.keep_every: also keep every checkpoint after k*N its
         self.verify = verify
         self.save_rng = save_rng
 
@@ -253,9 +262,14 @@ class Checkpointer:
             failed_write=None if failure is None else (failure.rank, failure.message, job.tmp.name),
         )
 
+    def _kept_forever(self, path: Path) -> bool:
+        """Saved after a multiple of ``keep_every`` iterations (``model_<iteration>``: iteration + 1 done)."""
+        return bool(self.keep_every) and (int(_FINAL.match(path.name).group(1)) + 1) % self.keep_every == 0
+
     def _prune(self) -> None:
         for old in self.list_checkpoints()[self.keep :]:
-            shutil.rmtree(old, ignore_errors=True)
+            if not self._kept_forever(old):
+                shutil.rmtree(old, ignore_errors=True)
         for path in self.directory.iterdir():
             if _TMP.match(path.name):
                 shutil.rmtree(path, ignore_errors=True)

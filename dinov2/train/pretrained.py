@@ -1,4 +1,5 @@
-"""Initialising training from existing weights: ``student.pretrained_weights`` and ``MODEL.WEIGHTS``.
+"""Initialising training from existing weights: ``student.pretrained_weights``, DINOv3's
+``student.resume_from_teacher_chkpt`` and ``MODEL.WEIGHTS``.
 
 - ``student.pretrained_weights``: any backbone source that :mod:`dinov2.models.weights` reads (a released hub
   backbone such as ``dinov2_vitl14_pretrain.pth``, a teacher export ``{"teacher": ...}``, a trainer checkpoint
@@ -36,6 +37,7 @@ __all__ = [
     "hub_source",
     "load_pretrained_heads",
     "load_student_pretrained_weights",
+    "load_student_from_teacher_checkpoint",
     "load_model_weights",
     "resize_pos_embed",
 ]
@@ -133,6 +135,29 @@ def load_pretrained_heads(model: nn.Module, path: str) -> None:
             ) from error
         model.student_ema()[name].load_state_dict(head.state_dict(), strict=True)
     logger.info("initialised the student heads and their EMA from %s", path)
+
+
+# Loss state of a teacher file that is not a module's weights (DINOv3 skips them too).
+_LOSS_CENTRES = ("dino_loss.center", "ibot_patch_loss.center")
+
+
+def load_student_from_teacher_checkpoint(model: nn.Module, path_or_url: str) -> None:
+    """DINOv3's ``student.resume_from_teacher_chkpt``: a teacher file (``{"teacher": {backbone.*, dino_head.*,
+    ibot_head.*}}``, the export of an earlier stage, heads included) loaded strictly into ``model.student`` (loss
+    centres skipped), then copied to ``model.student_ema()``. Call before sharding."""
+    checkpoint = read_checkpoint(path_or_url, argument="student.resume_from_teacher_chkpt")
+    state = checkpoint.get("teacher", checkpoint)
+    state = {key: value for key, value in state.items() if key not in _LOSS_CENTRES}
+    try:
+        model.student.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise RuntimeError(
+            f"student.resume_from_teacher_chkpt={path_or_url} does not fit the student ({model.cfg.student.arch}, "
+            f"heads {list(model.student.keys())}): {err}. It must be the teacher export of a run with the same "
+            "student.*, dino.head_* and ibot.head_* settings; for backbone weights alone use student.pretrained_weights"
+        ) from err
+    model.student_ema().load_state_dict(model.student.state_dict(), strict=True)
+    logger.info("initialised the student (backbone and heads) and its EMA from %s", path_or_url)
 
 
 def load_model_weights(model: nn.Module, path: str) -> None:

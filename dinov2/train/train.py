@@ -29,7 +29,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 if __package__ in (None, ""):  # run as a script: make the repository importable like `python -m` does
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -58,6 +58,7 @@ from dinov2.train.precision import PrecisionPolicy, compute_dtype  # noqa: E402
 from dinov2.train.pretrained import (  # noqa: E402
     load_model_weights,
     load_pretrained_heads,
+    load_student_from_teacher_checkpoint,
     load_student_pretrained_weights,
 )
 from dinov2.train.run_lock import RunLock  # noqa: E402
@@ -237,7 +238,8 @@ def do_train(
     model.train()
     optimizer = build_optimizer(cfg, model.get_params_groups())
     schedules = build_schedulers(cfg)
-    checkpointer = Checkpointer(cfg.train.output_dir, keep=cfg.checkpointing.max_to_keep)
+    keep_every = OmegaConf.select(cfg, "checkpointing.keep_every")  # DINOv3's key
+    checkpointer = Checkpointer(cfg.train.output_dir, keep=cfg.checkpointing.max_to_keep, keep_every=keep_every)
     state = {**model.checkpoint_state(), "optimizer": optimizer}  # e.g. distillation leaves the teacher out
     if model.fp16_scaler is not None:
         state["grad_scaler"] = model.fp16_scaler
@@ -268,7 +270,7 @@ def do_train(
             wd=schedules.wd[iteration],
             mom=schedules.momentum[iteration],
             last_layer_lr=schedules.last_layer_lr[iteration],
-            current_batch_size=batch.n_images,
+            current_batch_size=model.images_per_process(),  # what the student trains on (multi-distillation: its share)
             total_loss=sum(losses.values()),
             **losses,
             **{f"{name}_grad_norm": norm for name, norm in grad_norms.items()},
@@ -310,6 +312,8 @@ def run(cfg: DictConfig, args: argparse.Namespace, history: list | None = None) 
     model = build_meta_arch(cfg)
     if cfg.student.pretrained_weights:
         load_student_pretrained_weights(model, cfg.student.pretrained_weights)
+    if OmegaConf.select(cfg, "student.resume_from_teacher_chkpt"):  # DINOv3's key: student and heads from a teacher
+        load_student_from_teacher_checkpoint(model, cfg.student.resume_from_teacher_chkpt)
     if cfg.adapt.pretrained_heads:
         load_pretrained_heads(model, cfg.adapt.pretrained_heads)
     sharded = parallelize(model, cfg, device)

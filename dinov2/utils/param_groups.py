@@ -32,7 +32,7 @@ __all__ = [
     "get_vit_lr_decay_rate",
 ]
 
-_LAYER0_NAMES = ("pos_embed", "patch_embed", "mask_token", "cls_token", "register_tokens")
+_LAYER0_NAMES = ("pos_embed", "patch_embed", "mask_token", "cls_token", "register_tokens", "storage_tokens")
 # Name segments added by wrappers (FSDP, activation checkpointing, torch.compile). The release removed only the
 # FSDP one; the others never occur in an unwrapped model, so results for plain models are unchanged.
 _WRAPPER_SEGMENTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
@@ -78,7 +78,7 @@ def get_vit_lr_decay_rate(
 
 def _count_blocks(model: nn.Module) -> tuple[int, bool]:
     if hasattr(model, "n_blocks"):
-        return model.n_blocks, bool(model.chunked_blocks)
+        return model.n_blocks, bool(getattr(model, "chunked_blocks", False))  # DINOv3's models are never chunked
     if hasattr(model, "blocks"):
         return len(model.blocks), False
     if hasattr(model, "backbone"):

@@ -23,7 +23,8 @@ class CosineScheduler:
     ``linspace(start_warmup_value, base_value, warmup_iters)`` (end point included), then for
     ``i = 0 .. n-1`` with ``n = total_iters - warmup_iters - freeze_iters``:
     ``final + 0.5 * (base - final) * (1 + cos(pi * i / n))``. ``scheduler[it]`` is ``schedule[it]``, and
-    ``final_value`` for ``it >= total_iters``.
+    ``final_value`` for ``it >= total_iters``. ``trunc_extra > 0`` (DINOv3's ``optim.schedule_trunc_extra``) cuts
+    the cosine early and rescales it (:func:`_truncated_cosine`).
     """
 
     def __init__(
@@ -34,6 +35,7 @@ class CosineScheduler:
         warmup_iters: int = 0,
         start_warmup_value: float = 0,
         freeze_iters: int = 0,
+        trunc_extra: float = 0.0,
     ):
         n_cosine = total_iters - warmup_iters - freeze_iters
         if min(total_iters, warmup_iters, freeze_iters, n_cosine) < 0:
@@ -45,9 +47,12 @@ class CosineScheduler:
         self.total_iters = total_iters
         frozen = np.zeros(freeze_iters)
         warmup = np.linspace(start_warmup_value, base_value, warmup_iters)
-        steps = np.arange(n_cosine)
-        # The operation order matters for bitwise equality with the released schedules.
-        cosine = final_value + 0.5 * (base_value - final_value) * (1 + np.cos(np.pi * steps / len(steps)))
+        if trunc_extra == 0.0:
+            steps = np.arange(n_cosine)
+            # The operation order matters for bitwise equality with the released schedules.
+            cosine = final_value + 0.5 * (base_value - final_value) * (1 + np.cos(np.pi * steps / len(steps)))
+        else:
+            cosine = _truncated_cosine(base_value, final_value, n_cosine, trunc_extra)
         self.schedule = np.concatenate((frozen, warmup, cosine))
 
     def __len__(self) -> int:
@@ -57,6 +62,16 @@ class CosineScheduler:
         if it >= self.total_iters:
             return self.final_value
         return self.schedule[it]
+
+
+def _truncated_cosine(base_value: float, final_value: float, n_steps: int, trunc_extra: float) -> np.ndarray:
+    """DINOv3's ``optim.schedule_trunc_extra``: the first ``n_steps`` values of a half cosine over
+    ``int((1 + trunc_extra) * n_steps)`` points, rescaled so that it still runs from ``base_value`` to ``final_value``
+    (a cosine cut before its flat tail)."""
+    angles = np.linspace(0, np.pi, int((1 + trunc_extra) * n_steps))[:n_steps]
+    schedule = (np.cos(angles) + 1) / 2
+    schedule = (schedule - schedule[-1]) / (1 - schedule[-1])
+    return schedule * (base_value - final_value) + final_value
 
 
 def fix_random_seeds(seed: int = 31, *, cuda: bool = True) -> None:

@@ -4,6 +4,11 @@ The attention kernel (``scaled_dot_product_attention``) never materialises the a
 pre-hook on the last block's attention module receives its input (the normalised tokens) and recomputes the
 queries and keys from the same ``qkv`` weights: ``softmax(q k^T / sqrt(head_dim))`` per head, in float32. The hook
 returns nothing, so the forward pass and its outputs are untouched.
+
+DINOv3 ViTs: the hook also receives the block's RoPE table and rotates the patch queries and keys with the
+attention module's own ``apply_rope`` (the cls and storage tokens are not rotated, as in the block); the masked
+key bias is applied as the module applies it. Storage tokens play the part of DINOv2's registers: they are left
+out of the patch grid and shown separately. Backbones without attention (the DINOv3 ConvNeXt) raise an error.
 """
 
 from __future__ import annotations
@@ -17,9 +22,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dinov2.features.tokens import extra_tokens
 from dinov2.visualize.progress import block_progress, transformer_blocks
 
-__all__ = ["AttentionMaps", "last_block", "last_block_attention", "write_attention_pictures"]
+__all__ = [
+    "AttentionMaps",
+    "has_attention",
+    "last_block",
+    "last_block_attention",
+    "write_attention_pictures",
+]
 
 
 @dataclass
@@ -33,37 +45,62 @@ class AttentionMaps:
     registers_to_patches: Tensor
 
 
+def has_attention(model: nn.Module) -> bool:
+    """Whether ``model`` is a transformer whose blocks have an attention module (the ConvNeXt has none)."""
+    blocks = getattr(model, "blocks", None)
+    return blocks is not None and hasattr(transformer_blocks(model)[-1], "attn")
+
+
 def last_block(model: nn.Module) -> nn.Module:
     """The model's final transformer block (chunked models: the last non-padding block of the last chunk)."""
+    if not has_attention(model):
+        raise ValueError(
+            f"attention maps need a transformer backbone; {type(model).__name__} has no attention blocks "
+            "(the DINOv3 ConvNeXt is convolutional): use the pca command for its features"
+        )
     return transformer_blocks(model)[-1]
 
 
-def _attention_probs(attn: nn.Module, tokens: Tensor, query_count: int) -> Tensor:
-    """``[B, H, query_count, N]`` attention of the first ``query_count`` tokens, from ``tokens`` ``[B, N, D]``."""
+def _qkv_bias(qkv: nn.Module) -> Tensor | None:
+    """The bias the qkv linear adds (DINOv3's masked key bias multiplied by its mask), in float32."""
+    if qkv.bias is None:
+        return None
+    mask = getattr(qkv, "bias_mask", None)
+    return qkv.bias.float() if mask is None else (qkv.bias * mask.to(qkv.bias.dtype)).float()
+
+
+def _attention_probs(attn: nn.Module, tokens: Tensor, query_count: int, rope=None) -> Tensor:
+    """``[B, H, query_count, N]`` attention of the first ``query_count`` tokens, from ``tokens`` ``[B, N, D]``
+    (``rope``: the ``(sin, cos)`` table the block passes a DINOv3 attention, applied as the module applies it)."""
     batch, n, dim = tokens.shape
-    qkv = F.linear(tokens.float(), attn.qkv.weight.float(), None if attn.qkv.bias is None else attn.qkv.bias.float())
+    qkv = F.linear(tokens.float(), attn.qkv.weight.float(), _qkv_bias(attn.qkv))
     q, k, _ = qkv.view(batch, n, 3, attn.num_heads, dim // attn.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+    if rope is not None:
+        q, k = attn.apply_rope(q, k, rope)  # patch tokens only, in the table's dtype, cast back to float32
     logits = q[:, :, :query_count] @ k.transpose(-2, -1) * attn.scale  # [B, H, Q, N]
     return logits.softmax(-1)
 
 
 @torch.inference_mode()
 def last_block_attention(model: nn.Module, image: Tensor) -> AttentionMaps:
-    """Attention maps of ``image`` ``[1, 3, H, W]`` in the last block of ``model`` (eval mode)."""
+    """Attention maps of ``image`` ``[1, 3, H, W]`` in the last block of ``model`` (eval mode; DINOv2 or DINOv3
+    ViT, whose storage tokens fill the register fields)."""
     if image.ndim != 4 or image.shape[0] != 1:
         raise ValueError(f"last_block_attention takes one image [1, 3, H, W], got shape {tuple(image.shape)}")
     attn = last_block(model).attn
-    registers = model.num_register_tokens
+    extra = extra_tokens(model)
+    registers = extra.count if extra else 0
     captured: list[Tensor] = []
 
-    def hook(module: nn.Module, args: tuple) -> None:
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
         tokens, groups = (args[0], args[1]) if len(args) > 1 else (args[0], None)
         if groups is not None:  # packed [T, D] with one (batch, tokens) group
             (batch, n), *_ = groups
             tokens = tokens.reshape(batch, n, -1)
-        captured.append(_attention_probs(module, tokens, 1 + registers)[0])  # [H, 1 + R, N]
+        rope = kwargs.get("rope")  # DINOv3: RopeBlock passes its table by keyword
+        captured.append(_attention_probs(module, tokens, 1 + registers, rope)[0])  # [H, 1 + R, N]
 
-    handle = attn.register_forward_pre_hook(hook)
+    handle = attn.register_forward_pre_hook(hook, with_kwargs=True)
     try:
         model.forward_features(image)  # the full last block (forward() would compute the cls token only)
     finally:

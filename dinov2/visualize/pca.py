@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from dinov2.features.tokens import token_stride
 from dinov2.visualize.progress import block_progress
 
 __all__ = [
@@ -44,14 +45,19 @@ class PCAMaps:
 
 
 @torch.inference_mode()
-def patch_features(model: nn.Module, images: Sequence[Tensor]) -> list[Tensor]:
+def patch_features(model: nn.Module, images: Sequence[Tensor], patch_size: int | None = None) -> list[Tensor]:
     """Normalised patch tokens of each image ``[1, 3, H, W]`` as a grid ``[H / p, W / p, D]`` (float32, CPU), with
-    a progress bar when it takes long."""
-    grids = []
+    a progress bar when it takes long. ``p``: ``patch_size``, default ``model.patch_size``."""
+    p, grids = token_stride(model, patch_size), []
     with block_progress(model, len(images), "PCA features"):
         for image in images:
             tokens = model.forward_features(image)["x_norm_patchtokens"][0]  # [N, D]
-            grid_h, grid_w = image.shape[-2] // model.patch_size, image.shape[-1] // model.patch_size
+            grid_h, grid_w = image.shape[-2] // p, image.shape[-1] // p
+            if tokens.shape[0] != grid_h * grid_w:
+                raise ValueError(
+                    f"{tokens.shape[0]} patch tokens for a {tuple(image.shape[-2:])} px image do not form a grid of "
+                    f"{p} px patches ({grid_h} x {grid_w}): pass the backbone's patch_size (pixels per token)"
+                )
             grids.append(tokens.float().cpu().reshape(grid_h, grid_w, -1))
     return grids
 
@@ -148,21 +154,24 @@ def write_pca_pictures(
     output_dir: str | os.PathLike,
     resolution: int = 448,
     threshold: float | None = None,
+    patch_size: int | None = None,
 ) -> dict[str, Path]:
     """PCA maps of the images at ``paths``: ``<stem>_pca.png`` each (input size) and ``pca_sheet.png``.
 
     The sheet has one row per image: the model's input, the foreground mask, the PCA colours. Returns the
-    written files by name.
+    written files by name. ``patch_size``: pixels per patch token (default ``model.patch_size``; a DINOv3
+    ConvNeXt needs 32, the stride of its last stage).
     """
     from dinov2.visualize.images import contact_sheet, grid_to_image, model_input, save_png
 
-    output_dir = Path(output_dir)
-    inputs, pictures = zip(*(model_input(p, resolution, model.patch_size, model.num_heads) for p in paths))
-    maps = foreground_pca(patch_features(model, inputs), threshold)
+    output_dir, stride = Path(output_dir), token_stride(model, patch_size)
+    heads = getattr(model, "num_heads", 1)  # for the attention-memory warning; a ConvNeXt has none
+    inputs, pictures = zip(*(model_input(p, resolution, stride, heads) for p in paths))
+    maps = foreground_pca(patch_features(model, inputs, stride), threshold)
     written, rows = {}, []
     for stem, picture, rgb, mask in zip(unique_stems(paths), pictures, maps.rgb, maps.foreground):
-        pca_image = grid_to_image(rgb, model.patch_size)
-        mask_image = grid_to_image(np.repeat(mask.numpy()[..., None] * np.uint8(255), 3, axis=-1), model.patch_size)
+        pca_image = grid_to_image(rgb, stride)
+        mask_image = grid_to_image(np.repeat(mask.numpy()[..., None] * np.uint8(255), 3, axis=-1), stride)
         written[f"{stem}_pca.png"] = save_png(pca_image, output_dir / f"{stem}_pca.png")
         rows.append([picture, mask_image, pca_image])
     written["pca_sheet.png"] = save_png(contact_sheet(rows), output_dir / "pca_sheet.png")

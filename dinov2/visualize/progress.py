@@ -19,7 +19,10 @@ PROGRESS_DELAY_S = 5.0
 
 
 def transformer_blocks(model: nn.Module) -> list[nn.Module]:
-    """The model's transformer blocks in order (chunked models: without the ``Identity`` padding of the chunks)."""
+    """The model's transformer blocks in order (chunked models: without the ``Identity`` padding of the chunks);
+    a ConvNeXt's blocks, stage after stage."""
+    if not hasattr(model, "blocks") and hasattr(model, "stages"):
+        return [block for stage in model.stages for block in stage]
     blocks = []
     for block in model.blocks:
         inner = block if isinstance(block, nn.ModuleList) else [block]

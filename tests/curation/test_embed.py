@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from PIL import Image
 
 from dinov2.curation.arrays import Embeddings, RowSet
 from dinov2.curation.cli import main as curation_main
@@ -170,3 +171,26 @@ def test_the_strict_flag_of_the_command_line_stops_naming_the_unreadable_files(s
     with preserved_logging(), pytest.raises(UnreadableImagesError, match=r"0_truncated.jpg.*1_text.jpg"):
         curation_main(argv)
     assert not list((tmp_path / "strict").glob("shard-*.npy"))
+
+
+def test_standalone_sample_and_pictures_map_rows_to_images(setup, damaged, tmp_path):
+    """After embed left two unreadable files out, ``sample`` writes the good images' dataset indices and
+    ``pictures`` shows them: the same picture as for a folder holding only the good images."""
+    root, _, _ = setup
+    folder, clean = damaged
+    pictures = {}
+    with preserved_logging():
+        for name, images in (("damaged", folder), ("clean", clean)):
+            out, dataset = tmp_path / name, f"ImageFolder:root={images}"
+            curation_main(embed_argv(root, dataset, out / "embed"))
+            kmeans = ["--n-clusters", "1", "--n-iters", "2", "--output-dir", str(out / "kmeans")]
+            curation_main(["kmeans", "--embeddings", str(out / "embed"), *kmeans])
+            curation_main(
+                ["sample", "--clustering", str(out / "kmeans"), "--target-size", "2", "--output", str(out / "s.npy")]
+            )
+            picture = ["--dataset", dataset, "--output", str(out / "grid.png"), "--size", "16"]
+            curation_main(["pictures", "--clustering", str(out / "kmeans"), *picture])
+            pictures[name] = np.asarray(Image.open(out / "grid.png"))
+    assert np.load(tmp_path / "damaged" / "s.npy").tolist() == [2, 3]  # 2_good.jpg, 3_good.jpg
+    assert np.load(tmp_path / "clean" / "s.npy").tolist() == [0, 1]
+    np.testing.assert_array_equal(pictures["damaged"], pictures["clean"])

@@ -101,3 +101,19 @@ def test_bad_manifests_and_dataset_strings(sources, tmp_path):
     manifest.write_text(json.dumps(record))
     with pytest.raises(ValueError, match="cannot list another Curated"):
         make_dataset(dataset_str=f"Curated:manifest={manifest}")
+
+
+def test_relative_dataset_paths_are_written_absolute(sources, tmp_path, monkeypatch):
+    """A pool given as ``root=folder`` (relative to the curation's working directory) opens the same images when
+    the manifest is read from another folder (e.g. a training run)."""
+    _, folder = sources
+    absolute = folder.split("root=", 1)[1]
+    monkeypatch.chdir(os.path.dirname(absolute))
+    relative = f"ImageFolder:root={os.path.basename(absolute)}"
+    manifest = write_manifest(tmp_path / "manifest.json", [Part("a", relative, np.array([2, 4]))])
+    assert json.loads(manifest.read_text())["parts"][0]["dataset"] == f"ImageFolder:root={absolute}"
+    monkeypatch.chdir(tmp_path)
+    curated = make_dataset(dataset_str=f"Curated:manifest={manifest}")
+    reference = make_dataset(dataset_str=folder)
+    for i, index in enumerate([2, 4]):
+        np.testing.assert_array_equal(_pixels(curated[i][0]), _pixels(reference[index][0]))

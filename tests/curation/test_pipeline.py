@@ -18,6 +18,7 @@ import torch
 from omegaconf import OmegaConf
 
 from dinov2.curation.cli import main as curation_main
+from dinov2.curation.config import CurationConfigError
 from dinov2.data import make_dataset
 from dinov2.features.extract import UnreadableImagesError
 from dinov2.models import build_model_from_cfg
@@ -198,3 +199,25 @@ def test_unreadable_pool_images_never_reach_the_manifest(tmp_path):
         (tmp_path / "strict.yaml").write_text(json.dumps(yaml))
         with pytest.raises(UnreadableImagesError, match="a_truncated.jpg.*b_text.jpg"):
             curation_main(["run", "--config-file", str(tmp_path / "strict.yaml")])
+
+
+def test_a_preset_sized_for_more_images_names_the_key_to_lower(tmp_path):
+    """configs/curation/small.yaml's sizes on a folder of 22 images: dedup.k=64 is capped to the pool (no error
+    naming a flag ``run`` does not take); kmeans.n_clusters=[200, 20] is an error naming that key and the images."""
+    _images(tmp_path)
+    folder = sorted((tmp_path / "pool").iterdir())[0]
+    config_file, weights = _backbone(tmp_path)
+    preset = OmegaConf.load(Path(__file__).resolve().parents[2] / "dinov2/configs/curation/small.yaml")
+    yaml = {
+        **OmegaConf.to_container(preset),
+        "output_dir": str(tmp_path / "out"),
+        "device": "cpu",
+        "progress": False,
+        "pool": {"dataset": f"ImageFolder:root={folder}"},
+    }
+    yaml["embed"].update(config_file=str(config_file), pretrained_weights=str(weights), num_workers=0, crop_size=16)
+    yaml["embed"]["resize_size"] = 16
+    (tmp_path / "curation.yaml").write_text(json.dumps(yaml))
+    with preserved_logging(), pytest.raises(CurationConfigError, match=r"kmeans.n_clusters=\[200, 20\].*holds \d"):
+        curation_main(["run", "--config-file", str(tmp_path / "curation.yaml")])
+    assert json.loads((tmp_path / "out" / "dedup" / "dedup.json").read_text())["params"]["k"] == 22

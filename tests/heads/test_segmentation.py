@@ -159,3 +159,16 @@ def test_multi_scale_prediction_on_cuda_equals_cpu():
         finally:
             torch.backends.cuda.matmul.allow_tf32 = previous
     assert torch.allclose(cuda.cpu(), cpu, atol=1e-4)
+
+
+def test_the_multi_scale_test_shows_its_passes(monkeypatch, capsys):
+    from dinov2.heads.segmentation import inference
+
+    monkeypatch.setattr(inference, "PROGRESS_DELAY_S", 0.0)
+    cfg = SegmentationTestConfig(mode="whole", short_side=16, ratios=(1.0, 1.5), flip=True)
+    probs = inference.segmentation_probabilities(
+        torch.zeros(1, 3, 16, 24), lambda x: x.new_zeros(x.shape[0], 2, *x.shape[-2:]), 2, cfg
+    )
+    assert probs.shape == (1, 2, 16, 24)
+    err = capsys.readouterr().err
+    assert "segmentation test passes" in err and "4/4" in err

@@ -98,3 +98,20 @@ def test_released_urls_and_offline_error(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty hub cache (set_dir would outlive the test)
     with pytest.raises(RuntimeError, match=r"weights='/path/to/dinov2_vits14_nyu_linear_head.pth'"):
         hubconf.dinov2_vits14_ld(layers=1)
+
+
+def test_a_probe_head_file_gives_the_hub_its_size_and_range(tmp_path):
+    """Head files of ``python -m dinov2.eval.depth`` record the head's size and range: the depther builds that head
+    (a released file records neither: 256 bins / channels, the released ranges)."""
+    from dinov2.eval.dense.probe import save_head
+    from dinov2.heads.depth.dpt import DPTHead
+    from dinov2.heads.depth.linear import LinearDepthHead
+
+    heads = {"ld": LinearDepthHead(384, 4, n_bins=64, max_depth=10.0), "dd": DPTHead(384, channels=16, max_depth=10.0)}
+    sizes = {"ld": {"n_bins": 64}, "dd": {"channels": 16}}
+    for kind, head in heads.items():
+        save_head(head, tmp_path / f"{kind}.pth", {"depth_range": [0.001, 10.0], **sizes[kind]})
+        model = getattr(hubconf, f"dinov2_vits14_{kind}")(pretrained=False, weights=str(tmp_path / f"{kind}.pth"))
+        state = model.decode_head.state_dict()
+        assert all(torch.equal(state[k], v) for k, v in head.state_dict().items())
+        assert (model.decode_head.min_depth, model.decode_head.max_depth) == (0.001, 10.0)

@@ -75,6 +75,15 @@ def test_offline_download_error_says_how_to_pass_a_local_file(monkeypatch, tmp_p
         hubconf.dinov2_vits14_reg()
 
 
+def test_offline_command_lines_say_which_flag_takes_a_local_file(monkeypatch, tmp_path):
+    from dinov2.features.backbone_args import cpu_backbone
+
+    monkeypatch.setattr(catalog, "DINOV2_BASE_URL", "http://127.0.0.1:9/dinov2")  # nothing listens there
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(RuntimeError, match=r"pass its path instead: --weights /path/to/dinov2_vits14_pretrain.pth$"):
+        cpu_backbone("dinov2_vits14")
+
+
 @pytest.fixture(scope="module")
 def backbone_file(tmp_path_factory):
     """A ViT-S/14 hub backbone with random weights, saved as a training checkpoint would be (chunked, prefixed)."""

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 
 from dinov2.logging import MetricLogger, SmoothedValue, setup_logging
+from dinov2.utils.config import default_setup
 from tests.dist_helpers import run_distributed
 
 
@@ -116,3 +122,39 @@ def test_synchronize_between_processes_sums_counts_and_totals():
     results = run_distributed(_sync_worker, 2)
     # losses: rank 0 -> [0], rank 1 -> [10, 11]; count 3, total 21
     assert results == [(3, 7.0, 4, 2.0)] * 2
+
+
+def test_an_uncaught_exception_after_set_up_goes_to_the_log_file_and_stderr(tmp_path):
+    """A real process: the exception that ends it is in the run's log file (with its traceback) and on stderr."""
+    script = (
+        "import sys; from dinov2.logging import setup_logging\n"
+        "setup_logging(output=sys.argv[1])\n"
+        "def step():\n"
+        "    raise ValueError('boom after set-up')\n"
+        "step()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, env=env)
+    assert done.returncode == 1
+    text = (tmp_path / "logs" / "log.txt").read_text()
+    for stream in (text, done.stderr):
+        assert "Traceback" in stream and "in step" in stream and "ValueError: boom after set-up" in stream
+    assert text.count("boom after set-up") == 1 and "boom" not in done.stdout  # not echoed to the console twice
+
+
+@pytest.mark.parametrize("setup_name", ["default_setup", "setup_logging"])
+def test_the_command_set_ups_log_uncaught_exceptions(tmp_path, restore_logging, monkeypatch, capsys, setup_name):
+    """Training and the eval commands (``default_setup``), multi-distillation and curation (``setup_logging``)."""
+    monkeypatch.setattr(sys, "excepthook", sys.__excepthook__)
+    if setup_name == "setup_logging":
+        setup_logging(output=str(tmp_path))
+    else:
+        default_setup(argparse.Namespace(output_dir=str(tmp_path)))
+    setup_logging(output=str(tmp_path))  # a second set-up installs no second hook
+    try:
+        raise RuntimeError("after set-up")
+    except RuntimeError:
+        sys.excepthook(*sys.exc_info())
+    text = (tmp_path / "logs" / "log.txt").read_text()
+    assert text.count("RuntimeError: after set-up") == 1 and "Traceback" in text
+    assert capsys.readouterr().err.count("RuntimeError: after set-up") == 1

@@ -87,8 +87,11 @@ def test_urls_are_downloaded_once_into_the_torch_hub_cache(backbone, tmp_path, h
     assert cached.is_file()
     (tmp_path / "remote.pth").unlink()  # the cached copy is used from now on
     _assert_equal(weights.read_backbone_weights(url), backbone.state_dict())
-    with pytest.raises(RuntimeError, match=r"could not download .*--pretrained-weights='/path/to/gone.pth'"):
+    # A command-line flag gets a command-line hint (issue 26), a keyword argument a Python one.
+    with pytest.raises(RuntimeError, match=r"could not download .*: --pretrained-weights /path/to/gone.pth$"):
         weights.read_checkpoint((tmp_path / "gone.pth").as_uri(), argument="--pretrained-weights")
+    with pytest.raises(RuntimeError, match=r"could not download .*: weights='/path/to/gone.pth'$"):
+        weights.read_checkpoint((tmp_path / "gone.pth").as_uri(), argument="weights")
 
 
 def test_bad_sources_are_clear_errors(tmp_path):

@@ -41,7 +41,8 @@ logger = logging.getLogger("dinov2")
 
 __all__ = [
     "CHECKPOINT_NAME", "ProbeSetup", "check_probe_args", "evaluate", "get_dense_args_parser", "load_recipe",
-    "make_datasets", "make_val_loader", "recipe_dir", "run_cli", "run_training", "save_head", "setup_probe",
+    "make_datasets", "make_val_loader", "probe_on_backbone", "recipe_dir", "run_cli", "run_training", "save_head",
+    "setup_probe",
     "write_results",
 ]  # fmt: skip
 
@@ -129,8 +130,17 @@ def setup_probe(args: argparse.Namespace, task: str) -> ProbeSetup:
     """Build the backbone (``--config-file``, ``--pretrained-weights``), load the ``task`` recipe (``--recipe`` +
     overrides) and write it to ``<output-dir>/probe_config.yaml``."""
     backbone, autocast_dtype = setup_and_build_model(args)
+    return probe_on_backbone(backbone, args, task, autocast_dtype)
+
+
+def probe_on_backbone(
+    backbone: nn.Module, args: argparse.Namespace, task: str, autocast_dtype: torch.dtype = torch.float32
+) -> ProbeSetup:
+    """The probe set-up around a frozen backbone already built (e.g. ``load_backbone(...).model`` of any family
+    with ``get_intermediate_layers``): the ``task`` recipe of ``args`` and ``<output-dir>/probe_config.yaml``."""
     cfg = load_recipe(recipe_dir(task), args.recipe, args.overrides)
     output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
     if distributed.is_main_process():
         atomic_write_text(output_dir / "probe_config.yaml", OmegaConf.to_yaml(cfg))
     device = eval_device()

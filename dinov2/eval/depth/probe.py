@@ -32,6 +32,7 @@ from dinov2.eval.depth.metrics import DepthMetric
 from dinov2.heads.depth.dpt import DPTHead
 from dinov2.heads.depth.linear import LinearDepthHead
 from dinov2.heads.depth.model import DepthEncoderDecoder
+from dinov2.heads.encoder_decoder import tapped_widths
 from dinov2.heads.sliding_window import as_pairs
 
 logger = logging.getLogger("dinov2")
@@ -65,6 +66,12 @@ def out_index_for(depth: int, n_blocks: int) -> list[int]:
 def build_depther(backbone, head_cfg) -> DepthEncoderDecoder:
     """Frozen ``backbone`` + a fresh depth head described by ``head_cfg`` (see ``configs/defaults.yaml``)."""
     out_index = list(head_cfg.out_index) if head_cfg.out_index else out_index_for(backbone.n_blocks, head_cfg.n_blocks)
+    widths = set(tapped_widths(backbone, out_index))
+    if widths != {backbone.embed_dim}:  # a ConvNeXt's stages: the depth heads take one width
+        raise ValueError(
+            f"the depth heads take taps of one width; blocks {out_index} of this backbone have widths "
+            f"{sorted(widths)}: tap its last stage only (recipe linear1, or head.out_index=[3])"
+        )
     if head_cfg.type == "linear":
         head = LinearDepthHead(backbone.embed_dim, len(out_index), n_bins=head_cfg.n_bins,
                                min_depth=head_cfg.min_depth, max_depth=head_cfg.max_depth)  # fmt: skip
@@ -73,9 +80,26 @@ def build_depther(backbone, head_cfg) -> DepthEncoderDecoder:
             raise ValueError(f"the DPT head taps 4 blocks, got head.out_index={out_index}")
         head = DPTHead(backbone.embed_dim, channels=head_cfg.channels, min_depth=head_cfg.min_depth,
                        max_depth=head_cfg.max_depth)  # fmt: skip
+        start_alive(head)
     else:
         raise ValueError(f"head.type must be linear or dpt, got {head_cfg.type!r}")
     return DepthEncoderDecoder(backbone, head, out_index)
+
+
+# Bias of the DPT head's last conv at the start of training (metres, before the ReLU): see start_alive.
+DPT_START_BIAS = 1.0
+
+
+def start_alive(head: DPTHead) -> None:
+    """Start a fresh DPT head with its output above the ReLU everywhere (last conv bias :data:`DPT_START_BIAS`).
+
+    The head outputs ``relu(conv(x)) + min_depth``; with PyTorch's default init the last bias is drawn around 0,
+    and when it is negative (about one start in four with 256 channels, most starts with narrow heads) every
+    output is clamped: the prediction is ``min_depth`` everywhere, no gradient flows and the probe never trains.
+    Deliberate deviation from the release's random bias (loading a head file is not affected).
+    """
+    with torch.no_grad():
+        head.conv_depth.head[-1].bias.fill_(DPT_START_BIAS)
 
 
 def head_file_name(head_cfg) -> str:
@@ -116,8 +140,10 @@ def _datasets(args, cfg):
     )
 
 
-def main(args: argparse.Namespace) -> dict:
-    probe = dense_probe.setup_probe(args, TASK)
+def main(args: argparse.Namespace, probe: dense_probe.ProbeSetup | None = None) -> dict:
+    """Train and evaluate the probe of ``args``; ``probe``: a set-up around a backbone already built
+    (:func:`dense_probe.probe_on_backbone`) instead of the one of ``--config-file`` / ``--pretrained-weights``."""
+    probe = probe or dense_probe.setup_probe(args, TASK)
     cfg, device, autocast = probe.cfg, probe.device, probe.autocast
     train_set, val_set = _datasets(args, cfg)
     model = build_depther(probe.backbone, cfg.head)
@@ -141,6 +167,8 @@ def main(args: argparse.Namespace) -> dict:
     head_path = probe.output_dir / head_file_name(cfg.head)
     meta = {"head": cfg.head.type, "out_index": list(model.out_index), "iterations": int(cfg.train.iterations),
             "depth_range": [float(cfg.head.min_depth), float(cfg.head.max_depth)]}  # fmt: skip
+    size = ("channels", cfg.head.channels) if cfg.head.type == "dpt" else ("n_bins", cfg.head.n_bins)
+    meta[size[0]] = int(size[1])  # the hub depthers build the head of this size
     dense_probe.save_head(model.decode_head, head_path, meta)
     return dense_probe.write_results(probe, args, results, {"head": str(head_path)}, head_path.stem, ".4f")
 

@@ -27,6 +27,7 @@ from dinov2.data.datasets import ADE20K, VOC2012
 from dinov2.data.dense_transforms import make_dense_eval_transform, make_segmentation_train_transform
 from dinov2.eval.dense import probe as dense_probe
 from dinov2.eval.segmentation.metrics import SegmentationMetric
+from dinov2.heads.encoder_decoder import tapped_widths
 from dinov2.heads.segmentation.classes import ADE20K_CLASS_NAMES, VOC2012_CLASS_NAMES
 from dinov2.heads.segmentation.inference import SegmentationTestConfig
 from dinov2.heads.segmentation.linear import LinearSegmentationHead
@@ -74,8 +75,9 @@ def build_segmentor(backbone, cfg, num_classes: int) -> SegmentationEncoderDecod
     if cfg.head.type not in HEAD_BLOCKS:
         raise ValueError(f"head.type must be one of {sorted(HEAD_BLOCKS)}, got {cfg.head.type!r}")
     n_blocks, depth = HEAD_BLOCKS[cfg.head.type], backbone.n_blocks
-    head = LinearSegmentationHead([backbone.embed_dim] * n_blocks, num_classes)
-    return SegmentationEncoderDecoder(backbone, head, list(range(depth - n_blocks, depth)), test_config(cfg))
+    out_index = list(range(depth - n_blocks, depth))
+    head = LinearSegmentationHead(tapped_widths(backbone, out_index), num_classes)
+    return SegmentationEncoderDecoder(backbone, head, out_index, test_config(cfg))
 
 
 def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int, avg_non_ignore: bool):
@@ -104,8 +106,10 @@ def _datasets(args, cfg):
     )
 
 
-def main(args: argparse.Namespace) -> dict:
-    probe = dense_probe.setup_probe(args, TASK)
+def main(args: argparse.Namespace, probe: dense_probe.ProbeSetup | None = None) -> dict:
+    """Train and evaluate the probe of ``args``; ``probe``: a set-up around a backbone already built
+    (:func:`dense_probe.probe_on_backbone`) instead of the one of ``--config-file`` / ``--pretrained-weights``."""
+    probe = probe or dense_probe.setup_probe(args, TASK)
     cfg, device, autocast = probe.cfg, probe.device, probe.autocast
     train_set, val_set = _datasets(args, cfg)
     num_classes = cfg.head.num_classes or getattr(train_set, "num_classes", None)

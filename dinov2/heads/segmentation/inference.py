@@ -15,12 +15,14 @@ resized (same bilinear sampling, no uint8 rounding), so probabilities may differ
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm import tqdm
 
 from dinov2.data.dense_transforms import keep_ratio_size
 from dinov2.heads.sliding_window import sliding_window_average
@@ -60,6 +62,9 @@ def resize_keep_ratio(img: Tensor, short_side: int, mode: str = "bilinear") -> T
     return F.interpolate(img, size=size, mode=mode, align_corners=False)
 
 
+PROGRESS_DELAY_S = 5.0  # seconds before the progress bar of a long test appears
+
+
 def _augmentations(cfg: SegmentationTestConfig) -> list[tuple[int | None, bool]]:
     sides = [None] if cfg.short_side is None else [int(cfg.short_side * r) for r in cfg.ratios]
     return [(side, flip) for side in sides for flip in ((False, True) if cfg.flip else (False,))]
@@ -70,12 +75,18 @@ def segmentation_probabilities(
 ) -> Tensor:
     """Class probabilities ``[B, K, H, W]`` averaged over the test augmentations of ``cfg``.
 
-    ``encode_decode(x [B, 3, h, w])`` must return logits resized to ``x``'s size ``[B, K, h, w]``.
+    ``encode_decode(x [B, 3, h, w])`` must return logits resized to ``x``'s size ``[B, K, h, w]``. A progress bar
+    over the test-time passes (scales x flips) appears on stderr once a call has lasted 5 s: the released
+    multi-scale test takes minutes per image on a CPU.
     """
     height, width = img.shape[-2:]
     total = None
     augmentations = _augmentations(cfg)
-    for side, flip in augmentations:
+    every = 1 if sys.stderr.isatty() else 30  # seconds between updates: a log file gets a few lines
+    passes = tqdm(
+        augmentations, desc="segmentation test passes", unit="pass", delay=PROGRESS_DELAY_S, mininterval=every
+    )
+    for side, flip in passes:
         x = img if side is None else resize_keep_ratio(img, side)
         if flip:
             x = x.flip(-1)

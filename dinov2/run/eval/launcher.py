@@ -1,5 +1,5 @@
 """Shared submitit launcher of the evaluation protocols (``dinov2/run/eval/{knn,linear,log_regression,segmentation,
-depth}.py``), e.g.
+depth,retrieval,transfer,video}.py``), e.g.
 
     python dinov2/run/eval/knn.py --nodes 1 --ngpus 8 --partition P \\
         --config-file dinov2/configs/eval/vitl14_pretrain.yaml --pretrained-weights W --output-dir D \\
@@ -43,6 +43,14 @@ PROTOCOLS = {
         "dinov2:segmentation",
     ),
     "depth": ("dinov2.eval.depth.probe", "Submitit launcher for the DINOv2 depth probe", "dinov2:depth"),
+    "zeroshot": (
+        "dinov2.eval.zeroshot.cli",
+        "Submitit launcher for dino.txt zero-shot classification",
+        "dinov2:zeroshot",
+    ),
+    "retrieval": ("dinov2.eval.retrieval.cli", "Submitit launcher for DINOv2 instance retrieval", "dinov2:retrieval"),
+    "transfer": ("dinov2.eval.transfer.cli", "Submitit launcher for DINOv2 linear transfer", "dinov2:transfer"),
+    "video": ("dinov2.eval.video.cli", "Submitit launcher for DINOv2 video classification", "dinov2:video"),
 }
 
 
@@ -67,8 +75,9 @@ def submit_eval_module(
     module = importlib.import_module(module_name)
     parser = get_args_parser(description=description, parents=[module.get_args_parser(add_help=False)])
     args = parser.parse_intermixed_args(argv)  # config overrides may sit among the options
-    with usage_errors(parser, FileNotFoundError, flag="--config-file"):
-        args.config_file = str(resolve_config_file(args.config_file))  # absolute: the job may start elsewhere
+    if getattr(args, "config_file", None):  # zero-shot has no such flag; hub-backbone protocols may leave it out
+        with usage_errors(parser, FileNotFoundError, flag="--config-file"):
+            args.config_file = str(resolve_config_file(args.config_file))  # absolute: the job may start elsewhere
     check(parser, args, module)  # fail here, not in the job
     args.eval_module = module_name
     # Pickle the task class by its importable name, also when a launcher file runs as a script (__main__).

@@ -63,7 +63,9 @@ class FrozenTeacher(TeacherStrategy):
         if not self.mask_student:
             # An unmasked student never uses its mask token: freeze it, so that it is not in the optimizer either
             # (AdamW would hold no state for it, and a resumed optimizer would expect some).
-            arch.student.backbone.mask_token.requires_grad_(False)
+            mask_token = getattr(arch.student.backbone, "mask_token", None)  # a ConvNeXt student has none
+            if mask_token is not None:
+                mask_token.requires_grad_(False)
         heads = {k: copy.deepcopy(v) for k, v in arch.student.items() if k != "backbone"}
         model_ema = ema_copy(arch.student, template, heads)
         teacher = build_teacher(self.plan)

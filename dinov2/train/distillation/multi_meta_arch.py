@@ -25,13 +25,24 @@ the global batch with those masks.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.distributed as dist
 from omegaconf import DictConfig
 
-from dinov2.distributed.subgroups import ProcessSubgroup, broadcast_to_subgroups, current_subgroup, world_size
+from dinov2 import distributed
+from dinov2.distributed.subgroups import (
+    ProcessSubgroup,
+    broadcast_to_subgroups,
+    current_subgroup,
+    whole_job,
+    world_rank,
+    world_size,
+)
 from dinov2.train.batch import N_GLOBAL_CROPS, Batch, TeacherTargets, batch_from_crops
 from dinov2.train.distillation.meta_arch import DistillationMetaArch, FrozenTeacher
+from dinov2.train.rank_agreement import run_agreed
 from dinov2.train.ssl_meta_arch import SSLMetaArch
 from dinov2.train.teachers import centred_targets, swap_global_crops
 
@@ -52,6 +63,15 @@ class StudentProgress:
         self.steps = int(state["steps"])
 
 
+def _student_name(cfg: DictConfig, rank: int) -> str:
+    """The name of the student whose ``ranks_range`` holds job rank ``rank``."""
+    for student in cfg.multidistillation.students:
+        first, last = student.ranks_range
+        if first <= rank < last:
+            return str(student.name)
+    return f"rank {rank}"  # ranges are checked at set-up; a hand-built config may still miss a rank
+
+
 class SharedFrozenTeacher(FrozenTeacher):
     """One frozen teacher, sharded over the whole job, whose targets this process's student (in its subgroup)
     shares with the other students (see the module docstring)."""
@@ -62,6 +82,7 @@ class SharedFrozenTeacher(FrozenTeacher):
         super().__init__(cfg)
         self.global_batch_size = int(cfg.multidistillation.global_batch_size)
         self.subgroup: ProcessSubgroup = current_subgroup()
+        self.student_name = _student_name(cfg, world_rank())
         self.student_group = self.subgroup.group  # the student and its EMA are sharded over the subgroup
         self.progress = StudentProgress()
         self._progress_checked = False
@@ -116,6 +137,39 @@ class SharedFrozenTeacher(FrozenTeacher):
             patch_logits = head(patches.index_select(0, batch.mask_indices), only_last_layer=True)  # [M, K']
         return batch, centred_targets(arch.centering, cls_logits, patch_logits, batch, teacher_temp)
 
+    def stop_together_if_not_finite(self, losses: dict[str, torch.Tensor]) -> None:
+        """Collective over the whole job: raise on every rank when any student's loss terms are not finite.
+
+        A student that stopped alone would leave the others waiting in the teacher's collectives until the
+        timeout. Called after the backward, before the optimizer step: no weights change and no checkpoint is
+        written at this iteration, so every student's last checkpoint stays intact.
+        """
+        values = torch.stack([value.float() for value in losses.values()])  # [terms], on the training device
+        flag = (~torch.isfinite(values)).any().float().reshape(1)  # one small all-reduce per step
+        with whole_job():
+            distributed.all_reduce(flag)
+            if flag.item() == 0:
+                return
+            terms = dict(zip(losses, values.tolist()))  # details only on failure
+            bad = {name: value for name, value in terms.items() if not math.isfinite(value)}
+            iteration = self.progress.steps  # completed steps: the iteration that failed (all students agree)
+
+            def check() -> None:
+                if bad:
+                    raise FloatingPointError(f"student {self.student_name!r}: {bad} (all terms: {terms})")
+
+            _, failures, _ = run_agreed(check)
+        found: dict[str, str] = {}  # one line per student (its first failing rank's)
+        for failure in failures:
+            text = failure.message.split(": ", 1)[1]  # "FloatingPointError: student 'name': ..."
+            found.setdefault(text.split(": ", 1)[0], text)
+        students = "; ".join(found.values())
+        raise FloatingPointError(
+            f"non-finite loss at iteration {iteration} of this multi-distillation run: {students}. Every "
+            "student stops here; their checkpoints up to the previous one are intact. Lower optim.base_lr of that "
+            "student, check the data, or use fp32/bf16 instead of fp16 (compute_precision.*.mixed_precision)"
+        )
+
     def _check_progress(self, device: torch.device) -> None:
         """Every student must resume at the same iteration (all of them meet in the teacher's collectives)."""
         self._progress_checked = True
@@ -147,6 +201,12 @@ class MultiDistillationMetaArch(DistillationMetaArch):
     @property
     def progress(self) -> StudentProgress:
         return self.teacher_strategy.progress
+
+    def forward_backward(self, images, teacher_temp: float) -> dict[str, torch.Tensor]:
+        """The student's step, then a job-wide check that every student's loss is finite (all stop together)."""
+        losses = super().forward_backward(images, teacher_temp)
+        self.teacher_strategy.stop_together_if_not_finite(losses)
+        return losses
 
     def shared_teacher_targets(self, loaded: Batch, teacher_temp: float) -> tuple[Batch, TeacherTargets]:
         """(this student's batch, its teacher targets) from the images this rank loaded."""

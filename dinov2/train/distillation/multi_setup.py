@@ -33,10 +33,9 @@ from dinov2.distributed.subgroups import ProcessSubgroup, check_rank_ranges, new
 from dinov2.distributed.subgroups import world_size as job_size
 from dinov2.utils.config import (
     ConfigValueError,
-    fresh_default_config,
     load_cfg,
     load_layers,
-    merge_checked,
+    merge_training_layers,
     read_config_file,
     resolve_config_file,
     validate_config,
@@ -96,7 +95,7 @@ def student_config(args: argparse.Namespace, student: dict[str, Any], n_load: in
     student_path = resolve_config_file(student["config_path"])
     student_file = read_config_file(student_path)
     base_layers = load_layers(args.config_file, getattr(args, "opts", None))
-    cfg = merge_checked(fresh_default_config(), [(student_file, f"student config {str(student_path)!r}"), *base_layers])
+    cfg = merge_training_layers([(student_file, f"student config {str(student_path)!r}"), *base_layers])
     own, shared = _flat(OmegaConf.to_container(student_file)), _flat(OmegaConf.to_container(base_layers[0][0]))
     for key in sorted(set(own) & set(shared)) if warn else []:
         if own[key] != shared[key]:

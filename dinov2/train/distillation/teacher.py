@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -91,7 +92,7 @@ def plan_teacher(cfg: DictConfig) -> TeacherPlan:
             f"distillation.teacher_heads=fresh); '{IGNORE}' gives a random teacher (tests only)"
         )
     if path == IGNORE:
-        img_size = teacher_cfg.crops.global_crops_size
+        img_size = _first_size(teacher_cfg.crops.global_crops_size)
         return TeacherPlan(teacher_cfg, path, heads, True, img_size, cfg.train.seed)
     shapes = read_teacher_shapes(path)
     has_heads = any(key.startswith("dino_head.") for key in shapes)
@@ -107,10 +108,18 @@ def plan_teacher(cfg: DictConfig) -> TeacherPlan:
             f"distillation.checkpoint_path={path} holds trained teacher heads, which distillation.teacher_heads=fresh "
             "would replace by random ones: set distillation.teacher_heads=checkpoint"
         )
-    if "backbone.pos_embed" not in shapes:
-        raise ConfigValueError(f"distillation.checkpoint_path={path} holds no backbone (no pos_embed tensor)")
-    grid = math.isqrt(shapes["backbone.pos_embed"][1] - 1)
-    return TeacherPlan(teacher_cfg, path, heads, heads_mode == "fresh", grid * patch, cfg.train.seed)
+    if "backbone.pos_embed" in shapes:
+        img_size = math.isqrt(shapes["backbone.pos_embed"][1] - 1) * patch
+    elif any(key.startswith("backbone.") for key in shapes):  # DINOv3 (RoPE, ConvNeXt): no position table
+        img_size = _first_size(teacher_cfg.crops.global_crops_size)
+    else:
+        raise ConfigValueError(f"distillation.checkpoint_path={path} holds no backbone (no backbone.* tensor)")
+    return TeacherPlan(teacher_cfg, path, heads, heads_mode == "fresh", img_size, cfg.train.seed)
+
+
+def _first_size(size) -> int:
+    """A crop size, or the first of DINOv3's multi-resolution list (the size a RoPE / ConvNeXt teacher ignores)."""
+    return int(size[0]) if isinstance(size, Sequence) and not isinstance(size, str) else int(size)
 
 
 def build_teacher_backbone(plan: TeacherPlan) -> tuple[nn.Module, int]:

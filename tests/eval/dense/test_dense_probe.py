@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import shutil
 
 import pytest
 import torch
@@ -13,10 +12,12 @@ from dinov2.eval.dense import probe as dense_probe
 from dinov2.eval.dense.train import learning_rate
 from dinov2.eval.depth.losses import gradient_loss, sigloss
 from dinov2.eval.depth.probe import CONFIG_DIR as DEPTH_CONFIGS
-from dinov2.eval.depth.probe import out_index_for
+from dinov2.eval.depth.probe import out_index_for, start_alive
 from dinov2.eval.segmentation import probe as segmentation_probe
 from dinov2.eval.segmentation.probe import CONFIG_DIR as SEGMENTATION_CONFIGS
+from dinov2.heads.depth.dpt import DPTHead
 from tests.eval.conftest import CONFIG
+from tests.eval.dense.resume_helpers import keep_checkpoint_at, resume_folder
 
 
 def test_poly_and_cosine_schedules_with_linear_warmup():
@@ -54,6 +55,18 @@ def test_recipes_merge_and_reject_unknown_keys(tmp_path):
 def test_depth_head_blocks():
     assert out_index_for(12, 4) == [2, 5, 8, 11] and out_index_for(24, 4) == [4, 11, 17, 23]
     assert out_index_for(40, 1) == [39] and out_index_for(16, 4) == [3, 7, 11, 15]
+
+
+@pytest.mark.parametrize("channels", [16, 256])
+def test_a_fresh_dpt_probe_head_starts_above_its_relu(channels):
+    """With the default init some starts (most narrow heads) output min_depth everywhere: no gradient, no training."""
+    features = [(torch.randn(1, 32, 2, 2), torch.randn(1, 32)) for _ in range(4)]
+    for seed in range(4):
+        torch.manual_seed(seed)
+        head = DPTHead(32, channels=channels)
+        start_alive(head)
+        with torch.no_grad():
+            assert (head(features) > head.min_depth).all(), seed
 
 
 def _released_gradient_loss(input, target):
@@ -96,19 +109,10 @@ def test_resume_is_exact(single_process_eval, backbone_files, tmp_path, monkeypa
         "train.crop_size=[28,28]", "train.short_side=28", "test.crop_size=[28,28]", "test.stride=[14,14]",
         "test.short_side=null",
     ]  # fmt: skip
-    saved = dense_probe.save_checkpoint
-
-    def keep_iteration_2(path, head, optimizer, iteration):
-        saved(path, head, optimizer, iteration)
-        if iteration == 2:
-            shutil.copy(path, tmp_path / "at_2.pth")
-
-    monkeypatch.setattr(dense_probe, "save_checkpoint", keep_iteration_2)
+    keep_checkpoint_at(monkeypatch, 2, tmp_path / "at_2.pth")
     full = tmp_path / "full"
     segmentation_probe.main(segmentation_probe.get_args_parser().parse_args(["--output-dir", str(full), *argv]))
-    resumed = tmp_path / "resumed"
-    resumed.mkdir()
-    shutil.copy(tmp_path / "at_2.pth", resumed / dense_probe.CHECKPOINT_NAME)
+    resumed = resume_folder(tmp_path / "resumed", tmp_path / "at_2.pth")
     segmentation_probe.main(segmentation_probe.get_args_parser().parse_args(["--output-dir", str(resumed), *argv]))
     a = torch.load(full / "segmentation_linear_head.pth", weights_only=True)["state_dict"]
     b = torch.load(resumed / "segmentation_linear_head.pth", weights_only=True)["state_dict"]

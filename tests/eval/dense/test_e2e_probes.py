@@ -17,9 +17,10 @@ from dinov2.eval.depth import probe as depth_probe
 from dinov2.eval.depth.metrics import DepthMetric
 from dinov2.eval.segmentation import probe as segmentation_probe
 from dinov2.eval.segmentation.metrics import SegmentationMetric
-from dinov2.hub.depthers import dinov2_vits14_ld
+from dinov2.hub.depthers import dinov2_vits14_dd, dinov2_vits14_ld
 from dinov2.hub.segmentors import dinov2_vits14_ade20k_linear
 from tests.eval.conftest import CONFIG
+from tests.eval.dense.resume_helpers import keep_checkpoint_at, resume_folder
 
 SIZE, TRAIN_IMAGES, VAL_IMAGES, SHAPES = (64, 48), 32, 8, 4
 SEGMENTATION_MARGIN = 15.0  # mIoU points above the best trivial predictor
@@ -56,7 +57,7 @@ def _argv(dense_set, task, weights, output_dir, recipe, overrides):
 
 
 SEGMENTATION_OVERRIDES = [
-    "train.iterations=60", "optim.lr=0.01", "train.crop_size=[56,56]", "train.short_side=48",
+    "train.iterations=60", "optim.lr=0.0003", "train.crop_size=[56,56]", "train.short_side=48",
     "test.crop_size=[56,56]", "test.stride=[28,28]", "test.short_side=48",
 ]  # fmt: skip
 
@@ -111,19 +112,25 @@ DEPTH_OVERRIDES = [
 ]  # fmt: skip
 
 
-@pytest.mark.slow
-def test_depth_probe(single_process_eval, dense_set, backbone_files, tmp_path):
-    argv = _argv(dense_set, "depth", backbone_files.hub, tmp_path, "linear4", DEPTH_OVERRIDES)
-    depth_probe.main(depth_probe.get_args_parser().parse_args(argv))
-    results = json.loads((tmp_path / "results_eval_depth.json").read_text())
-    assert set(results) == {"a1", "a2", "a3", "abs_rel", "rmse", "log_10", "rmse_log", "silog", "sq_rel"}
+def _depth_baseline_rmse(dense_set) -> float:
+    """RMSE of the best constant predictor the training set suggests (its mean depth) on the val set."""
     train, val = dense_set.dataset("TRAIN", "depth"), dense_set.dataset("VAL", "depth")
     mean_depth = float(np.mean([depth[depth > 0].mean() for _, depth in train]))
     baseline = DepthMetric(0.001, 10.0)
     for _, depth in val:
         gt = torch.from_numpy(depth)[None]
         baseline.update(torch.full_like(gt, mean_depth), gt)
-    baseline_rmse = baseline.compute()["rmse"]
+    return baseline.compute()["rmse"]
+
+
+@pytest.mark.slow
+def test_depth_probe(single_process_eval, dense_set, backbone_files, tmp_path):
+    argv = _argv(dense_set, "depth", backbone_files.hub, tmp_path, "linear4", DEPTH_OVERRIDES)
+    depth_probe.main(depth_probe.get_args_parser().parse_args(argv))
+    results = json.loads((tmp_path / "results_eval_depth.json").read_text())
+    assert set(results) == {"a1", "a2", "a3", "abs_rel", "rmse", "log_10", "rmse_log", "silog", "sq_rel"}
+    val = dense_set.dataset("VAL", "depth")
+    baseline_rmse = _depth_baseline_rmse(dense_set)
     assert results["rmse"] <= DEPTH_RMSE_RATIO * baseline_rmse, (results, baseline_rmse)
     print(f"depth probe RMSE {results['rmse']:.3f} vs mean-depth predictor {baseline_rmse:.3f}")
 
@@ -136,5 +143,43 @@ def test_depth_probe(single_process_eval, dense_set, backbone_files, tmp_path):
         for image, depth in val:
             tensor = depth_probe.make_dense_eval_transform("depth")(image, depth)[0][None]
             pred = (model(tensor) + model(tensor.flip(-1)).flip(-1)) / 2
+            metric.update(pred, torch.from_numpy(depth)[None])
+    assert metric.compute()["rmse"] == pytest.approx(results["rmse"], rel=1e-6)
+
+
+DPT_OVERRIDES = [
+    "train.iterations=40", "optim.lr=0.003", "head.channels=16", "train.crop_size=[48,56]", "train.nyu_crop=false",
+    "test.crop=null", "loss.gradient_weight=0", "loss.sigloss_warmup_iters=0", "checkpoint.period=20",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_dpt_depth_probe_learns_resumes_exactly_and_loads_in_the_hub(
+    single_process_eval, dense_set, backbone_files, tmp_path, monkeypatch
+):
+    """The DPT recipe (a narrow decoder): beats the mean-depth predictor, a run resumed from its iteration-20
+    checkpoint ends with the same head, and the exported head loads through ``dinov2_vits14_dd``."""
+    keep_checkpoint_at(monkeypatch, 20, tmp_path / "at_20.pth")
+    full = tmp_path / "full"
+    depth_probe.main(depth_probe.get_args_parser().parse_args(
+        _argv(dense_set, "depth", backbone_files.hub, full, "dpt", DPT_OVERRIDES)))  # fmt: skip
+    results = json.loads((full / "results_eval_depth.json").read_text())
+    baseline_rmse = _depth_baseline_rmse(dense_set)
+    assert results["rmse"] <= DEPTH_RMSE_RATIO * baseline_rmse, (results, baseline_rmse)
+
+    resumed = resume_folder(tmp_path / "resumed", tmp_path / "at_20.pth")
+    depth_probe.main(depth_probe.get_args_parser().parse_args(
+        _argv(dense_set, "depth", backbone_files.hub, resumed, "dpt", DPT_OVERRIDES)))  # fmt: skip
+    a = torch.load(full / "depth_dpt_head.pth", weights_only=True)["state_dict"]
+    b = torch.load(resumed / "depth_dpt_head.pth", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    model = dinov2_vits14_dd(weights=str(full / "depth_dpt_head.pth"), backbone_weights=str(backbone_files.hub))
+    assert (model.decode_head.min_depth, model.decode_head.max_depth) == (0.001, 10.0)
+    metric = DepthMetric(0.001, 10.0)
+    with torch.no_grad():
+        for image, depth in dense_set.dataset("VAL", "depth"):
+            tensor = depth_probe.make_dense_eval_transform("depth")(image, depth)[0][None]
+            pred = (model.eval()(tensor) + model(tensor.flip(-1)).flip(-1)) / 2
             metric.update(pred, torch.from_numpy(depth)[None])
     assert metric.compute()["rmse"] == pytest.approx(results["rmse"], rel=1e-6)

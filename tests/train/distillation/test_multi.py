@@ -5,6 +5,8 @@ tests/train/test_distributed_training.py (float32 reductions in another order)."
 
 from __future__ import annotations
 
+import contextlib
+import json
 from pathlib import Path
 
 import pytest
@@ -69,25 +71,30 @@ def _reference(tmp_dir: str, teacher, arch: str, *opts: str) -> dict:
     return _step(model, cfg, batch_for_images(_full_batch(cfg), slice(0, N_IMAGES)), multi=False)
 
 
-def _students_on_ranks(rank: int, world_size: int, tmp_dir: str, teacher, ranges, *opts: str) -> dict:
+@contextlib.contextmanager
+def _student_on_rank(rank: int, world_size: int, tmp_dir: str, teacher, ranges, folder: str, *opts: str):
+    """This rank's student (built in its subgroup's scope, which stays open) and the images this rank loads."""
     subgroup = new_subgroups(ranges)
-    arch = ARCHS[subgroup.index]
     cfg = tiny_cfg(
-        Path(tmp_dir) / f"rank{rank}",
+        Path(tmp_dir) / f"{folder}{rank}",
         *distill_opts(*teacher),
         *_multi_opts(ranges),
-        f"student.arch={arch}",
+        f"student.arch={ARCHS[subgroup.index]}",
         f"train.batch_size_per_gpu={N_IMAGES // world_size}",
         *opts,
     )
     with scope(subgroup.group):
         torch.manual_seed(0)
         model = build_meta_arch(cfg)
-        assert type(model) is MultiDistillationMetaArch and model.subgroup.ranks == subgroup.ranks
         model.prepare_for_distributed_training("cpu")
         per_rank = N_IMAGES // world_size
-        loaded = batch_for_images(_full_batch(cfg), slice(rank * per_rank, (rank + 1) * per_rank))
-        return {"arch": arch, **_step(model, cfg, loaded, multi=True)}
+        yield subgroup, model, batch_for_images(_full_batch(cfg), slice(rank * per_rank, (rank + 1) * per_rank))
+
+
+def _students_on_ranks(rank: int, world_size: int, tmp_dir: str, teacher, ranges, *opts: str) -> dict:
+    with _student_on_rank(rank, world_size, tmp_dir, teacher, ranges, "rank", *opts) as (subgroup, model, loaded):
+        assert type(model) is MultiDistillationMetaArch and model.subgroup.ranks == subgroup.ranks
+        return {"arch": ARCHS[subgroup.index], **_step(model, model.cfg, loaded, multi=True)}
 
 
 def _compare(got: dict, expected: dict, what: str) -> None:
@@ -105,12 +112,23 @@ def teacher(tmp_path_factory):
     return str(config), str(export)
 
 
-def _broadcasts_then_students(rank: int, world_size: int, *args) -> dict:
-    return {"broadcasts": _broadcasts(rank, world_size), **_students_on_ranks(rank, world_size, *args)}
+def _broadcasts_then_students(rank: int, world_size: int, tmp_dir: str, teacher, ranges) -> dict:
+    return {
+        "broadcasts": _broadcasts(rank, world_size),
+        **_students_on_ranks(rank, world_size, tmp_dir, teacher, ranges),
+        "diverged": _one_student_diverges(rank, world_size, tmp_dir, teacher),
+    }
 
 
-def test_two_students_equal_single_student_steps(tmp_path, teacher):
-    results = run_distributed(_broadcasts_then_students, 2, str(tmp_path), teacher, [[0, 1], [1, 2]])
+@pytest.fixture(scope="module")
+def two_students(tmp_path_factory, teacher) -> tuple[str, list[dict]]:
+    """Both tests of two students on two ranks, from one start of the processes (they are the slow part)."""
+    tmp_dir = str(tmp_path_factory.mktemp("two_students"))
+    return tmp_dir, run_distributed(_broadcasts_then_students, 2, tmp_dir, teacher, [[0, 1], [1, 2]], timeout=240)
+
+
+def test_two_students_equal_single_student_steps(two_students, teacher):
+    tmp_path, results = two_students
     _check_broadcasts([r["broadcasts"] for r in results])
     a, b = results
     assert (a["arch"], b["arch"]) == ARCHS
@@ -118,7 +136,7 @@ def test_two_students_equal_single_student_steps(tmp_path, teacher):
     torch.testing.assert_close(a["dino"], b["dino"], rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(a["ibot"], b["ibot"], rtol=1e-6, atol=1e-7)
     for got, arch in ((a, ARCHS[0]), (b, ARCHS[1])):
-        expected = _reference(str(tmp_path), teacher, arch)
+        expected = _reference(tmp_path, teacher, arch)
         torch.testing.assert_close(got["dino"], expected["dino"], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(got["ibot"], expected["ibot"], rtol=1e-5, atol=1e-6)
         _compare(got, expected, arch)
@@ -197,7 +215,33 @@ def test_trainer_writes_one_folder_per_student(tmp_path, teacher, monkeypatch):
         cfg = OmegaConf.load(out / "config.yaml")
         assert cfg.student.arch == arch and cfg.train.output_dir == str(out) and cfg.train.batch_size_per_gpu == 2
         assert (out / "training_metrics.json").is_file() and (out / "model_0000003").is_dir()
+        metrics = [json.loads(line) for line in (out / "training_metrics.json").read_text().splitlines()]
+        assert {m["current_batch_size"] for m in metrics} == {4}  # its share of the global batch, not the 2 loaded
         keys = FileSystemReader(str(out / "model_0000003")).read_metadata().state_dict_metadata
         assert not [k for k in keys if k.startswith("model.teacher.")] and "model.model_ema.backbone.cls_token" in keys
         export = torch.load(out / "eval" / "training_3" / "teacher_checkpoint.pth", weights_only=True)["teacher"]
         assert export["backbone.cls_token"].shape[-1] == (32 if arch == "vit_test" else 48)
+
+
+def _one_student_diverges(rank: int, world_size: int, tmp_dir: str, teacher) -> str:
+    """Student s1's weights hold a NaN: its loss is not finite at (resumed) iteration 7; s0's is finite."""
+    with _student_on_rank(rank, world_size, tmp_dir, teacher, [[0, 1], [1, 2]], "diverged") as (
+        subgroup,
+        model,
+        loaded,
+    ):
+        model.progress.steps = 7
+        if subgroup.index == 1:
+            with torch.no_grad():
+                model.student.backbone.cls_token.fill_(float("nan"))
+        with pytest.raises(FloatingPointError) as error:
+            model.forward_backward(loaded, TEACHER_TEMP)
+        return str(error.value)
+
+
+def test_a_non_finite_loss_in_one_student_stops_every_student(two_students):
+    """Both students raise at once (no collective timeout), naming the diverged student and the iteration."""
+    messages = [result["diverged"] for result in two_students[1]]
+    assert messages[0] == messages[1]
+    assert "non-finite loss at iteration 7" in messages[0] and "student 's1'" in messages[0]
+    assert "student 's0'" not in messages[0] and "checkpoints" in messages[0]

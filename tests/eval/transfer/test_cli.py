@@ -1,0 +1,67 @@
+"""``python -m dinov2.eval.transfer`` end to end on fake dataset trees and an image folder, random tiny backbone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from omegaconf import OmegaConf
+
+from dinov2.eval.transfer.cli import cli_main
+from tests.conftest import preserved_logging
+from tests.eval.transfer import trees
+from tests.train.tiny import tiny_cfg
+
+
+@pytest.mark.usefixtures("single_process_eval")  # one thread; the process group state forgotten after
+def test_cli_end_to_end(tmp_path):
+    root = tmp_path / "data"
+    trees.make_dtd(root)
+    trees.make_voc2007(root)
+    for split, kept in (
+        ("train", range(0, 3)),
+        ("val", range(3, 4)),
+        ("test", range(4, 6)),
+    ):  # an image folder made of DTD images
+        for name in ("banded", "dotted"):
+            for i in kept:
+                target = root / "toy" / split / name / f"{i}.jpg"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(root / "dtd" / "dtd" / "images" / name / f"{name}_{i:04d}.jpg", target)
+    OmegaConf.save(tiny_cfg(tmp_path), tmp_path / "config.yaml")
+    out = tmp_path / "out"
+    argv = ["--config-file", str(tmp_path / "config.yaml"), "--random-init", "--data-root", str(root)]
+    argv += [
+        "--datasets",
+        "dtd",
+        "voc2007",
+        "--folder",
+        f"toy:train={root}/toy/train:val={root}/toy/val:test={root}/toy/test",
+    ]
+    argv += ["--crop-size", "16", "--batch-size", "4", "--num-workers", "0", "--max-train-iters", "20"]
+    argv += ["--c-values", "0.1", "10"]
+    argv += ["--no-progress", "--output-dir", str(out)]
+    with preserved_logging():
+        assert cli_main(argv) == 0
+    lines = [json.loads(line) for line in (out / "results_eval_transfer.json").read_text().splitlines()]
+    flat = {k: v for line in lines for k, v in line.items()}
+    assert list(flat) == ["dtd", "voc2007", "toy", "average"]
+    assert flat["average"] == pytest.approx((flat["dtd"] + flat["voc2007"] + flat["toy"]) / 3)
+    detailed = json.loads((out / "results_eval_transfer_detailed.json").read_text())["datasets"]
+    assert detailed["dtd"]["sizes"] == {"train": 6, "val": 6, "test": 6} and detailed["dtd"]["metric"] == "top1"
+    assert detailed["voc2007"]["metric"] == "map11" and len(detailed["voc2007"]["sweep"]) == 2
+    assert detailed["toy"]["sizes"] == {"train": 6, "val": 2, "test": 4}
+
+
+def test_usage_errors(tmp_path, capsys):
+    base = ["--model", "dinov2_vits14", "--random-init"]
+    with pytest.raises(SystemExit):
+        cli_main(base)
+    assert "nothing to evaluate" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main([*base, "--data-root", str(tmp_path / "none")])
+    assert "is not a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main([*base, "--folder", "x:train=a"])
+    assert "NAME:train=DIR:test=DIR" in capsys.readouterr().err
