@@ -9,11 +9,13 @@ from dinov2.train.pretrained import check_hub_arch, hub_source
 from dinov2.utils.config import load_cfg
 
 
-@pytest.mark.parametrize("name", ["adapt_dinov2_vits14", "adapt_dinov2_vitb14", "adapt_dinov2_vitl14"])
-def test_a_dinov2_preset_starts_from_its_hub_backbone(name, tmp_path):
+@pytest.mark.parametrize(
+    "name", ["adapt_dinov2_vits14", "adapt_dinov2_vitb14", "adapt_dinov2_vitl14", "adapt_dinov3_vitl16"]
+)
+def test_a_preset_starts_from_its_hub_backbone(name, tmp_path):
     cfg = load_cfg(str(config_path(f"train/{name}")), output_dir=str(tmp_path))
     hub = hub_source(cfg.student.pretrained_weights)
-    assert hub == (name.replace("adapt_", ""), None)
+    assert hub is not None and hub[0] == name.replace("adapt_", "")
     check_hub_arch(hub[0], cfg.student)  # raises when the preset's student is another arch
     assert cfg.adapt.head_warmup_iterations > 0 and cfg.adapt.collapse_guard.action == "stop"
     assert cfg.teacher.warmup_teacher_temp == cfg.teacher.teacher_temp  # no cold-teacher warm-up
