@@ -21,17 +21,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dinov2.configs import config_path  # noqa: E402
 from dinov2.train.adapt_digits import Scale, knn_top1, registered_digits_arch, train_run, write_digits  # noqa: E402
 from dinov2.train.collapse_guard import CollapseDetected  # noqa: E402
 
-RECIPE = "train/adapt_demo_cpu"
+RECIPE, SCRATCH = "train/adapt_demo_cpu", "train/demo_cpu"
 SETTINGS: dict[str, tuple[str, list[str]]] = {
-    "scratch": ("train/demo_cpu", []),
+    "scratch": (SCRATCH, []),
     "recipe": (RECIPE, []),
     "recipe, no head warm-up": (RECIPE, ["adapt.head_warmup_iterations=0", "adapt.backbone_lr_ramp_iterations=0"]),
-    "recipe, from-scratch lr 0.004": (RECIPE, ["optim.base_lr=0.004"]),
+    "recipe, from-scratch lr": (RECIPE, ["LR_RATIO=1"]),
     "recipe, layer decay 0.9": (RECIPE, ["optim.layerwise_decay=0.9"]),
-    "recipe, momentum 0.992": (RECIPE, ["teacher.momentum_teacher=0.992"]),
+    "recipe, momentum 0.999": (RECIPE, ["teacher.momentum_teacher=0.999"]),
     "recipe, cold teacher 0.04 -> 0.07": (
         RECIPE,
         ["teacher.warmup_teacher_temp=0.04", "teacher.warmup_teacher_temp_epochs=2"],
@@ -39,6 +40,17 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
     "recipe, no KoLeo": (RECIPE, ["dino.koleo_loss_weight=0"]),
     "recipe, no drop path": (RECIPE, ["student.drop_path_rate=0"]),
 }
+DEFAULT_SETTINGS = list(SETTINGS)[:7]
+
+
+def lr_opt(config: str, extra: list[str], scale: Scale) -> str:
+    """``optim.base_lr`` at the experiment's scale: its from-scratch lr times the config's ratio to the demo's."""
+    from dinov2.utils.config import load_cfg
+
+    if "LR_RATIO=1" in extra:
+        return f"optim.base_lr={scale.base_lr}"
+    ratio = load_cfg(str(config_path(config))).optim.base_lr / load_cfg(str(config_path(SCRATCH))).optim.base_lr
+    return f"optim.base_lr={scale.base_lr * ratio:g}"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -46,7 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output-dir", default=None, help="runs and images (default: a temporary folder)")
     parser.add_argument("--pretrain-iterations", type=int, default=Scale.pretrain_iterations)
     parser.add_argument("--adapt-iterations", type=int, default=Scale.adapt_iterations)
-    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS), metavar="NAME")
+    parser.add_argument("--settings", nargs="+", default=DEFAULT_SETTINGS, choices=list(SETTINGS), metavar="NAME")
     return parser.parse_args(argv)
 
 
@@ -57,7 +69,8 @@ def scores(run: Path, weights: Path | None, root: Path, scale: Scale) -> tuple[f
 def adapt(name: str, released: Path, root: Path, out: Path, scale: Scale) -> tuple[float, float, str]:
     config, extra = SETTINGS[name]
     run = out / name.replace(" ", "_").replace(",", "").replace(">", "")
-    opts = [*scale.opts(scale.adapt_iterations), f"student.pretrained_weights={released}", *extra]
+    opts = [*scale.opts(scale.adapt_iterations), f"student.pretrained_weights={released}", lr_opt(config, extra, scale)]
+    opts += [opt for opt in extra if opt != "LR_RATIO=1"]
     opts.append(f"train.dataset_path=ImageFolder:root={root / 'new' / 'train'}")
     note = ""
     try:
@@ -76,8 +89,9 @@ def main(argv=None) -> int:
     root = write_digits(out / "digits", size=scale.image_size)
     started = time.time()
     with registered_digits_arch():
-        opts = [*scale.opts(scale.pretrain_iterations), f"train.dataset_path=ImageFolder:root={root / 'old' / 'train'}"]
-        released = train_run(out / "released", "train/demo_cpu", opts)
+        opts = [*scale.opts(scale.pretrain_iterations), f"optim.base_lr={scale.base_lr}"]
+        opts.append(f"train.dataset_path=ImageFolder:root={root / 'old' / 'train'}")
+        released = train_run(out / "released", SCRATCH, opts)
         random_old, random_new = scores(out / "released", None, root, scale)
         old, new = scores(out / "released", released, root, scale)
         rows = [(name, *adapt(name, released, root, out, scale)) for name in args.settings]

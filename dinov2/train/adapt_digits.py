@@ -85,6 +85,7 @@ class Scale:
     pretrain_iterations: int = 200
     adapt_iterations: int = 100
     num_workers: int = 0
+    base_lr: float = 0.02  # the from-scratch lr at this scale (the demo's 0.004 learns too slowly here)
 
     def opts(self, iterations: int) -> list[str]:
         """Overrides that put a config at this scale (the recipe keys stay the config's own)."""
