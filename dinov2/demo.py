@@ -231,7 +231,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         description=__doc__.split("\n\n")[0],
         epilog="'features [--registers]' as the first argument prints the features of a random ViT-S/14 instead; "
-        "'distill [--output-dir D] [key=value ...]' distils the demo's teacher into a smaller student.",
+        "'distill [--output-dir D] [key=value ...]' distils the demo's teacher into a smaller student; "
+        "'dinov3 [--output-dir D] [key=value ...]' trains a small RoPE ViT the DINOv3 way (SSL, Gram, high-res).",
     )
     add_output_dir(parser, "data, checkpoints, exports and logs", default="demo_output")
     parser.add_argument("--no-resume", action="store_true", help="train from scratch even if checkpoints exist")
@@ -249,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["distill"]:
         return distill_main(argv[1:])
+    if argv[:1] == ["dinov3"]:  # the DINOv3 recipe: SSL, Gram anchoring, high resolution (dinov2/demo_dinov3.py)
+        from dinov2.demo_dinov3 import main as dinov3_main
+
+        return dinov3_main(argv[1:])
     if argv[:1] == ["features"]:
         parser = ArgumentParser(prog=f"{get_args_parser().prog} features", description=features_demo.__doc__)
         parser.add_argument("--registers", action="store_true", help="use the ViT-S/14 variant with 4 registers")

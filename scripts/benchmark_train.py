@@ -136,11 +136,13 @@ def random_batch(cfg, device: torch.device, seed: int) -> Batch:
     g = torch.Generator().manual_seed(seed)
     size, local, patch = cfg.crops.global_crops_size, cfg.crops.local_crops_size, cfg.student.patch_size
     n_local = cfg.crops.local_crops_number
+    gram = cfg.crops.gram_teacher_crops_size if cfg.gram.use_loss and not cfg.gram.ema_teacher else None
     samples = [
         (
             {
                 "global_crops": [torch.randn(3, size, size, generator=g) for _ in range(2)],
                 "local_crops": [torch.randn(3, local, local, generator=g) for _ in range(n_local)],
+                **({"gram_teacher_crops": [torch.randn(3, gram, gram, generator=g) for _ in range(2)]} if gram else {}),
             },
             (),
         )

@@ -65,7 +65,7 @@ def test_console_scripts_are_declared_and_take_no_argument():
     protocols = ("knn", "linear", "log-regression", "segmentation", "depth", "retrieval", "transfer", "video")
     evals = {f"dinov2-eval-{p}" for p in protocols}
     others = {"dinov2-train", "dinov2-train-slurm", "dinov2-curation", "dinov2-visualize", "dinov2-plot"}
-    expected = evals | others | {"dinov2-export", "dinov2-demo"}
+    expected = evals | others | {"dinov2-export", "dinov2-demo", "dinov2-finetune"}
     assert set(SCRIPTS) == expected
     for script, target in SCRIPTS.items():
         function = _resolve(target)
@@ -147,6 +147,9 @@ def _missing_required_cases(tmp_path):
         ("dinov2-eval-segmentation", model, ["required: --train-dataset"]),
         ("dinov2-eval-depth", [*model, "--train-dataset", SEG_DATA, "--val-dataset", SEG_DATA, "optim.lrr=1"],
          ["unknown recipe key(s) 'optim.lrr'"]),
+        ("dinov2-finetune", [], ["one of --model NAME, --config-file F or --weights W"]),
+        ("dinov2-finetune", ["--model", "dinov2_vits14", "--random-init", "--train-dataset", "ImageFolder:root=a"],
+         ["required: --val-dataset"]),
         ("dinov2-curation", [], ["required: step"]),
         ("dinov2-curation", ["kmeans", "--embeddings", "x.npy", "--output-dir", "o"], ["required: --n-clusters"]),
         ("dinov2-curation", ["embed", *model, "--dataset", "ImageFolder:root=a"], ["required: --output-dir"]),
@@ -207,6 +210,7 @@ def _output_dir_cases():
         "dinov2.visualize.__main__": [["pca", "a.png", "--model", "dinov2_vits14"], ["attention", "a.png",
                                                                                    "--config-file", "c"]],
         "dinov2.demo": [[]],
+        "dinov2.eval.finetune.cli": [["--model", "dinov2_vits14"]],
     }  # fmt: skip
 
 

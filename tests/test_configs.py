@@ -14,6 +14,10 @@ from dinov2.utils.config import load_cfg
 # not training configs: the curation presets and the dense probes' recipes
 NOT_TRAINING = ("curation/", "eval/segmentation/", "eval/depth/", "train/dinotxt")
 ALL_CONFIGS = [c for c in configs.available_configs() if not c.startswith(NOT_TRAINING)]
+# DINOv3's defaults and training configs load over DINOv3's defaults, not the DINOv2 ones this file checks:
+# tests/train/test_dinov3_configs.py and tests/config/test_dinov3.py test them.
+DINOV3_CONFIGS = {c for c in ALL_CONFIGS if c.startswith("train/dinov3/") or c == "ssl_default_config_dinov3"}
+DINOV2_CONFIGS = [c for c in ALL_CONFIGS if c not in DINOV3_CONFIGS]
 
 
 def _flatten(tree, prefix=""):
@@ -160,6 +164,31 @@ EXTENSION_DEFAULTS = {
     "distillation.teacher_heads": "checkpoint",
     "distillation.mask_student": False,
     "distillation.ibot_tokens": "masked",
+    # DINOv3's Gram anchoring and high-resolution keys (dinov2/train/gram.py, dinov2/data/crop_sizes.py)
+    "crops.global_local_crop_pairs_ratios": 1.0,
+    "crops.gram_teacher_crops_size": None,
+    "crops.gram_teacher_no_distortions": False,
+    "crops.localcrops_subset_of_globalcrops": False,
+    "crops.share_color_jitter": False,
+    "crops.horizontal_flips": True,
+    "gram.use_loss": False,
+    "gram.compute_stats": False,
+    "gram.loss_weight": 1.0,
+    "gram.loss_weight_schedule": None,
+    "gram.ema_teacher": False,
+    "gram.ckpt": None,
+    "gram.it_load_ema_teacher": -1,
+    "gram.rep_update": True,
+    "gram.update_frequency": 50000,
+    "gram.it_first_update": 0,
+    "gram.max_updates": None,
+    "gram.normalized": True,
+    "gram.img_level": False,
+    "gram.remove_neg": False,
+    "gram.remove_only_teacher_neg": False,
+    "gram.tokens_used": "all",
+    "gram.global_teacher_resize_method": "bicubic",
+    "gram.global_teacher_resize_antialias": False,
 }
 
 # Released file name -> its exact content (flattened).
@@ -210,10 +239,11 @@ PROJECT_FILES = {
 
 
 def test_every_released_file_is_packaged():
-    assert set(RELEASED_FILES) | PROJECT_FILES == set(ALL_CONFIGS)
+    assert set(RELEASED_FILES) | PROJECT_FILES == set(DINOV2_CONFIGS)
+    assert "ssl_default_config_dinov3" in DINOV3_CONFIGS and len(DINOV3_CONFIGS) == 14  # 13 released recipes
 
 
-@pytest.mark.parametrize("name", ALL_CONFIGS)
+@pytest.mark.parametrize("name", DINOV2_CONFIGS)
 def test_every_config_loads_and_validates(name, tmp_path):
     from dinov2.demo import demo_student_arch  # the distillation demo's student arch, registered by the demo
 

@@ -159,7 +159,8 @@ LAYERS: dict[str, set[str]] = {
     "visualize": _BLOCKS | {"features"},
     "export": _BLOCKS | {"features"},
     "run": _BLOCKS | {"features", "train", "eval", "curation", "visualize", "export"},
-    "demo": _BLOCKS | {"features", "train", "eval", "visualize"},
+    "demo_dinov3": _BLOCKS | {"features", "train", "eval"},  # `python -m dinov2.demo dinov3`, called by demo
+    "demo": _BLOCKS | {"features", "train", "eval", "visualize", "demo_dinov3"},
     "plot": _BLOCKS | {"visualize"},
 }
 

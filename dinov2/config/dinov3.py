@@ -3,8 +3,8 @@
 
 - :func:`is_dinov3_config`: the layers of a config (file, overrides) ask for DINOv3's defaults
   (``ssl_default_config_dinov3.yaml``) when their ``student`` section, merged onto DINOv2's, belongs to a DINOv3
-  family (the family registry decides: :func:`register_student_family`), or when they have a ``gram`` or
-  ``schedules`` section or another key that only DINOv3's defaults have.
+  family (the family registry decides: :func:`register_student_family`), or when they have a ``schedules``
+  section or another key that only DINOv3's defaults have (``gram.*`` is in both defaults).
 - :func:`dinov3_reference`: the keys a DINOv3 layer may hold: the defaults, DINOv3's schedule form
   (``{start, peak, end, warmup_epochs[, cosine_epochs]}``) under ``schedules.*``, ``dino.local_loss_weight_schedule``
   and ``gram.loss_weight_schedule``, and the per-part precision sections of a written ``config.yaml``.
@@ -102,13 +102,14 @@ def is_dinov3_config(
     layers: Sequence[DictConfig], dinov2_defaults: DictConfig, dinov3_defaults: DictConfig | None = None
 ) -> bool:
     """True when the layers (a config file, overrides) are DINOv3's: their ``student`` section, merged onto
-    DINOv2's, is a DINOv3 family's; or they have a ``gram`` or ``schedules`` section or another key that only
-    DINOv3's defaults (``dinov3_defaults``) have (``crops.teacher_to_student_resolution_scale``, ``hrft``, ...)."""
+    DINOv2's, is a DINOv3 family's; or they have a ``schedules`` section or another key that only DINOv3's
+    defaults (``dinov3_defaults``) have (``crops.teacher_to_student_resolution_scale``, ``hrft``, ...). The
+    ``gram`` keys are in both defaults (Gram anchoring trains either family) and decide nothing."""
     trees = [_container(layer) for layer in layers]
     v2_tree = _container(dinov2_defaults)
     v3_tree = _container(dinov3_defaults)
     for tree in trees:
-        if "gram" in tree or "schedules" in tree:
+        if "schedules" in tree:
             return True
         others = {key: value for key, value in tree.items() if key != "student" and key in v3_tree}
         if _only_in(others, v2_tree):

@@ -167,7 +167,7 @@ def merge_training_layers(layers: Sequence[Layer]) -> DictConfig:
     """The training config of ``layers`` merged onto the defaults they ask for, keys checked.
 
     DINOv2's ``ssl_default_config.yaml``, or DINOv3's ``ssl_default_config_dinov3.yaml`` when the layers hold a
-    DINOv3-family student, a ``gram`` / ``schedules`` section or a DINOv3-only key
+    DINOv3-family student, a ``schedules`` section or a DINOv3-only key
     (:func:`dinov2.config.dinov3.is_dinov3_config`); a DINOv3 config
     is then turned into the trainer's keys (:func:`dinov2.config.dinov3.to_trainer_form`) and its settings that
     we do not implement raise one :class:`~dinov2.config.dinov3.UnimplementedConfigError` naming them all.
@@ -177,7 +177,7 @@ def merge_training_layers(layers: Sequence[Layer]) -> DictConfig:
         return merge_checked(defaults, layers)
     rule = (
         f"every key must exist in {DINOV3_DEFAULT_CONFIG_NAME}.yaml, the defaults of a DINOv3 config "
-        "(a DINOv3-family student, a gram or schedules section, or a key only DINOv3 has)"
+        "(a DINOv3-family student, a schedules section, or a key only DINOv3 has)"
     )
     reference = dinov3_reference(v3_defaults, defaults)
     for layer, source in layers:

@@ -79,7 +79,8 @@ def collate_data_and_cast(
         ``[2B, N]``, ``mask_indices_list`` int64 flat indices of the True entries, ``masks_weight``
         float32 (for every masked token, ``1 / #masked tokens of its image``), ``upperbound`` (int,
         ``sum(int(N * bin_max))`` over the masked images, a bound on the number of masked tokens) and
-        ``n_masked_patches`` (long ``[1]``).
+        ``n_masked_patches`` (long ``[1]``); with ``gram_teacher_crops`` in the samples (DINOv3's Gram anchoring)
+        also ``collated_gram_teacher_crops`` ``[2B, 3, H', W']``.
 
     Randomness (ratios, masks, shuffle of the mask list) comes from Python's ``random`` module.
     """
@@ -108,6 +109,9 @@ def collate_data_and_cast(
     masked_per_image = collated_masks.sum(-1, dtype=torch.float32).clamp(min=1.0)  # [2B]
     masks_weight = (1.0 / masked_per_image).unsqueeze(-1).expand_as(collated_masks)[collated_masks]  # [M]
 
+    gram = {}
+    if "gram_teacher_crops" in crops[0]:  # DINOv3's Gram teacher crops, collated like the global crops
+        gram["collated_gram_teacher_crops"] = _stack_crop_major([c["gram_teacher_crops"] for c in crops], dtype)
     return {
         "collated_global_crops": collated_global_crops,
         "collated_local_crops": collated_local_crops,
@@ -116,4 +120,5 @@ def collate_data_and_cast(
         "masks_weight": masks_weight,
         "upperbound": upperbound,
         "n_masked_patches": torch.full((1,), fill_value=mask_indices_list.shape[0], dtype=torch.long),
+        **gram,
     }

@@ -39,6 +39,7 @@ from .datasets import (
     Synthetic,
     SyntheticDense,
 )
+from .datasets.captions import CaptionFolder, CaptionManifest
 
 __all__ = ["DatasetSpec", "parse_dataset_str", "register_dataset", "known_datasets"]
 
@@ -118,6 +119,8 @@ _REGISTRY: dict[str, DatasetSpec] = {
     "DepthFolder": DatasetSpec(
         DepthFolder, ("root",), {"images": str, "depths": str, "depth_scale": float, "strict": _to_bool}
     ),
+    "CaptionFolder": DatasetSpec(CaptionFolder, ("root",), {"strict": _to_bool}),  # dino.txt: image + .txt caption
+    "CaptionManifest": DatasetSpec(CaptionManifest, ("path",), {"root": str, "strict": _to_bool}),  # CSV / JSONL
     "SyntheticDense": DatasetSpec(
         SyntheticDense,
         ("root",),

@@ -27,6 +27,7 @@ class Batch:
     mask_indices: torch.Tensor  # [M] int64, flat indices into [2B * N]
     masks_weight: torch.Tensor  # [M] 1 / (#masked patches of the token's image)
     n_masked_patches: torch.Tensor  # [1] int64 (M as a tensor, for Sinkhorn-Knopp's all-reduce)
+    gram_teacher_crops: torch.Tensor | None = None  # [2B, 3, H_gram, W_gram] (Gram anchoring), crop-major
 
     @classmethod
     def from_collated(cls, data: dict, device: torch.device | str) -> Batch:
@@ -42,6 +43,7 @@ class Batch:
             mask_indices=move("mask_indices_list"),
             masks_weight=move("masks_weight"),
             n_masked_patches=move("n_masked_patches"),
+            gram_teacher_crops=move("collated_gram_teacher_crops") if "collated_gram_teacher_crops" in data else None,
         )
 
     @property
@@ -59,6 +61,7 @@ class TeacherTargets:
 
     dino: torch.Tensor  # [2, B, K] per global crop, already swapped (row i of crop 0 is crop 1's target)
     ibot: torch.Tensor | None  # [M, K_ibot] for the masked patches, or None without iBOT
+    gram: torch.Tensor | None = None  # [2B, P, D] Gram teacher patch tokens on the student's grid (Gram anchoring)
 
 
 @dataclass
@@ -69,6 +72,7 @@ class StudentOutputs:
     global_cls_logits: torch.Tensor  # [2B, K] after the DINO head
     local_cls_logits: torch.Tensor | None  # [L*B, K], None without local crops
     masked_patch_logits: torch.Tensor | None  # [M, K_ibot], None without iBOT
+    global_patch_tokens: torch.Tensor | None = None  # [2B, P, D] normed patch tokens (only for Gram anchoring)
 
 
 def all_patch_batch(batch: Batch) -> Batch:

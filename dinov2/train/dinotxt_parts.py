@@ -11,24 +11,12 @@ from torch import nn
 from torchvision import transforms
 
 from dinov2.data import SamplerType, make_data_loader, make_dataset
-from dinov2.data.dataset_strings import DatasetSpec, known_datasets, register_dataset
-from dinov2.data.datasets.captions import CaptionFolder, CaptionManifest
 from dinov2.data.transforms import make_classification_train_transform, make_normalize_transform
 from dinov2.features import LoadedBackbone, load_backbone
 from dinov2.text import DinoTxt, TextTransformer, released_config
 from dinov2.train.dinotxt_config import DinoTxtTrainConfig
 
 __all__ = ["TrainableParts", "build_dinotxt_model", "params_groups", "build_caption_loader", "image_transform"]
-
-for _name, _spec in (
-    ("CaptionFolder", DatasetSpec(CaptionFolder, ("root",), {"strict": lambda v: v.lower() == "true"})),
-    (
-        "CaptionManifest",
-        DatasetSpec(CaptionManifest, ("path",), {"root": str, "strict": lambda v: v.lower() == "true"}),
-    ),
-):
-    if _name not in known_datasets():
-        register_dataset(_name, _spec)
 
 
 class TrainableParts(nn.Module):

@@ -8,6 +8,10 @@ method that can be tested alone:
 3. :meth:`SSLMetaArch.loss_terms`       - DINO (local, global), KoLeo and iBOT terms and their weighted sum;
 4. :meth:`SSLMetaArch.backprop_loss`    - backward (through the gradient scaler in fp16).
 
+Before each step the training loop calls :meth:`SSLMetaArch.begin_iteration`: the RoPE augmentations of a DINOv3
+student are seeded for that rank and step (``dinov2/train/rope_seeding.py``) and, with ``gram.use_loss``, the Gram
+teacher is loaded or refreshed on its schedule (``dinov2/train/gram.py``, DINOv3's Gram anchoring).
+
 The optimizer step and gradient clipping are driven by the training loop (``dinov2/train/train.py``), which then
 calls :meth:`SSLMetaArch.after_optimizer_step` (here: the teacher EMA, :meth:`SSLMetaArch.update_teacher`).
 
@@ -20,22 +24,26 @@ centring mode is a strategy object resolved once (``dinov2/loss/teacher_centerin
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from dinov2.distributed import get_global_rank
 from dinov2.loss import DINOLoss, KoLeoLoss, iBOTPatchLoss
 from dinov2.loss.teacher_centering import build_centering
-from dinov2.models import build_model_from_cfg
+from dinov2.models import build_model, build_model_from_cfg
 from dinov2.train.batch import N_GLOBAL_CROPS, Batch, StudentOutputs, TeacherTargets
 from dinov2.train.ema import ema_update
+from dinov2.train.gram import GramAnchoring
 from dinov2.train.heads import heads_for
 from dinov2.train.parallelize import ParallelRole, parallelize
 from dinov2.train.precision import PrecisionPolicy
+from dinov2.train.rope_seeding import seed_rope_augmentations
 from dinov2.train.teachers import EMATeacher, TeacherStrategy
 from dinov2.utils.param_groups import fuse_params_groups, get_params_groups_with_decay
 
@@ -67,6 +75,12 @@ class SSLMetaArch(nn.Module):
         self.teacher = self.build_teacher(cfg, teacher_backbone)
         for p in self.teacher.parameters():
             p.requires_grad = False
+        # DINOv3's Gram anchoring: None unless gram.use_loss; its own teacher is one more teacher-side module.
+        self.gram = GramAnchoring(cfg) if GramAnchoring.enabled(cfg) else None
+        gram_teacher = self.gram.build_teacher(self) if self.gram is not None else None
+        if gram_teacher is not None:
+            self.gram_teacher = gram_teacher
+            self.teacher_side += ("gram_teacher",)
 
         self.do_dino = cfg.dino.loss_weight > 0
         self.do_koleo = cfg.dino.koleo_loss_weight > 0
@@ -99,6 +113,9 @@ class SSLMetaArch(nn.Module):
 
     def build_backbones(self, cfg: DictConfig) -> tuple[nn.Module, nn.Module | None, int]:
         """(student backbone, template for the teacher backbone or None, embed dim) from ``cfg.student``."""
+        sizes = cfg.crops.global_crops_size
+        if isinstance(sizes, Sequence):  # DINOv3's high-resolution lists: the first entry sizes the model
+            return build_model(cfg.student, img_size=int(sizes[0]))
         return build_model_from_cfg(cfg)
 
     def build_teacher(self, cfg: DictConfig, teacher_backbone: nn.Module | None) -> nn.ModuleDict:
@@ -127,6 +144,8 @@ class SSLMetaArch(nn.Module):
         loaded = images if isinstance(images, Batch) else Batch.from_collated(images, self.device)
         with self.precision.autocast(self.device.type):
             batch, targets = self.teacher_strategy.batch_and_targets(self, loaded, teacher_temp)
+            if self.gram is not None:
+                targets = dataclasses.replace(targets, gram=self.gram.teacher_patches(self, batch))
             outputs = self.student_outputs(batch)
             loss_dict, loss = self.loss_terms(outputs, targets, batch)
         self.backprop_loss(loss)
@@ -164,7 +183,8 @@ class SSLMetaArch(nn.Module):
         masked_logits = None
         if self.do_ibot:
             masked_logits = self.student.ibot_head(masked_tokens) if self.ibot_separate_head else logits[-1]
-        return StudentOutputs(global_cls, global_logits, local_logits, masked_logits)
+        patches = outs[0]["x_norm_patchtokens"] if self.gram is not None else None  # [2B, P, D]
+        return StudentOutputs(global_cls, global_logits, local_logits, masked_logits, patches)
 
     def student_masks(self, batch: Batch) -> torch.Tensor | None:
         """Masks of the student's global crops (``[2B, N]`` bool, or None: unmasked): the iBOT masks unless the
@@ -211,6 +231,10 @@ class SSLMetaArch(nn.Module):
             )
             loss_dict["ibot_loss"] = ibot / 2
             total = total + cfg.ibot.loss_weight * ibot
+
+        if self.gram is not None:
+            loss_dict.update(self.gram.loss_terms(outputs.global_patch_tokens, targets.gram, batch))
+            total = total + self.gram.weight * loss_dict["gram_loss"]
         return loss_dict, total
 
     def backprop_loss(self, loss: torch.Tensor) -> None:
@@ -232,6 +256,14 @@ class SSLMetaArch(nn.Module):
         ema = self.student_ema()
         for key in self.student.keys():
             ema_update(ema[key].parameters(), self.student[key].parameters(), m)
+
+    def begin_iteration(self, iteration: int) -> None:
+        """Before the step of ``iteration``: seed the student's RoPE augmentations for this rank and step, and (Gram
+        anchoring) load or refresh the Gram teacher and set the Gram weight; both depend on ``iteration`` alone,
+        so a resumed run replays them."""
+        seed_rope_augmentations(self.student, int(self.cfg.train.seed), get_global_rank(), iteration)
+        if self.gram is not None:
+            self.gram.before_iteration(self, iteration)
 
     def after_optimizer_step(self, *, momentum: float) -> None:
         """What follows each optimizer step (the teacher strategy's): the EMA with this iteration's ``momentum``."""

@@ -43,8 +43,10 @@ from dinov2.data import (  # noqa: E402
     make_data_loader,
     make_dataset,
 )
+from dinov2.data.crop_sizes import CropSizes, CropSizeSampler, MultiResolutionLoader, crop_size_entries  # noqa: E402
 from dinov2.data.dataset_strings import parse_dataset_str  # noqa: E402
 from dinov2.data.gpu_augment import DeviceAugmentation  # noqa: E402
+from dinov2.data.gram_augment import DataAugmentationGram  # noqa: E402
 from dinov2.distributed.sharding import clip_grad_norm_  # noqa: E402
 from dinov2.distributed.subgroups import whole_job  # noqa: E402
 from dinov2.logging import MetricLogger  # noqa: E402
@@ -52,6 +54,7 @@ from dinov2.train.adapt import Adaptation  # noqa: E402
 from dinov2.train.checkpointing import Checkpointer, export_teacher  # noqa: E402
 from dinov2.train.collapse_guard import CollapseGuard  # noqa: E402
 from dinov2.train.distillation.multi_setup import run_multidistillation, wants_multidistillation  # noqa: E402
+from dinov2.train.gram import load_gram_teacher_weights  # noqa: E402
 from dinov2.train.meta_archs import build_meta_arch, check_meta_arch_inputs  # noqa: E402
 from dinov2.train.parallelize import parallelize  # noqa: E402
 from dinov2.train.precision import PrecisionPolicy, compute_dtype  # noqa: E402
@@ -111,17 +114,41 @@ def build_data_loader(cfg: DictConfig, start_iter: int) -> Iterable[dict]:
     Every sample's augmentation and every batch's masks are seeded from its position in the stream, so a
     resumed run sees exactly the batches an uninterrupted one would have seen. With ``train.data_device=cuda``
     decoding and augmentation run on the training device (``dinov2/data/gpu_augment.py``), same random choices.
+    With lists of crop sizes (DINOv3's high-resolution adaptation) there is one loader per resolution entry (seed
+    ``train.seed + i + 1``, as released) and each iteration's entry is drawn by ``dinov2/data/crop_sizes.py``.
     """
-    img_size, patch_size = cfg.crops.global_crops_size, cfg.student.patch_size
-    grid = img_size // patch_size
-    mask_generator = MaskingGenerator(input_size=(grid, grid), max_num_patches=0.5 * grid * grid)
-    transform = DataAugmentationDINO(
-        cfg.crops.global_crops_scale,
-        cfg.crops.local_crops_scale,
-        cfg.crops.local_crops_number,
-        global_crops_size=cfg.crops.global_crops_size,
-        local_crops_size=cfg.crops.local_crops_size,
+    entries, ratios = crop_size_entries(cfg.crops)
+    if len(entries) == 1:
+        return _resolution_loader(cfg, entries[0], cfg.train.seed, start_iter)
+    sampler = CropSizeSampler(ratios, seed=cfg.train.seed)
+    served = sampler.counts(start_iter)  # batches each entry's loader gave before start_iter
+    loaders = [_resolution_loader(cfg, e, cfg.train.seed + i + 1, served[i]) for i, e in enumerate(entries)]
+    return MultiResolutionLoader(loaders, sampler, start_iter)
+
+
+def _augmentation(cfg: DictConfig, sizes: CropSizes) -> DataAugmentationDINO:
+    for key in ("localcrops_subset_of_globalcrops", "share_color_jitter"):
+        if cfg.crops[key]:
+            raise ValueError(f"crops.{key}=true is not implemented by this trainer; set crops.{key}=false")
+    crops = cfg.crops
+    common = dict(global_crops_size=sizes.global_size, local_crops_size=sizes.local_size)
+    common["flip_probability"] = 0.5 if crops.horizontal_flips else 0.0
+    args = (crops.global_crops_scale, crops.local_crops_scale, crops.local_crops_number)
+    if sizes.gram_size is None or cfg.gram.ema_teacher or not cfg.gram.use_loss:
+        return DataAugmentationDINO(*args, **common)
+    if cfg.train.data_device == "cuda":
+        raise ValueError("crops.gram_teacher_crops_size needs train.data_device=cpu (the workers make Gram crops)")
+    no_distortions = bool(crops.gram_teacher_no_distortions)
+    return DataAugmentationGram(
+        *args, gram_teacher_crops_size=sizes.gram_size, gram_teacher_no_distortions=no_distortions, **common
     )
+
+
+def _resolution_loader(cfg: DictConfig, sizes: CropSizes, seed: int, batches_served: int) -> Iterable[dict]:
+    """The loader of one resolution entry, ``seed``-ed, after the ``batches_served`` batches it gave before."""
+    grid = sizes.global_size // cfg.student.patch_size
+    mask_generator = MaskingGenerator(input_size=(grid, grid), max_num_patches=0.5 * grid * grid)
+    transform = _augmentation(cfg, sizes)
     collate_fn = partial(
         collate_data_and_cast,
         mask_ratio_tuple=tuple(cfg.ibot.mask_ratio_min_max),
@@ -129,7 +156,7 @@ def build_data_loader(cfg: DictConfig, start_iter: int) -> Iterable[dict]:
         n_tokens=grid * grid,
         mask_generator=mask_generator,
         dtype=compute_dtype(cfg),
-        local_crops_size=cfg.crops.local_crops_size,
+        local_crops_size=sizes.local_size,
     )
     dataset = make_dataset(dataset_str=cfg.train.dataset_path, transform=transform, target_transform=lambda _: ())
     on_device = None
@@ -145,9 +172,9 @@ def build_data_loader(cfg: DictConfig, start_iter: int) -> Iterable[dict]:
             batch_size=batch_size,
             num_workers=cfg.train.num_workers,
             shuffle=True,
-            seed=cfg.train.seed,
+            seed=seed,
             sampler_type=SamplerType.SHARDED_INFINITE,
-            sampler_advance=start_iter * batch_size,
+            sampler_advance=batches_served * batch_size,
             drop_last=True,
             persistent_workers=cfg.train.num_workers > 0,
             collate_fn=collate_fn,
@@ -185,6 +212,7 @@ def train_step(
     if adaptation is not None:
         adaptation.scale_backbone_lr(model, optimizer, iteration)
     optimizer.zero_grad(set_to_none=True)
+    model.begin_iteration(iteration)
     loss_dict = model.forward_backward(batch, teacher_temp=schedules.teacher_temp[iteration])
 
     model.precision.unscale_(optimizer)
@@ -316,6 +344,8 @@ def run(cfg: DictConfig, args: argparse.Namespace, history: list | None = None) 
         load_student_from_teacher_checkpoint(model, cfg.student.resume_from_teacher_chkpt)
     if cfg.adapt.pretrained_heads:
         load_pretrained_heads(model, cfg.adapt.pretrained_heads)
+    if getattr(model, "gram_teacher", None) is not None and cfg.gram.ckpt:
+        load_gram_teacher_weights(model, cfg.gram.ckpt)
     sharded = parallelize(model, cfg, device)
     model.precision = PrecisionPolicy.from_config(cfg, device, sharded=sharded)
     logger.info("model:\n%s", model)

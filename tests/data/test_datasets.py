@@ -299,7 +299,8 @@ def test_synthetic_class_colours_paint_each_class_motif_in_its_own_colours(tmp_p
     [
         (
             "ImageNot:root=/x",
-            "unknown dataset 'ImageNot'.*known datasets: ADE20K, Curated, DepthFolder, ImageFolder, ImageNet",
+            "unknown dataset 'ImageNot'.*known datasets: ADE20K, CaptionFolder, CaptionManifest, Curated, DepthFolder, "
+            "ImageFolder, ImageNet",
         ),
         ("ImageNet:split=TRAIN:root=/x:extra=/y:rot=1", "unknown key 'rot'.*accepted keys: extra, root, split, strict"),
         ("ImageNet:root=/x:extra=/y", "lacks required key.*split"),

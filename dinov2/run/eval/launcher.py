@@ -1,5 +1,5 @@
 """Shared submitit launcher of the evaluation protocols (``dinov2/run/eval/{knn,linear,log_regression,segmentation,
-depth,retrieval,transfer,video}.py``), e.g.
+depth,retrieval,transfer,video,finetune}.py``), e.g.
 
     python dinov2/run/eval/knn.py --nodes 1 --ngpus 8 --partition P \\
         --config-file dinov2/configs/eval/vitl14_pretrain.yaml --pretrained-weights W --output-dir D \\
@@ -51,6 +51,7 @@ PROTOCOLS = {
     "retrieval": ("dinov2.eval.retrieval.cli", "Submitit launcher for DINOv2 instance retrieval", "dinov2:retrieval"),
     "transfer": ("dinov2.eval.transfer.cli", "Submitit launcher for DINOv2 linear transfer", "dinov2:transfer"),
     "video": ("dinov2.eval.video.cli", "Submitit launcher for DINOv2 video classification", "dinov2:video"),
+    "finetune": ("dinov2.eval.finetune.cli", "Submitit launcher for DINOv2 supervised fine-tuning", "dinov2:finetune"),
 }
 
 

@@ -1,0 +1,16 @@
+"""Submit DINOv2 supervised fine-tuning with submitit (one task per GPU): the flags of :mod:`dinov2.run.submit` and of
+``python -m dinov2.eval.finetune``; usage and behaviour in :mod:`dinov2.run.eval.launcher`."""
+
+from __future__ import annotations
+
+from dinov2.run.eval.launcher import launch
+from dinov2.run.submit import run_script
+
+
+def main(argv: list[str] | None = None):
+    """Submit the job; returns the submitit job."""
+    return launch("finetune", argv)
+
+
+if __name__ == "__main__":
+    run_script(main)
