@@ -38,10 +38,14 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
         RECIPE,
         ["teacher.warmup_teacher_temp=0.04", "teacher.warmup_teacher_temp_epochs=2"],
     ),
+    "recipe + Gram anchoring to the start": (
+        RECIPE,
+        ["gram.use_loss=true", "gram.ckpt=RELEASED", "gram.rep_update=false", "gram.img_level=true"],
+    ),
     "recipe, no KoLeo": (RECIPE, ["dino.koleo_loss_weight=0"]),
     "recipe, no drop path": (RECIPE, ["student.drop_path_rate=0"]),
 }
-DEFAULT_SETTINGS = list(SETTINGS)[:7]
+DEFAULT_SETTINGS = list(SETTINGS)[:8]
 
 
 def lr_opt(config: str, extra: list[str], scale: Scale) -> str:
@@ -71,7 +75,7 @@ def adapt(name: str, released: Path, root: Path, out: Path, scale: Scale) -> tup
     config, extra = SETTINGS[name]
     run = out / name.replace(" ", "_").replace(",", "").replace(">", "")
     opts = [*scale.opts(scale.adapt_iterations), f"student.pretrained_weights={released}", lr_opt(config, extra, scale)]
-    opts += [opt for opt in extra if opt != "LR_RATIO=1"]
+    opts += [opt.replace("RELEASED", str(released)) for opt in extra if opt != "LR_RATIO=1"]
     opts.append(f"train.dataset_path=ImageFolder:root={root / 'new' / 'train'}")
     note = ""
     try:
