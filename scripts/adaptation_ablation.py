@@ -40,7 +40,7 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
     ),
     "recipe + Gram anchoring to the start": (
         RECIPE,
-        ["gram.use_loss=true", "gram.ckpt=RELEASED", "gram.rep_update=false", "gram.img_level=true"],
+        ["gram.use_loss=true", "gram.ckpt=RELEASED", "gram.rep_update=false", "gram.img_level=true", "GRAM_CROPS"],
     ),
     "recipe, no KoLeo": (RECIPE, ["dino.koleo_loss_weight=0"]),
     "recipe, no drop path": (RECIPE, ["student.drop_path_rate=0"]),
@@ -75,7 +75,9 @@ def adapt(name: str, released: Path, root: Path, out: Path, scale: Scale) -> tup
     config, extra = SETTINGS[name]
     run = out / name.replace(" ", "_").replace(",", "").replace(">", "")
     opts = [*scale.opts(scale.adapt_iterations), f"student.pretrained_weights={released}", lr_opt(config, extra, scale)]
-    opts += [opt.replace("RELEASED", str(released)) for opt in extra if opt != "LR_RATIO=1"]
+    extra = [opt.replace("RELEASED", str(released)) for opt in extra if opt != "LR_RATIO=1"]
+    gram_crops = [f"crops.gram_teacher_crops_size={scale.image_size}", "crops.gram_teacher_no_distortions=true"]
+    opts += [new for opt in extra for new in (gram_crops if opt == "GRAM_CROPS" else [opt])]
     opts.append(f"train.dataset_path=ImageFolder:root={root / 'new' / 'train'}")
     note = ""
     try:
