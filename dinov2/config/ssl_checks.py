@@ -231,6 +231,17 @@ def _check_distillation(c: Checker) -> None:
         c.fail("distillation.enabled", False, f"true with MODEL.META_ARCHITECTURE={arch} (the frozen teacher)")
 
 
+def _check_adapt(c: Checker) -> None:
+    """``adapt.*``: adapting a trained backbone (``dinov2/train/adapt.py``, ``dinov2/train/collapse_guard.py``)."""
+    c.string("adapt.pretrained_heads")
+    c.integer("adapt.head_warmup_iterations", minimum=0)
+    c.integer("adapt.backbone_lr_ramp_iterations", minimum=0)
+    c.integer("adapt.collapse_guard.period_iterations", minimum=0)
+    c.choice("adapt.collapse_guard.action", ("warn", "stop"))
+    for key in ("max_target_entropy", "min_target_perplexity", "min_cls_std", "min_cls_effective_rank", "max_knn_drop"):
+        c.check(f"adapt.collapse_guard.{key}", lambda v: v is None or is_number(v), "null (not checked) or a number")
+
+
 def check_training_config(c: Checker) -> None:
     """Every check of this module."""
     for check in (_check_precision, _check_heads_and_losses, _check_train, _check_student, _check_teacher):
@@ -238,6 +249,7 @@ def check_training_config(c: Checker) -> None:
     _check_optim(c)
     _check_crops(c)
     _check_distillation(c)
+    _check_adapt(c)
 
 
 register_check(__name__, check_training_config)

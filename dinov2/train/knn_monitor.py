@@ -45,6 +45,7 @@ class KnnMonitor:
         self.crop_size = int(section.crop_size)
         self.resize_size = None if section.resize_size is None else int(section.resize_size)
         self.batch_size, self.num_workers = int(section.batch_size), int(section.num_workers)
+        self.latest: dict[str, float] = {}  # the last accuracies, read by the collapse guard
 
     @property
     def enabled(self) -> bool:
@@ -77,4 +78,5 @@ class KnnMonitor:
             return {}
         accuracies = {f"knn_top1_k{k}": top1 for k, top1 in top1_by_k(results).items()}
         logger.info("k-NN monitor: %s", ", ".join(f"{k} {v:.2f}" for k, v in sorted(accuracies.items())))
+        self.latest = accuracies
         return accuracies

@@ -4,12 +4,16 @@
 - ``student.pretrained_weights``: any backbone source that :mod:`dinov2.models.weights` reads (a released hub
   backbone such as ``dinov2_vitl14_pretrain.pth``, a teacher export ``{"teacher": ...}``, a trainer checkpoint
   folder ``<output_dir>/model_<iteration>`` (its teacher backbone), any backbone state dict with the usual
-  prefixes/chunking, or a URL). It initialises the student backbone and, through the copy, the backbone that
-  follows the student by EMA (the teacher; in distillation the student EMA, the frozen teacher is untouched);
-  heads start fresh. Unlike the release (``strict=False``, which silently ignores misnamed keys) every key must fit;
-  only the position-embedding table may differ in size (training at 224 px from 518 px hub weights), and it is
-  resized bicubically. A misfit raises :class:`~dinov2.models.weights.WeightsMismatchError` (a ``RuntimeError``)
-  with the fit report and the config keys to change.
+  prefixes/chunking, or a URL), or a **hub name** through the backbone door (``dinov2_vits14_reg``: its released
+  weights, downloaded; ``dinov3_vits16:/path/to/file.pth``: the hub architecture with a local file, DINOv3's
+  weights being gated). It initialises the student backbone and, through the copy, the backbone that follows the
+  student by EMA (the teacher; in distillation the student EMA, the frozen teacher is untouched). Heads start
+  fresh, or from ``adapt.pretrained_heads`` (a ``{"teacher": {backbone, dino_head, ibot_head}}`` export: its heads
+  go to the student heads and their EMA). Registers / storage tokens load like any other tensor; a RoPE backbone
+  (DINOv3) has no position table. Unlike the release (``strict=False``, which silently ignores misnamed keys)
+  every key must fit; only the position-embedding table may differ in size (training at 224 px from 518 px hub
+  weights), and it is resized bicubically. A misfit raises :class:`~dinov2.models.weights.WeightsMismatchError`
+  (a ``RuntimeError``) with the fit report and the config keys to change.
 - ``MODEL.WEIGHTS``: a whole training state to start from when not resuming: one of our checkpoint folders
   (``<output_dir>/model_<iteration:07d>``; model weights only, no optimizer or iteration) or a ``.pth`` holding the
   meta-architecture's state dict (``{"model": ...}`` or bare). Keys and shapes must match exactly.
@@ -22,16 +26,61 @@ from pathlib import Path
 
 from torch import nn
 
-from dinov2.models.weights import load_backbone_weights, read_checkpoint, resize_pos_embed
+from dinov2.features import load_backbone
+from dinov2.hub import catalog
+from dinov2.models.weights import load_backbone_weights, read_checkpoint, read_parts, resize_pos_embed
 
 logger = logging.getLogger("dinov2")
 
 __all__ = [
-    "load_model_weights",
-    "load_student_from_teacher_checkpoint",
+    "check_hub_arch",
+    "hub_source",
+    "load_pretrained_heads",
     "load_student_pretrained_weights",
+    "load_student_from_teacher_checkpoint",
+    "load_model_weights",
     "resize_pos_embed",
 ]
+
+_HINT_KEYS = ("patch_size", "num_register_tokens", "n_storage_tokens")
+
+
+def hub_source(value: str) -> tuple[str, str | None] | None:
+    """``(hub name, local weights file or None)`` when ``value`` is ``<hub name>`` or ``<hub name>:<file>``, else
+    None (a path or URL)."""
+    name, _, file = str(value).partition(":")
+    if name not in catalog.BACKBONES or (file and file.startswith("//")):
+        return None
+    return name, (file or None)
+
+
+def check_hub_arch(name: str, student) -> None:
+    """Raise ``ValueError`` naming the ``student.*`` keys to set when hub backbone ``name`` is another arch."""
+    entry = catalog.get_backbone(name)
+    wanted = {"arch": entry.arch, **{key: entry.kwargs[key] for key in _HINT_KEYS if key in entry.kwargs}}
+    wrong = {key: value for key, value in wanted.items() if key in student and student[key] != value}
+    if wrong:
+        keys = " ".join(f"student.{key}={value}" for key, value in wanted.items())
+        have = ", ".join(f"student.{key}={student[key]}" for key in wrong)
+        raise ValueError(
+            f"student.pretrained_weights={name} is a {entry.arch} backbone but the config has {have}: "
+            f"pass {keys} (or another hub name)"
+        )
+
+
+def _hub_state_dict(name: str, file: str | None) -> dict:
+    """The hub backbone ``name``'s state dict: its released weights, or ``file`` read into its architecture."""
+
+    try:
+        loaded = load_backbone(name, weights=file, device="cpu")
+    except ValueError as error:
+        if file is None and catalog.get_backbone(name).family.startswith("dinov3"):
+            raise ValueError(
+                f"student.pretrained_weights={name}: {error}. Pass the downloaded file with the name: "
+                f"student.pretrained_weights={name}:/path/to/file.pth"
+            ) from error
+        raise
+    return dict(loaded.model.state_dict())
 
 
 def load_student_pretrained_weights(model: nn.Module, path_or_url: str) -> None:
@@ -41,10 +90,15 @@ def load_student_pretrained_weights(model: nn.Module, path_or_url: str) -> None:
     and the config keys to check when the weights do not fit.
     """
     backbone = model.student.backbone
+    source = path_or_url
+    hub = hub_source(path_or_url)
+    if hub is not None:
+        check_hub_arch(hub[0], model.cfg.student)
+        source = _hub_state_dict(*hub)
     what = f"the student backbone ({model.cfg.student.arch}, patch {model.cfg.student.patch_size})"
     load_backbone_weights(
         backbone,
-        path_or_url,
+        source,
         argument="student.pretrained_weights",
         what=what,
         setter="{key}={value}",
@@ -52,6 +106,35 @@ def load_student_pretrained_weights(model: nn.Module, path_or_url: str) -> None:
     )
     model.student_ema().backbone.load_state_dict(backbone.state_dict(), strict=True)
     logger.info("initialised the student backbone and its EMA from %s", path_or_url)
+
+
+def load_pretrained_heads(model: nn.Module, path: str) -> None:
+    """Load the DINO / iBOT heads of a training export (``adapt.pretrained_heads``) into the student heads
+    (strictly) and copy them to the EMA heads. Raises ``ValueError`` when the file holds no heads or not the ones
+    the config builds, ``RuntimeError`` when their shapes differ from the config's."""
+    parts = read_parts(path, argument="adapt.pretrained_heads")
+    for name, head in model.student.items():
+        if name == "backbone":
+            continue
+        prefix = f"{name}."
+        state_dict = {key[len(prefix) :]: value for key, value in parts.items() if key.startswith(prefix)}
+        if not state_dict:
+            held = sorted({key.split(".")[0] for key in parts})
+            raise ValueError(
+                f"adapt.pretrained_heads={path} holds no {name} (it holds: {held}); pass a training export "
+                '{"teacher": {backbone, dino_head, ibot_head}} (eval/<tag>_<it>/teacher_checkpoint.pth), or '
+                "leave adapt.pretrained_heads empty for fresh heads"
+            )
+        try:
+            head.load_state_dict(state_dict, strict=True)
+        except RuntimeError as error:
+            raise RuntimeError(
+                f"adapt.pretrained_heads={path}: its {name} does not fit the config's ({error}); set the "
+                "dino.* / ibot.* head sizes (head_n_prototypes, head_hidden_dim, head_bottleneck_dim, head_nlayers) "
+                "to the file's"
+            ) from error
+        model.student_ema()[name].load_state_dict(head.state_dict(), strict=True)
+    logger.info("initialised the student heads and their EMA from %s", path)
 
 
 # Loss state of a teacher file that is not a module's weights (DINOv3 skips them too).

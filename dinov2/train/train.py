@@ -50,7 +50,9 @@ from dinov2.data.gram_augment import DataAugmentationGram  # noqa: E402
 from dinov2.distributed.sharding import clip_grad_norm_  # noqa: E402
 from dinov2.distributed.subgroups import whole_job  # noqa: E402
 from dinov2.logging import MetricLogger  # noqa: E402
+from dinov2.train.adapt import Adaptation  # noqa: E402
 from dinov2.train.checkpointing import Checkpointer, export_teacher  # noqa: E402
+from dinov2.train.collapse_guard import CollapseGuard  # noqa: E402
 from dinov2.train.distillation.multi_setup import run_multidistillation, wants_multidistillation  # noqa: E402
 from dinov2.train.gram import load_gram_teacher_weights  # noqa: E402
 from dinov2.train.meta_archs import build_meta_arch, check_meta_arch_inputs  # noqa: E402
@@ -58,6 +60,7 @@ from dinov2.train.parallelize import parallelize  # noqa: E402
 from dinov2.train.precision import PrecisionPolicy, compute_dtype  # noqa: E402
 from dinov2.train.pretrained import (  # noqa: E402
     load_model_weights,
+    load_pretrained_heads,
     load_student_from_teacher_checkpoint,
     load_student_pretrained_weights,
 )
@@ -197,14 +200,17 @@ def train_step(
     batch: Batch,
     schedules: TrainingSchedules,
     iteration: int,
+    adaptation: Adaptation | None = None,
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """One optimisation step at ``iteration``.
+    """One optimisation step at ``iteration`` (``adaptation``: the head warm-up / backbone lr ramp of ``adapt.*``).
 
     Returns the loss terms averaged over processes and the gradient norm of every student sub-module before
     clipping (empty when ``optim.clip_grad`` is 0).
     """
     lr, wd = schedules.lr[iteration], schedules.wd[iteration]
     apply_optim_scheduler(optimizer, lr, wd, schedules.last_layer_lr[iteration])
+    if adaptation is not None:
+        adaptation.scale_backbone_lr(model, optimizer, iteration)
     optimizer.zero_grad(set_to_none=True)
     model.begin_iteration(iteration)
     loss_dict = model.forward_backward(batch, teacher_temp=schedules.teacher_temp[iteration])
@@ -216,6 +222,8 @@ def train_step(
             grad_norms[name] = clip_grad_norm_(module.parameters(), cfg.optim.clip_grad)
     model.precision.step(optimizer)
     model.after_optimizer_step(momentum=schedules.momentum[iteration])
+    if adaptation is not None:
+        adaptation.after_step(model, iteration)
     return reduce_loss_dict(loss_dict, iteration), {k: float(v) for k, v in grad_norms.items()}
 
 
@@ -276,13 +284,15 @@ def do_train(
     metric_logger = MetricLogger(
         delimiter="  ", output_file=os.path.join(cfg.train.output_dir, "training_metrics.json"), sinks=tracking.sinks
     )
+    adaptation = Adaptation.from_config(cfg)
+    guard = CollapseGuard(cfg.adapt.collapse_guard, cfg.adapt.head_warmup_iterations)
     logger.info("starting training from iteration %d of %d", start_iter, max_iter)
     iteration = start_iter
     for data in metric_logger.log_every(
         data_loader, 10, "Training", max_iter, start_iter, batch_size=model.images_per_process()
     ):
         batch = Batch.from_collated(data, device)
-        losses, grad_norms = train_step(cfg, model, optimizer, batch, schedules, iteration)
+        losses, grad_norms = train_step(cfg, model, optimizer, batch, schedules, iteration, adaptation)
         metric_logger.update(
             lr=schedules.lr[iteration],
             wd=schedules.wd[iteration],
@@ -294,9 +304,14 @@ def do_train(
             **{f"{name}_grad_norm": norm for name, norm in grad_norms.items()},
         )
         tracking.after_iteration(model, iteration, metric_logger)
+        saves = (iteration + 1) % period == 0 or iteration == max_iter - 1
+        if guard.due(iteration) or (guard.enabled and saves):  # before this iteration's export and checkpoint
+            signals = guard.measure(model, batch, schedules.teacher_temp[iteration], tracking.knn.latest)
+            metric_logger.record(iteration, **{f"guard_{name}": value for name, value in signals.items()})
+            guard.check(iteration, signals)
         if eval_period > 0 and (iteration + 1) % eval_period == 0:
             do_test(cfg, model, f"training_{iteration}")
-        if (iteration + 1) % period == 0 or iteration == max_iter - 1:
+        if saves:
             checkpointer.save(iteration, state)
         if history is not None:
             history.append((iteration, losses))
@@ -327,6 +342,8 @@ def run(cfg: DictConfig, args: argparse.Namespace, history: list | None = None) 
         load_student_pretrained_weights(model, cfg.student.pretrained_weights)
     if OmegaConf.select(cfg, "student.resume_from_teacher_chkpt"):  # DINOv3's key: student and heads from a teacher
         load_student_from_teacher_checkpoint(model, cfg.student.resume_from_teacher_chkpt)
+    if cfg.adapt.pretrained_heads:
+        load_pretrained_heads(model, cfg.adapt.pretrained_heads)
     if getattr(model, "gram_teacher", None) is not None and cfg.gram.ckpt:
         load_gram_teacher_weights(model, cfg.gram.ckpt)
     sharded = parallelize(model, cfg, device)
