@@ -17,6 +17,7 @@ ALL_CONFIGS = [c for c in configs.available_configs() if not c.startswith(NOT_TR
 # DINOv3's defaults and training configs load over DINOv3's defaults, not the DINOv2 ones this file checks:
 # tests/train/test_dinov3_configs.py and tests/config/test_dinov3.py test them.
 DINOV3_CONFIGS = {c for c in ALL_CONFIGS if c.startswith("train/dinov3/") or c == "ssl_default_config_dinov3"}
+DINOV3_CONFIGS.add("train/adapt_dinov3_vitl16")  # tests/train/test_adapt_presets.py
 DINOV2_CONFIGS = [c for c in ALL_CONFIGS if c not in DINOV3_CONFIGS]
 
 
@@ -189,6 +190,17 @@ EXTENSION_DEFAULTS = {
     "gram.tokens_used": "all",
     "gram.global_teacher_resize_method": "bicubic",
     "gram.global_teacher_resize_antialias": False,
+    # adapting a released backbone (dinov2/train/adapt.py, dinov2/train/collapse_guard.py)
+    "adapt.pretrained_heads": "",
+    "adapt.head_warmup_iterations": 0,
+    "adapt.backbone_lr_ramp_iterations": 0,
+    "adapt.collapse_guard.period_iterations": 0,
+    "adapt.collapse_guard.action": "warn",
+    "adapt.collapse_guard.max_target_entropy": None,
+    "adapt.collapse_guard.min_target_perplexity": None,
+    "adapt.collapse_guard.min_cls_std": None,
+    "adapt.collapse_guard.min_cls_effective_rank": None,
+    "adapt.collapse_guard.max_knn_drop": None,
 }
 
 # Released file name -> its exact content (flattened).
@@ -235,12 +247,16 @@ PROJECT_FILES = {
     "train/vits14_distill_vitg14",
     "train/vitb14_distill_vitg14",
     "train/vitl14_distill_vitg14",
+    "train/adapt_demo_cpu",
+    "train/adapt_dinov2_vits14",
+    "train/adapt_dinov2_vitb14",
+    "train/adapt_dinov2_vitl14",
 }
 
 
 def test_every_released_file_is_packaged():
     assert set(RELEASED_FILES) | PROJECT_FILES == set(DINOV2_CONFIGS)
-    assert "ssl_default_config_dinov3" in DINOV3_CONFIGS and len(DINOV3_CONFIGS) == 14  # 13 released recipes
+    assert "ssl_default_config_dinov3" in DINOV3_CONFIGS and len(DINOV3_CONFIGS) == 15  # 13 released recipes + adapt
 
 
 @pytest.mark.parametrize("name", DINOV2_CONFIGS)
