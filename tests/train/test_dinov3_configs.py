@@ -115,7 +115,7 @@ def test_distillation_students_at_full_size_on_the_meta_device(name, params):
     assert sum(p.numel() for p in student.parameters()) == params
 
 
-def tiny_batch(n_images: int = 2, seed: int = 0) -> Batch:
+def tiny_batch(n_images: int = 2, seed: int = 0, gram_size: int | None = None) -> Batch:
     """A collated batch of random crops at the tiny sizes (2 global crops of 32 px, 2 local of 16 px)."""
     g = torch.Generator().manual_seed(seed)
     samples = [
@@ -123,6 +123,11 @@ def tiny_batch(n_images: int = 2, seed: int = 0) -> Batch:
             {
                 "global_crops": [torch.randn(3, GLOBAL, GLOBAL, generator=g) for _ in range(2)],
                 "local_crops": [torch.randn(3, LOCAL, LOCAL, generator=g) for _ in range(2)],
+                **(
+                    {"gram_teacher_crops": [torch.randn(3, gram_size, gram_size, generator=g) for _ in range(2)]}
+                    if gram_size
+                    else {}
+                ),
             },
             (),
         )
@@ -249,3 +254,37 @@ def test_dinov3_configs_get_dinov3_heads_with_a_plain_prototype_layer():
         torch.testing.assert_close(head(x), expected)
     dinov2_heads = heads_for(load_cfg(None, list(TINY_OPTS), output_dir="/tmp/unused")).build(32)
     assert {"weight_g", "weight_v"} <= set(dinov2_heads["dino_head"].last_layer.state_dict())
+
+
+# The Gram stages, scaled down: a tiny student; the Gram teacher copied from the EMA teacher (the released files take
+# it from gram.ckpt, a file of stage 1), refreshed from iteration 1 on; the high-resolution stage with one size pair
+# and Gram teacher crops at 1.5x the global crops, as released.
+GRAM_STAGES = {
+    "dinov3_vit7b16_gram_anchor": ["gram.ckpt=null", "gram.it_load_ema_teacher=0", "gram.it_first_update=1"],
+    "dinov3_vit7b16_high_res_adapt": [
+        "gram.ckpt=null",
+        "gram.it_load_ema_teacher=0",
+        f"crops.gram_teacher_crops_size={GLOBAL * 3 // 2}",
+        "crops.global_local_crop_pairs_ratios=1.0",
+        "student.resume_from_teacher_chkpt=",
+        "dino.koleo_distributed_loss_group_size=2",  # groups of 16 images in the release; the tiny batch holds 2
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(GRAM_STAGES))
+def test_scaled_down_gram_stage_steps(name, tmp_path):
+    opts = ("student.arch=vit3_test", *TINY_DINOV3, *GRAM_STAGES[name])
+    cfg = apply_scaling_rules(dinov3_config(name, *opts, output_dir=tmp_path), 1)
+    torch.manual_seed(0)
+    model = SSLMetaArch(cfg)
+    model.train()
+    model.precision = PrecisionPolicy.from_config(cfg, "cpu")
+    optimizer = build_optimizer(cfg, model.get_params_groups())
+    schedules = build_schedulers(cfg)
+    gram_size = cfg.crops.gram_teacher_crops_size
+    losses = {}
+    for iteration in (0, 1, 2):
+        losses, _ = train_step(cfg, model, optimizer, tiny_batch(gram_size=gram_size), schedules, iteration)
+    assert "gram_loss" in losses and all(math.isfinite(v) for v in losses.values())
+    assert model.gram_teacher is not None
