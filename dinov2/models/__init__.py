@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from dinov2.models import dinov3_families  # registers the DINOv3 ViT and ConvNeXt families
@@ -53,5 +54,8 @@ def build_model(args: Any, only_teacher: bool = False, img_size: int = 224):
 
 
 def build_model_from_cfg(cfg: Any, only_teacher: bool = False):
-    """:func:`build_model` from a full training config: ``cfg.student`` and ``cfg.crops.global_crops_size``."""
-    return build_model(cfg.student, only_teacher=only_teacher, img_size=cfg.crops.global_crops_size)
+    """:func:`build_model` from a full training config: ``cfg.student`` and ``cfg.crops.global_crops_size`` (a list
+    of sizes, DINOv3's high-resolution recipe: the first one sizes the model)."""
+    sizes = cfg.crops.global_crops_size
+    img_size = int(sizes[0]) if isinstance(sizes, Sequence) and not isinstance(sizes, str) else sizes
+    return build_model(cfg.student, only_teacher=only_teacher, img_size=img_size)

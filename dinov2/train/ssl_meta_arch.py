@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -36,7 +36,7 @@ from torch import nn
 from dinov2.distributed import get_global_rank
 from dinov2.loss import DINOLoss, KoLeoLoss, KoLeoLossDistributed, iBOTPatchLoss
 from dinov2.loss.teacher_centering import build_centering
-from dinov2.models import build_model, build_model_from_cfg
+from dinov2.models import build_model_from_cfg
 from dinov2.train.batch import N_GLOBAL_CROPS, Batch, StudentOutputs, TeacherTargets
 from dinov2.train.ema import ema_update
 from dinov2.train.gram import GramAnchoring
@@ -121,9 +121,6 @@ class SSLMetaArch(nn.Module):
 
     def build_backbones(self, cfg: DictConfig) -> tuple[nn.Module, nn.Module | None, int]:
         """(student backbone, template for the teacher backbone or None, embed dim) from ``cfg.student``."""
-        sizes = cfg.crops.global_crops_size
-        if isinstance(sizes, Sequence):  # DINOv3's high-resolution lists: the first entry sizes the model
-            return build_model(cfg.student, img_size=int(sizes[0]))
         return build_model_from_cfg(cfg)
 
     def build_teacher(self, cfg: DictConfig, teacher_backbone: nn.Module | None) -> nn.ModuleDict:

@@ -1,8 +1,8 @@
 """A tiny DINOv3 set-up for the Gram anchoring / high-resolution tests: a 2-block RoPE ViT (32 dim, patch 4).
 
 Importing this module adds the ``vit_test3`` arch to the DINOv3 ViT family (also in spawned processes). The configs
-are built from the tiny DINOv2 config with DINOv3 keys set afterwards: list-valued crop sizes and DINOv3 ``student``
-keys are accepted by the trainer but not yet by the config checks of ``dinov2/config/`` (helper v3config's).
+are the tiny DINOv2 config with the DINOv3 student keys and list-valued crop sizes set on the loaded config (the
+trainer takes them; the loader would choose DINOv3's defaults, whose tiny version these tests do not need).
 """
 
 from __future__ import annotations
