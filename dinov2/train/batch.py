@@ -46,6 +46,11 @@ class Batch:
             gram_teacher_crops=move("collated_gram_teacher_crops") if "collated_gram_teacher_crops" in data else None,
         )
 
+    def to(self, device: torch.device | str) -> Batch:
+        """The same batch with every tensor on ``device`` (optional parts stay None)."""
+        moved = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return Batch(**{name: None if value is None else value.to(device) for name, value in moved.items()})
+
     @property
     def n_images(self) -> int:
         return self.global_crops.shape[0] // N_GLOBAL_CROPS

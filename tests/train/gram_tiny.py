@@ -63,14 +63,21 @@ def dataset_opt(root: Path) -> str:
 
 
 def train(cfg: DictConfig, history: list | None = None, no_resume: bool = False) -> list:
-    """Train ``cfg`` like ``dinov2/train/train.py`` does after ``setup`` (the config is used as it is)."""
+    """Train ``cfg`` like ``dinov2/train/train.py`` does after ``setup`` (the config is used as it is), on one CPU
+    thread: runs compared bit for bit (one of them a subprocess with ``OMP_NUM_THREADS=1``) must reduce in the same
+    order whatever thread count earlier tests left."""
     from dinov2.train.train import run
 
     distributed.enable(overwrite=True)
     fix_random_seeds(cfg.train.seed + distributed.get_global_rank())  # as setup() seeds
     Path(cfg.train.output_dir).mkdir(parents=True, exist_ok=True)
     history = [] if history is None else history
-    run(cfg, argparse.Namespace(eval_only=False, no_resume=no_resume), history=history)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run(cfg, argparse.Namespace(eval_only=False, no_resume=no_resume), history=history)
+    finally:
+        torch.set_num_threads(threads)
     return history
 
 

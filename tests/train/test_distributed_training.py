@@ -12,7 +12,6 @@ so AdamW turns float noise of ~1e-9 into updates of ~1e-6 there.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from torch.distributed.fsdp import FSDPModule
 
 from dinov2.train.checkpointing import Checkpointer
 from dinov2.train.precision import make_grad_scaler
-from dinov2.train.ssl_meta_arch import Batch, SSLMetaArch
+from dinov2.train.ssl_meta_arch import SSLMetaArch
 from dinov2.train.train import build_optimizer, train_step
 from dinov2.utils.schedules import build_schedulers
 from tests.dist_helpers import run_distributed
@@ -65,7 +64,7 @@ def _train(cfg, images: slice, *, single_process: bool = False, device: str = "c
     for step in range(N_STEPS):
         full = collate(random_samples(N_IMAGES, 2, seed=100 + step), cfg, seed=step, mask_probability=0.75)
         batch = batch_for_images(full, images)
-        batch = Batch(**{f.name: getattr(batch, f.name).to(device) for f in dataclasses.fields(batch)})
+        batch = batch.to(device)
         step_losses, grad_norms = train_step(cfg, model, optimizer, batch, schedules, FIRST_ITERATION + step)
         losses.append({**step_losses, **{f"{k}_grad_norm": v for k, v in grad_norms.items()}})
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

@@ -26,9 +26,10 @@ class ShapesSet:
     val: str
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def tiny_arch():
-    """The tiny DINOv2 arch, registered for the whole session (the door infers it from weights alone)."""
+    """The tiny DINOv2 arch, registered while a module's tests run (the door infers it from weights alone); not for
+    the session: other tests list the registered archs."""
     with registered_arch(ARCH, _tiny_vit):
         yield ARCH
 
@@ -45,7 +46,7 @@ def shapes(tmp_path_factory) -> ShapesSet:
     return ShapesSet(f"Synthetic:{keys}:split=TRAIN", f"Synthetic:{keys}:split=VAL")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def v2_weights(tiny_arch, tmp_path_factory) -> Path:
     """A random (seeded) tiny DINOv2 ViT, patch 8, 32 px table, LayerScale, one register, as a hub-layout file."""
     torch.manual_seed(0)
