@@ -93,3 +93,17 @@ def test_convnext_student_of_a_dinov3_teacher(tmp_path, dinov3_teacher):
     before = [p.detach().clone() for p in student.parameters()]
     _step(cfg, model)
     assert any(not torch.equal(b, a) for b, a in zip(before, student.parameters()))
+
+
+@pytest.mark.parametrize(
+    ("recipe", "arch"),
+    [
+        ("multidist_tests/vitb_p16", "vit3_test"),
+        *((f"distillation_convnext/convnext_{size}_p16", "convnext_test") for size in ("small", "base", "large")),
+    ],
+)
+def test_every_released_distillation_recipe_runs_a_scaled_down_step(tmp_path, dinov3_teacher, recipe, arch):
+    # The single-student recipes; the multi-student files are the students' shared settings
+    # (test_multi_distillation_students_are_dinov3_configs).
+    cfg, model = _distil(tmp_path, recipe, dinov3_teacher, f"student.arch={arch}")
+    _step(cfg, model)
