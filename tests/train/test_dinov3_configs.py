@@ -286,3 +286,17 @@ def test_scaled_down_gram_stage_steps(name, tmp_path):
         losses, _ = train_step(cfg, model, optimizer, tiny_batch(gram_size=gram_size), schedules, iteration)
     assert "gram_loss" in losses and all(math.isfinite(v) for v in losses.values())
     assert model.gram_teacher is not None
+
+
+@pytest.mark.parametrize(
+    ("name", "family"),
+    [
+        ("multidist_tests/vitb_p16", "DinoVisionTransformerV3"),
+        *((f"distillation_convnext/convnext_{size}_p16", "ConvNeXt") for size in ("small", "base", "large")),
+    ],
+)
+def test_the_other_distillation_students_at_full_size_on_the_meta_device(name, family):
+    with torch.device("meta"):
+        student, teacher, _ = build_model_from_cfg(dinov3_config(name))
+    assert type(student).__name__ == type(teacher).__name__ == family
+    assert all(p.is_meta for p in student.parameters())

@@ -103,7 +103,74 @@ def test_convnext_student_of_a_dinov3_teacher(tmp_path, dinov3_teacher):
     ],
 )
 def test_every_released_distillation_recipe_runs_a_scaled_down_step(tmp_path, dinov3_teacher, recipe, arch):
-    # The single-student recipes; the multi-student files are the students' shared settings
-    # (test_multi_distillation_students_are_dinov3_configs).
+    # The single-student recipes (the multi-student ones: the two-rank test below).
     cfg, model = _distil(tmp_path, recipe, dinov3_teacher, f"student.arch={arch}")
     _step(cfg, model)
+
+
+def _released_multi_step(rank: int, world_size: int, tmp_dir: str, teacher: tuple, base: str, students, arch: str):
+    """Rank ``rank`` trains its student of the released multi-student file ``base`` for one step with the shared
+    frozen teacher, scaled down: every student the tiny ``arch`` (the command line overrides the student files),
+    one rank each, a global batch of 4 images."""
+    import argparse
+
+    from dinov2.distributed.subgroups import new_subgroups, scope
+    from dinov2.train.distillation import MultiDistillationMetaArch
+    from dinov2.train.distillation.multi_setup import student_config
+
+    config, export = teacher
+    entries = ", ".join(
+        f"{{name: {n}, config_path: {p}, ranks_range: [{i}, {i + 1}]}}" for i, (n, p) in enumerate(students)
+    )
+    opts = [
+        "train.dataset_path=ImageNet:split=TRAIN",
+        *TINY_DINOV3,
+        f"student.arch={arch}",
+        f"distillation.full_cfg_path={config}",
+        f"distillation.checkpoint_path={export}",
+        "multidistillation.global_batch_size=4",
+        f"multidistillation.students=[{entries}]",
+    ]
+    args = argparse.Namespace(config_file=f"configs/train/dinov3/{base}.yaml", opts=opts, output_dir=tmp_dir)
+    subgroup = new_subgroups([[i, i + 1] for i in range(world_size)])
+    name, path = students[subgroup.index]
+    cfg = student_config(args, {"name": name, "config_path": path}, n_load=2, warn=False)
+    with scope(subgroup.group):
+        torch.manual_seed(0)
+        model = build_meta_arch(cfg)
+        assert type(model) is MultiDistillationMetaArch
+        model.prepare_for_distributed_training("cpu")
+        model.train()
+        losses = model.forward_backward(tiny_batch(n_images=2, seed=rank), 0.07)
+    return {"arch": str(cfg.student.arch), "losses": {k: float(v) for k, v in losses.items()}}
+
+
+STUDENT_FILES = {  # the released lvd1689m recipe names student files it does not ship: the test ones stand in
+    "multi_distillation_test": ["multidist_tests/vits_p16", "multidist_tests/vitb_p16"],
+    "dinov3_vitl16_lvd1689m_distilled": ["multidist_tests/vits_p16", "multidist_tests/vitb_p16"],
+    "distillation_convnext/multi_distillation_convnext_test": [
+        "distillation_convnext/convnext_tiny_p16",
+        "distillation_convnext/convnext_small_p16",
+    ],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("base", "arch"),
+    [
+        ("multi_distillation_test", "vit3_test"),
+        ("dinov3_vitl16_lvd1689m_distilled", "vit3_test"),
+        ("distillation_convnext/multi_distillation_convnext_test", "convnext_test"),
+    ],
+)
+def test_released_multi_student_recipes_run_a_scaled_down_step_on_two_ranks(dinov3_teacher, tmp_path, base, arch):
+    from tests.dist_helpers import run_distributed
+
+    config, export, _ = dinov3_teacher
+    students = [(f.rsplit("/", 1)[-1], f"configs/train/dinov3/{f}.yaml") for f in STUDENT_FILES[base]]
+    results = run_distributed(
+        _released_multi_step, 2, str(tmp_path), (str(config), str(export)), base, students, arch, timeout=240
+    )
+    for result in results:
+        assert result["arch"] == arch and all(math.isfinite(v) for v in result["losses"].values())
