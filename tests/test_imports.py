@@ -149,7 +149,7 @@ LAYERS: dict[str, set[str]] = {
     "models": {"utils", "config", "distributed", "layers"},
     "loss": {"utils", "config", "distributed"},
     "data": {"utils", "config", "distributed", "logging"},
-    "heads": {"utils", "config", "distributed", "layers", "data"},
+    "heads": {"utils", "config", "distributed", "layers", "models", "data"},  # models: the backbone's family
     "text": {"utils", "config", "distributed", "layers", "models", "data", "heads"},  # dino.txt (heads: windows)
     "hub": {"utils", "config", "distributed", "layers", "models", "heads", "data", "text"},
     "features": _BLOCKS,  # the backbone door: config + weights | hub name | run folder -> backbone; k-NN

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from dinov2.layers.center_padding import CenterPadding
+from dinov2.models.families import family_for_model
 
 __all__ = ["EncoderDecoder", "tapped_widths"]
 
@@ -21,7 +22,7 @@ class EncoderDecoder(nn.Module):
     """``backbone`` (a DINOv2 / DINOv3 ViT, or a DINOv3 ConvNeXt at its stages) tapped at blocks ``out_index`` +
     ``decode_head`` (which has ``align_corners``).
 
-    The image is centre-padded to a multiple of the patch size for the backbone only. Submodules are registered
+    The image is centre-padded to a multiple of the family's patch size for the backbone only. Submodules are registered
     in the released order (``backbone``, ``decode_head``): the state-dict contract.
     """
 
@@ -30,8 +31,8 @@ class EncoderDecoder(nn.Module):
         self.backbone = backbone
         self.decode_head = decode_head
         self.out_index = [int(i) for i in out_index]
-        # A DINOv3 ConvNeXt without patch_size: its last stage has one token per 32 pixels
-        self.center_padding = CenterPadding(getattr(backbone, "patch_size", None) or 32)
+        # the pixels per patch token are a fact of the backbone's family (32 for a DINOv3 ConvNeXt without patch_size)
+        self.center_padding = CenterPadding(family_for_model(backbone).patch_size(backbone))
         self.align_corners = decode_head.align_corners
 
     def tapped_blocks(self, img: Tensor, **options) -> tuple:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 
@@ -33,28 +34,40 @@ def backbone_weights_source(weights: WeightsArg, arch_name: str, patch_size: int
     return catalog.backbone_url(arch_name, patch_size, num_register_tokens)
 
 
-def _build(entry: catalog.HubBackbone, kwargs: dict, pretrained: bool, weights: WeightsArg) -> nn.Module:
-    """``entry``'s model with constructor ``kwargs``; weights loaded strictly: the released file when
-    ``pretrained``, or a local file / folder given as ``weights`` (loaded whatever ``pretrained`` says)."""
+def build_hub_backbone(
+    entry: catalog.HubBackbone,
+    kwargs: dict,
+    source: str | os.PathLike | None,
+    load: Callable[[nn.Module, dict, object, str], None] = load_strict,
+) -> nn.Module:
+    """The one builder of hub backbones: ``entry``'s family arch with constructor ``kwargs``; the weights at
+    ``source`` (read by :func:`~dinov2.models.weights.read_backbone_weights` before the model is built, loaded by
+    ``load(model, state_dict, source, name)``), or the family's initialisation when ``source`` is None."""
     family = get_family(entry.family)
     if entry.arch not in family.archs:
         raise ValueError(f"unknown arch_name {entry.arch!r}; valid: {sorted(family.archs)}")
-    state_dict = source = None
-    resolved = resolve_weights(weights, Weights)
-    if pretrained or isinstance(resolved, Path):  # fetch (or fail) before spending time on building the model
-        if isinstance(resolved, Path):
-            source = resolved
-        elif entry.url is None:
-            raise ValueError(f"{entry.name} has no released weights: pass weights=<local file> or pretrained=False")
-        else:
-            source = entry.url(kwargs)
-        state_dict = read_backbone_weights(source, argument="weights")
+    # fetch (or fail) before spending time on building the model
+    state_dict = None if source is None else read_backbone_weights(source, argument="weights")
     model = family.archs[entry.arch](**kwargs)
     if state_dict is not None:  # chunked models get chunked block names from load_strict's fit report
-        load_strict(model, state_dict, source, entry.name)
+        load(model, state_dict, source, entry.name)
     else:
         family.initialise(model)
     return model
+
+
+def _build(entry: catalog.HubBackbone, kwargs: dict, pretrained: bool, weights: WeightsArg) -> nn.Module:
+    """``entry``'s model with constructor ``kwargs``; weights loaded strictly: the released file when
+    ``pretrained``, or a local file / folder given as ``weights`` (loaded whatever ``pretrained`` says)."""
+    resolved = resolve_weights(weights, Weights)
+    source = None
+    if isinstance(resolved, Path):
+        source = resolved
+    elif pretrained and entry.url is None:
+        raise ValueError(f"{entry.name} has no released weights: pass weights=<local file> or pretrained=False")
+    elif pretrained:
+        source = entry.url(kwargs)
+    return build_hub_backbone(entry, kwargs, source)
 
 
 def make_backbone(name: str, *, pretrained: bool = True, weights: WeightsArg = Weights.LVD142M, **kwargs) -> nn.Module:

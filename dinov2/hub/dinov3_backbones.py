@@ -1,8 +1,8 @@
 """The 11 released DINOv3 hub backbones (``dinov3_vits16`` ... ``dinov3_convnext_large``), released names and arguments.
 
 The release gates its weights behind a licence form, so ``pretrained=True`` needs ``weights=`` (a downloaded file or
-the personal URL the form sends). Files are read through :func:`dinov2.models.weights.read_checkpoint` and loaded
-strictly.
+the personal URL the form sends). Models are built by the hub's one builder
+(:func:`dinov2.hub.backbones.build_hub_backbone`) and files loaded strictly.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 from torch import nn
 
 from dinov2.hub import catalog
-from dinov2.models.dinov3_families import DINOV3_CONVNEXT, DINOV3_VIT
-from dinov2.models.weights import download, is_url, read_checkpoint
+from dinov2.hub.backbones import build_hub_backbone
+from dinov2.models.weights import download, is_url, read_backbone_weights
 from dinov2.utils.registry import named
 
 DINOV3_BASE_URL = catalog.DINOV3_BASE_URL
@@ -60,12 +60,22 @@ def _check_hash(path: Path, expected: str | None, name: str) -> None:
         raise RuntimeError(f"{name}: {path} has sha256 {digest[:8]}..., expected {expected}...; re-download it")
 
 
+def _checked(name: str, source: str, check_hash: bool) -> str | Path:
+    """``source``, or with ``check_hash`` its local copy (downloaded when a URL) once its sha256 matches its name."""
+    if not check_hash:
+        return source
+    path = download(source, argument="weights") if is_url(source) else Path(source).expanduser()
+    _check_hash(path, _file_hash(source), name)
+    return path
+
+
+def _load_released(model: nn.Module, state_dict: dict, source: object, name: str) -> None:
+    model.load_state_dict(state_dict, strict=True)  # the release's strict load (and its error message)
+
+
 def load_weights(model: nn.Module, name: str, source: str, check_hash: bool = False) -> None:
     """Read ``source`` (local path, ``file://`` or ``https://`` URL) and load it into ``model`` with ``strict=True``."""
-    path = download(source, argument="weights") if is_url(source) else Path(source).expanduser()
-    if check_hash:
-        _check_hash(path, _file_hash(source), name)
-    model.load_state_dict(dict(read_checkpoint(path, argument="weights")), strict=True)
+    _load_released(model, read_backbone_weights(_checked(name, source, check_hash), argument="weights"), source, name)
 
 
 def _make_vit(short: str, *, pretrained: bool, weights: Weights | str, check_hash: bool, **kwargs: Any) -> nn.Module:
@@ -81,24 +91,16 @@ def _make_vit(short: str, *, pretrained: bool, weights: Weights | str, check_has
                 "ViT-L (they differ in architecture); keep the released file name ending in -<8 hex digits>.pth"
             )
         untied = file_hash in catalog.DINOV3_UNTIED_LOCAL_CLS_NORM_HASHES
-    source = _source(name, weights, hashes) if pretrained else None
-    model = DINOV3_VIT.archs[arch](**{**catalog.dinov3_vit_kwargs(short, untied), **kwargs})
-    if source is None:
-        model.init_weights()
-    else:
-        load_weights(model, name, source, check_hash)
-    return model
+    source = _checked(name, _source(name, weights, hashes), check_hash) if pretrained else None
+    kwargs = {**catalog.dinov3_vit_kwargs(short, untied), **kwargs}
+    return build_hub_backbone(catalog.get_backbone(name), kwargs, source, load=_load_released)
 
 
 def _make_convnext(size: str, *, pretrained: bool, weights: Weights | str, **kwargs: Any) -> nn.Module:
     name = f"dinov3_convnext_{size}"
     source = _source(name, weights, {"LVD1689M": catalog.DINOV3_CONVNEXTS[size]}) if pretrained else None
-    model = DINOV3_CONVNEXT.archs[f"convnext_{size}"](**{"drop_path_rate": 0.0, **kwargs})
-    if source is None:
-        model.init_weights()
-    else:
-        load_weights(model, name, source)
-    return model
+    kwargs = {"drop_path_rate": 0.0, **kwargs}
+    return build_hub_backbone(catalog.get_backbone(name), kwargs, source, load=_load_released)
 
 
 def _vit_entry_point(name: str, arch: str, doc: str):

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dinov2.layers.convnext_block import ConvNeXtBlock, LayerNorm2d
+from dinov2.models.intermediate import IntermediateLayersMixin, last_or_listed
 from dinov2.models.vision_transformer_v3 import features_dict
 from dinov2.utils.registry import Registry
 
@@ -27,7 +28,7 @@ CONVNEXT_SIZES: Registry[dict[str, list[int]]] = Registry(
 )
 
 
-class ConvNeXt(nn.Module):
+class ConvNeXt(IntermediateLayersMixin, nn.Module):
     """Four stages of :class:`ConvNeXtBlock` at strides 4, 8, 16, 32; the "CLS" token is the pooled last stage.
 
     ``forward_features(x)`` returns the ViT-style dict (``x_norm_clstoken`` ``[B, C]``, empty ``x_storage_tokens``,
@@ -105,18 +106,13 @@ class ConvNeXt(nn.Module):
             outputs.append(features_dict(normed[:, :1], normed[:, 1:], patches, crop_masks))
         return outputs
 
-    def get_intermediate_layers(
-        self,
-        x: Tensor,
-        n: int | Sequence[int] = 1,
-        reshape: bool = False,
-        return_class_token: bool = False,
-        norm: bool = True,
-    ) -> tuple:
-        """Per stage (last ``n`` or the listed indices 0..3): patches ``[B, hw, C]`` (``[B, C, h, w]`` with
-        ``reshape``), zipped with the pooled token ``[B, C]`` when ``return_class_token``. ``norm`` applies
-        ``norms[i]`` (the final norm on stage 3, identity elsewhere)."""
-        take = list(range(4 - n, 4)) if isinstance(n, int) else list(n)
+    def _intermediate_outputs(
+        self, x: Tensor, n: int | Sequence[int], norm: bool
+    ) -> tuple[list[Tensor], list[Tensor], list[tuple[int, int]]]:
+        """Per stage ``n`` names (0..3): patches ``[B, hw, C]`` (resized to the ``patch_size`` grid when set), the
+        pooled token ``[B, C]`` and the grid. ``norm`` applies ``norms[i]`` (the final norm on stage 3, identity
+        elsewhere), as the release pairs them: in the order of ``n``."""
+        take = last_or_listed(n, 4)
         height, width = x.shape[-2:]
         outputs = []
         for i in range(4):
@@ -129,16 +125,12 @@ class ConvNeXt(nn.Module):
                 outputs.append((x.mean([-2, -1]), maps))
         if len(outputs) != len(take):
             raise ValueError(f"get_intermediate_layers: n={n!r} asks for stages outside 0..3")
-        shapes = [maps.shape for _, maps in outputs]
-        if norm or not reshape:
-            outputs = [(cls, maps.flatten(-2, -1).permute(0, 2, 1)) for cls, maps in outputs]  # [B, hw, C]
+        grids = [tuple(maps.shape[-2:]) for _, maps in outputs]
+        outputs = [(cls, maps.flatten(-2, -1).permute(0, 2, 1)) for cls, maps in outputs]  # [B, hw, C]
         if norm:
             norms = [self.norms[i] for i in take]
             outputs = [(layer(cls), layer(patches)) for (cls, patches), layer in zip(outputs, norms)]
-            if reshape:
-                outputs = [(cls, p.permute(0, 2, 1).reshape(*s).contiguous()) for (cls, p), s in zip(outputs, shapes)]
-        patches = [p for _, p in outputs]
-        return tuple(zip(patches, [cls for cls, _ in outputs])) if return_class_token else tuple(patches)
+        return [patches for _, patches in outputs], [cls for cls, _ in outputs], grids
 
     def forward(self, *args, is_training: bool = False, **kwargs) -> Tensor | dict[str, Any] | list[dict[str, Any]]:
         """``head(x_norm_clstoken)`` (the head is the identity), or the feature dict(s) when ``is_training``."""

@@ -197,6 +197,7 @@ DINOV3_VIT = _register(
     num_extra_tokens=lambda model: 1 + int(model.n_storage_tokens),
     claims=_vit_claims,
     from_weights=("untie_cls_and_patch_norms", "untie_global_and_local_cls_norm"),
+    extra_tokens=("storage_tokens", "x_storage_tokens"),
 )
 
 
@@ -224,4 +225,5 @@ DINOV3_CONVNEXT = _register(
     # x_norm_patchtokens: the last stage (one token per 32x32 pixels), or the student.patch_size grid when set
     patch_size=lambda model: int(model.patch_size or 32),
     from_weights=(),
+    extra_tokens=("storage_tokens", "x_storage_tokens"),  # none: forward_features gives an empty x_storage_tokens
 )

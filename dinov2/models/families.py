@@ -42,6 +42,7 @@ __all__ = [
     "family_for_arch",
     "family_for_student",
     "family_for_weights",
+    "family_for_model",
     "arch_names",
 ]
 
@@ -66,7 +67,8 @@ class ModelFamily:
     ``claims(student)``: the config section is this family's (needed when its archs share names with another
     family's); ``patch_size(model)``: pixels per output token of ``x_norm_patchtokens``; ``initialise(model)``: the
     family's initialisation of a freshly built model (hub ``pretrained=False``); ``from_weights``: constructor
-    arguments that a hub name takes from the weights given with it rather than from its table.
+    arguments that a hub name takes from the weights given with it rather than from its table; ``extra_tokens``:
+    the tokens between the class token and the patches as an output name and a ``forward_features`` key.
     """
 
     name: str
@@ -81,6 +83,7 @@ class ModelFamily:
     patch_size: Callable[[nn.Module], int] = lambda model: int(model.patch_size)
     initialise: Callable[[nn.Module], None] = lambda model: None
     from_weights: tuple[str, ...] = ("img_size",)
+    extra_tokens: tuple[str, str] = ("register_tokens", "x_norm_regtokens")
 
 
 def _no_shared_arch(registry: Registry[ModelFamily], name: str, family: ModelFamily) -> None:
@@ -157,15 +160,32 @@ def family_for_student(student: Any) -> ModelFamily:
     return claiming[0] if claiming else candidates[0]
 
 
+def _matching_family(state_dict: Mapping[str, Tensor]) -> ModelFamily | None:
+    return next((family for family in _FAMILIES.values() if family.matches(state_dict)), None)
+
+
 def family_for_weights(state_dict: Mapping[str, Tensor]) -> ModelFamily:
     """The family whose ``matches`` accepts the flat backbone ``state_dict``, or ``ValueError``."""
-    for family in _FAMILIES.values():
-        if family.matches(state_dict):
-            return family
-    raise ValueError(
-        f"no registered model family ({', '.join(family_names())}) recognises these weights "
-        f"(first keys: {sorted(state_dict)[:6]}); pass a config (--config-file) or a hub name with them"
-    )
+    family = _matching_family(state_dict)
+    if family is None:
+        raise ValueError(
+            f"no registered model family ({', '.join(family_names())}) recognises these weights "
+            f"(first keys: {sorted(state_dict)[:6]}); pass a config (--config-file) or a hub name with them"
+        )
+    return family
+
+
+def family_for_model(model: nn.Module) -> ModelFamily:
+    """The family of a built backbone (the one whose ``matches`` accepts its state dict), or ``ValueError``: the one
+    place where a tool handed a bare model reads the family's facts (``patch_size``, ``num_extra_tokens``...)."""
+    state_dict = model.state_dict()
+    family = _matching_family(state_dict)
+    if family is None:
+        raise ValueError(
+            f"no registered model family ({', '.join(family_names())}) recognises the {type(model).__name__} given "
+            f"(first keys: {sorted(state_dict)[:6]}); build it with dinov2.features.load_backbone or a hub entry point"
+        )
+    return family
 
 
 # ------------------------------------------------------------------------------------------- the DINOv2 ViT

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from dinov2.layers import MemEffAttention, Mlp, NestedTensorBlock, PatchEmbed, SwiGLUFFNFused
 from dinov2.layers.block import Block
 from dinov2.layers.packing import Groups, pack, unpack
+from dinov2.models.intermediate import IntermediateLayersMixin
 from dinov2.models.pos_embed import exportable_pos_encoding, is_exporting
 from dinov2.utils.registry import Registry
 
@@ -92,7 +93,7 @@ def _chunk_blocks(blocks: list[nn.Module], block_chunks: int) -> nn.ModuleList:
     )
 
 
-class DinoVisionTransformer(nn.Module):
+class DinoVisionTransformer(IntermediateLayersMixin, nn.Module):
     """ViT backbone: images ``[B, C, H, W]`` -> normalised cls / register / patch tokens of width ``embed_dim``.
 
     Arguments follow the released constructor; ``init_values`` None or 0 means no layer-scale,
@@ -368,32 +369,17 @@ class DinoVisionTransformer(nn.Module):
                 outputs[i] = x  # [B, 1 + R + N, D]
         return [outputs[i] for i in wanted]
 
-    def get_intermediate_layers(
-        self,
-        x: Tensor,
-        n: int | Sequence[int] = 1,
-        reshape: bool = False,
-        return_class_token: bool = False,
-        norm: bool = True,
-    ) -> tuple:
-        """Patch tokens of the last ``n`` blocks (int) or of the blocks listed in ``n``.
-
-        Each output is ``[B, N, D]`` (``[B, D, H/p, W/p]`` with ``reshape``), normalised by the final norm
-        when ``norm``; with ``return_class_token`` each item is a ``(patch_tokens, cls_token [B, D])`` pair.
-        Negative indices count from the end (the release accepted only non-negative ones).
-        """
+    def _intermediate_outputs(
+        self, x: Tensor, n: int | Sequence[int], norm: bool
+    ) -> tuple[list[Tensor], list[Tensor], list[tuple[int, int]]]:
+        """Patch tokens ``[B, N, D]``, class tokens ``[B, D]`` and patch grids of the blocks ``n`` names (negative
+        indices count from the end; the release accepted only non-negative ones)."""
         outputs = self._block_outputs(x, n)
         if norm:
             outputs = [self.norm(out) for out in outputs]
-        class_tokens = [out[:, 0] for out in outputs]
-        outputs = [out[:, 1 + self.num_register_tokens :] for out in outputs]
-        if reshape:
-            batch = x.shape[0]
-            grid_h, grid_w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
-            outputs = [out.reshape(batch, grid_h, grid_w, -1).permute(0, 3, 1, 2).contiguous() for out in outputs]
-        if return_class_token:
-            return tuple(zip(outputs, class_tokens))
-        return tuple(outputs)
+        grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
+        patches = [out[:, 1 + self.num_register_tokens :] for out in outputs]
+        return patches, [out[:, 0] for out in outputs], [grid] * len(outputs)
 
 
 def _vit(embed_dim: int, depth: int, num_heads: int, patch_size: int, num_register_tokens: int, **kwargs):

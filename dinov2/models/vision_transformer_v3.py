@@ -20,6 +20,7 @@ from dinov2.layers.rms_norm import RMSNorm
 from dinov2.layers.rope import RopePositionEmbedding
 from dinov2.layers.rope_attention import RopeBlock
 from dinov2.layers.swiglu_ffn_split import SwiGLUFFNSplit
+from dinov2.models.intermediate import last_or_listed, pack_outputs
 from dinov2.utils.registry import Registry, named
 
 NORM_LAYERS: dict[str, Callable[[int], nn.Module]] = {
@@ -208,7 +209,7 @@ class DinoVisionTransformerV3(nn.Module):
         storage tokens ``[B, n_storage, D]`` when asked. ``norm`` uses ``cls_norm`` for CLS + storage when untied.
         """
         total = len(self.blocks)
-        take = list(range(total - n, total)) if isinstance(n, int) else list(n)
+        take = last_or_listed(n, total)
         tokens, hw = self.prepare_tokens_with_masks(x)
         _, outputs = self._run_blocks(tokens, hw, keep=take)
         if len(outputs) != len(take):
@@ -222,11 +223,8 @@ class DinoVisionTransformerV3(nn.Module):
         class_tokens = [o[:, 0] for o in outputs]
         extra_tokens = [o[:, 1:prefix] for o in outputs]
         patches = [o[:, prefix:] for o in outputs]
-        if reshape:
-            B = x.shape[0]
-            patches = [p.reshape(B, hw[0], hw[1], -1).permute(0, 3, 1, 2).contiguous() for p in patches]
         extras = ([class_tokens] if return_class_token else []) + ([extra_tokens] if return_extra_tokens else [])
-        return tuple(zip(patches, *extras)) if extras else tuple(patches)
+        return pack_outputs(patches, [hw] * len(patches) if reshape else None, *extras)
 
     def forward(self, *args, is_training: bool = False, **kwargs) -> Tensor | dict[str, Any] | list[dict[str, Any]]:
         """``head(x_norm_clstoken)`` (the head is the identity), or the feature dict(s) when ``is_training``."""

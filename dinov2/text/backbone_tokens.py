@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from dinov2.models.families import family_for_model
+
 __all__ = ["backbone_tokens", "check_token_backbone", "num_register_tokens"]
 
 
 def num_register_tokens(backbone: nn.Module) -> int:
-    """Tokens between the CLS token and the patches: DINOv2 registers or DINOv3 storage tokens."""
-    if hasattr(backbone, "num_register_tokens"):
-        return int(backbone.num_register_tokens)
-    return int(getattr(backbone, "n_storage_tokens", 0))
+    """Tokens between the CLS token and the patches: DINOv2 registers or DINOv3 storage tokens (its family's count,
+    which includes the CLS token)."""
+    return family_for_model(backbone).num_extra_tokens(backbone) - 1
 
 
 def check_token_backbone(backbone: nn.Module) -> None:
@@ -36,6 +37,6 @@ def backbone_tokens(backbone: nn.Module, images: Tensor, n: int) -> list[tuple[T
         outputs = backbone.get_intermediate_layers(images, n=n, return_class_token=True, return_extra_tokens=True)
         return [(patches, cls, extra) for patches, cls, extra in outputs]
     # DINOv2: its public call drops the registers, so read the block outputs with every token and norm them
-    prefix = 1 + num_register_tokens(backbone)
+    prefix = 1 + int(backbone.num_register_tokens)  # the DINOv2 ViT's own count (no family lookup per step)
     outputs = [backbone.norm(out) for out in backbone._block_outputs(images, n)]  # [B, 1 + R + HW, D] each
     return [(out[:, prefix:], out[:, 0], out[:, 1:prefix]) for out in outputs]

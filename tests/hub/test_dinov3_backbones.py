@@ -64,3 +64,13 @@ def test_hubconf_offers_the_eleven_released_dinov3_names():
         "dinov3_convnext_base", "dinov3_convnext_large",
     ]  # fmt: skip
     assert all(callable(getattr(hubconf, name)) for name in names)
+
+
+def test_the_released_entry_points_and_the_door_build_the_same_model():
+    from dinov2.hub.backbones import make_backbone
+
+    with torch.device("meta"):
+        for name in ("dinov3_vits16", "dinov3_convnext_tiny"):
+            released = getattr(dinov3_backbones, name)(pretrained=False).state_dict()
+            door = make_backbone(name, pretrained=False).state_dict()
+            assert {k: v.shape for k, v in released.items()} == {k: v.shape for k, v in door.items()}
