@@ -156,27 +156,13 @@ class _KeyedSampler(Sampler):
     def rank(self) -> int:
         return self._start
 
-    def _set_stream(
-        self, sample_count: int, shuffle: bool, seed: int, start: int | None, step: int | None, advance: int
-    ) -> None:
-        """What every stream sampler checks and stores: dataset size, shuffling, seed, this rank's ``start::step``
-        and the number of items already consumed (``advance``)."""
-        _check_counts(sample_count, advance)
-        self._advance = advance
-        self._sample_count = sample_count
-        self._shuffle = shuffle
-        self._seed = seed
-        self._start, self._step = _rank_and_world(start, step)
 
+class _StreamSampler(_KeyedSampler):
+    """Base of the samplers below: the stream arguments they all take, checked and stored in one place.
 
-# ------------------------------------------------------------------------------------ samplers
-
-
-class InfiniteSampler(_KeyedSampler):
-    """Endless stream of whole-dataset passes; rank ``start`` takes items ``start::step`` of each pass.
-
-    Shuffled passes come from one generator seeded once with ``seed`` (the released ``InfiniteSampler``
-    stream). Unshuffled passes are ``range(sample_count)``.
+    ``sample_count``: dataset size; ``shuffle`` / ``seed``: how passes are drawn; rank ``start`` of ``step`` takes
+    items ``start::step`` (default: the global rank and world size); ``advance``: items already consumed on this
+    rank. Subclasses add their own keyword arguments and pass these on (``**stream``).
     """
 
     def __init__(
@@ -189,9 +175,28 @@ class InfiniteSampler(_KeyedSampler):
         step: int | None = None,
         advance: int = 0,
     ):
-        self._set_stream(sample_count, shuffle, seed, start, step, advance)
-        if self._start >= sample_count:
-            raise ValueError(f"rank {self._start} gets no samples from a dataset of {sample_count} samples")
+        _check_counts(sample_count, advance)
+        self._advance = advance
+        self._sample_count = sample_count
+        self._shuffle = shuffle
+        self._seed = seed
+        self._start, self._step = _rank_and_world(start, step)
+
+
+# ------------------------------------------------------------------------------------ samplers
+
+
+class InfiniteSampler(_StreamSampler):
+    """Endless stream of whole-dataset passes; rank ``start`` takes items ``start::step`` of each pass.
+
+    Shuffled passes come from one generator seeded once with ``seed`` (the released ``InfiniteSampler``
+    stream). Unshuffled passes are ``range(sample_count)``. Arguments: those of :class:`_StreamSampler`.
+    """
+
+    def __init__(self, **stream):
+        super().__init__(**stream)
+        if self._start >= self._sample_count:
+            raise ValueError(f"rank {self._start} gets no samples from a dataset of {self._sample_count} samples")
 
     def _passes(self, first_pass: int) -> Iterator[np.ndarray]:
         n = self._sample_count
@@ -212,33 +217,25 @@ class InfiniteSampler(_KeyedSampler):
         yield from _keyed_passes(passes, offset, self._advance)
 
 
-class ShardedInfiniteSampler(_KeyedSampler):
+class ShardedInfiniteSampler(_StreamSampler):
     """Endless stream where rank ``start`` reshuffles its own shard every pass (released default sampler).
 
     A permutation of the dataset is drawn once from ``seed``; rank ``start`` owns its items
     ``start::step`` (the last ``sample_count % step`` items are dropped so that shards have equal
     length) and shuffles that shard anew at every pass with a generator seeded from
     ``seed + start + (pass << 24)``. ``use_new_shuffle_tensor_slice`` selects ``torch.randperm`` for
-    that shuffle (``SHARDED_INFINITE_NEW``) instead of the released per-element inside-out shuffle.
+    that shuffle (``SHARDED_INFINITE_NEW``) instead of the released per-element inside-out shuffle. Other
+    arguments: those of :class:`_StreamSampler`.
     """
 
-    def __init__(
-        self,
-        *,
-        sample_count: int,
-        shuffle: bool = False,
-        seed: int = 0,
-        start: int | None = None,
-        step: int | None = None,
-        advance: int = 0,
-        use_new_shuffle_tensor_slice: bool = False,
-    ):
-        self._set_stream(sample_count, shuffle, seed, start, step, advance)
-        if sample_count < self._step:
-            raise ValueError(f"sharded sampler: {sample_count} samples cannot be split over {self._step} ranks")
+    def __init__(self, *, use_new_shuffle_tensor_slice: bool = False, **stream):
+        super().__init__(**stream)
+        count, ranks = self._sample_count, self._step
+        if count < ranks:
+            raise ValueError(f"sharded sampler: {count} samples cannot be split over {ranks} ranks")
         self._use_new_shuffle = use_new_shuffle_tensor_slice
-        if shuffle and sample_count % self._step:
-            logger.info("sharded sampler drops %d samples per pass", sample_count % self._step)
+        if self._shuffle and count % ranks:
+            logger.info("sharded sampler drops %d samples per pass", count % ranks)
 
     def _pass(self, pass_index: int, shard: np.ndarray) -> np.ndarray:
         if not self._shuffle:
@@ -265,26 +262,16 @@ class ShardedInfiniteSampler(_KeyedSampler):
         yield from _keyed_passes(passes, offset, self._advance)
 
 
-class EpochSampler(_KeyedSampler):
+class EpochSampler(_StreamSampler):
     """``size`` samples per epoch drawn from the dataset tiled as often as needed; call ``set_epoch``.
 
     Shuffled epochs use ``numpy.random.default_rng(seed * epoch or epoch)`` as in the release. Rank
     ``start`` takes items ``start::step``. ``advance`` skips samples of the first iteration only
-    (resuming inside an epoch); later epochs are whole.
+    (resuming inside an epoch); later epochs are whole. Other arguments: those of :class:`_StreamSampler`.
     """
 
-    def __init__(
-        self,
-        *,
-        size: int,
-        sample_count: int,
-        shuffle: bool = False,
-        seed: int = 0,
-        start: int | None = None,
-        step: int | None = None,
-        advance: int = 0,
-    ):
-        self._set_stream(sample_count, shuffle, seed, start, step, advance)
+    def __init__(self, *, size: int, **stream):
+        super().__init__(**stream)
         if size < 1:
             raise ValueError(f"epoch sampler size must be >= 1, got {size}")
         self._size = size

@@ -24,6 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from dinov2.eval.setup import get_args_parser as get_setup_args_parser
 from dinov2.eval.utils import check_labelled
 from dinov2.features.backbone_args import BACKBONE_NOTE, add_backbone_args, check_eval_args, loaded_from_args
 from dinov2.logging import setup_logging
-from dinov2.utils.cli import ArgumentParser, add_output_dir, call_with_args
+from dinov2.utils.cli import ArgumentParser, add_output_dir, call_with_args, check_writable_dir
 
 logger = logging.getLogger("dinov2")
 
@@ -46,6 +47,7 @@ __all__ = [
     "check_eval_args",
     "get_protocol_args_parser",
     "run_eval_cli",
+    "run_protocol_cli",
     "run_with_model",
     "add_eval_transform_args",
     "default_resize_size",
@@ -58,7 +60,7 @@ __all__ = [
     "args_record",
     "backbone_eval_parser",
     "run_backbone_eval",
-    "run_backbone_eval_cli",
+    "BackboneProtocol",
 ]
 
 
@@ -93,6 +95,24 @@ def run_with_model(function: Callable[..., Any], args: argparse.Namespace, *, bu
     return 0
 
 
+def run_protocol_cli(
+    get_args_parser: Callable[..., argparse.ArgumentParser],
+    check_args: Callable[[argparse.ArgumentParser, argparse.Namespace], None],
+    main: Callable[[argparse.Namespace], int],
+    description: str,
+    argv: Sequence[str] | None = None,
+    *,
+    intermixed: bool = False,
+) -> int:
+    """A protocol's console script: parse ``argv`` (default ``sys.argv``; ``intermixed``: options may stand after
+    the trailing ``key=value`` overrides) with the protocol's parser, ``check_args(parser, args)`` (usage errors,
+    exit code 2), then run ``main(args)``."""
+    parser = get_args_parser(description=description)
+    args = parser.parse_intermixed_args(argv) if intermixed else parser.parse_args(argv)
+    check_args(parser, args)
+    return main(args)
+
+
 def run_eval_cli(
     get_args_parser: Callable[..., argparse.ArgumentParser],
     main: Callable[[argparse.Namespace], int],
@@ -100,12 +120,13 @@ def run_eval_cli(
     datasets: Sequence[tuple[str, str, bool]],
     argv: Sequence[str] | None = None,
 ) -> int:
-    """A protocol's console script: parse ``argv`` (default ``sys.argv``) with the protocol's parser, check the
-    config, weights and ``datasets`` (:func:`check_eval_args`: usage errors, exit code 2), then run ``main(args)``."""
-    parser = get_args_parser(description=description)
-    args = parser.parse_intermixed_args(argv)
-    check_eval_args(parser, args, datasets)
-    return main(args)
+    """The console script of a protocol on the released set-up flags: :func:`run_protocol_cli` checking the config,
+    weights and ``datasets`` (:func:`check_eval_args`)."""
+
+    def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+        check_eval_args(parser, args, datasets)
+
+    return run_protocol_cli(get_args_parser, check, main, description, argv, intermixed=True)
 
 
 def add_eval_transform_args(
@@ -245,16 +266,43 @@ def run_backbone_eval(args: argparse.Namespace, evaluate: Callable[..., Any]) ->
     return 0
 
 
-def run_backbone_eval_cli(
-    get_args_parser: Callable[..., argparse.ArgumentParser],
-    check_args: Callable[[argparse.ArgumentParser, argparse.Namespace], None],
-    main: Callable[[argparse.Namespace], int],
-    description: str,
-    argv: Sequence[str] | None = None,
-) -> int:
-    """The console script of such a protocol: parse ``argv`` (default ``sys.argv``), ``check_args`` (usage errors,
-    exit code 2), run ``main(args)``."""
-    parser = get_args_parser(description=description)
-    args = parser.parse_args(argv)
-    check_args(parser, args)
-    return main(args)
+@dataclass(frozen=True)
+class BackboneProtocol:
+    """The command line of a protocol built on the backbone flags (retrieval, transfer, video), from its parts:
+    ``add_flags(parser)`` adds the protocol's flags, ``check_flags(parser, args)`` turns what would fail later into
+    usage errors, ``evaluate`` is its ``eval_<protocol>_with_model``. The protocol's module publishes the methods
+    below as its ``get_args_parser``, ``check_args``, ``main`` and ``cli_main`` (read by the SLURM launcher)."""
+
+    description: str
+    add_flags: Callable[[argparse.ArgumentParser], None]
+    check_flags: Callable[[argparse.ArgumentParser, argparse.Namespace], None]
+    evaluate: Callable[..., Any]
+
+    def get_args_parser(
+        self,
+        description: str | None = None,
+        parents: list[argparse.ArgumentParser] | None = None,
+        add_help: bool = True,
+    ) -> argparse.ArgumentParser:
+        """Backbone flags, ``--output-dir`` (:func:`backbone_eval_parser`) and the protocol's flags."""
+        parser = backbone_eval_parser(description, parents, add_help)
+        self.add_flags(parser)
+        return parser
+
+    def check_args(self, parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+        """Usage errors before any work (or submission): the protocol's, then an unwritable ``--output-dir``."""
+        self.check_flags(parser, args)
+        if args.output_dir:
+            check_writable_dir(parser, args.output_dir, "--output-dir")
+
+    def main(self, args: argparse.Namespace) -> int:
+        """Set up the run, load the backbone, run ``evaluate`` (:func:`run_backbone_eval`)."""
+        return run_backbone_eval(args, self.evaluate)
+
+    def cli_main(self, argv: Sequence[str] | None = None) -> int:
+        """The console script: parse ``argv`` (default ``sys.argv``), check (usage errors), run."""
+        return run_protocol_cli(self.get_args_parser, self.check_args, self.main, self.description, argv)
+
+    def entry_points(self) -> tuple[Callable, Callable, Callable, Callable]:
+        """``(get_args_parser, check_args, main, cli_main)``, the names the protocol's module publishes."""
+        return self.get_args_parser, self.check_args, self.main, self.cli_main

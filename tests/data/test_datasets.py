@@ -343,6 +343,18 @@ def test_on_unreadable_and_strict_say_the_same(damaged_folder):
         ExtendedVisionDataset(str(damaged_folder), strict=True, on_unreadable="drop")
 
 
+def test_dataset_classes_pass_the_dataset_options_to_the_base(damaged_folder):
+    dataset = ImageFolder(
+        root=str(damaged_folder), transform=lambda image: image.size, target_transform=str, on_unreadable="drop"
+    )
+    assert dataset[0] == ((64, 48), "-1")
+    assert isinstance(dataset[1][0], Unreadable)
+    with pytest.raises(ValueError, match="strict=True means on_unreadable='raise'"):
+        ImageFolder(root=str(damaged_folder), strict=True, on_unreadable="drop")
+    with pytest.raises(TypeError, match="tranform"):  # a misspelt option is refused by the base, naming it
+        ImageFolder(root=str(damaged_folder), tranform=None)
+
+
 def test_unreadable_policy_applies_through_subsets_and_is_restored(damaged_folder):
     dataset = ImageFolder(root=str(damaged_folder))
     subset = torch.utils.data.Subset(dataset, [3, 1])

@@ -190,6 +190,23 @@ def test_bad_arguments(kwargs, match):
         InfiniteSampler(**{"start": 0, "step": 1, **kwargs})
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda **kw: InfiniteSampler(**kw),
+        lambda **kw: ShardedInfiniteSampler(use_new_shuffle_tensor_slice=True, **kw),
+        lambda **kw: EpochSampler(size=5, **kw),
+    ],
+)
+def test_every_stream_sampler_checks_the_shared_arguments(make):
+    with pytest.raises(ValueError, match="advance"):
+        make(sample_count=10, start=0, step=1, advance=-1)
+    with pytest.raises(TypeError, match="sample_cuont"):  # a misspelt argument is refused, not swallowed
+        make(sample_cuont=10, start=0, step=1)
+    sampler = make(sample_count=10, start=1, step=2, seed=3, shuffle=True, advance=2)
+    assert (sampler.rank, sampler._step, sampler._seed, sampler._advance) == (1, 2, 3, 2)
+
+
 def test_sharded_sampler_needs_a_sample_per_rank():
     with pytest.raises(ValueError, match="cannot be split over 4 ranks"):
         ShardedInfiniteSampler(sample_count=3, start=0, step=4)

@@ -72,3 +72,31 @@ def test_protocol_parsers_start_from_the_shared_dataset_flags(protocol):
     assert (args.train_dataset_str, args.val_dataset_str) == (DATASETS[1], DATASETS[3])
     with pytest.raises(SystemExit):  # --config-file and --pretrained-weights are required
         parser.parse_intermixed_args(DATASETS)
+
+
+def test_backbone_protocol_publishes_the_command_line_of_its_parts(tmp_path, monkeypatch):
+    from dinov2.eval import common
+
+    calls = []
+
+    def add_flags(parser):
+        parser.add_argument("--answer", type=int, default=42)
+
+    def check_flags(parser, args):
+        calls.append("check")
+        if args.answer < 0:
+            parser.error("--answer must be >= 0")
+
+    protocol = common.BackboneProtocol("toy protocol", add_flags, check_flags, evaluate=lambda **values: values)
+    get_args_parser, check_args, main, cli_main = protocol.entry_points()
+    parser = get_args_parser(description="toy")
+    args = parser.parse_args(["--model", "dinov2_vits14", "--answer", "7", "--output-dir", str(tmp_path)])
+    assert (args.model, args.answer, args.output_dir) == ("dinov2_vits14", 7, str(tmp_path))
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit):  # the protocol's checks first, then an unwritable --output-dir
+        check_args(parser, parser.parse_args(["--model", "dinov2_vits14", "--output-dir", str(blocker / "out")]))
+    assert calls == ["check"]
+    ran = []
+    monkeypatch.setattr(common, "run_backbone_eval", lambda args, evaluate: ran.append(args.answer) or 0)
+    assert cli_main(["--model", "dinov2_vits14", "--answer", "3"]) == 0 and ran == [3] and calls == ["check"] * 2

@@ -20,7 +20,6 @@ import csv
 import json
 import os
 import random
-from collections.abc import Callable
 from pathlib import Path
 
 from .extended import ExtendedVisionDataset
@@ -76,8 +75,8 @@ def read_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None
 class _CaptionDataset(ExtendedVisionDataset):
     """Images with lists of captions; the target is one caption drawn at random."""
 
-    def __init__(self, root: str, samples: list[tuple[str, list[str]]], transform, target_transform, strict: bool):
-        super().__init__(root, None, transform, target_transform, strict=strict)
+    def __init__(self, root: str, samples: list[tuple[str, list[str]]], **options):
+        super().__init__(root, **options)
         self.samples = samples
 
     def describe_sample(self, index: int) -> str:
@@ -100,14 +99,8 @@ class _CaptionDataset(ExtendedVisionDataset):
 class CaptionFolder(_CaptionDataset):
     """Images under ``root`` with a same-stem ``.txt`` caption file each (see the module docstring)."""
 
-    def __init__(
-        self,
-        *,
-        root: str,
-        transform: Callable | None = None,
-        target_transform: Callable | None = None,
-        strict: bool = False,
-    ) -> None:
+    def __init__(self, *, root: str, **options) -> None:
+        """``options``: the dataset options of :class:`ExtendedVisionDataset` (transform, strict...)."""
         path = check_root(root, type(self).__name__)
         images = find_images(path, IMG_EXTENSIONS, recursive=True)
         if not images:
@@ -119,20 +112,13 @@ class CaptionFolder(_CaptionDataset):
                 "write one caption a line in <image stem>.txt beside each image"
             )
         samples = [(str(image), read_caption_file(image.with_suffix(".txt"))) for image in images]
-        super().__init__(str(path), samples, transform, target_transform, strict)
+        super().__init__(str(path), samples, **options)
 
 
 class CaptionManifest(_CaptionDataset):
     """Images and captions listed in a CSV / JSON-lines manifest (see the module docstring)."""
 
-    def __init__(
-        self,
-        *,
-        path: str,
-        root: str | None = None,
-        transform: Callable | None = None,
-        target_transform: Callable | None = None,
-        strict: bool = False,
-    ) -> None:
+    def __init__(self, *, path: str, root: str | None = None, **options) -> None:
+        """``options``: the dataset options of :class:`ExtendedVisionDataset` (transform, strict...)."""
         samples = read_manifest(path, root)
-        super().__init__(str(root or Path(path).parent), samples, transform, target_transform, strict)
+        super().__init__(str(root or Path(path).parent), samples, **options)

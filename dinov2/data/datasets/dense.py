@@ -19,7 +19,7 @@ stem); labels are 8-bit (grey or palette) or 16-bit PNGs of class indices; depth
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -122,16 +122,14 @@ class DenseDataset(ExtendedVisionDataset):
         root: str,
         pairs: Sequence[tuple[Path, Path]],
         kind: str,
-        transforms: Callable | None = None,
-        transform: Callable | None = None,
-        target_transform: Callable | None = None,
-        strict: bool = False,
         reduce_zero_label: bool = False,
         depth_scale: float = 1000.0,
+        **options,
     ) -> None:
+        """``options``: the dataset options of :class:`ExtendedVisionDataset` (transforms, strict...)."""
         if kind not in ("segmentation", "depth"):
             raise ValueError(f"kind must be 'segmentation' or 'depth', got {kind!r}")
-        super().__init__(root, transforms, transform, target_transform, strict=strict)
+        super().__init__(root, **options)
         self.pairs = [(Path(i), Path(t)) for i, t in pairs]
         self.kind, self.reduce_zero_label, self.depth_scale = kind, bool(reduce_zero_label), float(depth_scale)
 

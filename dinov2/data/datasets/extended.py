@@ -61,6 +61,9 @@ class ExtendedVisionDataset(VisionDataset):
     ``on_unreadable`` (argument and attribute) says the same with one of :data:`UNREADABLE_POLICIES`:
     ``"substitute"`` (``strict=False``), ``"raise"`` (``strict=True``) or ``"drop"``: ``dataset[i]`` is then
     ``(Unreadable(i, where, error), None)`` and feature extraction leaves the sample out (and reports it).
+
+    The dataset classes take their own keyword arguments (``root``, ``split``...) and pass these dataset options
+    (``transforms``, ``transform``, ``target_transform``, ``strict``, ``on_unreadable``) on as ``**options``.
     """
 
     def __init__(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -73,18 +73,10 @@ class ImageFolder(ExtendedVisionDataset):
     root or a folder without images raises at construction. Dataset string: ``ImageFolder:root=PATH``.
     """
 
-    def __init__(
-        self,
-        *,
-        root: str,
-        transforms: Callable | None = None,
-        transform: Callable | None = None,
-        target_transform: Callable | None = None,
-        strict: bool = False,
-        extensions: Sequence[str] = IMG_EXTENSIONS,
-    ) -> None:
+    def __init__(self, *, root: str, extensions: Sequence[str] = IMG_EXTENSIONS, **options) -> None:
+        """``options``: the dataset options of :class:`ExtendedVisionDataset` (transforms, strict...)."""
         path = check_root(root, type(self).__name__)
-        super().__init__(str(path), transforms, transform, target_transform, strict=strict)
+        super().__init__(str(path), **options)
         self.extensions = tuple(e.lower() for e in extensions)
         self.classes, samples = scan_image_folder(path, self.extensions)
         if not samples:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 
@@ -90,19 +89,10 @@ class ImageNet(ExtraMetadata, ExtendedVisionDataset):
     Split = _Split
     Target = int
 
-    def __init__(
-        self,
-        *,
-        split: _Split | str,
-        root: str,
-        extra: str,
-        transforms: Callable | None = None,
-        transform: Callable | None = None,
-        target_transform: Callable | None = None,
-        strict: bool = False,
-    ) -> None:
+    def __init__(self, *, split: _Split | str, root: str, extra: str, **options) -> None:
+        """``options``: the dataset options of :class:`ExtendedVisionDataset` (transforms, strict...)."""
         path = check_root(root, "ImageNet")
-        super().__init__(str(path), transforms, transform, target_transform, strict=strict)
+        super().__init__(str(path), **options)
         self._split = _parse_split(split)
         self._set_extra_root(extra, self._entries_path, f"ImageNet {self._split.name}")
 

@@ -20,7 +20,6 @@ import mmap
 import os
 import tarfile
 from collections import OrderedDict
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -80,19 +79,10 @@ class ImageNet22k(ExtraMetadata, ExtendedVisionDataset):
 
     Labels = int
 
-    def __init__(
-        self,
-        *,
-        root: str,
-        extra: str,
-        transforms: Callable | None = None,
-        transform: Callable | None = None,
-        target_transform: Callable | None = None,
-        mmap_cache_size: int = _DEFAULT_MMAP_CACHE_SIZE,
-        strict: bool = False,
-    ) -> None:
+    def __init__(self, *, root: str, extra: str, mmap_cache_size: int = _DEFAULT_MMAP_CACHE_SIZE, **options) -> None:
+        """``options``: the dataset options of :class:`ExtendedVisionDataset` (transforms, strict...)."""
         path = check_root(root, "ImageNet22k")
-        super().__init__(str(path), transforms, transform, target_transform, strict=strict)
+        super().__init__(str(path), **options)
         self._mmap_cache_size = mmap_cache_size
         self._mmaps: OrderedDict[str, mmap.mmap] = OrderedDict()
         self._set_extra_root(extra, "entries.npy", "ImageNet22k")

@@ -235,22 +235,14 @@ class Synthetic(ImageFolder):
         seed: int = 0,
         size: Sequence[int] = (500, 375),
         class_colours: bool = False,
-        transforms: Callable | None = None,
-        transform: Callable | None = None,
-        target_transform: Callable | None = None,
-        strict: bool = False,
+        **options,
     ) -> None:
+        """``options``: the dataset options of :class:`ExtendedVisionDataset` (transforms, strict...)."""
         split = str(getattr(split, "name", split)).upper()
         if split not in ("TRAIN", "VAL"):
             raise ValueError(f"Synthetic split must be TRAIN or VAL, got {split!r}")
         base = make_synthetic_dataset(
             root, num_classes, images_per_class, size, seed, val_images_per_class, class_colours
         )
-        super().__init__(
-            root=str(base / split.lower()),
-            transforms=transforms,
-            transform=transform,
-            target_transform=target_transform,
-            strict=strict,
-        )
+        super().__init__(root=str(base / split.lower()), **options)
         self.split = split

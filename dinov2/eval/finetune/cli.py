@@ -117,7 +117,4 @@ def main(args: argparse.Namespace) -> int:
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
     """``dinov2-finetune`` / ``python -m dinov2.eval.finetune``: parse, check (usage errors), run :func:`main`."""
-    parser = get_args_parser(description=DESCRIPTION)
-    args = parser.parse_intermixed_args(argv)
-    check_args(parser, args)
-    return main(args)
+    return common.run_protocol_cli(get_args_parser, check_args, main, DESCRIPTION, argv, intermixed=True)

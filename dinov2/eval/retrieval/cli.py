@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from dinov2.data import make_dataset
-from dinov2.eval.common import backbone_eval_parser, finish_eval_run, run_backbone_eval, run_backbone_eval_cli
+from dinov2.eval.common import BackboneProtocol, finish_eval_run
 from dinov2.eval.results import format_table
 from dinov2.eval.retrieval.data import DATASETS, ImageList, ground_truth_path, read_ground_truth
 from dinov2.eval.retrieval.descriptors import MULTI_SCALES, POOLINGS, RetrievalDescriptor, RetrievalTransform
@@ -36,7 +36,6 @@ from dinov2.eval.retrieval.metrics import DEFAULT_KAPPAS, PROTOCOLS, evaluate_pr
 from dinov2.eval.retrieval.search import SEARCH_BACKENDS, rank_database
 from dinov2.features.backbone import LoadedBackbone, autocast_context
 from dinov2.features.extract import extract_features
-from dinov2.utils.cli import check_writable_dir
 
 logger = logging.getLogger("dinov2")
 
@@ -45,11 +44,8 @@ __all__ = ["get_args_parser", "check_args", "eval_retrieval_with_model", "main",
 DESCRIPTION = "DINOv2 instance retrieval (revisited Oxford / Paris)"
 
 
-def get_args_parser(
-    description: str | None = None, parents: list[argparse.ArgumentParser] | None = None, add_help: bool = True
-) -> argparse.ArgumentParser:
-    """Backbone flags (:func:`~dinov2.features.backbone_args.add_backbone_args`) and the retrieval settings."""
-    parser = backbone_eval_parser(description, parents, add_help)
+def _add_flags(parser: argparse.ArgumentParser) -> None:
+    """The retrieval settings (after the backbone flags of :func:`~dinov2.features.backbone_args.add_backbone_args`)."""
     add = parser.add_argument
     add("--data-root", required=True, help="folder holding roxford5k/ and rparis6k/ (jpg/ and gnd_<dataset>.pkl)")
     add("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS), help="datasets to evaluate")
@@ -64,11 +60,10 @@ def get_args_parser(
     add("--kappas", type=int, nargs="+", default=list(DEFAULT_KAPPAS), help="k of the mean precision at k")
     add("--num-workers", type=int, default=4, help="data-loading processes")
     add("--no-progress", action="store_true", help="no progress bar during feature extraction")
-    return parser
 
 
-def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Usage errors before any work (or submission): missing image folders or ground truth, bad sizes."""
+def _check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Missing image folders or ground truth, bad sizes."""
     for dataset in args.datasets:
         folder = Path(args.data_root) / dataset / "jpg"
         if not folder.is_dir():
@@ -79,8 +74,6 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(
             f"--imsize and --kappas must be >= 1 and --topk >= 0, got {args.imsize}, {args.kappas}, {args.topk}"
         )
-    if args.output_dir:
-        check_writable_dir(parser, args.output_dir, "--output-dir")
 
 
 def _descriptors(descriptor, dataset, description: str, num_workers: int, progress: bool) -> torch.Tensor:
@@ -164,11 +157,6 @@ def eval_retrieval_with_model(
     return flat
 
 
-def main(args: argparse.Namespace) -> int:
-    """Set up the run, load the backbone, run :func:`eval_retrieval_with_model`."""
-    return run_backbone_eval(args, eval_retrieval_with_model)
-
-
-def cli_main(argv: Sequence[str] | None = None) -> int:
-    """``dinov2-eval-retrieval`` / ``python -m dinov2.eval.retrieval``: parse, check (usage errors), run."""
-    return run_backbone_eval_cli(get_args_parser, check_args, main, DESCRIPTION, argv)
+# cli_main: ``dinov2-eval-retrieval`` / ``python -m dinov2.eval.retrieval``; the SLURM launcher reads the others
+CLI = BackboneProtocol(DESCRIPTION, _add_flags, _check_flags, eval_retrieval_with_model)
+get_args_parser, check_args, main, cli_main = CLI.entry_points()

@@ -24,14 +24,7 @@ from pathlib import Path
 import torch
 
 from dinov2.data.transforms import make_classification_eval_transform
-from dinov2.eval.common import (
-    backbone_eval_parser,
-    check_extracted_labels,
-    default_resize_size,
-    finish_eval_run,
-    run_backbone_eval,
-    run_backbone_eval_cli,
-)
+from dinov2.eval.common import BackboneProtocol, check_extracted_labels, default_resize_size, finish_eval_run
 from dinov2.eval.log_regression import DEFAULT_MAX_ITER, eval_log_regression
 from dinov2.eval.metrics import MetricType
 from dinov2.eval.results import format_table
@@ -39,7 +32,7 @@ from dinov2.eval.transfer.datasets import TRANSFER_DATASETS, dataset_splits, fol
 from dinov2.eval.transfer.multilabel import eval_multilabel_log_regression
 from dinov2.features.backbone import LoadedBackbone, autocast_context
 from dinov2.features.extract import extract_features
-from dinov2.utils.cli import check_writable_dir, usage_errors
+from dinov2.utils.cli import usage_errors
 from dinov2.utils.dtype import as_torch_dtype
 
 logger = logging.getLogger("dinov2")
@@ -58,11 +51,8 @@ DESCRIPTION = "DINOv2 linear transfer (12 fine-grained datasets, logistic regres
 METRIC_TYPES = {"top1": MetricType.MEAN_ACCURACY, "mean_per_class": MetricType.MEAN_PER_CLASS_ACCURACY}
 
 
-def get_args_parser(
-    description: str | None = None, parents: list[argparse.ArgumentParser] | None = None, add_help: bool = True
-) -> argparse.ArgumentParser:
-    """Backbone flags and the transfer settings."""
-    parser = backbone_eval_parser(description, parents, add_help)
+def _add_flags(parser: argparse.ArgumentParser) -> None:
+    """The transfer settings (after the backbone flags)."""
     add = parser.add_argument
     add("--data-root", default=None, help="folder holding the datasets in torchvision's layout (nothing downloaded)")
     add("--datasets", nargs="+", choices=list(TRANSFER_DATASETS), default=None, help="default: all 12 (--data-root)")
@@ -71,7 +61,6 @@ def get_args_parser(
     add("--resize-size", type=int, default=None, help="short-side resize (px); default: the crop size")
     add("--split-seed", type=int, default=0, help="seed of Caltech-101's 30-per-class training draw")
     add_fit_args(parser, batch_size=256)
-    return parser
 
 
 def add_fit_args(parser: argparse.ArgumentParser, batch_size: int) -> None:
@@ -105,8 +94,8 @@ def _datasets(args: argparse.Namespace) -> list[str]:
     return list(TRANSFER_DATASETS) if args.data_root else []
 
 
-def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Usage errors before any work (or submission)."""
+def _check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """No dataset to evaluate, a missing --data-root, a malformed --folder or --train-dtype."""
     if _datasets(args) and not (args.data_root and Path(args.data_root).is_dir()):
         parser.error(f"--data-root {args.data_root!r} is not a folder; the datasets {_datasets(args)} are read there")
     if not _datasets(args) and not args.folder:
@@ -115,8 +104,6 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         for spec in args.folder:
             parse_folder_spec(spec)
         as_torch_dtype(args.train_dtype, "--train-dtype")
-    if args.output_dir:
-        check_writable_dir(parser, args.output_dir, "--output-dir")
 
 
 def _features(model, dataset, name: str, options: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -224,11 +211,6 @@ def eval_transfer_with_model(
     return flat
 
 
-def main(args: argparse.Namespace) -> int:
-    """Set up the run, load the backbone, run :func:`eval_transfer_with_model`."""
-    return run_backbone_eval(args, eval_transfer_with_model)
-
-
-def cli_main(argv: Sequence[str] | None = None) -> int:
-    """``dinov2-eval-transfer`` / ``python -m dinov2.eval.transfer``: parse, check (usage errors), run."""
-    return run_backbone_eval_cli(get_args_parser, check_args, main, DESCRIPTION, argv)
+# cli_main: ``dinov2-eval-transfer`` / ``python -m dinov2.eval.transfer``; the SLURM launcher reads the others
+CLI = BackboneProtocol(DESCRIPTION, _add_flags, _check_flags, eval_transfer_with_model)
+get_args_parser, check_args, main, cli_main = CLI.entry_points()

@@ -25,19 +25,13 @@ from pathlib import Path
 import torch
 
 from dinov2.data.datasets.video import VideoClips
-from dinov2.eval.common import (
-    backbone_eval_parser,
-    finish_eval_run,
-    run_backbone_eval,
-    run_backbone_eval_cli,
-)
+from dinov2.eval.common import BackboneProtocol, finish_eval_run
 from dinov2.eval.log_regression import DEFAULT_MAX_ITER, eval_log_regression
 from dinov2.eval.results import to_jsonable
 from dinov2.eval.transfer.cli import add_fit_args, backbone_eval_transform
 from dinov2.eval.video.features import AGGREGATIONS, ClipEncoder
 from dinov2.features.backbone import LoadedBackbone, autocast_context
 from dinov2.features.extract import extract_features
-from dinov2.utils.cli import check_writable_dir
 from dinov2.utils.dtype import as_torch_dtype
 
 logger = logging.getLogger("dinov2")
@@ -47,11 +41,8 @@ __all__ = ["get_args_parser", "check_args", "eval_video_with_model", "main", "cl
 DESCRIPTION = "DINOv2 video classification from frame features (linear probe)"
 
 
-def get_args_parser(
-    description: str | None = None, parents: list[argparse.ArgumentParser] | None = None, add_help: bool = True
-) -> argparse.ArgumentParser:
-    """Backbone flags, the clip folders, frame sampling and aggregation, and the fit flags."""
-    parser = backbone_eval_parser(description, parents, add_help)
+def _add_flags(parser: argparse.ArgumentParser) -> None:
+    """The clip folders, frame sampling and aggregation, and the fit flags (after the backbone flags)."""
     add = parser.add_argument
     add("--train-root", required=True, help="training clips: <root>/<class>/<frame folder or video file>")
     add("--val-root", required=True, help="evaluation clips, same layout and classes")
@@ -61,18 +52,15 @@ def get_args_parser(
     add("--resize-size", type=int, default=None, help="short-side resize (px); default: the crop size")
     add("--finetune-on-val", action="store_true", help="choose C on the val clips instead of 10%% of train")
     add_fit_args(parser, batch_size=8)
-    return parser
 
 
-def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Usage errors before any work (or submission)."""
+def _check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Missing clip folders, no frames."""
     for flag, root in (("--train-root", args.train_root), ("--val-root", args.val_root)):
         if not Path(root).is_dir():
             parser.error(f"{flag} {root!r} is not a folder of <class>/<clip> entries")
     if args.num_frames < 1:
         parser.error(f"--num-frames must be >= 1, got {args.num_frames}")
-    if args.output_dir:
-        check_writable_dir(parser, args.output_dir, "--output-dir")
 
 
 def eval_video_with_model(
@@ -144,11 +132,6 @@ def eval_video_with_model(
     return released
 
 
-def main(args: argparse.Namespace) -> int:
-    """Set up the run, load the backbone, run :func:`eval_video_with_model`."""
-    return run_backbone_eval(args, eval_video_with_model)
-
-
-def cli_main(argv: Sequence[str] | None = None) -> int:
-    """``dinov2-eval-video`` / ``python -m dinov2.eval.video``: parse, check (usage errors), run."""
-    return run_backbone_eval_cli(get_args_parser, check_args, main, DESCRIPTION, argv)
+# cli_main: ``dinov2-eval-video`` / ``python -m dinov2.eval.video``; the SLURM launcher reads the others
+CLI = BackboneProtocol(DESCRIPTION, _add_flags, _check_flags, eval_video_with_model)
+get_args_parser, check_args, main, cli_main = CLI.entry_points()

@@ -21,7 +21,13 @@ import torch
 from torch import nn
 
 from dinov2.data.dataset_strings import parse_dataset_str
-from dinov2.eval.common import add_eval_transform_args, finish_eval_run, make_eval_dataset, make_eval_transform
+from dinov2.eval.common import (
+    add_eval_transform_args,
+    finish_eval_run,
+    make_eval_dataset,
+    make_eval_transform,
+    run_protocol_cli,
+)
 from dinov2.features import eval_device
 from dinov2.hub.dinotxt import add_dinotxt_args, check_dinotxt_args, dinotxt_from_args
 from dinov2.text.zeroshot import predict_topk, read_class_names, read_templates, topk_accuracy, zeroshot_weights
@@ -139,7 +145,4 @@ def main(args: argparse.Namespace) -> int:
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
     """``python -m dinov2.eval.zeroshot``: parse, check (exit code 2), run."""
-    parser = get_args_parser(description=DESCRIPTION)
-    args = parser.parse_args(argv)
-    check_args(parser, args)
-    return main(args)
+    return run_protocol_cli(get_args_parser, check_args, main, DESCRIPTION, argv)

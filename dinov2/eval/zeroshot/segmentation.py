@@ -26,18 +26,21 @@ from torch import nn
 from dinov2.data.dataset_strings import parse_dataset_str
 from dinov2.data.datasets.extended import set_unreadable_policy
 from dinov2.data.dense_transforms import keep_ratio_size, make_dense_eval_transform
-from dinov2.eval.common import finish_eval_run
+from dinov2.eval.common import finish_eval_run, run_protocol_cli
 from dinov2.eval.segmentation.metrics import SegmentationMetric
 from dinov2.eval.segmentation.probe import class_names_for
+from dinov2.eval.zeroshot.cli import check_args, text_eval_inputs
 from dinov2.features import eval_device
-from dinov2.hub.dinotxt import add_dinotxt_args, check_dinotxt_args
+from dinov2.hub.dinotxt import add_dinotxt_args
 from dinov2.text.segmentation import segmentation_scores
-from dinov2.text.zeroshot import read_class_names, read_templates, zeroshot_weights
-from dinov2.utils.cli import ArgumentParser, usage_errors
+from dinov2.text.zeroshot import read_templates, zeroshot_weights
+from dinov2.utils.cli import ArgumentParser
 
 logger = logging.getLogger("dinov2")
 
-__all__ = ["eval_text_segmentation", "get_args_parser", "main", "cli_main"]
+__all__ = ["eval_text_segmentation", "get_args_parser", "check_args", "main", "cli_main"]
+
+DESCRIPTION = "dino.txt open-vocabulary segmentation mIoU"
 
 
 def _dense_dataset(dataset_str: str, transforms):
@@ -108,10 +111,12 @@ def eval_text_segmentation(
     return {**results, "IoU": detailed["IoU"]}
 
 
-def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+def get_args_parser(
+    description: str | None = DESCRIPTION, parents: list[argparse.ArgumentParser] | None = None, add_help: bool = True
+) -> argparse.ArgumentParser:
     """Model flags, ``--val-dataset``, ``--class-names``, ``--templates``, ``--short-side``, ``--window``,
     ``--stride``, ``--output-dir``."""
-    parser = ArgumentParser(description="dino.txt open-vocabulary segmentation mIoU", add_help=add_help)
+    parser = ArgumentParser(description=description, parents=parents or [], add_help=add_help)
     add_dinotxt_args(parser)
     parser.add_argument("--val-dataset", dest="val_dataset_str", required=True, help="segmentation dataset string")
     parser.add_argument("--class-names", help="class names, one a line in label order (default: the dataset's)")
@@ -124,8 +129,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from dinov2.eval.zeroshot.cli import text_eval_inputs  # the sibling CLI reads the shared flags
-
+    """Build the model the flags name and run :func:`eval_text_segmentation`."""
     positional, common = text_eval_inputs(args)
     options = dict(short_side=args.short_side, window=args.window, stride=args.stride, output_dir=args.output_dir)
     eval_text_segmentation(*positional, **common, **options)
@@ -133,16 +137,8 @@ def main(args: argparse.Namespace) -> int:
 
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
-    """Parse, check (usage errors, exit code 2), run."""
-    parser = get_args_parser()
-    args = parser.parse_args(argv)
-    check_dinotxt_args(parser, args)
-    with usage_errors(parser, ValueError, FileNotFoundError):
-        parse_dataset_str(args.val_dataset_str)
-        read_templates(args.templates)
-        if args.class_names:
-            read_class_names(args.class_names)
-    return main(args)
+    """Parse, check (the flags it shares with zero-shot classification: usage errors, exit code 2), run."""
+    return run_protocol_cli(get_args_parser, check_args, main, DESCRIPTION, argv)
 
 
 if __name__ == "__main__":
