@@ -19,14 +19,18 @@ from tests.text.helpers import TINY_HUB_NAME, make_image_folder, tiny_hub_backbo
 pytestmark = pytest.mark.skipif(tok.find_vocab() is None, reason="no CLIP BPE vocabulary (pip install open_clip_torch)")
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dinotxt_train")
+def make_caption_data(root):
+    """``root/train``: 3 colours x 3 images with ``.txt`` captions; ``root/val``: 3 x 2 labelled images."""
     make_image_folder(root / "train", classes=("red", "blue", "green"), per_class=3, size=32)
     for image in (root / "train").rglob("*.png"):
         image.with_suffix(".txt").write_text(f"a {image.parent.name} picture\n{image.parent.name}\n")
     make_image_folder(root / "val", classes=("red", "blue", "green"), per_class=2, size=32)
     return root
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_caption_data(tmp_path_factory.mktemp("dinotxt_train"))
 
 
 def _config(data, output_dir, *opts):
