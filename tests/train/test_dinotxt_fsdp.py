@@ -1,5 +1,5 @@
 """dino.txt training on 2 gloo ranks: FSDP2 (``train.fsdp=true``) against the unsharded run, exact resume of a
-sharded run, a sharded checkpoint resumed unsharded, the gathered export.
+sharded run, a sharded checkpoint resumed unsharded, the gathered export, a bf16 compute policy.
 
 Tolerance as the SSL trainer's FSDP test (tests/train/test_distributed_training.py): float32 reductions in another
 order (FSDP's reduce-scatter against one all-reduce), rel 1e-5 / abs 1e-6 on losses, 1e-5 on weights after AdamW.
@@ -50,6 +50,7 @@ def _runs(rank: int, world_size: int, root: str) -> dict:
         distributed.barrier()
         out["resumed"] = train("resumed", FSDP, NO_EVAL)
         out["cross"] = train("cross", NO_EVAL)  # the sharded checkpoint resumed unsharded
+        out["bf16"] = train("bf16", FSDP, NO_EVAL, "train.param_dtype=bf16")
     return out
 
 
@@ -70,5 +71,9 @@ def test_fsdp_equals_unsharded_and_resumes_exactly(tmp_path):
             assert not got[key].__class__.__name__ == "DTensor", key
             torch.testing.assert_close(got[key], value, rtol=1e-5, atol=1e-5, msg=f"{name}: {key}")
     assert ranks[0]["fsdp"]["zeroshot"] == ranks[1]["fsdp"]["zeroshot"]  # evaluated on the sharded model
+    for runs in ranks:  # bf16 compute, fp32 master weights: the first step's loss as fp32's to bf16's precision
+        assert runs["bf16"]["losses"][0] == pytest.approx(runs["plain"]["losses"][0], rel=5e-2)
+    bf16 = read_checkpoint(ranks[0]["bf16"]["export"])["model"]
+    assert all(value.dtype == torch.float32 for value in bf16.values() if value.is_floating_point())
     with tiny_hub_backbone():
         load_dinotxt(ranks[0]["fsdp"]["export"])  # strict: every key, full shapes
