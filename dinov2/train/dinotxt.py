@@ -29,6 +29,7 @@ from torch.distributed.tensor import DTensor
 from dinov2 import distributed
 from dinov2.config import write_config
 from dinov2.data import make_dataset
+from dinov2.data.dataset_strings import parse_dataset_str
 from dinov2.data.transforms import make_classification_eval_transform
 from dinov2.features import eval_device
 from dinov2.hub.dinotxt import dinotxt_file_content, save_dinotxt
@@ -51,7 +52,16 @@ from dinov2.utils.utils import CosineScheduler
 
 logger = logging.getLogger("dinov2")
 
-__all__ = ["MAX_LOGIT_SCALE", "train_step", "export_model", "do_train", "zeroshot_eval", "main", "cli_main"]
+__all__ = [
+    "MAX_LOGIT_SCALE",
+    "train_step",
+    "export_model",
+    "do_train",
+    "zeroshot_eval",
+    "main",
+    "check_args",
+    "cli_main",
+]
 
 MAX_LOGIT_SCALE = math.log(100)  # exp(logit_scale) <= 100
 
@@ -174,12 +184,23 @@ def main(args: argparse.Namespace) -> dict:
     return do_train(cfg, resume=not args.no_resume)
 
 
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Usage errors (``parser.error``: exit code 2) before any process group or folder is made: the config file,
+    the keys and values of the config and the overrides, the dataset strings (``data.dataset``, ``eval.dataset``).
+    Used by :func:`cli_main` and the SLURM launcher (``dinov2/run/train/dinotxt.py``)."""
+    with usage_errors(parser, DinoTxtConfigError, FileNotFoundError):
+        cfg = load_dinotxt_config(args.config_file or None, args.opts, args.output_dir or None)
+    for key, dataset in (("data.dataset", cfg.data.dataset), ("eval.dataset", cfg.eval.dataset)):
+        if dataset:
+            with usage_errors(parser, ValueError, flag=key):
+                parse_dataset_str(dataset)
+
+
 def cli_main(argv: Sequence[str] | None = None) -> int:
-    """Parse, check the config (usage errors, exit code 2), train."""
+    """Parse, check the arguments (:func:`check_args`: usage errors, exit code 2), train."""
     parser = get_args_parser()
     args = parser.parse_args(argv)
-    with usage_errors(parser, DinoTxtConfigError, FileNotFoundError):
-        load_dinotxt_config(args.config_file or None, args.opts, args.output_dir or None)
+    check_args(parser, args)
     results = main(args)
     if "zeroshot" in results:
         print(f"zero-shot: {results['zeroshot']}")

@@ -33,8 +33,9 @@ def data(tmp_path_factory):
     return make_caption_data(tmp_path_factory.mktemp("dinotxt_train"))
 
 
-def _config(data, output_dir, *opts):
-    base = [
+def tiny_opts(data) -> list[str]:
+    """Overrides of a tiny dino.txt run on :func:`make_caption_data` (4 iterations, batch 4, 28 px)."""
+    return [
         f"backbone.source={TINY_HUB_NAME}",
         "backbone.random_init=true",
         "model.head_drop_path=0.2",
@@ -52,7 +53,10 @@ def _config(data, output_dir, *opts):
         f"eval.dataset=ImageFolder:root={data / 'val'}",
         "eval.crop_size=28",
     ]
-    return load_dinotxt_config(None, [*base, *opts], str(output_dir))
+
+
+def _config(data, output_dir, *opts):
+    return load_dinotxt_config(None, [*tiny_opts(data), *opts], str(output_dir))
 
 
 def test_config_errors_name_the_key(data, tmp_path):
