@@ -52,13 +52,13 @@ def test_local_job_is_requeued_on_preemption_and_resumes(generic_env, tmp_path):
         ["--cluster", "local", "--ngpus", "1", "--timeout", "60", "--output-dir", str(output_dir)]
         + ["--entry-point", "tests.run.dinotxt_entry:main", *opts]
     )
+    pid = output_dir / "pid"
     try:
-        _wait_for(lambda: (output_dir / "checkpoints" / "model_0000003").exists(), 120, "the first checkpoint")
-        first_pid = int((output_dir / "pid").read_text())
-        os.kill(first_pid, signal.SIGUSR2)  # what SLURM sends on preemption
+        _wait_for((output_dir / "checkpoints" / "model_0000003").exists, 120, "the first checkpoint")
+        os.kill(first_pid := int(pid.read_text()), signal.SIGUSR2)  # what SLURM sends on preemption
         result = job.result()
     finally:
         job.cancel()
-    assert int((output_dir / "pid").read_text()) != first_pid  # a new process ran after the requeue
+    assert int(pid.read_text()) != first_pid  # a new process ran after the requeue
     assert 0 < len(result["losses"]) < 16  # the requeued run resumed from a checkpoint, not from iteration 0
     assert (output_dir / "checkpoints" / "model_0000015").exists() and (output_dir / "dinotxt.pth").is_file()

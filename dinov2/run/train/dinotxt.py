@@ -21,8 +21,8 @@ import argparse
 import sys
 
 from dinov2.run.submit import get_args_parser as launcher_args_parser
-from dinov2.run.submit import get_shared_folder, submit_jobs
-from dinov2.run.train.train import add_entry_point_flag, check_launch_args
+from dinov2.run.submit import get_shared_folder
+from dinov2.run.train.train import add_entry_point_flag, check_launch_args, run_launcher, submit_training
 
 ENTRY_POINT = "dinov2.train.dinotxt:main"
 
@@ -53,20 +53,13 @@ def main(argv: list[str] | None = None):
         except RuntimeError as error:
             parser.error(str(error))
     check_args(parser, args)
-    # Pickle the task class by its importable name, also when this file runs as a script (__main__).
-    from dinov2.run.train.train import Trainer as task_class
-
-    return submit_jobs(task_class, args, name="dinov2:dinotxt")
+    return submit_training(args, name="dinov2:dinotxt")
 
 
 def cli_main(argv: list[str] | None = None) -> int:
     """``dinov2-dinotxt-slurm`` / ``python dinov2/run/train/dinotxt.py``: submit the job of ``argv`` (default
     ``sys.argv``); its id and log folder are logged."""
-    import logging
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    main(argv)
-    return 0
+    return run_launcher(main, argv)
 
 
 if __name__ == "__main__":

@@ -86,18 +86,28 @@ def main(argv: list[str] | None = None):
         from dinov2.train.train import check_args
 
         check_args(parser, args)  # config, overrides, dataset string
-    # Pickle the task class by its importable name, also when this file runs as a script (__main__).
+    return submit_training(args, name="dinov2:train")
+
+
+def submit_training(args: argparse.Namespace, name: str):
+    """Submit a :class:`Trainer` running ``args.entry_point`` in each task; returns the submitit job."""
+    # Pickle the task class by its importable name, also when a launcher file runs as a script (__main__).
     from dinov2.run.train.train import Trainer as task_class
 
-    return submit_jobs(task_class, args, name="dinov2:train")
+    return submit_jobs(task_class, args, name=name)
+
+
+def run_launcher(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:
+    """A launcher's console script: log INFO lines, submit with ``main(argv)`` (default ``sys.argv``), return 0."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    main(argv)
+    return 0
 
 
 def cli_main(argv: list[str] | None = None) -> int:
     """``dinov2-train-slurm`` / ``python dinov2/run/train/train.py``: submit the job of ``argv`` (default
     ``sys.argv``); its id and log folder are logged."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    main(argv)
-    return 0
+    return run_launcher(main, argv)
 
 
 if __name__ == "__main__":
