@@ -78,7 +78,8 @@ def shard_trainable_parts(model: DinoTxt, cfg: DinoTxtTrainConfig, device: torch
         return False
     from torch.distributed.device_mesh import init_device_mesh
 
-    for tensor in [*TrainableParts(model).parameters(), *TrainableParts(model).buffers()]:
+    parts = TrainableParts(model)
+    for tensor in [*parts.parameters(), *parts.buffers()]:
         distributed.broadcast(tensor.data, src=0)  # the same starting weights on every rank, whatever their seeds
     mesh = init_device_mesh(device.type, (distributed.get_global_size(),))
     policy = ShardingPolicy(cfg.train.sharding_strategy, param_dtype=parse_dtype(cfg.train.param_dtype))

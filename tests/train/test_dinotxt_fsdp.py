@@ -1,5 +1,5 @@
 """dino.txt training on 2 gloo ranks: FSDP2 (``train.fsdp=true``) against the unsharded run, exact resume of a
-sharded run, a sharded checkpoint resumed unsharded, the gathered export, a bf16 compute policy.
+sharded run, a sharded checkpoint resumed unsharded, the gathered export, SHARD_GRAD_OP, a bf16 compute policy.
 
 Tolerance as the SSL trainer's FSDP test (tests/train/test_distributed_training.py): float32 reductions in another
 order (FSDP's reduce-scatter against one all-reduce), rel 1e-5 / abs 1e-6 on losses, 1e-5 on weights after AdamW.
@@ -51,6 +51,7 @@ def _runs(rank: int, world_size: int, root: str) -> dict:
         out["resumed"] = train("resumed", FSDP, NO_EVAL)
         out["cross"] = train("cross", NO_EVAL)  # the sharded checkpoint resumed unsharded
         out["bf16"] = train("bf16", FSDP, NO_EVAL, "train.param_dtype=bf16")
+        out["grad_op"] = train("grad_op", FSDP, NO_EVAL, "train.sharding_strategy=SHARD_GRAD_OP")
     return out
 
 
@@ -61,10 +62,11 @@ def test_fsdp_equals_unsharded_and_resumes_exactly(tmp_path):
     for rank, runs in enumerate(ranks):
         plain, fsdp = runs["plain"]["losses"], runs["fsdp"]["losses"]
         assert len(plain) == 4 and fsdp == pytest.approx(plain, rel=1e-5, abs=1e-6), rank
+        assert runs["grad_op"]["losses"] == pytest.approx(plain, rel=1e-5, abs=1e-6), rank
         assert runs["first"] + runs["resumed"]["losses"] == fsdp, rank  # stop + resume, sharded: bit for bit
         assert runs["cross"]["losses"] == pytest.approx(plain[2:], rel=1e-5, abs=1e-6), rank
     want = read_checkpoint(ranks[0]["plain"]["export"])["model"]
-    for name in ("fsdp", "resumed", "cross"):
+    for name in ("fsdp", "resumed", "cross", "grad_op"):
         got = read_checkpoint(ranks[0][name]["export"])["model"]
         assert got.keys() == want.keys(), name
         for key, value in want.items():
