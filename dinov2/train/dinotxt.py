@@ -46,6 +46,7 @@ from dinov2.train.dinotxt_parts import (
     params_groups,
     shard_trainable_parts,
 )
+from dinov2.train.parallelize import apply_activation_checkpointing
 from dinov2.utils.cli import ArgumentParser, usage_errors
 from dinov2.utils.io import atomic_torch_save, write_json
 from dinov2.utils.utils import CosineScheduler
@@ -128,6 +129,8 @@ def do_train(cfg: DinoTxtTrainConfig, resume: bool = True, stop_after: int | Non
     if distributed.is_main_process():  # the run's config, as every training run writes it
         write_config(OmegaConf.structured(cfg), cfg.output_dir)
     model, _loaded = build_dinotxt_model(cfg, device)
+    if cfg.train.checkpointing:  # before sharding: FSDP then wraps the checkpointed blocks (torchtitan's order)
+        apply_activation_checkpointing(model.text_model.backbone)
     sharded = shard_trainable_parts(model, cfg, device)
     tokenizer = get_tokenizer(cfg.data.vocab_path or None)
     parts = TrainableParts(model)

@@ -92,6 +92,7 @@ class TrainSection:
     fsdp: bool = False
     sharding_strategy: str = "FULL_SHARD"  # FULL_SHARD (reshard after forward) or SHARD_GRAD_OP (keep gathered)
     param_dtype: str = "fp32"  # compute dtype of the sharded parts (released: bf16 on GPUs); gradients reduced in fp32
+    checkpointing: bool = False  # activation checkpointing of the text blocks: recomputed in backward (released: on)
 
 
 @dataclass

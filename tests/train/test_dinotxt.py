@@ -102,7 +102,10 @@ def test_stop_and_resume_is_exact_and_exports(data, tmp_path):
         first = do_train(_config(data, tmp_path / "resumed"), stop_after=1)
         assert len(first["losses"]) == 2 and "export" not in first
         resumed = do_train(_config(data, tmp_path / "resumed"))
+        checkpointed = do_train(_config(data, tmp_path / "checkpointed", "train.checkpointing=true", "eval.dataset=''"))
     assert straight["losses"][2:] == resumed["losses"]
+    assert checkpointed["losses"] == straight["losses"]  # recomputed activations: the same numbers
+    assert _trained_state(checkpointed["export"]).keys() == _trained_state(straight["export"]).keys()
     want, got = _trained_state(straight["export"]), _trained_state(resumed["export"])
     assert want.keys() == got.keys()
     for key in want:

@@ -1,5 +1,6 @@
 """dino.txt training on 2 gloo ranks: FSDP2 (``train.fsdp=true``) against the unsharded run, exact resume of a
-sharded run, a sharded checkpoint resumed unsharded, the gathered export, SHARD_GRAD_OP, a bf16 compute policy.
+sharded run, a sharded checkpoint resumed unsharded, the gathered export, SHARD_GRAD_OP with
+activation checkpointing, a bf16 compute policy.
 
 Tolerance as the SSL trainer's FSDP test (tests/train/test_distributed_training.py): float32 reductions in another
 order (FSDP's reduce-scatter against one all-reduce), rel 1e-5 / abs 1e-6 on losses, 1e-5 on weights after AdamW.
@@ -51,7 +52,9 @@ def _runs(rank: int, world_size: int, root: str) -> dict:
         out["resumed"] = train("resumed", FSDP, NO_EVAL)
         out["cross"] = train("cross", NO_EVAL)  # the sharded checkpoint resumed unsharded
         out["bf16"] = train("bf16", FSDP, NO_EVAL, "train.param_dtype=bf16")
-        out["grad_op"] = train("grad_op", FSDP, NO_EVAL, "train.sharding_strategy=SHARD_GRAD_OP")
+        out["grad_op"] = train(
+            "grad_op", FSDP, NO_EVAL, "train.sharding_strategy=SHARD_GRAD_OP", "train.checkpointing=true"
+        )
     return out
 
 
