@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
-from torch.distributed.tensor import DTensor
 
 from dinov2 import distributed
 from dinov2.config import write_config
@@ -77,6 +76,8 @@ def train_step(model: DinoTxt, parts: TrainableParts, optimizer, images, tokens,
         raise FloatingPointError(f"dino.txt loss is {loss.item()}: stopping (lower optim.lr or check the data)")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    from torch.distributed.tensor import DTensor
+
     world = distributed.get_global_size()
     for param in parts.parameters():
         # sharded (DTensor) gradients are already averaged by FSDP's reduce-scatter
