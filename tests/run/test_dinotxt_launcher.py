@@ -50,7 +50,7 @@ def test_local_job_is_requeued_on_preemption_and_resumes(generic_env, tmp_path):
     opts = [*tiny_opts(data), "optim.iterations=16", "checkpoint_period=4", "eval.dataset=''"]
     job = launcher.main(
         ["--cluster", "local", "--ngpus", "1", "--timeout", "60", "--output-dir", str(output_dir)]
-        + ["--entry-point", "tests.run.dinotxt_entry:main", *opts]
+        + ["--entry-point", "tests.run.dinotxt_entry:main", "--no-resume", *opts]  # the requeued task resumes
     )
     pid = output_dir / "pid"
     try:
