@@ -8,7 +8,8 @@ stops the run. Checkpoints (``model_<iteration>``, atomic, RNG states included) 
 optimizer only; a run resumes exactly where the latest one left off (same batches, same random draws). At the end:
 ``dinotxt.pth`` (:func:`dinov2.hub.dinotxt.load_dinotxt`, ``python -m dinov2.eval.zeroshot --model``) and, with
 ``eval.dataset``, the zero-shot accuracy in ``results_zeroshot.json``. Processes: one, or torchrun / SLURM (gradients
-averaged, the loss over the global batch).
+averaged, the loss over the global batch); with ``train.fsdp`` the text tower and vision head are sharded with FSDP2
+(:func:`~dinov2.train.dinotxt_parts.shard_trainable_parts`), and checkpoints (DCP) load sharded or not.
 """
 
 from __future__ import annotations
@@ -27,23 +28,40 @@ from omegaconf import OmegaConf
 from dinov2 import distributed
 from dinov2.config import write_config
 from dinov2.data import make_dataset
+from dinov2.data.dataset_strings import parse_dataset_str
 from dinov2.data.transforms import make_classification_eval_transform
 from dinov2.features import eval_device
-from dinov2.hub.dinotxt import save_dinotxt
+from dinov2.hub.dinotxt import dinotxt_file_content, save_dinotxt
 from dinov2.logging import MetricLogger
 from dinov2.text import DinoTxt, get_tokenizer
 from dinov2.text.clip_loss import clip_loss
 from dinov2.text.zeroshot import predict_topk, read_class_names, read_templates, topk_accuracy, zeroshot_weights
 from dinov2.train.checkpointing import Checkpointer
 from dinov2.train.dinotxt_config import DinoTxtConfigError, DinoTxtTrainConfig, load_dinotxt_config
-from dinov2.train.dinotxt_parts import TrainableParts, build_caption_loader, build_dinotxt_model, params_groups
+from dinov2.train.dinotxt_parts import (
+    TrainableParts,
+    build_caption_loader,
+    build_dinotxt_model,
+    params_groups,
+    shard_trainable_parts,
+)
+from dinov2.train.parallelize import apply_activation_checkpointing
 from dinov2.utils.cli import ArgumentParser, usage_errors
-from dinov2.utils.io import write_json
+from dinov2.utils.io import atomic_torch_save, write_json
 from dinov2.utils.utils import CosineScheduler
 
 logger = logging.getLogger("dinov2")
 
-__all__ = ["MAX_LOGIT_SCALE", "train_step", "do_train", "zeroshot_eval", "main", "cli_main"]
+__all__ = [
+    "MAX_LOGIT_SCALE",
+    "train_step",
+    "export_model",
+    "do_train",
+    "zeroshot_eval",
+    "main",
+    "check_args",
+    "cli_main",
+]
 
 MAX_LOGIT_SCALE = math.log(100)  # exp(logit_scale) <= 100
 
@@ -58,15 +76,34 @@ def train_step(model: DinoTxt, parts: TrainableParts, optimizer, images, tokens,
         raise FloatingPointError(f"dino.txt loss is {loss.item()}: stopping (lower optim.lr or check the data)")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    from torch.distributed.tensor import DTensor
+
     world = distributed.get_global_size()
     for param in parts.parameters():
-        if param.grad is not None and world > 1:
+        # sharded (DTensor) gradients are already averaged by FSDP's reduce-scatter
+        if param.grad is not None and world > 1 and not isinstance(param.grad, DTensor):
             distributed.all_reduce(param.grad)
             param.grad.div_(world)
     optimizer.step()
     with torch.no_grad():
         model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
     return loss.item()
+
+
+def export_model(model: DinoTxt, path: Path, hub_name: str | None, sharded: bool) -> None:
+    """Write ``dinotxt.pth`` on the main process; the tensors of a sharded model are gathered first (collective:
+    every process calls this)."""
+    if not sharded:
+        if distributed.is_main_process():
+            save_dinotxt(model, path, hub_name)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if distributed.is_main_process():
+        content = dinotxt_file_content(model, hub_name)
+        content["model"] = {key: full[key] for key in content["model"]}  # the same keys, gathered tensors
+        atomic_torch_save(content, path)
 
 
 @torch.no_grad()
@@ -93,6 +130,9 @@ def do_train(cfg: DinoTxtTrainConfig, resume: bool = True, stop_after: int | Non
     if distributed.is_main_process():  # the run's config, as every training run writes it
         write_config(OmegaConf.structured(cfg), cfg.output_dir)
     model, _loaded = build_dinotxt_model(cfg, device)
+    if cfg.train.checkpointing:  # before sharding: FSDP then wraps the checkpointed blocks (torchtitan's order)
+        apply_activation_checkpointing(model.text_model.backbone)
+    sharded = shard_trainable_parts(model, cfg, device)
     tokenizer = get_tokenizer(cfg.data.vocab_path or None)
     parts = TrainableParts(model)
     optim = cfg.optim
@@ -122,8 +162,7 @@ def do_train(cfg: DinoTxtTrainConfig, resume: bool = True, stop_after: int | Non
     if last < optim.iterations - 1:
         return {"losses": losses}
     export = Path(cfg.output_dir) / "dinotxt.pth"
-    if distributed.is_main_process():
-        save_dinotxt(model, export, cfg.backbone.hub_name or None)
+    export_model(model, export, cfg.backbone.hub_name or None, sharded)
     results = {"losses": losses, "export": str(export)}
     if cfg.eval.dataset:
         results["zeroshot"] = zeroshot_eval(cfg, model, tokenizer, device)
@@ -149,12 +188,23 @@ def main(args: argparse.Namespace) -> dict:
     return do_train(cfg, resume=not args.no_resume)
 
 
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Usage errors (``parser.error``: exit code 2) before any process group or folder is made: the config file,
+    the keys and values of the config and the overrides, the dataset strings (``data.dataset``, ``eval.dataset``).
+    Used by :func:`cli_main` and the SLURM launcher (``dinov2/run/train/dinotxt.py``)."""
+    with usage_errors(parser, DinoTxtConfigError, FileNotFoundError):
+        cfg = load_dinotxt_config(args.config_file or None, args.opts, args.output_dir or None)
+    for key, dataset in (("data.dataset", cfg.data.dataset), ("eval.dataset", cfg.eval.dataset)):
+        if dataset:
+            with usage_errors(parser, ValueError, flag=key):
+                parse_dataset_str(dataset)
+
+
 def cli_main(argv: Sequence[str] | None = None) -> int:
-    """Parse, check the config (usage errors, exit code 2), train."""
+    """Parse, check the arguments (:func:`check_args`: usage errors, exit code 2), train."""
     parser = get_args_parser()
     args = parser.parse_args(argv)
-    with usage_errors(parser, DinoTxtConfigError, FileNotFoundError):
-        load_dinotxt_config(args.config_file or None, args.opts, args.output_dir or None)
+    check_args(parser, args)
     results = main(args)
     if "zeroshot" in results:
         print(f"zero-shot: {results['zeroshot']}")

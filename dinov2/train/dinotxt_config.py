@@ -3,7 +3,8 @@
 
 Defaults are the released recipe (DINOv3 ``configs/dinov3_vitl_text.yaml``: 2 head blocks, drop path 0.3, AdamW lr
 7e-4, betas (0.9, 0.99), weight decay 1e-4, 2000 warm-up iterations of 50,000, batch 256 per process, 224 px
-random-resized crops with flips, a 1280-d 24-layer text transformer, ``init_logit_scale = ln(1/0.07)``). Presets:
+random-resized crops with flips, a 1280-d 24-layer text transformer, ``init_logit_scale = ln(1/0.07)``), except
+``train.fsdp`` (released: FSDP2 in bf16; here off, for one process). Presets:
 ``configs/train/dinotxt_demo_cpu.yaml``.
 """
 
@@ -85,11 +86,22 @@ class EvalSection:
 
 
 @dataclass
+class TrainSection:
+    # FSDP2 over the processes for the trained parts (text tower, vision head); the frozen backbone and the logit
+    # scale stay replicated. Released: on. Default off: one process has nothing to shard.
+    fsdp: bool = False
+    sharding_strategy: str = "FULL_SHARD"  # FULL_SHARD (reshard after forward) or SHARD_GRAD_OP (keep gathered)
+    param_dtype: str = "fp32"  # compute dtype of the sharded parts (released: bf16 on GPUs); gradients reduced in fp32
+    checkpointing: bool = False  # activation checkpointing of the text blocks: recomputed in backward (released: on)
+
+
+@dataclass
 class DinoTxtTrainConfig:
     backbone: BackboneSection = field(default_factory=BackboneSection)
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
+    train: TrainSection = field(default_factory=TrainSection)
     eval: EvalSection = field(default_factory=EvalSection)
     output_dir: str = ""
     seed: int = 11
@@ -106,6 +118,8 @@ _SCHEMA = schema_tree(DinoTxtTrainConfig)
 def _check_values(cfg: DinoTxtTrainConfig) -> None:
     c = Checker(OmegaConf.structured(cfg), defaults_name="DinoTxtTrainConfig")
     c.choice("model.patch_tokens_pooler", ("mean", "max", "gem"))
+    c.choice("train.sharding_strategy", ("FULL_SHARD", "SHARD_GRAD_OP"))
+    c.choice("train.param_dtype", ("fp32", "bf16"))  # fp16 would need a gradient scaler
     for path in (
         "data.batch_size",
         "data.img_size",

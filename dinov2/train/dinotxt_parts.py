@@ -1,5 +1,5 @@
 """The pieces of dino.txt training: the model over a frozen backbone from the backbone door, the trainable parts
-(what the optimizer and the checkpoints hold), parameter groups, the caption data stream."""
+(what the optimizer and the checkpoints hold), their FSDP2 sharding, parameter groups, the caption data stream."""
 
 from __future__ import annotations
 
@@ -10,13 +10,23 @@ import torch
 from torch import nn
 from torchvision import transforms
 
+from dinov2 import distributed
 from dinov2.data import SamplerType, make_data_loader, make_dataset
 from dinov2.data.transforms import make_classification_train_transform, make_normalize_transform
+from dinov2.distributed.sharding import ShardingPolicy, shard_module
 from dinov2.features import LoadedBackbone, load_backbone
 from dinov2.text import DinoTxt, TextTransformer, released_config
 from dinov2.train.dinotxt_config import DinoTxtTrainConfig
+from dinov2.utils.dtype import parse_dtype
 
-__all__ = ["TrainableParts", "build_dinotxt_model", "params_groups", "build_caption_loader", "image_transform"]
+__all__ = [
+    "TrainableParts",
+    "build_dinotxt_model",
+    "shard_trainable_parts",
+    "params_groups",
+    "build_caption_loader",
+    "image_transform",
+]
 
 
 class TrainableParts(nn.Module):
@@ -57,6 +67,28 @@ def build_dinotxt_model(cfg: DinoTxtTrainConfig, device: torch.device) -> tuple[
     model = DinoTxt(config, loaded.model, text)
     model.init_weights()
     return model.to(device), loaded
+
+
+def shard_trainable_parts(model: DinoTxt, cfg: DinoTxtTrainConfig, device: torch.device) -> bool:
+    """With ``train.fsdp`` and a process group, FSDP2 over every process (``dinov2.distributed.sharding``): the
+    vision head; each text block, then the text transformer, then the text tower (its head).
+    The frozen backbone (no gradient, nothing to shard in the optimizer) and ``logit_scale`` (one number) stay plain
+    tensors, the same on every rank. Returns whether the parts were sharded (call before building the optimizer)."""
+    if not cfg.train.fsdp or not distributed.is_enabled():
+        return False
+    from torch.distributed.device_mesh import init_device_mesh
+
+    parts = TrainableParts(model)
+    for tensor in [*parts.parameters(), *parts.buffers()]:
+        distributed.broadcast(tensor.data, src=0)  # the same starting weights on every rank, whatever their seeds
+    mesh = init_device_mesh(device.type, (distributed.get_global_size(),))
+    policy = ShardingPolicy(cfg.train.sharding_strategy, param_dtype=parse_dtype(cfg.train.param_dtype))
+    # The vision head is one unit: two blocks are cheap to gather at once, and a ViT block returns a view of its
+    # output, which FSDP warns about when the block is a unit of its own.
+    shard_module(model.visual_model.head, policy, mesh)
+    shard_module(model.text_model.backbone, policy, mesh)  # its blocks, then the embeddings and final norm
+    shard_module(model.text_model, policy, mesh)  # what is left: the text head (projection)
+    return True
 
 
 def params_groups(parts: nn.Module, weight_decay: float) -> list[dict]:

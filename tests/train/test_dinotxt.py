@@ -19,9 +19,8 @@ from tests.text.helpers import TINY_HUB_NAME, make_image_folder, tiny_hub_backbo
 pytestmark = pytest.mark.skipif(tok.find_vocab() is None, reason="no CLIP BPE vocabulary (pip install open_clip_torch)")
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dinotxt_train")
+def make_caption_data(root):
+    """``root/train``: 3 colours x 3 images with ``.txt`` captions; ``root/val``: 3 x 2 labelled images."""
     make_image_folder(root / "train", classes=("red", "blue", "green"), per_class=3, size=32)
     for image in (root / "train").rglob("*.png"):
         image.with_suffix(".txt").write_text(f"a {image.parent.name} picture\n{image.parent.name}\n")
@@ -29,8 +28,14 @@ def data(tmp_path_factory):
     return root
 
 
-def _config(data, output_dir, *opts):
-    base = [
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_caption_data(tmp_path_factory.mktemp("dinotxt_train"))
+
+
+def tiny_opts(data) -> list[str]:
+    """Overrides of a tiny dino.txt run on :func:`make_caption_data` (4 iterations, batch 4, 28 px)."""
+    return [
         f"backbone.source={TINY_HUB_NAME}",
         "backbone.random_init=true",
         "model.head_drop_path=0.2",
@@ -48,7 +53,10 @@ def _config(data, output_dir, *opts):
         f"eval.dataset=ImageFolder:root={data / 'val'}",
         "eval.crop_size=28",
     ]
-    return load_dinotxt_config(None, [*base, *opts], str(output_dir))
+
+
+def _config(data, output_dir, *opts):
+    return load_dinotxt_config(None, [*tiny_opts(data), *opts], str(output_dir))
 
 
 def test_config_errors_name_the_key(data, tmp_path):
@@ -94,7 +102,10 @@ def test_stop_and_resume_is_exact_and_exports(data, tmp_path):
         first = do_train(_config(data, tmp_path / "resumed"), stop_after=1)
         assert len(first["losses"]) == 2 and "export" not in first
         resumed = do_train(_config(data, tmp_path / "resumed"))
+        checkpointed = do_train(_config(data, tmp_path / "checkpointed", "train.checkpointing=true", "eval.dataset=''"))
     assert straight["losses"][2:] == resumed["losses"]
+    assert checkpointed["losses"] == straight["losses"]  # recomputed activations: the same numbers
+    assert _trained_state(checkpointed["export"]).keys() == _trained_state(straight["export"]).keys()
     want, got = _trained_state(straight["export"]), _trained_state(resumed["export"])
     assert want.keys() == got.keys()
     for key in want:

@@ -46,6 +46,23 @@ def resolve_entry_point(spec: str) -> Callable:
     return getattr(importlib.import_module(module_name), attribute)
 
 
+def add_entry_point_flag(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--entry-point module:function``: the training function each task calls (tests pass a stand-in)."""
+    parser.add_argument(
+        "--entry-point", default=default, help="training function called in each task (module:function)"
+    )
+
+
+def check_launch_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Usage errors before submission: ``--config-file`` (made absolute when given: the job may start elsewhere)
+    and ``--entry-point`` (importable)."""
+    if args.config_file:
+        with usage_errors(parser, FileNotFoundError, flag="--config-file"):
+            args.config_file = str(resolve_config_file(args.config_file))
+    with usage_errors(parser, ValueError, ImportError, AttributeError, flag="--entry-point"):
+        resolve_entry_point(args.entry_point)  # fail here, not in the job, on a wrong entry point
+
+
 class Trainer(SubmititTask):
     """The submitit task: set up distributed, then run the training entry point on ``args``."""
 
@@ -60,32 +77,39 @@ def main(argv: list[str] | None = None):
     parser = get_args_parser(
         description="Submitit launcher for DINOv2 training", parents=[get_train_args_parser(add_help=False)]
     )
-    parser.add_argument(
-        "--entry-point", default=DEFAULT_ENTRY_POINT, help="training function called in each task (module:function)"
-    )
+    add_entry_point_flag(parser, DEFAULT_ENTRY_POINT)
     args = parser.parse_args(argv)
     if not args.config_file:
         parser.error("the following arguments are required: --config-file")
-    with usage_errors(parser, FileNotFoundError, flag="--config-file"):
-        args.config_file = str(resolve_config_file(args.config_file))  # absolute: the job may start elsewhere
-    with usage_errors(parser, ValueError, ImportError, AttributeError, flag="--entry-point"):
-        resolve_entry_point(args.entry_point)  # fail here, not in the job, on a wrong entry point
+    check_launch_args(parser, args)
     if args.entry_point == DEFAULT_ENTRY_POINT:  # another entry point may read the config its own way
         from dinov2.train.train import check_args
 
         check_args(parser, args)  # config, overrides, dataset string
-    # Pickle the task class by its importable name, also when this file runs as a script (__main__).
-    from dinov2.run.train.train import Trainer as task_class
+    return submit_training(args, name="dinov2:train")
 
-    return submit_jobs(task_class, args, name="dinov2:train")
+
+def submit_training(args: argparse.Namespace, name: str, task_class: type[Trainer] | None = None):
+    """Submit ``task_class`` (default :class:`Trainer`) running ``args.entry_point`` in each task; returns the
+    submitit job. The class must be imported by its module's name, not from a script run as ``__main__``."""
+    if task_class is None:
+        # Pickle the task class by its importable name, also when a launcher file runs as a script (__main__).
+        from dinov2.run.train.train import Trainer as task_class
+
+    return submit_jobs(task_class, args, name=name)
+
+
+def run_launcher(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:
+    """A launcher's console script: log INFO lines, submit with ``main(argv)`` (default ``sys.argv``), return 0."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    main(argv)
+    return 0
 
 
 def cli_main(argv: list[str] | None = None) -> int:
     """``dinov2-train-slurm`` / ``python dinov2/run/train/train.py``: submit the job of ``argv`` (default
     ``sys.argv``); its id and log folder are logged."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    main(argv)
-    return 0
+    return run_launcher(main, argv)
 
 
 if __name__ == "__main__":
