@@ -136,9 +136,13 @@ def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     of each part flows back to the rank that sent it. Returns ``tensor`` on one process."""
     if get_global_size() == 1:
         return tensor
-    from torch.distributed.nn.functional import all_gather as gather_with_grad
+    # torch's functional collective (backward: a reduce-scatter of the gradients); torch >= 2.14 names it
+    # all_gather_single_autograd, earlier releases all_gather_tensor_autograd. torch.distributed.nn.functional's
+    # all_gather computes the same but is deprecated (a FutureWarning on every call).
+    from torch.distributed import _functional_collectives as collectives
 
-    return torch.cat(gather_with_grad(tensor.contiguous(), group=current_group() or dist.group.WORLD), dim=0)
+    gather = getattr(collectives, "all_gather_single_autograd", None) or collectives.all_gather_tensor_autograd
+    return gather(tensor.contiguous(), gather_dim=0, group=current_group() or dist.group.WORLD)
 
 
 def broadcast(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:

@@ -21,11 +21,7 @@ __all__ = ["clip_loss", "gather_with_grad"]
 
 def gather_with_grad(tensor: Tensor) -> Tensor:
     """``tensor`` of every process concatenated along dim 0, differentiable (the input itself on one process)."""
-    if distributed.get_global_size() == 1:
-        return tensor
-    from torch.distributed.nn.functional import all_gather  # differentiable: backward sums the gradients
-
-    return torch.cat(all_gather(tensor.contiguous()), dim=0)
+    return distributed.all_gather_with_grad(tensor)
 
 
 def clip_loss(image_features: Tensor, text_features: Tensor, logit_scale: Tensor) -> Tensor:
