@@ -26,6 +26,22 @@ def rope_apply(x: Tensor, sin: Tensor, cos: Tensor) -> Tensor:
     return x * cos + rope_rotate_half(x) * sin
 
 
+def rope_signed_sin(sin: Tensor) -> Tensor:
+    """``sin`` ``[N, D_head]`` with its first half negated, for :func:`rope_apply_signed`."""
+    sin1, sin2 = sin.chunk(2, dim=-1)
+    return torch.cat([-sin1, sin2], dim=-1)
+
+
+def rope_apply_signed(x: Tensor, signed_sin: Tensor, cos: Tensor) -> Tensor:
+    """:func:`rope_apply` bit for bit, given ``rope_signed_sin(sin)``: the sign moves from the tokens to the table.
+
+    ``(-x2) * s == x2 * (-s)`` exactly (rounding is symmetric in sign), so this saves negating half of ``x``
+    ``[..., N, D_head]`` per call for negating half of the ``[N, D_head]`` table once.
+    """
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([x2, x1], dim=-1) * signed_sin
+
+
 class LinearKMaskedBias(nn.Linear):
     """A ``[D -> 3D]`` qkv linear whose bias is multiplied by the persistent buffer ``bias_mask`` ``[3D]``.
 
@@ -77,9 +93,11 @@ class RopeAttention(Attention):
         if prefix < 0:
             raise ValueError(f"RoPE table has {sin.shape[-2]} positions for only {q.shape[-2]} tokens")
 
+        signed_sin = rope_signed_sin(sin)  # shared by q and k
+
         def rotate(t: Tensor) -> Tensor:
             t32 = t.to(sin.dtype)
-            rotated = rope_apply(t32[:, :, prefix:], sin, cos)
+            rotated = rope_apply_signed(t32[:, :, prefix:], signed_sin, cos)
             return torch.cat((t32[:, :, :prefix], rotated), dim=-2).to(t.dtype)
 
         return rotate(q), rotate(k)
