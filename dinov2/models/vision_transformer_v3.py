@@ -7,8 +7,7 @@ equal the release's.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -20,7 +19,7 @@ from dinov2.layers.mlp import Mlp
 from dinov2.layers.patch_embed import PatchEmbed
 from dinov2.layers.rms_norm import RMSNorm
 from dinov2.layers.rope import RopePositionEmbedding
-from dinov2.layers.rope_attention import Rope, RopeBlock
+from dinov2.layers.rope_attention import RopeBlock
 from dinov2.layers.swiglu_ffn_split import SwiGLUFFNSplit
 from dinov2.utils.registry import Registry, named
 
@@ -154,20 +153,14 @@ class DinoVisionTransformerV3(nn.Module):
         storage = self.storage_tokens if self.n_storage_tokens > 0 else cls_token.new_zeros(1, 0, cls_token.shape[-1])
         return torch.cat([cls_token.expand(B, -1, -1), storage.expand(B, -1, -1), x], dim=1), (h, w)
 
-    def _ropes(self, hw: tuple[int, int]) -> Iterator[Rope]:
-        """One RoPE ``(sin, cos)`` per block for the patch grid ``hw``.
-
-        Augmentation draws are made lazily, one per block, so that they interleave with the blocks' own random draws
-        (stochastic depth) in the release's order; without draws every block gets the same table, computed once.
-        """
-        if self.rope_embed.draws_augmentations:
-            return (self.rope_embed(H=hw[0], W=hw[1]) for _ in self.blocks)
-        return itertools.repeat(self.rope_embed(H=hw[0], W=hw[1]), len(self.blocks))
-
     def _run_blocks(self, x: Tensor, hw: tuple[int, int], keep: Sequence[int] = ()) -> tuple[Tensor, list[Tensor]]:
+        # Without augmentation draws every block gets the same RoPE table: compute it once. With them each block
+        # draws its own just before it runs, so that the draws interleave with the blocks' own random draws
+        # (stochastic depth) in the release's order.
+        shared = None if self.rope_embed.draws_augmentations else self.rope_embed(H=hw[0], W=hw[1])
         kept = []
-        for i, (blk, rope) in enumerate(zip(self.blocks, self._ropes(hw))):
-            x = blk(x, rope)
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, shared if shared is not None else self.rope_embed(H=hw[0], W=hw[1]))
             if i in keep:
                 kept.append(x)
         return x, kept
