@@ -32,14 +32,16 @@ def rope_signed_sin(sin: Tensor) -> Tensor:
     return torch.cat([-sin1, sin2], dim=-1)
 
 
-def rope_apply_signed(x: Tensor, signed_sin: Tensor, cos: Tensor) -> Tensor:
-    """:func:`rope_apply` bit for bit, given ``rope_signed_sin(sin)``: the sign moves from the tokens to the table.
+def rope_apply_(x: Tensor, signed_sin: Tensor, cos: Tensor) -> Tensor:
+    """:func:`rope_apply` in place on ``x`` ``[..., N, D_head]``, bit for bit, given ``rope_signed_sin(sin)``.
 
-    ``(-x2) * s == x2 * (-s)`` exactly (rounding is symmetric in sign), so this saves negating half of ``x``
-    ``[..., N, D_head]`` per call for negating half of the ``[N, D_head]`` table once.
+    The sign moves from the tokens to the table (``(-x2) * s == x2 * (-s)`` exactly: rounding is symmetric in
+    sign), which saves negating half of ``x`` per call; working in place saves three of the four new tensors that
+    :func:`rope_apply` allocates (each as large as ``x``). Autograd-safe: no operand is needed for the backward.
     """
     x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat([x2, x1], dim=-1) * signed_sin
+    swapped = torch.cat([x2, x1], dim=-1).mul_(signed_sin)  # rope_rotate_half(x) * sin
+    return x.mul_(cos).add_(swapped)
 
 
 class LinearKMaskedBias(nn.Linear):
@@ -96,9 +98,9 @@ class RopeAttention(Attention):
         signed_sin = rope_signed_sin(sin)  # shared by q and k
 
         def rotate(t: Tensor) -> Tensor:
-            t32 = t.to(sin.dtype)
-            rotated = rope_apply_signed(t32[:, :, prefix:], signed_sin, cos)
-            return torch.cat((t32[:, :, :prefix], rotated), dim=-2).to(t.dtype)
+            out = t.to(sin.dtype, memory_format=torch.contiguous_format, copy=True)  # a copy: never rotate the input
+            rope_apply_(out[:, :, prefix:], signed_sin, cos)
+            return out.to(t.dtype)
 
         return rotate(q), rotate(k)
 
