@@ -27,7 +27,7 @@ def rope_apply(x: Tensor, sin: Tensor, cos: Tensor) -> Tensor:
 
 
 def rope_signed_sin(sin: Tensor) -> Tensor:
-    """``sin`` ``[N, D_head]`` with its first half negated, for :func:`rope_apply_signed`."""
+    """``sin`` ``[N, D_head]`` with its first half negated, for :func:`rope_apply_`."""
     sin1, sin2 = sin.chunk(2, dim=-1)
     return torch.cat([-sin1, sin2], dim=-1)
 
@@ -37,7 +37,8 @@ def rope_apply_(x: Tensor, signed_sin: Tensor, cos: Tensor) -> Tensor:
 
     The sign moves from the tokens to the table (``(-x2) * s == x2 * (-s)`` exactly: rounding is symmetric in
     sign), which saves negating half of ``x`` per call; working in place saves three of the four new tensors that
-    :func:`rope_apply` allocates (each as large as ``x``). Autograd-safe: no operand is needed for the backward.
+    :func:`rope_apply` allocates (each as large as ``x``). Gradients equal :func:`rope_apply`'s; ``x`` must be a
+    tensor the caller owns (a copy), not a leaf that requires grad.
     """
     x1, x2 = x.chunk(2, dim=-1)
     swapped = torch.cat([x2, x1], dim=-1).mul_(signed_sin)  # rope_rotate_half(x) * sin
