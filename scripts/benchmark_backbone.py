@@ -4,17 +4,21 @@ All implementations run the same weights (ours, converted with ``dinov2.models.c
 timm ``vit_*_patch14[_reg4]_dinov2`` / ``vit_*_patch16_dinov3[_qkvb]``, transformers ``Dinov2Model`` /
 ``Dinov2WithRegistersModel`` / ``DINOv3ViTModel``), the same input,
 the same thread count, under ``torch.inference_mode``. Timed repeats are interleaved round-robin across
-implementations, so load changes on a shared machine hit all of them alike; the table gives the median.
+implementations, in forward then reverse order on alternate rounds, so load changes on a shared machine and
+position in the round hit all of them alike; the table gives the median and the minimum.
 Each row produces the normalised cls token: ours through ``model(x)`` (in eval mode its last block computes
 the cls token only) and through ``forward_features`` (every token, as the release and the peers do).
 "CPU ms/batch" is process CPU time (all threads): less sensitive than wall time to other jobs on a shared
-machine, most telling with ``--threads 1``. Peak memory: on CUDA ``max_memory_allocated`` above the resting
-allocation; on CPU the peak resident memory (VmHWM) above the resting RSS during one forward, after
-returning freed heap memory to the OS (Linux only). The last columns compare each implementation's cls
-token with ours at the benchmark resolution and at 518 px (the stored position grid: no interpolation; DINOv3,
-which has no position table: 256 px). DINOv3 rows: ``--arch dinov3_vits16 dinov3_vitb16`` (a hub name); ours has
-no cls-only last block, so its one row computes every token, like the peers. ``--quick``: a smoke run (batch 2,
-112 px, 1 warm-up, 3 repeats, one check resolution).
+machine, most telling with ``--threads 1``. "peak MiB" is the most memory the tensors allocated by one forward
+hold at once (``scripts/benchmark_losses.py``'s method): on CUDA ``max_memory_allocated`` above the resting
+allocation, on CPU the running sum of the profiler's allocation events (deterministic, like the CUDA figure).
+"peak RSS MiB" (CPU, Linux) is the peak resident memory (VmHWM) above the resting RSS during one forward, after
+returning freed heap memory to the OS; it depends on the C allocator's heap state left by whatever ran before,
+so it is the median of ``RSS_ROUNDS`` forwards per implementation in alternating order. The last columns
+compare each implementation's cls token with ours at the benchmark resolution and at 518 px (the stored position
+grid: no interpolation; DINOv3, which has no position table: 256 px). DINOv3 rows: ``--arch dinov3_vits16
+dinov3_vitb16`` (a hub name); ours has no cls-only last block, so its one row computes every token, like the
+peers. ``--quick``: a smoke run (batch 2, 112 px, 1 warm-up, 3 repeats, one check resolution).
 
     PYTHONPATH=. python scripts/benchmark_backbone.py --arch vit_small vit_base --batch-size 8 --resolution 224
     PYTHONPATH=. python scripts/benchmark_backbone.py --arch dinov3_vits16 dinov3_vitb16 --threads 1
@@ -42,11 +46,17 @@ from dinov2.models.convert_dinov3 import to_hf_dinov3, to_timm_dinov3
 from dinov2.models.peers_dinov3 import hf_dinov3_config, timm_dinov3_args
 from dinov2.utils.dtype import DTYPES  # noqa: E402
 
+try:
+    from scripts.benchmark_losses import _cpu_peak_bytes, _cuda_peak_bytes
+except ModuleNotFoundError:  # run as a file without the repository root on the path: scripts/ is sys.path[0]
+    from benchmark_losses import _cpu_peak_bytes, _cuda_peak_bytes
+
 SIZES = {"vit_small": "small", "vit_base": "base", "vit_large": "large", "vit_giant2": "giant"}
 DINOV3 = ("dinov3_vits16", "dinov3_vits16plus", "dinov3_vitb16", "dinov3_vitl16")  # hub names (ViT, no 7B)
 NATIVE = 518  # hub backbones' stored position grid (37 x 37 patches of 14)
 NATIVE_V3 = 256  # DINOv3 has no position grid; its recommended input size
 QUICK = dict(batch_size=2, resolution=112, warmup=1, repeats=3)
+RSS_ROUNDS = 3
 
 
 @dataclass
@@ -57,7 +67,8 @@ class Runner:
     fn: Callable[[Tensor], Tensor] | None
     times: list[float] = field(default_factory=list)  # wall-clock seconds per batch
     cpu_times: list[float] = field(default_factory=list)  # process CPU seconds per batch (all threads)
-    peak_mib: float | None = None
+    peak_mib: float | None = None  # tensors allocated by one forward
+    rss_mib: list[float] = field(default_factory=list)  # CPU: resident memory, one entry per round
     diffs: dict[int, float] = field(default_factory=dict)
 
 
@@ -161,8 +172,8 @@ def time_interleaved(runners: list[Runner], x: Tensor, warmup: int, repeats: int
         for _ in range(warmup):
             runner.fn(x)
     _sync(x.device)
-    for _ in range(repeats):
-        for runner in runners:
+    for i in range(repeats):
+        for runner in runners if i % 2 == 0 else runners[::-1]:
             start, cpu_start = time.perf_counter(), time.process_time()
             runner.fn(x)
             _sync(x.device)
@@ -177,22 +188,34 @@ def _proc_status_kib(field_name: str) -> int:
     raise KeyError(field_name)
 
 
-def peak_memory_mib(runner: Runner, x: Tensor) -> float | None:
-    """Memory one forward needs beyond what is resident before it (MiB)."""
+def peak_memory_mib(runner: Runner, x: Tensor) -> float:
+    """Most memory the tensors allocated by one forward hold at once (MiB), above what was allocated before."""
     if x.device.type == "cuda":
         torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(x.device)
-        base = torch.cuda.memory_allocated(x.device)
-        runner.fn(x)
-        _sync(x.device)
-        return (torch.cuda.max_memory_allocated(x.device) - base) / 2**20
-    if platform.system() != "Linux":
+        return _cuda_peak_bytes(lambda: runner.fn(x), x.device) / 2**20
+    return _cpu_peak_bytes(lambda: runner.fn(x)) / 2**20
+
+
+def peak_rss_mib(runner: Runner, x: Tensor) -> float | None:
+    """Resident memory one CPU forward adds to what is resident before it (MiB; Linux only)."""
+    if x.device.type != "cpu" or platform.system() != "Linux":
         return None
     ctypes.CDLL("libc.so.6").malloc_trim(0)  # return freed heap pages, so the next forward must map its own
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     base = _proc_status_kib("VmRSS")
     runner.fn(x)
     return (_proc_status_kib("VmHWM") - base) / 1024
+
+
+def measure_memory(runners: list[Runner], x: Tensor) -> None:
+    """Tensor peak once per runner; RSS peak over ``RSS_ROUNDS`` rounds in alternating order (heap-state noise)."""
+    for runner in runners:
+        runner.peak_mib = peak_memory_mib(runner, x)
+    for i in range(RSS_ROUNDS):
+        for runner in runners if i % 2 == 0 else runners[::-1]:
+            rss = peak_rss_mib(runner, x)
+            if rss is not None:
+                runner.rss_mib.append(rss)
 
 
 def check_outputs(runners: list[Runner], resolutions: list[int], device, dtype) -> None:
@@ -208,15 +231,16 @@ def check_outputs(runners: list[Runner], resolutions: list[int], device, dtype) 
 def print_table(rows: list[tuple[str, Runner]], args: argparse.Namespace, resolutions: list[int]) -> None:
     diff_cols = "".join(f" max abs diff @{r} |" for r in resolutions)
     header = "| arch | implementation | img/s | ms/batch (median) | ms/batch (min) | CPU ms/batch (median) | peak MiB |"
-    print(header + diff_cols)
-    print("|---|---|---|---|---|---|---|" + "---|" * len(resolutions))
+    print(header + " peak RSS MiB (median) |" + diff_cols)
+    print("|---|---|---|---|---|---|---|---|" + "---|" * len(resolutions))
     for arch, runner in rows:
         median = statistics.median(runner.times)
-        peak = "n/a" if runner.peak_mib is None else f"{runner.peak_mib:.0f}"
+        peak = f"{runner.peak_mib:.1f}"
+        rss = f"{statistics.median(runner.rss_mib):.0f}" if runner.rss_mib else "n/a"
         diffs = "".join(f" {runner.diffs[r]:.1e} |" if r in runner.diffs else " - |" for r in resolutions)
         cpu = statistics.median(runner.cpu_times)
         row = [arch, runner.name, f"{args.batch_size / median:.1f}", f"{median * 1e3:.0f}"]
-        row += [f"{min(runner.times) * 1e3:.0f}", f"{cpu * 1e3:.0f}", peak]
+        row += [f"{min(runner.times) * 1e3:.0f}", f"{cpu * 1e3:.0f}", peak, rss]
         print("| " + " | ".join(row) + " |" + diffs)
 
 
@@ -263,8 +287,7 @@ def main(argv: list[str] | None = None) -> None:
         with torch.inference_mode():
             check_outputs(runners, resolutions, device, dtype)
             time_interleaved(runners, x, args.warmup, args.repeats)
-            for runner in runners:
-                runner.peak_mib = peak_memory_mib(runner, x)
+            measure_memory(runners, x)
         rows.extend((arch, dataclasses.replace(runner, fn=None)) for runner in runners)  # let models go
         del models, runners
     print_table(rows, args, sorted(all_resolutions))

@@ -77,6 +77,13 @@ class RopePositionEmbedding(nn.Module):
             periods = ratio ** torch.linspace(0, 1, self.D_head // 4, **dd) / ratio * self.max_period
         self.periods.data = periods
 
+    @property
+    def draws_augmentations(self) -> bool:
+        """Whether :meth:`forward` draws random coordinate augmentations (training mode with shift, jitter or
+        rescale set); otherwise its table depends on ``(H, W)`` and ``periods`` only."""
+        augmentations = (self.shift_coords, self.jitter_coords, self.rescale_coords)
+        return self.training and any(a is not None for a in augmentations)
+
     def _coords(self, H: int, W: int) -> Tensor:
         dd = {"device": self.periods.device, "dtype": self.dtype}
         if self.normalize_coords == "max":

@@ -26,6 +26,25 @@ def rope_apply(x: Tensor, sin: Tensor, cos: Tensor) -> Tensor:
     return x * cos + rope_rotate_half(x) * sin
 
 
+def rope_signed_sin(sin: Tensor) -> Tensor:
+    """``sin`` ``[N, D_head]`` with its first half negated, for :func:`rope_apply_`."""
+    sin1, sin2 = sin.chunk(2, dim=-1)
+    return torch.cat([-sin1, sin2], dim=-1)
+
+
+def rope_apply_(x: Tensor, signed_sin: Tensor, cos: Tensor) -> Tensor:
+    """:func:`rope_apply` in place on ``x`` ``[..., N, D_head]``, bit for bit, given ``rope_signed_sin(sin)``.
+
+    The sign moves from the tokens to the table (``(-x2) * s == x2 * (-s)`` exactly: rounding is symmetric in
+    sign), which saves negating half of ``x`` per call; working in place saves three of the four new tensors that
+    :func:`rope_apply` allocates (each as large as ``x``). Gradients equal :func:`rope_apply`'s; ``x`` must be a
+    tensor the caller owns (a copy), not a leaf that requires grad.
+    """
+    x1, x2 = x.chunk(2, dim=-1)
+    swapped = torch.cat([x2, x1], dim=-1).mul_(signed_sin)  # rope_rotate_half(x) * sin
+    return x.mul_(cos).add_(swapped)
+
+
 class LinearKMaskedBias(nn.Linear):
     """A ``[D -> 3D]`` qkv linear whose bias is multiplied by the persistent buffer ``bias_mask`` ``[3D]``.
 
@@ -77,10 +96,12 @@ class RopeAttention(Attention):
         if prefix < 0:
             raise ValueError(f"RoPE table has {sin.shape[-2]} positions for only {q.shape[-2]} tokens")
 
+        signed_sin = rope_signed_sin(sin)  # shared by q and k
+
         def rotate(t: Tensor) -> Tensor:
-            t32 = t.to(sin.dtype)
-            rotated = rope_apply(t32[:, :, prefix:], sin, cos)
-            return torch.cat((t32[:, :, :prefix], rotated), dim=-2).to(t.dtype)
+            out = t.to(sin.dtype, memory_format=torch.contiguous_format, copy=True)  # a copy: never rotate the input
+            rope_apply_(out[:, :, prefix:], signed_sin, cos)
+            return out.to(t.dtype)
 
         return rotate(q), rotate(k)
 

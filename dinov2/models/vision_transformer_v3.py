@@ -1,7 +1,8 @@
 """The DINOv3 vision transformer: RoPE instead of a learned position embedding, storage (register) tokens.
 
-Sequence ``[CLS, storage_0..n-1, patches]``; every block recomputes the RoPE table (so in training each block draws
-its own coordinate augmentation, as released). State-dict keys equal the release's.
+Sequence ``[CLS, storage_0..n-1, patches]``. In training with RoPE coordinate augmentations each block draws its own
+table, as released; otherwise the table is the same for every block and one forward computes it once. State-dict keys
+equal the release's.
 """
 
 from __future__ import annotations
@@ -154,9 +155,13 @@ class DinoVisionTransformerV3(nn.Module):
         return torch.cat([cls_token.expand(B, -1, -1), storage.expand(B, -1, -1), x], dim=1), (h, w)
 
     def _run_blocks(self, x: Tensor, hw: tuple[int, int], keep: Sequence[int] = ()) -> tuple[Tensor, list[Tensor]]:
+        # Without augmentation draws every block gets the same RoPE table: compute it once. With them each block
+        # draws its own just before it runs, so that the draws interleave with the blocks' own random draws
+        # (stochastic depth) in the release's order.
+        shared = None if self.rope_embed.draws_augmentations else self.rope_embed(H=hw[0], W=hw[1])
         kept = []
         for i, blk in enumerate(self.blocks):
-            x = blk(x, self.rope_embed(H=hw[0], W=hw[1]))  # recomputed per block: one augmentation draw each
+            x = blk(x, shared if shared is not None else self.rope_embed(H=hw[0], W=hw[1]))
             if i in keep:
                 kept.append(x)
         return x, kept

@@ -20,7 +20,7 @@ from dinov2.layers import (
     SwiGLUFFNFused,
     SwiGLUFFNSplit,
 )
-from dinov2.layers.rope_attention import rope_apply
+from dinov2.layers.rope_attention import rope_apply, rope_apply_, rope_signed_sin
 
 
 def _direct_angles(H: int, W: int, d_head: int, base: float, normalize: str) -> torch.Tensor:
@@ -117,6 +117,32 @@ def test_attention_changing_key_bias_leaves_output_unchanged():
     with torch.no_grad():
         attn.qkv.bias[16:32] += 3.0
     assert torch.equal(attn(x, rope), before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_rope_in_place_with_signed_table_is_bit_identical_to_plain_rotation(dtype):
+    torch.manual_seed(0)
+    sin, cos = RopePositionEmbedding(32, num_heads=2, dtype=dtype).eval()(H=3, W=4)  # [12, 16]
+    x = torch.randn(2, 2, 12, 16).to(dtype)
+    x[0, 0, 0, :3] = torch.tensor([-0.0, math.inf, -math.inf])  # signs of zero and infinities survive too
+    plain, leaf = (x.clone().requires_grad_(True) for _ in range(2))
+    expected, got = rope_apply(plain, sin, cos), rope_apply_(leaf.clone(), rope_signed_sin(sin), cos)
+    assert torch.equal(got, expected) and torch.equal(got.signbit(), expected.signbit())
+    grad = torch.randn_like(expected)
+    expected.backward(grad)
+    got.backward(grad)
+    assert torch.equal(leaf.grad, plain.grad)
+
+
+@pytest.mark.parametrize("rope_dtype", [torch.float32, torch.bfloat16])
+def test_apply_rope_leaves_its_inputs_alone(rope_dtype):
+    torch.manual_seed(0)
+    q, k = torch.randn(2, 2, 2, 5 + 6, 8).unbind(0)  # contiguous, float32: the rotation must still copy
+    before = q.clone(), k.clone()
+    rope = RopePositionEmbedding(16, num_heads=2, dtype=rope_dtype).eval()(H=2, W=3)
+    q2, k2 = RopeAttention.apply_rope(q, k, rope)
+    assert torch.equal(q, before[0]) and torch.equal(k, before[1])
+    assert q2.dtype == k2.dtype == torch.float32 and not torch.equal(q2, q)
 
 
 def test_rope_touches_patch_tokens_only():

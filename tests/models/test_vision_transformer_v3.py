@@ -94,3 +94,27 @@ def test_each_block_draws_its_own_rope_augmentation():
     model.eval()
     model.forward_features(torch.randn(2, 3, 8, 8))
     assert all(torch.equal(t[0], tables[0][0]) for t in tables)
+
+
+def _per_block_rope_reference(model: DinoVisionTransformerV3, x: torch.Tensor) -> torch.Tensor:
+    """The release's block loop: the RoPE table recomputed before every block."""
+    tokens, (h, w) = model.prepare_tokens_with_masks(x)
+    for blk in model.blocks:
+        tokens = blk(tokens, model.rope_embed(H=h, W=w))
+    return tokens
+
+
+@pytest.mark.parametrize(
+    ("train", "augment", "tables"), [(False, True, 1), (True, False, 1), (True, True, 3)], ids=["eval", "train", "aug"]
+)
+def test_rope_table_computed_once_unless_each_block_draws(train, augment, tables):
+    aug = {"pos_embed_rope_shift_coords": 0.5, "pos_embed_rope_rescale_coords": 2.0} if augment else {}
+    model = _vit(depth=3, drop_path_rate=0.5, **aug).train(train)  # stochastic depth draws between the RoPE draws
+    calls = []
+    model.rope_embed.register_forward_hook(lambda *_: calls.append(1))
+    x = torch.randn(4, 3, 8, 12)
+    torch.manual_seed(1)
+    prenorm = model.forward_features(x)["x_prenorm"]
+    assert len(calls) == tables
+    torch.manual_seed(1)
+    assert torch.equal(prenorm, _per_block_rope_reference(model, x))  # bit-identical to the per-block loop
