@@ -117,7 +117,6 @@ def test_a_probe_head_file_gives_the_hub_its_size_and_range(tmp_path):
         assert (model.decode_head.min_depth, model.decode_head.max_depth) == (0.001, 10.0)
 
 
-@pytest.mark.slow
 def test_released_linear_heads_decode_over_their_training_range(monkeypatch, tmp_path):
     """The released NYU linear heads decode over NYU's 0.001..10 m, as the probe recipe trains (the release's
     builder hard-codes 0.001..80, ~8x too deep for NYU); KITTI heads over 0.001..80, as released."""
