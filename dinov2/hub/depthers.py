@@ -13,12 +13,16 @@ nothing from a file without ``"state_dict"``, silently skipped keys that did not
 the key was absent).
 
 Depth range: the DPT heads clamp to ``depth_range`` (default (0.001, 10) for NYU and without pretrained
-weights, (0.001, 80) for KITTI), as released. The released linear heads classify into 256 bins over
-0.001..80 whatever ``depth_range`` says (the release ignores it); here the default is the same, and an explicit
-``depth_range`` is honoured (documented deviation; e.g. ``depth_range=(0.001, 10.0)`` if a head was trained
-with NYU's 10 m range). A head file written by ``python -m dinov2.eval.depth`` records its range in
-``meta["depth_range"]``, used when ``depth_range`` is not given, and its size (``meta["n_bins"]`` of a linear
-head, ``meta["channels"]`` of a DPT head; released files: 256).
+weights, (0.001, 80) for KITTI), as released. The linear heads classify into 256 uniform bins over their range:
+the released NYU heads over 0.001..10 (NYU's range in the released NYU configs, the range the release's own
+``_get_depth_range`` gives NYU weights), the KITTI heads over 0.001..80 (``RELEASED_LINEAR_DEPTH_RANGE``). The
+released linear builder ignores that range and hard-codes 0.001..80 for both (a literal left when the DPT commit
+added the range), which scales the NYU heads' depths by ~8; here the released NYU heads decode over 0.001..10
+(documented deviation; ``depth_range=(0.001, 80.0)`` gives the release's numbers). A fresh linear head
+(``pretrained=False``) keeps the release's 0.001..80, and an explicit ``depth_range`` is honoured. A head file
+written by ``python -m dinov2.eval.depth`` records its range in ``meta["depth_range"]``, used when
+``depth_range`` is not given, and its size (``meta["n_bins"]`` of a linear head, ``meta["channels"]`` of a DPT
+head; released files: 256).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from dinov2.hub.backbones import Weights as BackboneWeights
 from dinov2.hub.backbones import WeightsArg, _make_dinov2_model
 from dinov2.hub.dense_utils import load_dense_state_dict, read_dense_checkpoint, resolve_head_source
 
-__all__ = ["Weights", "DEPTH_OUT_INDEX", "LINEAR_DEPTH_RANGE"]
+__all__ = ["Weights", "DEPTH_OUT_INDEX", "LINEAR_DEPTH_RANGE", "RELEASED_LINEAR_DEPTH_RANGE"]
 
 
 class Weights(Enum):
@@ -43,12 +47,21 @@ class Weights(Enum):
 
 DEPTH_OUT_INDEX = catalog.DEPTH_OUT_INDEX  # blocks tapped by the 4-layer linear and the DPT heads (0-based)
 _DEPTH = catalog.ARCH_DEPTH  # the 1-layer head taps the last block
-LINEAR_DEPTH_RANGE = (0.001, 80.0)  # hard-coded by the released linear builder for NYU and KITTI alike
+LINEAR_DEPTH_RANGE = (0.001, 80.0)  # hard-coded by the released linear builder (kept for fresh heads)
+#: the bins each released linear head was trained over: NYU's 10 m and KITTI's 80 m (the probe recipe's defaults)
+RELEASED_LINEAR_DEPTH_RANGE = {Weights.NYU: (0.001, 10.0), Weights.KITTI: (0.001, 80.0)}
 
 
 def _get_depth_range(pretrained: bool, weights) -> tuple[float, float]:
     """The released DPT default: (0.001, 80) for pretrained KITTI weights, else (0.001, 10)."""
     return (0.001, 80.0) if pretrained and weights == Weights.KITTI else (0.001, 10.0)
+
+
+def _linear_depth_range(pretrained: bool, source) -> tuple[float, float]:
+    """The released linear heads' training range for released weights, else the release's hard-coded bins."""
+    if pretrained and isinstance(source, Weights):
+        return RELEASED_LINEAR_DEPTH_RANGE[source]
+    return LINEAR_DEPTH_RANGE
 
 
 def _read_head(source, pretrained: bool, url: str) -> tuple[dict | None, dict]:
@@ -93,7 +106,7 @@ def _make_dinov2_linear_depther(
     depth_range: tuple[float, float] | None = None,
     **kwargs,
 ) -> DepthEncoderDecoder:
-    """Backbone + linear depth head (256 uniform bins over ``depth_range``, default 0.001..80 as released)."""
+    """Backbone + linear depth head (256 uniform bins over ``depth_range``; defaults in the module docstring)."""
     if layers not in (1, 4):
         raise ValueError(f"Unsupported number of layers: {layers} (use 1 or 4)")
     if arch_name not in DEPTH_OUT_INDEX:
@@ -102,7 +115,7 @@ def _make_dinov2_linear_depther(
     source = resolve_head_source(weights, Weights)
     url = _head_url(arch_name, source, "linear4" if layers == 4 else "linear")
     head_state, meta = _read_head(source, pretrained, url)
-    min_depth, max_depth = depth_range or _meta_depth_range(meta) or LINEAR_DEPTH_RANGE
+    min_depth, max_depth = depth_range or _meta_depth_range(meta) or _linear_depth_range(pretrained, source)
 
     n_bins = int(meta.get("n_bins", 256))  # a probe's head file records its own
 

@@ -115,3 +115,37 @@ def test_a_probe_head_file_gives_the_hub_its_size_and_range(tmp_path):
         state = model.decode_head.state_dict()
         assert all(torch.equal(state[k], v) for k, v in head.state_dict().items())
         assert (model.decode_head.min_depth, model.decode_head.max_depth) == (0.001, 10.0)
+
+
+def test_released_linear_heads_decode_over_their_training_range(monkeypatch, tmp_path):
+    """The released NYU linear heads decode over NYU's 0.001..10 m, as the probe recipe trains (the release's
+    builder hard-codes 0.001..80, ~8x too deep for NYU); KITTI heads over 0.001..80, as released."""
+    from dinov2.eval.dense.probe import load_recipe
+    from dinov2.eval.depth.probe import CONFIG_DIR
+
+    case, state_dict, image = _reference_case("pub_s_ld4")
+    backbone = {k.removeprefix("backbone."): v for k, v in state_dict.items() if k.startswith("backbone.")}
+    torch.save(backbone, tmp_path / "backbone.pth")
+    urls = []
+
+    def released_file(url):  # stands in for the download of the released head file
+        urls.append(url)
+        return _head_only(state_dict), {}
+
+    monkeypatch.setattr(depthers, "read_dense_checkpoint", released_file)
+    ranges = {}
+    for weights, kwargs in [("KITTI", {}), ("NYU", {"depth_range": (0.001, 80.0)}), ("NYU", {})]:
+        model = hubconf.dinov2_vits14_ld(weights=weights, backbone_weights=str(tmp_path / "backbone.pth"), **kwargs)
+        ranges[weights + ("_release" if kwargs else "")] = (model.decode_head.min_depth, model.decode_head.max_depth)
+    assert urls[-1].endswith("dinov2_vits14_nyu_linear4_head.pth")
+    assert ranges["NYU"] == depthers.RELEASED_LINEAR_DEPTH_RANGE[Weights.NYU] == (0.001, 10.0)
+    assert ranges["KITTI"] == ranges["NYU_release"] == (0.001, 80.0)  # explicit: the release's numbers
+    with torch.inference_mode():
+        out = model.eval().whole_inference(image, img_meta=None, rescale=True)
+    # the same bin probabilities over bins 0.001 + k (max - 0.001) / 255: the release's depths rescaled to 10 m
+    rescaled = 0.001 + (case["output"] - 0.001) * (10.0 - 0.001) / (80.0 - 0.001)
+    assert (out - rescaled).abs().max().item() <= tolerance(case)
+    # the linear probe recipes train and test over the same NYU range (KITTI: head.max_depth=80)
+    for recipe in ("linear1", "linear4"):
+        cfg = load_recipe(CONFIG_DIR, recipe)
+        assert (cfg.head.min_depth, cfg.head.max_depth) == (cfg.test.min_depth, cfg.test.max_depth) == (0.001, 10.0)
