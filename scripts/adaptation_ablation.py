@@ -10,9 +10,10 @@ demo recipe (``configs/train/demo_cpu.yaml``: no head warm-up, cold teacher 0.04
 decay 0.9, last-layer freeze); ``recipe`` is ``configs/train/adapt_demo_cpu.yaml``; the others are the recipe with
 one setting changed. Learning rates are the experiment's from-scratch lr (``Scale.base_lr``) times each config's
 ratio to the demo's. Each setting runs once per adaptation seed (``train.seed``); the table gives the mean and
-each seed's change. The pretraining is done once per output directory: a second call with the same
-``--output-dir`` resumes it from its final checkpoint (nothing to train) and reruns only the adaptations. Prints a
-Markdown table (CPU, about 15 minutes on 2 quiet cores with the defaults).
+each seed's change. Runs are done once per output directory: a second call with the same ``--output-dir``
+resumes each finished run (the pretraining too) from its final checkpoint, with nothing to train, and trains only the
+settings and seeds not there yet. Prints a Markdown table (CPU, with the defaults: about 20 minutes on 2 quiet cores,
+30-40 on busy ones).
 """
 
 from __future__ import annotations

@@ -86,8 +86,8 @@ class Scale:
     prototypes: int = 256
     local_crops: int = 2
     batch_size: int = 32
-    pretrain_iterations: int = 200
-    adapt_iterations: int = 100
+    pretrain_iterations: int = 1200
+    adapt_iterations: int = 300
     num_workers: int = 0
     base_lr: float = 0.02  # the from-scratch lr at this scale (the demo's 0.004 learns too slowly here)
 
