@@ -10,13 +10,14 @@ import pytest
 from dinov2.train.adapt_digits import GUARD_OPTS, Scale, knn_top1, registered_digits_arch, train_run, write_digits
 from tests.conftest import preserved_logging
 
-# 16 px digits, 4 px patches, 200 pretraining and 300 adaptation iterations (~100 s on 2 quiet cores)
-SCALE = Scale(image_size=16, local_size=8, patch_size=4, pretrain_iterations=200, adapt_iterations=300)
+# 16 px digits, 4 px patches, 150 pretraining and 240 adaptation iterations (~90 s on 2 shared cores)
+SCALE = Scale(image_size=16, local_size=8, patch_size=4, pretrain_iterations=150, adapt_iterations=240)
 # Stated margins, percentage points of k-NN top-1 (k=10, held-out digits): the new digits gain at least NEW_GAIN,
-# the old ones lose at most OLD_LOSS. Measured at this size (the released model: old 62.8, new 58.7; random init
-# 48.1 / 51.1), adaptation seeds 0, 1, 2: old +1.3, +0.3, -0.3; new +3.2, +2.9, +4.5. With 120 adaptation
-# iterations the new digits did not gain (-0.3): the recipe's lower lr needs the longer run.
-NEW_GAIN, OLD_LOSS = 1.5, 3.0
+# the old ones lose at most OLD_LOSS. Measured at this size from a weak start (the released model: old 54.8, new
+# 50.8; random init 48.1 / 51.1), adaptation seeds 0, 1, 2: old +2.4, +2.9, +2.1; new +4.7, +5.0, +4.7. From a
+# stronger start (200 pretraining iterations: 62.8 / 58.7) 300 adaptation iterations gave new +2.9 to +4.5, 120 gave
+# -0.3; from a saturated one (README table) no setting moves either half by more than ~1.3 points.
+NEW_GAIN, OLD_LOSS = 2.5, 3.0
 
 
 @pytest.mark.slow
