@@ -1,7 +1,7 @@
 """Which adaptation settings keep a trained backbone's features while it learns new images? (issue 22)
 
     python scripts/adaptation_ablation.py [--output-dir D] [--pretrain-iterations N] [--adapt-iterations M]
-                                          [--settings scratch recipe ...]
+                                          [--seeds 0 1 ...] [--settings scratch recipe ...]
 
 The digits experiment of ``dinov2/train/adapt_digits.py``: a small ViT trained from scratch on the digits 0-4
 plays the released model; each setting adapts it on the digits 5-9 through the trainer; the table gives the k-NN
@@ -9,7 +9,11 @@ top-1 (k=10, held-out images) on the old and new digits before and after. Settin
 demo recipe (``configs/train/demo_cpu.yaml``: no head warm-up, cold teacher 0.04 -> 0.07, momentum 0.992, layer
 decay 0.9, last-layer freeze); ``recipe`` is ``configs/train/adapt_demo_cpu.yaml``; the others are the recipe with
 one setting changed. Learning rates are the experiment's from-scratch lr (``Scale.base_lr``) times each config's
-ratio to the demo's. Prints a Markdown table (CPU, about 5 minutes on 2 cores).
+ratio to the demo's. Each setting runs once per adaptation seed (``train.seed``); the table gives the mean and
+each seed's change. Runs are done once per output directory: a second call with the same ``--output-dir``
+resumes each finished run (the pretraining too) from its final checkpoint, with nothing to train, and trains only the
+settings and seeds not there yet. Prints a Markdown table (CPU, with the defaults: about 20 minutes on 2 quiet cores,
+30-40 on busy ones).
 """
 
 from __future__ import annotations
@@ -23,7 +27,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dinov2.configs import config_path  # noqa: E402
-from dinov2.train.adapt_digits import Scale, knn_top1, registered_digits_arch, train_run, write_digits  # noqa: E402
+from dinov2.train.adapt_digits import (  # noqa: E402
+    GUARD_OPTS,
+    Scale,
+    knn_top1,
+    registered_digits_arch,
+    train_run,
+    write_digits,
+)
 from dinov2.train.collapse_guard import CollapseDetected  # noqa: E402
 
 RECIPE, SCRATCH = "train/adapt_demo_cpu", "train/demo_cpu"
@@ -63,6 +74,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output-dir", default=None, help="runs and images (default: a temporary folder)")
     parser.add_argument("--pretrain-iterations", type=int, default=Scale.pretrain_iterations)
     parser.add_argument("--adapt-iterations", type=int, default=Scale.adapt_iterations)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="adaptation seeds (train.seed)")
     parser.add_argument("--settings", nargs="+", default=DEFAULT_SETTINGS, choices=list(SETTINGS), metavar="NAME")
     return parser.parse_args(argv)
 
@@ -71,10 +83,11 @@ def scores(run: Path, weights: Path | None, root: Path, scale: Scale) -> tuple[f
     return tuple(knn_top1(weights, run / "config.yaml", root, half, scale.image_size) for half in ("old", "new"))
 
 
-def adapt(name: str, released: Path, root: Path, out: Path, scale: Scale) -> tuple[float, float, str]:
+def adapt(name: str, released: Path, root: Path, out: Path, scale: Scale, seed: int) -> tuple[float, float, str]:
     config, extra = SETTINGS[name]
-    run = out / name.replace(" ", "_").replace(",", "").replace(">", "")
+    run = out / (name.replace(" ", "_").replace(",", "").replace(">", "") + (f"_seed{seed}" if seed else ""))
     opts = [*scale.opts(scale.adapt_iterations), f"student.pretrained_weights={released}", lr_opt(config, extra, scale)]
+    opts += [*GUARD_OPTS, f"train.seed={seed}"]
     extra = [opt.replace("RELEASED", str(released)) for opt in extra if opt != "LR_RATIO=1"]
     gram_crops = [f"crops.gram_teacher_crops_size={scale.image_size}", "crops.gram_teacher_no_distortions=true"]
     opts += [new for opt in extra for new in (gram_crops if opt == "GRAM_CROPS" else [opt])]
@@ -101,19 +114,26 @@ def main(argv=None) -> int:
         released = train_run(out / "released", SCRATCH, opts)
         random_old, random_new = scores(out / "released", None, root, scale)
         old, new = scores(out / "released", released, root, scale)
-        rows = [(name, *adapt(name, released, root, out, scale)) for name in args.settings]
+        runs = {name: [adapt(name, released, root, out, scale, seed) for seed in args.seeds] for name in args.settings}
     print(
         f"\nk-NN top-1 (%, k=10, held-out digits); {scale.pretrain_iterations} pretraining iterations on 0-4, "
-        f"{scale.adapt_iterations} adaptation iterations on 5-9; {time.time() - started:.0f} s\n"
+        f"{scale.adapt_iterations} adaptation iterations on 5-9, seeds {args.seeds}; {time.time() - started:.0f} s\n"
     )
     print("| setting | old digits 0-4 | new digits 5-9 | note |\n|---|---|---|---|")
     print(f"| random init | {random_old:.1f} | {random_new:.1f} | |")
     print(f"| released (start) | {old:.1f} | {new:.1f} | |")
-    for name, after_old, after_new, note in rows:
-        print(
-            f"| {name} | {after_old:.1f} ({after_old - old:+.1f}) | {after_new:.1f} ({after_new - new:+.1f}) | {note} |"
-        )
+    for name, results in runs.items():
+        print(row(name, results, old, new))
     return 0
+
+
+def row(name: str, results: list[tuple[float, float, str]], old: float, new: float) -> str:
+    """A table row: the mean over seeds (and its change from the start), each seed's changes, the guard's notes."""
+    mean_old, mean_new = (sum(r[i] for r in results) / len(results) for i in (0, 1))
+    notes = [f"seed changes {', '.join(f'{r[0] - old:+.1f}/{r[1] - new:+.1f}' for r in results)}"] * (len(results) > 1)
+    notes += [r[2] for r in results if r[2]]
+    cells = f"{mean_old:.1f} ({mean_old - old:+.1f}) | {mean_new:.1f} ({mean_new - new:+.1f})"
+    return f"| {name} | {cells} | {'; '.join(notes)} |"
 
 
 if __name__ == "__main__":

@@ -7,19 +7,21 @@ from __future__ import annotations
 
 import pytest
 
-from dinov2.train.adapt_digits import Scale, knn_top1, registered_digits_arch, train_run, write_digits
+from dinov2.train.adapt_digits import GUARD_OPTS, Scale, knn_top1, registered_digits_arch, train_run, write_digits
 from tests.conftest import preserved_logging
 
-# 16 px digits, 4 px patches, 200 pretraining and 120 adaptation iterations (50-100 s on 2 shared cores)
-SCALE = Scale(image_size=16, local_size=8, patch_size=4, pretrain_iterations=200, adapt_iterations=120)
-# Stated margins, percentage points of k-NN top-1 (k=10, held-out digits). Measured at this size: old +1.3, new -0.3
-# (the released model: old 62.8, new 58.7; random init 48.1 / 51.1). At this size the toy model is too weak for
-# the adaptation to gain on the new digits (it does at the ablation's size); the test guards against losing them.
-NEW_LOSS, OLD_LOSS = 2.0, 3.0
+# 16 px digits, 4 px patches, 150 pretraining and 240 adaptation iterations (~90 s on 2 shared cores)
+SCALE = Scale(image_size=16, local_size=8, patch_size=4, pretrain_iterations=150, adapt_iterations=240)
+# Stated margins, percentage points of k-NN top-1 (k=10, held-out digits): the new digits gain at least NEW_GAIN,
+# the old ones lose at most OLD_LOSS. Measured at this size from a weak start (the released model: old 54.8, new
+# 50.8; random init 48.1 / 51.1), adaptation seeds 0, 1, 2: old +2.4, +2.9, +2.1; new +4.7, +5.0, +4.7. From a
+# stronger start (200 pretraining iterations: 62.8 / 58.7) 300 adaptation iterations gave new +2.9 to +4.5, 120 gave
+# -0.3; from a saturated one (README table) no setting moves either half by more than ~1.8 points.
+NEW_GAIN, OLD_LOSS = 2.5, 3.0
 
 
 @pytest.mark.slow
-def test_adapting_on_new_digits_loses_neither_old_nor_new_ones(tmp_path):
+def test_adapting_on_new_digits_gains_on_them_and_keeps_the_old_ones(tmp_path):
     root = write_digits(tmp_path / "digits", size=SCALE.image_size)
     quarter = SCALE.adapt_iterations // 4
     with registered_digits_arch(), preserved_logging():
@@ -30,11 +32,12 @@ def test_adapting_on_new_digits_loses_neither_old_nor_new_ones(tmp_path):
         opts = [*SCALE.opts(SCALE.adapt_iterations), f"optim.base_lr={SCALE.base_lr / 4}"]
         opts += [f"adapt.head_warmup_iterations={quarter}", f"adapt.backbone_lr_ramp_iterations={quarter}"]
         opts += [f"student.pretrained_weights={released}", f"train.dataset_path=ImageFolder:root={root}/new/train"]
+        opts += GUARD_OPTS  # the toy's DINO term sits at uniform targets (issue 26): no entropy check
         adapted = train_run(tmp_path / "adapted", "train/adapt_demo_cpu", opts)
         scores = {
             (name, half): knn_top1(weights, tmp_path / name / "config.yaml", root, half, SCALE.image_size)
             for name, weights in (("released", released), ("adapted", adapted))
             for half in ("old", "new")
         }
-    assert scores["adapted", "new"] >= scores["released", "new"] - NEW_LOSS, scores
+    assert scores["adapted", "new"] >= scores["released", "new"] + NEW_GAIN, scores
     assert scores["adapted", "old"] >= scores["released", "old"] - OLD_LOSS, scores
