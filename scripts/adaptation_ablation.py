@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dinov2.configs import config_path  # noqa: E402
 from dinov2.train.adapt_digits import (  # noqa: E402
     GUARD_OPTS,
+    RELEASED_TEACHER_OPTS,
     Scale,
     knn_top1,
     registered_digits_arch,
@@ -39,7 +40,7 @@ from dinov2.train.collapse_guard import CollapseDetected  # noqa: E402
 
 RECIPE, SCRATCH = "train/adapt_demo_cpu", "train/demo_cpu"
 SETTINGS: dict[str, tuple[str, list[str]]] = {
-    "scratch": (SCRATCH, []),
+    "scratch": (SCRATCH, list(RELEASED_TEACHER_OPTS)),
     "recipe": (RECIPE, []),
     "recipe, no head warm-up": (RECIPE, ["adapt.head_warmup_iterations=0", "adapt.backbone_lr_ramp_iterations=0"]),
     "recipe, from-scratch lr": (RECIPE, ["LR_RATIO=1"]),
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
     root = write_digits(out / "digits", size=scale.image_size)
     started = time.time()
     with registered_digits_arch():
-        opts = [*scale.opts(scale.pretrain_iterations), f"optim.base_lr={scale.base_lr}"]
+        opts = [*scale.opts(scale.pretrain_iterations), f"optim.base_lr={scale.base_lr}", *RELEASED_TEACHER_OPTS]
         opts.append(f"train.dataset_path=ImageFolder:root={root / 'old' / 'train'}")
         released = train_run(out / "released", SCRATCH, opts)
         random_old, random_new = scores(out / "released", None, root, scale)
