@@ -121,9 +121,13 @@ class SubmititTask:
         raise NotImplementedError
 
     def checkpoint(self):
-        """Called by submitit on preemption / time-out: requeue a fresh task with the same arguments."""
+        """Called by submitit on preemption / time-out: requeue a fresh task with the same arguments, except that
+        the requeued task always resumes (``--no-resume`` holds for the job's first start only: a preempted run
+        must not start afresh and lose its progress; the released launchers passed it on)."""
         import submitit
 
+        if getattr(self.args, "no_resume", False):
+            self.args.no_resume = False
         logger.info("requeuing %s", self.args)
         return submitit.helpers.DelayedSubmission(type(self)(self.args))
 

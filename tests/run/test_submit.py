@@ -212,3 +212,18 @@ def test_real_training_job_is_requeued_on_preemption_and_resumes(generic_env, tm
     assert result["total_loss"] > 0
     log = (output_dir / "logs" / "log.txt").read_text()
     assert "resumed from" in log and "starting training from iteration 0 of 40" in log
+
+
+def test_a_requeued_task_resumes_even_when_the_job_started_with_no_resume():
+    """``--no-resume`` holds for the job's first start only: the task submitit requeues on preemption resumes from
+    the run's checkpoint instead of starting afresh (every launcher's task is a ``SubmititTask``)."""
+    import argparse
+
+    args = argparse.Namespace(no_resume=True, output_dir="d", opts=["optim.lr=1"])
+    requeued = train_launcher.Trainer(args).checkpoint()
+    task = requeued.function
+    assert isinstance(task, train_launcher.Trainer)
+    assert task.args.no_resume is False
+    assert (task.args.output_dir, task.args.opts) == ("d", ["optim.lr=1"])
+    no_flag = argparse.Namespace(output_dir="d")  # a launcher without the flag is left as it is
+    assert not hasattr(train_launcher.Trainer(no_flag).checkpoint().function.args, "no_resume")

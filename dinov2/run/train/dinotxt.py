@@ -11,8 +11,9 @@ Without ``--output-dir`` the run goes to ``<shared folder>/<job id>``.
 
 The task is the training launcher's (:class:`dinov2.run.train.train.Trainer`): each task joins the job's process
 group and calls the entry point (``dinov2.train.dinotxt:main``); on SIGUSR2 (preemption, or the time limit minus
-120 s) submitit requeues a fresh task with the same arguments (``--no-resume`` dropped), which resumes from the
-latest checkpoint in ``<output-dir>/checkpoints``.
+120 s) submitit requeues a fresh task with the same arguments (``--no-resume`` dropped:
+:meth:`dinov2.run.submit.SubmititTask.checkpoint`), which resumes from the latest checkpoint in
+``<output-dir>/checkpoints``.
 """
 
 from __future__ import annotations
@@ -22,18 +23,9 @@ import sys
 
 from dinov2.run.submit import get_args_parser as launcher_args_parser
 from dinov2.run.submit import get_shared_folder
-from dinov2.run.train.train import Trainer, add_entry_point_flag, check_launch_args, run_launcher, submit_training
+from dinov2.run.train.train import add_entry_point_flag, check_launch_args, run_launcher, submit_training
 
 ENTRY_POINT = "dinov2.train.dinotxt:main"
-
-
-class DinoTxtTrainer(Trainer):
-    """The training launcher's task, except that a requeued task always resumes: ``--no-resume`` holds for the
-    first start of the job only (a preempted run must not start afresh)."""
-
-    def checkpoint(self):
-        self.args.no_resume = False
-        return super().checkpoint()
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -62,10 +54,7 @@ def main(argv: list[str] | None = None):
         except RuntimeError as error:
             parser.error(str(error))
     check_args(parser, args)
-    # Pickle the task class by its importable name, also when this file runs as a script (__main__).
-    from dinov2.run.train.dinotxt import DinoTxtTrainer as task_class
-
-    return submit_training(args, "dinov2:dinotxt", task_class)
+    return submit_training(args, "dinov2:dinotxt")
 
 
 def cli_main(argv: list[str] | None = None) -> int:

@@ -89,12 +89,10 @@ def main(argv: list[str] | None = None):
     return submit_training(args, name="dinov2:train")
 
 
-def submit_training(args: argparse.Namespace, name: str, task_class: type[Trainer] | None = None):
-    """Submit ``task_class`` (default :class:`Trainer`) running ``args.entry_point`` in each task; returns the
-    submitit job. The class must be imported by its module's name, not from a script run as ``__main__``."""
-    if task_class is None:
-        # Pickle the task class by its importable name, also when a launcher file runs as a script (__main__).
-        from dinov2.run.train.train import Trainer as task_class
+def submit_training(args: argparse.Namespace, name: str):
+    """Submit :class:`Trainer` running ``args.entry_point`` in each task; returns the submitit job."""
+    # Pickle the task class by its importable name, also when a launcher file runs as a script (__main__).
+    from dinov2.run.train.train import Trainer as task_class
 
     return submit_jobs(task_class, args, name=name)
 
