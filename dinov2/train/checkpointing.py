@@ -55,6 +55,7 @@ from dinov2.train.disk_space import (
 from dinov2.train.rank_agreement import RankFailure, agreed_error, run_agreed
 from dinov2.train.rng_state import restore_rank_rng, save_rank_rng
 from dinov2.utils.io import atomic_torch_save, atomic_write_text, file_crc32, fsync_dir
+from dinov2.utils.signals import stop_signals_deferred
 
 logger = logging.getLogger("dinov2")
 
@@ -148,11 +149,19 @@ class Checkpointer:
     def save(self, iteration: int, state: Mapping[str, Any]) -> Path:
         """Write a checkpoint of ``state`` at ``iteration`` atomically; returns its final path.
 
+        The cluster's stop signals (SIGUSR2: preemption or time limit, SIGTERM) are held back while it writes and
+        delivered once it is done: a requeue that interrupted ``torch.save`` would otherwise turn into a failed job
+        (the exit raised by submitit's handler is replaced by the half-written file's error).
+
         Raises :class:`CheckpointDiskFullError` on every rank when the checkpoint does not fit: before writing when
         the free space is below the estimate (the previous checkpoint's size, or the state's tensor bytes if larger),
         or after a write that found no room. Any failure leaves the previous checkpoints untouched and removes the
         temporary folder; every rank raises (an error on one rank never leaves the others waiting).
         """
+        with stop_signals_deferred():
+            return self._save(iteration, state)
+
+    def _save(self, iteration: int, state: Mapping[str, Any]) -> Path:
         modules, optimizer, stateful, plain = split_state(state)
         rank = distributed.get_global_rank()
         job = _SaveJob(iteration, self.directory / f"ckpt_tmp_{iteration:07d}", self.path_for(iteration))

@@ -17,6 +17,7 @@ import os
 import pickle
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -94,6 +95,34 @@ def test_keeps_the_last_three(tmp_path):
         ckpt.save(iteration, _state(model, optimizer, scaler))
     assert [p.name for p in ckpt.list_checkpoints()] == ["model_0000005", "model_0000004", "model_0000003"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model_0000003", "model_0000004", "model_0000005"]
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="no POSIX signal masks on this platform")
+def test_a_preemption_signal_during_a_save_waits_for_the_checkpoint(tmp_path, monkeypatch):
+    """SLURM's SIGUSR2 arriving while DCP writes: the handler (submitit's requeue exits) runs once the checkpoint is
+    complete, instead of interrupting ``torch.save`` and turning the requeue into a half-written file's error."""
+    model, optimizer, scaler = _setup()
+    ckpt = Checkpointer(tmp_path)
+    seen = []
+
+    def handler(signum, frame):
+        seen.append(sorted(p.name for p in tmp_path.iterdir()))
+        raise SystemExit(3)  # what submitit's local requeue does
+
+    def dcp_save_preempted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGUSR2)  # delivered now if not held back
+        return real_dcp_save(*args, **kwargs)
+
+    real_dcp_save = checkpointing.dcp_save
+    monkeypatch.setattr(checkpointing, "dcp_save", dcp_save_preempted)
+    previous = signal.signal(signal.SIGUSR2, handler)
+    try:
+        with pytest.raises(SystemExit):
+            ckpt.save(4, _state(model, optimizer, scaler))
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert seen == [["model_0000004"]]  # the handler ran after the checkpoint was committed
+    assert ckpt.load_latest(_state(*_setup(seed=5))).iteration == 4
 
 
 def test_process_killed_while_writing_leaves_previous_checkpoint(tmp_path):
