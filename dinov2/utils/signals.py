@@ -16,16 +16,25 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGUSR2", "SIGTERM") if
 
 @contextmanager
 def stop_signals_deferred() -> Iterator[None]:
-    """Block :data:`STOP_SIGNALS` in the calling thread for the body, then deliver any that arrived.
+    """Hold :data:`STOP_SIGNALS` for the body, then deliver those that arrived to the handlers in place before.
 
     Python runs signal handlers in the main thread between bytecodes, so a handler that exits (submitit's requeue
-    does) can fire inside a half-done ``torch.save``; blocking defers it to the end of the body. A no-op outside the
-    main thread and where ``pthread_sigmask`` does not exist (Windows)."""
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+    does) can fire inside a half-done ``torch.save``. Masking the signal would not do: the process may have other
+    threads (data loading, collectives) that receive it. So the handlers are swapped for one that only records the
+    signal, and the signal is raised again once the body is done. A no-op outside the main thread (where handlers
+    cannot be set); a signal whose handler was not set from Python is left alone."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    caught: list[int] = []
+    previous = {}
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) is not None:
+            previous[signum] = signal.signal(signum, lambda number, frame: caught.append(number))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(caught):
+            signal.raise_signal(signum)
