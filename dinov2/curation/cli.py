@@ -35,6 +35,13 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--chunk-size", type=int, default=None, help="queries per exact-search block (default: auto)")
 
 
+def _rows_flags(parser: argparse.ArgumentParser, subset_help: str) -> None:
+    """The rows a step reads (one :class:`~dinov2.curation.arrays.RowSet`): ``--embeddings`` and an optional
+    ``--subset`` of them."""
+    parser.add_argument("--embeddings", required=True, help=".npy [N, D] or an embed output folder")
+    parser.add_argument("--subset", default=None, help=subset_help)
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (this rank's GPU if any), cpu, cuda")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
@@ -68,11 +75,10 @@ def _add_embed(sub) -> None:
 
 def _add_dedup(sub) -> None:
     p = sub.add_parser("dedup", help="k-NN graph above a cosine threshold, connected components, one kept each")
-    p.add_argument("--embeddings", required=True, help=".npy [N, D] or an embed output folder")
+    _rows_flags(p, "sorted int64 .npy of the rows to use (e.g. kept_indices.npy)")
     p.add_argument("--k", type=int, default=64, help="neighbours per row in the k-NN graph")
     p.add_argument("--threshold", type=float, default=0.6, help="edges above this cosine similarity (strict)")
     p.add_argument("--reference", default=None, help="relative dedup: drop every component touching these rows")
-    p.add_argument("--subset", default=None, help="sorted int64 .npy of the rows to use (e.g. kept_indices.npy)")
     add_output_dir(p, "folder of kept_indices.npy and the graph", required=True)
     _search_flags(p)
     _common(p)
@@ -98,8 +104,7 @@ def _add_retrieve(sub) -> None:
 
 def _add_kmeans(sub) -> None:
     p = sub.add_parser("kmeans", help="hierarchical k-means with resampling")
-    p.add_argument("--embeddings", required=True, help=".npy [N, D] or an embed output folder")
-    p.add_argument("--subset", default=None, help="sorted int64 .npy of the rows to cluster")
+    _rows_flags(p, "sorted int64 .npy of the rows to cluster")
     p.add_argument("--n-clusters", type=int, nargs="+", required=True, help="clusters per level, bottom up")
     p.add_argument(
         "--n-resampling-steps", type=int, nargs="+", default=None, help="per level (default: 0 for every level)"

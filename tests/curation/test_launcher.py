@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from dinov2.curation.cli import get_args_parser
 from dinov2.curation.cli import main as curation_main
 from dinov2.run.curation import curate
 from tests.conftest import REPO_ROOT, preserved_logging
@@ -20,6 +21,16 @@ def test_bad_step_flags_fail_before_submission(capsys):
     assert "--n-clusters" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         curate.main(["--cluster", "local"])
+
+
+@pytest.mark.parametrize("step, extra", [("dedup", []), ("kmeans", ["--n-clusters", "2"])])
+def test_steps_reading_rows_take_embeddings_and_an_optional_subset(step, extra):
+    parse = get_args_parser().parse_args
+    args = parse([step, "--embeddings", "x.npy", "--output-dir", "out", *extra])
+    assert (args.embeddings, args.subset) == ("x.npy", None)
+    assert parse([step, "--embeddings", "x.npy", "--subset", "s.npy", "--output-dir", "out", *extra]).subset == "s.npy"
+    with pytest.raises(SystemExit):
+        parse([step, "--output-dir", "out", *extra])
 
 
 @pytest.mark.slow
