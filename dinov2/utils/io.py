@@ -24,6 +24,8 @@ from typing import IO, Any
 
 import torch
 
+from dinov2.utils.signals import stop_signals_deferred
+
 __all__ = [
     "atomic_path",
     "atomic_write",
@@ -70,22 +72,26 @@ def current_umask() -> int:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """``with atomic_path(path) as tmp: writer(tmp)``: for writers that need a file name (safetensors, numpy memmaps);
     ``tmp`` is renamed over ``path`` once the block succeeds, and removed if it fails. The file gets the mode a plain
-    ``open`` would give it (``0o666`` less the umask), not the private ``0o600`` of a temporary file."""
+    ``open`` would give it (``0o666`` less the umask), not the private ``0o600`` of a temporary file.
+
+    The cluster's stop signals wait until the file is in place (:func:`~dinov2.utils.signals.stop_signals_deferred`):
+    a preemption during a teacher export or a probe's checkpoint then requeues the job after the write, not in it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~current_umask())
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
+    with stop_signals_deferred():
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~current_umask())
+        try:
+            yield Path(tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        fsync_dir(path.parent)
 
 
 def file_crc32(path: str | os.PathLike) -> int:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
+import torch
 
 from dinov2.utils.io import atomic_path, atomic_write, atomic_write_text
 
@@ -77,3 +81,25 @@ def test_a_folder_generated_once_gets_the_mode_of_a_plain_mkdir(tmp_path, umask)
     write = lambda folder: (folder / "x").write_text("1")  # noqa: E731
     root = generate_folder_once(tmp_path / "set", {"n": 1}, "MARKER.json", "test set", write)
     assert root.stat().st_mode & 0o777 == 0o755
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR2"), reason="no SIGUSR2 on this platform")
+def test_a_stop_signal_during_an_atomic_write_waits_for_the_file(tmp_path):
+    """A preemption (SIGUSR2) during a teacher export: the requeue handler runs once the file is in place."""
+    target = tmp_path / "teacher_checkpoint.pth"
+    seen = []
+
+    def handler(signum, frame):
+        seen.append(sorted(p.name for p in tmp_path.iterdir()))
+        raise SystemExit(3)  # what submitit's requeue does
+
+    previous = signal.signal(signal.SIGUSR2, handler)
+    try:
+        with pytest.raises(SystemExit), atomic_write(target) as f:
+            torch.save({"teacher": {"w": torch.ones(3)}}, f)
+            os.kill(os.getpid(), signal.SIGUSR2)  # delivered now if not held back
+            f.write(b"")  # more of the write after the signal
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert seen == [["teacher_checkpoint.pth"]]
+    assert torch.load(target, weights_only=True)["teacher"]["w"].tolist() == [1.0, 1.0, 1.0]
