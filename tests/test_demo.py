@@ -89,3 +89,17 @@ def test_features_demo_prints_shapes():
     assert "cls token             (1, 384)" in out
     assert "patch tokens          (1, 352, 384)" in out
     assert "register tokens       (1, 4, 384)" in out
+
+
+@pytest.mark.slow
+def test_the_dino_head_spread_probe_reads_the_demo_exports(reduced_demo):
+    """``scripts/dino_head_spread.py`` (the README's diagnosis of the DINO term) on the fixture's export: two views
+    of one image agree more than two images do, and the predicted target entropy is a fraction of uniform."""
+    from scripts import dino_head_spread
+
+    out, _ = reduced_demo
+    crops = dino_head_spread.views(out, out / "data" / "val", count=64)
+    row = dino_head_spread.measure(out, out / "eval" / "training_99" / "teacher_checkpoint.pth", crops)
+    assert row["sigma"] > 0 and 0 <= row["H_pred"] <= 1, row
+    assert row["rho_gg"] > row["rho_other"] + 0.1, row
+    assert row["threshold"] == pytest.approx(0.4) and -1 <= row["cos_head"] <= 1, row

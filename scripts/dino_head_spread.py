@@ -1,0 +1,108 @@
+"""How much image-specific signal a run's DINO head gives its teacher targets (README, "The CPU demo").
+
+For each teacher export of a training run (``<run>/eval/*/teacher_checkpoint.pth``), on ``--images`` images with the
+run's own multi-crop augmentation (two global crops and one local crop each), it prints:
+
+- ``sigma``: standard deviation of the centred prototype logits (the image-specific part; cosine units). Targets
+  ``softmax((l - c) / T)`` then have entropy about ``1 - (sigma / T)^2 / (2 ln K)`` of uniform (``H_pred``);
+- ``rho_gg`` / ``rho_lg``: correlation of an image's centred logits across two global views / a local and a global
+  view (``rho_other``: between different images). Sharpening can grow ``sigma`` only when ``rho`` exceeds
+  ``T_teacher / T_student``;
+- ``cos_cls`` / ``cos_head``: mean cosine between different images' class tokens and DINO-head bottleneck outputs.
+
+    python scripts/dino_head_spread.py demo_output --images demo_output/data/val
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from dinov2.data.augmentations import DataAugmentationDINO
+from dinov2.data.datasets import ImageFolder
+from dinov2.features import load_backbone
+from dinov2.models.weights import read_parts
+from dinov2.train.heads import heads_for
+from dinov2.utils.config import load_cfg
+
+STUDENT_TEMP = 0.1  # DINOLoss's student temperature (released, fixed)
+
+
+def _mean_offdiagonal_cosine(x: torch.Tensor) -> float:
+    z = F.normalize(x, dim=-1)
+    cos, n = z @ z.T, z.shape[0]
+    return float((cos.sum() - cos.diagonal().sum()) / (n * n - n))
+
+
+def _correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a - a.mean(0), b - b.mean(0)
+    return float((a * b).sum() / (a.norm() * b.norm()))
+
+
+def views(run: Path, images: Path, count: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Two global crops and one local crop of the first ``count`` images, with the run's augmentation."""
+    crops = load_cfg(run / "config.yaml").crops
+    augment = DataAugmentationDINO(
+        crops.global_crops_scale, crops.local_crops_scale, 1, crops.global_crops_size, crops.local_crops_size
+    )
+    dataset = ImageFolder(root=str(images))
+    torch.manual_seed(seed)
+    out = [augment(dataset[i][0]) for i in range(min(count, len(dataset)))]
+    return {
+        "g1": torch.stack([o["global_crops"][0] for o in out]),
+        "g2": torch.stack([o["global_crops"][1] for o in out]),
+        "local": torch.stack([o["local_crops"][0] for o in out]),
+    }
+
+
+@torch.no_grad()
+def measure(run: Path, export: Path, crops: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The signals of one export (see the module docstring)."""
+    cfg = load_cfg(run / "config.yaml")
+    backbone = load_backbone(config=run / "config.yaml", weights=export, validate=False).model
+    head = heads_for(cfg).build(backbone.embed_dim)["dino_head"].eval()
+    parts = read_parts(export)
+    head.load_state_dict({k.removeprefix("dino_head."): v for k, v in parts.items() if k.startswith("dino_head.")})
+    cls = {name: backbone.forward_features(x)["x_norm_clstoken"] for name, x in crops.items()}
+    bottleneck = head.mlp(cls["g1"])
+    logits = {name: head(c) for name, c in cls.items()}
+    centred = logits["g1"] - logits["g1"].mean(0)
+    sigma = float(centred.std())
+    temp = float(cfg.teacher.teacher_temp)
+    k = logits["g1"].shape[-1]
+    return {
+        "sigma": sigma,
+        "H_pred": max(0.0, 1 - (sigma / temp) ** 2 / (2 * math.log(k))),
+        "rho_gg": _correlation(logits["g1"], logits["g2"]),
+        "rho_lg": _correlation(logits["local"], logits["g1"]),
+        "rho_other": _correlation(logits["g1"], logits["g2"].roll(1, 0)),
+        "threshold": temp / STUDENT_TEMP,
+        "cos_cls": _mean_offdiagonal_cosine(cls["g1"]),
+        "cos_head": _mean_offdiagonal_cosine(bottleneck),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run", type=Path, help="training output folder (config.yaml, eval/*/teacher_checkpoint.pth)")
+    parser.add_argument("--images", type=Path, required=True, help="image folder (class sub-folders)")
+    parser.add_argument("--count", type=int, default=200, help="images used")
+    args = parser.parse_args(argv)
+    exports = sorted(args.run.glob("eval/*/teacher_checkpoint.pth"), key=lambda p: int(p.parent.name.split("_")[-1]))
+    if not exports:
+        parser.error(f"{args.run}/eval holds no teacher_checkpoint.pth: train first (python -m dinov2.demo)")
+    crops = views(args.run, args.images, args.count)
+    names = ["sigma", "H_pred", "rho_gg", "rho_lg", "rho_other", "threshold", "cos_cls", "cos_head"]
+    print(f"{'export':<16}" + "".join(f"{n:>10}" for n in names))
+    for export in exports:
+        row = measure(args.run, export, crops)
+        print(f"{export.parent.name:<16}" + "".join(f"{row[n]:>10.3f}" for n in names))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
