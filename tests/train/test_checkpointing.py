@@ -98,7 +98,7 @@ def test_keeps_the_last_three(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model_0000003", "model_0000004", "model_0000005"]
 
 
-@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="no POSIX signal masks on this platform")
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR2"), reason="no SIGUSR2 on this platform")
 def test_a_preemption_signal_during_a_save_waits_for_the_checkpoint(tmp_path, monkeypatch):
     """SLURM's SIGUSR2 arriving while DCP writes: the handler (submitit's requeue exits) runs once the checkpoint is
     complete, instead of interrupting ``torch.save`` and turning the requeue into a half-written file's error."""
