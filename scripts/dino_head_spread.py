@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from dinov2.data.augmentations import DataAugmentationDINO
 from dinov2.data.datasets import ImageFolder
 from dinov2.features import load_backbone
-from dinov2.models.weights import read_parts
+from dinov2.models.weights import read_checkpoint, read_parts
 from dinov2.train.heads import heads_for
 from dinov2.utils.config import load_cfg
 
@@ -61,11 +61,12 @@ def views(run: Path, images: Path, count: int, seed: int = 0) -> dict[str, torch
 
 @torch.no_grad()
 def measure(run: Path, export: Path, crops: dict[str, torch.Tensor]) -> dict[str, float]:
-    """The signals of one export (see the module docstring)."""
+    """The signals of one export (see the module docstring); the export is read once for backbone and head."""
     cfg = load_cfg(run / "config.yaml")
-    backbone = load_backbone(config=run / "config.yaml", weights=export, validate=False).model
+    checkpoint = read_checkpoint(export)
+    backbone = load_backbone(config=cfg, weights=checkpoint, validate=False).model
     head = heads_for(cfg).build(backbone.embed_dim)["dino_head"].eval()
-    parts = read_parts(export)
+    parts = read_parts(checkpoint)
     head.load_state_dict({k.removeprefix("dino_head."): v for k, v in parts.items() if k.startswith("dino_head.")})
     cls = {name: backbone.forward_features(x)["x_norm_clstoken"] for name, x in crops.items()}
     bottleneck = head.mlp(cls["g1"])
