@@ -18,11 +18,8 @@ student's architecture on the held-out images.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import sys
-from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +34,6 @@ from dinov2.utils.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 logger = logging.getLogger("dinov2")
 
 NB_KNN = (10, 20)
-DEMO_STUDENT_ARCH = "vit_pico"  # the distillation demo's student, registered by demo_student_arch()
 
 
 def train_then_evaluate(output_dir: str, opts: list[str], resume: bool = True) -> dict[str, dict[str, float]]:
@@ -120,19 +116,6 @@ def format_results(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-@contextlib.contextmanager
-def demo_student_arch() -> Iterator[None]:
-    """Within this block ``vit_pico`` (96 dim, 6 blocks, 3 heads, ~0.7M parameters), the distillation demo's
-    student, smaller than the ViT-Ti/16 teacher, is in the backbone registry. Not a released model."""
-    from dinov2.models.vision_transformer import ARCHS, _vit, registered_arch
-
-    if DEMO_STUDENT_ARCH in ARCHS:  # already registered (by the caller): leave it as it is
-        yield
-        return
-    with registered_arch(DEMO_STUDENT_ARCH, partial(_vit, 96, 6, 3)):
-        yield
-
-
 def distill_then_evaluate(
     output_dir: str, opts: list[str], resume: bool = True, history: list | None = None
 ) -> dict[str, dict[str, float]]:
@@ -141,13 +124,10 @@ def distill_then_evaluate(
 
     ``opts`` override the student's config; ``history`` receives ``(iteration, losses)`` of the distillation.
     """
-    with demo_student_arch():
-        return _distill_then_evaluate(Path(output_dir), opts, resume, history)
-
-
-def _distill_then_evaluate(out: Path, opts: list[str], resume: bool, history: list | None) -> dict[str, dict]:
     from dinov2.train.train import get_args_parser
     from dinov2.train.train import main as train_main
+
+    out = Path(output_dir)
 
     if latest_export(out) is None:
         logger.info("no SSL teacher in %s: training the demo's teacher first", out)

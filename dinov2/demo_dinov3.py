@@ -1,7 +1,8 @@
 """``python -m dinov2.demo dinov3``: the DINOv3 recipe on one CPU, in three phases, with k-NN after each.
 
 A small RoPE ViT (``vit_demo3``: 128 dim, 6 blocks, 4 heads, 2 storage tokens, RoPE coordinate rescaling in
-training; not a released model) is trained on the demo's generated images:
+training; not a released model) is trained on the demo's generated images with ``configs/train/demo_cpu_dinov3.yaml``
+(a DINOv3 config: DINOv3's defaults and heads), each phase adding its keys (:data:`PHASES`):
 
 1. ``ssl`` (150 iterations): DINOv3's SSL losses (Sinkhorn-Knopp centring, separate iBOT head) at 64 px global /
    32 px local crops, batch 16;
@@ -18,13 +19,11 @@ each phase from its checkpoints (``--no-resume`` starts every phase afresh).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from dinov2.configs import config_path
 from dinov2.utils.cli import ArgumentParser, add_output_dir
@@ -32,75 +31,51 @@ from dinov2.utils.cli import ArgumentParser, add_output_dir
 logger = logging.getLogger("dinov2")
 
 NB_KNN = (10, 20)
-DEMO_ARCH = "vit_demo3"
-DEMO_STUDENT = {
-    "arch": DEMO_ARCH,
-    "patch_size": 16,
-    "n_storage_tokens": 2,
-    "layerscale": 1.0e-5,
-    "drop_path_rate": 0.1,
-    "pos_embed_rope_rescale_coords": 2.0,
-}
-# Smaller than the DINOv2 demo's step (batch 16, 2 local crops, 512 prototypes): three phases fit in minutes.
-_HEAD = {"head_n_prototypes": 512, "head_bottleneck_dim": 64, "head_hidden_dim": 256}
-COMMON = {
-    "train": {"centering": "sinkhorn_knopp", "batch_size_per_gpu": 16, "OFFICIAL_EPOCH_LENGTH": 50},
-    # The released teacher keys, not the DINOv2 demo's short-run fix (momentum 0.95, temperature 0.04): with
-    # Sinkhorn-Knopp targets it did not bring this demo's DINO term below ln K (README, "The CPU demo").
-    "teacher": {"momentum_teacher": 0.992, "teacher_temp": 0.07},
-    "ibot": {"separate_head": True, **_HEAD},
-    "dino": _HEAD,
-    "crops": {"local_crops_number": 2},
-    "checkpointing": {"period": 50},
-}
+CONFIG = "train/demo_cpu_dinov3"  # phase 1 (ssl); the other phases add their keys below
+# Each phase's keys on top of the demo config, as command-line overrides (so each phase's config.yaml is a DINOv3
+# config that every tool reopens: load_backbone("<output-dir>/<phase>"), the eval commands, the scripts).
 PHASES = {
-    "ssl": {"optim": {"epochs": 3}, "evaluation": {"eval_period_iterations": 150}},
-    "gram": {
-        "optim": {"epochs": 1, "warmup_epochs": 0, "base_lr": 0.002},
-        "evaluation": {"eval_period_iterations": 50},
-        "crops": {"gram_teacher_crops_size": 96, "gram_teacher_no_distortions": True},
-        "gram": {"use_loss": True, "img_level": True, "loss_weight": 1.0, "update_frequency": 25},
-    },
-    "high_res": {
-        "optim": {"epochs": 1, "warmup_epochs": 0, "base_lr": 0.001},
-        "train": {"OFFICIAL_EPOCH_LENGTH": 25},
-        "evaluation": {"eval_period_iterations": 25},
-        "checkpointing": {"period": 25},
-        "crops": {
-            "global_crops_size": [64, 96],
-            "local_crops_size": [32, 48],
-            "gram_teacher_crops_size": [96, 144],
-            "global_local_crop_pairs_ratios": [0.3, 0.7],
-            "gram_teacher_no_distortions": True,
-        },
-        "gram": {"use_loss": True, "img_level": True, "loss_weight": 1.0, "rep_update": False},
-    },
+    "ssl": [],
+    "gram": [
+        "optim.epochs=1",
+        "optim.warmup_epochs=0",
+        "optim.lr=0.0005",
+        "evaluation.eval_period_iterations=50",
+        "crops.gram_teacher_crops_size=96",
+        "crops.gram_teacher_no_distortions=true",
+        "gram.use_loss=true",
+        "gram.img_level=true",
+        "gram.loss_weight=1.0",
+        "gram.update_frequency=25",
+    ],
+    "high_res": [
+        "optim.epochs=1",
+        "optim.warmup_epochs=0",
+        "optim.lr=0.00025",
+        "train.OFFICIAL_EPOCH_LENGTH=25",
+        "evaluation.eval_period_iterations=25",
+        "checkpointing.period=25",
+        "crops.global_crops_size=[64,96]",
+        "crops.local_crops_size=[32,48]",
+        "crops.gram_teacher_crops_size=[96,144]",
+        "crops.global_local_crop_pairs_ratios=[0.3,0.7]",
+        "crops.gram_teacher_no_distortions=true",
+        "gram.use_loss=true",
+        "gram.img_level=true",
+        "gram.loss_weight=1.0",
+        "gram.rep_update=false",
+    ],
 }
-
-
-@contextlib.contextmanager
-def demo_arch() -> Iterator[None]:
-    """Within this block ``vit_demo3`` is an arch of the DINOv3 ViT family."""
-    from dinov2.models.dinov3_families import register_vit_arch, registered_archs
-
-    with registered_archs():
-        register_vit_arch(DEMO_ARCH, 128, 6, 4, 4.0, exist_ok=True)
-        yield
 
 
 def phase_cfg(output_dir: Path, phase: str, previous: Path | None, opts: list[str]) -> DictConfig:
-    """The demo config (``configs/train/demo_cpu.yaml``) with the DINOv3 student and ``phase``'s keys merged on top
-    (the DINOv3 keys are set after loading: the config checks do not know them yet)."""
+    """``configs/train/demo_cpu_dinov3.yaml`` with ``phase``'s keys, the generated data under ``output_dir``, the
+    previous phase's teacher export (``previous``: the student's start and the first Gram teacher) and ``opts``."""
     from dinov2.utils.config import load_cfg
 
-    cfg = load_cfg(config_path("train/demo_cpu"), opts, output_dir / phase)
-    OmegaConf.set_struct(cfg, False)
-    data = f"Synthetic:root={output_dir}/data:split=TRAIN:class_colours=true"
-    cfg = OmegaConf.merge(cfg, COMMON, PHASES[phase], {"student": DEMO_STUDENT, "train": {"dataset_path": data}})
-    if previous is not None:  # start from the previous phase's teacher; it is also the first Gram teacher
-        cfg.student.pretrained_weights = str(previous)
-        cfg.gram.ckpt = str(previous)
-    return cfg
+    data = f"train.dataset_path=Synthetic:root={output_dir}/data:split=TRAIN:class_colours=true"
+    start = [] if previous is None else [f"student.pretrained_weights={previous}", f"gram.ckpt={previous}"]
+    return load_cfg(config_path(CONFIG), [*PHASES[phase], data, *start, *opts], output_dir / phase)
 
 
 def train_phase(cfg: DictConfig, resume: bool) -> Path:
@@ -158,16 +133,15 @@ def run_demo(output_dir: str, opts: list[str], resume: bool = True) -> dict[str,
     """Train the three phases, then k-NN top-1 (percent, per k) of a random init and of each phase's teacher."""
     out = Path(output_dir)
     results: dict[str, dict[int, float]] = {}
-    with demo_arch():
-        previous, exports = None, {}
-        for phase in PHASES:
-            cfg = phase_cfg(out, phase, previous, opts)
-            previous = exports[phase] = train_phase(cfg, resume)
-        eval_cfg = phase_cfg(out, "ssl", None, opts)
-        results["random init"] = knn(_backbone(eval_cfg, None, seed=eval_cfg.train.seed), out, 64)
-        for phase, export in exports.items():
-            results[f"{phase} ({export.parent.name})"] = knn(_backbone(eval_cfg, export), out, 64)
-        results["high_res, k-NN at 96 px"] = knn(_backbone(eval_cfg, exports["high_res"]), out, 96)
+    previous, exports = None, {}
+    for phase in PHASES:
+        cfg = phase_cfg(out, phase, previous, opts)
+        previous = exports[phase] = train_phase(cfg, resume)
+    eval_cfg = phase_cfg(out, "ssl", None, opts)
+    results["random init"] = knn(_backbone(eval_cfg, None, seed=eval_cfg.train.seed), out, 64)
+    for phase, export in exports.items():
+        results[f"{phase} ({export.parent.name})"] = knn(_backbone(eval_cfg, export), out, 64)
+    results["high_res, k-NN at 96 px"] = knn(_backbone(eval_cfg, exports["high_res"]), out, 96)
     return results
 
 

@@ -121,9 +121,10 @@ def is_dinov3_config(
     if _STUDENT_FAMILY:
         try:
             return _STUDENT_FAMILY[0](student).startswith(DINOV3_FAMILY_PREFIX)
-        except (KeyError, ValueError):  # an unknown arch: validation names it with the defaults of DINOv2
-            return False
-    # Without the family registry (config package used alone): keys DINOv2's student section lacks.
+        except (KeyError, ValueError):  # an unknown arch: decided by the keys below; validation names the arch
+            pass
+    # Without the family registry (config package used alone) or for an unknown arch: keys DINOv2's student
+    # section lacks (student.n_storage_tokens, ...).
     return bool(set(student) - set(v2_tree["student"]))
 
 

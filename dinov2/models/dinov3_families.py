@@ -63,7 +63,6 @@ VIT_ARCHS: Registry[Callable[..., nn.Module]] = Registry(
     "DINOv3 ViT arch", {name: getattr(vits3, name) for name in vits3.ARCHS}
 )
 
-
 CONVNEXT_ARCHS: Registry[Callable[..., nn.Module]] = Registry(
     "DINOv3 ConvNeXt arch",
     {f"convnext_{size}": getattr(convnexts, f"convnext_{size}") for size in convnexts.CONVNEXT_SIZES},
@@ -85,6 +84,12 @@ def register_convnext_arch(
     """A new ConvNeXt size ``convnext_<name>`` (four stage depths and widths); returns its constructor."""
     convnexts.CONVNEXT_SIZES.register(name, {"depths": list(depths), "dims": list(dims)}, exist_ok=exist_ok)
     return CONVNEXT_ARCHS.register(f"convnext_{name}", partial(convnexts._convnext, name), exist_ok=exist_ok)
+
+
+# The DINOv3 CPU demo's size (python -m dinov2.demo dinov3; not a released model), registered for good so that the
+# demo's run folders and exports open in every tool, as the DINOv2 demos' vit_tiny and vit_pico do.
+DEMO_VIT_ARCH = "vit_demo3"
+register_vit_arch(DEMO_VIT_ARCH, 128, 6, 4, 4.0)
 
 
 @contextlib.contextmanager

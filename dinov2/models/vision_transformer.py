@@ -400,6 +400,12 @@ def vit_tiny(patch_size: int = 16, num_register_tokens: int = 0, **kwargs) -> Di
     return _vit(192, 12, 3, patch_size, num_register_tokens, **kwargs)
 
 
+def vit_pico(patch_size: int = 16, num_register_tokens: int = 0, **kwargs) -> DinoVisionTransformer:
+    """96 dim, 6 blocks, 3 heads, ~0.7M parameters: the distillation demo's student (``python -m dinov2.demo
+    distill``), smaller than its ViT-Ti teacher. Not a released model."""
+    return _vit(96, 6, 3, patch_size, num_register_tokens, **kwargs)
+
+
 def vit_small(patch_size: int = 16, num_register_tokens: int = 0, **kwargs) -> DinoVisionTransformer:
     """ViT-S: 384 dim, 12 blocks, 6 heads."""
     return _vit(384, 12, 6, patch_size, num_register_tokens, **kwargs)
@@ -423,6 +429,7 @@ def vit_giant2(patch_size: int = 16, num_register_tokens: int = 0, **kwargs) -> 
 ARCHS: Registry[Callable[..., nn.Module]] = Registry(
     "arch",
     {
+        "vit_pico": vit_pico,
         "vit_tiny": vit_tiny,
         "vit_small": vit_small,
         "vit_base": vit_base,

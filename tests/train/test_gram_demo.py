@@ -1,19 +1,52 @@
-"""``python -m dinov2.demo dinov3``: its three phase configs build their meta-architectures (training: by hand)."""
+"""``python -m dinov2.demo dinov3``: its three phase configs build their meta-architectures (training: by hand), and
+a phase's run folder reopens in every tool through the backbone door."""
 
 from __future__ import annotations
 
-from dinov2.demo_dinov3 import PHASES, demo_arch, phase_cfg
+import pytest
+import torch
+
+from dinov2.config import load_cfg
+from dinov2.config.checks import ConfigValueError
+from dinov2.config.dinov3 import is_dinov3_form
+from dinov2.demo_dinov3 import PHASES, phase_cfg, train_phase
+from dinov2.features.backbone import load_backbone
 from dinov2.train.meta_archs import build_meta_arch
+from tests.conftest import preserved_logging
 
 
 def test_demo_phases_build(tmp_path):
     previous = tmp_path / "teacher_checkpoint.pth"
-    with demo_arch():
-        for phase in PHASES:
-            cfg = phase_cfg(tmp_path, phase, None if phase == "ssl" else previous, [])
-            model = build_meta_arch(cfg)
-            assert (model.gram is None) == (phase == "ssl"), phase
-            assert model.student.backbone.n_storage_tokens == 2 and model.student.backbone.embed_dim == 128
-            if phase != "ssl":
-                assert cfg.gram.ckpt == str(previous) and cfg.student.pretrained_weights == str(previous)
+    for phase in PHASES:
+        cfg = phase_cfg(tmp_path, phase, None if phase == "ssl" else previous, [])
+        assert is_dinov3_form(cfg), phase  # a DINOv3 config: DINOv3's defaults and heads
+        model = build_meta_arch(cfg)
+        assert (model.gram is None) == (phase == "ssl"), phase
+        assert model.student.backbone.n_storage_tokens == 2 and model.student.backbone.embed_dim == 128
+        if phase != "ssl":
+            assert cfg.gram.ckpt == str(previous) and cfg.student.pretrained_weights == str(previous)
     assert cfg.crops.global_crops_size == [64, 96]
+    assert cfg.optim.base_lr == 0.001  # the phase's optim.lr, DINOv3's base learning rate (x 4)
+
+
+def test_a_phase_run_folder_reopens_through_the_backbone_door(tmp_path):
+    """Two iterations of the demo's first phase; its folder then opens with ``load_backbone`` (the eval commands,
+    ``visualize``, the scripts) as the trained teacher, and its ``config.yaml`` loads as a DINOv3 config. Before,
+    the demo's arch existed only inside the demo and its config was DINOv2's with DINOv3 student keys, which
+    neither family's key check took ("unknown key student.n_storage_tokens")."""
+    tiny = ["optim.epochs=1", "train.OFFICIAL_EPOCH_LENGTH=2", "evaluation.eval_period_iterations=2"]
+    with preserved_logging():
+        export = train_phase(phase_cfg(tmp_path, "ssl", None, [*tiny, "train.num_workers=0"]), resume=False)
+        loaded = load_backbone(tmp_path / "ssl", device="cpu")
+    assert (loaded.family, loaded.arch, loaded.embed_dim) == ("dinov3_vit", "vit_demo3", 128)
+    assert loaded.num_extra_tokens == 3  # class token + 2 storage tokens
+    teacher = torch.load(export, weights_only=True)["teacher"]
+    for name, tensor in loaded.model.state_dict().items():  # rope_embed.periods: bf16 values, exported as fp32
+        assert torch.equal(tensor.float(), teacher[f"backbone.{name}"].float()), name
+    assert is_dinov3_form(load_cfg(tmp_path / "ssl" / "config.yaml"))
+
+
+def test_an_unknown_arch_with_dinov3_student_keys_is_named_as_the_problem():
+    """The error names the arch and every family's archs, not the DINOv3 keys the DINOv2 defaults lack."""
+    with pytest.raises(ConfigValueError, match=r"student.arch: got 'vit_nope'.*vit_demo3.*\(dinov3_vit\)"):
+        load_cfg(None, ["student.arch=vit_nope", "student.n_storage_tokens=4"])

@@ -63,7 +63,6 @@ def test_a_missing_teacher_file_is_a_usage_error_before_any_output(tmp_path, cap
         f"distillation.full_cfg_path={config_path('train/demo_cpu')}",
         f"distillation.checkpoint_path={tmp_path / 'no_teacher.pth'}",
         f"train.dataset_path=Synthetic:root={tmp_path}/data:split=TRAIN",
-        "student.arch=vit_tiny",  # the demo's student arch is registered by the demo only
     ]
     with pytest.raises(SystemExit) as exit_info:
         cli_main(argv)
