@@ -214,7 +214,11 @@ def load_cfg(
     """
     layers = load_layers(config_file, opts)
     cfg = merge_training_layers(layers)
-    setting_lr = any(OmegaConf.select(layer, "optim.lr") not in (None, 0) for layer, _ in layers)
+    # A layer setting optim.lr alone (a run's own config.yaml holds both: the scaled lr is derived again)
+    setting_lr = any(
+        OmegaConf.select(layer, "optim.lr") not in (None, 0) and OmegaConf.select(layer, "optim.base_lr") is None
+        for layer, _ in layers
+    )
     if setting_lr and not is_dinov3_form(cfg):  # DINOv3's optim.lr is its base learning rate
         logger.warning("optim.lr is derived from optim.base_lr by optim.scaling_rule: set optim.base_lr instead")
     if output_dir:

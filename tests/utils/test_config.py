@@ -18,6 +18,7 @@ from dinov2.utils.config import (
     load_cfg,
     resolve_config_file,
     setup,
+    write_config,
 )
 
 
@@ -102,7 +103,7 @@ def test_bad_values_are_all_listed():
         load_cfg(opts=opts)
     message = str(info.value)
     expected = [
-        "student.arch: got 'vit_huge', expected one of ['vit_base', 'vit_giant2', 'vit_large', 'vit_small',",
+        "student.arch: got 'vit_huge', expected one of ['vit_base', 'vit_giant2', 'vit_large', 'vit_pico', 'vit_small',",
         "student.ffn_layer: got 'swiglu64', expected one of ['mlp', 'swiglu', 'swiglufused', 'identity']",
         "train.centering: got 'sinkhorn', expected one of ['centering', 'sinkhorn_knopp']",
         "param_dtype: got 'float16', expected one of ['fp32', 'fp16', 'bf16']",
@@ -146,6 +147,17 @@ def test_setting_lr_directly_warns(caplog):
     with caplog.at_level(logging.WARNING, logger="dinov2"):
         load_cfg(opts=["optim.lr=0.1"])
     assert "set optim.base_lr instead" in caplog.text
+
+
+def test_reloading_a_runs_config_does_not_warn_about_its_lr(tmp_path, caplog):
+    """A written config.yaml holds the scaled optim.lr beside optim.base_lr: reading it back (eval, scripts) is no
+    attempt to set the learning rate."""
+    cfg = apply_scaling_rules_to_cfg(load_cfg(opts=["train.batch_size_per_gpu=32"], output_dir=str(tmp_path)))
+    assert cfg.optim.lr > 0
+    path = write_config(cfg, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="dinov2"):
+        load_cfg(path)
+    assert "set optim.base_lr instead" not in caplog.text
 
 
 @pytest.mark.parametrize(
