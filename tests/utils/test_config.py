@@ -103,7 +103,8 @@ def test_bad_values_are_all_listed():
         load_cfg(opts=opts)
     message = str(info.value)
     expected = [
-        "student.arch: got 'vit_huge', expected one of ['vit_base', 'vit_giant2', 'vit_large', 'vit_pico', 'vit_small',",
+        "student.arch: got 'vit_huge', expected one of ['vit_base', 'vit_giant2', 'vit_large', 'vit_pico', "
+        "'vit_small',",
         "student.ffn_layer: got 'swiglu64', expected one of ['mlp', 'swiglu', 'swiglufused', 'identity']",
         "train.centering: got 'sinkhorn', expected one of ['centering', 'sinkhorn_knopp']",
         "param_dtype: got 'float16', expected one of ['fp32', 'fp16', 'bf16']",
