@@ -38,20 +38,25 @@ def test_reduced_demo_learns(reduced_demo):
 
 
 @pytest.mark.slow
-def test_reduced_demo_dino_term_leaves_uniform(reduced_demo):
-    """After the first 20 iterations (student and teacher start equal, so the term starts low) the DINO term (global
-    + local crops) goes well below ln K, its value when the student outputs uniform probabilities. With the released
-    teacher momentum 0.992 and temperature 0.04 -> 0.07 it stayed at >= 0.98 ln K from iteration 20 on (README, "The
-    CPU demo"); measured with the demo recipe: 0.66 ln K at iteration 50. Reads the fixture's losses (no training)."""
+def test_reduced_demo_dino_term_stays_below_uniform(reduced_demo):
+    """The DINO term (global + local crops) against ln K, its value for uniform student probabilities. Student and
+    teacher start equal, so the term starts low and rises towards ln K while the teacher's class tokens are still
+    alike (iterations 0-30); from iteration 40 on it stays well below ln K to the end of the run. With the released
+    teacher keys (momentum 0.992 -> 1, temperature 0.04 -> 0.07) it stayed at >= 0.98 ln K from iteration 20 on; with
+    momentum 0.95 -> 1 it left uniform (0.65 at iteration 50) and came back (1.02 at 99): README, "The CPU demo".
+    Measured with the demo's constant momentum 0.95 (seeds 0 / 1 / 2): at most 0.79 / 0.80 / 0.83 ln K from iteration
+    40 on. Reads the fixture's losses (no training)."""
     out, _ = reduced_demo
     uniform = math.log(load_cfg(out / "config.yaml").dino.head_n_prototypes)
     rows = [json.loads(line) for line in (out / "training_metrics.json").read_text().splitlines()]
-    dino = [
-        r["dino_global_crops_loss"] + r["dino_local_crops_loss"]
+    dino = {
+        r["iteration"]: (r["dino_global_crops_loss"] + r["dino_local_crops_loss"]) / uniform
         for r in rows
-        if r["iteration"] >= 20 and "ibot_loss" in r
-    ]
-    assert len(dino) >= 8 and min(dino) <= 0.8 * uniform, (uniform, dino)
+        if "ibot_loss" in r
+    }
+    late = {iteration: value for iteration, value in dino.items() if iteration >= 40}
+    assert len(late) >= 6 and 99 in late, dino
+    assert max(late.values()) <= 0.9, dino
 
 
 @pytest.mark.slow
