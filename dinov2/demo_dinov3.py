@@ -26,7 +26,8 @@ import torch
 from omegaconf import DictConfig
 
 from dinov2.configs import config_path
-from dinov2.utils.cli import ArgumentParser, add_output_dir
+from dinov2.utils.cli import ArgumentParser, add_output_dir, usage_errors
+from dinov2.utils.config import ConfigKeyError, ConfigValueError
 
 logger = logging.getLogger("dinov2")
 
@@ -158,5 +159,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--no-resume", action="store_true", help="train every phase from scratch")
     parser.add_argument("opts", nargs="*", metavar="KEY=VALUE", help="overrides of every phase's config")
     args = parser.parse_intermixed_args(argv)
-    print(format_results(run_demo(str(Path(args.output_dir).resolve()), args.opts, resume=not args.no_resume)))
+    output_dir = Path(args.output_dir).resolve()
+    with usage_errors(parser, ConfigKeyError, ConfigValueError):  # a bad override: exit 2 before any training
+        for phase in PHASES:
+            phase_cfg(output_dir, phase, None, args.opts)
+    print(format_results(run_demo(str(output_dir), args.opts, resume=not args.no_resume)))
     return 0

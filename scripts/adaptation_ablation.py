@@ -56,6 +56,8 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
     ),
     "recipe, no KoLeo": (RECIPE, ["dino.koleo_loss_weight=0"]),
     "recipe, no drop path": (RECIPE, ["student.drop_path_rate=0"]),
+    # the CPU demo's own from-scratch teacher (constant momentum 0.95, temperature 0.04), whose DINO term stays alive
+    "scratch, demo teacher": (SCRATCH, []),
 }
 DEFAULT_SETTINGS = list(SETTINGS)[:8]
 

@@ -50,3 +50,13 @@ def test_an_unknown_arch_with_dinov3_student_keys_is_named_as_the_problem():
     """The error names the arch and every family's archs, not the DINOv3 keys the DINOv2 defaults lack."""
     with pytest.raises(ConfigValueError, match=r"student.arch: got 'vit_nope'.*vit_demo3.*\(dinov3_vit\)"):
         load_cfg(None, ["student.arch=vit_nope", "student.n_storage_tokens=4"])
+
+
+def test_a_bad_override_is_a_usage_error_before_any_training(tmp_path, capsys):
+    from dinov2.demo_dinov3 import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--output-dir", str(tmp_path / "out"), "optim.epochz=1"])
+    assert exit_info.value.code == 2
+    assert "optim.epochz" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
