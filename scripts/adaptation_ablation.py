@@ -58,6 +58,7 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
     "recipe, no drop path": (RECIPE, ["student.drop_path_rate=0"]),
     # the CPU demo's own from-scratch teacher (constant momentum 0.95, temperature 0.04), whose DINO term stays alive
     "scratch, demo teacher": (SCRATCH, []),
+    "recipe, demo teacher momentum": (RECIPE, ["teacher.momentum_teacher=0.95", "teacher.final_momentum_teacher=0.95"]),
 }
 DEFAULT_SETTINGS = list(SETTINGS)[:8]
 
