@@ -325,6 +325,12 @@ def _check_filled(store: _Store, dropped: Tensor) -> None:
         raise RuntimeError(f"feature extraction missed {int((~done).sum())} of {len(done)} samples")
 
 
+def _no_rows(store_device: torch.device) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    """``(outputs, labels, indices)`` without a row, when no batch tells the row shapes."""
+    empty = torch.zeros(0, dtype=torch.long, device=store_device)
+    return {_TENSOR_KEY: torch.zeros(0, 0, device=store_device)}, empty, empty
+
+
 def _all_dropped(local: list[Tensor], comm: torch.device) -> Tensor:
     """Collective: the sorted dataset indices dropped on any rank (on the CPU), from each rank's ``local`` list."""
     mine = torch.cat(local) if local else torch.zeros(0, dtype=torch.long)
@@ -342,8 +348,7 @@ def _gathered(batches: Iterator, dropped: list[Tensor], sample_count: int, store
     store = _gather_all(batches, sample_count, store_device, comm, bar)
     all_dropped = _all_dropped(dropped, comm)  # after the batches: each rank's list is complete
     if store is None and len(all_dropped) == sample_count:  # no readable image: no row (shapes unknown)
-        empty = torch.zeros(0, dtype=torch.long, device=store_device)
-        return {_TENSOR_KEY: torch.zeros(0, 0, device=store_device)}, empty, empty, all_dropped
+        return *_no_rows(store_device), all_dropped
     if store is None:
         raise _no_batch_error()
     _check_filled(store, all_dropped)
@@ -363,8 +368,7 @@ def _concat_local(batches: Iterator, store_device: torch.device, bar) -> tuple[d
         if bar is not None:
             bar.update(len(index))
     if not outputs:  # more ranks than images: the row shapes are unknown here
-        empty = torch.zeros(0, dtype=torch.long, device=store_device)
-        return {_TENSOR_KEY: torch.zeros(0, 0, device=store_device)}, empty, empty
+        return _no_rows(store_device)
     joined = {key: torch.cat([part[key] for part in outputs]) for key in outputs[0]}
     return joined, torch.cat(labels), torch.cat(indices)
 
