@@ -102,14 +102,14 @@ def train_phase(cfg: DictConfig, resume: bool) -> Path:
 
 
 def _backbone(cfg: DictConfig, export: Path | None, seed: int = 0) -> torch.nn.Module:
-    from dinov2.models import build_model
-    from dinov2.models.weights import load_backbone_weights
+    """The teacher in ``export`` (or, without one, the seeded random init) of ``cfg``'s arch, through the backbone
+    door, on the CPU."""
+    from dinov2.features import load_backbone
 
-    torch.manual_seed(seed)
-    model, _ = build_model(cfg.student, only_teacher=True, img_size=64)
-    if export is not None:
-        load_backbone_weights(model, export, argument="teacher export")
-    return model.eval()
+    loaded = load_backbone(
+        config=cfg, weights=export, random_init=export is None, seed=seed, device="cpu", validate=False
+    )
+    return loaded.model
 
 
 def knn(model: torch.nn.Module, output_dir: Path, crop_size: int) -> dict[int, float]:
