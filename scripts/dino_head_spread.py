@@ -3,12 +3,15 @@
 For each teacher export of a training run (``<run>/eval/*/teacher_checkpoint.pth``), on ``--images`` images with the
 run's own multi-crop augmentation (two global crops and one local crop each), it prints:
 
-- ``sigma``: standard deviation of the centred prototype logits (the image-specific part; cosine units). Targets
+- ``sigma``: standard deviation of the centred prototype logits (the image-specific part; cosine units for DINOv2's
+  weight-normalised prototypes, cosines times the prototype norms for DINOv3's plain prototype layer). Targets
   ``softmax((l - c) / T)`` then have entropy about ``1 - (sigma / T)^2 / (2 ln K)`` of uniform (``H_pred``);
 - ``rho_gg`` / ``rho_lg``: correlation of an image's centred logits across two global views / a local and a global
   view (``rho_other``: between different images). Sharpening can grow ``sigma`` only when ``rho`` exceeds
   ``T_teacher / T_student``;
-- ``cos_cls`` / ``cos_head``: mean cosine between different images' class tokens and DINO-head bottleneck outputs.
+- ``cos_cls`` / ``cos_head``: mean cosine between different images' class tokens and DINO-head bottleneck outputs;
+- ``proto_norm``: mean norm of the prototypes (the last layer's rows), the bound on a logit (the bottleneck output
+  is normalised): ~1 for DINOv2's weight-normalised layer, 0.02 x sqrt(bottleneck dim) at init for DINOv3's.
 
     python scripts/dino_head_spread.py demo_output --images demo_output/data/val
 """
@@ -71,6 +74,7 @@ def measure(run: Path, export: Path, crops: dict[str, torch.Tensor]) -> dict[str
     cls = {name: backbone.forward_features(x)["x_norm_clstoken"] for name, x in crops.items()}
     bottleneck = head.mlp(cls["g1"])
     logits = {name: head(c) for name, c in cls.items()}
+    prototypes = head.last_layer(torch.eye(bottleneck.shape[-1])).T  # [K, bottleneck]: the effective prototype rows
     centred = logits["g1"] - logits["g1"].mean(0)
     sigma = float(centred.std())
     temp = float(cfg.teacher.teacher_temp)
@@ -84,6 +88,7 @@ def measure(run: Path, export: Path, crops: dict[str, torch.Tensor]) -> dict[str
         "threshold": temp / STUDENT_TEMP,
         "cos_cls": _mean_offdiagonal_cosine(cls["g1"]),
         "cos_head": _mean_offdiagonal_cosine(bottleneck),
+        "proto_norm": float(prototypes.norm(dim=-1).mean()),
     }
 
 
@@ -97,11 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     if not exports:
         parser.error(f"{args.run}/eval holds no teacher_checkpoint.pth: train first (python -m dinov2.demo)")
     crops = views(args.run, args.images, args.count)
-    names = ["sigma", "H_pred", "rho_gg", "rho_lg", "rho_other", "threshold", "cos_cls", "cos_head"]
-    print(f"{'export':<16}" + "".join(f"{n:>10}" for n in names))
+    names = ["sigma", "H_pred", "rho_gg", "rho_lg", "rho_other", "threshold", "cos_cls", "cos_head", "proto_norm"]
+    print(f"{'export':<16}" + "".join(f"{n:>11}" for n in names))
     for export in exports:
         row = measure(args.run, export, crops)
-        print(f"{export.parent.name:<16}" + "".join(f"{row[n]:>10.3f}" for n in names))
+        print(f"{export.parent.name:<16}" + "".join(f"{row[n]:>11.3f}" for n in names))
     return 0
 
 

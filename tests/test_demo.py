@@ -108,3 +108,4 @@ def test_the_dino_head_spread_probe_reads_the_demo_exports(reduced_demo):
     assert row["sigma"] > 0 and 0 <= row["H_pred"] <= 1, row
     assert row["rho_gg"] > row["rho_other"] + 0.1, row
     assert row["threshold"] == pytest.approx(0.4) and -1 <= row["cos_head"] <= 1, row
+    assert row["proto_norm"] == pytest.approx(1.0, rel=0.1), row  # DINOv2's weight-normalised prototypes

@@ -29,21 +29,44 @@ def test_demo_phases_build(tmp_path):
     assert cfg.optim.base_lr == 0.001  # the phase's optim.lr, DINOv3's base learning rate (x 4)
 
 
-def test_a_phase_run_folder_reopens_through_the_backbone_door(tmp_path):
-    """Two iterations of the demo's first phase; its folder then opens with ``load_backbone`` (the eval commands,
-    ``visualize``, the scripts) as the trained teacher, and its ``config.yaml`` loads as a DINOv3 config. Before,
-    the demo's arch existed only inside the demo and its config was DINOv2's with DINOv3 student keys, which
-    neither family's key check took ("unknown key student.n_storage_tokens")."""
+@pytest.fixture(scope="module")
+def ssl_phase(tmp_path_factory):
+    """Two iterations of the demo's first phase: (output directory, teacher export)."""
+    out = tmp_path_factory.mktemp("demo3")
     tiny = ["optim.epochs=1", "train.OFFICIAL_EPOCH_LENGTH=2", "evaluation.eval_period_iterations=2"]
     with preserved_logging():
-        export = train_phase(phase_cfg(tmp_path, "ssl", None, [*tiny, "train.num_workers=0"]), resume=False)
-        loaded = load_backbone(tmp_path / "ssl", device="cpu")
+        export = train_phase(phase_cfg(out, "ssl", None, [*tiny, "train.num_workers=0"]), resume=False)
+    return out, export
+
+
+def test_a_phase_run_folder_reopens_through_the_backbone_door(ssl_phase):
+    """Its folder opens with ``load_backbone`` (the eval commands, ``visualize``, the scripts) as the trained
+    teacher, and its ``config.yaml`` loads as a DINOv3 config. Before, the demo's arch existed only inside the demo
+    and its config was DINOv2's with DINOv3 student keys, which neither family's key check took ("unknown key
+    student.n_storage_tokens")."""
+    out, export = ssl_phase
+    with preserved_logging():
+        loaded = load_backbone(out / "ssl", device="cpu")
     assert (loaded.family, loaded.arch, loaded.embed_dim) == ("dinov3_vit", "vit_demo3", 128)
     assert loaded.num_extra_tokens == 3  # class token + 2 storage tokens
     teacher = torch.load(export, weights_only=True)["teacher"]
     for name, tensor in loaded.model.state_dict().items():  # rope_embed.periods: bf16 values, exported as fp32
         assert torch.equal(tensor.float(), teacher[f"backbone.{name}"].float()), name
-    assert is_dinov3_form(load_cfg(tmp_path / "ssl" / "config.yaml"))
+    assert is_dinov3_form(load_cfg(out / "ssl" / "config.yaml"))
+
+
+def test_the_dino_head_spread_probe_reads_a_dinov3_phase(ssl_phase):
+    """``scripts/dino_head_spread.py`` (README, "The CPU demo") on a DINOv3 run: DINOv3's plain prototype layer bounds
+    a logit by its rows' norm, 0.02 x sqrt(64) = 0.16 at init (DINOv2's weight-normalised rows: ~1), and the views
+    must agree more than DINOv3's final T_teacher / T_student = 0.07 / 0.1 for the targets to sharpen."""
+    from scripts import dino_head_spread
+
+    out, export = ssl_phase
+    crops = dino_head_spread.views(out / "ssl", out / "data" / "val", count=32)
+    row = dino_head_spread.measure(out / "ssl", export, crops)
+    assert row["threshold"] == pytest.approx(0.7), row
+    assert row["proto_norm"] == pytest.approx(0.02 * 64**0.5, rel=0.1), row
+    assert 0 <= row["sigma"] < 0.02 and row["H_pred"] > 0.99, row  # the head's logits: far below the temperature
 
 
 def test_an_unknown_arch_with_dinov3_student_keys_is_named_as_the_problem():
