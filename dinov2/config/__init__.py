@@ -2,16 +2,17 @@
 the closest valid keys suggested, value checks kept beside the registries they check, the run's ``config.yaml``.
 
 Used by training (``ssl_default_config.yaml``, :func:`load_cfg`), the teacher configs of distillation, the dense
-probe recipes and the curation config (a dataclass: :func:`schema_tree`). Imports nothing above ``utils/``:
-registries register their value checks here (:func:`register_check`). ``dinov2.utils.config`` is the released
-path: it re-exports this package, imports the registry checks and keeps ``setup`` / ``default_setup``.
+probe recipes, and the curation and dino.txt configs (dataclasses: :func:`load_dataclass_config`). Imports nothing
+above ``utils/``: registries register their value checks here (:func:`register_check`). ``dinov2.utils.config`` is
+the released path: it re-exports this package, imports the registry checks and keeps ``setup`` / ``default_setup``.
 
 - ``keys``: :class:`ConfigKeyError`, :func:`check_keys`, :func:`did_you_mean`, :func:`schema_tree`;
 - ``checks``: :class:`ConfigValueError`, :class:`Checker`, :func:`register_check`, :func:`validate_config`;
 - ``ssl_checks``: the training config's checks that need no registry;
 - ``dinov3``: DINOv3's configs as released: when DINOv3's defaults apply, its forms, the keys not implemented;
 - ``loader``: :func:`resolve_config_file`, :func:`parse_overrides`, :func:`load_layers`, :func:`merge_checked`,
-  :func:`merge_training_layers`, :func:`load_cfg`, :func:`apply_scaling_rules`, :func:`write_config`.
+  :func:`load_dataclass_config`, :func:`merge_training_layers`, :func:`load_cfg`, :func:`apply_scaling_rules`,
+  :func:`write_config`.
 """
 
 from dinov2.config.checks import (
@@ -48,6 +49,7 @@ from dinov2.config.loader import (
     fresh_dinov3_default_config,
     get_cfg_from_args,
     load_cfg,
+    load_dataclass_config,
     load_layers,
     merge_checked,
     merge_onto_defaults,
@@ -81,6 +83,7 @@ __all__ = [
     "fresh_dinov3_default_config",
     "get_cfg_from_args",
     "load_cfg",
+    "load_dataclass_config",
     "load_layers",
     "merge_checked",
     "merge_onto_defaults",

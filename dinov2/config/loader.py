@@ -7,6 +7,8 @@
   then merged, later wins;
 - :func:`merge_training_layers`: the training layers onto DINOv2's ``ssl_default_config.yaml`` or, for a DINOv3
   config, DINOv3's ``ssl_default_config_dinov3.yaml`` (:mod:`dinov2.config.dinov3`);
+- :func:`load_dataclass_config`: a config whose schema is a dataclass (curation, dino.txt): the above onto its
+  defaults, an ``--output-dir`` layer, the object built, ``output_dir`` made absolute;
 - :func:`load_cfg`: the training config: the above, ``train.output_dir`` made
   absolute, interpolations resolved, values validated (:func:`dinov2.config.checks.validate_config`);
 - :func:`apply_scaling_rules` derives ``optim.lr``; :func:`write_config` writes the run's ``config.yaml``.
@@ -20,7 +22,7 @@ import math
 import os
 import pathlib
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -36,7 +38,7 @@ from dinov2.config.dinov3 import (
     unimplemented_settings,
     without_null_specs,
 )
-from dinov2.config.keys import ConfigKeyError, check_keys
+from dinov2.config.keys import ConfigKeyError, check_keys, schema_tree
 from dinov2.config.ssl_checks import SCALING_RULES
 
 logger = logging.getLogger("dinov2")
@@ -151,6 +153,36 @@ def merge_checked(
     for layer, source in layers:
         check_keys(layer, defaults if reference is None else reference, source, rule, error)
     return OmegaConf.merge(defaults, *(layer for layer, _ in layers))
+
+
+Schema = TypeVar("Schema")
+
+
+def load_dataclass_config(
+    schema: type[Schema],
+    config_file: str | os.PathLike | None,
+    opts: Sequence[str] | None,
+    output_dir: str | os.PathLike | None,
+    folder: ConfigFolder,
+    error: type[Exception],
+) -> Schema:
+    """A config whose schema is the dataclass ``schema`` (with an ``output_dir`` field): its defaults <-
+    ``config_file`` (resolved in ``folder``) <- ``opts`` <- ``output_dir`` (``--output-dir``), every key checked
+    against the dataclass's fields (closest valid keys suggested), the object built and its ``output_dir`` made
+    absolute. ``error`` is raised for unknown keys, malformed files and overrides, and values of the wrong type;
+    value checks are the caller's."""
+    layers = load_layers(config_file, opts, folder, error)
+    if output_dir:
+        layers.append((OmegaConf.create({"output_dir": str(output_dir)}), "--output-dir"))
+    source = schema.__module__.replace(".", "/") + ".py"
+    rule = f"the keys of a {folder.what} are the fields of {schema.__name__} in {source}"
+    try:
+        merged = merge_checked(OmegaConf.structured(schema), layers, schema_tree(schema), rule, error)
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as problem:
+        raise error(f"invalid {folder.what} value: {problem}") from None
+    cfg.output_dir = os.path.abspath(os.path.expanduser(cfg.output_dir)) if cfg.output_dir else ""
+    return cfg
 
 
 def fresh_default_config() -> DictConfig:

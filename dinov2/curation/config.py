@@ -12,9 +12,8 @@ import os
 from dataclasses import dataclass, field
 
 from omegaconf import MISSING, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from dinov2.config import Checker, ConfigFolder, load_layers, merge_checked, schema_tree
+from dinov2.config import Checker, ConfigFolder, load_dataclass_config
 
 __all__ = ["CurationConfig", "CurationConfigError", "load_curation_config"]
 
@@ -141,7 +140,6 @@ class CurationConfig:
     as_is: dict[str, AsIsSet] = field(default_factory=dict)
 
 
-_KEYS_RULE = "the keys of a curation config are the fields of CurationConfig in dinov2/curation/config.py"
 _FOLDER = ConfigFolder(what="curation config", like="configs/curation/small.yaml", example="dedup.k=32")
 
 
@@ -152,9 +150,6 @@ _CHOICES = {
     "kmeans.dtype": ("float32", "float64"),
     "sample.strategy": ("random", "closest"),
 }
-
-
-_SCHEMA = schema_tree(CurationConfig)
 
 
 def _check_values(cfg: CurationConfig) -> None:
@@ -191,14 +186,6 @@ def load_curation_config(
 ) -> CurationConfig:
     """Defaults <- ``config_file`` (a path or a packaged name such as ``curation/small``) <- ``opts`` <- ``output_dir``,
     checked; raises :class:`CurationConfigError` naming unknown keys (with the closest valid ones) and bad values."""
-    layers = load_layers(config_file, opts, _FOLDER, CurationConfigError)
-    if output_dir:
-        layers.append((OmegaConf.create({"output_dir": str(output_dir)}), "--output-dir"))
-    try:
-        merged = merge_checked(OmegaConf.structured(CurationConfig), layers, _SCHEMA, _KEYS_RULE, CurationConfigError)
-        cfg = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as error:
-        raise CurationConfigError(f"invalid curation config value: {error}") from None
-    cfg.output_dir = os.path.abspath(os.path.expanduser(cfg.output_dir)) if cfg.output_dir else ""
+    cfg = load_dataclass_config(CurationConfig, config_file, opts, output_dir, _FOLDER, CurationConfigError)
     _check_values(cfg)
     return cfg

@@ -15,9 +15,8 @@ import os
 from dataclasses import dataclass, field
 
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from dinov2.config import Checker, ConfigFolder, load_layers, merge_checked, schema_tree
+from dinov2.config import Checker, ConfigFolder, load_dataclass_config
 
 __all__ = ["DinoTxtTrainConfig", "DinoTxtConfigError", "load_dinotxt_config"]
 
@@ -110,9 +109,7 @@ class DinoTxtTrainConfig:
     log_period: int = 10
 
 
-_KEYS_RULE = "the keys of a dino.txt config are the fields of DinoTxtTrainConfig in dinov2/train/dinotxt_config.py"
 _FOLDER = ConfigFolder(what="dino.txt config", like="configs/train/dinotxt_demo_cpu.yaml", example="optim.lr=1e-3")
-_SCHEMA = schema_tree(DinoTxtTrainConfig)
 
 
 def _check_values(cfg: DinoTxtTrainConfig) -> None:
@@ -143,14 +140,6 @@ def load_dinotxt_config(
     """Defaults <- ``config_file`` (a path or a packaged name such as ``train/dinotxt_demo_cpu``) <- ``opts`` <-
     ``output_dir``, checked; :class:`DinoTxtConfigError` names unknown keys (with the closest valid ones) and bad
     values."""
-    layers = load_layers(config_file, opts, _FOLDER, DinoTxtConfigError)
-    if output_dir:
-        layers.append((OmegaConf.create({"output_dir": str(output_dir)}), "--output-dir"))
-    try:
-        schema = OmegaConf.structured(DinoTxtTrainConfig)
-        cfg = OmegaConf.to_object(merge_checked(schema, layers, _SCHEMA, _KEYS_RULE, DinoTxtConfigError))
-    except OmegaConfBaseException as error:
-        raise DinoTxtConfigError(f"invalid dino.txt config value: {error}") from None
-    cfg.output_dir = os.path.abspath(os.path.expanduser(cfg.output_dir)) if cfg.output_dir else ""
+    cfg = load_dataclass_config(DinoTxtTrainConfig, config_file, opts, output_dir, _FOLDER, DinoTxtConfigError)
     _check_values(cfg)
     return cfg

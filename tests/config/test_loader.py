@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 
 import pytest
 from omegaconf import OmegaConf
@@ -15,6 +17,7 @@ from dinov2.config import (
     ConfigValueError,
     apply_scaling_rules,
     load_cfg,
+    load_dataclass_config,
     load_layers,
     merge_checked,
     packaged_names,
@@ -70,3 +73,36 @@ def test_write_config_round_trip(tmp_path):
     cfg.optim.scaling_rule = "linear"
     with pytest.raises(ConfigValueError, match=r"optim\.scaling_rule: got 'linear', expected one of"):
         apply_scaling_rules(cfg, world_size=1)
+
+
+@dataclasses.dataclass
+class _Section:
+    k: int = 8
+
+
+@dataclasses.dataclass
+class _ToolConfig:
+    """A tool's config as a dataclass (as curation and dino.txt have)."""
+
+    section: _Section = dataclasses.field(default_factory=_Section)
+    name: str = "a"
+    output_dir: str = ""
+
+
+class _ToolConfigError(ValueError):
+    pass
+
+
+def test_a_dataclass_config_loads_through_the_one_loader(tmp_path, monkeypatch):
+    folder = ConfigFolder(tmp_path, "tool config", like="tool.yaml", example="section.k=3")
+    (tmp_path / "tool.yaml").write_text("section:\n  k: 4\nname: b\n")
+    monkeypatch.chdir(tmp_path)
+    load = dict(schema=_ToolConfig, folder=folder, error=_ToolConfigError)
+    cfg = load_dataclass_config(config_file="tool", opts=["section.k=5"], output_dir="out", **load)
+    assert cfg == _ToolConfig(_Section(5), "b", os.path.join(str(tmp_path), "out"))  # file <- overrides <- --output-dir
+    assert load_dataclass_config(config_file=None, opts=[], output_dir=None, **load) == _ToolConfig()
+    with pytest.raises(_ToolConfigError, match=r"unknown key 'section.kk'; did you mean 'section.k'\?") as info:
+        load_dataclass_config(config_file=None, opts=["section.kk=1"], output_dir=None, **load)
+    assert "the fields of _ToolConfig in tests/config/test_loader.py" in str(info.value)
+    with pytest.raises(_ToolConfigError, match="(?s)invalid tool config value: .*full_key: section.k"):
+        load_dataclass_config(config_file=None, opts=["section.k=abc"], output_dir=None, **load)
