@@ -9,7 +9,7 @@ import pytest
 
 from dinov2.train.adapt_digits import (
     GUARD_OPTS,
-    RELEASED_TEACHER_OPTS,
+    RELEASED_OPTS,
     Scale,
     knn_top1,
     registered_digits_arch,
@@ -35,7 +35,7 @@ def test_adapting_on_new_digits_gains_on_them_and_keeps_the_old_ones(tmp_path):
     root = write_digits(tmp_path / "digits", size=SCALE.image_size)
     quarter = SCALE.adapt_iterations // 4
     with registered_digits_arch(), preserved_logging():
-        opts = [*SCALE.opts(SCALE.pretrain_iterations), f"optim.base_lr={SCALE.base_lr}", *RELEASED_TEACHER_OPTS]
+        opts = [*SCALE.opts(SCALE.pretrain_iterations), f"optim.base_lr={SCALE.base_lr}", *RELEASED_OPTS]
         released = train_run(
             tmp_path / "released", "train/demo_cpu", [*opts, f"train.dataset_path=ImageFolder:root={root}/old/train"]
         )
