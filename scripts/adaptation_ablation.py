@@ -1,7 +1,7 @@
 """Which adaptation settings keep a trained backbone's features while it learns new images? (issue 22)
 
-    python scripts/adaptation_ablation.py [--output-dir D] [--pretrain-iterations N] [--adapt-iterations M]
-                                          [--seeds 0 1 ...] [--settings scratch recipe ...]
+    python scripts/adaptation_ablation.py [--output-dir D] [--image-size PX] [--pretrain-iterations N]
+                                          [--adapt-iterations M] [--seeds 0 1 ...] [--settings scratch recipe ...]
 
 The digits experiment of ``dinov2/train/adapt_digits.py``: a small ViT trained from scratch on the digits 0-4
 plays the released model; each setting adapts it on the digits 5-9 through the trainer; the table gives the k-NN
@@ -26,58 +26,31 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dinov2.configs import config_path  # noqa: E402
 from dinov2.train.adapt_digits import (  # noqa: E402
-    GUARD_OPTS,
-    RELEASED_LR_FLOOR,
-    RELEASED_OPTS,
+    SCRATCH,
+    SETTINGS,
     Scale,
+    adapt_opts,
     knn_top1,
+    pretrain_opts,
     registered_digits_arch,
     train_run,
     write_digits,
 )
 from dinov2.train.collapse_guard import CollapseDetected  # noqa: E402
 
-RECIPE, SCRATCH = "train/adapt_demo_cpu", "train/demo_cpu"
-SETTINGS: dict[str, tuple[str, list[str]]] = {
-    "scratch": (SCRATCH, list(RELEASED_OPTS)),
-    "recipe": (RECIPE, []),
-    "recipe, no head warm-up": (RECIPE, ["adapt.head_warmup_iterations=0", "adapt.backbone_lr_ramp_iterations=0"]),
-    "recipe, from-scratch lr": (RECIPE, ["LR_RATIO=1"]),
-    "recipe, layer decay 0.9": (RECIPE, ["optim.layerwise_decay=0.9"]),
-    "recipe, momentum 0.999": (RECIPE, ["teacher.momentum_teacher=0.999"]),
-    "recipe, cold teacher 0.04 -> 0.07": (
-        RECIPE,
-        ["teacher.warmup_teacher_temp=0.04", "teacher.warmup_teacher_temp_epochs=2"],
-    ),
-    "recipe + Gram anchoring to the start": (
-        RECIPE,
-        ["gram.use_loss=true", "gram.ckpt=RELEASED", "gram.rep_update=false", "gram.img_level=true", "GRAM_CROPS"],
-    ),
-    "recipe, no KoLeo": (RECIPE, ["dino.koleo_loss_weight=0"]),
-    "recipe, no drop path": (RECIPE, ["student.drop_path_rate=0"]),
-    # the CPU demo's own from-scratch teacher (constant momentum 0.95, temperature 0.04), whose DINO term stays alive
-    # (its learning-rate floor kept at the released 1e-6, as measured)
-    "scratch, demo teacher": (SCRATCH, list(RELEASED_LR_FLOOR)),
-    "recipe, demo teacher momentum": (RECIPE, ["teacher.momentum_teacher=0.95", "teacher.final_momentum_teacher=0.95"]),
-}
 DEFAULT_SETTINGS = list(SETTINGS)[:8]
-
-
-def lr_opt(config: str, extra: list[str], scale: Scale) -> str:
-    """``optim.base_lr`` at the experiment's scale: its from-scratch lr times the config's ratio to the demo's."""
-    from dinov2.utils.config import load_cfg
-
-    if "LR_RATIO=1" in extra:
-        return f"optim.base_lr={scale.base_lr}"
-    ratio = load_cfg(str(config_path(config))).optim.base_lr / load_cfg(str(config_path(SCRATCH))).optim.base_lr
-    return f"optim.base_lr={scale.base_lr * ratio:g}"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", default=None, help="runs and images (default: a temporary folder)")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=Scale.image_size,
+        help="global crops (px); local crops half, patches a quarter",
+    )
     parser.add_argument("--pretrain-iterations", type=int, default=Scale.pretrain_iterations)
     parser.add_argument("--adapt-iterations", type=int, default=Scale.adapt_iterations)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="adaptation seeds (train.seed)")
@@ -90,14 +63,8 @@ def scores(run: Path, weights: Path | None, root: Path, scale: Scale) -> tuple[f
 
 
 def adapt(name: str, released: Path, root: Path, out: Path, scale: Scale, seed: int) -> tuple[float, float, str]:
-    config, extra = SETTINGS[name]
     run = out / (name.replace(" ", "_").replace(",", "").replace(">", "") + (f"_seed{seed}" if seed else ""))
-    opts = [*scale.opts(scale.adapt_iterations), f"student.pretrained_weights={released}", lr_opt(config, extra, scale)]
-    opts += [*GUARD_OPTS, f"train.seed={seed}"]
-    extra = [opt.replace("RELEASED", str(released)) for opt in extra if opt != "LR_RATIO=1"]
-    gram_crops = [f"crops.gram_teacher_crops_size={scale.image_size}", "crops.gram_teacher_no_distortions=true"]
-    opts += [new for opt in extra for new in (gram_crops if opt == "GRAM_CROPS" else [opt])]
-    opts.append(f"train.dataset_path=ImageFolder:root={root / 'new' / 'train'}")
+    config, opts = adapt_opts(name, released, root, scale, seed)
     note = ""
     try:
         export = train_run(run, config, opts)
@@ -110,20 +77,25 @@ def adapt(name: str, released: Path, root: Path, out: Path, scale: Scale, seed: 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    scale = Scale(pretrain_iterations=args.pretrain_iterations, adapt_iterations=args.adapt_iterations)
+    scale = Scale(
+        image_size=args.image_size,
+        local_size=args.image_size // 2,
+        patch_size=args.image_size // 4,
+        pretrain_iterations=args.pretrain_iterations,
+        adapt_iterations=args.adapt_iterations,
+    )
     out = Path(args.output_dir or tempfile.mkdtemp(prefix="adaptation_ablation_"))
     root = write_digits(out / "digits", size=scale.image_size)
     started = time.time()
     with registered_digits_arch():
-        opts = [*scale.opts(scale.pretrain_iterations), f"optim.base_lr={scale.base_lr}", *RELEASED_OPTS]
-        opts.append(f"train.dataset_path=ImageFolder:root={root / 'old' / 'train'}")
-        released = train_run(out / "released", SCRATCH, opts)
+        released = train_run(out / "released", SCRATCH, pretrain_opts(scale, root))
         random_old, random_new = scores(out / "released", None, root, scale)
         old, new = scores(out / "released", released, root, scale)
         runs = {name: [adapt(name, released, root, out, scale, seed) for seed in args.seeds] for name in args.settings}
     print(
-        f"\nk-NN top-1 (%, k=10, held-out digits); {scale.pretrain_iterations} pretraining iterations on 0-4, "
-        f"{scale.adapt_iterations} adaptation iterations on 5-9, seeds {args.seeds}; {time.time() - started:.0f} s\n"
+        f"\nk-NN top-1 (%, k=10, held-out digits); {scale.image_size} px; {scale.pretrain_iterations} pretraining "
+        f"iterations on 0-4, {scale.adapt_iterations} adaptation iterations on 5-9, seeds {args.seeds}; "
+        f"{time.time() - started:.0f} s\n"
     )
     print("| setting | old digits 0-4 | new digits 5-9 | note |\n|---|---|---|---|")
     print(f"| random init | {random_old:.1f} | {random_new:.1f} | |")

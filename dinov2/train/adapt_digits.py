@@ -38,8 +38,11 @@ __all__ = [
     "HALVES",
     "RELEASED_LR_FLOOR",
     "RELEASED_OPTS",
+    "SETTINGS",
     "Scale",
+    "adapt_opts",
     "knn_top1",
+    "pretrain_opts",
     "registered_digits_arch",
     "train_run",
     "write_digits",
@@ -65,6 +68,36 @@ RELEASED_OPTS = (
     "teacher.teacher_temp=0.07",
     *RELEASED_LR_FLOOR,
 )
+
+
+RECIPE, SCRATCH = "train/adapt_demo_cpu", "train/demo_cpu"
+# Adaptation settings: (packaged config, overrides). ``scratch`` is the from-scratch demo recipe with the released
+# teacher keys (no head warm-up, cold teacher 0.04 -> 0.07, momentum 0.992, layer decay 0.9, last-layer freeze);
+# ``recipe`` is ``configs/train/adapt_demo_cpu.yaml``; most others are the recipe with one setting changed.
+# Placeholders: ``LR_RATIO=1`` (the from-scratch lr), ``RELEASED`` (the starting export), ``GRAM_CROPS`` (the Gram
+# teacher's crops at the experiment's size).
+SETTINGS: dict[str, tuple[str, list[str]]] = {
+    "scratch": (SCRATCH, list(RELEASED_OPTS)),
+    "recipe": (RECIPE, []),
+    "recipe, no head warm-up": (RECIPE, ["adapt.head_warmup_iterations=0", "adapt.backbone_lr_ramp_iterations=0"]),
+    "recipe, from-scratch lr": (RECIPE, ["LR_RATIO=1"]),
+    "recipe, layer decay 0.9": (RECIPE, ["optim.layerwise_decay=0.9"]),
+    "recipe, momentum 0.999": (RECIPE, ["teacher.momentum_teacher=0.999"]),
+    "recipe, cold teacher 0.04 -> 0.07": (
+        RECIPE,
+        ["teacher.warmup_teacher_temp=0.04", "teacher.warmup_teacher_temp_epochs=2"],
+    ),
+    "recipe + Gram anchoring to the start": (
+        RECIPE,
+        ["gram.use_loss=true", "gram.ckpt=RELEASED", "gram.rep_update=false", "gram.img_level=true", "GRAM_CROPS"],
+    ),
+    "recipe, no KoLeo": (RECIPE, ["dino.koleo_loss_weight=0"]),
+    "recipe, no drop path": (RECIPE, ["student.drop_path_rate=0"]),
+    # the CPU demo's own from-scratch teacher (constant momentum 0.95, temperature 0.04), whose DINO term stays alive
+    # (its learning-rate floor kept at the released 1e-6, as measured)
+    "scratch, demo teacher": (SCRATCH, list(RELEASED_LR_FLOOR)),
+    "recipe, demo teacher momentum": (RECIPE, ["teacher.momentum_teacher=0.95", "teacher.final_momentum_teacher=0.95"]),
+}
 
 
 @contextlib.contextmanager
@@ -161,3 +194,31 @@ def knn_top1(weights: Path | None, config_file: Path, root: Path, half: str, ima
         loaded.model, train, val, nb_knn=[NB_KNN], batch_size=256, num_workers=0, progress=False
     )
     return top1_by_k(results)[NB_KNN]
+
+
+def pretrain_opts(scale: Scale, root: Path) -> list[str]:
+    """Overrides of ``SCRATCH`` that train "the released model" on the old digits' train part at ``scale``."""
+    opts = [*scale.opts(scale.pretrain_iterations), f"optim.base_lr={scale.base_lr}", *RELEASED_OPTS]
+    return [*opts, f"train.dataset_path=ImageFolder:root={root / 'old' / 'train'}"]
+
+
+def adapt_opts(setting: str, released: Path, root: Path, scale: Scale, seed: int = 0) -> tuple[str, list[str]]:
+    """(packaged config, overrides) that adapt ``released`` on the new digits' train part with ``setting`` (a key of
+    :data:`SETTINGS`). Learning rates are the experiment's from-scratch lr (``scale.base_lr``) times the config's
+    ratio to the demo's; the guard's entropy check is off (:data:`GUARD_OPTS`)."""
+    from dinov2.utils.config import load_cfg
+
+    config, extra = SETTINGS[setting]
+    ratio = 1.0
+    if "LR_RATIO=1" not in extra:
+        ratio = load_cfg(str(config_path(config))).optim.base_lr / load_cfg(str(config_path(SCRATCH))).optim.base_lr
+    opts = [*scale.opts(scale.adapt_iterations), f"student.pretrained_weights={released}"]
+    opts += [f"optim.base_lr={scale.base_lr * ratio:g}", *GUARD_OPTS, f"train.seed={seed}"]
+    gram_crops = [f"crops.gram_teacher_crops_size={scale.image_size}", "crops.gram_teacher_no_distortions=true"]
+    for opt in extra:
+        if opt == "GRAM_CROPS":
+            opts += gram_crops
+        elif opt != "LR_RATIO=1":
+            opts.append(opt.replace("RELEASED", str(released)))
+    opts.append(f"train.dataset_path=ImageFolder:root={root / 'new' / 'train'}")
+    return config, opts
