@@ -97,6 +97,16 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
     # (its learning-rate floor kept at the released 1e-6, as measured)
     "scratch, demo teacher": (SCRATCH, list(RELEASED_LR_FLOOR)),
     "recipe, demo teacher momentum": (RECIPE, ["teacher.momentum_teacher=0.95", "teacher.final_momentum_teacher=0.95"]),
+    # the recipe with the demo's whole teacher: does the rest of the recipe protect against a live DINO term?
+    "recipe, demo teacher": (
+        RECIPE,
+        [
+            "teacher.momentum_teacher=0.95",
+            "teacher.final_momentum_teacher=0.95",
+            "teacher.warmup_teacher_temp=0.04",
+            "teacher.teacher_temp=0.04",
+        ],
+    ),
 }
 
 
