@@ -34,6 +34,7 @@ from dinov2.train.adapt_digits import (  # noqa: E402
     knn_top1,
     pretrain_opts,
     registered_digits_arch,
+    run_folder,
     train_run,
     write_digits,
 )
@@ -63,7 +64,7 @@ def scores(run: Path, weights: Path | None, root: Path, scale: Scale) -> tuple[f
 
 
 def adapt(name: str, released: Path, root: Path, out: Path, scale: Scale, seed: int) -> tuple[float, float, str]:
-    run = out / (name.replace(" ", "_").replace(",", "").replace(">", "") + (f"_seed{seed}" if seed else ""))
+    run = out / run_folder(name, seed)
     config, opts = adapt_opts(name, released, root, scale, seed)
     note = ""
     try:

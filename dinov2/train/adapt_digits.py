@@ -44,6 +44,7 @@ __all__ = [
     "knn_top1",
     "pretrain_opts",
     "registered_digits_arch",
+    "run_folder",
     "train_run",
     "write_digits",
 ]
@@ -210,6 +211,12 @@ def pretrain_opts(scale: Scale, root: Path) -> list[str]:
     """Overrides of ``SCRATCH`` that train "the released model" on the old digits' train part at ``scale``."""
     opts = [*scale.opts(scale.pretrain_iterations), f"optim.base_lr={scale.base_lr}", *RELEASED_OPTS]
     return [*opts, f"train.dataset_path=ImageFolder:root={root / 'old' / 'train'}"]
+
+
+def run_folder(setting: str, seed: int = 0) -> str:
+    """The folder name of ``setting``'s run with adaptation seed ``seed`` (seed 0 unmarked)."""
+    name = setting.replace(" ", "_").replace(",", "").replace(">", "")
+    return name + (f"_seed{seed}" if seed else "")
 
 
 def adapt_opts(setting: str, released: Path, root: Path, scale: Scale, seed: int = 0) -> tuple[str, list[str]]:

@@ -17,6 +17,7 @@ from dinov2.train.adapt_digits import (
     knn_top1,
     pretrain_opts,
     registered_digits_arch,
+    run_folder,
     train_run,
     write_digits,
 )
@@ -40,7 +41,7 @@ def released_and_adapted(tmp_path: Path, scale: Scale, settings: dict[str, list[
     """Pretrain "the released model" at ``scale``, adapt it with each setting (name -> extra overrides), and score
     every backbone: {(run, half): k-NN top-1}."""
     root = write_digits(tmp_path / "digits", size=scale.image_size)
-    runs = {name: tmp_path / name.replace(", ", "_").replace(" ", "_") for name in ["released", *settings]}
+    runs = {name: tmp_path / run_folder(name) for name in ["released", *settings]}
     with registered_digits_arch(), preserved_logging():
         exports = {"released": train_run(runs["released"], SCRATCH, pretrain_opts(scale, root))}
         for setting, extra in settings.items():
