@@ -205,25 +205,25 @@ class DataAugmentationDINO:
         """Crop kinds in output order: ``global1``, ``global2``, then ``local`` once per local crop."""
         return ["global1", "global2"] + ["local"] * self.local_crops_number
 
-    def draw_crop_params(self, kind: str, height: int, width: int) -> CropParams:
+    def draw_crop_params(
+        self, kind: str, height: int, width: int, *, geometry: bool = True, colour: bool = True
+    ) -> CropParams:
         """Draw one crop's random choices for a ``height`` x ``width`` image from the global torch RNG.
 
         The calls (and their order) are those of the released torchvision v1 transforms: RandomResizedCrop,
         RandomHorizontalFlip, RandomApply(ColorJitter), RandomGrayscale, GaussianBlur, RandomSolarize.
+        ``geometry=False`` skips the first two (the crop is the whole image, unflipped) and ``colour=False`` the
+        colour jitter and grayscale: DINOv3's local crops cut from a global crop, and its shared colour jitter.
         """
         recipe = self.recipes[kind]
-        top, left, crop_height, crop_width = transforms.RandomResizedCrop.get_params(
-            _shape_only(height, width), list(recipe.scale), _ASPECT_RATIO
-        )
-        flip = bool(torch.rand(1) < self.flip_probability)
-        order = factors = None
-        if not self.color_jitter_probability < torch.rand(1):  # RandomApply: applied iff rand <= p
-            jitter = self._jitter
-            order, *factors = transforms.ColorJitter.get_params(
-                jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue
+        if geometry:
+            top, left, crop_height, crop_width = transforms.RandomResizedCrop.get_params(
+                _shape_only(height, width), list(recipe.scale), _ASPECT_RATIO
             )
-            order = tuple(order.tolist())
-        grayscale = bool(torch.rand(1) < self.grayscale_probability)
+            flip = bool(torch.rand(1) < self.flip_probability)
+        else:
+            top, left, crop_height, crop_width, flip = 0, 0, height, width, False
+        order, factors, grayscale = self._draw_colour() if colour else (None, None, False)
         sigma = None
         if not recipe.blur_probability < torch.rand(1):
             sigma = transforms.GaussianBlur.get_params(*self.blur_sigma)
@@ -231,6 +231,17 @@ class DataAugmentationDINO:
         return CropParams(
             top, left, crop_height, crop_width, flip, order, *(factors or (None,) * 4), grayscale, sigma, solarize
         )
+
+    def _draw_colour(self) -> tuple[tuple[int, ...] | None, list | None, bool]:
+        """RandomApply(ColorJitter) then RandomGrayscale: ``(jitter order, jitter factors, grayscale)``."""
+        order = factors = None
+        if not self.color_jitter_probability < torch.rand(1):  # RandomApply: applied iff rand <= p
+            jitter = self._jitter
+            order, *factors = transforms.ColorJitter.get_params(
+                jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue
+            )
+            order = tuple(order.tolist())
+        return order, factors, bool(torch.rand(1) < self.grayscale_probability)
 
     def draw_params(self, height: int, width: int) -> list[CropParams]:
         """Every crop's random choices for one image, in :attr:`crop_kinds` order (the calls ``__call__`` makes)."""
@@ -250,16 +261,20 @@ class DataAugmentationDINO:
                 x = ops.adjust_hue(x, params.hue)
         return x
 
+    def apply_colour(self, x: torch.Tensor, params: CropParams) -> torch.Tensor:
+        """The colour jitter and grayscale of ``params`` on a float ``[3, H, W]`` image on the 0..255 scale."""
+        if params.jitter_order is not None:
+            x = self._jitter_tensor(x, params)
+        if params.grayscale:
+            x = ops.to_grayscale(x)
+        return x
+
     def apply_crop_params(self, image: torch.Tensor, params: CropParams, size: int) -> torch.Tensor:
         """The crop ``params`` describe, from a uint8 ``[3, H, W]`` image: normalised float32 ``[3, size, size]``."""
         crop = ops.resized_crop(image, params.top, params.left, params.height, params.width, size)  # uint8
         if params.flip:
             crop = ops.hflip(crop)
-        x = crop.float()  # [3, S, S], 0..255
-        if params.jitter_order is not None:
-            x = self._jitter_tensor(x, params)
-        if params.grayscale:
-            x = ops.to_grayscale(x)
+        x = self.apply_colour(crop.float(), params)  # [3, S, S], 0..255
         if params.blur_sigma is not None:
             x = ops.gaussian_blur(x, params.blur_sigma, self.blur_kernel_size)
         if params.solarize:

@@ -45,8 +45,8 @@ from dinov2.data import (  # noqa: E402
 )
 from dinov2.data.crop_sizes import CropSizes, CropSizeSampler, MultiResolutionLoader, crop_size_entries  # noqa: E402
 from dinov2.data.dataset_strings import parse_dataset_str  # noqa: E402
+from dinov2.data.dinov3_augment import DataAugmentationDINOv3  # noqa: E402
 from dinov2.data.gpu_augment import DeviceAugmentation  # noqa: E402
-from dinov2.data.gram_augment import DataAugmentationGram  # noqa: E402
 from dinov2.distributed.sharding import clip_grad_norm_  # noqa: E402
 from dinov2.distributed.subgroups import whole_job  # noqa: E402
 from dinov2.logging import MetricLogger  # noqa: E402
@@ -127,20 +127,31 @@ def build_data_loader(cfg: DictConfig, start_iter: int) -> Iterable[dict]:
 
 
 def _augmentation(cfg: DictConfig, sizes: CropSizes) -> DataAugmentationDINO:
-    for key in ("localcrops_subset_of_globalcrops", "share_color_jitter"):
-        if cfg.crops[key]:
-            raise ValueError(f"crops.{key}=true is not implemented by this trainer; set crops.{key}=false")
+    """DINOv2's multi-crop augmentation, or DINOv3's when a DINOv3 ``crops`` option is on (Gram teacher crops for a
+    Gram loss with its own teacher, shared colour jitter, local crops cut from the global crops)."""
     crops = cfg.crops
     common = dict(global_crops_size=sizes.global_size, local_crops_size=sizes.local_size)
     common["flip_probability"] = 0.5 if crops.horizontal_flips else 0.0
     args = (crops.global_crops_scale, crops.local_crops_scale, crops.local_crops_number)
-    if sizes.gram_size is None or cfg.gram.ema_teacher or not cfg.gram.use_loss:
+    gram_size = None if sizes.gram_size is None or cfg.gram.ema_teacher or not cfg.gram.use_loss else sizes.gram_size
+    dinov3 = {
+        "crops.gram_teacher_crops_size": gram_size is not None,
+        "crops.share_color_jitter": bool(crops.share_color_jitter),
+        "crops.localcrops_subset_of_globalcrops": bool(crops.localcrops_subset_of_globalcrops),
+    }
+    if not any(dinov3.values()):
         return DataAugmentationDINO(*args, **common)
     if cfg.train.data_device == "cuda":
-        raise ValueError("crops.gram_teacher_crops_size needs train.data_device=cpu (the workers make Gram crops)")
-    no_distortions = bool(crops.gram_teacher_no_distortions)
-    return DataAugmentationGram(
-        *args, gram_teacher_crops_size=sizes.gram_size, gram_teacher_no_distortions=no_distortions, **common
+        keys = ", ".join(key for key, on in dinov3.items() if on)
+        raise ValueError(f"{keys} need train.data_device=cpu (the data workers make DINOv3's crops)")
+    return DataAugmentationDINOv3(
+        *args,
+        gram_teacher_crops_size=gram_size,
+        gram_teacher_no_distortions=bool(crops.gram_teacher_no_distortions),
+        share_color_jitter=dinov3["crops.share_color_jitter"],
+        local_crops_subset_of_global_crops=dinov3["crops.localcrops_subset_of_globalcrops"],
+        patch_size=cfg.student.patch_size,
+        **common,
     )
 
 

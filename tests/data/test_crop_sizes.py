@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from dinov2.data import DataAugmentationDINO
 from dinov2.data import fast_augment as ops
 from dinov2.data.crop_sizes import CropSizes, CropSizeSampler, MultiResolutionLoader, crop_size_entries
-from dinov2.data.gram_augment import DataAugmentationGram
+from dinov2.data.dinov3_augment import DataAugmentationDINOv3
 
 HIGH_RES_RATIOS = [0.3, 0.3, 0.3, 0.05, 0.05]  # dinov3_vit7b16_high_res_adapt.yaml
 
@@ -86,8 +86,8 @@ CROP_ARGS = ((0.32, 1.0), (0.05, 0.32), 2)  # global scale, local scale, local c
 SIZES = {"global_crops_size": 16, "local_crops_size": 8}
 
 
-def _gram_augmentation(gram_size: int, no_distortions: bool) -> DataAugmentationGram:
-    return DataAugmentationGram(
+def _gram_augmentation(gram_size: int, no_distortions: bool) -> DataAugmentationDINOv3:
+    return DataAugmentationDINOv3(
         *CROP_ARGS, **SIZES, gram_teacher_crops_size=gram_size, gram_teacher_no_distortions=no_distortions
     )
 

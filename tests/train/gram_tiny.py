@@ -82,11 +82,14 @@ def train(cfg: DictConfig, history: list | None = None, no_resume: bool = False)
 
 
 def high_res_cfg(output_dir: Path, data_root: Path, n_iterations: int = 8) -> DictConfig:
-    """The Gram-anchored two-resolution run of ``n_iterations`` (4 per epoch), checkpoints every 4 iterations."""
+    """The Gram-anchored two-resolution run of ``n_iterations`` (4 per epoch), checkpoints every 4 iterations, with
+    DINOv3's other crop options on (one colour jitter per image, local crops cut from the global crops)."""
     opts = [
         f"train.dataset_path={dataset_opt(data_root)}",
         "checkpointing.period=4",
         f"optim.epochs={n_iterations // 4}",
+        "crops.share_color_jitter=true",
+        "crops.localcrops_subset_of_globalcrops=true",
     ]
     return v3_cfg(output_dir, *opts, extra=HIGH_RES)
 
