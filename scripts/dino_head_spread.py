@@ -13,7 +13,13 @@ run's own multi-crop augmentation (two global crops and one local crop each), it
 - ``proto_norm``: mean norm of the prototypes (the last layer's rows), the bound on a logit (the bottleneck output
   is normalised): ~1 for DINOv2's weight-normalised layer, 0.02 x sqrt(bottleneck dim) at init for DINOv3's.
 
+With ``--temperatures T ...`` it prints instead, for the last export, the targets its head gives one batch (two
+global crops of each image) at each teacher temperature, with softmax centring and with Sinkhorn-Knopp: their mean
+entropy (x ln K) and the share of the prototypes the batch uses (README, Distillation: why the distillation demo
+uses its teacher's own centring).
+
     python scripts/dino_head_spread.py demo_output --images demo_output/data/val
+    python scripts/dino_head_spread.py demo_output --images demo_output/data/train --count 64 --temperatures 0.04 0.07
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import torch.nn.functional as F
 from dinov2.data.augmentations import DataAugmentationDINO
 from dinov2.data.datasets import ImageFolder
 from dinov2.features import load_backbone
+from dinov2.loss import DINOLoss
 from dinov2.models.weights import read_checkpoint, read_parts
 from dinov2.train.heads import heads_for
 from dinov2.utils.config import load_cfg
@@ -62,15 +69,21 @@ def views(run: Path, images: Path, count: int, seed: int = 0) -> dict[str, torch
     }
 
 
-@torch.no_grad()
-def measure(run: Path, export: Path, crops: dict[str, torch.Tensor]) -> dict[str, float]:
-    """The signals of one export (see the module docstring); the export is read once for backbone and head."""
+def _teacher(run: Path, export: Path) -> tuple:
+    """``(config, backbone, DINO head)`` of a teacher export, the file read once for both."""
     cfg = load_cfg(run / "config.yaml")
     checkpoint = read_checkpoint(export)
     backbone = load_backbone(config=cfg, weights=checkpoint, validate=False).model
     head = heads_for(cfg).build(backbone.embed_dim)["dino_head"].eval()
     parts = read_parts(checkpoint)
     head.load_state_dict({k.removeprefix("dino_head."): v for k, v in parts.items() if k.startswith("dino_head.")})
+    return cfg, backbone, head
+
+
+@torch.no_grad()
+def measure(run: Path, export: Path, crops: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The signals of one export (see the module docstring)."""
+    cfg, backbone, head = _teacher(run, export)
     cls = {name: backbone.forward_features(x)["x_norm_clstoken"] for name, x in crops.items()}
     bottleneck = head.mlp(cls["g1"])
     logits = {name: head(c) for name, c in cls.items()}
@@ -92,16 +105,56 @@ def measure(run: Path, export: Path, crops: dict[str, torch.Tensor]) -> dict[str
     }
 
 
+def _entropy(q: torch.Tensor) -> torch.Tensor:
+    return -(q * q.clamp_min(1e-30).log()).sum(-1)
+
+
+@torch.no_grad()
+def targets(
+    run: Path, export: Path, crops: dict[str, torch.Tensor], temperatures: list[float]
+) -> dict[float, dict[str, float]]:
+    """The teacher targets of the two global crops of every image (one batch) at each temperature, with softmax
+    centring (the batch mean as the centre) and with Sinkhorn-Knopp (DINOLoss's, 3 iterations): the mean entropy of
+    an image's targets (x ln K) and the prototypes the batch uses (perplexity of the mean target / K)."""
+    _, backbone, head = _teacher(run, export)
+    logits = torch.cat([head(backbone.forward_features(crops[name])["x_norm_clstoken"]) for name in ("g1", "g2")])
+    k = logits.shape[-1]
+    rows = {}
+    for temperature in temperatures:
+        made = {
+            "centring": torch.softmax((logits - logits.mean(0)) / temperature, dim=-1),
+            "sinkhorn_knopp": DINOLoss(k).sinkhorn_knopp_teacher(logits, temperature),
+        }
+        rows[temperature] = {}
+        for name, q in made.items():
+            rows[temperature][f"H_{name}"] = float(_entropy(q).mean()) / math.log(k)
+            rows[temperature][f"used_{name}"] = float(_entropy(q.mean(0)).exp()) / k
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run", type=Path, help="training output folder (config.yaml, eval/*/teacher_checkpoint.pth)")
     parser.add_argument("--images", type=Path, required=True, help="image folder (class sub-folders)")
     parser.add_argument("--count", type=int, default=200, help="images used")
+    parser.add_argument(
+        "--temperatures",
+        type=float,
+        nargs="+",
+        help="instead: the last export's targets at these teacher temperatures, softmax centring vs Sinkhorn-Knopp",
+    )
     args = parser.parse_args(argv)
     exports = sorted(args.run.glob("eval/*/teacher_checkpoint.pth"), key=lambda p: int(p.parent.name.split("_")[-1]))
     if not exports:
         parser.error(f"{args.run}/eval holds no teacher_checkpoint.pth: train first (python -m dinov2.demo)")
     crops = views(args.run, args.images, args.count)
+    if args.temperatures:
+        names = ["H_centring", "used_centring", "H_sinkhorn_knopp", "used_sinkhorn_knopp"]
+        print(f"{exports[-1].parent.name}: targets of {len(crops['g1'])} images x 2 global crops")
+        print(f"{'temperature':<12}" + "".join(f"{n:>20}" for n in names))
+        for temperature, row in targets(args.run, exports[-1], crops, args.temperatures).items():
+            print(f"{temperature:<12}" + "".join(f"{row[n]:>20.3f}" for n in names))
+        return 0
     names = ["sigma", "H_pred", "rho_gg", "rho_lg", "rho_other", "threshold", "cos_cls", "cos_head", "proto_norm"]
     print(f"{'export':<16}" + "".join(f"{n:>11}" for n in names))
     for export in exports:

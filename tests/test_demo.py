@@ -61,17 +61,29 @@ def test_reduced_demo_dino_term_stays_below_uniform(reduced_demo):
 
 @pytest.mark.slow
 def test_reduced_distillation_demo_learns(reduced_demo):
-    """100 iterations distilling that teacher into the smaller demo student (~1-2 minutes on 2 cores): the DINO
-    cross-entropy to the teacher drops by at least 5 % (mean of the first vs the last 10 iterations; measured: 9 %)
-    and the student EMA's k-NN top-1 beats a random init of its architecture by at least 10 points (measured: +20)."""
+    """100 iterations distilling that teacher into the smaller demo student (~1-2 minutes on 2 cores): the student
+    EMA's k-NN top-1 beats a random init of its architecture by at least 10 points, and the DINO
+    cross-entropy to the teacher, once the student's last layer trains (it is frozen for the first epoch, 50
+    iterations), falls below its value during the frozen epoch by at least 3 % and stays below uniform on average.
+
+    With the demo's targets, the teacher's own softmax centring at 0.04 (README, Distillation), the term starts low
+    (0.98 x ln K, down to 0.65 by iteration 5: the centre starts at 0, so the first targets are the part all images
+    share, which the student learns at once), rises above uniform while the centre settles and the last layer is
+    frozen (mean 1.03 x ln K over iterations 20-49) and falls once it trains (0.98 over the last 20). This
+    100-iteration teacher's targets are nearly uniform (0.94 x ln K, ``scripts/dino_head_spread.py --temperatures``),
+    so the term cannot fall far below uniform here; the full demo's teacher gives targets of 0.72 and a term of 0.87
+    (README). With the earlier Sinkhorn-Knopp targets at 0.07 the term went from 1.11 to 1.00 x ln K."""
     out, _ = reduced_demo
     history = []
     with preserved_logging():
         results = distill_then_evaluate(str(out), REDUCED, resume=False, history=history)
     teacher, student, random_init = results.values()
     assert student[20] >= random_init[20] + 10, format_distill_results(results)
-    dino = [losses["dino_global_crops_loss"] + losses["dino_local_crops_loss"] for _, losses in history]
-    assert len(dino) == 100 and sum(dino[-10:]) <= 0.95 * sum(dino[:10]), dino
+    uniform = math.log(load_cfg(out / "distill" / "config.yaml").dino.head_n_prototypes)
+    dino = [(losses["dino_global_crops_loss"] + losses["dino_local_crops_loss"]) / uniform for _, losses in history]
+    assert len(dino) == 100, dino
+    frozen, trained = sum(dino[20:50]) / 30, sum(dino[-20:]) / 20
+    assert trained <= 0.97 * frozen and trained < 0.995, (frozen, trained, dino)
     export = torch.load(out / "distill" / "eval" / "training_99" / "teacher_checkpoint.pth", weights_only=True)
     assert export["teacher"]["backbone.cls_token"].shape == (1, 1, 96)  # the student EMA, exported as "teacher"
 
@@ -109,3 +121,22 @@ def test_the_dino_head_spread_probe_reads_the_demo_exports(reduced_demo):
     assert row["rho_gg"] > row["rho_other"] + 0.1, row
     assert row["threshold"] == pytest.approx(0.4) and -1 <= row["cos_head"] <= 1, row
     assert row["proto_norm"] == pytest.approx(1.0, rel=0.1), row  # DINOv2's weight-normalised prototypes
+
+
+@pytest.mark.slow
+def test_sinkhorn_knopp_spreads_a_softmax_centred_teachers_targets(reduced_demo):
+    """Why the distillation demo distils with its teacher's own softmax centring (README, Distillation): on one batch
+    of the fixture teacher's targets, Sinkhorn-Knopp gives every prototype the same mass, so the batch uses all of
+    them and each image's targets are flatter than with the centring the head was trained with. Measured on the
+    full demo's teacher (64 images): centring 0.72 x ln K and 37 % of the prototypes at 0.04, Sinkhorn-Knopp 0.93 and
+    100 %."""
+    from scripts import dino_head_spread
+
+    out, _ = reduced_demo
+    crops = dino_head_spread.views(out, out / "data" / "train", count=64)
+    export = out / "eval" / "training_99" / "teacher_checkpoint.pth"
+    rows = dino_head_spread.targets(out, export, crops, [0.04, 0.07])
+    row = rows[0.04]  # this 100-iteration teacher: centring 0.94 x ln K / 90 %, Sinkhorn-Knopp 0.97 / 100 %
+    assert row["used_sinkhorn_knopp"] > 0.99 and row["used_centring"] < 0.95, row
+    assert row["H_sinkhorn_knopp"] > row["H_centring"] + 0.015, row
+    assert rows[0.07]["H_centring"] > row["H_centring"] + 0.02, rows  # 0.99 at 0.07: flatter still

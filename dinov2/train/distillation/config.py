@@ -49,12 +49,9 @@ def load_teacher_config(cfg: DictConfig) -> DictConfig:
     if errors:
         lines = "\n".join(f"  - {e}" for e in errors)
         raise ConfigValueError(f"the teacher ({path}) does not fit the student ({len(errors)} problem(s)):\n{lines}")
-    if cfg.train.centering != "sinkhorn_knopp":
-        logger.warning(
-            "distillation with train.centering=%s: the softmax centre starts at 0 and follows the frozen teacher's "
-            "logits; DINOv3 always uses sinkhorn_knopp (recommended)",
-            cfg.train.centering,
-        )
+    warning = centring_warning(cfg, teacher_cfg)
+    if warning:
+        logger.warning(warning)
     if cfg.student.drop_path_rate > 0:
         logger.warning(
             "distillation with student.drop_path_rate=%s: the paper distils without stochastic depth "
@@ -62,6 +59,34 @@ def load_teacher_config(cfg: DictConfig) -> DictConfig:
             cfg.student.drop_path_rate,
         )
     return teacher_cfg
+
+
+def centring_warning(cfg: DictConfig, teacher_cfg: DictConfig) -> str | None:
+    """What to say when ``train.centering`` is not the one the teacher's targets call for, else None.
+
+    Trained teacher heads (``distillation.teacher_heads: checkpoint``) call for the centring they were trained with
+    (the teacher config's ``train.centering``): a head trained with softmax centring uses part of its prototypes,
+    and Sinkhorn-Knopp, which gives every prototype the same mass in each batch, spreads each image's targets over
+    all of them (README, Distillation: the CPU demo's targets go from 0.72 to 0.93 x ln K). Fresh heads call for
+    DINOv3's Sinkhorn-Knopp (balanced targets from the first step).
+    """
+    centring = cfg.train.centering
+    if cfg.distillation.teacher_heads == "fresh":
+        if centring == "sinkhorn_knopp":
+            return None
+        return (
+            f"distillation with fresh teacher heads and train.centering={centring}: the softmax centre starts at 0 "
+            "and follows the frozen teacher's logits; DINOv3 uses sinkhorn_knopp (recommended)"
+        )
+    trained_with = teacher_cfg.train.centering
+    if centring == trained_with:
+        return None
+    return (
+        f"distillation with train.centering={centring}, but the teacher's heads were trained with "
+        f"train.centering={trained_with} (its config): targets from another centring disagree with what its heads "
+        f"learned (Sinkhorn-Knopp spreads a softmax-centred head's targets over every prototype); set "
+        f"train.centering={trained_with}"
+    )
 
 
 def _load(path: str) -> DictConfig:

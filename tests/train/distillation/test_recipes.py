@@ -69,3 +69,37 @@ def test_a_missing_teacher_file_is_a_usage_error_before_any_output(tmp_path, cap
     assert exit_info.value.code == 2
     assert "no_teacher.pth does not exist" in capsys.readouterr().err
     assert not output_dir.exists()
+
+
+@pytest.mark.parametrize(
+    "heads, trained_with, centring, expected",
+    [
+        ("checkpoint", "centering", "centering", None),
+        ("checkpoint", "sinkhorn_knopp", "sinkhorn_knopp", None),
+        ("checkpoint", "centering", "sinkhorn_knopp", "were trained with train.centering=centering"),
+        ("checkpoint", "sinkhorn_knopp", "centering", "set train.centering=sinkhorn_knopp"),
+        ("fresh", "centering", "sinkhorn_knopp", None),
+        ("fresh", "sinkhorn_knopp", "centering", "DINOv3 uses sinkhorn_knopp"),
+    ],
+)
+def test_the_centring_warning_follows_what_the_teachers_heads_were_trained_with(
+    heads, trained_with, centring, expected
+):
+    from omegaconf import OmegaConf
+
+    from dinov2.train.distillation.config import centring_warning
+
+    cfg = OmegaConf.create({"train": {"centering": centring}, "distillation": {"teacher_heads": heads}})
+    warning = centring_warning(cfg, OmegaConf.create({"train": {"centering": trained_with}}))
+    assert warning is None if expected is None else expected in warning
+
+
+def test_the_cpu_demo_distils_with_its_teachers_own_targets(tmp_path):
+    """The distillation demo's centring and (constant) temperature are those its teacher trained with."""
+    from dinov2.train.distillation.config import centring_warning
+
+    teacher_config = config_path("train/demo_cpu")
+    cfg = load_cfg(config_path("train/demo_cpu_distill"), [f"distillation.full_cfg_path={teacher_config}"], tmp_path)
+    teacher = load_teacher_config(cfg)
+    assert centring_warning(cfg, teacher) is None and cfg.train.centering == teacher.train.centering == "centering"
+    assert cfg.teacher.warmup_teacher_temp == cfg.teacher.teacher_temp == teacher.teacher.teacher_temp == 0.04
