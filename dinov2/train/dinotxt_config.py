@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from omegaconf import OmegaConf
 
 from dinov2.config import Checker, ConfigFolder, load_dataclass_config
+from dinov2.text.build import TEXT_1280D20H24L as _TEXT
 
 __all__ = ["DinoTxtTrainConfig", "DinoTxtConfigError", "load_dinotxt_config"]
 
@@ -36,12 +37,14 @@ class BackboneSection:
 
 @dataclass
 class TextSection:
-    context_length: int = 77
-    vocab_size: int = 49408
-    dim: int = 1280
-    num_heads: int = 20
-    num_layers: int = 24
-    ffn_ratio: float = 4.0
+    """The text transformer's sizes; defaults: the released ``tet1280d20h24l`` (``dinov2.text.TEXT_1280D20H24L``)."""
+
+    context_length: int = _TEXT["context_length"]
+    vocab_size: int = _TEXT["vocab_size"]
+    dim: int = _TEXT["dim"]
+    num_heads: int = _TEXT["num_heads"]
+    num_layers: int = _TEXT["num_layers"]
+    ffn_ratio: float = _TEXT["ffn_ratio"]
 
 
 @dataclass

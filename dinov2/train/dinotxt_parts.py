@@ -15,7 +15,7 @@ from dinov2.data import SamplerType, make_data_loader, make_dataset
 from dinov2.data.transforms import make_classification_train_transform, make_normalize_transform
 from dinov2.distributed.sharding import ShardingPolicy, shard_module
 from dinov2.features import LoadedBackbone, load_backbone
-from dinov2.text import DinoTxt, TextTransformer, released_config
+from dinov2.text import TEXT_1280D20H24L, DinoTxt, TextTransformer, released_config
 from dinov2.train.dinotxt_config import DinoTxtTrainConfig
 from dinov2.utils.dtype import parse_dtype
 
@@ -63,7 +63,7 @@ def build_dinotxt_model(cfg: DinoTxtTrainConfig, device: torch.device) -> tuple[
         init_logit_scale=m.init_logit_scale,
     )
     torch.manual_seed(cfg.seed)
-    text = TextTransformer(**dataclasses.asdict(m.text), is_causal=True, ls_init_value=None, dropout_prob=0.0)
+    text = TextTransformer(**{**TEXT_1280D20H24L, **dataclasses.asdict(m.text)})  # sizes from the config
     model = DinoTxt(config, loaded.model, text)
     model.init_weights()
     return model.to(device), loaded
