@@ -30,11 +30,14 @@ SCALE = Scale(image_size=16, local_size=8, patch_size=4, pretrain_iterations=150
 # 50.8; random init 48.1 / 51.1), adaptation seeds 0, 1, 2: old +2.4, +2.9, +2.1; new +4.7, +5.0, +4.7. From a
 # saturated start (README table) no setting moves either half by more than ~1.8 points.
 NEW_GAIN, OLD_LOSS = 2.5, 3.0
-# The sensitivity check: from a stronger start (300 pretraining iterations: old 71.9, new 66.3) 150 adaptation
+# The sensitivity check: from a stronger start (300 pretraining iterations: old 71.9, new 66.3) 300 adaptation
 # iterations with the from-scratch CPU recipe (``configs/train/demo_cpu.yaml``: no head warm-up, 4x the lr, its own
-# confident teacher) cost the old digits more than OLD_LOSS where the recipe keeps them (README, "What it shows").
-# From the weak start above the from-scratch recipe gains instead: more training helps an undertrained backbone.
-STRONG = Scale(image_size=16, local_size=8, patch_size=4, pretrain_iterations=300, adapt_iterations=150)
+# confident teacher) cost the old digits more than OLD_LOSS where the recipe keeps them and still gains on the new
+# ones (README, "What it shows"; seeds 0, 1, 2: recipe old +0.8, +1.6, +0.3, new +1.1, +2.1, +2.6; from scratch old
+# -7.0, -4.0, -9.9). From the weak start above the from-scratch recipe gains instead: more training helps an
+# undertrained backbone.
+STRONG = Scale(image_size=16, local_size=8, patch_size=4, pretrain_iterations=300, adapt_iterations=300)
+STRONG_NEW_GAIN = 0.5
 
 
 def released_and_adapted(tmp_path: Path, scale: Scale, settings: dict[str, list[str]]) -> dict[tuple[str, str], float]:
@@ -66,7 +69,8 @@ def test_adapting_on_new_digits_gains_on_them_and_keeps_the_old_ones(tmp_path):
 @pytest.mark.slow
 def test_the_from_scratch_recipe_breaks_the_old_digits_margin_the_recipe_keeps(tmp_path):
     """dinov2#204 in small: fresh heads on a trained backbone, adapted without warm-up at the from-scratch lr, lose
-    what the backbone knew; the recipe from the same start does not."""
+    what the backbone knew; the recipe from the same start does not, and gains on the new digits."""
     scores = released_and_adapted(tmp_path, STRONG, {"recipe": [], "scratch, demo teacher": []})
     assert scores["recipe", "old"] >= scores["released", "old"] - OLD_LOSS, scores
+    assert scores["recipe", "new"] >= scores["released", "new"] + STRONG_NEW_GAIN, scores
     assert scores["scratch, demo teacher", "old"] < scores["released", "old"] - OLD_LOSS, scores
