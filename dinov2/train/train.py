@@ -143,7 +143,7 @@ def _augmentation(cfg: DictConfig, sizes: CropSizes) -> DataAugmentationDINO:
         return DataAugmentationDINO(*args, **common)
     if cfg.train.data_device == "cuda":
         keys = ", ".join(key for key, on in dinov3.items() if on)
-        raise ValueError(f"{keys} need train.data_device=cpu (the data workers make DINOv3's crops)")
+        raise ValueError(f"{keys}: DINOv3's crops are made by the data workers; set train.data_device=cpu")
     return DataAugmentationDINOv3(
         *args,
         gram_teacher_crops_size=gram_size,
