@@ -156,5 +156,6 @@ def test_the_trainer_takes_dinov3s_crop_keys(tmp_path):
     aug = _augmentation(v3_cfg(tmp_path, *keys), sizes)
     assert isinstance(aug, DataAugmentationDINOv3)
     assert aug.share_color_jitter and aug.local_crops_subset_of_global_crops and aug.patch_size == 4
-    with pytest.raises(ValueError, match="crops.share_color_jitter: DINOv3's crops are made by the data workers; set train.data_device=cpu"):
+    message = "crops.share_color_jitter: DINOv3's crops are made by the data workers; set train.data_device=cpu"
+    with pytest.raises(ValueError, match=message):
         _augmentation(v3_cfg(tmp_path, "crops.share_color_jitter=true", "train.data_device=cuda"), sizes)
