@@ -36,6 +36,7 @@ from dinov2.data.datasets import ImageFolder
 from dinov2.features import load_backbone
 from dinov2.loss import DINOLoss
 from dinov2.models.weights import read_checkpoint, read_parts
+from dinov2.train.collapse_guard import entropy
 from dinov2.train.heads import heads_for
 from dinov2.utils.config import load_cfg
 
@@ -105,10 +106,6 @@ def measure(run: Path, export: Path, crops: dict[str, torch.Tensor]) -> dict[str
     }
 
 
-def _entropy(q: torch.Tensor) -> torch.Tensor:
-    return -(q * q.clamp_min(1e-30).log()).sum(-1)
-
-
 @torch.no_grad()
 def targets(
     run: Path, export: Path, crops: dict[str, torch.Tensor], temperatures: list[float]
@@ -127,8 +124,8 @@ def targets(
         }
         rows[temperature] = {}
         for name, q in made.items():
-            rows[temperature][f"H_{name}"] = float(_entropy(q).mean()) / math.log(k)
-            rows[temperature][f"used_{name}"] = float(_entropy(q.mean(0)).exp()) / k
+            rows[temperature][f"H_{name}"] = float(entropy(q).mean()) / math.log(k)
+            rows[temperature][f"used_{name}"] = float(entropy(q.mean(0)).exp()) / k
     return rows
 
 

@@ -281,9 +281,10 @@ class DataAugmentationDINO:
             x = ops.solarize(x.round_(), 128.0)  # solarize acts on 8-bit levels in the PIL path
         return ops.normalize_255(x, *self._scale_shift)
 
-    def _tensor_crop(self, image: torch.Tensor, kind: str) -> torch.Tensor:
-        """One crop from a uint8 ``[3, H, W]`` image; random draws mirror the v1 transforms one for one."""
-        params = self.draw_crop_params(kind, image.shape[-2], image.shape[-1])
+    def _tensor_crop(self, image: torch.Tensor, kind: str, *, colour: bool = True) -> torch.Tensor:
+        """One crop from a uint8 ``[3, H, W]`` image; random draws mirror the v1 transforms one for one (``colour``:
+        see :meth:`draw_crop_params`)."""
+        params = self.draw_crop_params(kind, image.shape[-2], image.shape[-1], colour=colour)
         return self.apply_crop_params(image, params, self.recipes[kind].size)
 
     # ---------------------------------------------------------------------------- call

@@ -122,13 +122,7 @@ class DataAugmentationDINOv3(DataAugmentationDINO):
     ) -> tuple[list[torch.Tensor], list[tuple[int, int]] | tuple]:
         colour = not self.share_color_jitter
         if not self.local_crops_subset_of_global_crops:
-            height, width = pixels.shape[-2:]
-            size = self.local_crops_size
-            crops = [
-                self.apply_crop_params(pixels, self.draw_crop_params("local", height, width, colour=colour), size)
-                for _ in range(self.local_crops_number)
-            ]
-            return crops, ()
+            return [self._tensor_crop(pixels, "local", colour=colour) for _ in range(self.local_crops_number)], ()
         half = self.local_crops_number // 2
         distorted = []
         for base in [bases[0]] * half + [bases[1]] * half:

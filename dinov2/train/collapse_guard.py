@@ -36,7 +36,7 @@ from dinov2.train.batch import Batch
 
 logger = logging.getLogger("dinov2")
 
-__all__ = ["ACTIONS", "THRESHOLDS", "CollapseDetected", "CollapseGuard", "teacher_signals"]
+__all__ = ["ACTIONS", "THRESHOLDS", "CollapseDetected", "CollapseGuard", "entropy", "teacher_signals"]
 
 ACTIONS = ("warn", "stop")
 #: config key -> (signal, True when the signal must stay at or below the threshold)
@@ -57,7 +57,8 @@ class CollapseDetected(RuntimeError):
         self.signal, self.value, self.threshold, self.iteration = signal, value, threshold, iteration
 
 
-def _entropy(p: torch.Tensor) -> torch.Tensor:
+def entropy(p: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of the distributions along the last axis of ``p``."""
     return -(p * p.clamp_min(1e-30).log()).sum(-1)
 
 
@@ -77,15 +78,15 @@ def teacher_signals(model: nn.Module, batch: Batch, teacher_temp: float) -> dict
     z = F.normalize(cls.float(), dim=-1)  # [2B, D]
     singular = torch.linalg.svdvals(z - z.mean(0))
     shares = singular / singular.sum().clamp_min(1e-12)
-    signals = torch.stack([_entropy(probs).mean() / math.log(k), z.std(0).mean() * math.sqrt(z.shape[-1])])
-    signals = torch.cat([signals, _entropy(shares).exp()[None]])
+    signals = torch.stack([entropy(probs).mean() / math.log(k), z.std(0).mean() * math.sqrt(z.shape[-1])])
+    signals = torch.cat([signals, entropy(shares).exp()[None]])
     # the batch-mean target goes along: its perplexity is taken after the average over processes
     per_process = torch.cat([signals, probs.mean(0)])
     distributed.all_reduce(per_process)
     averaged = per_process / distributed.get_global_size()
-    entropy, std, rank = averaged[:3].tolist()
-    perplexity = float(_entropy(averaged[3:]).exp())
-    return {"target_entropy": entropy, "target_perplexity": perplexity, "cls_std": std, "cls_effective_rank": rank}
+    mean_entropy, std, rank = averaged[:3].tolist()
+    perplexity = float(entropy(averaged[3:]).exp())
+    return {"target_entropy": mean_entropy, "target_perplexity": perplexity, "cls_std": std, "cls_effective_rank": rank}
 
 
 class CollapseGuard:
