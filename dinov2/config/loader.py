@@ -21,13 +21,13 @@ import logging
 import math
 import os
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dinov2.config.checks import ConfigValueError, validate_config
+from dinov2.config.checks import Checker, ConfigValueError, validate_config
 from dinov2.config.dinov3 import (
     DINOV3_DEFAULT_CONFIG_NAME,
     UnimplementedConfigError,
@@ -165,12 +165,16 @@ def load_dataclass_config(
     output_dir: str | os.PathLike | None,
     folder: ConfigFolder,
     error: type[Exception],
+    check: Callable[[Checker, Schema], None] | None = None,
 ) -> Schema:
     """A config whose schema is the dataclass ``schema`` (with an ``output_dir`` field): its defaults <-
     ``config_file`` (resolved in ``folder``) <- ``opts`` <- ``output_dir`` (``--output-dir``), every key checked
     against the dataclass's fields (closest valid keys suggested), the object built and its ``output_dir`` made
-    absolute. ``error`` is raised for unknown keys, malformed files and overrides, and values of the wrong type;
-    value checks are the caller's."""
+    absolute. ``error`` is raised for unknown keys, malformed files and overrides, and values of the wrong type.
+
+    With ``check``: the values are checked too, ``check(checker, cfg)`` recording the schema's own problems in a
+    :class:`~dinov2.config.checks.Checker` and an empty ``output_dir`` being one; every problem is then raised at
+    once as ``error``."""
     layers = load_layers(config_file, opts, folder, error)
     if output_dir:
         layers.append((OmegaConf.create({"output_dir": str(output_dir)}), "--output-dir"))
@@ -182,6 +186,12 @@ def load_dataclass_config(
     except OmegaConfBaseException as problem:
         raise error(f"invalid {folder.what} value: {problem}") from None
     cfg.output_dir = os.path.abspath(os.path.expanduser(cfg.output_dir)) if cfg.output_dir else ""
+    if check is not None:
+        checker = Checker(OmegaConf.structured(cfg), defaults_name=schema.__name__)
+        check(checker, cfg)
+        if not cfg.output_dir:
+            checker.errors.append("output_dir: required (--output-dir or output_dir: in the file)")
+        checker.raise_errors(f"invalid {folder.what}", error)
     return cfg
 
 

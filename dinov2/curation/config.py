@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING
 
 from dinov2.config import Checker, ConfigFolder, load_dataclass_config
 
@@ -152,8 +152,7 @@ _CHOICES = {
 }
 
 
-def _check_values(cfg: CurationConfig) -> None:
-    c = Checker(OmegaConf.structured(cfg), defaults_name="CurationConfig")
+def _check_values(c: Checker, cfg: CurationConfig) -> None:
     for path, choices in _CHOICES.items():
         c.choice(path, choices)
     for path in ("dedup.threshold", "relative_dedup.threshold"):
@@ -176,9 +175,6 @@ def _check_values(cfg: CurationConfig) -> None:
     weights = [cfg.pool.weight, cfg.sample.weight, *(a.weight for a in cfg.as_is.values())]
     if any(w < 0 for w in weights):
         c.errors.append(f"weights must be >= 0, got {weights}")
-    if not cfg.output_dir:
-        c.errors.append("output_dir: required (--output-dir or output_dir: in the file)")
-    c.raise_errors("invalid curation config", CurationConfigError)
 
 
 def load_curation_config(
@@ -186,6 +182,6 @@ def load_curation_config(
 ) -> CurationConfig:
     """Defaults <- ``config_file`` (a path or a packaged name such as ``curation/small``) <- ``opts`` <- ``output_dir``,
     checked; raises :class:`CurationConfigError` naming unknown keys (with the closest valid ones) and bad values."""
-    cfg = load_dataclass_config(CurationConfig, config_file, opts, output_dir, _FOLDER, CurationConfigError)
-    _check_values(cfg)
-    return cfg
+    return load_dataclass_config(
+        CurationConfig, config_file, opts, output_dir, _FOLDER, CurationConfigError, check=_check_values
+    )

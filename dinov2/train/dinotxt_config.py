@@ -14,8 +14,6 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from omegaconf import OmegaConf
-
 from dinov2.config import Checker, ConfigFolder, load_dataclass_config
 from dinov2.text.build import TEXT_1280D20H24L as _TEXT
 
@@ -115,8 +113,7 @@ class DinoTxtTrainConfig:
 _FOLDER = ConfigFolder(what="dino.txt config", like="configs/train/dinotxt_demo_cpu.yaml", example="optim.lr=1e-3")
 
 
-def _check_values(cfg: DinoTxtTrainConfig) -> None:
-    c = Checker(OmegaConf.structured(cfg), defaults_name="DinoTxtTrainConfig")
+def _check_values(c: Checker, cfg: DinoTxtTrainConfig) -> None:
     c.choice("model.patch_tokens_pooler", ("mean", "max", "gem"))
     c.choice("train.sharding_strategy", ("FULL_SHARD", "SHARD_GRAD_OP"))
     c.choice("train.param_dtype", ("fp32", "bf16"))  # fp16 would need a gradient scaler
@@ -132,9 +129,6 @@ def _check_values(cfg: DinoTxtTrainConfig) -> None:
     c.check("model.head_drop_path", lambda v: 0 <= v < 1, "a probability in [0, 1)")
     if not cfg.data.dataset:
         c.errors.append("data.dataset: required (CaptionFolder:root=... or CaptionManifest:path=...)")
-    if not cfg.output_dir:
-        c.errors.append("output_dir: required (--output-dir or output_dir: in the file)")
-    c.raise_errors("invalid dino.txt config", DinoTxtConfigError)
 
 
 def load_dinotxt_config(
@@ -143,6 +137,6 @@ def load_dinotxt_config(
     """Defaults <- ``config_file`` (a path or a packaged name such as ``train/dinotxt_demo_cpu``) <- ``opts`` <-
     ``output_dir``, checked; :class:`DinoTxtConfigError` names unknown keys (with the closest valid ones) and bad
     values."""
-    cfg = load_dataclass_config(DinoTxtTrainConfig, config_file, opts, output_dir, _FOLDER, DinoTxtConfigError)
-    _check_values(cfg)
-    return cfg
+    return load_dataclass_config(
+        DinoTxtTrainConfig, config_file, opts, output_dir, _FOLDER, DinoTxtConfigError, check=_check_values
+    )

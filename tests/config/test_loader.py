@@ -106,3 +106,17 @@ def test_a_dataclass_config_loads_through_the_one_loader(tmp_path, monkeypatch):
     assert "the fields of _ToolConfig in tests/config/test_loader.py" in str(info.value)
     with pytest.raises(_ToolConfigError, match="(?s)invalid tool config value: .*full_key: section.k"):
         load_dataclass_config(config_file=None, opts=["section.k=abc"], output_dir=None, **load)
+
+
+def test_a_dataclass_config_s_value_checks_run_in_the_loader_and_report_every_problem_at_once(tmp_path):
+    folder = ConfigFolder(tmp_path, "tool config", like="tool.yaml", example="section.k=3")
+
+    def check(checker, cfg):
+        checker.check("section.k", lambda v: v >= 1, "an integer >= 1")
+
+    load = dict(schema=_ToolConfig, folder=folder, error=_ToolConfigError, check=check)
+    with pytest.raises(_ToolConfigError, match=r"invalid tool config \(2 problem\(s\)\)") as info:
+        load_dataclass_config(config_file=None, opts=["section.k=0"], output_dir=None, **load)
+    assert "section.k" in str(info.value) and "output_dir: required (--output-dir" in str(info.value)
+    cfg = load_dataclass_config(config_file=None, opts=[], output_dir=str(tmp_path / "out"), **load)
+    assert cfg.output_dir == str(tmp_path / "out")

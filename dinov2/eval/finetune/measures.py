@@ -19,8 +19,7 @@ import torch
 
 from dinov2.eval.dense.train import make_train_loader
 from dinov2.eval.finetune.model import FineTuneClassifier
-from dinov2.eval.linear.cli import _setup_probe
-from dinov2.eval.linear.train import train_linear_classifiers
+from dinov2.eval.linear.train import setup_probe, train_linear_classifiers
 from dinov2.eval.metrics import MetricType, build_metric
 from dinov2.features.backbone import autocast_context
 from dinov2.features.knn_scoring import knn_eval_of_model, top1_by_k
@@ -73,22 +72,11 @@ def linear_probe_top1(
     seed: int = 0,
 ) -> dict:
     """Best val top-1 (%) of the linear probe grid on the frozen ``backbone``: ``{"top-1", "classifier"}``."""
-    feature_model, classifiers, optimizer, scheduler = _setup_probe(
-        backbone.eval(),
-        train_dataset[0][0],
-        (n_last_blocks,),
-        learning_rates,
-        batch_size,
-        num_classes,
-        autocast_dtype,
-        iterations,
-    )
+    grid = (n_last_blocks,), learning_rates, batch_size, num_classes, autocast_dtype, iterations
+    probe = setup_probe(backbone.eval(), train_dataset[0][0], *grid)
     loader = make_train_loader(train_dataset, batch_size, num_workers, seed, start_iter=0)
     results, _ = train_linear_classifiers(
-        feature_model=feature_model,
-        classifiers=classifiers,
-        optimizer=optimizer,
-        scheduler=scheduler,
+        **probe._asdict(),
         train_data=loader,
         max_iter=iterations,
         val_data=val_loader,

@@ -43,18 +43,19 @@ __all__ = ["Recipe", "make_precision", "shard", "Trainer"]
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """Optimisation settings of a fine-tuning run (``lr`` and ``min_lr`` already scaled to the global batch)."""
+    """Optimisation settings of a fine-tuning run (``lr`` and ``min_lr`` already scaled to the global batch). No
+    defaults here: :func:`dinov2.eval.finetune.run.run_finetune` (and its flags) hold them, in one place."""
 
     max_iter: int
     lr: float
-    min_lr: float = 1e-6
-    warmup_iters: int = 0
-    weight_decay: float = 0.05
-    layer_decay: float = 0.75
-    patch_embed_lr_mult: float = 1.0
-    clip_grad: float = 3.0
-    label_smoothing: float = 0.0
-    amp_dtype: torch.dtype = torch.bfloat16  # on CUDA only
+    min_lr: float
+    warmup_iters: int
+    weight_decay: float
+    layer_decay: float
+    patch_embed_lr_mult: float
+    clip_grad: float
+    label_smoothing: float
+    amp_dtype: torch.dtype  # on CUDA only
 
     def __post_init__(self) -> None:
         if self.max_iter < 1 or not 0 <= self.warmup_iters <= self.max_iter:

@@ -39,12 +39,14 @@ from dinov2.eval.linear.cli import (
 )
 from dinov2.eval.linear.data import make_eval_data_loader
 from dinov2.eval.linear.train import (
+    Probe,
     best_hub_classifier,
     eval_linear,
     evaluate_linear_classifiers,
     make_optimizer,
     make_scheduler,
     select_best_classifier,
+    setup_probe,
     train_linear_classifiers,
     train_step,
 )
@@ -57,6 +59,7 @@ __all__ = [
     "AllClassifiers",
     "LinearClassifier",
     "LinearPostprocessor",
+    "Probe",
     "best_hub_classifier",
     "classifier_name",
     "create_linear_input",
@@ -81,6 +84,7 @@ __all__ = [
     "scale_lr",
     "select_best_classifier",
     "setup_linear_classifiers",
+    "setup_probe",
     "test_on_datasets",
     "train_linear_classifiers",
     "train_step",

@@ -45,21 +45,18 @@ from dinov2.eval.linear.classifiers import (
     DEFAULT_LEARNING_RATES,
     DEFAULT_N_LAST_BLOCKS_LIST,
     AllClassifiers,
-    setup_linear_classifiers,
 )
 from dinov2.eval.linear.data import load_class_mapping, make_eval_data_loader, num_classes_of, resolve_test_settings
 from dinov2.eval.linear.train import (
     best_hub_classifier,
     evaluate_linear_classifiers,
-    make_optimizer,
-    make_scheduler,
+    setup_probe,
     train_linear_classifiers,
     write_results_block,
 )
 from dinov2.eval.metrics import MetricType
 from dinov2.eval.results import format_table
-from dinov2.eval.setup import autocast_context, setup_and_build_model
-from dinov2.eval.utils import ModelWithIntermediateLayers
+from dinov2.eval.setup import setup_and_build_model
 from dinov2.utils.cli import add_overrides
 
 logger = logging.getLogger("dinov2")
@@ -158,18 +155,6 @@ def format_linear_results(val_results: dict, results: dict) -> str:
     return f"Linear probe, validation accuracy (%) of the best learning rate (scaled) per input:\n{table}\n{summary}"
 
 
-def _setup_probe(model, sample_image, n_last_blocks_list, learning_rates, batch_size, num_classes, dtype, max_iter):
-    """Feature model (last blocks of the frozen backbone), the classifier grid, SGD and the cosine schedule."""
-    device = next(model.parameters()).device
-    feature_model = ModelWithIntermediateLayers(model, max(n_last_blocks_list), autocast_context(dtype, device))
-    sample_output = feature_model(sample_image.unsqueeze(0).to(device))
-    classifiers, param_groups = setup_linear_classifiers(
-        sample_output, n_last_blocks_list, learning_rates, batch_size, num_classes, device=device
-    )
-    optimizer = make_optimizer(param_groups)
-    return feature_model, classifiers, optimizer, make_scheduler(optimizer, max_iter)
-
-
 def _test_on_datasets(
     feature_model, classifiers, tests, batch_size, num_classes, best_name, file, iteration, *, num_workers=0, transform
 ):
@@ -265,13 +250,14 @@ def run_eval_linear(
     )
     eval_transform = common.make_eval_transform(crop_size, resize_size, RESIZE_RATIO)
     num_classes = num_classes_of(train_dataset, train_dataset_str)
-    feature_model, classifiers, optimizer, scheduler = _setup_probe(
+    probe = setup_probe(
         model, train_dataset[0][0], n_last_blocks_list, learning_rates, batch_size, num_classes, autocast_dtype,
         epochs * epoch_length,
     )  # fmt: skip
+    feature_model, classifiers = probe.feature_model, probe.classifiers
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     start_iter = resume_or_load(
-        output_dir, classifiers, optimizer, scheduler, classifier_fpath=classifier_fpath, resume=resume
+        output_dir, classifiers, probe.optimizer, probe.scheduler, classifier_fpath=classifier_fpath, resume=resume
     )
     logger.info(
         "Training %d linear classifiers (%d classes) from iteration %d", len(classifiers), num_classes, start_iter
@@ -286,8 +272,7 @@ def run_eval_linear(
         val_dataset_str, batch_size, num_workers, val_metric_type, transform=eval_transform
     )
     val_results, iteration = train_linear_classifiers(
-        feature_model=feature_model, classifiers=classifiers, optimizer=optimizer, scheduler=scheduler,
-        train_data=train_loader, max_iter=epochs * epoch_length, start_iter=start_iter,
+        **probe._asdict(), train_data=train_loader, max_iter=epochs * epoch_length, start_iter=start_iter,
         val_data=val_loader,
         eval_period=eval_period_iterations, metric_type=val_metric_type, num_classes=num_classes,
         val_class_mapping=load_class_mapping(val_class_mapping_fpath), output_dir=output_dir,

@@ -15,20 +15,25 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 
 from dinov2 import distributed
 from dinov2.eval.linear.checkpoint import RUNNING_CHECKPOINT_NAME, resume_or_load, save_linear_checkpoint
-from dinov2.eval.linear.classifiers import AllClassifiers, FeatureModel, hub_head_layers
+from dinov2.eval.linear.classifiers import AllClassifiers, FeatureModel, hub_head_layers, setup_linear_classifiers
 from dinov2.eval.metrics import MetricType, build_metric
 from dinov2.eval.results import to_jsonable
+from dinov2.eval.utils import ModelWithIntermediateLayers
+from dinov2.features.backbone import autocast_context
 from dinov2.logging import MetricLogger, SmoothedValue
 
 logger = logging.getLogger("dinov2")
 
 __all__ = [
+    "Probe",
+    "setup_probe",
     "make_optimizer",
     "make_scheduler",
     "train_step",
@@ -49,6 +54,39 @@ def make_optimizer(param_groups: list[dict]) -> torch.optim.SGD:
 def make_scheduler(optimizer: torch.optim.Optimizer, max_iter: int) -> torch.optim.lr_scheduler.CosineAnnealingLR:
     """Released schedule: cosine from each group's lr to 0 over ``max_iter`` iterations (stepped per iteration)."""
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max_iter, eta_min=0)
+
+
+class Probe(NamedTuple):
+    """A linear-probe grid ready to train: ``train_linear_classifiers(**probe._asdict(), train_data=..., ...)``."""
+
+    feature_model: FeatureModel  # the last blocks of the frozen backbone
+    classifiers: AllClassifiers  # the grid: one linear layer per (blocks, avgpool, learning rate)
+    optimizer: torch.optim.SGD
+    scheduler: torch.optim.lr_scheduler.CosineAnnealingLR
+
+
+def setup_probe(
+    model: nn.Module,
+    sample_image: torch.Tensor,
+    n_last_blocks_list: Sequence[int],
+    learning_rates: Sequence[float],
+    batch_size: int,
+    num_classes: int,
+    autocast_dtype: torch.dtype,
+    max_iter: int,
+) -> Probe:
+    """The released probe set-up on a frozen ``model``: its feature model, the classifier grid sized on
+    ``sample_image`` ``[3, H, W]``, SGD and the cosine schedule over ``max_iter`` iterations."""
+    device = next(model.parameters()).device
+    feature_model = ModelWithIntermediateLayers(
+        model, max(n_last_blocks_list), autocast_context(autocast_dtype, device)
+    )
+    sample_output = feature_model(sample_image.unsqueeze(0).to(device))
+    classifiers, param_groups = setup_linear_classifiers(
+        sample_output, n_last_blocks_list, learning_rates, batch_size, num_classes, device=device
+    )
+    optimizer = make_optimizer(param_groups)
+    return Probe(feature_model, classifiers, optimizer, make_scheduler(optimizer, max_iter))
 
 
 def _average_gradients(module: nn.Module) -> None:
