@@ -50,7 +50,8 @@ __all__ = [
 
 
 class ModelWithIntermediateLayers(nn.Module):
-    """Frozen backbone -> ``get_intermediate_layers(x, n_last_blocks, return_class_token=True)``.
+    """Frozen backbone -> ``get_intermediate_layers(x, n=n_last_blocks, return_class_token=True)`` (``n`` by
+    keyword: the released DINOv3 ViT takes no positional ``n``).
 
     Returns one ``(patch_tokens [B, N, D], cls_token [B, D])`` pair per block (oldest first), computed
     without gradients inside ``autocast_ctx()`` (a context-manager factory, e.g. from
@@ -66,7 +67,7 @@ class ModelWithIntermediateLayers(nn.Module):
 
     def forward(self, images: torch.Tensor):
         with torch.no_grad(), self.autocast_ctx():
-            return self.feature_model.get_intermediate_layers(images, self.n_last_blocks, return_class_token=True)
+            return self.feature_model.get_intermediate_layers(images, n=self.n_last_blocks, return_class_token=True)
 
 
 def check_labelled(dataset, name: str) -> None:

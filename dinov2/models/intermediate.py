@@ -2,7 +2,8 @@
 and the assembly of the outputs (patch tokens, as maps with ``reshape``, zipped with the class / extra tokens).
 
 :class:`IntermediateLayersMixin` carries the released signature of the DINOv2 ViT and the DINOv3 ConvNeXt; the DINOv3
-ViT, whose signature adds ``return_extra_tokens``, uses :func:`last_or_listed` and :func:`pack_outputs` directly.
+ViT, whose released signature is keyword-only after ``x`` and adds ``return_extra_tokens``, uses
+:func:`last_or_listed` and :func:`pack_outputs` directly. Tools that serve every family pass ``n=`` by keyword.
 """
 
 from __future__ import annotations

@@ -202,13 +202,15 @@ class DinoVisionTransformerV3(nn.Module):
     def get_intermediate_layers(
         self,
         x: Tensor,
+        *,
         n: int | Sequence[int] = 1,
         reshape: bool = False,
         return_class_token: bool = False,
         return_extra_tokens: bool = False,
         norm: bool = True,
     ) -> tuple:
-        """Outputs of the last ``n`` blocks (int) or of the listed block indices, as released.
+        """Outputs of the last ``n`` blocks (int) or of the listed block indices, as released (keyword arguments
+        only after ``x``, as in the release; DINOv2's ViT also takes ``n`` by position).
 
         Patches ``[B, HW, D]`` (``[B, D, h, w]`` with ``reshape``), zipped with the CLS token ``[B, D]`` and / or the
         storage tokens ``[B, n_storage, D]`` when asked. ``norm`` uses ``cls_norm`` for CLS + storage when untied.

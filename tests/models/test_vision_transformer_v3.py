@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+
 import pytest
 import torch
 from torch.testing import assert_close
 
+from dinov2.eval.utils import ModelWithIntermediateLayers
 from dinov2.models.convnext import ConvNeXt
 from dinov2.models.vision_transformer_v3 import DinoVisionTransformerV3
 
@@ -34,6 +38,19 @@ def test_outputs_for_any_multiple_of_the_patch(size):
     assert patches.shape == (2, 16, size[0] // 4, size[1] // 4)
     assert_close(cls, out["x_norm_clstoken"])
     assert_close(storage, out["x_storage_tokens"])
+
+
+def test_get_intermediate_layers_takes_keywords_after_x_as_released_and_the_eval_feature_model_serves_it():
+    model = _vit()
+    parameters = list(inspect.signature(model.get_intermediate_layers).parameters.values())
+    assert [p.name for p in parameters] == ["x", "n", "reshape", "return_class_token", "return_extra_tokens", "norm"]
+    assert [p.kind for p in parameters[1:]] == [inspect.Parameter.KEYWORD_ONLY] * 5
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.raises(TypeError):
+        model.get_intermediate_layers(x, 2)  # the release's signature: n by keyword only
+    features = ModelWithIntermediateLayers(model, 2, contextlib.nullcontext)(x)
+    expected = model.get_intermediate_layers(x, n=2, return_class_token=True)
+    assert len(features) == 2 and all(torch.equal(a, b) for f, e in zip(features, expected) for a, b in zip(f, e))
 
 
 def test_masks_replace_patches_by_the_mask_token():

@@ -97,7 +97,7 @@ class FineTuneClassifier(nn.Module):
 
     def features(self, images: torch.Tensor):
         """``(patch_tokens [B, N, D], cls_token [B, D])`` of the last ``n_last_blocks`` blocks, oldest first."""
-        return self.backbone.get_intermediate_layers(images, self.n_last_blocks, return_class_token=True)
+        return self.backbone.get_intermediate_layers(images, n=self.n_last_blocks, return_class_token=True)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(images))
