@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.metadata
+import json
 import re
 import sys
 from pathlib import Path
@@ -317,8 +318,63 @@ RELEASED_NAMES = {
 }  # fmt: skip
 
 # Released modules we deliberately do not provide (see README, "Deliberate differences"): the FSDP1 wrapper module
-# (FSDP2 is applied from outside, dinov2/train/parallelize.py) and the mmcv/mmseg-based segmentation evaluation.
-NOT_PROVIDED = ["dinov2.fsdp", "dinov2.eval.segmentation_m2f"]
+# (FSDP2 is applied from outside, dinov2/train/parallelize.py), the mmcv/mmseg-based segmentation and depth
+# evaluation (the model classes, the mmcv hooks, mmseg's resize op; the heads live in dinov2.heads, the probes in
+# dinov2.eval.segmentation / dinov2.eval.depth), the hub's copy of the depth heads (dinov2.heads.depth) and the
+# vendored OpenAI CLIP code (the tokenizer is dinov2.text.tokenizer).
+NOT_PROVIDED = [
+    "dinov2.fsdp",
+    "dinov2.eval.segmentation_m2f",
+    "dinov2.eval.segmentation.models",
+    "dinov2.eval.segmentation.hooks",
+    "dinov2.eval.depth.models",
+    "dinov2.eval.depth.ops",
+    "dinov2.hub.depth",
+    "dinov2.thirdparty",
+]
+
+# Every public name of every module of the release (facebookresearch/dinov2 at b8931f7, 2025-08-14), as listed by
+# `python scripts/released_names.py <release checkout> dinov2`. Regenerate it when the release changes.
+RELEASED_SURFACE = json.loads((ROOT / "tests" / "released_names_dinov2.json").read_text())
+
+# Public names of modules we keep that the rewrite has no counterpart for, and why (README, "Deliberate differences").
+NOT_KEPT = {
+    # the k-NN protocol is rewritten on dinov2.features.knn_scoring (knn_class_scores, eval_knn): no nn.Module plumbing
+    "dinov2.eval.knn": ["DictKeysModule", "KnnModule", "ModuleDictWithForward", "create_class_indices_mapping",
+                        "create_module_dict", "filter_train"],
+    # the solver is dinov2.eval.log_regression.solver (LogisticRegression, sweep_c_values, eval_log_regression)
+    "dinov2.eval.log_regression": ["LogRegModule", "evaluate_model", "sweep_C_values", "train_and_evaluate",
+                                   "train_for_C"],
+    # the xformers list path of NestedTensorBlock; multi-crop lists run packed here (dinov2.layers.packing)
+    "dinov2.layers.block": ["add_residual", "attn_bias_cache", "drop_add_residual_stochastic_depth_list",
+                            "get_attn_bias_and_cat", "get_branges_scales"],
+}  # fmt: skip
+
+
+def _not_provided(module: str) -> bool:
+    return any(module == name or module.startswith(name + ".") for name in NOT_PROVIDED)
+
+
+def test_every_public_name_of_the_released_modules_imports_from_its_released_path():
+    missing = {}
+    for module, names in RELEASED_SURFACE.items():
+        if _not_provided(module):
+            continue
+        imported = importlib.import_module(module)
+        lacking = [n for n in names if not hasattr(imported, n) and n not in NOT_KEPT.get(module, ())]
+        if lacking:
+            missing[module] = lacking
+    assert not missing, f"released names that do not import from their released path: {missing}"
+
+
+def test_what_we_do_not_provide_or_keep_is_released_and_really_absent():
+    for module in NOT_PROVIDED:
+        assert _not_provided(module) and any(m == module or m.startswith(module + ".") for m in RELEASED_SURFACE)
+    for module, names in NOT_KEPT.items():
+        unreleased = set(names) - set(RELEASED_SURFACE[module])
+        assert not unreleased, f"{module}: {unreleased} are not released names"
+        present = [n for n in names if hasattr(importlib.import_module(module), n)]
+        assert not present, f"{module} has {present} now: remove them from NOT_KEPT"
 
 
 @pytest.mark.parametrize("module", sorted(RELEASED_NAMES))

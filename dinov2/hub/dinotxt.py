@@ -128,12 +128,18 @@ def dinotxt_file_content(model: DinoTxt, backbone: str | None = None, backbone_k
     architecture is read back from them)."""
     if backbone is not None:
         catalog.get_backbone(backbone)  # a name that make_backbone can build again
+    text = model.text_model.backbone.arch_kwargs
+    if text is None:
+        raise ValueError(
+            "this dino.txt model's text transformer has a custom act_layer / norm_layer, which a weights-only "
+            "dino.txt file cannot name; build it with the defaults (nn.GELU, nn.LayerNorm) to save it here"
+        )
     state = model.state_dict()
     if backbone is not None:
         state = {k: v for k, v in state.items() if not k.startswith("visual_model.backbone.")}
     meta = dict(
         config=dataclasses.asdict(model.model_config),
-        text=dict(model.text_model.backbone.arch_kwargs),
+        text=dict(text),
         backbone=backbone,
         backbone_kwargs=dict(backbone_kwargs or {}),
     )

@@ -1,8 +1,10 @@
 """Building blocks of the DINOv2 vision transformer (one block per file)."""
 
-from dinov2.layers.attention import Attention, MemEffAttention
+from dinov2.layers.attention import Attention, CausalSelfAttention, MemEffAttention
 from dinov2.layers.block import (
     Block,
+    CausalAttentionBlock,
+    CausalSelfAttentionBlock,
     NestedTensorBlock,
     drop_add_residual_stochastic_depth,
     drop_add_residual_stochastic_depth_packed,
@@ -17,12 +19,12 @@ from dinov2.layers.patch_embed import PatchEmbed
 from dinov2.layers.rms_norm import RMSNorm
 from dinov2.layers.rope import RopePositionEmbedding
 from dinov2.layers.rope_attention import LinearKMaskedBias, RopeAttention, RopeBlock
-from dinov2.layers.swiglu_ffn import SwiGLUFFN, SwiGLUFFNFused
-from dinov2.layers.swiglu_ffn_split import SwiGLUFFNSplit
+from dinov2.layers.swiglu_ffn import SwiGLUFFN, SwiGLUFFNAligned, SwiGLUFFNFused, SwiGLUFFNSplit
 
 __all__ = [
     "Attention",
     "Block",
+    "CausalAttentionBlock",
     "CenterPadding",
     "DINOHead",
     "DropPath",
@@ -32,11 +34,14 @@ __all__ = [
     "NestedTensorBlock",
     "PatchEmbed",
     "SwiGLUFFN",
+    "SwiGLUFFNAligned",
     "SwiGLUFFNFused",
     "drop_add_residual_stochastic_depth",
     "drop_add_residual_stochastic_depth_packed",
     "drop_path",
     # DINOv3
+    "CausalSelfAttention",
+    "CausalSelfAttentionBlock",
     "ConvNeXtBlock",
     "LayerNorm2d",
     "LinearKMaskedBias",

@@ -8,12 +8,18 @@ it is installed, and when the input is on a CUDA device; it is imported lazily, 
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dinov2.layers.packing import Groups
+
+# The release's module flags: xformers not switched off by ``XFORMERS_DISABLED`` / installed. Here they only report;
+# xformers runs where a model asks for it (``use_xformers=True``), never because it is installed.
+XFORMERS_ENABLED = os.environ.get("XFORMERS_DISABLED") is None
+XFORMERS_AVAILABLE = XFORMERS_ENABLED and importlib.util.find_spec("xformers") is not None
 
 
 def require_xformers() -> None:
@@ -116,3 +122,31 @@ class Attention(nn.Module):
 
 class MemEffAttention(Attention):
     """The released name for the attention used by DINOv2 models; identical to :class:`Attention`."""
+
+
+class CausalSelfAttention(Attention):
+    """Self-attention of dino.txt's text blocks, released signature (DINOv3 ``layers.attention``; DINOv2's hub
+    ``Attention`` of ``layers.block.CausalAttentionBlock``): :class:`Attention`'s constructor and keys (qkv without
+    bias, projection with bias by default), causal unless ``forward(x, is_causal=False)``; ``attn_drop`` in the
+    attention, ``proj_drop`` after the projection. ``[B, N, D] -> [B, N, D]``."""
+
+    @torch.no_grad()
+    def init_weights(
+        self, init_attn_std: float | None = None, init_proj_std: float | None = None, factor: float = 1.0
+    ) -> None:
+        """qkv N(0, attn_std) (default ``dim ** -0.5``), projection N(0, proj_std) (default attn_std x factor),
+        biases zero."""
+        init_attn_std = init_attn_std or self.qkv.in_features**-0.5
+        init_proj_std = init_proj_std or init_attn_std * factor
+        nn.init.normal_(self.qkv.weight, std=init_attn_std)
+        nn.init.normal_(self.proj.weight, std=init_proj_std)
+        for linear in (self.qkv, self.proj):
+            if linear.bias is not None:
+                nn.init.zeros_(linear.bias)
+
+    def forward(self, x: Tensor, is_causal: bool = True) -> Tensor:
+        batch, tokens, dim = x.shape
+        q, k, v = self.qkv(x).view(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        dropout = self.attn_drop if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=is_causal)  # [B, H, N, hd]
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(batch, tokens, dim)))

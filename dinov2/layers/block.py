@@ -7,7 +7,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from dinov2.layers.attention import Attention
+from dinov2.layers.attention import XFORMERS_AVAILABLE as XFORMERS_AVAILABLE  # the release's module flags
+from dinov2.layers.attention import XFORMERS_ENABLED as XFORMERS_ENABLED
+from dinov2.layers.attention import Attention, CausalSelfAttention
 from dinov2.layers.drop_path import DropPath
 from dinov2.layers.layer_scale import LayerScale
 from dinov2.layers.mlp import Mlp
@@ -155,3 +157,58 @@ class Block(nn.Module):
 
 class NestedTensorBlock(Block):
     """The released name of the block that also accepts a list of crops; identical to :class:`Block`."""
+
+
+class CausalSelfAttentionBlock(nn.Module):
+    """dino.txt's text block, released signature (DINOv3 ``CausalSelfAttentionBlock``, DINOv2 hub
+    ``CausalAttentionBlock``): ``x + ls1(attention(attention_norm(x)))``, then ``x + ls2(feed_forward(ffn_norm(x)))``;
+    LayerScale only with ``ls_init_value``. Keys ``attention_norm``, ``attention.{qkv, proj}``, ``ffn_norm``,
+    ``feed_forward.{fc1, fc2}`` (+ ``ls1`` / ``ls2``)."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        ffn_ratio: float = 4.0,
+        ls_init_value: float | None = None,
+        is_causal: bool = True,
+        act_layer: Callable[..., nn.Module] = nn.GELU,
+        norm_layer: Callable[..., nn.Module] = nn.LayerNorm,
+        dropout_prob: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.is_causal = is_causal
+        self.ls1 = LayerScale(dim, init_values=ls_init_value) if ls_init_value else nn.Identity()
+        self.attention_norm = norm_layer(dim)
+        self.attention = CausalSelfAttention(dim, num_heads, attn_drop=dropout_prob, proj_drop=dropout_prob)
+        self.ffn_norm = norm_layer(dim)
+        self.feed_forward = Mlp(dim, int(dim * ffn_ratio), act_layer=act_layer, drop=dropout_prob)
+        self.ls2 = LayerScale(dim, init_values=ls_init_value) if ls_init_value else nn.Identity()
+
+    @torch.no_grad()
+    def init_weights(
+        self,
+        init_attn_std: float | None = None,
+        init_proj_std: float | None = None,
+        init_fc_std: float | None = None,
+        factor: float = 1.0,
+    ) -> None:
+        """The released scheme: attention as :meth:`CausalSelfAttention.init_weights`, fc1 N(0, fc_std) (default
+        ``(2 dim) ** -0.5``), fc2 N(0, proj_std); norms (and LayerScale) reset."""
+        init_attn_std = init_attn_std or self.dim**-0.5
+        init_proj_std = init_proj_std or init_attn_std * factor
+        init_fc_std = init_fc_std or (2 * self.dim) ** -0.5
+        self.attention.init_weights(init_attn_std, init_proj_std)
+        nn.init.normal_(self.feed_forward.fc1.weight, std=init_fc_std)
+        nn.init.normal_(self.feed_forward.fc2.weight, std=init_proj_std)
+        for module in (self.attention_norm, self.ffn_norm, self.ls1, self.ls2):
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.ls1(self.attention(self.attention_norm(x), self.is_causal))
+        return x + self.ls2(self.feed_forward(self.ffn_norm(x)))
+
+
+CausalAttentionBlock = CausalSelfAttentionBlock  # the DINOv2 release's name (dinov2.layers.block)

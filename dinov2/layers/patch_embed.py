@@ -18,6 +18,9 @@ def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
     return (value, value)
 
 
+make_2tuple = _pair  # the release's name
+
+
 class PatchEmbed(nn.Module):
     """Split an image into non-overlapping patches and project each to ``embed_dim``.
 

@@ -7,7 +7,14 @@ import torch
 from dinov2.loss.centering import CenteredTeacherLoss, sinkhorn_knopp, softmax_center
 from dinov2.loss.cross_entropy import cross_entropy_with_probs, raise_if_not_finite
 
-__all__ = ["iBOTPatchLoss"]
+__all__ = ["iBOTPatchLoss", "lossfunc"]
+
+
+def lossfunc(t: torch.Tensor, s: torch.Tensor, temp: float) -> torch.Tensor:
+    """The release's per-token term ``sum_k t * log_softmax(s / temp)`` over the last dim (the negative of the
+    cross-entropy; in float32, as its xformers path): ``[..., K] -> [...]``. The loss itself uses
+    :func:`~dinov2.loss.cross_entropy.cross_entropy_with_probs`, the same value in bounded memory."""
+    return -cross_entropy_with_probs(s.reshape(-1, s.shape[-1]), t.reshape(-1, t.shape[-1]), temp).view(s.shape[:-1])
 
 
 class iBOTPatchLoss(CenteredTeacherLoss):  # noqa: N801 (released name)

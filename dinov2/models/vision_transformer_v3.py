@@ -20,7 +20,7 @@ from dinov2.layers.patch_embed import PatchEmbed
 from dinov2.layers.rms_norm import RMSNorm
 from dinov2.layers.rope import RopePositionEmbedding
 from dinov2.layers.rope_attention import RopeBlock
-from dinov2.layers.swiglu_ffn_split import SwiGLUFFNSplit
+from dinov2.layers.swiglu_ffn import SwiGLUFFNSplit
 from dinov2.models.intermediate import last_or_listed, pack_outputs
 from dinov2.utils.registry import Registry, named
 

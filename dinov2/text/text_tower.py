@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from dinov2.text.text_transformer import CausalSelfAttentionBlock
+from dinov2.layers.block import CausalSelfAttentionBlock
 from dinov2.text.token_head import TokenHead
 
 __all__ = ["TextHead", "TextTower", "pool_text_tokens"]

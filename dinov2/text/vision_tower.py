@@ -17,16 +17,17 @@ from dinov2.layers import Block, LayerScale, SwiGLUFFNSplit
 from dinov2.text.backbone_tokens import backbone_tokens, check_token_backbone, num_register_tokens
 from dinov2.text.token_head import TokenHead
 
-__all__ = ["VisionHead", "VisionTower", "POOLERS", "pool_patch_tokens"]
+__all__ = ["VisionHead", "VisionTower", "POOLERS", "init_weights_vit_timm", "pool_patch_tokens"]
 
 
-def _init_vit_timm(module: nn.Module) -> None:
-    """The released head initialisation: trunc-normal 0.02 linears with zero bias, norms and LayerScale reset."""
+def init_weights_vit_timm(module: nn.Module, name: str = "") -> None:
+    """The released head initialisation of one module: trunc-normal 0.02 linears with zero bias; norms, LayerScale
+    and convolutions reset (``name`` unused, for ``named_apply``)."""
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
-    elif isinstance(module, (nn.LayerNorm, LayerScale)):
+    elif isinstance(module, (nn.LayerNorm, LayerScale, nn.Conv2d)):
         module.reset_parameters()
 
 
@@ -62,7 +63,7 @@ class VisionHead(TokenHead):
     def init_weights(self) -> None:
         """The released initialisation (training from scratch)."""
         for block in self.block_list if self.num_blocks > 0 else ():
-            block.apply(_init_vit_timm)
+            block.apply(init_weights_vit_timm)
         self.init_projection_and_norm()
 
 

@@ -56,11 +56,23 @@ PROTOCOLS = {
 
 
 class Evaluator(SubmititTask):
-    """The submitit task: ``main(args)`` of the protocol module ``args.eval_module`` in each task."""
+    """The submitit task: ``main(args)`` of the protocol module ``args.eval_module`` in each task (or of the class's
+    ``eval_module``: the release's per-protocol ``Evaluator(args)`` of ``dinov2.run.eval.{knn, linear,
+    log_regression}`` are :func:`protocol_evaluator` subclasses)."""
+
+    eval_module: str | None = None
 
     def run(self):
         logger.info("Args: %s", self.args)
-        return importlib.import_module(self.args.eval_module).main(self.args)
+        return importlib.import_module(self.eval_module or self.args.eval_module).main(self.args)
+
+
+def protocol_evaluator(protocol: str, module: str) -> type[Evaluator]:
+    """The release's submitit task class of ``protocol``, named ``Evaluator`` in the launcher module ``module`` (so
+    that submitit pickles it by that name): ``Evaluator(args)()`` runs the protocol's ``main(args)``."""
+    task = type("Evaluator", (Evaluator,), {"eval_module": PROTOCOLS[protocol][0], "__module__": module})
+    task.__doc__ = f"The release's submitit task: ``Evaluator(args)()`` runs ``{PROTOCOLS[protocol][0]}.main(args)``."
+    return task
 
 
 def submit_eval_module(

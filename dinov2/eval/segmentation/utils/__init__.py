@@ -1,0 +1,1 @@
+"""The release's ``dinov2.eval.segmentation.utils`` (its ``colormaps`` module)."""
