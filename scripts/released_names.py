@@ -1,12 +1,16 @@
-"""List the public names of a released package's modules, for ``tests/released_names_dinov2.json``.
+"""List the public names of a released package's modules and their call signatures, for
+``tests/released_names_dinov2.json``.
 
     python scripts/released_names.py /path/to/dinov2-release-checkout dinov2 > tests/released_names_dinov2.json
 
 Reads the release's source as text (``ast``; nothing of it is imported or run). A module's names are those its top
 level binds (functions, classes, assignments, also inside a top-level ``if`` / ``try``, not the
-``if __name__ == "__main__"`` block) and, for a package's
-``__init__.py``, those it imports from the package. Private names, ``logger`` and typing aliases are left out.
-``tests/test_imports.py`` checks that each name imports from the same path here, or is listed there as not kept.
+``if __name__ == "__main__"`` block) and, for a package's ``__init__.py``, those it imports from the package.
+Private names, ``logger`` and typing aliases are left out. Each function maps to its parameters, each class to its
+``__init__``'s (``"Class.method"`` entries for its public methods and ``forward``), written as in a ``def``: ``"*"``
+before keyword-only parameters, ``"/"`` after positional-only ones, ``"*args"`` / ``"**kwargs"``; other names (and
+classes without their own ``__init__``) map to null. ``tests/test_imports.py`` checks each name and signature
+against the same path here, or its listing there as not kept.
 """
 
 from __future__ import annotations
@@ -39,15 +43,61 @@ def _bound(statements: list[ast.stmt], package: str, is_init: bool) -> set[str]:
     return names
 
 
-def released_names(root: Path, package: str) -> dict[str, list[str]]:
-    """``{module path: sorted public names}`` of every module under ``root / package``."""
+def parameters(function: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
+    """The parameters of ``function`` as a ``def`` writes them (``"/"``, ``"*"``, ``"*args"``, ``"**kwargs"``)."""
+    args = function.args
+    out = [a.arg for a in args.posonlyargs] + (["/"] if args.posonlyargs else []) + [a.arg for a in args.args]
+    if args.vararg is not None:
+        out.append("*" + args.vararg.arg)
+    elif args.kwonlyargs:
+        out.append("*")
+    out += [a.arg for a in args.kwonlyargs]
+    if args.kwarg is not None:
+        out.append("**" + args.kwarg.arg)
+    return out
+
+
+def _definitions(statements: list[ast.stmt]) -> dict[str, ast.AST]:
+    """Top-level functions and classes (also inside a top-level ``if`` / ``try``), the last definition winning."""
+    found: dict[str, ast.AST] = {}
+    for node in statements:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            found[node.name] = node
+        elif isinstance(node, ast.If) and "__main__" not in ast.unparse(node.test):
+            found.update(_definitions(node.body + node.orelse))
+        elif isinstance(node, ast.Try):
+            found.update(_definitions(node.body + [s for h in node.handlers for s in h.body] + node.orelse))
+    return found
+
+
+def _signatures(name: str, node: ast.AST | None) -> dict[str, list[str] | None]:
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return {name: parameters(node)}
+    if not isinstance(node, ast.ClassDef):
+        return {name: None}
+    methods = {m.name: m for m in node.body if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    out: dict[str, list[str] | None] = {name: parameters(methods["__init__"]) if "__init__" in methods else None}
+    for method_name, method in methods.items():
+        if any("property" in ast.unparse(d) or "setter" in ast.unparse(d) for d in method.decorator_list):
+            continue  # an attribute, not a call
+        if not method_name.startswith("_") or method_name == "forward":
+            out[f"{name}.{method_name}"] = parameters(method)
+    return out
+
+
+def released_names(root: Path, package: str) -> dict[str, dict[str, list[str] | None]]:
+    """``{module path: {public name: parameters or None}}`` of every module under ``root / package``."""
     out = {}
     for path in sorted((root / package).rglob("*.py")):
         parts = path.relative_to(root).with_suffix("").parts
         module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         names = _bound(tree.body, package, path.name == "__init__.py")
-        out[module] = sorted(n for n in names if not n.startswith("_") and n not in SKIPPED)
+        definitions = _definitions(tree.body)
+        entries: dict[str, list[str] | None] = {}
+        for name in sorted(n for n in names if not n.startswith("_") and n not in SKIPPED):
+            entries.update(_signatures(name, definitions.get(name)))
+        out[module] = entries
     return out
 
 
@@ -58,8 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not (args.root / args.package).is_dir():
         parser.error(f"{args.root / args.package} is not a folder: give the release checkout and its package name")
-    json.dump(released_names(args.root, args.package), sys.stdout, indent=1, sort_keys=True)
-    sys.stdout.write("\n")
+    modules = released_names(args.root, args.package)
+    lines = []  # one line per name: a reviewable diff when the release changes
+    for module, entries in sorted(modules.items()):
+        body = ",\n".join(f"  {json.dumps(name)}: {json.dumps(params)}" for name, params in entries.items())
+        lines.append(f" {json.dumps(module)}: {{\n{body}\n }}" if entries else f" {json.dumps(module)}: {{}}")
+    sys.stdout.write("{\n" + ",\n".join(lines) + "\n}\n")
     return 0
 
 

@@ -21,6 +21,7 @@ from dinov2.hub.dinotxt import dinotxt_file_content
 from dinov2.hub.text import dinotxt_model, text_transformer, tokenizer, vision_tower
 from dinov2.hub.text.dinov2_wrapper import DINOv2Wrapper
 from dinov2.layers.block import CausalAttentionBlock
+from dinov2.loss import DINOLoss
 from dinov2.loss.ibot_patch_loss import lossfunc
 from dinov2.run.eval import knn, linear, log_regression
 from dinov2.text import DinoTxt, TextTransformer, released_config
@@ -131,3 +132,26 @@ def test_the_released_evaluator_task_classes_run_their_protocol_and_pickle_by_na
     assert launcher.Evaluator.eval_module == f"dinov2.eval.{protocol}.cli"
     released_main = importlib.import_module(f"dinov2.eval.{protocol}").main  # what the released task ran
     assert importlib.import_module(launcher.Evaluator.eval_module).main is released_main
+
+
+def test_the_released_block_and_loss_methods():
+    torch.manual_seed(0)
+    block = layers.NestedTensorBlock(16, 2, init_values=1.0).eval()
+    crops = [torch.randn(2, 5, 16), torch.randn(3, 2, 16)]
+    nested = block.forward_nested(crops)
+    assert [o.shape for o in nested] == [c.shape for c in crops]
+    assert all(torch.allclose(o, block(c), atol=1e-6) for o, c in zip(nested, crops))  # each crop on its own
+    assert torch.equal(block(x_or_x_list=crops[0]), block(crops[0]))  # the released argument name
+    loss = DINOLoss(8)
+    teacher = torch.randn(4, 8)
+    loss.reduce_center_update(teacher)  # the release's name: starts the update, apply folds it in
+    loss.apply_center_update()
+    torch.testing.assert_close(loss.center, 0.1 * teacher.mean(dim=0, keepdim=True))
+    assert layers.PatchEmbed(224, 14, 3, 384).flops() == 57_901_056  # the release's count for ViT-S/14 at 224
+    assert (
+        layers.LayerScale(8, device="meta").gamma.is_meta
+        and layers.SwiGLUFFNAligned(8, device="meta").w1.weight.is_meta
+    )
+    attention = layers.Attention(32, 4, qkv_bias=True)
+    attention.init_weights()  # the release's defaults: qkv N(0, dim^-1/2), projection the same, biases zero
+    assert attention.qkv.weight.std().item() == pytest.approx(32**-0.5, rel=0.1) and not attention.qkv.bias.any()

@@ -64,6 +64,20 @@ class Attention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
         self.use_xformers = use_xformers
 
+    @torch.no_grad()
+    def init_weights(
+        self, init_attn_std: float | None = None, init_proj_std: float | None = None, factor: float = 1.0
+    ) -> None:
+        """The release's explicit initialisation (dino.txt blocks): qkv N(0, attn_std) (default ``dim ** -0.5``),
+        projection N(0, proj_std) (default attn_std x factor), biases zero. Backbones use their own scheme."""
+        init_attn_std = init_attn_std or self.qkv.in_features**-0.5
+        init_proj_std = init_proj_std or init_attn_std * factor
+        nn.init.normal_(self.qkv.weight, std=init_attn_std)
+        nn.init.normal_(self.proj.weight, std=init_proj_std)
+        for linear in (self.qkv, self.proj):
+            if linear.bias is not None:
+                nn.init.zeros_(linear.bias)
+
     def forward(self, x: Tensor, groups: Groups | None = None) -> Tensor:
         if groups is None:
             if x.ndim != 3:
@@ -129,20 +143,6 @@ class CausalSelfAttention(Attention):
     ``Attention`` of ``layers.block.CausalAttentionBlock``): :class:`Attention`'s constructor and keys (qkv without
     bias, projection with bias by default), causal unless ``forward(x, is_causal=False)``; ``attn_drop`` in the
     attention, ``proj_drop`` after the projection. ``[B, N, D] -> [B, N, D]``."""
-
-    @torch.no_grad()
-    def init_weights(
-        self, init_attn_std: float | None = None, init_proj_std: float | None = None, factor: float = 1.0
-    ) -> None:
-        """qkv N(0, attn_std) (default ``dim ** -0.5``), projection N(0, proj_std) (default attn_std x factor),
-        biases zero."""
-        init_attn_std = init_attn_std or self.qkv.in_features**-0.5
-        init_proj_std = init_proj_std or init_attn_std * factor
-        nn.init.normal_(self.qkv.weight, std=init_attn_std)
-        nn.init.normal_(self.proj.weight, std=init_proj_std)
-        for linear in (self.qkv, self.proj):
-            if linear.bias is not None:
-                nn.init.zeros_(linear.bias)
 
     def forward(self, x: Tensor, is_causal: bool = True) -> Tensor:
         batch, tokens, dim = x.shape

@@ -158,6 +158,17 @@ class Block(nn.Module):
 class NestedTensorBlock(Block):
     """The released name of the block that also accepts a list of crops; identical to :class:`Block`."""
 
+    def forward(
+        self, x_or_x_list: Tensor | list[Tensor], first_token_only: bool = False, groups: Groups | None = None
+    ) -> Tensor | list[Tensor]:
+        """:meth:`Block.forward`, under the released argument name."""
+        return super().forward(x_or_x_list, first_token_only, groups)
+
+    def forward_nested(self, x_list: list[Tensor]) -> list[Tensor]:
+        """The release's list path: crops ``[B_i, N_i, D]`` in, the same shapes out (packed here, see
+        :meth:`Block.forward`; xformers is not required)."""
+        return self.forward(list(x_list))
+
 
 class CausalSelfAttentionBlock(nn.Module):
     """dino.txt's text block, released signature (DINOv3 ``CausalSelfAttentionBlock``, DINOv2 hub

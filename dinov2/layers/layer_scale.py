@@ -9,11 +9,18 @@ from torch import Tensor, nn
 class LayerScale(nn.Module):
     """Multiply the last dimension by a learned vector ``gamma`` of shape ``[dim]``, initialised to ``init_values``."""
 
-    def __init__(self, dim: int, init_values: float | Tensor = 1e-5, inplace: bool = False) -> None:
+    def __init__(
+        self,
+        dim: int,
+        init_values: float | Tensor = 1e-5,
+        inplace: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         self.inplace = inplace
         self.init_values = init_values
-        self.gamma = nn.Parameter(torch.empty(dim))
+        self.gamma = nn.Parameter(torch.empty(dim, device=device, dtype=dtype))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -18,7 +18,9 @@ def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
     return (value, value)
 
 
-make_2tuple = _pair  # the release's name
+def make_2tuple(x: int | tuple[int, int]) -> tuple[int, int]:
+    """The release's name: ``(x, x)`` for an int, a pair as it is."""
+    return _pair(x)
 
 
 class PatchEmbed(nn.Module):
@@ -49,6 +51,13 @@ class PatchEmbed(nn.Module):
         self.flatten_embedding = flatten_embedding
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size)
         self.norm = norm_layer(embed_dim) if norm_layer else nn.Identity()
+
+    def flops(self) -> float:
+        """Multiply-accumulates of the projection at ``img_size`` plus one per output value for the norm (counted
+        even when the norm is the identity, as released)."""
+        grid_h, grid_w = self.patches_resolution
+        ph, pw = self.patch_size
+        return grid_h * grid_w * self.embed_dim * (self.in_chans * ph * pw + 1)
 
     def forward(self, x: Tensor) -> Tensor:
         height, width = x.shape[-2:]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -81,13 +82,14 @@ class SwiGLUFFNSplit(nn.Module):
         drop: float = 0.0,
         bias: bool = True,
         align_to: int = 8,
+        device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
         out_features = out_features or in_features
         hidden = swiglu_hidden_features(hidden_features or in_features, align_to)
-        self.w1 = nn.Linear(in_features, hidden, bias=bias)
-        self.w2 = nn.Linear(in_features, hidden, bias=bias)
-        self.w3 = nn.Linear(hidden, out_features, bias=bias)
+        self.w1 = nn.Linear(in_features, hidden, bias=bias, device=device)
+        self.w2 = nn.Linear(in_features, hidden, bias=bias, device=device)
+        self.w3 = nn.Linear(hidden, out_features, bias=bias, device=device)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.w3(F.silu(self.w1(x)) * self.w2(x))

@@ -175,6 +175,11 @@ class CenteredTeacherLoss(nn.Module):
         self._pending_work = distributed.all_reduce(packed, async_op=True)
         self._pending = packed
 
+    def reduce_center_update(self, *args, **kwargs) -> None:
+        """The release's name for what ``update_center`` does first (there, all of it): start the centre's
+        all-reduce; :meth:`apply_center_update` folds it in."""
+        self.update_center(*args, **kwargs)
+
     @torch.no_grad()
     def apply_center_update(self) -> None:
         """Wait for the pending all-reduce (if any) and fold it into ``center``; a no-op otherwise."""

@@ -38,6 +38,9 @@ class TextHead(TokenHead):
         super().__init__(input_dim, blocks, (input_dim, embed_dim) if use_projection else None)
         self.input_dim = input_dim
 
+    def forward(self, text_tokens: Tensor) -> Tensor:  # the released argument name
+        return super().forward(text_tokens)
+
     @torch.no_grad()
     def init_weights(self) -> None:
         """Blocks as the text transformer's (one layer deep), projection N(0, input_dim^-1/2)."""

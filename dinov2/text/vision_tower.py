@@ -59,6 +59,9 @@ class VisionHead(TokenHead):
             projection = (input_dim, embed_dim // multiplier)
         super().__init__(input_dim, blocks, projection)
 
+    def forward(self, image_tokens: Tensor) -> Tensor:  # the released argument name
+        return super().forward(image_tokens)
+
     @torch.no_grad()
     def init_weights(self) -> None:
         """The released initialisation (training from scratch)."""

@@ -10,7 +10,7 @@ import json
 import torch
 
 from dinov2.data import DatasetWithEnumeratedTargets, SamplerType, make_data_loader
-from dinov2.eval import linear, metrics, setup, utils
+from dinov2.eval import knn, linear, log_regression, metrics, setup, utils
 from dinov2.eval.knn import eval_knn_with_model
 from dinov2.eval.log_regression import eval_log_regression_with_model
 from tests.eval.linear.test_linear import CLASSES, FakeBackbone, make_batches, make_grid
@@ -109,3 +109,43 @@ def test_released_helpers_of_linear_and_utils():
     torch.testing.assert_close(results[name]["top-1"], expected)
     tensor = torch.arange(6).view(3, 2)
     assert torch.equal(utils.all_gather_and_flatten(tensor), tensor)  # one process: the tensor itself
+
+
+def test_the_released_model_level_eval_knn_gives_the_released_keys_as_fractions():
+    from dinov2.features.knn_scoring import knn_eval_of_model
+
+    train, val = ToyDataset(30), ToyDataset(12)
+    args = (metrics.AccuracyAveraging.MEAN_ACCURACY, [1, 3], 0.07, 4, 0, True)
+    results = knn.eval_knn(CountingModel(), train, val, *args, n_per_class_list=[-1, 5], n_tries=2)
+    assert sorted(results) == [("5 per class", 1), ("5 per class", 3), ("5 per class", 5), ("full", 1), ("full", 3)]
+    protocol = dict(nb_knn=[1, 3], n_per_class_list=[-1, 5], n_tries=2, batch_size=4, num_workers=0)
+    ours = knn_eval_of_model(CountingModel(), train, val, **protocol)
+    for (setting, k), values in results.items():
+        assert set(values) == {"top-1", "top-5"} and 0.0 <= float(values["top-1"]) <= 1.0
+        torch.testing.assert_close(values["top-1"], ours[setting]["mean"][k]["top-1"] / 100.0)
+
+
+def test_the_released_model_level_eval_log_regression_gives_fractions_and_best_c():
+    train, val = ToyDataset(30), ToyDataset(12)
+    common = dict(model=CountingModel(), train_dataset=train, val_dataset=val, metric_type="mean_accuracy",
+                  batch_size=8, num_workers=0, max_train_iters=50)  # fmt: skip
+    results = log_regression.eval_log_regression(finetune_dataset=None, **common)
+    assert set(results) == {"top-1", "top-5", "best_C"} and 0.0 <= float(results["top-1"]) <= 1.0
+    with_finetune = log_regression.eval_log_regression(finetune_dataset=ToyDataset(9), **common)
+    assert 0.0 <= float(with_finetune["top-1"]) <= 1.0 and with_finetune["best_C"] > 0
+
+
+def test_the_released_evaluate_linear_classifiers_logs_writes_its_block_and_returns_the_best(tmp_path):
+    classifiers, _ = make_grid()
+    val = make_batches(2, seed=1)
+    path = tmp_path / "results_eval_linear.json"
+    results = linear.evaluate_linear_classifiers(FakeBackbone(), classifiers, val, "mean_accuracy", path, CLASSES, 7,
+                                                 "ITER: 7")  # fmt: skip
+    assert results["best_classifier"]["name"] in classifiers.classifiers_dict
+    block = path.read_text().splitlines()
+    assert block[0] == "iter: 7" and json.loads(block[1]) == {"best_classifier": results["best_classifier"]}
+    first = next(iter(classifiers.classifiers_dict))
+    forced = linear.evaluate_linear_classifiers(FakeBackbone(), classifiers, val, "mean_accuracy", None, CLASSES, 8,
+                                                best_classifier_on_val=first)  # fmt: skip
+    assert forced["best_classifier"]["name"] == first
+    assert linear.scale_lr(learning_rates=1e-3, batch_size=512) == 2e-3  # the released keyword

@@ -95,10 +95,11 @@ class AllClassifiers(nn.Module):
         return len(self.classifiers_dict)
 
 
-def scale_lr(learning_rate: float, batch_size: int, world_size: int | None = None) -> float:
-    """Released linear scaling: lr * (batch_size * world_size) / 256 (batch_size per process)."""
+def scale_lr(learning_rates: float, batch_size: int, world_size: int | None = None) -> float:
+    """Released linear scaling of one rate (the released name is plural): lr * (batch_size * world_size) / 256
+    (batch_size per process)."""
     world_size = distributed.get_global_size() if world_size is None else world_size
-    return learning_rate * (batch_size * world_size) / 256.0
+    return learning_rates * (batch_size * world_size) / 256.0
 
 
 def classifier_name(n_blocks: int, avgpool: bool, lr: float, digits: int = 5) -> str:

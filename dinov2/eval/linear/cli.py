@@ -52,7 +52,6 @@ from dinov2.eval.linear.train import (
     evaluate_linear_classifiers,
     setup_probe,
     train_linear_classifiers,
-    write_results_block,
 )
 from dinov2.eval.metrics import MetricType
 from dinov2.eval.results import format_table
@@ -167,10 +166,9 @@ def _test_on_datasets(
         logger.info("Testing on %s", dataset_str)
         loader = make_eval_data_loader(dataset_str, batch_size, num_workers, metric_type, transform=transform)
         out = evaluate_linear_classifiers(
-            feature_model, classifiers, loader, metric_type=metric_type, num_classes=num_classes,
-            class_mapping=mapping, best_classifier_on_val=best_name,
+            feature_model, classifiers, loader, metric_type, file, num_classes, iteration, f"TEST {dataset_str}",
+            mapping, best_name,
         )  # fmt: skip
-        write_results_block(file, iteration, out)
         results[f"{dataset_str}_accuracy"] = 100.0 * out["best_classifier"]["accuracy"]
         details[dataset_str] = {"metric_type": MetricType(metric_type), **_percent(out["classifiers"][best_name])}
     return results, details

@@ -38,6 +38,7 @@ __all__ = [
     "make_scheduler",
     "train_step",
     "evaluate_linear_classifiers",
+    "score_linear_classifiers",
     "select_best_classifier",
     "best_hub_classifier",
     "train_linear_classifiers",
@@ -149,7 +150,7 @@ def select_best_classifier(
 
 
 @torch.no_grad()
-def evaluate_linear_classifiers(
+def score_linear_classifiers(
     feature_model: FeatureModel,
     classifiers: AllClassifiers,
     data_loader: Iterable,
@@ -177,6 +178,37 @@ def evaluate_linear_classifiers(
     return {"classifiers": results, "best_classifier": select_best_classifier(results, best_classifier_on_val)}
 
 
+def evaluate_linear_classifiers(
+    feature_model: FeatureModel,
+    linear_classifiers: AllClassifiers,
+    data_loader: Iterable,
+    metric_type: MetricType | str,
+    metrics_file_path,
+    training_num_classes: int,
+    iteration: int,
+    prefixstring: str = "",
+    class_mapping: Sequence[int] | torch.Tensor | None = None,
+    best_classifier_on_val: str | None = None,
+) -> dict:
+    """Released: :func:`score_linear_classifiers`, each classifier's metrics logged (prefixed ``prefixstring``) and
+    the released block (``iter: N`` + the best classifier) appended to ``metrics_file_path`` (main process; None
+    writes nothing). Returns the scores: ``best_classifier`` as released, and every classifier's metrics."""
+    results = score_linear_classifiers(
+        feature_model,
+        linear_classifiers,
+        data_loader,
+        metric_type=metric_type,
+        num_classes=training_num_classes,
+        class_mapping=class_mapping,
+        best_classifier_on_val=best_classifier_on_val,
+    )
+    for name, metric in results["classifiers"].items():
+        logger.info("%s -- Classifier: %s * %s", prefixstring, name, to_jsonable(metric))
+    logger.info("best classifier: %s", results["best_classifier"])
+    write_results_block(metrics_file_path, iteration, results)
+    return results
+
+
 def best_hub_classifier(val_results: dict, classifiers: AllClassifiers) -> dict | None:
     """The best classifier on validation among those with a hub ``_lc`` layout: ``{"name", "accuracy", "layers"}``.
 
@@ -196,15 +228,6 @@ def write_results_block(metrics_file_path, iteration: int, results: dict) -> Non
     if metrics_file_path is not None and distributed.is_main_process():
         with open(metrics_file_path, "a") as f:
             f.write(f"iter: {iteration}\n{json.dumps({'best_classifier': results['best_classifier']})}\n\n")
-
-
-def _validate(feature_model, classifiers, val_data, iteration, metrics_file_path, **eval_kwargs) -> dict:
-    results = evaluate_linear_classifiers(feature_model, classifiers, val_data, **eval_kwargs)
-    for name, metric in results["classifiers"].items():
-        logger.info("ITER: %d -- Classifier: %s * %s", iteration, name, to_jsonable(metric))
-    logger.info("best classifier: %s", results["best_classifier"])
-    write_results_block(metrics_file_path, iteration, results)
-    return results
 
 
 def _checkpoint(output_dir, classifiers, optimizer, scheduler, iteration, start_iter, max_iter, period, running):
@@ -248,7 +271,7 @@ def train_linear_classifiers(
     ``running_checkpoint_period`` iterations (after the first 5 since start), ``model_{iteration:07d}`` every
     ``checkpoint_period`` and ``model_final`` at the end. Returns (final validation results or None, max_iter).
     """
-    eval_kwargs = dict(metric_type=metric_type, num_classes=num_classes, class_mapping=val_class_mapping)
+    validation = (metric_type, metrics_file_path, num_classes)
     metric_logger = MetricLogger(delimiter="  ")
     metric_logger.add_meter("lr", SmoothedValue(window_size=1, fmt="{value:.6g}"))
     iteration = start_iter
@@ -262,7 +285,9 @@ def train_linear_classifiers(
             _checkpoint(output_dir, classifiers, optimizer, scheduler, iteration, start_iter, max_iter, *periods)
         is_last = iteration == max_iter - 1
         if val_data is not None and eval_period > 0 and (iteration + 1) % eval_period == 0 and not is_last:
-            _validate(feature_model, classifiers, val_data, iteration, metrics_file_path, **eval_kwargs)
+            evaluate_linear_classifiers(
+                feature_model, classifiers, val_data, *validation, iteration, f"ITER: {iteration}", val_class_mapping
+            )
         iteration += 1
     if iteration < max_iter:
         raise ValueError(
@@ -271,7 +296,10 @@ def train_linear_classifiers(
         )
     if val_data is None:
         return None, max_iter
-    return _validate(feature_model, classifiers, val_data, max_iter, metrics_file_path, **eval_kwargs), max_iter
+    final = evaluate_linear_classifiers(
+        feature_model, classifiers, val_data, *validation, max_iter, f"ITER: {max_iter}", val_class_mapping
+    )
+    return final, max_iter
 
 
 def eval_linear(

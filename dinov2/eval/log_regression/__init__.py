@@ -2,12 +2,14 @@
 dinov2.eval.log_regression``).
 
 :mod:`~dinov2.eval.log_regression.solver`: the L-BFGS solver, the C sweep and the protocol on features;
-:mod:`~dinov2.eval.log_regression.cli`: the command line and :func:`eval_log_regression_with_model`.
+:mod:`~dinov2.eval.log_regression.cli`: the command line, the release's model-level :func:`eval_log_regression` and
+:func:`eval_log_regression_with_model`.
 """
 
 from dinov2.eval.log_regression.cli import (
     RESIZE_RATIO,
     as_torch_dtype,
+    eval_log_regression,
     eval_log_regression_with_model,
     get_args_parser,
     main,
@@ -18,7 +20,6 @@ from dinov2.eval.log_regression.solver import (
     DEFAULT_TOL,
     LogisticRegression,
     default_c_values,
-    eval_log_regression,
     format_log_regression_results,
     holdout_split,
     sweep_c_values,

@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from dinov2.eval import common
-from dinov2.eval.log_regression.solver import DEFAULT_MAX_ITER, eval_log_regression, format_log_regression_results
+from dinov2.eval.log_regression import solver
+from dinov2.eval.log_regression.solver import DEFAULT_MAX_ITER, format_log_regression_results
 from dinov2.eval.metrics import MetricType
 from dinov2.eval.results import to_jsonable
 from dinov2.eval.setup import autocast_context, setup_and_build_model
@@ -38,7 +39,15 @@ from dinov2.utils.dtype import as_torch_dtype as parse_any_dtype
 
 logger = logging.getLogger("dinov2")
 
-__all__ = ["RESIZE_RATIO", "as_torch_dtype", "get_args_parser", "eval_log_regression_with_model", "main", "cli_main"]
+__all__ = [
+    "RESIZE_RATIO",
+    "as_torch_dtype",
+    "get_args_parser",
+    "eval_log_regression",
+    "eval_log_regression_with_model",
+    "main",
+    "cli_main",
+]
 
 RESIZE_RATIO = 1.0  # released: make_classification_eval_transform(resize_size=224), crop 224
 DESCRIPTION = "DINOv2 logistic regression evaluation"
@@ -92,6 +101,43 @@ def _features(model, dataset_str, role, transform, batch_size, num_workers, on_c
     return features, labels
 
 
+def eval_log_regression(
+    *,
+    model: nn.Module,
+    train_dataset,
+    val_dataset,
+    finetune_dataset,
+    metric_type: MetricType | str,
+    batch_size: int,
+    num_workers: int,
+    finetune_on_val: bool = False,
+    train_dtype: torch.dtype | str = torch.float64,
+    train_features_device: torch.device | str = "cpu",
+    max_train_iters: int = DEFAULT_MAX_ITER,
+) -> dict:
+    """The release's logistic regression of ``model`` on labelled datasets of transformed images (collective), its
+    signature and its results: ``{"top-1": fraction, "top-5": fraction, "best_C": C}`` (accuracies in [0, 1] as
+    released; ``eval_log_regression_with_model`` gives percents). C is chosen on ``finetune_dataset``, else on val
+    (``finetune_on_val``), else on 10 % of train, as released; the fit is
+    :func:`dinov2.eval.log_regression.solver.eval_log_regression`."""
+    fit_device = torch.device(train_features_device)
+    features = {}
+    for role, dataset in (("train", train_dataset), ("val", val_dataset), ("fine-tune", finetune_dataset)):
+        if dataset is not None:
+            features[role] = extract_features(
+                model, dataset, batch_size, num_workers, fit_device.type == "cpu", description=role
+            )
+            common.check_extracted_labels(features[role][1], role)
+    finetune = features.get("fine-tune", (None, None))
+    results = solver.eval_log_regression(
+        *features["train"], *features["val"], finetune_features=finetune[0], finetune_labels=finetune[1],
+        finetune_on_val=finetune_on_val, metric_type=common.as_metric_type(metric_type), max_iter=max_train_iters,
+        dtype=as_torch_dtype(train_dtype), device=fit_device,
+    )  # fmt: skip
+    fractions = {key: torch.as_tensor(results[key]) / 100.0 for key in ("top-1", "top-5")}
+    return {**fractions, "best_C": results["best_C"]}
+
+
 def eval_log_regression_with_model(
     model: nn.Module,
     train_dataset_str="ImageNet:split=TRAIN",
@@ -126,7 +172,7 @@ def eval_log_regression_with_model(
         train = _features(model, train_dataset_str, "train", *args)
         val = _features(model, val_dataset_str, "val", *args)
         finetune = _features(model, finetune_dataset_str, "fine-tune", *args) if finetune_dataset_str else (None, None)
-    results = eval_log_regression(
+    results = solver.eval_log_regression(
         *train, *val, finetune_features=finetune[0], finetune_labels=finetune[1], finetune_on_val=finetune_on_val,
         metric_type=common.as_metric_type(metric_type), max_iter=max_train_iters, dtype=as_torch_dtype(train_dtype),
         device=fit_device,

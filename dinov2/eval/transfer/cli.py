@@ -7,7 +7,7 @@ model-level entry point.
 
 (or ``dinov2-eval-transfer``, or ``dinov2/run/eval/transfer.py`` on SLURM). Per dataset: class-token features of
 images resized to 224 (short side, bicubic) and centre-cropped to 224, the released logistic-regression protocol
-(:func:`dinov2.eval.log_regression.eval_log_regression`: float64 L-BFGS, C swept over 10^linspace(-6, 5, 45)) or its
+(:func:`dinov2.eval.log_regression.solver.eval_log_regression`: float64 L-BFGS, C over 10^linspace(-6, 5, 45)) or its
 one-vs-rest form for VOC 2007, and the dataset's metric (:mod:`~dinov2.eval.transfer.datasets`). Results:
 one table, ``results_eval_transfer.json`` (``{"<dataset>": %}`` lines and ``"average"``) and
 ``results_eval_transfer_detailed.json`` (metrics, best C, sweeps, split sizes).
@@ -25,7 +25,7 @@ import torch
 
 from dinov2.data.transforms import make_classification_eval_transform
 from dinov2.eval.common import BackboneProtocol, check_extracted_labels, default_resize_size, finish_eval_run
-from dinov2.eval.log_regression import DEFAULT_MAX_ITER, eval_log_regression
+from dinov2.eval.log_regression.solver import DEFAULT_MAX_ITER, eval_log_regression
 from dinov2.eval.metrics import MetricType
 from dinov2.eval.results import format_table
 from dinov2.eval.transfer.datasets import TRANSFER_DATASETS, dataset_splits, folder_splits, parse_folder_spec

@@ -26,7 +26,7 @@ import torch
 
 from dinov2.data.datasets.video import VideoClips
 from dinov2.eval.common import BackboneProtocol, finish_eval_run
-from dinov2.eval.log_regression import DEFAULT_MAX_ITER, eval_log_regression
+from dinov2.eval.log_regression.solver import DEFAULT_MAX_ITER, eval_log_regression
 from dinov2.eval.results import to_jsonable
 from dinov2.eval.transfer.cli import add_fit_args, backbone_eval_transform
 from dinov2.eval.video.features import AGGREGATIONS, ClipEncoder

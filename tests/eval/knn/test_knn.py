@@ -7,13 +7,13 @@ import torch
 
 from dinov2.eval.knn import (
     KnnIndex,
-    eval_knn,
     few_shot_k_list,
     format_knn_results,
     knn_class_scores,
     released_knn_results,
     sample_few_shot_indices,
 )
+from dinov2.features.knn_scoring import eval_knn  # the protocol on features (dinov2.eval.knn's is model-level)
 from tests.dist_helpers import run_distributed
 
 T = 0.07

@@ -12,9 +12,9 @@ from dinov2.eval.linear import (
     best_hub_classifier,
     classifier_name,
     create_linear_input,
-    evaluate_linear_classifiers,
     make_optimizer,
     make_scheduler,
+    score_linear_classifiers,
     select_best_classifier,
     setup_linear_classifiers,
     train_linear_classifiers,
@@ -234,8 +234,8 @@ def test_evaluation_selection_and_hub_export(tmp_path):
     no_avgpool = next(c for n, c in classifiers.classifiers_dict.items() if "avgpool_False" in n)
     with pytest.raises(ValueError, match="no hub _lc head layout"):
         hub_linear_head_state_dict(no_avgpool)
-    mapped = evaluate_linear_classifiers(backbone, classifiers, [(images, torch.zeros(8, dtype=torch.long))],
-                                         num_classes=CLASSES, class_mapping=[2])  # fmt: skip
+    mapped = score_linear_classifiers(backbone, classifiers, [(images, torch.zeros(8, dtype=torch.long))],
+                                      num_classes=CLASSES, class_mapping=[2])  # fmt: skip
     assert all(r["top-1"].item() == 1.0 for r in mapped["classifiers"].values())  # one output: always right
 
 

@@ -12,11 +12,11 @@ from dinov2.eval.log_regression import (
     C_POWER_RANGE,
     LogisticRegression,
     default_c_values,
-    eval_log_regression,
     format_log_regression_results,
     holdout_split,
     sweep_c_values,
 )
+from dinov2.eval.log_regression.solver import eval_log_regression  # on features (the released name is model-level)
 from tests.dist_helpers import run_distributed
 
 sklearn_linear_model = pytest.importorskip("sklearn.linear_model")
