@@ -31,7 +31,11 @@ from dinov2.hub.depthers import (
     dinov2_vits14_dd,
     dinov2_vits14_ld,
 )
-from dinov2.hub.dinotxt import dinov2_vitl14_reg4_dinotxt_tet1280d20h24l, get_tokenizer
+from dinov2.hub.dinotxt import (
+    dinov2_vitl14_reg4_dinotxt_tet1280d20h24l,
+    dinov3_vitl16_dinotxt_tet1280d20h24l,
+    get_tokenizer,
+)
 from dinov2.hub.dinov3_backbones import (
     dinov3_convnext_base,
     dinov3_convnext_large,

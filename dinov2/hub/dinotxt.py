@@ -1,4 +1,6 @@
-"""Hub entry point of the released dino.txt model ``dinov2_vitl14_reg4_dinotxt_tet1280d20h24l`` and its tokenizer.
+"""Hub entry points of the released dino.txt models, ``dinov2_vitl14_reg4_dinotxt_tet1280d20h24l`` and its tokenizer,
+and DINOv3's ``dinov3_vitl16_dinotxt_tet1280d20h24l`` (see its docstring: gated files, one file for the vision head
+and the text encoder, ``(model, tokenizer)`` returned as released).
 
 The model: the frozen DINOv2 ViT-L/14 with 4 registers, a 2-block vision head over its tokens, a 1280-d 24-layer
 causal text transformer, a 2048-d joint space (``encode_image``, ``encode_text``, ``get_logits``, ``forward``).
@@ -17,23 +19,29 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+from enum import Enum
 from pathlib import Path
 
 import torch
 
-from dinov2.hub import catalog
+from dinov2.hub import catalog, dinov3_backbones
 from dinov2.hub.backbones import Weights as BackboneWeights
 from dinov2.hub.backbones import make_backbone
+from dinov2.hub.dinov3_backbones import Weights as DINOv3Weights
+from dinov2.hub.dinov3_backbones import checked_source
 from dinov2.hub.utils import load_strict
 from dinov2.models.families import family_for_weights
-from dinov2.models.weights import is_url, read_checkpoint
+from dinov2.models.weights import WeightsMismatchError, is_url, read_checkpoint
 from dinov2.text import TEXT_1280D20H24L, DinoTxt, DinoTxtConfig, TextTransformer, released_config
-from dinov2.text.tokenizer import Tokenizer
+from dinov2.text.tokenizer import Tokenizer, find_vocab
 from dinov2.text.tokenizer import get_tokenizer as _get_tokenizer
 from dinov2.utils.io import atomic_torch_save
 
 __all__ = [
     "dinov2_vitl14_reg4_dinotxt_tet1280d20h24l",
+    "dinov3_vitl16_dinotxt_tet1280d20h24l",
+    "DINOTxtWeights",
+    "make_dinov3_dinotxt",
     "get_tokenizer",
     "make_dinotxt",
     "save_dinotxt",
@@ -110,6 +118,101 @@ def dinov2_vitl14_reg4_dinotxt_tet1280d20h24l(
         vision_head_weights=vision_head_weights,
         text_encoder_weights=text_encoder_weights,
     )
+
+
+# ------------------------------------------------------------------------------------------------ DINOv3's dino.txt
+_V3_NAME = "dinov3_vitl16_dinotxt_tet1280d20h24l"
+DINOV3_DINOTXT_FILE = "dinov3_vitl16_dinotxt_vision_head_and_text_encoder-a442d8f5.pth"  # behind the licence form
+DINOV3_VOCAB_URL = f"{catalog.DINOV3_BASE_URL}/thirdparty/bpe_simple_vocab_16e6.txt.gz"
+_V3_HEAD = "visual_model.head."
+
+
+class DINOTxtWeights(Enum):
+    """Training data of the released DINOv3 dino.txt weights."""
+
+    LVTD2300M = "LVTD2300M"
+
+
+def _released_v3_state(state: dict, source: object) -> dict:
+    """The release's one-file layout (``visual_model.head.blocks.*``, ``text_model.*``, ``logit_scale``) in this
+    model's names (the vision head's blocks are ``block_list``, as in DINOv2's head file)."""
+    if any(k.startswith("visual_model.backbone.") for k in state):
+        raise WeightsMismatchError(
+            f"{source} holds backbone tensors (visual_model.backbone.*): the released DINOv3 dino.txt file holds the "
+            "vision head and the text encoder only; pass the backbone file as backbone_weights"
+        )
+    head_blocks = _V3_HEAD + "blocks."
+    renamed = {}
+    for key, value in state.items():
+        renamed[_V3_HEAD + "block_list." + key[len(head_blocks) :] if key.startswith(head_blocks) else key] = value
+    return renamed
+
+
+def make_dinov3_dinotxt(
+    backbone_name: str,
+    text_kwargs: dict,
+    *,
+    pretrained: bool,
+    weights: DINOTxtWeights | PathArg,
+    backbone_weights: DINOv3Weights | PathArg,
+    check_hash: bool = False,
+) -> DinoTxt:
+    """DINOv3's dino.txt over hub backbone ``backbone_name`` with a text transformer of ``text_kwargs``, files as
+    :func:`dinov3_vitl16_dinotxt_tet1280d20h24l` says. Eval mode."""
+    make = getattr(dinov3_backbones, backbone_name)  # the released entry point (file-name rules, check_hash)
+    backbone = make(pretrained=pretrained, weights=backbone_weights, check_hash=check_hash)
+    state, source = None, None
+    if isinstance(weights, DINOTxtWeights):
+        if pretrained:
+            raise catalog.gated_weights_error(_V3_NAME, DINOV3_DINOTXT_FILE)
+    else:
+        source = str(weights)
+        checked = checked_source(_V3_NAME, source, check_hash)
+        state = _released_v3_state(dict(read_checkpoint(checked, argument="weights")), source)
+    if state is not None:  # the file sets every trainable tensor: skip the (538M-parameter) initialisation
+        with torch.device("meta"):
+            text_backbone = TextTransformer(**text_kwargs)
+    else:
+        text_backbone = TextTransformer(**text_kwargs)
+    model = DinoTxt(released_config(2 * int(backbone.embed_dim)), backbone, text_backbone)
+    if state is None:
+        model.init_weights()
+        return model.eval()
+    model.text_model.to_empty(device=next(backbone.parameters()).device)
+    state |= {f"visual_model.backbone.{k}": v for k, v in backbone.state_dict().items()}
+    load_strict(model, state, source, f"{_V3_NAME} vision head and text encoder")
+    return model.eval()
+
+
+def dinov3_vitl16_dinotxt_tet1280d20h24l(
+    *,
+    pretrained: bool = True,
+    weights: DINOTxtWeights | PathArg = DINOTxtWeights.LVTD2300M,
+    backbone_weights: DINOv3Weights | PathArg = DINOv3Weights.LVD1689M,
+    bpe_path_or_url: str | os.PathLike = DINOV3_VOCAB_URL,
+    check_hash: bool = False,
+) -> tuple[DinoTxt, Tokenizer]:
+    """dino.txt on DINOv3 ViT-L/16 (82.3 % zero-shot ImageNet top-1 in the DINOv3 paper) and its tokenizer, as
+    released: ``(model, tokenizer)``, eval mode.
+
+    The release gates its files behind a licence form, so ``pretrained=True`` needs ``backbone_weights=`` (the
+    ``dinov3_vitl16`` file, see :func:`dinov2.hub.dinov3_backbones.dinov3_vitl16`) and ``weights=`` (the
+    ``dinov3_vitl16_dinotxt_vision_head_and_text_encoder-a442d8f5.pth`` file or its personal URL), both loaded
+    strictly (the release loads the dino.txt file with ``strict=False``: a misnamed key went unnoticed). A local
+    ``weights`` file is loaded whatever ``pretrained`` says; ``pretrained=False`` alone gives random weights.
+    ``check_hash`` checks each file's sha256 against the 8 hex digits its released name ends with. The vocabulary
+    is ``bpe_path_or_url``; the default (the release's URL) is read from an installed package that ships OpenAI's
+    CLIP vocabulary (the same file) when there is one, else downloaded once into the torch hub cache."""
+    model = make_dinov3_dinotxt(
+        "dinov3_vitl16",
+        TEXT_1280D20H24L,
+        pretrained=pretrained,
+        weights=weights,
+        backbone_weights=backbone_weights,
+        check_hash=check_hash,
+    )
+    installed = find_vocab() if str(bpe_path_or_url) == DINOV3_VOCAB_URL else None
+    return model, get_tokenizer(installed or bpe_path_or_url)
 
 
 def get_tokenizer(vocab_path: PathArg | None = None) -> Tokenizer:
@@ -189,19 +292,22 @@ def load_dinotxt(
 
 # ------------------------------------------------------------------------------------------------ command-line flags
 RELEASED = _NAME  # --model default
+RELEASED_V3 = _V3_NAME
 
 
 def add_dinotxt_args(parser: argparse.ArgumentParser) -> None:
-    """``--model``, ``--backbone-weights``, ``--vision-head-weights``, ``--text-encoder-weights``,
+    """``--model``, ``--backbone-weights``, ``--vision-head-weights``, ``--text-encoder-weights``, ``--weights``,
     ``--no-pretrained``, ``--vocab-path``."""
     parser.add_argument(
         "--model",
         default=RELEASED,
-        help=f"{RELEASED} (the released model, default) or a dino.txt file written by the dino.txt trainer",
+        help=f"{RELEASED} (the released DINOv2 model, default), {RELEASED_V3} (DINOv3's: its files are gated, give "
+        "--weights and --backbone-weights) or a dino.txt file written by the dino.txt trainer",
     )
     parser.add_argument("--backbone-weights", help="local backbone file (default: the released backbone)")
-    parser.add_argument("--vision-head-weights", help="local vision-head file of the released model")
-    parser.add_argument("--text-encoder-weights", help="local text-encoder file of the released model")
+    parser.add_argument("--vision-head-weights", help=f"local vision-head file of {RELEASED}")
+    parser.add_argument("--text-encoder-weights", help=f"local text-encoder file of {RELEASED}")
+    parser.add_argument("--weights", help=f"the vision-head-and-text-encoder file of {RELEASED_V3} (or its URL)")
     parser.add_argument(
         "--no-pretrained",
         dest="pretrained",
@@ -213,14 +319,16 @@ def add_dinotxt_args(parser: argparse.ArgumentParser) -> None:
 
 def check_dinotxt_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Usage errors (exit code 2) for local files that do not exist."""
-    if args.model != RELEASED and not Path(args.model).expanduser().is_file():
-        parser.error(f"--model {args.model!r}: neither {RELEASED} nor an existing dino.txt file")
-    for flag in ("backbone_weights", "vision_head_weights", "text_encoder_weights", "vocab_path"):
+    if args.model not in (RELEASED, RELEASED_V3) and not Path(args.model).expanduser().is_file():
+        parser.error(f"--model {args.model!r}: neither {RELEASED}, {RELEASED_V3} nor an existing dino.txt file")
+    for flag in ("backbone_weights", "vision_head_weights", "text_encoder_weights", "weights", "vocab_path"):
         value = getattr(args, flag)
         if value and not is_url(value) and not Path(value).expanduser().exists():
             parser.error(f"--{flag.replace('_', '-')} {value!r} does not exist")
     if args.model != RELEASED and (args.vision_head_weights or args.text_encoder_weights):
-        parser.error("--vision-head-weights / --text-encoder-weights are for the released model, not a dino.txt file")
+        parser.error(f"--vision-head-weights / --text-encoder-weights are for --model {RELEASED} (DINOv2's files)")
+    if args.model != RELEASED_V3 and args.weights:
+        parser.error(f"--weights is for --model {RELEASED_V3} (DINOv3's one file)")
 
 
 def dinotxt_from_args(args: argparse.Namespace) -> tuple[DinoTxt, Tokenizer]:
@@ -231,6 +339,13 @@ def dinotxt_from_args(args: argparse.Namespace) -> tuple[DinoTxt, Tokenizer]:
             backbone_weights=args.backbone_weights,
             vision_head_weights=args.vision_head_weights,
             text_encoder_weights=args.text_encoder_weights,
+        )
+    elif args.model == RELEASED_V3:
+        return dinov3_vitl16_dinotxt_tet1280d20h24l(
+            pretrained=args.pretrained,
+            weights=args.weights or DINOTxtWeights.LVTD2300M,
+            backbone_weights=args.backbone_weights or DINOv3Weights.LVD1689M,
+            bpe_path_or_url=args.vocab_path or DINOV3_VOCAB_URL,
         )
     else:
         model = load_dinotxt(args.model, pretrained=args.pretrained, backbone_weights=args.backbone_weights)

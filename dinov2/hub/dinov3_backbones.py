@@ -60,7 +60,7 @@ def _check_hash(path: Path, expected: str | None, name: str) -> None:
         raise RuntimeError(f"{name}: {path} has sha256 {digest[:8]}..., expected {expected}...; re-download it")
 
 
-def _checked(name: str, source: str, check_hash: bool) -> str | Path:
+def checked_source(name: str, source: str, check_hash: bool) -> str | Path:
     """``source``, or with ``check_hash`` its local copy (downloaded when a URL) once its sha256 matches its name."""
     if not check_hash:
         return source
@@ -75,7 +75,8 @@ def _load_released(model: nn.Module, state_dict: dict, source: object, name: str
 
 def load_weights(model: nn.Module, name: str, source: str, check_hash: bool = False) -> None:
     """Read ``source`` (local path, ``file://`` or ``https://`` URL) and load it into ``model`` with ``strict=True``."""
-    _load_released(model, read_backbone_weights(_checked(name, source, check_hash), argument="weights"), source, name)
+    state = read_backbone_weights(checked_source(name, source, check_hash), argument="weights")
+    _load_released(model, state, source, name)
 
 
 def _make_vit(short: str, *, pretrained: bool, weights: Weights | str, check_hash: bool, **kwargs: Any) -> nn.Module:
@@ -91,7 +92,7 @@ def _make_vit(short: str, *, pretrained: bool, weights: Weights | str, check_has
                 "ViT-L (they differ in architecture); keep the released file name ending in -<8 hex digits>.pth"
             )
         untied = file_hash in catalog.DINOV3_UNTIED_LOCAL_CLS_NORM_HASHES
-    source = _checked(name, _source(name, weights, hashes), check_hash) if pretrained else None
+    source = checked_source(name, _source(name, weights, hashes), check_hash) if pretrained else None
     kwargs = {**catalog.dinov3_vit_kwargs(short, untied), **kwargs}
     return build_hub_backbone(catalog.get_backbone(name), kwargs, source, load=_load_released)
 
