@@ -477,6 +477,45 @@ def _has(module, dotted: str) -> bool:
     return hasattr(getattr(module, owner, None), method) if method else hasattr(module, owner)
 
 
+# DINOv3's modules whose names a DINOv2 package can serve, at the paths they have here, from the DINOv3 release (at
+# the commit below) by `python scripts/released_names.py <release checkout> dinov3 --only <the modules below>`.
+RELEASED_SURFACE_DINOV3 = json.loads((ROOT / "tests" / "released_names_dinov3.json").read_text())
+DINOV3_PATHS = {  # released module -> (module here, {released class name: its name here})
+    "dinov3.models.vision_transformer": (
+        "dinov2.models.vision_transformer_v3", {"DinoVisionTransformer": "DinoVisionTransformerV3"}
+    ),
+    "dinov3.models.convnext": ("dinov2.models.convnext", {}),
+    "dinov3.hub.backbones": ("dinov2.hub.dinov3_backbones", {}),
+    "dinov3.hub.dinotxt": ("dinov2.hub.dinotxt", {}),
+}  # fmt: skip
+DINOV3_NOT_KEPT = {
+    # the layers the ConvNeXt module defines live in dinov2.layers (ConvNeXtBlock, also named Block here; DropPath,
+    # drop_path); its two-format LayerNorm is nn.LayerNorm (channels last) and dinov2.layers.LayerNorm2d
+    "dinov3.models.convnext": ["DropPath", "LayerNorm", "drop_path"],
+    # weights= takes a path or a URL as it is (dinov2.models.weights reads both)
+    "dinov3.hub.backbones": ["convert_path_or_url_to_url"],
+}
+
+
+def test_the_released_dinov3_names_and_signatures_are_served_at_their_paths_here():
+    problems = {}
+    for released_module, entries in RELEASED_SURFACE_DINOV3.items():
+        path, renamed = DINOV3_PATHS[released_module]
+        module = importlib.import_module(path)
+        for name, released in entries.items():
+            owner, _, method = name.partition(".")
+            if owner in DINOV3_NOT_KEPT.get(released_module, ()):
+                continue
+            target = getattr(module, renamed.get(owner, owner), None)
+            if target is not None and method:
+                target = getattr(target, method, None)
+            if target is None:
+                problems[f"{released_module}:{name}"] = [f"no {name} in {path}"]
+            elif released is not None and (found := _incompatibilities(released, inspect.signature(target))):
+                problems[f"{released_module}:{name}"] = found
+    assert not problems, f"released DINOv3 names or signatures not served here: {problems}"
+
+
 @pytest.mark.parametrize("module", sorted(RELEASED_NAMES))
 def test_released_names_import_from_the_released_paths(module):
     imported = importlib.import_module(module)

@@ -5,7 +5,8 @@ The final norm is registered twice (``norm`` and ``norms.3`` are one module), so
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -14,7 +15,7 @@ from torch import Tensor, nn
 
 from dinov2.layers.convnext_block import ConvNeXtBlock, LayerNorm2d
 from dinov2.models.intermediate import IntermediateLayersMixin, last_or_listed
-from dinov2.models.vision_transformer_v3 import features_dict
+from dinov2.models.vision_transformer_v3 import features_dict, warn_ignored
 from dinov2.utils.registry import Registry
 
 CONVNEXT_SIZES: Registry[dict[str, list[int]]] = Registry(
@@ -45,8 +46,10 @@ class ConvNeXt(IntermediateLayersMixin, nn.Module):
         drop_path_rate: float = 0.0,
         layer_scale_init_value: float = 1e-6,
         patch_size: int | None = None,
+        **ignored_kwargs: Any,
     ) -> None:
         super().__init__()
+        warn_ignored(type(self).__name__, ignored_kwargs)
         if len(depths) != 4 or len(dims) != 4:
             raise ValueError(f"ConvNeXt needs 4 depths and 4 dims, got depths={list(depths)}, dims={list(dims)}")
         stem = nn.Sequential(nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4), LayerNorm2d(dims[0], eps=1e-6))
@@ -66,7 +69,6 @@ class ConvNeXt(IntermediateLayersMixin, nn.Module):
         self.embed_dim = self.num_features = dims[-1]
         self.embed_dims = list(dims)
         self.n_blocks = 4  # the stages ``get_intermediate_layers`` can tap (dense heads index them like ViT blocks)
-        self.n_blocks = len(self.downsample_layers)
         self.n_storage_tokens = 0
         # The release appends the final norm to a list of per-stage norms: same module, second state-dict name.
         self.norms = nn.ModuleList([nn.Identity(), nn.Identity(), nn.Identity(), self.norm])
@@ -105,6 +107,10 @@ class ConvNeXt(IntermediateLayersMixin, nn.Module):
             normed = self.norm(torch.cat([pooled.unsqueeze(1), patches], dim=1))  # [B, 1 + hw, C]
             outputs.append(features_dict(normed[:, :1], normed[:, 1:], patches, crop_masks))
         return outputs
+
+    def forward_features_list(self, x_list: Sequence[Tensor], masks_list: Sequence[Tensor | None]) -> list[dict]:
+        """The release's list form of :meth:`forward_features`: one dict per crop batch."""
+        return self.forward_features(list(x_list), list(masks_list))
 
     def _intermediate_outputs(
         self, x: Tensor, n: int | Sequence[int], norm: bool
@@ -149,6 +155,19 @@ class ConvNeXt(IntermediateLayersMixin, nn.Module):
                 nn.init.zeros_(module.bias)
             elif isinstance(module, ConvNeXtBlock) and module.gamma is not None:
                 module.gamma.fill_(module.layer_scale_init_value)
+
+
+convnext_sizes = CONVNEXT_SIZES  # the release's name
+Block = ConvNeXtBlock  # the release's name (dinov3.models.convnext.Block)
+
+
+def get_convnext_arch(arch_name: str) -> Callable[..., ConvNeXt]:
+    """The release's ``ConvNeXt`` constructor of ``convnext_<size>`` (``tiny``, ``small``, ``base``, ``large``)."""
+    size = arch_name.split("_")[1] if "_" in arch_name else arch_name
+    if size not in CONVNEXT_SIZES:
+        sizes = ", ".join(f"convnext_{name}" for name in CONVNEXT_SIZES)
+        raise NotImplementedError(f"unknown ConvNeXt arch {arch_name!r}; choose one of {sizes}")
+    return partial(ConvNeXt, **CONVNEXT_SIZES[size])
 
 
 def _convnext(size: str, **kwargs: Any) -> ConvNeXt:

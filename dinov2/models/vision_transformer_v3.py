@@ -7,6 +7,8 @@ equal the release's.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -37,6 +39,30 @@ FFN_LAYERS: dict[str, Callable[..., nn.Module]] = {
     "swiglu128": partial(SwiGLUFFNSplit, align_to=128),
 }
 ROPE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# the release's names of these tables (dinov3.models.vision_transformer)
+norm_layer_dict, ffn_layer_dict, dtype_dict = NORM_LAYERS, FFN_LAYERS, ROPE_DTYPES
+
+logger = logging.getLogger("dinov2")
+
+
+def warn_ignored(name: str, ignored: Mapping[str, Any]) -> None:
+    """The release's DINOv3 constructors accept unknown keyword arguments and ignore them with a warning (its
+    ``build_model`` passes ``patch_size`` to every ConvNeXt); so do these, naming them."""
+    if ignored:
+        logger.warning("%s ignores the arguments %s (as the release does): check their spelling", name, sorted(ignored))
+
+
+def init_weights_vit(module: nn.Module, name: str = "") -> None:
+    """The release's initialisation of one module: trunc-normal 0.02 linears, zero biases (the masked-k bias mask
+    reset), norms and LayerScale reset (``name`` unused, for ``named_apply``)."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if hasattr(module, "reset_bias_mask"):
+            module.reset_bias_mask()
+    elif isinstance(module, (nn.LayerNorm, RMSNorm, LayerScale)):
+        module.reset_parameters()
 
 
 def _choice(table: Mapping[str, Any], name: str, value: str) -> Any:
@@ -93,53 +119,57 @@ class DinoVisionTransformerV3(nn.Module):
         mask_k_bias: bool = False,
         untie_cls_and_patch_norms: bool = False,
         untie_global_and_local_cls_norm: bool = False,
+        device: torch.device | str | None = None,
+        **ignored_kwargs: Any,
     ) -> None:
         super().__init__()
-        norm_cls = _choice(NORM_LAYERS, "norm_layer", norm_layer)
-        ffn_cls = _choice(FFN_LAYERS, "ffn_layer", ffn_layer)
-        self.num_features = self.embed_dim = embed_dim
-        self.n_blocks = depth
-        self.num_heads = num_heads
-        self.patch_size = patch_size
-        self.n_storage_tokens = n_storage_tokens
-        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, flatten_embedding=False)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        if n_storage_tokens > 0:
-            self.storage_tokens = nn.Parameter(torch.zeros(1, n_storage_tokens, embed_dim))
-        self.rope_embed = RopePositionEmbedding(
-            embed_dim,
-            num_heads=num_heads,
-            base=pos_embed_rope_base,
-            min_period=pos_embed_rope_min_period,
-            max_period=pos_embed_rope_max_period,
-            normalize_coords=pos_embed_rope_normalize_coords,
-            shift_coords=pos_embed_rope_shift_coords,
-            jitter_coords=pos_embed_rope_jitter_coords,
-            rescale_coords=pos_embed_rope_rescale_coords,
-            dtype=_choice(ROPE_DTYPES, "pos_embed_rope_dtype", pos_embed_rope_dtype),
-        )
-        block = partial(
-            RopeBlock,
-            dim=embed_dim,
-            num_heads=num_heads,
-            ffn_ratio=ffn_ratio,
-            qkv_bias=qkv_bias,
-            proj_bias=proj_bias,
-            ffn_bias=ffn_bias,
-            drop_path=drop_path_rate,
-            norm_layer=norm_cls,
-            ffn_layer=ffn_cls,
-            init_values=layerscale_init,
-            mask_k_bias=mask_k_bias,
-        )
-        self.blocks = nn.ModuleList(block() for _ in range(depth))
-        self.norm = norm_cls(embed_dim)
-        self.untie_cls_and_patch_norms = untie_cls_and_patch_norms
-        self.cls_norm = norm_cls(embed_dim) if untie_cls_and_patch_norms else None
-        self.untie_global_and_local_cls_norm = untie_global_and_local_cls_norm
-        self.local_cls_norm = norm_cls(embed_dim) if untie_global_and_local_cls_norm else None
-        self.head = nn.Identity()
-        self.mask_token = nn.Parameter(torch.zeros(1, embed_dim))
+        warn_ignored(type(self).__name__, ignored_kwargs)
+        with torch.device(device) if device is not None else contextlib.nullcontext():  # the release's device=
+            norm_cls = _choice(NORM_LAYERS, "norm_layer", norm_layer)
+            ffn_cls = _choice(FFN_LAYERS, "ffn_layer", ffn_layer)
+            self.num_features = self.embed_dim = embed_dim
+            self.n_blocks = depth
+            self.num_heads = num_heads
+            self.patch_size = patch_size
+            self.n_storage_tokens = n_storage_tokens
+            self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, flatten_embedding=False)
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+            if n_storage_tokens > 0:
+                self.storage_tokens = nn.Parameter(torch.zeros(1, n_storage_tokens, embed_dim))
+            self.rope_embed = RopePositionEmbedding(
+                embed_dim,
+                num_heads=num_heads,
+                base=pos_embed_rope_base,
+                min_period=pos_embed_rope_min_period,
+                max_period=pos_embed_rope_max_period,
+                normalize_coords=pos_embed_rope_normalize_coords,
+                shift_coords=pos_embed_rope_shift_coords,
+                jitter_coords=pos_embed_rope_jitter_coords,
+                rescale_coords=pos_embed_rope_rescale_coords,
+                dtype=_choice(ROPE_DTYPES, "pos_embed_rope_dtype", pos_embed_rope_dtype),
+            )
+            block = partial(
+                RopeBlock,
+                dim=embed_dim,
+                num_heads=num_heads,
+                ffn_ratio=ffn_ratio,
+                qkv_bias=qkv_bias,
+                proj_bias=proj_bias,
+                ffn_bias=ffn_bias,
+                drop_path=drop_path_rate,
+                norm_layer=norm_cls,
+                ffn_layer=ffn_cls,
+                init_values=layerscale_init,
+                mask_k_bias=mask_k_bias,
+            )
+            self.blocks = nn.ModuleList(block() for _ in range(depth))
+            self.norm = norm_cls(embed_dim)
+            self.untie_cls_and_patch_norms = untie_cls_and_patch_norms
+            self.cls_norm = norm_cls(embed_dim) if untie_cls_and_patch_norms else None
+            self.untie_global_and_local_cls_norm = untie_global_and_local_cls_norm
+            self.local_cls_norm = norm_cls(embed_dim) if untie_global_and_local_cls_norm else None
+            self.head = nn.Identity()
+            self.mask_token = nn.Parameter(torch.zeros(1, embed_dim))
 
     def prepare_tokens_with_masks(self, x: Tensor, masks: Tensor | None = None) -> tuple[Tensor, tuple[int, int]]:
         """Images ``[B, C, H, W]`` -> tokens ``[B, 1 + n_storage + HW, D]`` and the patch grid ``(h, w)``."""
@@ -199,6 +229,10 @@ class DinoVisionTransformerV3(nn.Module):
             outputs.append(features_dict(cls_reg, patches, tokens, crop_masks))
         return outputs
 
+    def forward_features_list(self, x_list: Sequence[Tensor], masks_list: Sequence[Tensor | None]) -> list[dict]:
+        """The release's list form of :meth:`forward_features`: one dict per crop batch."""
+        return self.forward_features(list(x_list), list(masks_list))
+
     def get_intermediate_layers(
         self,
         x: Tensor,
@@ -250,14 +284,7 @@ class DinoVisionTransformerV3(nn.Module):
         nn.init.uniform_(self.patch_embed.proj.weight, -bound, bound)
         nn.init.uniform_(self.patch_embed.proj.bias, -bound, bound)
         for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-                if hasattr(module, "reset_bias_mask"):
-                    module.reset_bias_mask()
-            elif isinstance(module, (nn.LayerNorm, RMSNorm, LayerScale)):
-                module.reset_parameters()
+            init_weights_vit(module)
 
 
 # Sizes of the release's arch functions (dinov3/models/vision_transformer.py): (embed_dim, depth, heads, ffn_ratio).

@@ -354,9 +354,9 @@ LAYOUTS: list[Layout] = [
 
 
 # ------------------------------------------------------------------------------------------------ sources
-def is_url(source: object) -> bool:
-    """True for ``http(s)://``, ``ftp://``, ``file://`` and ``s3://`` strings."""
-    return isinstance(source, str) and urlparse(source).scheme in _URL_SCHEMES
+def is_url(path: object) -> bool:
+    """True for ``http(s)://``, ``ftp://``, ``file://`` and ``s3://`` strings (the DINOv3 hub's name and argument)."""
+    return isinstance(path, str) and urlparse(path).scheme in _URL_SCHEMES
 
 
 def download(url: str, *, argument: str = "weights", progress: bool = True) -> Path:

@@ -135,3 +135,22 @@ def test_rope_table_computed_once_unless_each_block_draws(train, augment, tables
     assert len(calls) == tables
     torch.manual_seed(1)
     assert torch.equal(prenorm, _per_block_rope_reference(model, x))  # bit-identical to the per-block loop
+
+
+def test_the_released_constructor_extras_device_ignored_arguments_and_list_form(caplog):
+    from dinov2.models.convnext import get_convnext_arch
+
+    on_meta = DinoVisionTransformerV3(**TINY, device="meta")
+    assert all(t.is_meta for t in [*on_meta.parameters(), *on_meta.buffers()])  # built there, as released
+    with caplog.at_level("WARNING", logger="dinov2"):
+        model = _vit(patch_embed_norm=None)  # unknown arguments are ignored with a warning, as released
+        convnext = get_convnext_arch("convnext_tiny")(patch_size=16, drop_path_rate=0.0, unused=1)
+    assert "ignores the arguments ['patch_embed_norm']" in caplog.text and "['unused']" in caplog.text
+    assert convnext.embed_dims == [96, 192, 384, 768] and convnext.patch_size == 16
+    with pytest.raises(NotImplementedError, match="convnext_tiny, convnext_small"):
+        get_convnext_arch("convnext_huge")
+    crops = [torch.randn(2, 3, 8, 8), torch.randn(1, 3, 4, 4)]
+    listed = model.forward_features_list(crops, [None, None])
+    for out, expected in zip(listed, model.forward_features(crops)):
+        torch.testing.assert_close(out["x_norm_clstoken"], expected["x_norm_clstoken"])
+    assert len(convnext.eval().forward_features_list([torch.randn(1, 3, 32, 32)], [None])) == 1
