@@ -20,6 +20,7 @@ from dinov2.hub.classifiers import (
     dinov2_vitl14_reg_lc,
     dinov2_vits14_lc,
     dinov2_vits14_reg_lc,
+    dinov3_vit7b16_lc,
 )
 from dinov2.hub.depthers import (
     dinov2_vitb14_dd,

@@ -487,6 +487,7 @@ DINOV3_PATHS = {  # released module -> (module here, {released class name: its n
     "dinov3.models.convnext": ("dinov2.models.convnext", {}),
     "dinov3.hub.backbones": ("dinov2.hub.dinov3_backbones", {}),
     "dinov3.hub.dinotxt": ("dinov2.hub.dinotxt", {}),
+    "dinov3.hub.classifiers": ("dinov2.hub.classifiers", {}),
 }  # fmt: skip
 DINOV3_NOT_KEPT = {
     # the layers the ConvNeXt module defines live in dinov2.layers (ConvNeXtBlock, also named Block here; DropPath,

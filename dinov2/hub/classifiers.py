@@ -1,4 +1,5 @@
-"""Hub entry points for the released ImageNet-1k linear classifiers on frozen DINOv2 backbones (SPEC.md §6).
+"""Hub entry points for the released ImageNet-1k linear classifiers on frozen DINOv2 backbones (SPEC.md §6), and
+DINOv3's ``dinov3_vit7b16_lc`` (:func:`dinov3_vit7b16_lc`).
 
 ``weights`` of a ``*_lc`` entry point is a :class:`Weights` value (released backbone + head files) or a local
 file holding either a linear head (``weight``, ``bias``: the released head format, also what our linear
@@ -14,9 +15,11 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from dinov2.heads.classifier import HUB_LAYERS, backbone_blocks, is_linear_head_state_dict, linear_head_input
-from dinov2.hub import catalog
+from dinov2.hub import catalog, dinov3_backbones
 from dinov2.hub.backbones import REGISTER_SETTINGS, WeightsArg, _make_dinov2_model
 from dinov2.hub.backbones import Weights as BackboneWeights
+from dinov2.hub.dinov3_backbones import Weights as DINOv3Weights
+from dinov2.hub.dinov3_backbones import checked_source
 from dinov2.hub.utils import load_strict, resolve_weights
 from dinov2.models.convert import chunked_to_flat, strip_prefix
 from dinov2.models.weights import read_checkpoint
@@ -73,7 +76,13 @@ def _make_dinov2_linear_classification_head(
     return linear_head
 
 
-def _load_classifier_file(path: Path) -> tuple[dict | None, dict | None]:
+def _classes(head_state: dict | None, full_state: dict | None) -> int:
+    """The classes of a head file or a whole-classifier file (ImageNet's 1000 without either)."""
+    reference = head_state["weight"] if head_state else (full_state or {}).get("linear_head.weight")
+    return reference.shape[0] if reference is not None else _IMAGENET_CLASSES
+
+
+def _load_classifier_file(path: Path | str) -> tuple[dict | None, dict | None]:
     """Split a local classifier file into (head state dict, None) or (None, whole-classifier state dict)."""
     state_dict = read_checkpoint(path, argument="weights")
     if is_linear_head_state_dict(state_dict):
@@ -124,9 +133,7 @@ def _make_dinov2_linear_classifier(
             pretrained=True, weights=source, num_register_tokens=num_register_tokens,
         )  # fmt: skip
     else:
-        reference = head_state["weight"] if head_state else (full_state or {}).get("linear_head.weight")
-        classes = reference.shape[0] if reference is not None else _IMAGENET_CLASSES
-        linear_head = nn.Linear((1 + layers) * backbone.embed_dim, classes)
+        linear_head = nn.Linear((1 + layers) * backbone.embed_dim, _classes(head_state, full_state))
     model = _LinearClassifierWrapper(backbone=backbone, linear_head=linear_head, layers=layers)
     if head_state is not None:
         load_strict(linear_head, head_state, source, f"the linear head for layers={layers}")
@@ -182,3 +189,68 @@ def dinov2_vitg14_reg_lc(*, layers=4, pretrained=True, weights=Weights.IMAGENET1
     """Linear classifier (ImageNet-1k) on DINOv2 ViT-g/14 with registers; ``layers`` 1 or 4."""
     extra = {"ffn_layer": "swiglufused", **REGISTER_SETTINGS}
     return _classifier("vit_giant2", layers, pretrained, weights, backbone_weights, extra, kwargs)
+
+
+# ------------------------------------------------------------------------------------------------ DINOv3
+class ClassifierWeights(Enum):
+    """DINOv3's name for the data of its released linear head."""
+
+    IMAGENET1K = "IMAGENET1K"
+
+
+DINOV3_LINEAR_HEAD_FILES = {"dinov3_vit7b16": "dinov3_vit7b16_imagenet1k_linear_head-90d8ed92.pth"}  # gated
+
+
+def make_dinov3_linear_classifier(
+    backbone_name: str,
+    *,
+    pretrained: bool = True,
+    weights: ClassifierWeights | str | Path = ClassifierWeights.IMAGENET1K,
+    backbone_weights: DINOv3Weights | str | Path = DINOv3Weights.LVD1689M,
+    check_hash: bool = False,
+) -> _LinearClassifierWrapper:
+    """DINOv3 hub ViT ``backbone_name`` + ``nn.Linear(2 * embed_dim, classes)`` over ``[cls, mean(patches)]`` of its
+    ``forward_features``, as released (``layers=1`` of :class:`_LinearClassifierWrapper`).
+
+    ``weights``: the released head (gated: needs its file), or a local path / URL of a head file (``weight``,
+    ``bias``: the released file, or a head our linear evaluation saved) or of a whole classifier (``backbone.*``,
+    ``linear_head.*``, which then needs no ``backbone_weights``); loaded whatever ``pretrained`` says."""
+    head_state = full_state = None
+    if isinstance(weights, ClassifierWeights):
+        if pretrained:
+            raise catalog.gated_weights_error(f"{backbone_name}_lc", DINOV3_LINEAR_HEAD_FILES.get(backbone_name, ""))
+    else:
+        head_state, full_state = _load_classifier_file(checked_source(f"{backbone_name}_lc", str(weights), check_hash))
+    make = getattr(dinov3_backbones, backbone_name)
+    backbone = make(pretrained=pretrained and full_state is None, weights=backbone_weights, check_hash=check_hash)
+    linear_head = nn.Linear(2 * backbone.embed_dim, _classes(head_state, full_state))
+    model = _LinearClassifierWrapper(backbone=backbone, linear_head=linear_head, layers=1)
+    if head_state is not None:
+        load_strict(model.linear_head, head_state, weights, f"{backbone_name} linear head")
+    elif full_state is not None:
+        load_strict(model, full_state, weights, f"{backbone_name} linear classifier")
+    return model
+
+
+def dinov3_vit7b16_lc(
+    *,
+    pretrained: bool = True,
+    weights: ClassifierWeights | str = ClassifierWeights.IMAGENET1K,
+    backbone_weights: DINOv3Weights | str = DINOv3Weights.LVD1689M,
+    check_hash: bool = False,
+    **kwargs,
+) -> _LinearClassifierWrapper:
+    """Linear classifier (ImageNet-1k) on DINOv3 ViT-7B/16 pretrained on LVD-1689M, as released: the release gates
+    both files, so ``pretrained=True`` needs ``backbone_weights=`` (the ``dinov3_vit7b16`` file) and ``weights=``
+    (``dinov3_vit7b16_imagenet1k_linear_head-90d8ed92.pth``); see :func:`make_dinov3_linear_classifier`.
+    ``kwargs``: the release's ``hash`` of a differently named head file is not needed (files are named here)."""
+    kwargs.pop("hash", None)
+    if kwargs:
+        raise TypeError(f"dinov3_vit7b16_lc got unexpected keyword arguments {sorted(kwargs)}")
+    return make_dinov3_linear_classifier(
+        "dinov3_vit7b16",
+        pretrained=pretrained,
+        weights=weights,
+        backbone_weights=backbone_weights,
+        check_hash=check_hash,
+    )

@@ -74,3 +74,45 @@ def test_the_released_entry_points_and_the_door_build_the_same_model():
             released = getattr(dinov3_backbones, name)(pretrained=False).state_dict()
             door = make_backbone(name, pretrained=False).state_dict()
             assert {k: v.shape for k, v in released.items()} == {k: v.shape for k, v in door.items()}
+
+
+# ------------------------------------------------------------------------------------------------ dinov3_vit7b16_lc
+def test_the_released_dinov3_classifier_entry_point_and_its_gated_files():
+    import inspect
+
+    import hubconf
+    from dinov2.hub import classifiers
+
+    assert hubconf.dinov3_vit7b16_lc is classifiers.dinov3_vit7b16_lc
+    parameters = list(inspect.signature(classifiers.dinov3_vit7b16_lc).parameters)
+    assert parameters == ["pretrained", "weights", "backbone_weights", "check_hash", "kwargs"]
+    with pytest.raises(ValueError, match="licence form.*dinov3_vit7b16_imagenet1k_linear_head-90d8ed92.pth"):
+        classifiers.dinov3_vit7b16_lc()
+    with torch.device("meta"):
+        model = classifiers.dinov3_vit7b16_lc(pretrained=False)  # ViT-7B/16, random weights, no file
+    assert model.linear_head.in_features == 2 * 4096 and model.linear_head.out_features == 1000
+
+
+def test_a_dinov3_classifier_reads_a_head_file_or_a_whole_classifier(tmp_path):
+    from dinov2.hub.classifiers import make_dinov3_linear_classifier
+
+    torch.manual_seed(0)
+    backbone = dinov3_backbones.dinov3_vits16(pretrained=False).eval()
+    backbone_file = tmp_path / "dinov3_vits16_pretrain_lvd1689m-08c60483.pth"
+    torch.save(backbone.state_dict(), backbone_file)
+    head = torch.nn.Linear(2 * 384, 7)
+    torch.save(head.state_dict(), tmp_path / "head.pth")
+    files = dict(weights=tmp_path / "head.pth", backbone_weights=backbone_file)
+    model = make_dinov3_linear_classifier("dinov3_vits16", **files)
+    images = torch.randn(2, 3, 32, 48)
+    with torch.no_grad():
+        features = backbone.forward_features(images)
+        expected = head(torch.cat([features["x_norm_clstoken"], features["x_norm_patchtokens"].mean(dim=1)], dim=1))
+        torch.testing.assert_close(model.eval()(images), expected)  # the release's [cls, mean(patches)] input
+    torch.save(model.state_dict(), tmp_path / "classifier.pth")  # backbone.* + linear_head.*
+    whole = make_dinov3_linear_classifier("dinov3_vits16", weights=str(tmp_path / "classifier.pth"))
+    with torch.no_grad():
+        torch.testing.assert_close(whole.eval()(images), expected)
+    with pytest.raises(RuntimeError, match="expected 0a1b2c3d"):
+        torch.save(head.state_dict(), tmp_path / "head-0a1b2c3d.pth")
+        make_dinov3_linear_classifier("dinov3_vits16", weights=tmp_path / "head-0a1b2c3d.pth", check_hash=True)
