@@ -329,6 +329,12 @@ def check_dinotxt_args(parser: argparse.ArgumentParser, args: argparse.Namespace
         parser.error(f"--vision-head-weights / --text-encoder-weights are for --model {RELEASED} (DINOv2's files)")
     if args.model != RELEASED_V3 and args.weights:
         parser.error(f"--weights is for --model {RELEASED_V3} (DINOv3's one file)")
+    if args.model == RELEASED_V3 and args.pretrained and not (args.weights and args.backbone_weights):
+        parser.error(
+            f"--model {RELEASED_V3}: its files are gated behind the DINOv3 licence form "
+            f"({catalog.DINOV3_LICENCE_URL}); pass --backbone-weights (the dinov3_vitl16 file) and --weights "
+            f"({DINOV3_DINOTXT_FILE}), or --no-pretrained for random weights"
+        )
 
 
 def dinotxt_from_args(args: argparse.Namespace) -> tuple[DinoTxt, Tokenizer]:

@@ -171,6 +171,7 @@ def test_the_model_flags_name_dinov3_s_model_and_its_one_file(v3_file, capsys):
         (["--weights", str(path)], "--weights is for --model dinov3_vitl16_dinotxt_tet1280d20h24l"),
         (["--model", dinotxt.RELEASED_V3, "--vision-head-weights", str(path)], "are for --model dinov2_vitl14_reg4"),
         (["--model", dinotxt.RELEASED_V3, "--weights", "missing.pth"], "--weights 'missing.pth' does not exist"),
+        (["--model", dinotxt.RELEASED_V3, "--weights", str(path)], "pass --backbone-weights (the dinov3_vitl16 file)"),
     ):
         with pytest.raises(SystemExit):
             dinotxt.check_dinotxt_args(parser, parser.parse_args(argv))
