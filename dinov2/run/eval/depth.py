@@ -10,14 +10,10 @@ preempted job is requeued and resumes from ``<output-dir>/probe_checkpoint.pth``
 
 from __future__ import annotations
 
-from dinov2.run.eval.launcher import launch
+from dinov2.run.eval.launcher import protocol_launcher
 from dinov2.run.submit import run_script
 
-
-def main(argv: list[str] | None = None):
-    """Submit the job; returns the submitit job."""
-    return launch("depth", argv)
-
+main, Evaluator = protocol_launcher("depth", __name__)  # Evaluator: the release's submitit task class
 
 if __name__ == "__main__":
     run_script(main)

@@ -57,8 +57,8 @@ PROTOCOLS = {
 
 class Evaluator(SubmititTask):
     """The submitit task: ``main(args)`` of the protocol module ``args.eval_module`` in each task (or of the class's
-    ``eval_module``: the release's per-protocol ``Evaluator(args)`` of ``dinov2.run.eval.{knn, linear,
-    log_regression}`` are :func:`protocol_evaluator` subclasses)."""
+    ``eval_module``: the release's per-protocol ``Evaluator(args)`` of ``dinov2.run.eval.<protocol>`` are
+    :func:`protocol_launcher` subclasses)."""
 
     eval_module: str | None = None
 
@@ -67,12 +67,19 @@ class Evaluator(SubmititTask):
         return importlib.import_module(self.eval_module or self.args.eval_module).main(self.args)
 
 
-def protocol_evaluator(protocol: str, module: str) -> type[Evaluator]:
-    """The release's submitit task class of ``protocol``, named ``Evaluator`` in the launcher module ``module`` (so
-    that submitit pickles it by that name): ``Evaluator(args)()`` runs the protocol's ``main(args)``."""
+def protocol_launcher(protocol: str, module: str) -> tuple[Callable, type[Evaluator]]:
+    """What the launcher module ``module`` of ``protocol`` (``dinov2/run/eval/<protocol>.py``) publishes:
+    ``main(argv)``, which submits the job and returns the submitit job, and ``Evaluator``, the release's submitit task
+    class (``Evaluator(args)()`` runs the protocol's ``main(args)``), named so in ``module`` for submitit's pickling."""
+
+    def main(argv: list[str] | None = None):
+        """Submit the job; returns the submitit job."""
+        return launch(protocol, argv)
+
+    main.__module__ = module
     task = type("Evaluator", (Evaluator,), {"eval_module": PROTOCOLS[protocol][0], "__module__": module})
     task.__doc__ = f"The release's submitit task: ``Evaluator(args)()`` runs ``{PROTOCOLS[protocol][0]}.main(args)``."
-    return task
+    return main, task
 
 
 def submit_eval_module(

@@ -3,17 +3,10 @@
 
 from __future__ import annotations
 
-from dinov2.run.eval.launcher import launch, protocol_evaluator
+from dinov2.run.eval.launcher import protocol_launcher
 from dinov2.run.submit import run_script
 
-
-def main(argv: list[str] | None = None):
-    """Submit the job; returns the submitit job."""
-    return launch("log_regression", argv)
-
-
-Evaluator = protocol_evaluator("log_regression", __name__)  # the release's submitit task class of this launcher
-
+main, Evaluator = protocol_launcher("log_regression", __name__)  # Evaluator: the release's submitit task class
 
 if __name__ == "__main__":
     run_script(main)

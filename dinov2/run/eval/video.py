@@ -3,14 +3,10 @@ and of ``python -m dinov2.eval.video``; usage and behaviour in :mod:`dinov2.run.
 
 from __future__ import annotations
 
-from dinov2.run.eval.launcher import launch
+from dinov2.run.eval.launcher import protocol_launcher
 from dinov2.run.submit import run_script
 
-
-def main(argv: list[str] | None = None):
-    """Submit the job; returns the submitit job."""
-    return launch("video", argv)
-
+main, Evaluator = protocol_launcher("video", __name__)  # Evaluator: the release's submitit task class
 
 if __name__ == "__main__":
     run_script(main)
