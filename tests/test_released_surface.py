@@ -67,6 +67,12 @@ def test_the_causal_block_drops_after_the_projection_as_released():
     block.eval()
     x = torch.randn(1, 4, 16)
     assert torch.equal(block(x), block(x))  # no dropout in eval mode
+    attention = layers.CausalSelfAttention(16, 2, proj_drop=0.5)  # the attention's own dropout off (attn_drop=0)
+    kept = attention.eval()(x)
+    dropped = attention.train()(x)  # the projection's output, half of it zeroed, the rest scaled by 2
+    zeroed = dropped == 0
+    assert 0 < zeroed.float().mean() < 1
+    torch.testing.assert_close(dropped[~zeroed], 2 * kept[~zeroed])
 
 
 def test_the_text_transformer_takes_the_released_layer_arguments_and_files_refuse_what_they_cannot_name():

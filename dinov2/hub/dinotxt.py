@@ -70,6 +70,15 @@ def _read(source: PathArg | None, url: str, pretrained: bool, argument: str) -> 
     return dict(read_checkpoint(source, argument=argument)), source
 
 
+def _text_transformer(text_kwargs: dict, from_file: bool) -> TextTransformer:
+    """The text transformer; on the meta device when a file sets every tensor (skips the 538M-parameter
+    initialisation: ``to_empty`` then the strict load fill it)."""
+    if not from_file:
+        return TextTransformer(**text_kwargs)
+    with torch.device("meta"):
+        return TextTransformer(**text_kwargs)
+
+
 def make_dinotxt(
     backbone_name: str,
     text_kwargs: dict,
@@ -85,11 +94,7 @@ def make_dinotxt(
     head_state, head_source = _read(vision_head_weights, urls[0], pretrained, "vision_head_weights")
     text_state, text_source = _read(text_encoder_weights, urls[1], pretrained, "text_encoder_weights")
     backbone = make_backbone(backbone_name, pretrained=pretrained, weights=backbone_weights or BackboneWeights.LVD142M)
-    if text_state is not None:  # the file sets every tensor: skip the (538M-parameter) initialisation
-        with torch.device("meta"):
-            text_backbone = TextTransformer(**text_kwargs)
-    else:
-        text_backbone = TextTransformer(**text_kwargs)
+    text_backbone = _text_transformer(text_kwargs, from_file=text_state is not None)
     model = DinoTxt(released_config(2 * int(backbone.embed_dim)), backbone, text_backbone)
     model.visual_model.head.init_weights()
     if text_state is not None:
@@ -159,21 +164,16 @@ def make_dinov3_dinotxt(
 ) -> DinoTxt:
     """DINOv3's dino.txt over hub backbone ``backbone_name`` with a text transformer of ``text_kwargs``, files as
     :func:`dinov3_vitl16_dinotxt_tet1280d20h24l` says. Eval mode."""
-    make = getattr(dinov3_backbones, backbone_name)  # the released entry point (file-name rules, check_hash)
-    backbone = make(pretrained=pretrained, weights=backbone_weights, check_hash=check_hash)
     state, source = None, None
-    if isinstance(weights, DINOTxtWeights):
-        if pretrained:
-            raise catalog.gated_weights_error(_V3_NAME, DINOV3_DINOTXT_FILE)
-    else:
+    if not isinstance(weights, DINOTxtWeights):  # read and checked before the backbone is built: fails fast
         source = str(weights)
         checked = checked_source(_V3_NAME, source, check_hash)
         state = _released_v3_state(dict(read_checkpoint(checked, argument="weights")), source)
-    if state is not None:  # the file sets every trainable tensor: skip the (538M-parameter) initialisation
-        with torch.device("meta"):
-            text_backbone = TextTransformer(**text_kwargs)
-    else:
-        text_backbone = TextTransformer(**text_kwargs)
+    make = getattr(dinov3_backbones, backbone_name)  # the released entry point (file-name rules, check_hash)
+    backbone = make(pretrained=pretrained, weights=backbone_weights, check_hash=check_hash)
+    if state is None and pretrained:
+        raise catalog.gated_weights_error(_V3_NAME, DINOV3_DINOTXT_FILE)
+    text_backbone = _text_transformer(text_kwargs, from_file=state is not None)
     model = DinoTxt(released_config(2 * int(backbone.embed_dim)), backbone, text_backbone)
     if state is None:
         model.init_weights()

@@ -12,7 +12,7 @@ import torch
 from dinov2.data import DatasetWithEnumeratedTargets, SamplerType, make_data_loader
 from dinov2.eval import knn, linear, log_regression, metrics, setup, utils
 from dinov2.eval.knn import eval_knn_with_model
-from dinov2.eval.log_regression import eval_log_regression_with_model
+from dinov2.eval.log_regression import eval_log_regression_with_model, solver
 from tests.eval.linear.test_linear import CLASSES, FakeBackbone, make_batches, make_grid
 from tests.eval.test_utils import CountingModel, ToyDataset, _reference
 
@@ -133,6 +133,16 @@ def test_the_released_model_level_eval_log_regression_gives_fractions_and_best_c
     assert set(results) == {"top-1", "top-5", "best_C"} and 0.0 <= float(results["top-1"]) <= 1.0
     with_finetune = log_regression.eval_log_regression(finetune_dataset=ToyDataset(9), **common)
     assert 0.0 <= float(with_finetune["top-1"]) <= 1.0 and with_finetune["best_C"] > 0
+    features = {name: _reference(dataset) for name, dataset in (("train", train), ("val", val), ("ft", ToyDataset(9)))}
+    on_features = solver.eval_log_regression(
+        *features["train"],
+        *features["val"],
+        finetune_features=features["ft"][0],
+        finetune_labels=features["ft"][1],
+        max_iter=50,
+    )  # the same protocol on the same features: the released function is that fit, in fractions
+    torch.testing.assert_close(with_finetune["top-1"], torch.as_tensor(on_features["top-1"]) / 100)
+    assert with_finetune["best_C"] == on_features["best_C"]
 
 
 def test_the_released_evaluate_linear_classifiers_logs_writes_its_block_and_returns_the_best(tmp_path):

@@ -20,6 +20,7 @@ default, or a GPU): no cuML needed. The release wrote no result file; here ``res
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -91,14 +92,36 @@ def get_args_parser(
     return parser
 
 
-def _features(model, dataset_str, role, transform, batch_size, num_workers, on_cpu, progress):
-    """Labelled features of a whole dataset on every rank: (features [N, D], labels [N])."""
-    dataset = common.make_eval_dataset(dataset_str, transform, role)
-    features, labels = extract_features(
-        model, dataset, batch_size, num_workers, on_cpu, progress=progress, description=role
-    )
-    common.check_extracted_labels(labels, str(dataset_str))
-    return features, labels
+def _extract_and_fit(
+    model: nn.Module,
+    datasets: dict[str, tuple[object, str]],
+    *,
+    batch_size: int,
+    num_workers: int,
+    progress: bool,
+    finetune_on_val: bool,
+    metric_type: MetricType | str,
+    max_train_iters: int,
+    train_dtype: torch.dtype | str,
+    fit_device: torch.device,
+    autocast=contextlib.nullcontext,
+) -> dict:
+    """Labelled features of each dataset of ``datasets`` (role ``train`` / ``val`` / ``fine-tune`` -> (dataset, name
+    in errors)) on every rank, inside ``autocast()``, then the released fit
+    (:func:`dinov2.eval.log_regression.solver.eval_log_regression`) outside it."""
+    features = {}
+    with autocast():
+        for role, (dataset, name) in datasets.items():
+            features[role] = extract_features(
+                model, dataset, batch_size, num_workers, fit_device.type == "cpu", progress=progress, description=role
+            )
+            common.check_extracted_labels(features[role][1], name)
+    finetune = features.get("fine-tune", (None, None))
+    return solver.eval_log_regression(
+        *features["train"], *features["val"], finetune_features=finetune[0], finetune_labels=finetune[1],
+        finetune_on_val=finetune_on_val, metric_type=common.as_metric_type(metric_type), max_iter=max_train_iters,
+        dtype=as_torch_dtype(train_dtype), device=fit_device,
+    )  # fmt: skip
 
 
 def eval_log_regression(
@@ -120,19 +143,12 @@ def eval_log_regression(
     released; ``eval_log_regression_with_model`` gives percents). C is chosen on ``finetune_dataset``, else on val
     (``finetune_on_val``), else on 10 % of train, as released; the fit is
     :func:`dinov2.eval.log_regression.solver.eval_log_regression`."""
-    fit_device = torch.device(train_features_device)
-    features = {}
-    for role, dataset in (("train", train_dataset), ("val", val_dataset), ("fine-tune", finetune_dataset)):
-        if dataset is not None:
-            features[role] = extract_features(
-                model, dataset, batch_size, num_workers, fit_device.type == "cpu", description=role
-            )
-            common.check_extracted_labels(features[role][1], role)
-    finetune = features.get("fine-tune", (None, None))
-    results = solver.eval_log_regression(
-        *features["train"], *features["val"], finetune_features=finetune[0], finetune_labels=finetune[1],
-        finetune_on_val=finetune_on_val, metric_type=common.as_metric_type(metric_type), max_iter=max_train_iters,
-        dtype=as_torch_dtype(train_dtype), device=fit_device,
+    given = {"train": train_dataset, "val": val_dataset, "fine-tune": finetune_dataset}
+    results = _extract_and_fit(
+        model, {role: (dataset, role) for role, dataset in given.items() if dataset is not None},
+        batch_size=batch_size, num_workers=num_workers, progress=True, finetune_on_val=finetune_on_val,
+        metric_type=metric_type, max_train_iters=max_train_iters, train_dtype=train_dtype,
+        fit_device=torch.device(train_features_device),
     )  # fmt: skip
     fractions = {key: torch.as_tensor(results[key]) / 100.0 for key in ("top-1", "top-5")}
     return {**fractions, "best_C": results["best_C"]}
@@ -163,19 +179,17 @@ def eval_log_regression_with_model(
     per-class lists with ``metric_type=per_class_accuracy``) and writes the result files to ``output_dir``.
     """
     start = time.perf_counter()
-    fit_device = torch.device(train_features_device)
     transform = common.make_eval_transform(crop_size, resize_size, RESIZE_RATIO)
-    device = next(model.parameters()).device
     model.eval()
-    args = (transform, batch_size, num_workers, fit_device.type == "cpu", progress)
-    with autocast_context(autocast_dtype, device)():
-        train = _features(model, train_dataset_str, "train", *args)
-        val = _features(model, val_dataset_str, "val", *args)
-        finetune = _features(model, finetune_dataset_str, "fine-tune", *args) if finetune_dataset_str else (None, None)
-    results = solver.eval_log_regression(
-        *train, *val, finetune_features=finetune[0], finetune_labels=finetune[1], finetune_on_val=finetune_on_val,
-        metric_type=common.as_metric_type(metric_type), max_iter=max_train_iters, dtype=as_torch_dtype(train_dtype),
-        device=fit_device,
+    given = {"train": train_dataset_str, "val": val_dataset_str, "fine-tune": finetune_dataset_str or None}
+    datasets = {
+        role: (common.make_eval_dataset(s, transform, role), str(s)) for role, s in given.items() if s is not None
+    }
+    results = _extract_and_fit(
+        model, datasets, batch_size=batch_size, num_workers=num_workers, progress=progress,
+        finetune_on_val=finetune_on_val, metric_type=metric_type, max_train_iters=max_train_iters,
+        train_dtype=train_dtype, fit_device=torch.device(train_features_device),
+        autocast=autocast_context(autocast_dtype, next(model.parameters()).device),
     )  # fmt: skip
     logger.info("\n%s", format_log_regression_results(results))
     released = to_jsonable({key: results[key] for key in ("top-1", "top-5", "best_C")})
