@@ -31,6 +31,8 @@ from dinov2.hub.depthers import (
     dinov2_vitl14_ld,
     dinov2_vits14_dd,
     dinov2_vits14_ld,
+    dinov3_vit7b16_dd,
+    dinov3_vitl16_chmv2,
 )
 from dinov2.hub.dinotxt import (
     dinov2_vitl14_reg4_dinotxt_tet1280d20h24l,

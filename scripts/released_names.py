@@ -106,12 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("root", type=Path, help="a checkout of the release (the folder holding the package)")
     parser.add_argument("package", nargs="?", default="dinov2", help="the package folder under root")
     parser.add_argument("--only", nargs="+", default=(), metavar="MODULE", help="keep these modules (and submodules)")
+    parser.add_argument("--no-submodules", action="store_true", help="with --only: not their submodules")
     args = parser.parse_args(argv)
     if not (args.root / args.package).is_dir():
         parser.error(f"{args.root / args.package} is not a folder: give the release checkout and its package name")
     modules = released_names(args.root, args.package)
     if args.only:
-        modules = {m: e for m, e in modules.items() if any(m == o or m.startswith(o + ".") for o in args.only)}
+        deeper = () if args.no_submodules else tuple(o + "." for o in args.only)
+        modules = {m: e for m, e in modules.items() if m in args.only or m.startswith(deeper)}
     lines = []  # one line per name: a reviewable diff when the release changes
     for module, entries in sorted(modules.items()):
         body = ",\n".join(f"  {json.dumps(name)}: {json.dumps(params)}" for name, params in entries.items())

@@ -478,7 +478,9 @@ def _has(module, dotted: str) -> bool:
 
 
 # DINOv3's modules whose names a DINOv2 package can serve, at the paths they have here, from the DINOv3 release (at
-# the commit below) by `python scripts/released_names.py <release checkout> dinov3 --only <the modules below>`.
+# commit 6876159) by `python scripts/released_names.py <release checkout> dinov3 --no-submodules --only <the modules
+# below>` (the depth package's submodules are mmcv-style building blocks, served under other names in
+# dinov2.heads.depth.dpt).
 RELEASED_SURFACE_DINOV3 = json.loads((ROOT / "tests" / "released_names_dinov3.json").read_text())
 DINOV3_PATHS = {  # released module -> (module here, {released class name: its name here})
     "dinov3.models.vision_transformer": (
@@ -488,6 +490,8 @@ DINOV3_PATHS = {  # released module -> (module here, {released class name: its n
     "dinov3.hub.backbones": ("dinov2.hub.dinov3_backbones", {}),
     "dinov3.hub.dinotxt": ("dinov2.hub.dinotxt", {}),
     "dinov3.hub.classifiers": ("dinov2.hub.classifiers", {}),
+    "dinov3.hub.depthers": ("dinov2.hub.depthers", {}),
+    "dinov3.eval.depth.models": ("dinov2.heads.depth.depther", {}),
 }  # fmt: skip
 DINOV3_NOT_KEPT = {
     # the layers the ConvNeXt module defines live in dinov2.layers (ConvNeXtBlock, also named Block here; DropPath,
@@ -495,6 +499,8 @@ DINOV3_NOT_KEPT = {
     "dinov3.models.convnext": ["DropPath", "LayerNorm", "drop_path"],
     # weights= takes a path or a URL as it is (dinov2.models.weights reads both)
     "dinov3.hub.backbones": ["convert_path_or_url_to_url"],
+    # checkpoint_path= is read by dinov2.models.weights (weights_only=True)
+    "dinov3.eval.depth.models": ["load_checkpoint"],
 }
 
 

@@ -1,5 +1,7 @@
-"""Hub entry points of the released depth estimators: ``dinov2_vit{s,b,l,g}14_ld`` (linear, ``layers`` 1 or 4)
-and ``dinov2_vit{s,b,l,g}14_dd`` (DPT), trained on NYU Depth v2 or KITTI.
+"""Hub entry points of the released depth estimators: DINOv2's ``dinov2_vit{s,b,l,g}14_ld`` (linear, ``layers`` 1
+or 4) and ``dinov2_vit{s,b,l,g}14_dd`` (DPT), trained on NYU Depth v2 or KITTI; DINOv3's ``dinov3_vit7b16_dd`` (DPT,
+SYNTHMIX) and ``dinov3_vitl16_chmv2`` (canopy height), which are :class:`~dinov2.heads.depth.depther.Depther` models
+(see the DINOv3 section at the end of this module).
 
 ``model.whole_inference(img, img_meta=None, rescale=True)`` (the released call) and ``model(img)`` give metric
 depth ``[B, 1, H, W]`` for a normalised RGB batch ``[B, 3, H, W]`` of any size. The model is trainable.
@@ -29,15 +31,28 @@ from __future__ import annotations
 
 from enum import Enum
 
+import torch
+
+from dinov2.heads.depth.depther import (
+    DecoderConfig,
+    Depther,
+    is_whole_depther,
+    load_decoder_weights,
+    make_depther_from_config,
+    read_decoder_state,
+)
 from dinov2.heads.depth.dpt import DPTHead
 from dinov2.heads.depth.linear import LinearDepthHead
 from dinov2.heads.depth.model import DepthEncoderDecoder
-from dinov2.hub import catalog
+from dinov2.hub import catalog, dinov3_backbones
 from dinov2.hub.backbones import Weights as BackboneWeights
 from dinov2.hub.backbones import WeightsArg, _make_dinov2_model
 from dinov2.hub.dense_utils import load_dense_state_dict, read_dense_checkpoint, resolve_head_source
+from dinov2.hub.dinov3_backbones import Weights as DINOv3Weights
+from dinov2.hub.dinov3_backbones import checked_source
 
 __all__ = ["Weights", "DEPTH_OUT_INDEX", "LINEAR_DEPTH_RANGE", "RELEASED_LINEAR_DEPTH_RANGE"]
+__all__ += ["DepthWeights", "dinov3_dpt_depther_config", "chmv2_config", "make_dinov3_depther"]
 
 
 class Weights(Enum):
@@ -205,4 +220,150 @@ def dinov2_vitg14_dd(*, pretrained: bool = True, weights=Weights.NYU, **kwargs):
     """DPT depth estimator on DINOv2 ViT-g/14 (SwiGLU FFN; NYU or KITTI head)."""
     return _make_dinov2_dpt_depther(
         arch_name="vit_giant2", ffn_layer="swiglufused", pretrained=pretrained, weights=weights, **kwargs
+    )
+
+
+# ------------------------------------------------------------------------------------------------ DINOv3
+class DepthWeights(Enum):
+    """The data of DINOv3's released depth decoders."""
+
+    CHMV2 = "CHMV2"
+    SYNTHMIX = "SYNTHMIX"
+
+
+#: the released decoder files (gated, like the backbones): the folder under the DINOv3 base URL and the file name
+DINOV3_DEPTH_HEAD_FILES = {
+    ("dinov3_vit7b16", DepthWeights.SYNTHMIX): ("dinov3_vit7b16", "dinov3_vit7b16_synthmix_dpt_head-02040be1.pth"),
+    ("dinov3_vitl16", DepthWeights.CHMV2): ("chmv2", "dinov3_vitl16_chmv2_dpt_head-3703d643.pth"),
+}
+#: the DPT decoders' taps and reassemble widths by backbone (the release's ``_get_out_layers`` and
+#: ``_get_post_process_channels``)
+DINOV3_DPT_TAPS = {"dinov3_vitl16": ([4, 11, 17, 23], [1024] * 4), "dinov3_vit7b16": ([9, 19, 29, 39], [2048] * 4)}
+SYNTHMIX_DEPTH_RANGE = (0.001, 100.0)
+
+
+def dinov3_dpt_depther_config(
+    backbone_name: str = "dinov3_vit7b16", depth_range: tuple[float, float] | None = None
+) -> DecoderConfig:
+    """The released ``dinov3_*_dd`` decoder: DPT on 4 taps after the final norm, batch norm, class token ignored,
+    512 channels, 256 linear bins over ``depth_range`` (SYNTHMIX: 0.001 .. 100 m)."""
+    if backbone_name not in DINOV3_DPT_TAPS:
+        raise ValueError(f"no DPT depther settings for {backbone_name!r}; valid: {sorted(DINOV3_DPT_TAPS)}")
+    taps, widths = DINOV3_DPT_TAPS[backbone_name]
+    min_depth, max_depth = depth_range or SYNTHMIX_DEPTH_RANGE
+    return DecoderConfig(
+        min_depth=min_depth,
+        max_depth=max_depth,
+        backbone_out_layers=taps,
+        n_output_channels=256,
+        use_backbone_norm=True,
+        use_batchnorm=True,
+        use_cls_token=False,
+        type="dpt",
+        head_kwargs=dict(channels=512, post_process_channels=widths),
+    )
+
+
+def chmv2_config() -> DecoderConfig:
+    """The released CHMv2 canopy-height decoder: DPT on blocks 5, 11, 17, 23 of the ViT-L/16 with the class token
+    projected in, 256 mixed-log bins over 0.001 .. 96 m, biased fusion convs, no projection after fusion."""
+    return DecoderConfig(
+        min_depth=0.001,
+        max_depth=96.0,
+        backbone_out_layers=[5, 11, 17, 23],
+        n_output_channels=256,
+        use_backbone_norm=True,
+        use_batchnorm=False,
+        use_cls_token=True,
+        type="dpt",
+        bins_strategy="chmv2_mixlog",
+        norm_strategy="chmv2_mixlog",
+        head_kwargs={"n_hidden_channels": 128, "use_bias": True, "projection_after_fusion": False},
+    )
+
+
+def make_dinov3_depther(
+    backbone_name: str,
+    config: DecoderConfig,
+    released: DepthWeights,
+    *,
+    pretrained: bool = True,
+    weights: DepthWeights | WeightsArg | None = None,
+    backbone_weights: DINOv3Weights | WeightsArg = DINOv3Weights.LVD1689M,
+    check_hash: bool = False,
+    autocast_dtype: torch.dtype = torch.float32,
+) -> Depther:
+    """DINOv3 hub ViT ``backbone_name`` + the decoder ``config`` describes, with decoder weights ``weights``: the
+    ``released`` file (the default; gated: pass its path), or a local path / URL of a decoder file or of a whole
+    depther (which then needs no ``backbone_weights``), loaded whatever ``pretrained`` says."""
+    entry = f"{backbone_name}_{'dd' if released is DepthWeights.SYNTHMIX else 'chmv2'}"
+    weights = released if weights is None else weights
+    if isinstance(weights, str) and weights.upper() in DepthWeights.__members__:
+        weights = DepthWeights[weights.upper()]
+    state = None
+    if isinstance(weights, DepthWeights):
+        if weights is not released:
+            raise ValueError(f"{entry}: weights={weights} were not released for it; use {released} or a file")
+        if pretrained:
+            raise catalog.gated_weights_error(entry, DINOV3_DEPTH_HEAD_FILES[backbone_name, released][1])
+    else:
+        state = read_decoder_state(checked_source(entry, str(weights), check_hash))
+    with_backbone = state is not None and is_whole_depther(state)
+    backbone = getattr(dinov3_backbones, backbone_name)(
+        pretrained=pretrained and not with_backbone, weights=backbone_weights, check_hash=check_hash
+    )
+    depther = make_depther_from_config(backbone, config, autocast_dtype=autocast_dtype)
+    if state is not None:
+        load_decoder_weights(depther, state, f"the {entry} decoder")
+    return depther
+
+
+def _no_other_kwargs(entry: str, kwargs: dict) -> None:
+    """The release's entry points take ``**kwargs`` and read only ``hash`` (a file name suffix, not needed here)."""
+    kwargs.pop("hash", None)
+    if kwargs:
+        raise TypeError(f"{entry} got unexpected keyword arguments {sorted(kwargs)}")
+
+
+def dinov3_vit7b16_dd(
+    *,
+    pretrained: bool = True,
+    weights: DepthWeights | str = DepthWeights.SYNTHMIX,
+    backbone_weights: DINOv3Weights | str = DINOv3Weights.LVD1689M,
+    check_hash: bool = False,
+    autocast_dtype: torch.dtype = torch.float32,
+    **kwargs,
+) -> Depther:
+    """DINOv3 ViT-7B/16 + the released DPT depth decoder trained on SYNTHMIX (metric depth, 0.001 .. 100 m), as
+    released. The release gates both files: ``pretrained=True`` needs ``backbone_weights=`` (the ``dinov3_vit7b16``
+    file) and ``weights=`` (``dinov3_vit7b16_synthmix_dpt_head-02040be1.pth``); see :func:`make_dinov3_depther`."""
+    _no_other_kwargs("dinov3_vit7b16_dd", kwargs)
+    config = dinov3_dpt_depther_config("dinov3_vit7b16")
+    files = dict(weights=weights, backbone_weights=backbone_weights, check_hash=check_hash)
+    return make_dinov3_depther(
+        "dinov3_vit7b16", config, DepthWeights.SYNTHMIX, pretrained=pretrained, autocast_dtype=autocast_dtype, **files
+    )
+
+
+def dinov3_vitl16_chmv2(
+    pretrained: bool = True,
+    weights: DepthWeights | str = DepthWeights.CHMV2,
+    backbone_weights: DINOv3Weights | str = DINOv3Weights.SAT493M,
+    check_hash: bool = False,
+    autocast_dtype: torch.dtype = torch.float32,
+    **kwargs,
+) -> Depther:
+    """DINOv3 ViT-L/16 pretrained on satellite images (SAT-493M) + the released CHMv2 canopy-height decoder (metres,
+    0.001 .. 96), as released. The release gates both files: ``pretrained=True`` needs ``backbone_weights=`` (the
+    SAT-493M ``dinov3_vitl16`` file, under its released name) and ``weights=``
+    (``dinov3_vitl16_chmv2_dpt_head-3703d643.pth``); see :func:`make_dinov3_depther`."""
+    _no_other_kwargs("dinov3_vitl16_chmv2", kwargs)
+    files = dict(weights=weights, backbone_weights=backbone_weights, check_hash=check_hash)
+    return make_dinov3_depther(
+        "dinov3_vitl16",
+        chmv2_config(),
+        DepthWeights.CHMV2,
+        pretrained=pretrained,
+        autocast_dtype=autocast_dtype,
+        **files,
     )

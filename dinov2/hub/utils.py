@@ -17,7 +17,7 @@ from torch import nn
 
 from dinov2.hub import catalog
 from dinov2.layers.center_padding import CenterPadding  # noqa: F401  (the released import path)
-from dinov2.models.weights import fit_report
+from dinov2.models.weights import load_strict as _load_strict
 
 logger = logging.getLogger("dinov2")
 
@@ -44,7 +44,4 @@ def resolve_weights(weights: enum.Enum | str | os.PathLike, enum_cls: type[enum.
 def load_strict(module: nn.Module, state_dict: Mapping, source: object, what: str) -> None:
     """``module.load_state_dict(state_dict, strict=True)``, or :class:`~dinov2.models.weights.WeightsMismatchError`
     (a ``RuntimeError``) listing every difference, raised before anything is copied."""
-    report = fit_report(module, state_dict)
-    report.raise_if_mismatched(source, what, advice=_HUB_ADVICE)
-    module.load_state_dict(report.state_dict, strict=True)
-    logger.info("loaded %s weights from %s", what, source)
+    _load_strict(module, state_dict, source, what, _HUB_ADVICE)

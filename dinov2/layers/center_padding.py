@@ -1,4 +1,5 @@
-"""Zero padding to a multiple of the patch size, centred (the released ``dinov2.hub.utils.CenterPadding``)."""
+"""Fitting images to the patch size: zero padding to a multiple, centred (the released
+``dinov2.hub.utils.CenterPadding``), or stretching to one (DINOv3's ``StretchToMultiple``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CenterPadding"]
+__all__ = ["CenterPadding", "StretchToMultiple"]
 
 
 class CenterPadding(nn.Module):
@@ -33,3 +34,21 @@ class CenterPadding(nn.Module):
         # F.pad takes (left, right) pairs from the last dimension backwards: width first, then height.
         pads = [*self._get_pad(x.shape[-1]), *self._get_pad(x.shape[-2])]
         return F.pad(x, pads)
+
+
+class StretchToMultiple(nn.Module):
+    """Resize (bilinear) the last two dimensions up to the next multiple of ``multiple``; unchanged when both already
+    are (DINOv3's ``StretchToMultiple``, the depthers' other way to fit the patch size)."""
+
+    def __init__(self, multiple: int):
+        super().__init__()
+        self.multiple = multiple
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        *shape, channels, height, width = x.shape
+        new_height = math.ceil(height / self.multiple) * self.multiple
+        new_width = math.ceil(width / self.multiple) * self.multiple
+        if (new_height, new_width) == (height, width):
+            return x
+        x = F.interpolate(x.reshape(-1, channels, height, width), size=(new_height, new_width), mode="bilinear")
+        return x.reshape(*shape, channels, new_height, new_width)

@@ -73,6 +73,7 @@ class ConvNeXt(IntermediateLayersMixin, nn.Module):
         # The release appends the final norm to a list of per-stage norms: same module, second state-dict name.
         self.norms = nn.ModuleList([nn.Identity(), nn.Identity(), nn.Identity(), self.norm])
         self.patch_size = patch_size
+        self.input_pad_size = 4  # the stem's stride: what DINOv3's dense wrappers pad images to a multiple of
 
     def _on_patch_grid(self, maps: Tensor, height: int, width: int) -> Tensor:
         """Last-stage maps ``[B, C, h, w]`` resized to the ``(H // patch_size, W // patch_size)`` grid of a ViT with

@@ -57,6 +57,7 @@ from dinov2.models.weights_fit import (
     Hint,
     WeightsMismatchError,
     fit_report,
+    load_strict,
     resize_pos_embed,
 )
 from dinov2.utils.io import file_crc32
@@ -82,6 +83,7 @@ __all__ = [
     "is_url",
     "load_backbone_state_dict",
     "load_backbone_weights",
+    "load_strict",
     "read_backbone_weights",
     "read_checkpoint",
     "read_parts",

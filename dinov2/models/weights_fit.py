@@ -7,6 +7,7 @@ re-exports these names, which is where callers import them from).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -17,7 +18,10 @@ from torch import Tensor, nn
 
 from dinov2.models.convert import chunked_to_flat, flat_to_chunked
 
-__all__ = ["CONFIG_ADVICE", "WeightsMismatchError", "Hint", "FitReport", "fit_report", "resize_pos_embed"]
+__all__ = ["CONFIG_ADVICE", "WeightsMismatchError", "Hint", "FitReport", "fit_report", "load_strict"]
+__all__ += ["resize_pos_embed"]
+
+logger = logging.getLogger("dinov2")
 
 _LISTED = 8  # keys listed per category in a report
 
@@ -145,6 +149,15 @@ def fit_report(model: nn.Module, state_dict: Mapping[str, Tensor]) -> FitReport:
     ]
     hints = _hints(model, flat, missing, unexpected, mismatched) if missing or unexpected or mismatched else []
     return FitReport(dict(state_dict), missing, unexpected, mismatched, hints)
+
+
+def load_strict(module: nn.Module, state_dict: Mapping[str, Tensor], source: object, what: str, advice: str) -> None:
+    """``module.load_state_dict(state_dict, strict=True)``, or :class:`WeightsMismatchError` listing every
+    difference (then ending with ``advice``), raised before anything is copied."""
+    report = fit_report(module, state_dict)
+    report.raise_if_mismatched(source, what, advice=advice)
+    module.load_state_dict(report.state_dict, strict=True)
+    logger.info("loaded %s weights from %s", what, source)
 
 
 def resize_pos_embed(pos_embed: Tensor, num_positions: int) -> Tensor:

@@ -17,30 +17,53 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["BNHead", "FeatureList", "LinearDepthHead", "bins_to_depth"]
+__all__ = [
+    "BNHead",
+    "FeatureList",
+    "LinearDepthHead",
+    "NORM_STRATEGIES",
+    "bin_probabilities",
+    "bins_to_depth",
+    "tap_maps",
+]
 
 # [(patch tokens [B, C, h, w], class token [B, C]), ...] one pair per tapped block, oldest first
 FeatureList = Sequence[tuple[Tensor, Tensor]]
 
 
-def bins_to_depth(logits: Tensor, min_depth: float, max_depth: float, norm_strategy: str = "linear") -> Tensor:
-    """Expected depth over uniform bins: ``logits [B, K, H, W]`` -> ``[B, 1, H, W]``.
+NORM_STRATEGIES = ("linear", "softmax", "sigmoid")
 
-    ``linear`` (AdaBins, the released heads): ``p = relu(logit) + 0.1``, normalised to sum 1 over the K bins;
-    ``softmax`` and ``sigmoid`` are the release's other (unused) choices. Bins: ``linspace(min, max, K)``.
-    """
+
+def bin_probabilities(logits: Tensor, norm_strategy: str = "linear") -> Tensor:
+    """Bin weights summing to 1 over dim 1 of ``logits [B, K, H, W]``, as released (AdaBins): ``linear``
+    ``relu(logit) + 0.1`` normalised (the released heads), ``softmax``, or ``sigmoid`` normalised."""
     if norm_strategy == "linear":
         probs = torch.relu(logits) + 0.1
-        probs = probs / probs.sum(dim=1, keepdim=True)
-    elif norm_strategy == "softmax":
-        probs = torch.softmax(logits, dim=1)
-    elif norm_strategy == "sigmoid":
+        return probs / probs.sum(dim=1, keepdim=True)
+    if norm_strategy == "softmax":
+        return torch.softmax(logits, dim=1)
+    if norm_strategy == "sigmoid":
         probs = torch.sigmoid(logits)
-        probs = probs / probs.sum(dim=1, keepdim=True)
-    else:
-        raise ValueError(f"norm_strategy must be linear, softmax or sigmoid, got {norm_strategy!r}")
+        return probs / probs.sum(dim=1, keepdim=True)
+    raise ValueError(f"norm_strategy must be one of {', '.join(NORM_STRATEGIES)}, got {norm_strategy!r}")
+
+
+def bins_to_depth(logits: Tensor, min_depth: float, max_depth: float, norm_strategy: str = "linear") -> Tensor:
+    """Expected depth over uniform bins ``linspace(min, max, K)``: ``logits [B, K, H, W]`` -> ``[B, 1, H, W]``
+    (weights from :func:`bin_probabilities`)."""
+    probs = bin_probabilities(logits, norm_strategy)
     bins = torch.linspace(min_depth, max_depth, logits.shape[1], device=logits.device, dtype=logits.dtype)
     return torch.einsum("bkhw,k->bhw", probs, bins).unsqueeze(1)
+
+
+def tap_maps(inputs: FeatureList, *, with_cls: bool, scale: int = 1, align_corners: bool = False) -> Tensor:
+    """One map from tapped blocks: each block's patch map, with its class token broadcast over the grid and
+    concatenated after the channels when ``with_cls``, resized (bilinear) to ``scale`` x the first block's grid,
+    all concatenated: ``[B, sum of (2) C_i, scale h, scale w]`` (the released linear depth heads' input)."""
+    maps = [torch.cat([p, c[:, :, None, None].expand_as(p)], dim=1) if with_cls else p for p, c in inputs]
+    size = [s * scale for s in maps[0].shape[2:]]
+    maps = [F.interpolate(m, size=size, mode="bilinear", align_corners=align_corners) for m in maps]
+    return torch.cat(maps, dim=1)
 
 
 class LinearDepthHead(nn.Module):
@@ -74,10 +97,7 @@ class LinearDepthHead(nn.Module):
         """The conv input ``[B, 2C * n_blocks, upsample * h, upsample * w]``."""
         if len(inputs) != self.n_blocks:
             raise ValueError(f"LinearDepthHead expects {self.n_blocks} (patch, cls) pairs, got {len(inputs)}")
-        maps = [torch.cat([patch, cls[:, :, None, None].expand_as(patch)], dim=1) for patch, cls in inputs]
-        size = [s * self.upsample for s in maps[0].shape[2:]]
-        maps = [F.interpolate(m, size=size, mode="bilinear", align_corners=self.align_corners) for m in maps]
-        return torch.cat(maps, dim=1)
+        return tap_maps(inputs, with_cls=True, scale=self.upsample, align_corners=self.align_corners)
 
     def forward(self, inputs: FeatureList) -> Tensor:
         logits = self.conv_depth(self.features(inputs))  # [B, n_bins, 4h, 4w]
