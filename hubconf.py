@@ -69,6 +69,7 @@ from dinov2.hub.segmentors import (
     dinov2_vits14_ade20k_ms,
     dinov2_vits14_voc2012_linear,
     dinov2_vits14_voc2012_ms,
+    dinov3_vit7b16_ms,
 )
 
 dependencies = ["torch"]

@@ -480,7 +480,8 @@ def _has(module, dotted: str) -> bool:
 # DINOv3's modules whose names a DINOv2 package can serve, at the paths they have here, from the DINOv3 release (at
 # commit 6876159) by `python scripts/released_names.py <release checkout> dinov3 --no-submodules --only <the modules
 # below>` (the depth package's submodules are mmcv-style building blocks, served under other names in
-# dinov2.heads.depth.dpt).
+# dinov2.heads.depth.dpt; the segmentation package's are served one by one).
+_SEG = "dinov3.eval.segmentation.models"
 RELEASED_SURFACE_DINOV3 = json.loads((ROOT / "tests" / "released_names_dinov3.json").read_text())
 DINOV3_PATHS = {  # released module -> (module here, {released class name: its name here})
     "dinov3.models.vision_transformer": (
@@ -492,6 +493,15 @@ DINOV3_PATHS = {  # released module -> (module here, {released class name: its n
     "dinov3.hub.classifiers": ("dinov2.hub.classifiers", {}),
     "dinov3.hub.depthers": ("dinov2.hub.depthers", {}),
     "dinov3.eval.depth.models": ("dinov2.heads.depth.depther", {}),
+    "dinov3.hub.segmentors": ("dinov2.hub.segmentors", {}),
+    _SEG: ("dinov2.heads.segmentation.dinov3", {}),
+    f"{_SEG}.backbone.dinov3_adapter": ("dinov2.heads.segmentation.adapter", {}),
+    f"{_SEG}.heads.mask2former_head": ("dinov2.heads.segmentation.mask2former", {}),
+    f"{_SEG}.heads.mask2former_transformer_decoder": ("dinov2.heads.segmentation.mask2former", {}),
+    f"{_SEG}.heads.pixel_decoder": ("dinov2.heads.segmentation.pixel_decoder", {}),
+    f"{_SEG}.utils.ms_deform_attn": ("dinov2.layers.ms_deform_attn", {}),
+    f"{_SEG}.utils.position_encoding": ("dinov2.heads.segmentation.pixel_decoder", {}),
+    f"{_SEG}.utils.batch_norm": ("dinov2.heads.segmentation.pixel_decoder", {}),
 }  # fmt: skip
 DINOV3_NOT_KEPT = {
     # the layers the ConvNeXt module defines live in dinov2.layers (ConvNeXtBlock, also named Block here; DropPath,
@@ -501,6 +511,17 @@ DINOV3_NOT_KEPT = {
     "dinov3.hub.backbones": ["convert_path_or_url_to_url"],
     # checkpoint_path= is read by dinov2.models.weights (weights_only=True)
     "dinov3.eval.depth.models": ["load_checkpoint"],
+    # the linear decoder (no released DINOv3 weights) is not served: build_segmentation_decoder says so
+    _SEG: ["LinearHead", "ModelWithIntermediateLayers"],
+    # the compiled CUDA extension and its autograd Function: the core runs through plain autograd here
+    f"{_SEG}.utils.ms_deform_attn": ["MSDA", "MSDeformAttnFunction"],
+    # batch norm is plain BatchNorm2d / GroupNorm (get_norm): no frozen, naive-sync or cycling variants
+    f"{_SEG}.utils.batch_norm": [
+        "CycleBatchNormList",
+        "FrozenBatchNorm2d",
+        "LayerNorm",
+        "NaiveSyncBatchNorm",
+    ],
 }
 
 

@@ -19,7 +19,7 @@ from dinov2.hub import catalog, dinov3_backbones
 from dinov2.hub.backbones import REGISTER_SETTINGS, WeightsArg, _make_dinov2_model
 from dinov2.hub.backbones import Weights as BackboneWeights
 from dinov2.hub.dinov3_backbones import Weights as DINOv3Weights
-from dinov2.hub.dinov3_backbones import checked_source
+from dinov2.hub.dinov3_backbones import head_weights_source
 from dinov2.hub.utils import load_strict, resolve_weights
 from dinov2.models.convert import chunked_to_flat, strip_prefix
 from dinov2.models.weights import read_checkpoint
@@ -215,12 +215,11 @@ def make_dinov3_linear_classifier(
     ``weights``: the released head (gated: needs its file), or a local path / URL of a head file (``weight``,
     ``bias``: the released file, or a head our linear evaluation saved) or of a whole classifier (``backbone.*``,
     ``linear_head.*``, which then needs no ``backbone_weights``); loaded whatever ``pretrained`` says."""
-    head_state = full_state = None
-    if isinstance(weights, ClassifierWeights):
-        if pretrained:
-            raise catalog.gated_weights_error(f"{backbone_name}_lc", DINOV3_LINEAR_HEAD_FILES.get(backbone_name, ""))
-    else:
-        head_state, full_state = _load_classifier_file(checked_source(f"{backbone_name}_lc", str(weights), check_hash))
+    file_name, released = DINOV3_LINEAR_HEAD_FILES.get(backbone_name), ClassifierWeights.IMAGENET1K
+    source = head_weights_source(
+        f"{backbone_name}_lc", weights, released, file_name, pretrained=pretrained, check_hash=check_hash
+    )
+    head_state, full_state = (None, None) if source is None else _load_classifier_file(source)
     make = getattr(dinov3_backbones, backbone_name)
     backbone = make(pretrained=pretrained and full_state is None, weights=backbone_weights, check_hash=check_hash)
     linear_head = nn.Linear(2 * backbone.embed_dim, _classes(head_state, full_state))

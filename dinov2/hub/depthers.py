@@ -34,22 +34,22 @@ from enum import Enum
 import torch
 
 from dinov2.heads.depth.depther import (
+    BACKBONE_PREFIX,
     DecoderConfig,
     Depther,
-    is_whole_depther,
     load_decoder_weights,
     make_depther_from_config,
-    read_decoder_state,
 )
 from dinov2.heads.depth.dpt import DPTHead
 from dinov2.heads.depth.linear import LinearDepthHead
 from dinov2.heads.depth.model import DepthEncoderDecoder
-from dinov2.hub import catalog, dinov3_backbones
+from dinov2.hub import catalog
 from dinov2.hub.backbones import Weights as BackboneWeights
 from dinov2.hub.backbones import WeightsArg, _make_dinov2_model
 from dinov2.hub.dense_utils import load_dense_state_dict, read_dense_checkpoint, resolve_head_source
 from dinov2.hub.dinov3_backbones import Weights as DINOv3Weights
-from dinov2.hub.dinov3_backbones import checked_source
+from dinov2.hub.dinov3_backbones import head_state_and_backbone
+from dinov2.hub.utils import no_other_kwargs
 
 __all__ = ["Weights", "DEPTH_OUT_INDEX", "LINEAR_DEPTH_RANGE", "RELEASED_LINEAR_DEPTH_RANGE"]
 __all__ += ["DepthWeights", "dinov3_dpt_depther_config", "chmv2_config", "make_dinov3_depther"]
@@ -297,32 +297,16 @@ def make_dinov3_depther(
     ``released`` file (the default; gated: pass its path), or a local path / URL of a decoder file or of a whole
     depther (which then needs no ``backbone_weights``), loaded whatever ``pretrained`` says."""
     entry = f"{backbone_name}_{'dd' if released is DepthWeights.SYNTHMIX else 'chmv2'}"
+    file_name = DINOV3_DEPTH_HEAD_FILES.get((backbone_name, released), (None, None))[1]
     weights = released if weights is None else weights
-    if isinstance(weights, str) and weights.upper() in DepthWeights.__members__:
-        weights = DepthWeights[weights.upper()]
-    state = None
-    if isinstance(weights, DepthWeights):
-        if weights is not released:
-            raise ValueError(f"{entry}: weights={weights} were not released for it; use {released} or a file")
-        if pretrained:
-            raise catalog.gated_weights_error(entry, DINOV3_DEPTH_HEAD_FILES[backbone_name, released][1])
-    else:
-        state = read_decoder_state(checked_source(entry, str(weights), check_hash))
-    with_backbone = state is not None and is_whole_depther(state)
-    backbone = getattr(dinov3_backbones, backbone_name)(
-        pretrained=pretrained and not with_backbone, weights=backbone_weights, check_hash=check_hash
+    files = dict(pretrained=pretrained, backbone_weights=backbone_weights, check_hash=check_hash)
+    state, backbone = head_state_and_backbone(
+        entry, backbone_name, weights, released, file_name, backbone_prefix=BACKBONE_PREFIX, **files
     )
     depther = make_depther_from_config(backbone, config, autocast_dtype=autocast_dtype)
     if state is not None:
         load_decoder_weights(depther, state, f"the {entry} decoder")
     return depther
-
-
-def _no_other_kwargs(entry: str, kwargs: dict) -> None:
-    """The release's entry points take ``**kwargs`` and read only ``hash`` (a file name suffix, not needed here)."""
-    kwargs.pop("hash", None)
-    if kwargs:
-        raise TypeError(f"{entry} got unexpected keyword arguments {sorted(kwargs)}")
 
 
 def dinov3_vit7b16_dd(
@@ -337,7 +321,7 @@ def dinov3_vit7b16_dd(
     """DINOv3 ViT-7B/16 + the released DPT depth decoder trained on SYNTHMIX (metric depth, 0.001 .. 100 m), as
     released. The release gates both files: ``pretrained=True`` needs ``backbone_weights=`` (the ``dinov3_vit7b16``
     file) and ``weights=`` (``dinov3_vit7b16_synthmix_dpt_head-02040be1.pth``); see :func:`make_dinov3_depther`."""
-    _no_other_kwargs("dinov3_vit7b16_dd", kwargs)
+    no_other_kwargs("dinov3_vit7b16_dd", kwargs)
     config = dinov3_dpt_depther_config("dinov3_vit7b16")
     files = dict(weights=weights, backbone_weights=backbone_weights, check_hash=check_hash)
     return make_dinov3_depther(
@@ -357,7 +341,7 @@ def dinov3_vitl16_chmv2(
     0.001 .. 96), as released. The release gates both files: ``pretrained=True`` needs ``backbone_weights=`` (the
     SAT-493M ``dinov3_vitl16`` file, under its released name) and ``weights=``
     (``dinov3_vitl16_chmv2_dpt_head-3703d643.pth``); see :func:`make_dinov3_depther`."""
-    _no_other_kwargs("dinov3_vitl16_chmv2", kwargs)
+    no_other_kwargs("dinov3_vitl16_chmv2", kwargs)
     files = dict(weights=weights, backbone_weights=backbone_weights, check_hash=check_hash)
     return make_dinov3_depther(
         "dinov3_vitl16",

@@ -14,8 +14,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
+from dinov2.heads.head_files import holds_backbone, read_head_state
 from dinov2.hub import catalog
 from dinov2.hub.backbones import build_hub_backbone
 from dinov2.models.weights import download, is_url, read_backbone_weights
@@ -67,6 +68,56 @@ def checked_source(name: str, source: str, check_hash: bool) -> str | Path:
     path = download(source, argument="weights") if is_url(source) else Path(source).expanduser()
     _check_hash(path, _file_hash(source), name)
     return path
+
+
+def head_weights_source(
+    entry: str,
+    weights: Enum | str | os.PathLike,
+    released: Enum,
+    file_name: str | None,
+    *,
+    pretrained: bool,
+    check_hash: bool,
+) -> str | Path | None:
+    """Where a DINOv3 head entry point (``entry``: a depther, segmentor or classifier) reads its head from: ``None``
+    for the released file (``released``, or its name) with ``pretrained=False``; with ``pretrained=True`` the
+    release's gate, an error naming ``file_name`` to download (``None``: not released on this backbone); else the
+    path or URL given (with ``check_hash``, its local copy once its sha256 matches its name)."""
+    kind = type(released)
+    if isinstance(weights, str) and weights.upper() in kind.__members__:
+        weights = kind[weights.upper()]
+    if not isinstance(weights, kind):
+        return checked_source(entry, str(weights), check_hash)
+    if weights is not released:
+        raise ValueError(f"{entry}: weights={weights} were not released for it; use {released} or a file")
+    if pretrained and file_name is None:
+        raise ValueError(f"{entry}: {weights} was not released for this backbone; pass weights= a file")
+    if pretrained:
+        raise catalog.gated_weights_error(entry, file_name)
+    return None
+
+
+def head_state_and_backbone(
+    entry: str,
+    backbone_name: str,
+    weights: Enum | str | os.PathLike,
+    released: Enum,
+    file_name: str | None,
+    *,
+    backbone_prefix: str,
+    pretrained: bool,
+    backbone_weights: Weights | str | os.PathLike,
+    check_hash: bool,
+) -> tuple[dict[str, Tensor] | None, nn.Module]:
+    """``(head state dict or None, backbone)`` of a DINOv3 head entry point: the head file as
+    :func:`head_weights_source` finds it, read by :func:`dinov2.heads.head_files.read_head_state`, and the hub
+    backbone ``backbone_name`` with ``backbone_weights``, or without weights when the head file holds the whole model
+    (keys under ``backbone_prefix``)."""
+    source = head_weights_source(entry, weights, released, file_name, pretrained=pretrained, check_hash=check_hash)
+    state = None if source is None else read_head_state(source)
+    whole = state is not None and holds_backbone(state, backbone_prefix)
+    make = globals()[backbone_name]
+    return state, make(pretrained=pretrained and not whole, weights=backbone_weights, check_hash=check_hash)
 
 
 def _load_released(model: nn.Module, state_dict: dict, source: object, name: str) -> None:

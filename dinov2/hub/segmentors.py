@@ -19,6 +19,13 @@ file (a released ``*_head.pth`` or what ``python -m dinov2.eval.segmentation`` s
 is taken from the file (a probe trained on another dataset loads too). ``backbone_weights``: a
 local backbone file / training export instead of the released backbone. Loading is strict.
 Mask2Former (``dinov2_vitg14_ade20k_m2f``) is not provided.
+
+DINOv3's ``dinov3_vit7b16_ms`` (see the DINOv3 section at the end of this module) is the released Mask2Former
+segmentor, a :class:`~dinov2.heads.segmentation.dinov3.FeatureDecoder`: ``model(images)`` gives Mask2Former's
+query logits and masks at 1/4 resolution, ``model.predict(images, rescale_to=(512, 512))`` the same with resized
+masks (no sliding windows or class-map assembly: the released model's own calls). Its files are gated: pass their
+paths (``weights=``, ``backbone_weights=``); a weights path or URL is loaded whatever ``pretrained`` says (the
+release loads nothing without ``pretrained``), strictly.
 """
 
 from __future__ import annotations
@@ -27,12 +34,20 @@ import enum
 import os
 from dataclasses import dataclass
 
+import torch
+
 from dinov2.heads.segmentation.classes import (
     ADE20K_CLASS_NAMES,
     ADE20K_PALETTE,
     VOC2012_CLASS_NAMES,
     VOC2012_PALETTE,
     voc_palette,
+)
+from dinov2.heads.segmentation.dinov3 import (
+    BACKBONE_PREFIX,
+    FeatureDecoder,
+    build_segmentation_decoder,
+    load_segmentor_weights,
 )
 from dinov2.heads.segmentation.inference import SegmentationTestConfig
 from dinov2.heads.segmentation.linear import LinearSegmentationHead
@@ -41,8 +56,12 @@ from dinov2.hub import catalog
 from dinov2.hub.backbones import Weights as BackboneWeights
 from dinov2.hub.backbones import WeightsArg, _make_dinov2_model
 from dinov2.hub.dense_utils import load_dense_state_dict, read_dense_checkpoint, resolve_head_source
+from dinov2.hub.dinov3_backbones import Weights as DINOv3Weights
+from dinov2.hub.dinov3_backbones import head_state_and_backbone
+from dinov2.hub.utils import no_other_kwargs
 
 __all__ = ["SEGMENTATION_DATASETS", "SEGMENTATION_HEADS", "SegmentationDataset", "make_segmentor"]
+__all__ += ["SegmentorWeights", "make_dinov3_m2f_segmentor"]
 
 
 @dataclass(frozen=True)
@@ -202,3 +221,76 @@ def dinov2_vitg14_voc2012_linear(*, pretrained=True, weights=None, backbone_weig
 def dinov2_vitg14_voc2012_ms(*, pretrained=True, weights=None, backbone_weights=None, **kwargs):
     """Pascal VOC 2012 (21 classes) multi-scale (+ms) segmentor on DINOv2 ViT-g/14."""
     return _segmentor("vit_giant2", "voc2012", "ms", pretrained, weights, backbone_weights, kwargs)
+
+
+# ------------------------------------------------------------------------------------------------ DINOv3
+class SegmentorWeights(enum.Enum):
+    """The data of DINOv3's released segmentor."""
+
+    ADE20K = "ADE20K"
+
+
+DINOV3_M2F_HEAD_HASH = "bf307cb1"  # of the released (gated) dinov3_vit7b16_ade20k_m2f_head file
+_DINOV3_VITS = tuple(f"dinov3_{short}" for short in catalog.DINOV3_VITS)
+
+
+def make_dinov3_m2f_segmentor(
+    backbone_name: str,
+    *,
+    pretrained: bool = True,
+    weights: SegmentorWeights | WeightsArg = SegmentorWeights.ADE20K,
+    backbone_weights: DINOv3Weights | WeightsArg = DINOv3Weights.LVD1689M,
+    check_hash: bool = False,
+    autocast_dtype: torch.dtype = torch.bfloat16,
+    hidden_dim: int = 2048,
+    num_classes: int = 150,
+    file_hash: str = DINOV3_M2F_HEAD_HASH,
+) -> FeatureDecoder:
+    """DINOv3 hub ViT ``backbone_name`` + the released adapter and Mask2Former head (``hidden_dim`` wide,
+    ``num_classes`` classes), with weights ``weights``: the released ADE20K file (the default; gated: pass its path,
+    ``<backbone_name>_ade20k_m2f_head-<file_hash>.pth``), or a local path / URL of a head file (every key but the
+    backbone's) or of a whole segmentor (which then needs no ``backbone_weights``), loaded whatever ``pretrained``
+    says. The model is returned as released: the adapter in eval mode, the head in training mode."""
+    if backbone_name not in _DINOV3_VITS:
+        raise ValueError(f"no DINOv3 segmentor on {backbone_name!r}; valid: {', '.join(_DINOV3_VITS)}")
+    entry = f"{backbone_name}_ms"
+    file_name = f"{backbone_name}_ade20k_m2f_head-{file_hash}.pth" if backbone_name == "dinov3_vit7b16" else None
+    files = dict(pretrained=pretrained, backbone_weights=backbone_weights, check_hash=check_hash)
+    state, backbone = head_state_and_backbone(
+        entry, backbone_name, weights, SegmentorWeights.ADE20K, file_name, backbone_prefix=BACKBONE_PREFIX, **files
+    )
+    segmentor = build_segmentation_decoder(
+        backbone, decoder_type="m2f", hidden_dim=hidden_dim, num_classes=num_classes, autocast_dtype=autocast_dtype
+    )
+    if state is not None:
+        load_segmentor_weights(segmentor, state, f"the {entry} adapter and head")
+    return segmentor
+
+
+def dinov3_vit7b16_ms(
+    *,
+    pretrained: bool = True,
+    weights: SegmentorWeights | str = SegmentorWeights.ADE20K,
+    backbone_weights: DINOv3Weights | str = DINOv3Weights.LVD1689M,
+    check_hash: bool = False,
+    autocast_dtype: torch.dtype = torch.bfloat16,
+    **kwargs,
+) -> FeatureDecoder:
+    """DINOv3 ViT-7B/16 + the released ViT adapter and Mask2Former head trained on ADE20K (150 classes), as released.
+    The release gates both files: ``pretrained=True`` needs ``backbone_weights=`` (the ``dinov3_vit7b16`` file) and
+    ``weights=`` (``dinov3_vit7b16_ade20k_m2f_head-bf307cb1.pth``); see :func:`make_dinov3_m2f_segmentor`.
+    ``kwargs``: the release's ``hidden_dim`` (the head's width, 2048) and ``hash`` (the head file's name suffix).
+    ``autocast_dtype`` applies to CUDA inputs (see :mod:`dinov2.heads.segmentation.dinov3`)."""
+    hidden_dim = kwargs.pop("hidden_dim", 2048)
+    file_hash = kwargs.get("hash", DINOV3_M2F_HEAD_HASH)
+    no_other_kwargs("dinov3_vit7b16_ms", kwargs)
+    return make_dinov3_m2f_segmentor(
+        "dinov3_vit7b16",
+        pretrained=pretrained,
+        weights=weights,
+        backbone_weights=backbone_weights,
+        check_hash=check_hash,
+        autocast_dtype=autocast_dtype,
+        hidden_dim=hidden_dim,
+        file_hash=file_hash,
+    )

@@ -45,3 +45,11 @@ def load_strict(module: nn.Module, state_dict: Mapping, source: object, what: st
     """``module.load_state_dict(state_dict, strict=True)``, or :class:`~dinov2.models.weights.WeightsMismatchError`
     (a ``RuntimeError``) listing every difference, raised before anything is copied."""
     _load_strict(module, state_dict, source, what, _HUB_ADVICE)
+
+
+def no_other_kwargs(entry: str, kwargs: dict) -> None:
+    """DINOv3's released entry points take ``**kwargs`` and read ``hash`` (a file name suffix, not needed here):
+    drop it, and refuse what is left with a ``TypeError`` naming ``entry``."""
+    kwargs.pop("hash", None)
+    if kwargs:
+        raise TypeError(f"{entry} got unexpected keyword arguments {sorted(kwargs)}")

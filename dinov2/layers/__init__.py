@@ -15,6 +15,7 @@ from dinov2.layers.dino_head import DINOHead
 from dinov2.layers.drop_path import DropPath, drop_path
 from dinov2.layers.layer_scale import LayerScale
 from dinov2.layers.mlp import Mlp
+from dinov2.layers.ms_deform_attn import MSDeformAttn
 from dinov2.layers.patch_embed import PatchEmbed
 from dinov2.layers.rms_norm import RMSNorm
 from dinov2.layers.rope import RopePositionEmbedding
@@ -45,6 +46,7 @@ __all__ = [
     "ConvNeXtBlock",
     "LayerNorm2d",
     "LinearKMaskedBias",
+    "MSDeformAttn",
     "RMSNorm",
     "RopeAttention",
     "RopeBlock",

@@ -26,8 +26,7 @@ Deliberate differences from the release (numerics otherwise identical):
 from __future__ import annotations
 
 import dataclasses
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -38,10 +37,9 @@ from torch import Tensor, nn
 from dinov2.heads.depth.dpt import DPTDecoder
 from dinov2.heads.depth.linear import NORM_STRATEGIES, FeatureList, bin_probabilities, tap_maps
 from dinov2.heads.encoder_decoder import tapped_widths
+from dinov2.heads.head_files import HeadSource, load_head_state
 from dinov2.layers.center_padding import CenterPadding, StretchToMultiple
-from dinov2.models.convert import strip_prefix
 from dinov2.models.families import family_for_model
-from dinov2.models.weights import load_strict, read_checkpoint
 
 __all__ = [
     "BINS_STRATEGIES",
@@ -59,9 +57,8 @@ __all__ = [
     "build_depther",
     "create_chmv2_mixlog_bins",
     "create_outputs_with_chmv2_mixlog_norm",
-    "is_whole_depther",
+    "BACKBONE_PREFIX",
     "load_decoder_weights",
-    "read_decoder_state",
     "make_depther_from_config",
     "make_head",
 ]
@@ -353,7 +350,7 @@ class DecoderConfig:
 def make_depther_from_config(
     backbone: nn.Module,
     config: DecoderConfig,
-    checkpoint_path: str | os.PathLike | None = None,
+    checkpoint_path: HeadSource | None = None,
     autocast_dtype: torch.dtype = torch.float32,
 ) -> Depther:
     """:func:`build_depther` as ``config`` says; ``checkpoint_path``: decoder weights to load (see
@@ -367,30 +364,12 @@ def make_depther_from_config(
 
 
 _DEPTHER_ADVICE = "Pass decoder weights made for this depther (same backbone taps, decoder type and sizes)."
+BACKBONE_PREFIX = "encoder.backbone."  # the keys of a whole depther's backbone
 
 
-def read_decoder_state(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, Tensor]:
-    """The state dict in a depther's weights: a released head file (the decoder's own keys), a checkpoint of the
-    release's depth evaluation (``{"model": ...}``, DDP's ``module.`` prefixes dropped), ``{"state_dict": ...}``,
-    or a whole depther (``encoder.backbone.*`` and ``decoder.*``). Files are read with ``weights_only=True``."""
-    checkpoint = source if isinstance(source, Mapping) else read_checkpoint(source, argument="weights")
-    state = next((checkpoint[key] for key in ("model", "state_dict") if isinstance(checkpoint.get(key), Mapping)), None)
-    return strip_prefix(dict(checkpoint if state is None else state), "module.")
-
-
-def is_whole_depther(state: Mapping[str, Any]) -> bool:
-    """Whether ``state`` holds a whole depther (its backbone too), not only a decoder."""
-    return any(key.startswith("encoder.backbone.") for key in state)
-
-
-def load_decoder_weights(
-    depther: Depther, source: str | os.PathLike | Mapping[str, Any], what: str = "the depther's decoder"
-) -> None:
-    """Load ``source`` (see :func:`read_decoder_state`) strictly into ``depther.decoder``, or into the whole depther
-    when it holds the backbone too; a mismatch raises before anything is copied, listing every difference."""
-    state = read_decoder_state(source)
-    name = "the given state dict" if isinstance(source, Mapping) else source
-    if is_whole_depther(state):
-        load_strict(depther, state, name, "the depther (backbone and decoder)", _DEPTHER_ADVICE)
-    else:
-        load_strict(depther.decoder, state, name, what, _DEPTHER_ADVICE)
+def load_decoder_weights(depther: Depther, source: HeadSource, what: str = "the depther's decoder") -> None:
+    """Load ``source`` strictly into ``depther.decoder`` (a released head file, a checkpoint of the release's depth
+    evaluation: see :mod:`dinov2.heads.head_files`), or into the whole depther when it holds the backbone too."""
+    load_head_state(
+        depther, depther.decoder, source, backbone_prefix=BACKBONE_PREFIX, what=what, advice=_DEPTHER_ADVICE
+    )

@@ -1,0 +1,190 @@
+"""Compare the DINOv3 segmentor here (``dinov2.heads.segmentation.dinov3``) with the released one, on small models.
+
+    python scripts/check_dinov3_segmentor.py /path/to/dinov3-release-checkout
+
+Imports the released ``dinov3`` package from the checkout (run it in an environment with its imports: torch, numpy,
+torchmetrics, termcolor), builds each case with both codes (the release's ``build_segmentation_decoder`` with
+``decoder_type="m2f"`` on a small DINOv3 ViT: the adapter and the Mask2Former head keep their released sizes but
+``hidden_dim`` and the classes), gives both the same seeded weights (``scripts.check_dinov3_depther``) and prints,
+per case, the largest difference of ``forward``'s outputs (``pred_logits``, ``pred_masks`` and the 9 auxiliary
+predictions), of ``predict``'s resized masks and of the masks in training mode (drop path, batch statistics), in
+float32 on CPU (where the release's CUDA autocast is off),
+whether the state-dict keys and order agree, and whether an adapter and head built after the same
+``torch.manual_seed`` start from the same weights; then the hub model ``dinov3_vit7b16_ms`` built by both on the
+meta device. With ``--json`` it prints the numbers ``tests/heads/test_dinov3_segmentor.py`` keeps from the release.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: the repository root for scripts.*
+
+from dinov2.heads.segmentation import dinov3 as ours  # noqa: E402
+from dinov2.models.vision_transformer_v3 import DinoVisionTransformerV3  # noqa: E402
+from scripts.check_dinov3_depther import VIT, seeded_state, summary  # noqa: E402
+
+# name -> (backbone kwargs, build_segmentation_decoder kwargs, input size, predict's rescale_to)
+FOUR_LAST = {"hidden_dim": 32, "num_classes": 3, "backbone_out_layers": "FOUR_LAST"}
+RELEASED_CLASSES = {"hidden_dim": 32, "num_classes": 150}
+CASES = {
+    "vit64_even_taps": (VIT, {"hidden_dim": 64, "num_classes": 5}, (2, 3, 64, 96), (40, 56)),
+    "vit128_four_last": ({**VIT, "embed_dim": 128}, FOUR_LAST, (1, 3, 96, 64), (96, 64)),
+    "vit64_12_blocks": ({**VIT, "depth": 12}, RELEASED_CLASSES, (3, 3, 32, 64), (32, 64)),
+}
+OUTPUTS = ("pred_logits", "pred_masks", "aux_logits", "aux_masks", "predict_masks")
+HUB_ENTRY = "dinov3_vit7b16_ms"
+
+
+def _quiet():
+    """The release prints the adapter's sizes and warns that CUDA autocast is off on CPU; keep the table clean."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    return stack
+
+
+def build_kwargs(module, name: str) -> dict:
+    """Case ``name``'s ``build_segmentation_decoder`` arguments for ``module`` (the release's or ours)."""
+    kwargs = {"decoder_type": "m2f", **CASES[name][1]}
+    if isinstance(kwargs.get("backbone_out_layers"), str):
+        kwargs["backbone_out_layers"] = module.BackboneLayersSet(kwargs["backbone_out_layers"])
+    return kwargs
+
+
+def build(module, backbone: torch.nn.Module, name: str, seed: int = 3) -> torch.nn.Module:
+    """Case ``name``'s segmentor on ``backbone``, built by ``module`` after ``torch.manual_seed(seed)``."""
+    torch.manual_seed(seed)
+    with _quiet():
+        return module.build_segmentation_decoder(backbone, **build_kwargs(module, name))
+
+
+def our_segmentor(name: str) -> ours.FeatureDecoder:
+    """Case ``name`` built here, with the seeded weights."""
+    segmentor = build(ours, DinoVisionTransformerV3(**CASES[name][0]), name)
+    segmentor.load_state_dict(seeded_state(segmentor), strict=True)
+    return segmentor
+
+
+def case_input(name: str) -> torch.Tensor:
+    return torch.randn(CASES[name][2], generator=torch.Generator().manual_seed(1))
+
+
+def outputs(segmentor: torch.nn.Module, name: str) -> dict[str, torch.Tensor]:
+    """``forward``'s final and auxiliary predictions (the 9 stacked) and ``predict``'s resized masks."""
+    x = case_input(name)
+    with torch.no_grad(), _quiet():
+        out = segmentor(x)
+        predicted = segmentor.predict(x, rescale_to=CASES[name][3])
+    return {
+        "pred_logits": out["pred_logits"],
+        "pred_masks": out["pred_masks"],
+        "aux_logits": torch.stack([aux["pred_logits"] for aux in out["aux_outputs"]]),
+        "aux_masks": torch.stack([aux["pred_masks"] for aux in out["aux_outputs"]]),
+        "predict_masks": predicted["pred_masks"],
+    }
+
+
+def train_masks(segmentor: torch.nn.Module, name: str) -> torch.Tensor:
+    """``pred_masks`` in training mode (the adapter's drop path and batch statistics) after ``torch.manual_seed(5)``."""
+    segmentor.train()
+    torch.manual_seed(5)
+    with torch.no_grad(), _quiet():
+        return segmentor(case_input(name))["pred_masks"]
+
+
+def run_case(name: str) -> dict:
+    from dinov3.eval.segmentation import models as released
+    from dinov3.models.vision_transformer import DinoVisionTransformer
+
+    theirs = build(released, DinoVisionTransformer(**CASES[name][0]), name)
+    theirs.load_state_dict(seeded_state(theirs), strict=True)
+    mine = our_segmentor(name)
+    expected, got = outputs(theirs, name), outputs(mine, name)
+    train_diff = (train_masks(theirs, name) - train_masks(mine, name)).abs().max().item()
+    fresh_theirs = build(released, DinoVisionTransformer(**CASES[name][0]), name).state_dict()
+    fresh_mine = build(ours, DinoVisionTransformerV3(**CASES[name][0]), name).state_dict()
+    head_keys = [key for key in fresh_theirs if not key.startswith(ours.BACKBONE_PREFIX)]
+    return {
+        "max_abs_diff": {k: (expected[k] - got[k]).abs().max().item() for k in OUTPUTS},
+        "train_masks_max_abs_diff": train_diff,
+        "shapes": {k: list(expected[k].shape) for k in OUTPUTS},
+        "keys_in_order": list(theirs.state_dict()) == list(mine.state_dict()),
+        "same_fresh_head": all(k in fresh_mine and torch.equal(fresh_theirs[k], fresh_mine[k]) for k in head_keys),
+        "expected": expected,
+    }
+
+
+def hub_summary(entry_point) -> dict:
+    """The hub segmentor built on the meta device (no weights): adapter (without the backbone) and head parameters,
+    the sha256 of the non-backbone keys and shapes in order, the whole model's key count, the taps, what trains."""
+    with torch.device("meta"), _quiet():
+        model = entry_point(pretrained=False)
+    adapter, head = model.segmentation_model
+    keys = [(k, list(v.shape)) for k, v in model.state_dict().items() if not k.startswith(ours.BACKBONE_PREFIX)]
+    backbone = {id(p) for p in adapter.backbone.parameters()}
+    return {
+        "adapter_parameters": sum(p.numel() for p in adapter.parameters() if id(p) not in backbone),
+        "head_parameters": sum(p.numel() for p in head.parameters()),
+        "decoder_keys_sha256": hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:16],
+        "model_keys": len(model.state_dict()),
+        "taps": list(adapter.interaction_indexes),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "backbone_frozen": not any(p.requires_grad for p in adapter.backbone.parameters()),
+        "training": [model.training, adapter.training, head.training],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("release", type=Path, help="a checkout of facebookresearch/dinov3 (the folder holding dinov3/)")
+    parser.add_argument("--json", action="store_true", help="print the release's outputs for the tests instead")
+    parser.add_argument("--commit", default="6876159", help="the release's commit, for --json's note (6876159)")
+    args = parser.parse_args()
+    if not (args.release / "dinov3" / "eval" / "segmentation" / "models").is_dir():
+        parser.error(f"{args.release} holds no dinov3/eval/segmentation/models: give a checkout of the DINOv3 release")
+    sys.path.insert(0, str(args.release))
+    torch.set_num_threads(1)
+    with _quiet():
+        from dinov3.hub import segmentors as released_hub
+
+    from dinov2.hub import segmentors as our_hub
+
+    hub = {"release": hub_summary(released_hub.dinov3_vit7b16_ms), "ours": hub_summary(our_hub.dinov3_vit7b16_ms)}
+    if args.json:
+        cases = {name: {k: summary(v) for k, v in run_case(name)["expected"].items()} for name in CASES}
+        about = (
+            "Printed by `python scripts/check_dinov3_segmentor.py <dinov3 checkout> --json` from the DINOv3 release "
+            f"(facebookresearch/dinov3 at {args.commit}, CPU, float32): the released segmentor's outputs on the "
+            "script's cases (mean, RMS and 8 evenly spaced samples of each) and its hub segmentor on the meta device."
+        )
+        print(json.dumps({"about": about, "cases": cases, "hub": {HUB_ENTRY: hub["release"]}}, indent=1))
+        return 0
+    same = hub["release"] == hub["ours"]
+    print(f"{HUB_ENTRY}: adapter and head keys, shapes and sizes, taps, frozen backbone as released: {same}")
+    for key, value in hub["ours"].items():
+        print(f"  {key:<22} release {hub['release'][key]!s:<20} ours {value}")
+    results = {name: run_case(name) for name in CASES}
+    header = " ".join(f"{k:>13}" for k in (*OUTPUTS, "train_masks"))
+    print(f"{'case':<20} {header} {'keys':>5} {'init':>5}   (max |difference|, float32)")
+    for name, result in results.items():
+        diffs = " ".join(f"{result['max_abs_diff'][k]:>13.3g}" for k in OUTPUTS)
+        train = f"{result['train_masks_max_abs_diff']:>13.3g}"
+        print(f"{name:<20} {diffs} {train} {result['keys_in_order']!s:>5} {result['same_fresh_head']!s:>5}")
+    for name, result in results.items():
+        print(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in result["shapes"].items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
