@@ -34,6 +34,7 @@ from dinov2.hub.depthers import (
     dinov3_vit7b16_dd,
     dinov3_vitl16_chmv2,
 )
+from dinov2.hub.detectors import dinov3_vit7b16_de
 from dinov2.hub.dinotxt import (
     dinov2_vitl14_reg4_dinotxt_tet1280d20h24l,
     dinov3_vitl16_dinotxt_tet1280d20h24l,

@@ -171,6 +171,38 @@ def summary(output: torch.Tensor) -> dict:
     }
 
 
+def release_args(doc: str, task: str) -> argparse.Namespace:
+    """The command line of the release comparisons (a checkout holding ``dinov3/eval/<task>/models``, ``--json``,
+    ``--commit``): the checkout is put first on ``sys.path``; torch gets one thread."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("release", type=Path, help="a checkout of facebookresearch/dinov3 (the folder holding dinov3/)")
+    parser.add_argument("--json", action="store_true", help="print the release's outputs for the tests instead")
+    parser.add_argument("--commit", default="6876159", help="the release's commit, for --json's note (6876159)")
+    args = parser.parse_args()
+    if not (args.release / "dinov3" / "eval" / task / "models").is_dir():
+        parser.error(f"{args.release} holds no dinov3/eval/{task}/models: give a checkout of the DINOv3 release")
+    sys.path.insert(0, str(args.release))
+    torch.set_num_threads(1)
+    return args
+
+
+def release_json(script: str, commit: str, model: str, cases: dict, hub: dict) -> str:
+    """What ``--json`` prints: a note saying where the numbers come from, the cases' summaries, the hub's summary."""
+    about = (
+        f"Printed by `python scripts/{script} <dinov3 checkout> --json` from the DINOv3 release "
+        f"(facebookresearch/dinov3 at {commit}, CPU, float32): the released {model}'s outputs on the "
+        f"script's cases (mean, RMS and 8 evenly spaced samples of each) and its hub {model} on the meta device."
+    )
+    return json.dumps({"about": about, "cases": cases, "hub": hub}, indent=1)
+
+
+def print_hub(entry: str, what: str, hub: dict, width: int = 20) -> None:
+    """Whether the hub model ``entry`` is as released (``what``: the things compared), then each number of both."""
+    print(f"{entry}: {what} as released: {hub['release'] == hub['ours']}")
+    for key, value in hub["ours"].items():
+        print(f"  {key:<22} release {hub['release'][key]!s:<{width}} ours {value}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("release", type=Path, help="a checkout of facebookresearch/dinov3 (the folder holding dinov3/)")

@@ -16,7 +16,6 @@ meta device. With ``--json`` it prints the numbers ``tests/heads/test_dinov3_seg
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import io
@@ -31,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: t
 
 from dinov2.heads.segmentation import dinov3 as ours  # noqa: E402
 from dinov2.models.vision_transformer_v3 import DinoVisionTransformerV3  # noqa: E402
-from scripts.check_dinov3_depther import VIT, seeded_state, summary  # noqa: E402
+from scripts.check_dinov3_depther import VIT, print_hub, release_args, release_json, seeded_state, summary  # noqa: E402
 
 # name -> (backbone kwargs, build_segmentation_decoder kwargs, input size, predict's rescale_to)
 FOUR_LAST = {"hidden_dim": 32, "num_classes": 3, "backbone_out_layers": "FOUR_LAST"}
@@ -146,15 +145,7 @@ def hub_summary(entry_point) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("release", type=Path, help="a checkout of facebookresearch/dinov3 (the folder holding dinov3/)")
-    parser.add_argument("--json", action="store_true", help="print the release's outputs for the tests instead")
-    parser.add_argument("--commit", default="6876159", help="the release's commit, for --json's note (6876159)")
-    args = parser.parse_args()
-    if not (args.release / "dinov3" / "eval" / "segmentation" / "models").is_dir():
-        parser.error(f"{args.release} holds no dinov3/eval/segmentation/models: give a checkout of the DINOv3 release")
-    sys.path.insert(0, str(args.release))
-    torch.set_num_threads(1)
+    args = release_args(__doc__, "segmentation")
     with _quiet():
         from dinov3.hub import segmentors as released_hub
 
@@ -163,17 +154,9 @@ def main() -> int:
     hub = {"release": hub_summary(released_hub.dinov3_vit7b16_ms), "ours": hub_summary(our_hub.dinov3_vit7b16_ms)}
     if args.json:
         cases = {name: {k: summary(v) for k, v in run_case(name)["expected"].items()} for name in CASES}
-        about = (
-            "Printed by `python scripts/check_dinov3_segmentor.py <dinov3 checkout> --json` from the DINOv3 release "
-            f"(facebookresearch/dinov3 at {args.commit}, CPU, float32): the released segmentor's outputs on the "
-            "script's cases (mean, RMS and 8 evenly spaced samples of each) and its hub segmentor on the meta device."
-        )
-        print(json.dumps({"about": about, "cases": cases, "hub": {HUB_ENTRY: hub["release"]}}, indent=1))
+        print(release_json("check_dinov3_segmentor.py", args.commit, "segmentor", cases, {HUB_ENTRY: hub["release"]}))
         return 0
-    same = hub["release"] == hub["ours"]
-    print(f"{HUB_ENTRY}: adapter and head keys, shapes and sizes, taps, frozen backbone as released: {same}")
-    for key, value in hub["ours"].items():
-        print(f"  {key:<22} release {hub['release'][key]!s:<20} ours {value}")
+    print_hub(HUB_ENTRY, "adapter and head keys, shapes and sizes, taps, frozen backbone", hub)
     results = {name: run_case(name) for name in CASES}
     header = " ".join(f"{k:>13}" for k in (*OUTPUTS, "train_masks"))
     print(f"{'case':<20} {header} {'keys':>5} {'init':>5}   (max |difference|, float32)")

@@ -480,7 +480,8 @@ def _has(module, dotted: str) -> bool:
 # DINOv3's modules whose names a DINOv2 package can serve, at the paths they have here, from the DINOv3 release (at
 # commit 6876159) by `python scripts/released_names.py <release checkout> dinov3 --no-submodules --only <the modules
 # below>` (the depth package's submodules are mmcv-style building blocks, served under other names in
-# dinov2.heads.depth.dpt; the segmentation package's are served one by one).
+# dinov2.heads.depth.dpt; the segmentation package's are served one by one; of the detector's, the hub module and
+# its config: the rest is served for the released hub model's configuration only, see dinov2.heads.detection).
 _SEG = "dinov3.eval.segmentation.models"
 RELEASED_SURFACE_DINOV3 = json.loads((ROOT / "tests" / "released_names_dinov3.json").read_text())
 DINOV3_PATHS = {  # released module -> (module here, {released class name: its name here})
@@ -502,6 +503,8 @@ DINOV3_PATHS = {  # released module -> (module here, {released class name: its n
     f"{_SEG}.utils.ms_deform_attn": ("dinov2.layers.ms_deform_attn", {}),
     f"{_SEG}.utils.position_encoding": ("dinov2.heads.segmentation.pixel_decoder", {}),
     f"{_SEG}.utils.batch_norm": ("dinov2.heads.segmentation.pixel_decoder", {}),
+    "dinov3.hub.detectors": ("dinov2.hub.detectors", {}),
+    "dinov3.eval.detection.config": ("dinov2.heads.detection.dinov3", {}),
 }  # fmt: skip
 DINOV3_NOT_KEPT = {
     # the layers the ConvNeXt module defines live in dinov2.layers (ConvNeXtBlock, also named Block here; DropPath,

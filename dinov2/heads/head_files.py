@@ -8,6 +8,7 @@ Files are read by :mod:`dinov2.models.weights` (``weights_only=True``).
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 from dinov2.models.convert import strip_prefix
 from dinov2.models.weights import load_strict, read_checkpoint
 
-__all__ = ["HeadSource", "holds_backbone", "load_head_state", "read_head_state"]
+__all__ = ["HeadSource", "holds_backbone", "load_head_state", "read_head_state", "without_module"]
 
 HeadSource = str | os.PathLike | Mapping[str, Any]  # a file, a URL or an already read state dict
 
@@ -32,6 +33,21 @@ def read_head_state(source: HeadSource) -> dict[str, Tensor]:
 def holds_backbone(state: Mapping[str, Any], backbone_prefix: str) -> bool:
     """Whether ``state`` holds a whole model (keys under ``backbone_prefix``), not only the head."""
     return any(key.startswith(backbone_prefix) for key in state)
+
+
+def without_module(model: nn.Module, path: str) -> nn.Module:
+    """A view of ``model`` without its submodule at the dotted ``path`` (e.g. the backbone), sharing every other
+    parameter and buffer: loading a state dict into the view loads ``model`` but that submodule."""
+    name, _, rest = path.partition(".")
+    if name not in model._modules:
+        raise ValueError(f"{type(model).__name__} has no submodule {name!r}; it has {', '.join(model._modules)}")
+    view = copy.copy(model)
+    view._modules = dict(model._modules)
+    if rest:
+        view._modules[name] = without_module(model._modules[name], rest)
+    else:
+        del view._modules[name]
+    return view
 
 
 def load_head_state(

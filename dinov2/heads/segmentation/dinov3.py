@@ -24,7 +24,6 @@ Deliberate differences from the release (numerics otherwise identical):
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
@@ -33,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from dinov2.heads.depth.depther import BackboneLayersSet, backbone_out_indices
-from dinov2.heads.head_files import HeadSource, load_head_state
+from dinov2.heads.head_files import HeadSource, load_head_state, without_module
 from dinov2.heads.segmentation.adapter import DINOv3_Adapter
 from dinov2.heads.segmentation.mask2former import Mask2FormerHead
 
@@ -125,16 +124,6 @@ def build_segmentation_decoder(
     return FeatureDecoder(nn.ModuleList([adapter, head]), autocast_dtype=autocast_dtype)
 
 
-def _without_backbone(segmentor: FeatureDecoder) -> nn.Module:
-    """A view of ``segmentor`` without the adapter's backbone, sharing every other parameter and buffer: loading into
-    it loads the segmentor's adapter and head."""
-    adapter = copy.copy(segmentor.segmentation_model[0])
-    adapter._modules = {name: m for name, m in adapter._modules.items() if name != "backbone"}
-    view = copy.copy(segmentor)
-    view._modules = {"segmentation_model": nn.ModuleList([adapter, *segmentor.segmentation_model[1:]])}
-    return view
-
-
 def load_segmentor_weights(
     segmentor: FeatureDecoder, source: HeadSource, what: str = "the segmentor's adapter and head"
 ) -> None:
@@ -142,5 +131,5 @@ def load_segmentor_weights(
     or a checkpoint of the release's evaluation: see :mod:`dinov2.heads.head_files`) into the segmentor but its
     backbone, or a whole segmentor into all of it; a mismatch raises before anything is copied, listing every
     difference."""
-    head = _without_backbone(segmentor)
+    head = without_module(segmentor, BACKBONE_PREFIX.removesuffix("."))
     load_head_state(segmentor, head, source, backbone_prefix=BACKBONE_PREFIX, what=what, advice=_ADVICE)

@@ -91,16 +91,25 @@ class Conv2d(nn.Conv2d):
 class PositionEmbeddingSine(nn.Module):
     """DETR's sine position embedding of an image grid: ``[B, 2 num_pos_feats, H, W]`` (y features, then x) for
     ``x`` ``[B, C, H, W]``, from the cumulative count of unmasked cells (``mask`` ``[B, H, W]``, True where padded),
-    scaled to ``[0, scale]`` when ``normalize``. Float32; no parameters."""
+    scaled to ``[0, scale]`` when ``normalize``. ``offset`` is taken from the counts before scaling (Plain-DETR's
+    detector uses 0.5: cell centres). Float32; no parameters."""
 
     def __init__(
-        self, num_pos_feats: int = 64, temperature: int = 10000, normalize: bool = False, scale: float | None = None
+        self,
+        num_pos_feats: int = 64,
+        temperature: int = 10000,
+        normalize: bool = False,
+        scale: float | None = None,
+        offset: float = 0.0,
     ) -> None:
         super().__init__()
         if scale is not None and normalize is False:
             raise ValueError("normalize should be True if scale is passed")
+        if offset and not normalize:
+            raise ValueError("offset needs normalize=True (an unnormalised offset embedding is not served)")
         self.num_pos_feats, self.temperature, self.normalize = num_pos_feats, temperature, normalize
         self.scale = 2 * math.pi if scale is None else scale
+        self.offset = offset
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         if mask is None:
@@ -110,8 +119,8 @@ class PositionEmbeddingSine(nn.Module):
         x_embed = not_mask.cumsum(2, dtype=torch.float32)
         if self.normalize:
             eps = 1e-6
-            y_embed = y_embed / (y_embed[:, -1:, :] + eps) * self.scale
-            x_embed = x_embed / (x_embed[:, :, -1:] + eps) * self.scale
+            y_embed = (y_embed - self.offset) / (y_embed[:, -1:, :] + eps) * self.scale  # x - 0.0 is exact
+            x_embed = (x_embed - self.offset) / (x_embed[:, :, -1:] + eps) * self.scale
         dim_t = torch.arange(self.num_pos_feats, dtype=torch.float32, device=x.device)
         dim_t = self.temperature ** (2 * (dim_t // 2) / self.num_pos_feats)
         pos_x = x_embed[:, :, :, None] / dim_t
@@ -121,8 +130,8 @@ class PositionEmbeddingSine(nn.Module):
         return torch.cat((pos_y, pos_x), dim=3).permute(0, 3, 1, 2)
 
     def extra_repr(self) -> str:
-        normalize, scale = self.normalize, self.scale
-        return f"num_pos_feats={self.num_pos_feats}, temperature={self.temperature}, {normalize=}, {scale=}"
+        normalize, scale, offset = self.normalize, self.scale, self.offset
+        return f"num_pos_feats={self.num_pos_feats}, temperature={self.temperature}, {normalize=}, {scale=}, {offset=}"
 
 
 # ------------------------------------------------------------------------------------ deformable transformer encoder
