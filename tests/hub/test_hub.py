@@ -163,3 +163,21 @@ def test_released_urls():
     )
     assert _head_url("vit_small", 14, 4, 0) == f"{base}/dinov2_vits14/dinov2_vits14_linear4_head.pth"
     assert _head_url("vit_base", 14, 1, 4) == f"{base}/dinov2_vitb14/dinov2_vitb14_reg4_linear_head.pth"
+
+
+# What the DINOv3 release's hubconf.py exports (facebookresearch/dinov3 at 6876159): every name is served here.
+DINOV3_HUBCONF = [
+    *(f"dinov3_{arch}" for arch in ("vits16", "vits16plus", "vitb16", "vitl16", "vitl16plus", "vith16plus", "vit7b16")),
+    *(f"dinov3_convnext_{size}" for size in ("tiny", "small", "base", "large")),
+    "dinov3_vit7b16_lc",
+    "dinov3_vit7b16_dd",
+    "dinov3_vitl16_chmv2",
+    "dinov3_vit7b16_de",
+    "dinov3_vitl16_dinotxt_tet1280d20h24l",
+    "dinov3_vit7b16_ms",
+]
+
+
+def test_hubconf_serves_every_released_dinov3_entry_point():
+    missing = [name for name in DINOV3_HUBCONF if not callable(getattr(hubconf, name, None))]
+    assert not missing, f"released DINOv3 hub entry points not in hubconf.py: {missing}"
