@@ -24,6 +24,7 @@ from dinov2.utils.registry import named
 
 DINOV3_BASE_URL = catalog.DINOV3_BASE_URL
 LICENCE_URL = catalog.DINOV3_LICENCE_URL
+HUB_VITS = tuple(f"dinov3_{short}" for short in catalog.DINOV3_VITS)  # the hub ViTs a head entry point can sit on
 
 
 class Weights(Enum):
@@ -113,6 +114,8 @@ def head_state_and_backbone(
     :func:`head_weights_source` finds it, read by :func:`dinov2.heads.head_files.read_head_state`, and the hub
     backbone ``backbone_name`` with ``backbone_weights``, or without weights when the head file holds the whole model
     (keys under ``backbone_prefix``)."""
+    if backbone_name not in HUB_VITS:
+        raise ValueError(f"{entry}: {backbone_name!r} is not a DINOv3 hub ViT; valid: {', '.join(HUB_VITS)}")
     source = head_weights_source(entry, weights, released, file_name, pretrained=pretrained, check_hash=check_hash)
     state = None if source is None else read_head_state(source)
     whole = state is not None and holds_backbone(state, backbone_prefix)

@@ -56,8 +56,8 @@ from dinov2.hub import catalog
 from dinov2.hub.backbones import Weights as BackboneWeights
 from dinov2.hub.backbones import WeightsArg, _make_dinov2_model
 from dinov2.hub.dense_utils import load_dense_state_dict, read_dense_checkpoint, resolve_head_source
+from dinov2.hub.dinov3_backbones import HUB_VITS, head_state_and_backbone
 from dinov2.hub.dinov3_backbones import Weights as DINOv3Weights
-from dinov2.hub.dinov3_backbones import head_state_and_backbone
 from dinov2.hub.utils import no_other_kwargs
 
 __all__ = ["SEGMENTATION_DATASETS", "SEGMENTATION_HEADS", "SegmentationDataset", "make_segmentor"]
@@ -231,7 +231,6 @@ class SegmentorWeights(enum.Enum):
 
 
 DINOV3_M2F_HEAD_HASH = "bf307cb1"  # of the released (gated) dinov3_vit7b16_ade20k_m2f_head file
-_DINOV3_VITS = tuple(f"dinov3_{short}" for short in catalog.DINOV3_VITS)
 
 
 def make_dinov3_m2f_segmentor(
@@ -251,8 +250,8 @@ def make_dinov3_m2f_segmentor(
     ``<backbone_name>_ade20k_m2f_head-<file_hash>.pth``), or a local path / URL of a head file (every key but the
     backbone's) or of a whole segmentor (which then needs no ``backbone_weights``), loaded whatever ``pretrained``
     says. The model is returned as released: the adapter in eval mode, the head in training mode."""
-    if backbone_name not in _DINOV3_VITS:
-        raise ValueError(f"no DINOv3 segmentor on {backbone_name!r}; valid: {', '.join(_DINOV3_VITS)}")
+    if backbone_name not in HUB_VITS:
+        raise ValueError(f"no DINOv3 segmentor on {backbone_name!r}; valid: {', '.join(HUB_VITS)}")
     entry = f"{backbone_name}_ms"
     file_name = f"{backbone_name}_ade20k_m2f_head-{file_hash}.pth" if backbone_name == "dinov3_vit7b16" else None
     files = dict(pretrained=pretrained, backbone_weights=backbone_weights, check_hash=check_hash)

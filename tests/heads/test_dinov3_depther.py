@@ -50,6 +50,8 @@ def test_the_hub_entry_points_have_the_released_signatures_and_gated_files():
         hub.dinov3_vitl16_chmv2()
     with pytest.raises(ValueError, match="not released for it; use DepthWeights.CHMV2"):
         hub.dinov3_vitl16_chmv2(weights="SYNTHMIX")
+    with pytest.raises(ValueError, match="'dinov3_vitx16' is not a DINOv3 hub ViT; valid: dinov3_vits16"):
+        hub.make_dinov3_depther("dinov3_vitx16", hub.chmv2_config(), hub.DepthWeights.CHMV2, pretrained=False)
     with pytest.raises(TypeError, match=r"unexpected keyword arguments \['depth_range'\]"):
         hub.dinov3_vit7b16_dd(pretrained=False, depth_range=(0, 1))
     with torch.device("meta"):
