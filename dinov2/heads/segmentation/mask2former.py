@@ -14,7 +14,8 @@ Deliberate differences: bad arguments raise ``ValueError`` naming the valid choi
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partialmethod
 
 import torch
 import torch.nn.functional as F
@@ -39,21 +40,33 @@ __all__ = [
 ]
 
 
-def _residual_end(layer: nn.Module, d_model: int, dropout: float, activation: str, normalize_before: bool) -> None:
-    """What every decoder sublayer adds after its own modules (LayerNorm, dropout, activation, whether to norm
-    before), then the released init: Xavier-uniform matrices."""
-    layer.norm = nn.LayerNorm(d_model)
-    layer.dropout = nn.Dropout(dropout)
-    layer.activation = activation_fn(activation)
-    layer.normalize_before = normalize_before
-    for p in layer.parameters():
-        if p.dim() > 1:
-            nn.init.xavier_uniform_(p)
+class _Sublayer(nn.Module):
+    """What the decoder's sublayers share: LayerNorm, dropout, activation and whether to norm before (the released
+    ``normalize_before``), Xavier-uniform matrices, and the residual step ``norm(tgt + dropout(update))`` (after)
+    or ``tgt + dropout(update(norm(tgt)))`` (before). Each sublayer writes its update once, as ``_run(pre, tgt,
+    ...)``; the released ``forward_post`` / ``forward_pre`` are that with ``pre`` fixed, ``forward`` picks by
+    ``normalize_before``."""
+
+    def _finish_init(self, d_model: int, dropout: float, activation: str, normalize_before: bool) -> None:
+        self.norm = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.activation = activation_fn(activation)
+        self.normalize_before = normalize_before
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+
+    def with_pos_embed(self, tensor: Tensor, pos: Tensor | None) -> Tensor:
+        return tensor if pos is None else tensor + pos
+
+    def _residual(self, pre: bool, tgt: Tensor, update: Callable[[Tensor], Tensor]) -> Tensor:
+        if pre:
+            return tgt + self.dropout(update(self.norm(tgt)))
+        return self.norm(tgt + self.dropout(update(tgt)))
 
 
-class _AttentionLayer(nn.Module):
-    """An ``nn.MultiheadAttention`` named ``attention_name``, residual, LayerNorm after (``normalize_before``:
-    before). Sequences are ``[L, B, C]``."""
+class _AttentionLayer(_Sublayer):
+    """An ``nn.MultiheadAttention`` named ``attention_name``, then the residual step. Sequences are ``[L, B, C]``."""
 
     attention_name: str
 
@@ -67,10 +80,7 @@ class _AttentionLayer(nn.Module):
     ) -> None:
         super().__init__()
         setattr(self, self.attention_name, nn.MultiheadAttention(d_model, nhead, dropout=dropout))
-        _residual_end(self, d_model, dropout, activation, normalize_before)
-
-    def with_pos_embed(self, tensor: Tensor, pos: Tensor | None) -> Tensor:
-        return tensor if pos is None else tensor + pos
+        self._finish_init(d_model, dropout, activation, normalize_before)
 
 
 class SelfAttentionLayer(_AttentionLayer):
@@ -80,29 +90,6 @@ class SelfAttentionLayer(_AttentionLayer):
     attention_name = "self_attn"
     self_attn: nn.MultiheadAttention
 
-    def forward_post(
-        self,
-        tgt: Tensor,
-        tgt_mask: Tensor | None = None,
-        tgt_key_padding_mask: Tensor | None = None,
-        query_pos: Tensor | None = None,
-    ) -> Tensor:
-        q = k = self.with_pos_embed(tgt, query_pos)
-        tgt2 = self.self_attn(q, k, value=tgt, attn_mask=tgt_mask, key_padding_mask=tgt_key_padding_mask)[0]
-        return self.norm(tgt + self.dropout(tgt2))
-
-    def forward_pre(
-        self,
-        tgt: Tensor,
-        tgt_mask: Tensor | None = None,
-        tgt_key_padding_mask: Tensor | None = None,
-        query_pos: Tensor | None = None,
-    ) -> Tensor:
-        tgt2 = self.norm(tgt)
-        q = k = self.with_pos_embed(tgt2, query_pos)
-        tgt2 = self.self_attn(q, k, value=tgt2, attn_mask=tgt_mask, key_padding_mask=tgt_key_padding_mask)[0]
-        return tgt + self.dropout(tgt2)
-
     def forward(
         self,
         tgt: Tensor,
@@ -110,8 +97,17 @@ class SelfAttentionLayer(_AttentionLayer):
         tgt_key_padding_mask: Tensor | None = None,
         query_pos: Tensor | None = None,
     ) -> Tensor:
-        forward = self.forward_pre if self.normalize_before else self.forward_post
-        return forward(tgt, tgt_mask, tgt_key_padding_mask, query_pos)
+        return self._run(self.normalize_before, tgt, tgt_mask, tgt_key_padding_mask, query_pos)
+
+    def _run(self, pre, tgt, tgt_mask=None, tgt_key_padding_mask=None, query_pos=None) -> Tensor:
+        def update(x: Tensor) -> Tensor:
+            q = k = self.with_pos_embed(x, query_pos)
+            return self.self_attn(q, k, value=x, attn_mask=tgt_mask, key_padding_mask=tgt_key_padding_mask)[0]
+
+        return self._residual(pre, tgt, update)
+
+    forward_post = partialmethod(_run, False)
+    forward_pre = partialmethod(_run, True)
 
 
 class CrossAttentionLayer(_AttentionLayer):
@@ -121,39 +117,6 @@ class CrossAttentionLayer(_AttentionLayer):
     attention_name = "multihead_attn"
     multihead_attn: nn.MultiheadAttention
 
-    def _attend(self, tgt: Tensor, memory: Tensor, memory_mask, memory_key_padding_mask, pos, query_pos) -> Tensor:
-        return self.multihead_attn(
-            query=self.with_pos_embed(tgt, query_pos),
-            key=self.with_pos_embed(memory, pos),
-            value=memory,
-            attn_mask=memory_mask,
-            key_padding_mask=memory_key_padding_mask,
-        )[0]
-
-    def forward_post(
-        self,
-        tgt: Tensor,
-        memory: Tensor,
-        memory_mask: Tensor | None = None,
-        memory_key_padding_mask: Tensor | None = None,
-        pos: Tensor | None = None,
-        query_pos: Tensor | None = None,
-    ) -> Tensor:
-        tgt2 = self._attend(tgt, memory, memory_mask, memory_key_padding_mask, pos, query_pos)
-        return self.norm(tgt + self.dropout(tgt2))
-
-    def forward_pre(
-        self,
-        tgt: Tensor,
-        memory: Tensor,
-        memory_mask: Tensor | None = None,
-        memory_key_padding_mask: Tensor | None = None,
-        pos: Tensor | None = None,
-        query_pos: Tensor | None = None,
-    ) -> Tensor:
-        tgt2 = self._attend(self.norm(tgt), memory, memory_mask, memory_key_padding_mask, pos, query_pos)
-        return tgt + self.dropout(tgt2)
-
     def forward(
         self,
         tgt: Tensor,
@@ -163,11 +126,25 @@ class CrossAttentionLayer(_AttentionLayer):
         pos: Tensor | None = None,
         query_pos: Tensor | None = None,
     ) -> Tensor:
-        forward = self.forward_pre if self.normalize_before else self.forward_post
-        return forward(tgt, memory, memory_mask, memory_key_padding_mask, pos, query_pos)
+        return self._run(self.normalize_before, tgt, memory, memory_mask, memory_key_padding_mask, pos, query_pos)
+
+    def _run(self, pre, tgt, memory, memory_mask=None, memory_key_padding_mask=None, pos=None, query_pos=None):
+        def update(x: Tensor) -> Tensor:
+            return self.multihead_attn(
+                query=self.with_pos_embed(x, query_pos),
+                key=self.with_pos_embed(memory, pos),
+                value=memory,
+                attn_mask=memory_mask,
+                key_padding_mask=memory_key_padding_mask,
+            )[0]
+
+        return self._residual(pre, tgt, update)
+
+    forward_post = partialmethod(_run, False)
+    forward_pre = partialmethod(_run, True)
 
 
-class FFNLayer(nn.Module):
+class FFNLayer(_Sublayer):
     """Two-layer FFN (``dim_feedforward`` wide) on ``[..., C]``, residual, LayerNorm after (or before)."""
 
     def __init__(
@@ -181,22 +158,16 @@ class FFNLayer(nn.Module):
         super().__init__()
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
-        _residual_end(self, d_model, dropout, activation, normalize_before)
-
-    def with_pos_embed(self, tensor: Tensor, pos: Tensor | None) -> Tensor:
-        return tensor if pos is None else tensor + pos
-
-    def _ffn(self, x: Tensor) -> Tensor:
-        return self.linear2(self.dropout(self.activation(self.linear1(x))))
-
-    def forward_post(self, tgt: Tensor) -> Tensor:
-        return self.norm(tgt + self.dropout(self._ffn(tgt)))
-
-    def forward_pre(self, tgt: Tensor) -> Tensor:
-        return tgt + self.dropout(self._ffn(self.norm(tgt)))
+        self._finish_init(d_model, dropout, activation, normalize_before)
 
     def forward(self, tgt: Tensor) -> Tensor:
-        return self.forward_pre(tgt) if self.normalize_before else self.forward_post(tgt)
+        return self._run(self.normalize_before, tgt)
+
+    def _run(self, pre: bool, tgt: Tensor) -> Tensor:
+        return self._residual(pre, tgt, lambda x: self.linear2(self.dropout(self.activation(self.linear1(x)))))
+
+    forward_post = partialmethod(_run, False)
+    forward_pre = partialmethod(_run, True)
 
 
 class MLP(nn.Module):
