@@ -12,7 +12,7 @@ import torch
 
 from dinov2.demo import distill_then_evaluate, format_distill_results, format_results, train_then_evaluate
 from dinov2.utils.config import load_cfg
-from tests.conftest import REPO_ROOT, preserved_logging
+from tests.conftest import REPO_ROOT, preserved_logging, torch_threads
 
 REDUCED = ["optim.epochs=2", "evaluation.eval_period_iterations=100"]  # 100 iterations, one export
 
@@ -21,7 +21,7 @@ REDUCED = ["optim.epochs=2", "evaluation.eval_period_iterations=100"]  # 100 ite
 def reduced_demo(tmp_path_factory):
     """A third of the SSL demo (100 iterations, ~2 minutes on 2 cores), shared by the two learning tests."""
     out = tmp_path_factory.mktemp("demo") / "demo"
-    with preserved_logging():
+    with preserved_logging(), torch_threads():
         results = train_then_evaluate(str(out), REDUCED, resume=False)
     return out, results
 
@@ -75,7 +75,7 @@ def test_reduced_distillation_demo_learns(reduced_demo):
     (README). With the earlier Sinkhorn-Knopp targets at 0.07 the term went from 1.11 to 1.00 x ln K."""
     out, _ = reduced_demo
     history = []
-    with preserved_logging():
+    with preserved_logging(), torch_threads():
         results = distill_then_evaluate(str(out), REDUCED, resume=False, history=history)
     teacher, student, random_init = results.values()
     assert student[20] >= random_init[20] + 10, format_distill_results(results)
