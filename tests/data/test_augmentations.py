@@ -21,6 +21,7 @@ from dinov2.data.transforms import (
     make_classification_eval_transform,
     make_classification_train_transform,
 )
+from tests.conftest import torch_threads
 
 N_IMAGES = 1000
 N_LOCAL = 3
@@ -99,10 +100,8 @@ def _record(fast: bool, n_images: int = N_IMAGES) -> dict[str, list[dict]]:
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """Tiny tensors: intra-op threads only add overhead (data-loader workers also run one thread)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

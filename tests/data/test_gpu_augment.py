@@ -25,6 +25,7 @@ from dinov2.data.datasets import CorruptImageError, ImageFolder
 from dinov2.data.encoded_samples import EncodedCollate, EncodedSampleDataset
 from dinov2.data.gpu_augment import DeviceAugmentation
 from dinov2.data.transforms import IMAGENET_DEFAULT_STD
+from tests.conftest import torch_threads
 
 # torchvision 0.29 deprecates its image decoders in favour of TorchCodec (see docs/gpu.md, "The data side")
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
@@ -35,10 +36,8 @@ LEVEL = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1) * 255  # normalised 
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def _augmentation(**kwargs) -> DataAugmentationDINO:

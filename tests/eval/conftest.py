@@ -17,6 +17,7 @@ import torch
 from dinov2 import distributed
 from dinov2.models.convert import flat_to_chunked
 from dinov2.models.vision_transformer import vit_small
+from tests.conftest import torch_threads
 
 CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS = 4, 12, 4
 CONFIG = "dinov2/configs/eval/vits14_pretrain.yaml"  # the released path; resolved to our packaged copy
@@ -74,8 +75,6 @@ def eval_model(backbone_files):
 def single_process_eval():
     """In-process ``main()`` runs: one thread and the distributed state forgotten afterwards (logging is restored by
     the autouse ``restore_logging`` of tests/conftest.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
     distributed.disable()

@@ -19,6 +19,7 @@ from dinov2.eval.setup import (
 )
 from dinov2.models.vision_transformer import vit_small
 from dinov2.utils.config import load_cfg
+from tests.conftest import torch_threads
 from tests.eval.conftest import CONFIG
 
 CPU = torch.device("cpu")
@@ -26,10 +27,8 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(autouse=True)
 def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def _assert_same_weights(model, state_dict):

@@ -2,12 +2,11 @@
 shared, loaded CPU every parallel op can wait a scheduler time slice (measured 10x slower with 2 threads)."""
 
 import pytest
-import torch
+
+from tests.conftest import torch_threads
 
 
 @pytest.fixture(autouse=True)
 def _single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+    with torch_threads(1):
+        yield

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from dinov2 import distributed
 from dinov2.models.dinov3_families import register_vit_arch
 from dinov2.utils.utils import fix_random_seeds
+from tests.conftest import torch_threads
 from tests.train.tiny import tiny_cfg
 
 # Module level: the SIGKILL test's subprocess imports this module to build the same student.
@@ -72,12 +73,8 @@ def train(cfg: DictConfig, history: list | None = None, no_resume: bool = False)
     fix_random_seeds(cfg.train.seed + distributed.get_global_rank())  # as setup() seeds
     Path(cfg.train.output_dir).mkdir(parents=True, exist_ok=True)
     history = [] if history is None else history
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         run(cfg, argparse.Namespace(eval_only=False, no_resume=no_resume), history=history)
-    finally:
-        torch.set_num_threads(threads)
     return history
 
 

@@ -14,7 +14,7 @@ import torch
 from dinov2.eval import knn
 from dinov2.eval.setup import build_model_for_eval
 from dinov2.utils.config import load_cfg
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, torch_threads
 from tests.dist_helpers import run_distributed
 from tests.eval.conftest import CONFIG, CROP, TRAIN_PER_CLASS, VAL_PER_CLASS
 from tests.eval.test_utils import CASES, ToyDataset, _extraction_worker, _reference
@@ -22,10 +22,8 @@ from tests.eval.test_utils import CASES, ToyDataset, _extraction_worker, _refere
 
 @pytest.fixture
 def model(eval_model):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield eval_model
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield eval_model
 
 
 def _knn_argv(synthetic, weights, output_dir, val=None):

@@ -6,19 +6,17 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from dinov2.eval import log_regression
 from dinov2.eval.log_regression.solver import default_c_values
+from tests.conftest import torch_threads
 from tests.eval.conftest import CONFIG, CROP
 
 
 @pytest.fixture
 def model(eval_model):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield eval_model
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield eval_model
 
 
 def test_command_line_writes_released_lines_and_the_sweep(single_process_eval, synthetic, backbone_files, tmp_path):

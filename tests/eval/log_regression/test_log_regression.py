@@ -17,6 +17,7 @@ from dinov2.eval.log_regression import (
     sweep_c_values,
 )
 from dinov2.eval.log_regression.solver import eval_log_regression  # on features (the released name is model-level)
+from tests.conftest import torch_threads
 from tests.dist_helpers import run_distributed
 
 sklearn_linear_model = pytest.importorskip("sklearn.linear_model")
@@ -27,10 +28,8 @@ C_GRID = [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0]
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Tiny float64 problems: OpenMP hand-offs dominate on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def make_data(n, num_classes=4, dim=8, seed=0, noise=1.5):
