@@ -3,11 +3,12 @@
     python scripts/check_dinov3_segmentor.py /path/to/dinov3-release-checkout
 
 Imports the released ``dinov3`` package from the checkout (run it in an environment with its imports: torch, numpy,
-torchmetrics, termcolor), builds each case with both codes (the release's ``build_segmentation_decoder`` with
-``decoder_type="m2f"`` on a small DINOv3 ViT: the adapter and the Mask2Former head keep their released sizes but
-``hidden_dim`` and the classes), gives both the same seeded weights (``scripts.check_dinov3_depther``) and prints,
-per case, the largest difference of ``forward``'s outputs (``pred_logits``, ``pred_masks`` and the 9 auxiliary
-predictions), of ``predict``'s resized masks and of the masks in training mode (drop path, batch statistics), in
+torchmetrics, termcolor), builds each case with both codes (the release's ``build_segmentation_decoder`` on a small
+DINOv3 ViT: with ``decoder_type="m2f"`` the adapter and the Mask2Former head keep their released sizes but
+``hidden_dim`` and the classes; with ``"linear"``, the linear decoder), gives both the same seeded weights
+(``scripts.check_dinov3_depther``) and prints, per case, the largest difference of ``forward``'s outputs (m2f:
+``pred_logits``, ``pred_masks`` and the 9 auxiliary predictions; linear: the logits, in eval mode), of ``predict``'s
+resized masks (logits) and of the masks (logits) in training mode (drop path, dropout, batch statistics), in
 float32 on CPU (where the release's CUDA autocast is off),
 whether the state-dict keys and order agree, and whether an adapter and head built after the same
 ``torch.manual_seed`` start from the same weights; then the hub model ``dinov3_vit7b16_ms`` built by both on the
@@ -39,8 +40,17 @@ CASES = {
     "vit64_even_taps": (VIT, {"hidden_dim": 64, "num_classes": 5}, (2, 3, 64, 96), (40, 56)),
     "vit128_four_last": ({**VIT, "embed_dim": 128}, FOUR_LAST, (1, 3, 96, 64), (96, 64)),
     "vit64_12_blocks": ({**VIT, "depth": 12}, RELEASED_CLASSES, (3, 3, 32, 64), (32, 64)),
+    # the linear decoder (the release's default decoder_type)
+    "linear_vit64_even_taps": (VIT, {"decoder_type": "linear", "num_classes": 5}, (2, 3, 64, 96), (40, 56)),
+    "linear_vit128_last": (
+        {**VIT, "embed_dim": 128},
+        {"decoder_type": "linear", "num_classes": 3, "backbone_out_layers": "LAST", "dropout": 0.3},
+        (1, 3, 96, 64),
+        (96, 64),
+    ),
 }
 OUTPUTS = ("pred_logits", "pred_masks", "aux_logits", "aux_masks", "predict_masks")
+LINEAR_OUTPUTS = ("logits", "predict_logits")
 HUB_ENTRY = "dinov3_vit7b16_ms"
 
 
@@ -79,12 +89,25 @@ def case_input(name: str) -> torch.Tensor:
     return torch.randn(CASES[name][2], generator=torch.Generator().manual_seed(1))
 
 
+def is_linear(name: str) -> bool:
+    return CASES[name][1].get("decoder_type") == "linear"
+
+
+def case_outputs(name: str) -> tuple[str, ...]:
+    return LINEAR_OUTPUTS if is_linear(name) else OUTPUTS
+
+
 def outputs(segmentor: torch.nn.Module, name: str) -> dict[str, torch.Tensor]:
-    """``forward``'s final and auxiliary predictions (the 9 stacked) and ``predict``'s resized masks."""
+    """``forward``'s final and auxiliary predictions (the 9 stacked) and ``predict``'s resized masks; for the linear
+    decoder its logits and ``predict``'s resized logits, in eval mode (no dropout, running statistics)."""
     x = case_input(name)
+    if is_linear(name):
+        segmentor.eval()
     with torch.no_grad(), _quiet():
         out = segmentor(x)
         predicted = segmentor.predict(x, rescale_to=CASES[name][3])
+    if is_linear(name):
+        return {"logits": out, "predict_logits": predicted}
     return {
         "pred_logits": out["pred_logits"],
         "pred_masks": out["pred_masks"],
@@ -95,11 +118,13 @@ def outputs(segmentor: torch.nn.Module, name: str) -> dict[str, torch.Tensor]:
 
 
 def train_masks(segmentor: torch.nn.Module, name: str) -> torch.Tensor:
-    """``pred_masks`` in training mode (the adapter's drop path and batch statistics) after ``torch.manual_seed(5)``."""
+    """``pred_masks`` (the linear decoder: its logits) in training mode (the adapter's drop path, the linear
+    decoder's dropout, batch statistics) after ``torch.manual_seed(5)``."""
     segmentor.train()
     torch.manual_seed(5)
     with torch.no_grad(), _quiet():
-        return segmentor(case_input(name))["pred_masks"]
+        out = segmentor(case_input(name))
+    return out if is_linear(name) else out["pred_masks"]
 
 
 def run_case(name: str) -> dict:
@@ -113,11 +138,12 @@ def run_case(name: str) -> dict:
     train_diff = (train_masks(theirs, name) - train_masks(mine, name)).abs().max().item()
     fresh_theirs = build(released, DinoVisionTransformer(**CASES[name][0]), name).state_dict()
     fresh_mine = build(ours, DinoVisionTransformerV3(**CASES[name][0]), name).state_dict()
-    head_keys = [key for key in fresh_theirs if not key.startswith(ours.BACKBONE_PREFIX)]
+    prefix = ours.LINEAR_BACKBONE_PREFIX if is_linear(name) else ours.BACKBONE_PREFIX
+    head_keys = [key for key in fresh_theirs if not key.startswith(prefix)]
     return {
-        "max_abs_diff": {k: (expected[k] - got[k]).abs().max().item() for k in OUTPUTS},
+        "max_abs_diff": {k: (expected[k] - got[k]).abs().max().item() for k in case_outputs(name)},
         "train_masks_max_abs_diff": train_diff,
-        "shapes": {k: list(expected[k].shape) for k in OUTPUTS},
+        "shapes": {k: list(expected[k].shape) for k in case_outputs(name)},
         "keys_in_order": list(theirs.state_dict()) == list(mine.state_dict()),
         "same_fresh_head": all(k in fresh_mine and torch.equal(fresh_theirs[k], fresh_mine[k]) for k in head_keys),
         "expected": expected,
@@ -158,12 +184,17 @@ def main() -> int:
         return 0
     print_hub(HUB_ENTRY, "adapter and head keys, shapes and sizes, taps, frozen backbone", hub)
     results = {name: run_case(name) for name in CASES}
-    header = " ".join(f"{k:>13}" for k in (*OUTPUTS, "train_masks"))
-    print(f"{'case':<20} {header} {'keys':>5} {'init':>5}   (max |difference|, float32)")
-    for name, result in results.items():
-        diffs = " ".join(f"{result['max_abs_diff'][k]:>13.3g}" for k in OUTPUTS)
-        train = f"{result['train_masks_max_abs_diff']:>13.3g}"
-        print(f"{name:<20} {diffs} {train} {result['keys_in_order']!s:>5} {result['same_fresh_head']!s:>5}")
+    for kind, names in (
+        ("m2f", [n for n in CASES if not is_linear(n)]),
+        ("linear", [n for n in CASES if is_linear(n)]),
+    ):
+        header = " ".join(f"{k:>14}" for k in (*case_outputs(names[0]), "train"))
+        print(f"{kind + ' case':<24} {header} {'keys':>5} {'init':>5}   (max |difference|, float32)")
+        for name in names:
+            result = results[name]
+            diffs = " ".join(f"{result['max_abs_diff'][k]:>14.3g}" for k in case_outputs(name))
+            train = f"{result['train_masks_max_abs_diff']:>14.3g}"
+            print(f"{name:<24} {diffs} {train} {result['keys_in_order']!s:>5} {result['same_fresh_head']!s:>5}")
     for name, result in results.items():
         print(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in result["shapes"].items()))
     return 0

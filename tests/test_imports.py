@@ -497,6 +497,7 @@ DINOV3_PATHS = {  # released module -> (module here, {released class name: its n
     "dinov3.hub.segmentors": ("dinov2.hub.segmentors", {}),
     _SEG: ("dinov2.heads.segmentation.dinov3", {}),
     f"{_SEG}.backbone.dinov3_adapter": ("dinov2.heads.segmentation.adapter", {}),
+    f"{_SEG}.heads.linear_head": ("dinov2.heads.segmentation.linear", {}),
     f"{_SEG}.heads.mask2former_head": ("dinov2.heads.segmentation.mask2former", {}),
     f"{_SEG}.heads.mask2former_transformer_decoder": ("dinov2.heads.segmentation.mask2former", {}),
     f"{_SEG}.heads.pixel_decoder": ("dinov2.heads.segmentation.pixel_decoder", {}),
@@ -514,8 +515,6 @@ DINOV3_NOT_KEPT = {
     "dinov3.hub.backbones": ["convert_path_or_url_to_url"],
     # checkpoint_path= is read by dinov2.models.weights (weights_only=True)
     "dinov3.eval.depth.models": ["load_checkpoint"],
-    # the linear decoder (no released DINOv3 weights) is not served: build_segmentation_decoder says so
-    _SEG: ["LinearHead", "ModelWithIntermediateLayers"],
     # the compiled CUDA extension and its autograd Function: the core runs through plain autograd here
     f"{_SEG}.utils.ms_deform_attn": ["MSDA", "MSDeformAttnFunction"],
     # batch norm is plain BatchNorm2d / GroupNorm (get_norm): no frozen, naive-sync or cycling variants

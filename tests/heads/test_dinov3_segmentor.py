@@ -15,9 +15,12 @@ import pytest
 import torch
 
 from dinov2.heads.segmentation import dinov3 as seg
+from dinov2.heads.segmentation.linear import LinearHead
 from dinov2.heads.segmentation.mask2former import Mask2FormerHead
 from dinov2.hub import dinov3_backbones
 from dinov2.hub import segmentors as hub
+from dinov2.models.convnext import ConvNeXt
+from dinov2.models.vision_transformer_v3 import DinoVisionTransformerV3
 from dinov2.models.weights import WeightsMismatchError
 from scripts import check_dinov3_segmentor as check
 from tests.heads.release_numbers import assert_like_release
@@ -159,11 +162,91 @@ def test_refused_inputs_and_settings(small):
     with pytest.raises(ValueError, match=r"multiples of 32, got \(48, 64\)"):
         segmentor(torch.zeros(1, 3, 48, 64))
     backbone = segmentor.segmentation_model[0].backbone
-    with pytest.raises(NotImplementedError, match="decoder_type='linear' is not served"):
-        seg.build_segmentation_decoder(backbone, decoder_type="linear")
     with pytest.raises(ValueError, match="decoder_type must be one of m2f, linear, got 'upernet'"):
         seg.build_segmentation_decoder(backbone, decoder_type="upernet")
     with pytest.raises(ValueError, match="interaction_indexes must list 4 blocks"):
-        seg.build_segmentation_decoder(backbone, seg.BackboneLayersSet.LAST)
+        seg.build_segmentation_decoder(backbone, seg.BackboneLayersSet.LAST, decoder_type="m2f")
     with pytest.raises(ValueError, match="hidden_dim must be a multiple of 32"):
         Mask2FormerHead({str(i): [64, 16, 16, 4] for i in range(1, 5)}, hidden_dim=48)
+
+
+def _linear_segmentor(seed: int = 0, **kwargs) -> seg.FeatureDecoder:
+    """The release's default decoder on a small initialised DINOv3 ViT (width 64, 8 blocks) for 5 classes."""
+    torch.manual_seed(seed)
+    backbone = DinoVisionTransformerV3(**check.CASES["linear_vit64_even_taps"][0])
+    backbone.init_weights()
+    return seg.build_segmentation_decoder(backbone, num_classes=5, **kwargs)
+
+
+def test_the_linear_decoder_is_the_default_and_trains_its_head_only_on_a_frozen_backbone():
+    assert inspect.signature(seg.build_segmentation_decoder).parameters["decoder_type"].default == "linear"
+    segmentor = _linear_segmentor()
+    encoder, head = segmentor.segmentation_model
+    assert isinstance(encoder, seg.ModelWithIntermediateLayers) and isinstance(head, LinearHead)
+    assert encoder.n == [1, 3, 5, 7] and head.in_channels == [64] * 4 and not encoder.feature_model.training
+    trainable = [k.removeprefix("segmentation_model.1.") for k, p in segmentor.named_parameters() if p.requires_grad]
+    assert trainable == ["batchnorm_layer.weight", "batchnorm_layer.bias", "conv.weight", "conv.bias"]
+    backbone = {k: v.clone() for k, v in encoder.feature_model.state_dict().items()}
+    image, target = torch.randn(2, 3, 64, 96), torch.randint(0, 5, (2, 4, 6))
+    optimizer = torch.optim.SGD([p for p in segmentor.parameters() if p.requires_grad], lr=1.0)
+    losses = []
+    for _ in range(5):  # dropout, training-mode batch norm; the features come without gradients (inference mode)
+        loss = torch.nn.functional.cross_entropy(segmentor(image), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0], losses
+    assert all(torch.equal(v, backbone[k]) for k, v in encoder.feature_model.state_dict().items())
+    assert segmentor.predict(image, rescale_to=(64, 96)).shape == (2, 5, 64, 96)
+    last = _linear_segmentor(backbone_out_layers="LAST", dropout=0.0).segmentation_model
+    assert last[0].n == [7] and last[1].in_channels == [64] and last[1].dropout.p == 0.0
+
+
+def test_a_linear_head_file_or_a_whole_linear_segmentor_loads_strictly(tmp_path):
+    trained, fresh = _linear_segmentor(), _linear_segmentor(seed=1)
+    with torch.no_grad():
+        trained.segmentation_model[1].conv.weight.normal_()
+    fresh.segmentation_model[0].feature_model.load_state_dict(trained.segmentation_model[0].feature_model.state_dict())
+    state = trained.state_dict()
+    head = {k: v for k, v in state.items() if not k.startswith(seg.LINEAR_BACKBONE_PREFIX)}
+    assert sorted(head) == [f"segmentation_model.1.{k}" for k in sorted(trained.segmentation_model[1].state_dict())]
+    image = torch.randn(1, 3, 32, 48)
+    trained.eval()
+    fresh.eval()
+    with torch.no_grad():
+        expected = trained(image)
+        assert not torch.equal(fresh(image), expected)
+        seg.load_segmentor_weights(fresh, head, "the linear head")
+        assert torch.equal(fresh(image), expected)
+    torch.save(state, tmp_path / "whole.pth")
+    whole = _linear_segmentor(seed=2).eval()
+    seg.load_segmentor_weights(whole, tmp_path / "whole.pth")
+    with torch.no_grad():
+        assert torch.equal(whole(image), expected)
+    with pytest.raises(WeightsMismatchError, match=r"shape mismatch.*weights \[3, 256, 1, 1\] vs model \[5, 256"):
+        seg.load_segmentor_weights(fresh, {**head, "segmentation_model.1.conv.weight": torch.zeros(3, 256, 1, 1)})
+
+
+def test_the_linear_head_joins_class_tokens_and_names_what_it_was_built_for():
+    head = LinearHead([8, 8], n_output_channels=3, use_cls_token=True).eval()
+    maps, tokens = [torch.randn(2, 8, 4, 6) for _ in range(2)], [torch.randn(2, 8) for _ in range(2)]
+    with torch.no_grad():
+        logits = head(list(zip(maps, tokens)))
+        by_hand = torch.cat([torch.cat((m, t[:, :, None, None].expand_as(m)), 1) for m, t in zip(maps, tokens)], 1)
+        assert torch.allclose(logits, head.conv(head.batchnorm_layer(by_hand)), atol=1e-6)
+    assert logits.shape == (2, 3, 4, 6) and head.channels == 32
+    with pytest.raises(ValueError, match=r"needs \(patch tokens, class token\) pairs"):
+        head(maps)
+    with pytest.raises(ValueError, match=r"built for 16 input channels \(in_channels=\[8, 8\]\), got maps of \[8\]"):
+        LinearHead([8, 8], 3)([maps[0]])
+    assert isinstance(LinearHead([8], 3, use_batchnorm=False).batchnorm_layer, torch.nn.Identity)
+
+
+def test_the_linear_decoder_on_a_convnext_takes_each_stage_width():
+    torch.manual_seed(0)
+    backbone = ConvNeXt(depths=[1, 1, 1, 1], dims=[8, 16, 24, 32])
+    segmentor = seg.build_segmentation_decoder(backbone, backbone_out_layers="FOUR_LAST", num_classes=4).eval()
+    assert segmentor.segmentation_model[1].in_channels == [8, 16, 24, 32]
+    with torch.no_grad():
+        assert segmentor(torch.randn(1, 3, 64, 64)).shape == (1, 4, 16, 16)  # the finest stage's grid (stride 4)
