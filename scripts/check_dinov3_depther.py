@@ -30,6 +30,10 @@ from dinov2.models.vision_transformer_v3 import DinoVisionTransformerV3
 
 VIT = {"patch_size": 16, "embed_dim": 64, "depth": 8, "num_heads": 4, "n_storage_tokens": 4, "mask_k_bias": True}
 VIT |= {"layerscale_init": 1e-5, "untie_global_and_local_cls_norm": False}
+# RoPE in float32, as the hub builders build it: in bfloat16 (the constructor's default) the release rounds q and k to
+# bfloat16, so the last-bit float32 differences between two machines' matrix products flip roundings and move the
+# outputs by 1e-4 to 1e-3 of their RMS: numbers kept on one machine would then fail on another.
+VIT |= {"pos_embed_rope_dtype": "fp32"}
 CONVNEXT = {"depths": [1, 1, 2, 1], "dims": [16, 32, 48, 64]}
 SMALL_DPT = {"channels": 16, "post_process_channels": [8, 16, 32, 64]}
 CHMV2_HEAD = {**SMALL_DPT, "channels": 32, "n_hidden_channels": 16, "use_bias": True, "projection_after_fusion": False}
@@ -164,6 +168,7 @@ def summary(output: torch.Tensor) -> dict:
     idx = torch.linspace(0, flat.numel() - 1, 8).long()
     return {
         "shape": list(output.shape),
+        "dtype": str(output.dtype).removeprefix("torch."),
         "mean": flat.mean().item(),
         "rms": flat.pow(2).mean().sqrt().item(),
         "idx": idx.tolist(),
@@ -186,12 +191,16 @@ def release_args(doc: str, task: str) -> argparse.Namespace:
     return args
 
 
-def release_json(script: str, commit: str, model: str, cases: dict, hub: dict) -> str:
-    """What ``--json`` prints: a note saying where the numbers come from, the cases' summaries, the hub's summary."""
+def release_json(
+    script: str, commit: str, model: str, cases: dict, hub: dict, precision: str = "float32", hub_what: str = ""
+) -> str:
+    """What ``--json`` prints: a note saying where the numbers come from (``hub_what``: what of the hub was built,
+    its hub ``model`` by default), the cases' summaries, the hub's summary."""
     about = (
         f"Printed by `python scripts/{script} <dinov3 checkout> --json` from the DINOv3 release "
-        f"(facebookresearch/dinov3 at {commit}, CPU, float32): the released {model}'s outputs on the "
-        f"script's cases (mean, RMS and 8 evenly spaced samples of each) and its hub {model} on the meta device."
+        f"(facebookresearch/dinov3 at {commit}, CPU, {precision}): the released {model}'s outputs on the "
+        f"script's cases (mean, RMS and 8 evenly spaced samples of each) and {hub_what or 'its hub ' + model} on the "
+        "meta device."
     )
     return json.dumps({"about": about, "cases": cases, "hub": hub}, indent=1)
 
@@ -204,14 +213,7 @@ def print_hub(entry: str, what: str, hub: dict, width: int = 20) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("release", type=Path, help="a checkout of facebookresearch/dinov3 (the folder holding dinov3/)")
-    parser.add_argument("--json", action="store_true", help="print the release's outputs for the tests instead")
-    args = parser.parse_args()
-    if not (args.release / "dinov3" / "eval" / "depth" / "models").is_dir():
-        parser.error(f"{args.release} holds no dinov3/eval/depth/models: give a checkout of the DINOv3 release")
-    sys.path.insert(0, str(args.release))
-    torch.set_num_threads(1)
+    args = release_args(__doc__, "depth")
     logging.getLogger("dinov3").setLevel(logging.ERROR)  # its "does not define input_pad_size" notes
     from dinov3.hub import depthers as released_hub
 
@@ -224,7 +226,8 @@ def main() -> int:
     }
     if args.json:
         cases = {name: summary(run_case(name, False)["expected"]) for name in CASES}
-        print(json.dumps({"cases": cases, "hub": hub["release"]}, indent=1))
+        decoders = "its two hub depthers' decoders"
+        print(release_json("check_dinov3_depther.py", args.commit, "depther", cases, hub["release"], hub_what=decoders))
         return 0
     for name in names:
         same = hub["release"][name] == hub["ours"][name]

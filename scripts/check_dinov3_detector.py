@@ -8,10 +8,14 @@ settings on a small DINOv3 ViT, smaller where the config allows: width 64, 2 dec
 queries, 7 classes), gives both the same seeded weights (``scripts.check_dinov3_depther``) and prints, per case, the
 largest difference of the raw outputs with all queries as built (final, one-to-many, auxiliary and proposal logits
 and boxes), with the one-to-one queries the hub keeps (final and auxiliary), of the post-processed scores, labels and
-boxes (``DetectorWithProcessor``) and of the boxes in training mode (the encoder's dropout), in float32 on CPU; whether
+boxes (``DetectorWithProcessor``) and of the boxes in training mode (the encoder's dropout), in float64 on CPU; whether
 the state-dict keys and order agree, and whether a head built after the same ``torch.manual_seed`` starts from the
 same weights; then the hub model ``dinov3_vit7b16_de`` built by both on the meta device. With ``--json`` it prints the
 numbers ``tests/heads/test_dinov3_detector.py`` keeps from the release.
+
+Float64, not float32: the detector's proposal position embeddings (sines of box coordinates in pixels) multiply a
+relative change of the features by about 300, so float32's last-bit differences between two machines would move the
+kept numbers by about 1e-4 of their RMS; in float64 they stay below 1e-10.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ RAW += ("enc_logits", "enc_boxes")
 HUB = ("hub_logits", "hub_boxes", "hub_aux_boxes", "scores", "labels", "boxes", "train_boxes")
 OUTPUTS = RAW + HUB
 HUB_ENTRY = "dinov3_vit7b16_de"
+DTYPE = torch.float64  # see the note above
 
 
 def _quiet():
@@ -98,12 +103,12 @@ def our_detector(name: str) -> torch.nn.Module:
     """Case ``name`` built here, with the seeded weights, in eval mode."""
     detector = build(ours, ours, DinoVisionTransformerV3(**CASES[name][0]), name)
     detector.load_state_dict(shared_seeded_state(detector), strict=True)
-    return detector.eval()
+    return detector.to(DTYPE).eval()
 
 
 def case_input(name: str) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(1)
-    return [torch.randn(size, generator=g) for size in CASES[name][2]]
+    return [torch.randn(size, generator=g).to(DTYPE) for size in CASES[name][2]]
 
 
 def outputs(detector: torch.nn.Module, processing: tuple, name: str) -> dict[str, torch.Tensor]:
@@ -126,7 +131,7 @@ def outputs(detector: torch.nn.Module, processing: tuple, name: str) -> dict[str
         cfg = config(ours, name)
         processed = with_processor(detector, post_process(cfg.topk, cfg.reparam))(images)
         for key in ("scores", "labels", "boxes"):
-            got[key] = torch.stack([result[key] for result in processed]).float()
+            got[key] = torch.stack([result[key] for result in processed]).to(DTYPE)
         detector.train()
         detector.backbone[0].eval()  # the ViT stays in eval mode, as the hub sets it
         torch.manual_seed(5)
@@ -143,7 +148,7 @@ def run_case(name: str) -> dict:
 
     theirs = build(released_config, released, DinoVisionTransformer(**CASES[name][0]), name)
     theirs.load_state_dict(shared_seeded_state(theirs), strict=True)
-    theirs.eval()
+    theirs.to(DTYPE).eval()
     mine = our_detector(name)
     keys_in_order = list(theirs.state_dict()) == list(mine.state_dict())
     expected = outputs(theirs, (DetectorWithProcessor, released.PostProcess), name)
@@ -199,11 +204,12 @@ def main() -> int:
     hub = {"release": hub_summary(released_hub.dinov3_vit7b16_de), "ours": hub_summary(our_hub.dinov3_vit7b16_de)}
     if args.json:
         cases = {name: {k: summary(v) for k, v in run_case(name)["expected"].items()} for name in CASES}
-        print(release_json("check_dinov3_detector.py", args.commit, "detector", cases, {HUB_ENTRY: hub["release"]}))
+        hub_release = {HUB_ENTRY: hub["release"]}
+        print(release_json("check_dinov3_detector.py", args.commit, "detector", cases, hub_release, "float64"))
         return 0
     print_hub(HUB_ENTRY, "head keys, shapes and sizes, windows, blocks, queries, frozen backbone", hub, width=24)
     results = {name: run_case(name) for name in CASES}
-    print(f"{'output':<22} " + " ".join(f"{name:>22}" for name in CASES) + "   (max |difference|, float32)")
+    print(f"{'output':<22} " + " ".join(f"{name:>22}" for name in CASES) + "   (max |difference|, float64)")
     for output in OUTPUTS:
         print(f"{output:<22} " + " ".join(f"{results[n]['max_abs_diff'][output]:>22.3g}" for n in CASES))
     print(f"{'keys in order':<22} " + " ".join(f"{results[n]['keys_in_order']!s:>22}" for n in CASES))

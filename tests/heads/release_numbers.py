@@ -10,8 +10,9 @@ from torch.testing import assert_close
 
 
 def assert_like_release(output: torch.Tensor, reference: dict, what: str = "output") -> None:
-    """``output`` (float32) has the reference's shape, mean, RMS and samples."""
-    assert list(output.shape) == reference["shape"] and output.dtype == torch.float32, what
+    """``output`` has the reference's shape, dtype (float32 where the reference names none), mean, RMS and samples."""
+    dtype = getattr(torch, reference.get("dtype", "float32"))
+    assert list(output.shape) == reference["shape"] and output.dtype == dtype, f"{what}: {output.dtype}, {dtype}"
     flat = output.double().reshape(-1)
     atol = 1e-5 * reference["rms"]
     samples = flat[torch.linspace(0, flat.numel() - 1, 8).long()]

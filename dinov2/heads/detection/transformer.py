@@ -215,9 +215,11 @@ class Transformer(nn.Module):
         ``[B, Q, 4]``, boxes after each layer ``[L, B, Q, 4]``, the proposals' logits, boxes, deltas and starting
         boxes (``[B, S, *]``) and the valid image sizes."""
         spatial_shapes = [tuple(src.shape[-2:])]
-        src_flatten = src.flatten(2).transpose(1, 2)  # [B, h w, C]
+        # contiguous, as the release's concatenation of its levels leaves them: the matrix products then see the same
+        # memory layout and round alike (in float64 the transposed layout gives other last bits)
+        src_flatten = src.flatten(2).transpose(1, 2).contiguous()  # [B, h w, C]
         mask_flatten = mask.flatten(1)
-        pos_flatten = pos_embed.flatten(2).transpose(1, 2) + self.level_embed[0].view(1, 1, -1)
+        pos_flatten = (pos_embed.flatten(2).transpose(1, 2) + self.level_embed[0].view(1, 1, -1)).contiguous()
         memory = src_flatten
         if self.encoder is not None:
             memory = self.encoder(src_flatten, src_key_padding_mask=mask_flatten, pos=pos_flatten)
