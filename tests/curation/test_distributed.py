@@ -86,7 +86,12 @@ def test_step_outputs_equal_on_one_and_two_processes(runs, output):
         assert (root / "two" / output).read_text() == (root / "one" / output).read_text()
         return
     one, two = np.load(root / "one" / output), np.load(root / "two" / output)
-    if one.dtype.kind == "f":
+    assert two.dtype == one.dtype, output
+    if one.dtype == np.float16:
+        # float16 embedding shards: the two runs' float32 features differ in their last bits (other batches), which
+        # can move a value to the neighbouring float16 (2e-6 apart near 0.003, more than the atol below)
+        np.testing.assert_array_max_ulp(two, one, maxulp=1)
+    elif one.dtype.kind == "f":
         np.testing.assert_allclose(two, one, rtol=0, atol=1e-6)
     else:
         np.testing.assert_array_equal(two, one)
