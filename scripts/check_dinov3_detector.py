@@ -35,15 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: t
 
 from dinov2.heads.detection import dinov3 as ours  # noqa: E402
 from dinov2.models.vision_transformer_v3 import DinoVisionTransformerV3  # noqa: E402
-from scripts.check_dinov3_depther import (  # noqa: E402
-    VIT,
-    print_hub,
-    release_args,
-    release_json,
-    seeded_randn,
-    seeded_state,
-    summary,
-)
+from scripts import check_dinov3_depther as depther_check  # noqa: E402
+from scripts.check_dinov3_depther import VIT, print_hub, release_args, release_json, seeded_state, summary  # noqa: E402
 
 # the hub's head at a small size: every setting is the hub's but these
 SMALL = {"hidden_dim": 64, "nheads": 4, "dim_feedforward": 96, "dec_layers": 2, "num_encoder_layers": 2}
@@ -116,7 +109,7 @@ def our_detector(name: str) -> torch.nn.Module:
 
 def case_input(name: str) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(1)
-    return [seeded_randn(size, g).to(DTYPE) for size in CASES[name][2]]
+    return [depther_check.seeded_randn(size, g).to(DTYPE) for size in CASES[name][2]]
 
 
 def outputs(detector: torch.nn.Module, processing: tuple, name: str) -> dict[str, torch.Tensor]:

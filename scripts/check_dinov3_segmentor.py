@@ -31,15 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: t
 
 from dinov2.heads.segmentation import dinov3 as ours  # noqa: E402
 from dinov2.models.vision_transformer_v3 import DinoVisionTransformerV3  # noqa: E402
-from scripts.check_dinov3_depther import (  # noqa: E402
-    VIT,
-    print_hub,
-    release_args,
-    release_json,
-    seeded_randn,
-    seeded_state,
-    summary,
-)
+from scripts import check_dinov3_depther as depther_check  # noqa: E402
+from scripts.check_dinov3_depther import VIT, print_hub, release_args, release_json, seeded_state, summary  # noqa: E402
 
 # name -> (backbone kwargs, build_segmentation_decoder kwargs, input size, predict's rescale_to)
 FOUR_LAST = {"hidden_dim": 32, "num_classes": 3, "backbone_out_layers": "FOUR_LAST"}
@@ -115,7 +108,7 @@ def _float64_kept():
 
 
 def case_input(name: str) -> torch.Tensor:
-    return seeded_randn(CASES[name][2], torch.Generator().manual_seed(1))
+    return depther_check.seeded_randn(CASES[name][2], torch.Generator().manual_seed(1))
 
 
 def is_linear(name: str) -> bool:
