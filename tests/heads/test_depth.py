@@ -28,8 +28,9 @@ def test_depthers_equal_the_release(name):
     assert {k: list(v.shape) for k, v in model.state_dict().items()} == dict(case["keys"])
     assert list(model.state_dict()) == list(case["keys"])  # same order too
     model.load_state_dict(case_state_dict(case, seed), strict=True)
-    image = case_input(name, case, seed)
-    assert torch.equal(image, case["input"])
+    image = case["input"]  # the released run's input; its documented recipe gives it, up to float32 randn's last
+    # bits, which differ on CPUs without AVX2 (and on ARM)
+    torch.testing.assert_close(case_input(name, case, seed), image, rtol=0, atol=1e-5)  # measured there: 1.8e-6
     assert (model.decode_head.min_depth, model.decode_head.max_depth) == (case["min_depth"], case["max_depth"])
     with torch.inference_mode():
         out = model.eval().whole_inference(image, img_meta=None, rescale=True)
