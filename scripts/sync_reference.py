@@ -26,26 +26,14 @@ from tests.reference_files import (  # noqa: E402
     REFERENCE_DIR,
     SHARED_REFERENCE_DIR,
     pack,
-    recipe_marker,
     sha256,
     unpack,
 )
 
-
-def _depth_inputs(obj: dict) -> tuple[dict, list[str]]:
-    """depth_heads.pt: every case input is ``randn`` seeded from ``"<seed>/input/<case>"`` (its README)."""
-    replaced = []
-    for name, case in obj["cases"].items():
-        marker = recipe_marker(case["input"], f"{obj['meta']['seed']}/input/{name}")
-        if marker is not None:
-            case["input"] = marker
-            replaced.append(f"cases/{name}/input")
-    return obj, replaced
-
-
 # file -> function replacing regenerable tensors by markers. None is used: float32 ``torch.randn`` gives other last
 # bits on CPUs without AVX2 (and on ARM) than on the x86 machine that wrote the files, so a marker would fail there
-# (``_depth_inputs`` regenerates depth_heads.pt's inputs bit-exactly on AVX2 only; they are stored, 0.9 MB packed).
+# (depth_heads.pt's inputs, randn seeded from "<meta.seed>/input/<case>", regenerate bit-exactly on AVX2 only; they
+# are stored, 0.77 MB packed).
 # backbones.pt and heads_losses.pt have no recipe at all: their seed derivation is not documented.
 RECIPES: dict = {}
 
