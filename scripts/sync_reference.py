@@ -5,20 +5,18 @@
     python scripts/sync_reference.py --source DIR      # another copy of the generator's folder
 
 JSON files are copied byte for byte. ``.pt`` files are stored packed (``pack``: bytes regrouped in 4-byte planes,
-then xz; lossless), after replacing the tensors that a documented seed recipe regenerates bit-exactly by a recipe
-marker (``RECIPES``; checked here before relying on it, and again by sha256 when a test reads the file). The output
-is deterministic: running it twice gives the same bytes. What was shrunk and why: ``tests/reference/README.md``.
+then xz; lossless): every file unpacks to the generator's bytes. Nothing is regenerated from a seed instead of
+stored: float32 ``torch.randn`` gives other last bits on CPUs without AVX2 (and on ARM) than on the x86 machine that
+wrote the files. The output is deterministic: running it twice gives the same bytes. Layout and why:
+``tests/reference/README.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 from pathlib import Path
-
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 from tests.reference_files import (  # noqa: E402
@@ -30,34 +28,16 @@ from tests.reference_files import (  # noqa: E402
     unpack,
 )
 
-# file -> function replacing regenerable tensors by markers. None is used: float32 ``torch.randn`` gives other last
-# bits on CPUs without AVX2 (and on ARM) than on the x86 machine that wrote the files, so a marker would fail there
-# (depth_heads.pt's inputs, randn seeded from "<meta.seed>/input/<case>", regenerate bit-exactly on AVX2 only; they
-# are stored, 0.77 MB packed).
-# backbones.pt and heads_losses.pt have no recipe at all: their seed derivation is not documented.
-RECIPES: dict = {}
-
-
-def _deterministic_save(obj) -> bytes:
-    buffer = io.BytesIO()  # a stream, not a path: the archive's folder name is then always "archive"
-    torch.save(obj, buffer)
-    return buffer.getvalue()
-
 
 def sync_file(name: str, source: Path, dest: Path) -> dict:
     """Write the vendored form of ``source/name`` into ``dest``; return its manifest entry."""
     original = (source / name).read_bytes()
-    entry = {"source_bytes": len(original), "source_sha256": sha256(original), "regenerated": []}
+    entry = {"source_bytes": len(original), "source_sha256": sha256(original)}
     if name.endswith(".json"):
-        stored, unpacked, packing, stored_as = original, original, "verbatim", name
+        stored, packing, stored_as = original, "verbatim", name
     else:
-        unpacked = original
-        if name in RECIPES:
-            obj, entry["regenerated"] = RECIPES[name](torch.load(source / name, weights_only=True))
-            if entry["regenerated"]:
-                unpacked = _deterministic_save(obj)
-        stored, packing, stored_as = pack(unpacked), "shuffle4-xz", f"{name}.shuffled.xz"
-        if unpack(stored) != unpacked:
+        stored, packing, stored_as = pack(original), "shuffle4-xz", f"{name}.shuffled.xz"
+        if unpack(stored) != original:
             raise RuntimeError(f"packing {name} is not lossless")
     (dest / stored_as).write_bytes(stored)
     return entry | {
@@ -65,7 +45,7 @@ def sync_file(name: str, source: Path, dest: Path) -> dict:
         "stored_as": stored_as,
         "stored_bytes": len(stored),
         "stored_sha256": sha256(stored),
-        "unpacked_sha256": sha256(unpacked),
+        "unpacked_sha256": sha256(original),
     }
 
 

@@ -1,7 +1,7 @@
 """The vendored reference files of the released code (``tests/reference/``): packing, manifest and reading.
 
-One module for both sides: ``scripts/sync_reference.py`` writes the files with ``pack`` / ``with_recipes`` and
-the tests read them with ``read_reference``. Layout and history: ``tests/reference/README.md``.
+One module for both sides: ``scripts/sync_reference.py`` writes the files with ``pack`` and the tests read
+them with ``read_reference``. Layout and history: ``tests/reference/README.md``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tests.heads.depth_reference import seeded_generator
-
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 MANIFEST = REFERENCE_DIR / "MANIFEST.json"
 # the generator's originals beside the checkout: only the sync check and the sync script read them
@@ -27,7 +25,6 @@ SHARED_REFERENCE_DIR = Path(
 SYNC_COMMAND = "python scripts/sync_reference.py"
 
 PACKED_MAGIC = b"dinov2-reference shuffle4 xz\n"
-RECIPE_KEY = "__seeded_randn__"
 
 
 class ReferenceError(RuntimeError):
@@ -54,41 +51,6 @@ def unpack(blob: bytes) -> bytes:
     start = len(PACKED_MAGIC) + 8
     length = int.from_bytes(raw[len(PACKED_MAGIC) : start], "little")
     return np.frombuffer(raw[start:], dtype=np.uint8).reshape(4, -1).T.tobytes()[:length]
-
-
-def tensor_sha256(tensor: torch.Tensor) -> str:
-    return sha256(tensor.contiguous().numpy().tobytes())
-
-
-def recipe_marker(tensor: torch.Tensor, seed_text: str) -> dict | None:
-    """The marker that replaces ``tensor`` when ``torch.randn`` seeded from ``seed_text`` gives it bit-exactly."""
-    if tensor.dtype != torch.float32:
-        return None
-    regenerated = torch.randn(tensor.shape, generator=seeded_generator(seed_text))
-    if not torch.equal(regenerated, tensor):
-        return None
-    return {RECIPE_KEY: seed_text, "shape": list(tensor.shape), "sha256": tensor_sha256(tensor)}
-
-
-def _regenerate(marker: dict) -> torch.Tensor:
-    tensor = torch.randn(marker["shape"], generator=seeded_generator(marker[RECIPE_KEY]))
-    if tensor_sha256(tensor) != marker["sha256"]:
-        raise ReferenceError(
-            f"regenerating the reference tensor seeded {marker[RECIPE_KEY]!r} did not give the recorded bytes "
-            f"(this PyTorch's CPU randn differs?): rerun {SYNC_COMMAND} to store it instead"
-        )
-    return tensor
-
-
-def with_tensors(obj):
-    """``obj`` with every recipe marker replaced by its regenerated tensor."""
-    if isinstance(obj, dict):
-        if RECIPE_KEY in obj:
-            return _regenerate(obj)
-        return {key: with_tensors(value) for key, value in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(with_tensors(value) for value in obj)
-    return obj
 
 
 def read_manifest(directory: Path = REFERENCE_DIR) -> dict:
@@ -119,4 +81,4 @@ def read_reference(name: str, directory: Path = REFERENCE_DIR):
     data = unpacked_bytes(name, directory)
     if name.endswith(".json"):
         return json.loads(data)
-    return with_tensors(torch.load(io.BytesIO(data), weights_only=True))
+    return torch.load(io.BytesIO(data), weights_only=True)

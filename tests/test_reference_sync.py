@@ -20,11 +20,9 @@ from tests.reference_files import (
     pack,
     read_manifest,
     read_reference,
-    recipe_marker,
     sha256,
     unpack,
     unpacked_bytes,
-    with_tensors,
 )
 
 # every file a test reads through load_reference; a file dropped from the manifest fails here by name
@@ -48,11 +46,11 @@ def test_every_used_file_is_vendored_intact():
 
 
 @pytest.mark.parametrize("name", USED)
-def test_unpacked_files_are_the_released_bytes_or_only_recipes_differ(name):
+def test_unpacked_files_are_the_released_bytes(name):
+    """Lossless end to end: what a test loads is the generator's own file, byte for byte."""
     entry = read_manifest()["files"][name]
     data = unpacked_bytes(name)  # checks unpacked_sha256
-    if not entry["regenerated"]:  # lossless end to end: the generator's own file, byte for byte
-        assert sha256(data) == entry["source_sha256"] and len(data) == entry["source_bytes"]
+    assert sha256(data) == entry["source_sha256"] and len(data) == entry["source_bytes"]
 
 
 def test_packing_is_lossless_and_deterministic():
@@ -61,17 +59,6 @@ def test_packing_is_lossless_and_deterministic():
         assert pack(data) == pack(data)
     with pytest.raises(ReferenceError, match="header"):
         unpack(lzma.compress(b"not packed"))
-
-
-def test_recipe_markers_regenerate_the_tensor_and_refuse_other_bytes():
-    from tests.heads.depth_reference import seeded_generator
-
-    tensor = torch.randn(2, 3, generator=seeded_generator("test/recipe"))
-    marker = recipe_marker(tensor, "test/recipe")
-    assert torch.equal(with_tensors({"a": [marker, (1, marker)]})["a"][1][1], tensor)
-    assert recipe_marker(tensor + 1, "test/recipe") is None
-    with pytest.raises(ReferenceError, match="test/recipe"):
-        with_tensors(marker | {"sha256": "0" * 64})
 
 
 def test_a_missing_file_is_a_failure_naming_the_file_and_the_command(tmp_path):
