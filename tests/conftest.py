@@ -5,6 +5,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
+import re
+import tempfile
+from collections.abc import MutableMapping
 from pathlib import Path
 
 import pytest
@@ -14,6 +18,26 @@ from tests.reference_files import REFERENCE_DIR, ReferenceError, read_reference
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 __all__ = ["MEASURED_THREADS", "REFERENCE_DIR", "REPO_ROOT", "load_reference", "preserved_logging", "torch_threads"]
+
+# The variables that make this CPU act as another (README, Development). Inductor's graph cache does not key on them:
+# a graph it cached under ATEN_CPU_CAPABILITY=avx2 aborted (SIGABRT) the next plain run of the CPU compile test that
+# reused it, until the cache folder was removed. A run under any of them gets an inductor cache of its own.
+CPU_EMULATION_VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
+
+
+def isolate_inductor_cache(environ: MutableMapping[str, str] = os.environ) -> str | None:
+    """Point ``TORCHINDUCTOR_CACHE_DIR`` at a folder named after the CPU emulation in ``environ`` (one folder per
+    setting, kept between runs); returns it. Nothing changes without an emulation variable or when the cache folder
+    is already chosen."""
+    settings = [f"{key}={environ[key]}" for key in CPU_EMULATION_VARIABLES if environ.get(key)]
+    if not settings or environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        return None
+    name = re.sub(r"[^A-Za-z0-9=._-]", "_", "_".join(settings))
+    environ["TORCHINDUCTOR_CACHE_DIR"] = folder = str(Path(tempfile.gettempdir()) / f"torchinductor_emulated_{name}")
+    return folder
+
+
+isolate_inductor_cache()  # before any test compiles; subprocesses inherit it
 
 
 @functools.cache
