@@ -15,6 +15,7 @@ from torch import nn
 from dinov2 import distributed
 from dinov2.data.loaders import SamplerType, make_data_loader
 from dinov2.logging import MetricLogger
+from dinov2.models.weights import read_checkpoint
 from dinov2.utils.io import atomic_torch_save
 
 logger = logging.getLogger("dinov2")
@@ -75,7 +76,7 @@ def save_checkpoint(path: Path, head: nn.Module, optimizer: torch.optim.Optimize
 
 def load_checkpoint(path: Path, head: nn.Module, optimizer: torch.optim.Optimizer) -> int:
     """Restore head and optimizer from ``path``; returns the iteration to start from."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_checkpoint(path, argument="the probe checkpoint")
     head = getattr(head, "module", head)
     head.load_state_dict(state["head"], strict=True)
     optimizer.load_state_dict(state["optimizer"])

@@ -3,8 +3,9 @@
 Checkpoint files use the layout of the released run (fvcore ``Checkpointer``): ``<output_dir>/<name>.pth``
 holding ``{"model": grid state dict, "optimizer": ..., "scheduler": ..., "iteration": int}``, and a
 text file ``last_checkpoint`` naming the newest one, so an output directory of the released code can
-be resumed here and the other way round. Writes are atomic (temp file, then ``os.replace``); reads use
-``torch.load(weights_only=True)``.
+be resumed here and the other way round. Writes are atomic (temp file, then ``os.replace``); reads go through the
+weights door (:func:`dinov2.models.weights.read_checkpoint`: ``weights_only``, and a truncated or foreign file is
+named in the error).
 
 Hub head format (``dinov2_vit*14_linear{,4}_head.pth``, :mod:`dinov2.heads.classifier`): ``{"weight":
 [1000, (1 + layers) * D], "bias": [1000]}`` for ``nn.Linear((1 + layers) * D, 1000)``, whose input is the cls
@@ -21,6 +22,7 @@ import torch
 
 from dinov2 import distributed
 from dinov2.eval.linear.classifiers import AllClassifiers, LinearClassifier, hub_head_layers
+from dinov2.models.weights import read_checkpoint
 from dinov2.utils.io import atomic_torch_save, atomic_write_text
 
 logger = logging.getLogger("dinov2")
@@ -68,8 +70,8 @@ def load_linear_checkpoint(path, classifiers: AllClassifiers, optimizer=None, sc
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"linear classifiers checkpoint {path} does not exist; check --classifier-fpath")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or "model" not in state:
+    state = read_checkpoint(path, argument="--classifier-fpath")
+    if "model" not in state:
         raise ValueError(f"{path} is not a linear-eval checkpoint (expected a dict with a 'model' entry)")
     model_state = {k.removeprefix("module."): v for k, v in state["model"].items()}
     missing, unexpected = classifiers.load_state_dict(model_state, strict=False)

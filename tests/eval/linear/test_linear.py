@@ -27,6 +27,7 @@ from dinov2.eval.linear.checkpoint import (
     resume_or_load,
     save_hub_linear_head,
 )
+from dinov2.models.weights import NotAWeightsFileError
 from tests.conftest import load_reference
 from tests.dist_helpers import run_distributed
 
@@ -184,6 +185,9 @@ def test_checkpoint_keys_and_clear_errors(tmp_path):
         load_linear_checkpoint(tmp_path / "r.pth", other)
     with pytest.raises(FileNotFoundError, match="--classifier-fpath"):
         load_linear_checkpoint(tmp_path / "missing.pth", other)
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "r.pth").read_bytes()[:200])  # a copy that stopped early
+    with pytest.raises(NotAWeightsFileError, match="cut.pth.* truncated or corrupt"):
+        load_linear_checkpoint(tmp_path / "cut.pth", other)
     optimizer = make_optimizer(groups)
     scheduler = make_scheduler(optimizer, 4)
     images, labels = make_batches(1)[0]
