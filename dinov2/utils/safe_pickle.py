@@ -5,7 +5,8 @@ A pickle may name any importable callable and call it while loading (``os.system
 what data files such as the revisited Oxford / Paris ground truth hold: plain containers (dict, list, tuple, set,
 frozenset, ``OrderedDict``), strings, bytes, numbers, booleans, None, and numpy arrays, dtypes and scalars (numpy's
 own reconstruction path, under its numpy 1 and numpy 2 module names). Any other global stops the load with
-:class:`UnsafePickleError` naming it, before it is called.
+:class:`UnsafePickleError` naming it, before it is called; a file that is not a whole pickle (truncated, another
+format) stops it with :class:`NotAPickleError` naming the source.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["ALLOWED_GLOBALS", "UnsafePickleError", "RestrictedUnpickler", "load", "loads"]
+__all__ = ["ALLOWED_GLOBALS", "UnsafePickleError", "NotAPickleError", "RestrictedUnpickler", "load", "loads"]
 
 # numpy's array pickling: ndarray.__reduce__ -> multiarray._reconstruct(ndarray, shape, dtype) + __setstate__;
 # numpy scalars -> multiarray.scalar(dtype, bytes). numpy 2 moved numpy.core to numpy._core.
@@ -50,6 +51,10 @@ class UnsafePickleError(pickle.UnpicklingError):
     """A pickle names a global that is not plain data (it could run code when loaded)."""
 
 
+class NotAPickleError(ValueError):
+    """The source is not a whole pickle: truncated, corrupt or another format (the message names it)."""
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """``pickle.Unpickler`` whose globals are limited to :data:`ALLOWED_GLOBALS`; ``what`` names the source in
     errors."""
@@ -71,13 +76,28 @@ class RestrictedUnpickler(pickle.Unpickler):
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafePickleError(f"{self.what} uses persistent ids ({pid!r}), which plain data files never need")
 
+    def load(self) -> Any:
+        """The unpickled data; :class:`UnsafePickleError` for a global that is not plain data, :class:`NotAPickleError`
+        for anything else that stops the load (the pickle machinery's own errors say nothing of the source)."""
+        try:
+            return super().load()
+        except UnsafePickleError:
+            raise
+        except Exception as error:  # EOFError, UnpicklingError, or a ValueError / TypeError from malformed opcodes
+            raise NotAPickleError(
+                f"{self.what} is not a readable pickle (truncated, corrupt or another format: {type(error).__name__}: "
+                f"{error}); download or copy it again"
+            ) from error
+
 
 def loads(data: bytes, *, what: str = "the pickle", encoding: str = "ASCII") -> Any:
-    """The plain data pickled in ``data`` (:class:`UnsafePickleError` for anything else)."""
+    """The plain data pickled in ``data`` (:class:`UnsafePickleError` for anything else, :class:`NotAPickleError`
+    when ``data`` is not a whole pickle)."""
     return RestrictedUnpickler(io.BytesIO(data), what=what, encoding=encoding).load()
 
 
 def load(path: str | os.PathLike, *, encoding: str = "ASCII") -> Any:
-    """The plain data of the pickle file ``path`` (:class:`UnsafePickleError` for anything else)."""
+    """The plain data of the pickle file ``path`` (:class:`UnsafePickleError` for anything else,
+    :class:`NotAPickleError` when the file is not a whole pickle)."""
     with open(path, "rb") as f:
         return RestrictedUnpickler(f, what=f"pickle file {os.fspath(path)!r}", encoding=encoding).load()

@@ -59,3 +59,17 @@ def test_refuses_other_globals_and_persistent_ids():
         safe_pickle.loads(b"cbuiltins\neval\n(S'1'\ntR.")
     with pytest.raises(safe_pickle.UnsafePickleError, match="persistent"):
         safe_pickle.loads(b"P0\n.")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", pickle.dumps(_gnd_like())[:40], b"garbage\n", b"<!DOCTYPE html><html>rate limited</html>"],
+    ids=["empty", "truncated", "text", "html"],
+)
+def test_a_file_that_is_not_a_whole_pickle_is_named(data, tmp_path):
+    path = tmp_path / "gnd_roxford5k.pkl"
+    path.write_bytes(data)
+    with pytest.raises(safe_pickle.NotAPickleError, match=r"gnd_roxford5k.pkl' is not a readable pickle.*again"):
+        safe_pickle.load(path)
+    with pytest.raises(ValueError, match="the pickle is not a readable pickle"):  # a ValueError, as callers expect
+        safe_pickle.loads(data)

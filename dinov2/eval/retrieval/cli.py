@@ -36,6 +36,8 @@ from dinov2.eval.retrieval.metrics import DEFAULT_KAPPAS, PROTOCOLS, evaluate_pr
 from dinov2.eval.retrieval.search import SEARCH_BACKENDS, rank_database
 from dinov2.features.backbone import LoadedBackbone, autocast_context
 from dinov2.features.extract import extract_features
+from dinov2.utils.cli import usage_errors
+from dinov2.utils.safe_pickle import UnsafePickleError
 
 logger = logging.getLogger("dinov2")
 
@@ -63,13 +65,16 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Missing image folders or ground truth, bad sizes."""
+    """Missing image folders, missing or unreadable ground truth, bad sizes."""
     for dataset in args.datasets:
         folder = Path(args.data_root) / dataset / "jpg"
         if not folder.is_dir():
             parser.error(f"--data-root: {str(folder)!r} does not exist; extract the {dataset} images there")
-        if not ground_truth_path(args.data_root, dataset).is_file():
+        truth = ground_truth_path(args.data_root, dataset)
+        if not truth.is_file():
             parser.error(f"--data-root: no gnd_{dataset}.pkl (or .json) in {str(folder.parent)!r}; download it there")
+        with usage_errors(parser, ValueError, UnsafePickleError, flag="--data-root"):  # before any model is built
+            read_ground_truth(truth)  # small; not a pickle / JSON, not plain data, or the wrong content
     if args.imsize < 1 or any(k < 1 for k in args.kappas) or args.topk < 0:
         parser.error(
             f"--imsize and --kappas must be >= 1 and --topk >= 0, got {args.imsize}, {args.kappas}, {args.topk}"

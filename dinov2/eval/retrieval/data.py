@@ -87,7 +87,12 @@ def read_ground_truth(path: str | os.PathLike) -> GroundTruth:
             "<data-root>/<dataset>/ (or pass --ground-truth)"
         )
     if path.suffix == ".json":
-        raw = json.loads(path.read_text())
+        try:
+            raw = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(
+                f"ground truth {str(path)!r} is not valid JSON ({error}); convert the released .pkl again"
+            ) from None
     elif path.suffix == ".pkl":
         raw = safe_pickle.load(path)
     else:

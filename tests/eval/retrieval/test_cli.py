@@ -175,3 +175,24 @@ def test_launcher_takes_the_retrieval_flags_and_fails_early(tmp_path, capsys):
     with pytest.raises(SystemExit):
         launcher.launch("retrieval", ["--model", "dinov2_vits14", "--data-root", str(tmp_path)])
     assert "roxford5k" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "name, content, says",
+    [
+        ("gnd_roxford5k.pkl", pickle.dumps({"imlist": []})[:6], "not a readable pickle"),  # a copy that stopped early
+        ("gnd_roxford5k.pkl", b"<html>Not found</html>", "not a readable pickle"),  # a download gone wrong
+        ("gnd_roxford5k.pkl", pickle.dumps({"imlist": [], "gnd": []}), "must hold 'imlist', 'qimlist' and 'gnd'"),
+        ("gnd_roxford5k.pkl", pickle.dumps({"gnd": [print]}), "builtins.print"),
+        ("gnd_roxford5k.json", b'{"imlist": [', "not valid JSON"),
+    ],
+)
+def test_an_unreadable_ground_truth_is_a_usage_error_before_any_model(tmp_path, capsys, name, content, says):
+    (tmp_path / "roxford5k" / "jpg").mkdir(parents=True)
+    (tmp_path / "roxford5k" / name).write_bytes(content)
+    argv = ["--config-file", "/nonexistent/config.yaml", "--weights", "/nonexistent.pth"]  # never reached
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main([*argv, "--data-root", str(tmp_path), "--datasets", "roxford5k"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert says in error and name in error and "Traceback" not in error
