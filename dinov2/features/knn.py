@@ -21,11 +21,21 @@ import torch.nn.functional as F
 
 from dinov2 import distributed
 
-__all__ = ["DEFAULT_MAX_BLOCK_ELEMENTS", "KnnIndex", "exact_knn"]
+__all__ = ["DEFAULT_MAX_BLOCK_ELEMENTS", "KnnIndex", "check_k", "exact_knn"]
 
 # Elements of one [query chunk, database shard] similarity block when chunk_size is not given (512 MiB fp32).
 DEFAULT_MAX_BLOCK_ELEMENTS = 1 << 27
 _PAD_INDEX = torch.iinfo(torch.long).max
+
+
+def check_k(k: int, database_size: int, flag: str = "--nb_knn") -> None:
+    """Refuse ``k`` nearest neighbours from a database of fewer than ``k`` samples, naming the fix (``flag``: the
+    option that set ``k``)."""
+    if k > database_size:
+        raise ValueError(
+            f"k={k} nearest neighbours requested but the database (the train set in k-NN evaluation) has only "
+            f"{database_size} samples; lower k ({flag}) or add samples"
+        )
 
 
 def _sort_by_sim_then_index(sims: torch.Tensor, index: torch.Tensor, *extra: torch.Tensor):
@@ -138,11 +148,7 @@ class KnnIndex:
         queries: [Q_local, D] (may differ per rank, may be empty). Returns similarities [Q_local, k] (sorted, best
         first), global database indices [Q_local, k] and their labels [Q_local, k] (-1 without labels).
         """
-        if k > self.num_total:
-            raise ValueError(
-                f"k={k} nearest neighbours requested but the database (the train set in k-NN evaluation) has only "
-                f"{self.num_total} samples; lower k (--nb_knn) or add samples"
-            )
+        check_k(k, self.num_total)
         queries = queries.to(device=self.device, dtype=self.features.dtype)
         if self.normalize:
             queries = F.normalize(queries, dim=1, p=2)

@@ -21,7 +21,7 @@ from torch import nn
 
 from dinov2.features.backbone import autocast_context
 from dinov2.features.extract import extract_features
-from dinov2.features.knn import KnnIndex
+from dinov2.features.knn import KnnIndex, check_k
 from dinov2.features.metrics import MetricType, build_metric
 
 logger = logging.getLogger("dinov2")
@@ -219,8 +219,10 @@ def knn_eval_of_model(
     """k-NN evaluation of ``model`` (``model(images) -> [B, D]``) on two labelled datasets of transformed images
     (collective): L2-normalised features of both (train gathered on every rank, val kept per rank), then
     :func:`eval_knn`. ``check_labels(labels, which)`` (which: ``"train"`` / ``"val"``) may reject extracted labels
-    with a message naming the dataset. Returns :func:`eval_knn`'s structured results.
+    with a message naming the dataset. Returns :func:`eval_knn`'s structured results. A k larger than the train set
+    is refused before any image is read.
     """
+    check_k(max(nb_knn), len(train_dataset))
     device = next(model.parameters()).device
     normalized = ModelWithNormalize(model).eval()
     with autocast_context(autocast_dtype, device)():

@@ -52,3 +52,17 @@ def test_unlabelled_index_and_errors():
         exact_knn(queries, database, 41)
     with pytest.raises(ValueError, match=r"database must be \[N, D\]"):
         KnnIndex(database, torch.zeros(3))
+
+
+def test_knn_eval_refuses_a_k_larger_than_the_train_set_before_reading_an_image():
+    from dinov2.features.knn_scoring import knn_eval_of_model
+
+    class Unread(torch.utils.data.Dataset):
+        def __len__(self):
+            return 5
+
+        def __getitem__(self, index):
+            raise AssertionError("an image was read")
+
+    with pytest.raises(ValueError, match=r"k=10 .* has only 5 samples; lower k \(--nb_knn\)"):
+        knn_eval_of_model(torch.nn.Linear(2, 2), Unread(), Unread(), nb_knn=(1, 10), num_workers=0, progress=False)

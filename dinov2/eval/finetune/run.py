@@ -31,6 +31,7 @@ from dinov2.eval.linear.classifiers import DEFAULT_LEARNING_RATES, hub_head_laye
 from dinov2.eval.linear.data import make_eval_data_loader, num_classes_of
 from dinov2.eval.metrics import MetricType
 from dinov2.features.backbone import LoadedBackbone, eval_device
+from dinov2.features.knn import check_k
 from dinov2.features.knn_scoring import DEFAULT_NB_KNN, RESIZE_RATIO
 from dinov2.train.checkpointing import export_teacher
 from dinov2.utils.io import atomic_torch_save
@@ -229,6 +230,8 @@ def run_finetune(
         metric_type=metric_type,
         **shape,
     )
+    if nb_knn:  # before any feature is extracted
+        check_k(max(nb_knn), len(data.train), flag="--nb-knn")
     epoch_length = epoch_length or max(1, len(data.train) // (batch_size * distributed.get_global_size()))
     recipe = Recipe(
         max_iter=epochs * epoch_length,

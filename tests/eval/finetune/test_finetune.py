@@ -155,3 +155,10 @@ def test_mixed_precision_on_cuda(amp_dtype, v2_weights, shapes, tmp_path):
     start = torch.load(v2_weights, weights_only=True)
     assert all(value.dtype == torch.float32 for value in exported.values())
     assert any(not torch.equal(exported[f"backbone.{key}"], value) for key, value in start.items())
+
+
+def test_a_k_larger_than_the_train_set_is_refused_before_any_work(v2_weights, shapes, tmp_path):
+    """The default k-NN measure (k up to 200) on a small dataset: an error naming --nb-knn, nothing written."""
+    with pytest.raises(ValueError, match=r"k=200 .* has only \d+ samples; lower k \(--nb-knn\)"):
+        _run(v2_weights, shapes, tmp_path / "run", epochs=1)
+    assert not (tmp_path / "run" / "checkpoints").exists()
