@@ -21,6 +21,7 @@ from torch import nn
 from dinov2.data import make_dataset
 from dinov2.data.datasets.extended import UnreadableImagesError
 from dinov2.data.transforms import make_classification_eval_transform
+from dinov2.features.knn import check_k
 from dinov2.features.knn_scoring import RESIZE_RATIO, knn_eval_of_model, top1_by_k
 
 logger = logging.getLogger("dinov2")
@@ -46,6 +47,8 @@ class KnnMonitor:
         self.resize_size = None if section.resize_size is None else int(section.resize_size)
         self.batch_size, self.num_workers = int(section.batch_size), int(section.num_workers)
         self.latest: dict[str, float] = {}  # the last accuracies, read by the collapse guard
+        if self.enabled and self.nb_knn:  # a k the train set cannot give stops the run now, not at the first k-NN
+            check_k(max(self.nb_knn), len(make_dataset(dataset_str=self.train_dataset)), flag="tracking.knn.nb_knn")
 
     @property
     def enabled(self) -> bool:

@@ -79,7 +79,7 @@ def test_metric_logger_records_go_to_the_file_and_the_sinks(tmp_path):
 
 def test_unreadable_monitor_images_turn_the_monitor_off_not_the_run(tmp_path, caplog):
     """issue 26: an unreadable image in the monitor's small sets is named in an error and the monitor stops; the
-    hours of training around it go on."""
+    hours of training around it go on. A k larger than the monitor's train set is refused when it is built."""
     from PIL import Image
 
     from dinov2.models.vision_transformer import _vit
@@ -99,6 +99,8 @@ def test_unreadable_monitor_images_turn_the_monitor_off_not_the_run(tmp_path, ca
         "tracking.knn.nb_knn=[1]",
         "tracking.knn.crop_size=28",
     ]
+    with pytest.raises(ValueError, match=r"k=5 .* only 4 samples; lower k \(tracking.knn.nb_knn\)"):
+        KnnMonitor(tiny_cfg(tmp_path, *opts, "tracking.knn.nb_knn=[1,5]").tracking.knn)  # at start, not mid-run
     monitor = KnnMonitor(tiny_cfg(tmp_path, *opts).tracking.knn)
     with caplog.at_level("ERROR", logger="dinov2"):
         assert monitor.evaluate(_vit(32, 1, 2, 14, 0, img_size=28).eval()) == {}
