@@ -122,15 +122,19 @@ def _features(model, dataset, name: str, options: dict) -> tuple[torch.Tensor, t
     return features, labels
 
 
+def _check_hold_out(name: str, splits: dict) -> None:
+    """Without a val split, C is chosen on 10 % of train (as released): refuse a train split too small for one."""
+    if splits.get("val") is None and len(splits["train"]) < 10:
+        raise ValueError(
+            f"{name}: {len(splits['train'])} training images leave no 10 % hold-out to choose C; add a val split"
+        )
+
+
 def _evaluate(model, name: str, metric: str, splits: dict, options: dict) -> dict:
     """One dataset: features of each split, the C sweep, the test metric (percent)."""
     feats = {role: _features(model, ds, f"{name} {role}", options) for role, ds in splits.items()}
     sizes = {role: 0 if f is None else len(f[1]) for role, f in feats.items()}
     fit = {key: options[key] for key in ("max_iter", "dtype", "device", "c_values")}
-    if feats["val"] is None and sizes["train"] < 10:  # the released hold-out is 10 % of train
-        raise ValueError(
-            f"{name}: {sizes['train']} training images leave no 10 % hold-out to choose C; add a val split"
-        )
     if metric == "map11":
         multi_hot = {role: splits[role].multi_hot[f[1].cpu().numpy()] for role, f in feats.items()}
         pairs = {role: (feats[role][0], multi_hot[role]) for role in feats}
@@ -185,13 +189,17 @@ def eval_transfer_with_model(
     names = list(datasets) if datasets is not None else (list(TRANSFER_DATASETS) if data_root else [])
     detailed = {}
     model = backbone.model
+    jobs = [
+        (name, TRANSFER_DATASETS[name].metric, dataset_splits(name, data_root, transform, split_seed)) for name in names
+    ]
+    for spec in folder:
+        name, metric, folders = parse_folder_spec(spec)
+        jobs.append((name, metric, folder_splits(folders, transform)))
+    for name, _, splits in jobs:  # every dataset is checked before any feature is extracted
+        _check_hold_out(name, splits)
     with autocast_context(backbone.autocast_dtype, next(model.parameters()).device)():
-        for name in names:
-            splits = dataset_splits(name, data_root, transform, split_seed)
-            detailed[name] = _evaluate(model, name, TRANSFER_DATASETS[name].metric, splits, options)
-        for spec in folder:
-            name, metric, folders = parse_folder_spec(spec)
-            detailed[name] = _evaluate(model, name, metric, folder_splits(folders, transform), options)
+        for name, metric, splits in jobs:
+            detailed[name] = _evaluate(model, name, metric, splits, options)
     flat = {name: entry["score"] for name, entry in detailed.items()}
     flat["average"] = sum(flat.values()) / max(len(flat), 1)
     rows = [

@@ -65,3 +65,28 @@ def test_usage_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli_main([*base, "--folder", "x:train=a"])
     assert "NAME:train=DIR:test=DIR" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("single_process_eval")
+def test_a_train_split_too_small_for_the_hold_out_is_refused_before_any_feature(tmp_path, monkeypatch):
+    """Two folders, the second without a val split and with 4 training images: refused before the first dataset's
+    features are extracted (hours on a real dataset)."""
+    root = tmp_path / "data"
+    trees.make_dtd(root)
+    for name in ("banded", "dotted"):
+        for split, kept in (("train", range(0, 2)), ("test", range(2, 4))):
+            for i in kept:
+                target = root / "small" / split / name / f"{i}.jpg"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(root / "dtd" / "dtd" / "images" / name / f"{name}_{i:04d}.jpg", target)
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("features were extracted")
+
+    monkeypatch.setattr("dinov2.eval.transfer.cli.extract_features", no_extraction)
+    OmegaConf.save(tiny_cfg(tmp_path), tmp_path / "config.yaml")
+    argv = ["--config-file", str(tmp_path / "config.yaml"), "--random-init", "--data-root", str(root)]
+    argv += ["--datasets", "dtd", "--folder", f"small:train={root}/small/train:test={root}/small/test"]
+    argv += ["--crop-size", "16", "--num-workers", "0", "--no-progress", "--output-dir", str(tmp_path / "out")]
+    with preserved_logging(), pytest.raises(ValueError, match="small: 4 training images leave no 10 % hold-out"):
+        cli_main(argv)
