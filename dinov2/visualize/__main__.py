@@ -15,7 +15,8 @@ import logging
 import sys
 
 from dinov2.features.backbone_args import BACKBONE_NOTE, add_backbone_args, check_backbone_args, loaded_from_args
-from dinov2.utils.cli import ArgumentParser, add_output_dir, check_writable_dir
+from dinov2.utils.cli import ArgumentParser, add_output_dir, check_writable_dir, usage_errors
+from dinov2.visualize.images import check_images
 
 logger = logging.getLogger("dinov2")
 
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command != "text-seg":  # text-seg names a dino.txt model with its own flags
         check_backbone_args(parser, args)
+    with usage_errors(parser, ValueError, flag="images"):  # before the output folder is made
+        check_images(args.images)
     check_writable_dir(parser, args.output_dir, "--output-dir")  # before the backbone is built or downloaded
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.command == "text-seg":

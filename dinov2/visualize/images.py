@@ -24,6 +24,7 @@ __all__ = [
     "LARGE_INPUT_TOKENS",
     "UPSCALE_NOTE_FACTOR",
     "load_image",
+    "check_images",
     "to_model_input",
     "check_input_size",
     "model_input",
@@ -50,6 +51,17 @@ def load_image(path: str | os.PathLike) -> Image.Image:
             return image.convert("RGB")
     except (OSError, ValueError) as err:
         raise ValueError(f"cannot read image {path}: {err}") from err
+
+
+def check_images(paths: Sequence[str | os.PathLike]) -> None:
+    """Refuse, naming the file, a path that is missing or that no image reader recognises (headers only: cheap, so
+    commands check every image before a backbone is built or downloaded)."""
+    for path in paths:
+        try:
+            with Image.open(path):
+                pass
+        except (OSError, ValueError) as err:
+            raise ValueError(f"cannot read image {path}: {err}") from err
 
 
 def to_model_input(image: Image.Image, resolution: int, patch_size: int) -> tuple[torch.Tensor, Image.Image]:

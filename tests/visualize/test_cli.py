@@ -88,3 +88,20 @@ def test_an_unwritable_output_folder_is_a_usage_error_before_the_backbone(comman
     assert exit_.value.code == 2 and "Traceback" not in err
     assert f"--output-dir: cannot create the folder {output}" in err and ".write-check-" not in err
     assert built == []  # nothing built, nothing downloaded
+
+
+@pytest.mark.parametrize("command", ["pca", "attention", "text-seg"])
+def test_a_missing_or_unreadable_image_is_a_usage_error_before_the_backbone(command, tmp_path, monkeypatch, capsys):
+    import dinov2.features.backbone_args as backbone_args
+
+    monkeypatch.setattr(backbone_args, "load_backbone", lambda *a, **k: pytest.fail("built"))
+    (tmp_path / "notes.txt").write_text("not an image")
+    model = ["--model", "dinov2_vits14"] if command != "text-seg" else ["--classes", "cat,dog"]
+    for bad, says in ((tmp_path / "missing.jpg", "No such file"), (tmp_path / "notes.txt", "cannot identify")):
+        argv = [command, *_images(tmp_path, 1), str(bad), *model, "--output-dir", str(tmp_path / "out")]
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and "Traceback" not in err
+        assert f"images: cannot read image {bad}" in err and says in err
+    assert not (tmp_path / "out").exists()  # nothing made
