@@ -172,7 +172,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     if args.step == "embed":
         from dinov2.features.backbone_args import check_eval_args
 
-        check_eval_args(parser, args, [("--dataset", "dataset", True)])
+        check_eval_args(parser, args, [("--dataset", "dataset", True)], hub_names=True)
     elif args.step == "run":
         from dinov2.curation.config import CurationConfigError, load_curation_config
 

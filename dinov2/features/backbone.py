@@ -33,7 +33,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from dinov2.hub import catalog
-from dinov2.hub.backbones import make_backbone
+from dinov2.hub.backbones import check_family, make_backbone
 from dinov2.hub.utils import load_strict
 from dinov2.models import build_model_from_cfg
 from dinov2.models import weights as weights_io
@@ -170,8 +170,10 @@ def _hub_backbone(
         weights = weights_io.download(entry.url(entry.kwargs), argument=argument)
     state_dict = weights_io.read_backbone_weights(weights, argument=argument)
     family = get_family(entry.family)
-    _, stored = family.kwargs_from_weights(state_dict)  # what the weights decide (position table size, norms)
-    model = make_backbone(name, pretrained=False, **{key: stored[key] for key in family.from_weights})
+    check_family(entry, state_dict, weights, argument)
+    # what the weights decide (position table size, norms); weights of no family: the strict load lists the differences
+    stored = family.kwargs_from_weights(state_dict)[1] if family.matches(state_dict) else {}
+    model = make_backbone(name, pretrained=False, **{key: stored[key] for key in family.from_weights if key in stored})
     load_strict(model, state_dict, weights, name)
     return model, entry
 

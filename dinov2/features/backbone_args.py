@@ -112,14 +112,24 @@ def check_eval_args(
     parser: argparse.ArgumentParser,
     args: argparse.Namespace,
     datasets: Sequence[tuple[str, str, bool]] = (),
+    *,
+    hub_names: bool = False,
 ) -> None:
     """Usage errors (``parser.error``: exit code 2) for what would otherwise fail once the run has started, in this
     order: the config (``--config-file`` and the overrides ``args.opts``: file, keys, values), a local
     ``--pretrained-weights`` that does not exist, and each dataset string of ``datasets`` (``(flag, attribute,
     required)``; an attribute may hold a list of strings) that is missing or malformed (name, keys).
+
+    ``hub_names``: the command also takes a hub backbone name or ``''`` (the architecture read from the weights) as
+    ``--config-file``; those have no config to check and take no overrides.
     """
-    with usage_errors(parser, FileNotFoundError, ConfigKeyError, ConfigValueError):
-        load_cfg(args.config_file, args.opts)
+    if hub_names and (not args.config_file or args.config_file in catalog.BACKBONES):
+        if args.opts:
+            source = args.config_file or "'' (weights alone)"
+            parser.error(f"overrides {list(args.opts)} change a config; --config-file {source} has none")
+    else:
+        with usage_errors(parser, FileNotFoundError, ConfigKeyError, ConfigValueError):
+            load_cfg(args.config_file, args.opts)
     weights = args.pretrained_weights
     if weights and not is_url(weights) and not os.path.exists(os.path.expanduser(weights)):
         parser.error(f"--pretrained-weights {weights!r} does not exist (a file, a checkpoint folder or a URL)")

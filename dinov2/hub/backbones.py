@@ -11,9 +11,9 @@ from torch import nn
 
 from dinov2.hub import catalog
 from dinov2.hub.utils import load_strict, resolve_weights
-from dinov2.models.families import get_family
+from dinov2.models.families import get_family, matching_family
 from dinov2.models.vision_transformer import DinoVisionTransformer
-from dinov2.models.weights import read_backbone_weights
+from dinov2.models.weights import WeightsMismatchError, read_backbone_weights
 from dinov2.utils.registry import named
 
 
@@ -34,6 +34,25 @@ def backbone_weights_source(weights: WeightsArg, arch_name: str, patch_size: int
     return catalog.backbone_url(arch_name, patch_size, num_register_tokens)
 
 
+def check_family(entry: catalog.HubBackbone, state_dict: dict, source: object, argument: str = "weights") -> None:
+    """Refuse weights of another registered family than ``entry``'s (a DINOv2 file given to a DINOv3 name...) with
+    a :class:`~dinov2.models.weights.WeightsMismatchError` saying what they are and what to pass instead; weights
+    that no family recognises are left to the strict load, which lists every difference."""
+    family = get_family(entry.family)
+    found = None if family.matches(state_dict) else matching_family(state_dict)
+    if found is None:
+        return
+    same = [name for name in catalog.backbone_names() if catalog.get_backbone(name).family == found.name]
+    names = (
+        f"with a {found.name} hub name ({', '.join(same[:4])}{', ...' if len(same) > 4 else ''}), or " if same else ""
+    )
+    raise WeightsMismatchError(
+        f"{argument} {str(source)!r} holds {found.name} weights, not the {entry.family} weights that {entry.name} "
+        f"is built for (nothing was loaded); use them {names}alone (load_backbone(weights=...), --weights without "
+        "--model: their architecture is read from them)"
+    )
+
+
 def build_hub_backbone(
     entry: catalog.HubBackbone,
     kwargs: dict,
@@ -48,6 +67,8 @@ def build_hub_backbone(
         raise ValueError(f"unknown arch_name {entry.arch!r}; valid: {sorted(family.archs)}")
     # fetch (or fail) before spending time on building the model
     state_dict = None if source is None else read_backbone_weights(source, argument="weights")
+    if state_dict is not None:
+        check_family(entry, state_dict, source)
     model = family.archs[entry.arch](**kwargs)
     if state_dict is not None:  # chunked models get chunked block names from load_strict's fit report
         load(model, state_dict, source, entry.name)

@@ -43,6 +43,7 @@ __all__ = [
     "family_for_student",
     "family_for_weights",
     "family_for_model",
+    "matching_family",
     "arch_names",
 ]
 
@@ -160,13 +161,14 @@ def family_for_student(student: Any) -> ModelFamily:
     return claiming[0] if claiming else candidates[0]
 
 
-def _matching_family(state_dict: Mapping[str, Tensor]) -> ModelFamily | None:
+def matching_family(state_dict: Mapping[str, Tensor]) -> ModelFamily | None:
+    """The first registered family whose ``matches`` accepts the flat backbone ``state_dict``, or None."""
     return next((family for family in _FAMILIES.values() if family.matches(state_dict)), None)
 
 
 def family_for_weights(state_dict: Mapping[str, Tensor]) -> ModelFamily:
     """The family whose ``matches`` accepts the flat backbone ``state_dict``, or ``ValueError``."""
-    family = _matching_family(state_dict)
+    family = matching_family(state_dict)
     if family is None:
         raise ValueError(
             f"no registered model family ({', '.join(family_names())}) recognises these weights "
@@ -179,7 +181,7 @@ def family_for_model(model: nn.Module) -> ModelFamily:
     """The family of a built backbone (the one whose ``matches`` accepts its state dict), or ``ValueError``: the one
     place where a tool handed a bare model reads the family's facts (``patch_size``, ``num_extra_tokens``...)."""
     state_dict = model.state_dict()
-    family = _matching_family(state_dict)
+    family = matching_family(state_dict)
     if family is None:
         raise ValueError(
             f"no registered model family ({', '.join(family_names())}) recognises the {type(model).__name__} given "

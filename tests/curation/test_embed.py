@@ -194,3 +194,32 @@ def test_standalone_sample_and_pictures_map_rows_to_images(setup, damaged, tmp_p
     assert np.load(tmp_path / "damaged" / "s.npy").tolist() == [2, 3]  # 2_good.jpg, 3_good.jpg
     assert np.load(tmp_path / "clean" / "s.npy").tolist() == [0, 1]
     np.testing.assert_array_equal(pictures["damaged"], pictures["clean"])
+
+
+def test_the_command_line_takes_a_hub_name_or_weights_alone_as_its_help_says(setup, tmp_path, capsys):
+    """``--config-file dinov2_vits14`` (a hub name) and ``--config-file ''`` (the architecture read from the weights)
+    embed like the config they stand for; overrides with them are a usage error (before: both were refused as a
+    config file that is not there)."""
+    from dinov2.models.vision_transformer import vit_small
+
+    root, dataset, _ = setup
+    torch.manual_seed(0)
+    weights = tmp_path / "vits14.pth"
+    torch.save(vit_small(patch_size=14, img_size=28, block_chunks=0, init_values=1.0).state_dict(), weights)
+
+    def argv(config: str, out: str) -> list[str]:
+        base = embed_argv(root, dataset, tmp_path / out)
+        base[base.index("--config-file") + 1], base[base.index("--pretrained-weights") + 1] = config, str(weights)
+        base[base.index("--crop-size") + 1] = base[base.index("--resize-size") + 1] = "28"
+        return base
+
+    with preserved_logging():
+        curation_main(argv("dinov2_vits14", "hub"))
+        curation_main(argv("", "alone"))
+    by_name, alone = Embeddings(tmp_path / "hub"), Embeddings(tmp_path / "alone")
+    assert (len(by_name), by_name.dim) == (22, 384)
+    np.testing.assert_array_equal(by_name.read(0, 22), alone.read(0, 22))
+    with pytest.raises(SystemExit) as exit_info:
+        curation_main([*argv("dinov2_vits14", "bad"), "crops.global_crops_size=28"])
+    assert exit_info.value.code == 2
+    assert "change a config; --config-file dinov2_vits14 has none" in capsys.readouterr().err

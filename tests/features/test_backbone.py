@@ -116,6 +116,33 @@ def test_errors_name_the_fix(tmp_path):
         load_backbone(config=cfg, device=CPU, argument="--pretrained-weights")
 
 
+def test_weights_of_another_family_given_with_a_hub_name_say_what_they_are(tmp_path):
+    """A DINOv2 file with a DINOv3 name (and the other way round) through the door and the hub entry points: what
+    the file holds and what to pass, not a KeyError from reading the wrong keys; unknown weights: every difference."""
+    from dinov2.hub import dinov3_backbones
+    from dinov2.hub.backbones import dinov2_vits14
+    from dinov2.models.weights import WeightsMismatchError
+
+    torch.manual_seed(0)
+    torch.save(vit_small(patch_size=14, img_size=56, block_chunks=0).state_dict(), tmp_path / "v2.pth")
+    torch.save(dinov3_backbones.dinov3_vits16(pretrained=False).state_dict(), tmp_path / "v3.pth")
+    torch.save({"cls_token": torch.zeros(1, 1, 384)}, tmp_path / "odd.pth")
+    v2_in_v3 = r"'.*v2.pth' holds dinov2_vit weights, not the dinov3_vit weights that dinov3_vits16 is built for"
+    for load in (
+        lambda w: load_backbone("dinov3_vits16", weights=w),
+        lambda w: dinov3_backbones.dinov3_vits16(weights=w),
+    ):
+        with pytest.raises(WeightsMismatchError, match=v2_in_v3 + r".*dinov2_vit hub name \(dinov2_vitb14"):
+            load(tmp_path / "v2.pth")
+    for load in (lambda w: load_backbone("dinov2_vits14", weights=w), lambda w: dinov2_vits14(weights=w)):
+        with pytest.raises(WeightsMismatchError, match="holds dinov3_vit weights, not the dinov2_vit weights"):
+            load(tmp_path / "v3.pth")
+    with pytest.raises(WeightsMismatchError, match="holds dinov3_vit weights, not the dinov3_convnext weights"):
+        load_backbone("dinov3_convnext_tiny", weights=tmp_path / "v3.pth")
+    with pytest.raises(WeightsMismatchError, match=r"(?s)do not fit dinov3_vits16.*missing key\(s\)"):
+        load_backbone("dinov3_vits16", weights=tmp_path / "odd.pth")
+
+
 @pytest.mark.parametrize(
     "module, forbidden",
     [
