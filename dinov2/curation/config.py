@@ -49,7 +49,7 @@ class AsIsSet:
 
 @dataclass
 class EmbedSection:
-    config_file: str = ""  # backbone config (eval config of a hub model, or a training config.yaml)
+    config_file: str = ""  # backbone config (eval / training config.yaml), a hub name, or "": read from the weights
     pretrained_weights: str = ""
     opts: list[str] = field(default_factory=list)
     batch_size: int = 64

@@ -80,8 +80,8 @@ class Pipeline:
                 )
             return path
         embed = self.cfg.embed
-        if not embed.config_file or not embed.pretrained_weights:
-            raise ValueError(f"{name}: set embed.config_file and embed.pretrained_weights, or {name}.embeddings")
+        if not embed.pretrained_weights:  # embed.config_file "" : the architecture is read from the weights
+            raise ValueError(f"{name}: set embed.pretrained_weights (and embed.config_file), or {name}.embeddings")
         if self._model is None:
             self._model = build_backbone(embed.config_file, embed.pretrained_weights, embed.opts, self.device)
         model, autocast_dtype = self._model

@@ -201,6 +201,30 @@ def test_unreadable_pool_images_never_reach_the_manifest(tmp_path):
             curation_main(["run", "--config-file", str(tmp_path / "strict.yaml")])
 
 
+@pytest.mark.parametrize("config_file", ["", "dinov2_vits14"])
+def test_the_embed_backbone_may_be_weights_alone_or_a_hub_name(tmp_path, config_file):
+    """``embed.config_file: ""`` reads the architecture from the weights, a hub name builds its architecture."""
+    from dinov2.models.vision_transformer import vit_small
+
+    _images(tmp_path)
+    torch.manual_seed(0)
+    torch.save(vit_small(patch_size=14, img_size=28, block_chunks=0, init_values=1.0).state_dict(), tmp_path / "w.pth")
+    embed = {"config_file": config_file, "pretrained_weights": str(tmp_path / "w.pth"), "num_workers": 0}
+    yaml = {
+        "output_dir": str(tmp_path / "out"),
+        "device": "cpu",
+        "progress": False,
+        "embed": {**embed, "batch_size": 16, "crop_size": 28, "resize_size": 28},
+        "pool": {"dataset": f"ImageFolder:root={tmp_path / 'pool'}", "weight": 1.0},
+        "dedup": {"k": 2, "threshold": 0.9999},
+        "kmeans": {"enabled": False},
+    }
+    (tmp_path / "curation.yaml").write_text(json.dumps(yaml))
+    with preserved_logging():
+        manifest = curation_main(["run", "--config-file", str(tmp_path / "curation.yaml")])
+    assert len(make_dataset(dataset_str=f"Curated:manifest={manifest}")) == 60  # the exact copies removed
+
+
 def test_a_preset_sized_for_more_images_names_the_key_to_lower(tmp_path):
     """configs/curation/small.yaml's sizes on a folder of 22 images: dedup.k=64 is capped to the pool (no error
     naming a flag ``run`` does not take); kmeans.n_clusters=[200, 20] is an error naming that key and the images."""
