@@ -1,6 +1,6 @@
-"""Every command line of the README's ``bash`` blocks parses with the parser of the command it names: a renamed or
-removed flag, or a wrong value type, in the documentation fails here (the line runs up to its argument parser only:
-nothing is loaded, built or written)."""
+"""Every command line of the README's ``bash`` blocks parses with the parser of the command it names, and a training
+line's config and overrides load: a renamed or removed flag or config key, or a wrong value, in the documentation
+fails here (the line runs up to its argument parser only: nothing is built or written)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ import sys
 
 import pytest
 
+from dinov2.config import load_cfg
 from tests.conftest import REPO_ROOT, preserved_logging
 from tests.test_cli import SCRIPTS  # the console scripts of pyproject.toml (skips before Python 3.11)
 
 _README = (REPO_ROOT / "README.md").read_text()
 _COMMAND = re.compile(r"(python (-m )?dinov2[./]|dinov2-)")
+_TRAINING = re.compile(r"^(python dinov2/train/train\.py|python -m dinov2\.train\.train|dinov2-train) ")
 _PLACEHOLDER = re.compile(r"\.\.\.|<|\[")  # "...", <config>, [optional flags]: not a whole command line
 
 
@@ -65,9 +67,12 @@ def test_a_readme_command_line_parses(command, monkeypatch, capsys):
     _stop_after_parsing(monkeypatch)
     monkeypatch.setattr(sys, "argv", [argv[0], *args])
     monkeypatch.setattr(sys, "path", list(sys.path))  # run_path of a script may put its folder first
-    with preserved_logging(), pytest.raises(_Parsed):
+    with preserved_logging(), pytest.raises(_Parsed) as parsed:
         try:
             run()
         except SystemExit as error:
             message = (capsys.readouterr().err.strip().splitlines() or [""])[-1]  # argparse's "error: ..." line
             pytest.fail(f"{command!r} does not parse (exit {error.code}): {message}")
+    if _TRAINING.search(command):  # the config and its overrides too: every key and value the line sets
+        args = parsed.value.args[0]
+        load_cfg(args.config_file, args.opts, args.output_dir or None)
