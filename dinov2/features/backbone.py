@@ -170,11 +170,17 @@ def _hub_backbone(
         weights = weights_io.download(entry.url(entry.kwargs), argument=argument)
     state_dict = weights_io.read_backbone_weights(weights, argument=argument)
     family = get_family(entry.family)
-    check_family(entry, state_dict, weights, argument)
-    # what the weights decide (position table size, norms); weights of no family: the strict load lists the differences
-    stored = family.kwargs_from_weights(state_dict)[1] if family.matches(state_dict) else {}
+    try:  # what the weights decide (position table size, norms)
+        _, stored = family.kwargs_from_weights(state_dict)
+    except (KeyError, ValueError, IndexError) as error:  # not this family's keys: another family's weights, or
+        check_family(entry, state_dict, weights, argument, error=error)  # none (the strict load lists the differences)
+        stored = {}
     model = make_backbone(name, pretrained=False, **{key: stored[key] for key in family.from_weights if key in stored})
-    load_strict(model, state_dict, weights, name)
+    try:
+        load_strict(model, state_dict, weights, name)
+    except weights_io.WeightsMismatchError as error:
+        check_family(entry, state_dict, weights, argument, error=error)
+        raise
     return model, entry
 
 

@@ -34,10 +34,18 @@ def backbone_weights_source(weights: WeightsArg, arch_name: str, patch_size: int
     return catalog.backbone_url(arch_name, patch_size, num_register_tokens)
 
 
-def check_family(entry: catalog.HubBackbone, state_dict: dict, source: object, argument: str = "weights") -> None:
+def check_family(
+    entry: catalog.HubBackbone,
+    state_dict: dict,
+    source: object,
+    argument: str = "weights",
+    error: BaseException | None = None,
+) -> None:
     """Refuse weights of another registered family than ``entry``'s (a DINOv2 file given to a DINOv3 name...) with
     a :class:`~dinov2.models.weights.WeightsMismatchError` saying what they are and what to pass instead; weights
-    that no family recognises are left to the strict load, which lists every difference."""
+    that no family recognises are left to the strict load, which lists every difference. Called once weights failed
+    to load (or to be read as ``entry``'s family), so a family whose ``matches`` never guesses (its weights look like
+    another family's) loads its own weights untouched."""
     family = get_family(entry.family)
     found = None if family.matches(state_dict) else matching_family(state_dict)
     if found is None:
@@ -46,11 +54,11 @@ def check_family(entry: catalog.HubBackbone, state_dict: dict, source: object, a
     names = (
         f"with a {found.name} hub name ({', '.join(same[:4])}{', ...' if len(same) > 4 else ''}), or " if same else ""
     )
-    raise WeightsMismatchError(
+    raise WeightsMismatchError(  # ``error``: what failed first (the strict load's list of differences)
         f"{argument} {str(source)!r} holds {found.name} weights, not the {entry.family} weights that {entry.name} "
         f"is built for (nothing was loaded); use them {names}alone (load_backbone(weights=...), --weights without "
         "--model: their architecture is read from them)"
-    )
+    ) from error
 
 
 def build_hub_backbone(
@@ -67,11 +75,13 @@ def build_hub_backbone(
         raise ValueError(f"unknown arch_name {entry.arch!r}; valid: {sorted(family.archs)}")
     # fetch (or fail) before spending time on building the model
     state_dict = None if source is None else read_backbone_weights(source, argument="weights")
-    if state_dict is not None:
-        check_family(entry, state_dict, source)
     model = family.archs[entry.arch](**kwargs)
     if state_dict is not None:  # chunked models get chunked block names from load_strict's fit report
-        load(model, state_dict, source, entry.name)
+        try:
+            load(model, state_dict, source, entry.name)
+        except RuntimeError as error:  # WeightsMismatchError, or the release's load_state_dict error
+            check_family(entry, state_dict, source, error=error)
+            raise
     else:
         family.initialise(model)
     return model
