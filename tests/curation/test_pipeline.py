@@ -163,6 +163,20 @@ def test_training_starts_from_the_curated_dataset(curated):
     assert "Curated:manifest=" in (root / "train" / "config.yaml").read_text()
 
 
+def _dedup_only(tmp_path: Path, pool: Path, embed: dict, size: int) -> dict:
+    """A curation config (as a dict) that embeds the image folder ``pool`` at ``size`` px with ``embed``'s backbone
+    and removes exact copies, on the CPU, into ``tmp_path / "out"``."""
+    return {
+        "output_dir": str(tmp_path / "out"),
+        "device": "cpu",
+        "progress": False,
+        "embed": {"num_workers": 0, "crop_size": size, "resize_size": size, **embed},
+        "pool": {"dataset": f"ImageFolder:root={pool}", "weight": 1.0},
+        "dedup": {"k": 2, "threshold": 0.9999},
+        "kmeans": {"enabled": False},
+    }
+
+
 def test_unreadable_pool_images_never_reach_the_manifest(tmp_path):
     """A truncated JPEG and a text file named ``.jpg`` among the pool: no row, no manifest entry; every manifest
     index names a good image (rows are mapped to dataset indices)."""
@@ -175,16 +189,8 @@ def test_unreadable_pool_images_never_reach_the_manifest(tmp_path):
     for path in good:
         shutil.copy(path, pool / f"c_{path.name}")
     config_file, weights = _backbone(tmp_path)
-    embed = {"config_file": str(config_file), "pretrained_weights": str(weights), "num_workers": 0}
-    yaml = {
-        "output_dir": str(tmp_path / "out"),
-        "device": "cpu",
-        "progress": False,
-        "embed": {**embed, "batch_size": 4, "crop_size": 16, "resize_size": 16, "shard_size": 3},
-        "pool": {"dataset": f"ImageFolder:root={pool}", "weight": 1.0},
-        "dedup": {"k": 2, "threshold": 0.9999},
-        "kmeans": {"enabled": False},
-    }
+    embed = {"config_file": str(config_file), "pretrained_weights": str(weights), "batch_size": 4, "shard_size": 3}
+    yaml = _dedup_only(tmp_path, pool, embed, size=16)
     (tmp_path / "curation.yaml").write_text(json.dumps(yaml))
     with preserved_logging():
         manifest = curation_main(["run", "--config-file", str(tmp_path / "curation.yaml")])
@@ -209,16 +215,8 @@ def test_the_embed_backbone_may_be_weights_alone_or_a_hub_name(tmp_path, config_
     _images(tmp_path)
     torch.manual_seed(0)
     torch.save(vit_small(patch_size=14, img_size=28, block_chunks=0, init_values=1.0).state_dict(), tmp_path / "w.pth")
-    embed = {"config_file": config_file, "pretrained_weights": str(tmp_path / "w.pth"), "num_workers": 0}
-    yaml = {
-        "output_dir": str(tmp_path / "out"),
-        "device": "cpu",
-        "progress": False,
-        "embed": {**embed, "batch_size": 16, "crop_size": 28, "resize_size": 28},
-        "pool": {"dataset": f"ImageFolder:root={tmp_path / 'pool'}", "weight": 1.0},
-        "dedup": {"k": 2, "threshold": 0.9999},
-        "kmeans": {"enabled": False},
-    }
+    embed = {"config_file": config_file, "pretrained_weights": str(tmp_path / "w.pth"), "batch_size": 16}
+    yaml = _dedup_only(tmp_path, tmp_path / "pool", embed, size=28)
     (tmp_path / "curation.yaml").write_text(json.dumps(yaml))
     with preserved_logging():
         manifest = curation_main(["run", "--config-file", str(tmp_path / "curation.yaml")])
