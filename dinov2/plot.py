@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dinov2.utils.cli import NO_CONFIG_NOTE, ArgumentParser, check_writable_dir
+from dinov2.utils.cli import NO_CONFIG_NOTE, ArgumentParser, check_writable_dir, usage_errors
 from dinov2.visualize.plot import panels, plot_runs, read_run
 
 
@@ -35,7 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     check_writable_dir(parser, Path(args.output).parent, "--output")  # before the runs are read
     names = [str(p).rstrip("/") for p in args.runs]
     short = [n.rsplit("/", 1)[-1] for n in names]
-    runs = [read_run(path, name) for path, name in zip(args.runs, short if len(set(short)) == len(short) else names)]
+    with usage_errors(parser, FileNotFoundError, ValueError, flag="runs"):  # not a run folder, a damaged metrics file
+        runs = [
+            read_run(path, name) for path, name in zip(args.runs, short if len(set(short)) == len(short) else names)
+        ]
     output = plot_runs(runs, args.output, title=args.title, columns=args.columns)
     print(f"wrote {output}: {len(panels(runs))} panels, runs {', '.join(run.name for run in runs)}")
     return 0
