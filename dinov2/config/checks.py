@@ -8,12 +8,14 @@ Checks whose choices come from a registry live beside that registry and register
 (``dinov2/models/config_checks.py``: archs and FFN layers, ``dinov2/loss/config_checks.py``: centrings,
 ``dinov2/data/config_checks.py``: data devices, ``dinov2/distributed/config_checks.py``: sharding strategies), so a
 new registry entry is accepted without a second list to edit, and this package imports nothing above ``utils/``.
-:data:`REGISTRY_CHECKS` names them: validating a training config without them is an error, not a silent pass
-(``dinov2.utils.config`` imports them all).
+:data:`REGISTRY_CHECKS` names them: :func:`validate_config` imports any of them not imported yet (by name, when a
+config is validated: plugins of this package, not imports of it), and validating without one is an error, never a
+silent pass.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable, Sequence
 from numbers import Real
@@ -34,8 +36,8 @@ __all__ = [
 
 MISSING = object()
 
-# Modules that register the checks of a training config against their registries (named, not imported: they sit
-# above this package).
+# Modules that register the checks of a training config against their registries (named, not imported statically:
+# they sit above this package; validate_config imports them when a config is validated).
 REGISTRY_CHECKS = (
     "dinov2.data.config_checks",
     "dinov2.distributed.config_checks",
@@ -144,13 +146,17 @@ def registered_checks() -> list[str]:
 def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigValueError` listing every invalid value of a merged training config.
 
-    Raises ``RuntimeError`` if a module of :data:`REGISTRY_CHECKS` has not registered its checks (import it first).
+    The modules of :data:`REGISTRY_CHECKS` not imported yet are imported first (``dinov2.config`` used on its own
+    validates every key too); ``RuntimeError`` if one of them still has not registered its checks.
     """
+    for name in REGISTRY_CHECKS:
+        if name not in _CHECKS:
+            importlib.import_module(name)  # registers its check on import
     missing = [name for name in REGISTRY_CHECKS if name not in _CHECKS]
     if missing:
         raise RuntimeError(
-            f"the value checks of {missing} are not registered: import these modules (dinov2.utils.config imports "
-            "them all) before validating a training config"
+            f"the value checks of {missing} are not registered although imported: each must call register_check "
+            "with its module name"
         )
     checker = Checker(cfg)
     for check in _CHECKS.values():

@@ -63,18 +63,26 @@ def test_checker_reports_missing_keys_and_raises_the_callers_error():
     Checker(OmegaConf.create({})).raise_errors("nothing recorded")  # no problem: no error
 
 
-def test_validating_without_the_registry_checks_is_an_error_not_a_silent_pass():
+def test_validating_without_the_registry_checks_is_never_a_silent_pass(monkeypatch):
+    """``dinov2.config`` on its own (a fresh process, nothing else imported) validates with every registry check:
+    the registering modules are imported when a config is validated; one that does not register is an error."""
     code = (
         "import sys\n"
-        "from dinov2.config import load_cfg\n"
+        "from dinov2.config import load_cfg, registered_checks\n"
+        "assert not any(name.startswith('dinov2.models') for name in sys.modules)\n"
         "assert load_cfg(validate=False).student.arch == 'vit_large'\n"
         "try:\n"
-        "    load_cfg()\n"
-        "except RuntimeError as e:\n"
-        "    print(e)\n"
+        "    load_cfg(opts=['student.arch=vit_nope'])\n"
+        "except Exception as e:\n"
+        "    print(type(e).__name__, e)\n"
+        "print(sorted(registered_checks()))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
-    assert "dinov2.models.config_checks" in out.stdout and "dinov2.utils.config imports" in out.stdout
+    assert "ConfigValueError" in out.stdout and "student.arch: got 'vit_nope'" in out.stdout
+    assert all(name in out.stdout for name in REGISTRY_CHECKS)
+    monkeypatch.setattr("dinov2.config.checks.REGISTRY_CHECKS", (*REGISTRY_CHECKS, "dinov2.config.keys"))
+    with pytest.raises(RuntimeError, match=r"\['dinov2.config.keys'\] are not registered although imported"):
+        load_cfg()
 
 
 def test_dataset_strings_name_a_registered_dataset():
