@@ -30,7 +30,7 @@ from torch import nn
 
 from dinov2.eval import common
 from dinov2.eval.log_regression import solver
-from dinov2.eval.log_regression.solver import DEFAULT_MAX_ITER, format_log_regression_results
+from dinov2.eval.log_regression.solver import DEFAULT_MAX_ITER, check_fit_device, format_log_regression_results
 from dinov2.eval.metrics import MetricType
 from dinov2.eval.results import to_jsonable
 from dinov2.eval.setup import autocast_context, setup_and_build_model
@@ -109,6 +109,7 @@ def _extract_and_fit(
     """Labelled features of each dataset of ``datasets`` (role ``train`` / ``val`` / ``fine-tune`` -> (dataset, name
     in errors)) on every rank, inside ``autocast()``, then the released fit
     (:func:`dinov2.eval.log_regression.solver.eval_log_regression`) outside it."""
+    fit_device = check_fit_device(fit_device)  # before any feature is extracted
     features = {}
     with autocast():
         for role, (dataset, name) in datasets.items():

@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_TOL",
     "C_POWER_RANGE",
     "default_c_values",
+    "check_fit_device",
     "LogisticRegression",
     "holdout_split",
     "sweep_c_values",
@@ -51,6 +52,16 @@ DEFAULT_MAX_ITER = 1_000
 DEFAULT_TOL = 1e-12
 C_POWER_RANGE = torch.linspace(-6, 5, 45)
 DEFAULT_CHUNK_ROWS = 65_536  # rows per block of the loss / gradient pass (bounds the [rows, K] buffers)
+
+
+def check_fit_device(device: torch.device | str, flag: str = "--train-features-device") -> torch.device:
+    """``device`` for the fits, checked when a run starts (before any feature is extracted): a CUDA device on a
+    process that has none is an error naming ``flag``. Not at flag-check time: a SLURM submission is checked on a
+    login node that may have no GPU while its job's nodes do."""
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{flag} {device} but this process sees no CUDA device: pass {flag} cpu, or run on a GPU")
+    return device
 
 
 def default_c_values() -> list[float]:

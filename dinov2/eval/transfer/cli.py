@@ -25,7 +25,7 @@ import torch
 
 from dinov2.data.transforms import make_classification_eval_transform
 from dinov2.eval.common import BackboneProtocol, check_extracted_labels, default_resize_size, finish_eval_run
-from dinov2.eval.log_regression.solver import DEFAULT_MAX_ITER, eval_log_regression
+from dinov2.eval.log_regression.solver import DEFAULT_MAX_ITER, check_fit_device, eval_log_regression
 from dinov2.eval.metrics import MetricType
 from dinov2.eval.results import format_table
 from dinov2.eval.transfer.datasets import TRANSFER_DATASETS, dataset_splits, folder_splits, parse_folder_spec
@@ -175,7 +175,7 @@ def eval_transfer_with_model(
     """Transfer scores of ``backbone`` (percent) per dataset and their ``"average"`` (collective)."""
     start = time.perf_counter()
     transform = backbone_eval_transform(backbone, crop_size, resize_size)
-    device = torch.device(train_features_device)
+    device = check_fit_device(train_features_device)  # before any feature is extracted
     options = dict(
         batch_size=batch_size,
         num_workers=num_workers,

@@ -16,7 +16,7 @@ from dinov2.eval.log_regression import (
     holdout_split,
     sweep_c_values,
 )
-from dinov2.eval.log_regression.solver import eval_log_regression  # on features (the released name is model-level)
+from dinov2.eval.log_regression.solver import check_fit_device, eval_log_regression  # released name: model-level
 from tests.conftest import torch_threads
 from tests.dist_helpers import run_distributed
 
@@ -176,3 +176,10 @@ def test_cuda_fit_matches_cpu():
     gpu = LogisticRegression(1.0).fit(x.cuda(), y.cuda())
     assert gpu.coef_.is_cuda
     torch.testing.assert_close(gpu.coef_.cpu(), cpu.coef_, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a process without CUDA")
+def test_a_cuda_fit_device_without_cuda_is_refused_naming_the_flag():
+    assert check_fit_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="--train-features-device cuda:1 but this process sees no CUDA device"):
+        check_fit_device("cuda:1")

@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from dinov2.eval.transfer.cli import cli_main
@@ -90,3 +91,31 @@ def test_a_train_split_too_small_for_the_hold_out_is_refused_before_any_feature(
     argv += ["--crop-size", "16", "--num-workers", "0", "--no-progress", "--output-dir", str(tmp_path / "out")]
     with preserved_logging(), pytest.raises(ValueError, match="small: 4 training images leave no 10 % hold-out"):
         cli_main(argv)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a process without CUDA")
+@pytest.mark.usefixtures("single_process_eval")
+@pytest.mark.parametrize("protocol", ["transfer", "video"])
+def test_a_cuda_fit_device_without_cuda_is_refused_before_any_feature(tmp_path, monkeypatch, protocol):
+    """--train-features-device cuda on a process without CUDA: refused when the run starts, before extraction (not
+    at flag-check time, which also runs on a GPU-less SLURM login node)."""
+    import importlib
+
+    module = importlib.import_module(f"dinov2.eval.{protocol}.cli")
+    monkeypatch.setattr(module, "extract_features", lambda *a, **k: pytest.fail("features were extracted"))
+    root = tmp_path / "data"
+    trees.make_dtd(root)
+    OmegaConf.save(tiny_cfg(tmp_path), tmp_path / "config.yaml")
+    argv = ["--config-file", str(tmp_path / "config.yaml"), "--random-init", "--train-features-device", "cuda"]
+    if protocol == "transfer":
+        argv += ["--data-root", str(root), "--datasets", "dtd"]
+    else:  # clips of one DTD image each: <class>/<clip>/000.jpg
+        for image in sorted((root / "dtd" / "dtd" / "images").glob("*/*.jpg")):
+            clip = tmp_path / "clips" / image.parent.name / image.stem
+            clip.mkdir(parents=True)
+            shutil.copy(image, clip / "000.jpg")
+        clips = str(tmp_path / "clips")
+        argv += ["--train-root", clips, "--val-root", clips, "--num-frames", "1", "--finetune-on-val"]
+    argv += ["--crop-size", "16", "--num-workers", "0", "--no-progress", "--output-dir", str(tmp_path / "out")]
+    with preserved_logging(), pytest.raises(ValueError, match="--train-features-device cuda but this process sees no"):
+        module.cli_main(argv)
