@@ -16,6 +16,8 @@ neighbours; without ties they agree.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -28,13 +30,18 @@ DEFAULT_MAX_BLOCK_ELEMENTS = 1 << 27
 _PAD_INDEX = torch.iinfo(torch.long).max
 
 
-def check_k(k: int, database_size: int, flag: str = "--nb_knn") -> None:
-    """Refuse ``k`` nearest neighbours from a database of fewer than ``k`` samples, naming the fix (``flag``: the
-    option that set ``k``)."""
-    if k > database_size:
+def check_k(nb_knn: int | Sequence[int], train_count: int, flag: str = "--nb_knn", name: str | None = None) -> None:
+    """Refuse, before any feature is extracted, a k-NN evaluation whose largest k exceeds its train set of
+    ``train_count`` images (``name``: the dataset; ``flag``: the option, or config key, that set the k's), naming
+    the k's that fit."""
+    ks = [nb_knn] if isinstance(nb_knn, int) else [int(k) for k in nb_knn]
+    if ks and max(ks) > train_count:
+        fits = [str(k) for k in ks if k <= train_count] or ["1"]
+        example = f"{flag} {' '.join(fits)}" if flag.startswith("-") else f"{flag}=[{','.join(fits)}]"
+        where = f" in {name!r}" if name else ""
         raise ValueError(
-            f"k={k} nearest neighbours requested but the database (the train set in k-NN evaluation) has only "
-            f"{database_size} samples; lower k ({flag}) or add samples"
+            f"{flag} {max(ks)} is larger than the train set ({train_count} images{where}); use k <= {train_count}, "
+            f"e.g. {example}"
         )
 
 
@@ -148,7 +155,11 @@ class KnnIndex:
         queries: [Q_local, D] (may differ per rank, may be empty). Returns similarities [Q_local, k] (sorted, best
         first), global database indices [Q_local, k] and their labels [Q_local, k] (-1 without labels).
         """
-        check_k(k, self.num_total)
+        if k > self.num_total:
+            raise ValueError(
+                f"k={k} nearest neighbours requested but the database (the train set in k-NN evaluation) has only "
+                f"{self.num_total} samples; lower k (--nb_knn) or add samples"
+            )
         queries = queries.to(device=self.device, dtype=self.features.dtype)
         if self.normalize:
             queries = F.normalize(queries, dim=1, p=2)

@@ -222,7 +222,7 @@ def knn_eval_of_model(
     with a message naming the dataset. Returns :func:`eval_knn`'s structured results. A k larger than the train set
     is refused before any image is read.
     """
-    check_k(max(nb_knn), len(train_dataset))
+    check_k(nb_knn, len(train_dataset))
     device = next(model.parameters()).device
     normalized = ModelWithNormalize(model).eval()
     with autocast_context(autocast_dtype, device)():

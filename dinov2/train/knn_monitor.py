@@ -48,7 +48,7 @@ class KnnMonitor:
         self.batch_size, self.num_workers = int(section.batch_size), int(section.num_workers)
         self.latest: dict[str, float] = {}  # the last accuracies, read by the collapse guard
         if self.enabled and self.nb_knn:  # a k the train set cannot give stops the run now, not at the first k-NN
-            check_k(max(self.nb_knn), len(make_dataset(dataset_str=self.train_dataset)), flag="tracking.knn.nb_knn")
+            check_k(self.nb_knn, len(make_dataset(dataset_str=self.train_dataset)), flag="tracking.knn.nb_knn")
 
     @property
     def enabled(self) -> bool:

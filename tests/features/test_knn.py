@@ -64,5 +64,6 @@ def test_knn_eval_refuses_a_k_larger_than_the_train_set_before_reading_an_image(
         def __getitem__(self, index):
             raise AssertionError("an image was read")
 
-    with pytest.raises(ValueError, match=r"k=10 .* has only 5 samples; lower k \(--nb_knn\)"):
+    fits = r"--nb_knn 10 is larger than the train set \(5 images\); use k <= 5, e.g. --nb_knn 1$"
+    with pytest.raises(ValueError, match=fits):
         knn_eval_of_model(torch.nn.Linear(2, 2), Unread(), Unread(), nb_knn=(1, 10), num_workers=0, progress=False)

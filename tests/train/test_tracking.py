@@ -99,7 +99,8 @@ def test_unreadable_monitor_images_turn_the_monitor_off_not_the_run(tmp_path, ca
         "tracking.knn.nb_knn=[1]",
         "tracking.knn.crop_size=28",
     ]
-    with pytest.raises(ValueError, match=r"k=5 .* only 4 samples; lower k \(tracking.knn.nb_knn\)"):
+    fits = r"knn.nb_knn 5 is larger than the train set \(4 images\); use k <= 4, e.g. tracking.knn.nb_knn=\[1\]"
+    with pytest.raises(ValueError, match=fits):
         KnnMonitor(tiny_cfg(tmp_path, *opts, "tracking.knn.nb_knn=[1,5]").tracking.knn)  # at start, not mid-run
     monitor = KnnMonitor(tiny_cfg(tmp_path, *opts).tracking.knn)
     with caplog.at_level("ERROR", logger="dinov2"):

@@ -231,7 +231,7 @@ def run_finetune(
         **shape,
     )
     if nb_knn:  # before any feature is extracted
-        check_k(max(nb_knn), len(data.train), flag="--nb-knn")
+        check_k(nb_knn, len(data.train), flag="--nb-knn")
     epoch_length = epoch_length or max(1, len(data.train) // (batch_size * distributed.get_global_size()))
     recipe = Recipe(
         max_iter=epochs * epoch_length,

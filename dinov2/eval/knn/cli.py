@@ -28,6 +28,7 @@ from dinov2.eval import common
 from dinov2.eval.knn.core import DEFAULT_NB_KNN, DEFAULT_TEMPERATURE, format_knn_results, released_knn_results
 from dinov2.eval.metrics import AccuracyAveraging, MetricType
 from dinov2.eval.setup import setup_and_build_model
+from dinov2.features.knn import check_k
 from dinov2.features.knn_scoring import RESIZE_RATIO, knn_eval_of_model
 from dinov2.utils.cli import add_overrides
 
@@ -72,12 +73,9 @@ def get_args_parser(
 
 
 def _check_k_fits(nb_knn: Sequence[int], n_per_class_list: Sequence[int], train_count: int, name: str) -> None:
-    """Fail before extracting features when k exceeds the train set (the search would fail afterwards)."""
-    if any(n < 0 for n in n_per_class_list) and max(nb_knn) > train_count:
-        raise ValueError(
-            f"--nb_knn {max(nb_knn)} is larger than the train set ({train_count} images in {name!r}); "
-            f"use k <= {train_count}, e.g. --nb_knn {' '.join(str(k) for k in nb_knn if k <= train_count) or 1}"
-        )
+    """Fail before extracting features when k exceeds the whole train set (the search would fail afterwards)."""
+    if any(n < 0 for n in n_per_class_list):
+        check_k(nb_knn, train_count, name=name)
 
 
 def eval_knn_with_model(

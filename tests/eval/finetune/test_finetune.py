@@ -159,6 +159,7 @@ def test_mixed_precision_on_cuda(amp_dtype, v2_weights, shapes, tmp_path):
 
 def test_a_k_larger_than_the_train_set_is_refused_before_any_work(v2_weights, shapes, tmp_path):
     """The default k-NN measure (k up to 200) on a small dataset: an error naming --nb-knn, nothing written."""
-    with pytest.raises(ValueError, match=r"k=200 .* has only \d+ samples; lower k \(--nb-knn\)"):
+    fits = r"--nb-knn 200 is larger than the train set \(\d+ images\); use k <= \d+, e.g. --nb-knn 10 20"
+    with pytest.raises(ValueError, match=fits):
         _run(v2_weights, shapes, tmp_path / "run", epochs=1)
     assert not (tmp_path / "run" / "checkpoints").exists()
