@@ -30,7 +30,12 @@ from torch import nn
 
 from dinov2.eval import common
 from dinov2.eval.log_regression import solver
-from dinov2.eval.log_regression.solver import DEFAULT_MAX_ITER, check_fit_device, format_log_regression_results
+from dinov2.eval.log_regression.solver import (
+    DEFAULT_MAX_ITER,
+    check_fit_device,
+    check_hold_out,
+    format_log_regression_results,
+)
 from dinov2.eval.metrics import MetricType
 from dinov2.eval.results import to_jsonable
 from dinov2.eval.setup import autocast_context, setup_and_build_model
@@ -110,6 +115,9 @@ def _extract_and_fit(
     in errors)) on every rank, inside ``autocast()``, then the released fit
     (:func:`dinov2.eval.log_regression.solver.eval_log_regression`) outside it."""
     fit_device = check_fit_device(fit_device)  # before any feature is extracted
+    if "fine-tune" not in datasets and not finetune_on_val:
+        fix = "pass --finetune-on-val (C chosen on val) or --finetune-dataset-str"
+        check_hold_out(len(datasets["train"][0]), f"training images in {datasets['train'][1]!r}", fix)
     features = {}
     with autocast():
         for role, (dataset, name) in datasets.items():

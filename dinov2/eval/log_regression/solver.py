@@ -41,6 +41,7 @@ __all__ = [
     "C_POWER_RANGE",
     "default_c_values",
     "check_fit_device",
+    "check_hold_out",
     "LogisticRegression",
     "holdout_split",
     "sweep_c_values",
@@ -172,6 +173,14 @@ def holdout_split(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return perm[n // 10 :], perm[: n // 10]
 
 
+def check_hold_out(n_train: int, what: str, fix: str) -> None:
+    """Refuse a train set of ``n_train`` ``what`` (e.g. "training images") too small for the released 10 % hold-out
+    that chooses C (:func:`holdout_split`: ``n // 10`` samples), naming ``fix`` (how the caller chooses C otherwise).
+    Callers check it before any feature is extracted."""
+    if n_train // 10 == 0:
+        raise ValueError(f"{n_train} {what} leave no 10 % hold-out to choose C (it needs at least 10); {fix}")
+
+
 def _score(model, features, labels, metric_type, num_classes) -> dict[str, torch.Tensor]:
     """Metric of a fitted model on features every rank holds in full (no cross-rank reduction)."""
     metric = build_metric(metric_type, num_classes=num_classes, sync=False)
@@ -269,6 +278,7 @@ def eval_log_regression(
         tune_x, tune_y = val_features.to(device=device, dtype=dtype), val_labels.to(device)
     else:
         logger.info("Choosing C on 10%% of the train dataset")
+        check_hold_out(len(train_x), "training samples", "choose C on val (finetune_on_val=True) or on a fine-tune set")
         keep, held = (index.to(device) for index in holdout_split(len(train_x), seed=holdout_seed))
         tune_x, tune_y, train_x, train_y = train_x[held], train_y[held], train_x[keep], train_y[keep]
     num_classes = int(max(train_y.max(), tune_y.max())) + 1

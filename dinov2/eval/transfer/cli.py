@@ -25,7 +25,7 @@ import torch
 
 from dinov2.data.transforms import make_classification_eval_transform
 from dinov2.eval.common import BackboneProtocol, check_extracted_labels, default_resize_size, finish_eval_run
-from dinov2.eval.log_regression.solver import DEFAULT_MAX_ITER, check_fit_device, eval_log_regression
+from dinov2.eval.log_regression.solver import DEFAULT_MAX_ITER, check_fit_device, check_hold_out, eval_log_regression
 from dinov2.eval.metrics import MetricType
 from dinov2.eval.results import format_table
 from dinov2.eval.transfer.datasets import TRANSFER_DATASETS, dataset_splits, folder_splits, parse_folder_spec
@@ -124,10 +124,8 @@ def _features(model, dataset, name: str, options: dict) -> tuple[torch.Tensor, t
 
 def _check_hold_out(name: str, splits: dict) -> None:
     """Without a val split, C is chosen on 10 % of train (as released): refuse a train split too small for one."""
-    if splits.get("val") is None and len(splits["train"]) < 10:
-        raise ValueError(
-            f"{name}: {len(splits['train'])} training images leave no 10 % hold-out to choose C; add a val split"
-        )
+    if splits.get("val") is None:
+        check_hold_out(len(splits["train"]), f"training images of {name}", "add a val split")
 
 
 def _evaluate(model, name: str, metric: str, splits: dict, options: dict) -> dict:

@@ -26,7 +26,7 @@ import torch
 
 from dinov2.data.datasets.video import VideoClips
 from dinov2.eval.common import BackboneProtocol, finish_eval_run
-from dinov2.eval.log_regression.solver import DEFAULT_MAX_ITER, check_fit_device, eval_log_regression
+from dinov2.eval.log_regression.solver import DEFAULT_MAX_ITER, check_fit_device, check_hold_out, eval_log_regression
 from dinov2.eval.results import to_jsonable
 from dinov2.eval.transfer.cli import add_fit_args, backbone_eval_transform
 from dinov2.eval.video.features import AGGREGATIONS, ClipEncoder
@@ -90,8 +90,8 @@ def eval_video_with_model(
     train, val = (VideoClips(root, num_frames, transform) for root in (train_root, val_root))
     if train.classes != val.classes:
         raise ValueError(f"the classes of --train-root {train.classes} and --val-root {val.classes} differ")
-    if not finetune_on_val and len(train) < 10:  # the released hold-out for C is 10 % of train
-        raise ValueError(f"{len(train)} training clips leave no 10 % hold-out to choose C; pass --finetune-on-val")
+    if not finetune_on_val:  # the released hold-out for C is 10 % of train
+        check_hold_out(len(train), "training clips", "pass --finetune-on-val")
     encoder = ClipEncoder(backbone.model, aggregation)
     with autocast_context(backbone.autocast_dtype, next(backbone.model.parameters()).device)():
         on_cpu = fit_device.type == "cpu"

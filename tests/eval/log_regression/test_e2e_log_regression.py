@@ -58,3 +58,9 @@ def test_c_chosen_on_val_or_a_fine_tune_set_with_per_class_accuracy(model, synth
         )
     with pytest.raises(ValueError, match="--train-dtype 'float8'"):
         log_regression.as_torch_dtype("float8")
+    small = f"ImageFolder:root={flat.parent / 'small'}"  # 3 labelled images: no 10 % hold-out, found before extraction
+    for path in sorted((synthetic.root / "val").rglob("*.jpg"))[:3]:
+        (flat.parent / "small" / path.parent.name).mkdir(parents=True, exist_ok=True)
+        (flat.parent / "small" / path.parent.name / path.name).write_bytes(path.read_bytes())
+    with pytest.raises(ValueError, match=r"3 training images in .*small.* leave no 10 % hold-out.*--finetune-on-val"):
+        log_regression.eval_log_regression_with_model(model, small, synthetic.val, **common)

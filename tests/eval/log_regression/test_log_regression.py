@@ -183,3 +183,11 @@ def test_a_cuda_fit_device_without_cuda_is_refused_naming_the_flag():
     assert check_fit_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="--train-features-device cuda:1 but this process sees no CUDA device"):
         check_fit_device("cuda:1")
+
+
+def test_a_train_set_too_small_for_the_hold_out_is_named():
+    """8 training samples: the released 10 % hold-out is empty (before, ``max()`` of an empty tensor failed)."""
+    x, y = torch.randn(8, 4), torch.arange(8) % 2
+    with pytest.raises(ValueError, match=r"8 training samples leave no 10 % hold-out to choose C \(it needs at least"):
+        eval_log_regression(x, y, x, y)
+    assert eval_log_regression(x, y, x, y, finetune_on_val=True, max_iter=5)["best_C"] > 0  # C chosen on val
