@@ -80,6 +80,18 @@ def build_segmentor(backbone, cfg, num_classes: int) -> SegmentationEncoderDecod
     return SegmentationEncoderDecoder(backbone, head, out_index, test_config(cfg))
 
 
+def check_labels_fit(labels: torch.Tensor, num_classes: int, ignore_index: int, dataset: str) -> None:
+    """Refuse labels the head cannot predict (``>= num_classes``, other than ``ignore_index``), naming the key to set;
+    cross-entropy would fail with a bare index error (on CUDA, a device-side assert)."""
+    valid = labels[labels != ignore_index]
+    top = int(valid.max()) if valid.numel() else -1
+    if top >= num_classes:
+        raise ValueError(
+            f"{dataset!r} has label {top} but the head predicts {num_classes} classes (0..{num_classes - 1}); set "
+            f"head.num_classes to at least {top + 1}, or head.ignore_index={top} if it marks unlabelled pixels"
+        )
+
+
 def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int, avg_non_ignore: bool):
     """Cross-entropy of logits resized (bilinear) to the labels; mmseg's mean over all pixels by default."""
     logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
@@ -112,14 +124,25 @@ def main(args: argparse.Namespace, probe: dense_probe.ProbeSetup | None = None) 
     probe = probe or dense_probe.setup_probe(args, TASK)
     cfg, device, autocast = probe.cfg, probe.device, probe.autocast
     train_set, val_set = _datasets(args, cfg)
-    num_classes = cfg.head.num_classes or getattr(train_set, "num_classes", None)
+    known = getattr(train_set, "num_classes", None)
+    num_classes = cfg.head.num_classes or known
     if not num_classes:
         raise ValueError(f"the number of classes of {args.train_dataset_str!r} is unknown: set head.num_classes=K")
+    if known and num_classes < known:
+        raise ValueError(
+            f"head.num_classes={num_classes} but {args.train_dataset_str!r} has {known} classes (labels 0..{known - 1}"
+            f"); set head.num_classes={known} or leave it unset"
+        )
     model = build_segmentor(probe.backbone, cfg, int(num_classes))
     class_names = class_names_for(val_set, int(num_classes))
+    first_batch = True  # its labels are checked against the head (one sync, then never again)
 
     def step_loss(head, batch, iteration):
+        nonlocal first_batch
         images, labels = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+        if first_batch:
+            check_labels_fit(labels, int(num_classes), cfg.head.ignore_index, args.train_dataset_str)
+            first_batch = False
         with torch.no_grad(), autocast():
             features = model.extract_feat(images)
         logits = head([f.float() for f in features])

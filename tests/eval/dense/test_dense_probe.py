@@ -137,3 +137,19 @@ def test_an_unreadable_val_image_stops_the_probe_naming_it_while_training_skips(
     train[0]  # skipped: the next readable scene comes instead
     with pytest.raises(CorruptImageError, match="00000.png"):
         val[0]
+
+
+def test_a_head_too_small_for_the_labels_is_named(single_process_eval, backbone_files, tmp_path):
+    """head.num_classes below the dataset's known classes: refused before training; labels the head cannot predict
+    (a dataset whose classes are not known): the first step names the key, not cross-entropy's index error."""
+    from dinov2.eval.segmentation.probe import check_labels_fit
+
+    keys = f"SyntheticDense:root={tmp_path / 'scenes'}:num_classes=2:images=3:val_images=2:size=40x30"
+    argv = ["--config-file", CONFIG, "--pretrained-weights", str(backbone_files.hub), "--train-dataset", keys]
+    argv += ["--val-dataset", f"{keys}:split=VAL", "--output-dir", str(tmp_path / "out"), "head.num_classes=2"]
+    with pytest.raises(ValueError, match=r"head.num_classes=2 but .* has 3 classes \(labels 0..2\); set head.num_cla"):
+        segmentation_probe.main(segmentation_probe.get_args_parser().parse_args(argv))
+    labels = torch.tensor([[0, 1], [255, 3]])
+    check_labels_fit(labels, 4, 255, "d")  # 255 is ignored
+    with pytest.raises(ValueError, match=r"'d' has label 3 but the head predicts 3 classes .* at least 4"):
+        check_labels_fit(labels, 3, 255, "d")
