@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from dinov2.configs import config_path
-from dinov2.utils.cli import ArgumentParser, add_output_dir, usage_errors
+from dinov2.utils.cli import ArgumentParser, add_output_dir, check_writable_dir, usage_errors
 from dinov2.utils.config import ConfigKeyError, ConfigValueError, load_cfg
 from dinov2.utils.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
@@ -200,6 +200,7 @@ def distill_main(argv: list[str]) -> int:
     parser.add_argument("--no-resume", action="store_true", help="distil from scratch even if checkpoints exist")
     parser.add_argument("opts", nargs="*", metavar="KEY=VALUE", help="student config overrides")
     args = parser.parse_intermixed_args(argv)
+    check_writable_dir(parser, args.output_dir, "--output-dir")
     results = distill_then_evaluate(str(Path(args.output_dir).resolve()), args.opts, resume=not args.no_resume)
     print(format_distill_results(results))
     return 0
@@ -244,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     output_dir = str(Path(args.output_dir).resolve())
     with usage_errors(parser, ConfigKeyError, ConfigValueError):
         load_cfg(config_path("train/demo_cpu"), args.opts, output_dir)
+    check_writable_dir(parser, output_dir, "--output-dir")  # after the overrides: a typo makes no folder
     results = train_then_evaluate(output_dir, args.opts, resume=not args.no_resume)
     print(format_results(results))
     return 0

@@ -26,7 +26,7 @@ import torch
 from omegaconf import DictConfig
 
 from dinov2.configs import config_path
-from dinov2.utils.cli import ArgumentParser, add_output_dir, usage_errors
+from dinov2.utils.cli import ArgumentParser, add_output_dir, check_writable_dir, usage_errors
 from dinov2.utils.config import ConfigKeyError, ConfigValueError
 
 logger = logging.getLogger("dinov2")
@@ -163,5 +163,6 @@ def main(argv: list[str]) -> int:
     with usage_errors(parser, ConfigKeyError, ConfigValueError):  # a bad override: exit 2 before any training
         for phase in PHASES:
             phase_cfg(output_dir, phase, None, args.opts)
+    check_writable_dir(parser, output_dir, "--output-dir")  # after the overrides: a typo makes no folder
     print(format_results(run_demo(str(output_dir), args.opts, resume=not args.no_resume)))
     return 0

@@ -140,3 +140,15 @@ def test_sinkhorn_knopp_spreads_a_softmax_centred_teachers_targets(reduced_demo)
     assert row["used_sinkhorn_knopp"] > 0.99 and row["used_centring"] < 0.95, row
     assert row["H_sinkhorn_knopp"] > row["H_centring"] + 0.015, row
     assert rows[0.07]["H_centring"] > row["H_centring"] + 0.02, rows  # 0.99 at 0.07: flatter still
+
+
+@pytest.mark.parametrize("command", [[], ["distill"], ["dinov3"]])
+def test_an_unwritable_output_folder_is_a_usage_error_before_anything_is_generated(command, tmp_path, capsys):
+    from dinov2.demo import main
+
+    (tmp_path / "file.txt").write_text("not a folder")
+    output = tmp_path / "file.txt" / "demo"  # fails for root too, unlike a chmod 0o500 folder
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--output-dir", str(output)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"--output-dir: cannot create the folder {output}" in err
