@@ -172,6 +172,36 @@ def test_missing_required_flags_and_bad_values_are_usage_errors(tmp_path, monkey
     assert sorted(tmp_path.iterdir()) == [tmp_path / "w.pth"]  # nothing was written before the checks
 
 
+def test_an_unwritable_output_folder_is_a_usage_error_of_every_command(tmp_path, monkeypatch, capsys):
+    """Every command with ``--output-dir``, otherwise valid: a folder that cannot be made is a usage error naming
+    it, before any process group, log or model (it was a ``FileNotFoundError`` traceback from ``mkdir``)."""
+    monkeypatch.chdir(tmp_path)
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"")  # only its existence is checked before the run
+    (tmp_path / "file.txt").write_text("not a folder")
+    out = tmp_path / "file.txt" / "out"  # fails for root too, unlike a chmod 0o500 folder
+    model = ["--config-file", CONFIG, "--pretrained-weights", str(weights), "--output-dir", str(out)]
+    data = ["--train-dataset", "ImageFolder:root=a", "--val-dataset", "ImageFolder:root=b"]
+    cases = [
+        ("dinov2-train", ["--config-file", "train/demo_cpu", "--output-dir", str(out)]),
+        ("dinov2-eval-knn", [*model, *data]),
+        ("dinov2-eval-linear", [*model, *data]),
+        ("dinov2-eval-log-regression", [*model, *data]),
+        ("dinov2-eval-segmentation", [*model, "--train-dataset", SEG_DATA, "--val-dataset", SEG_DATA]),
+        ("dinov2-finetune", ["--model", "dinov2_vits14", "--random-init", *data, "--output-dir", str(out)]),
+        ("dinov2-curation", ["embed", *model, "--dataset", "ImageFolder:root=a"]),
+    ]
+    for script, argv in cases:
+        assert _run(script, argv, monkeypatch) == 2, (script, argv)
+        err = capsys.readouterr().err
+        assert f"--output-dir: cannot create the folder {out}" in err and "Traceback" not in err, (script, err)
+    from dinov2.train.dinotxt import cli_main as dinotxt_main
+
+    with pytest.raises(SystemExit) as exit_:
+        dinotxt_main(["--output-dir", str(out), "data.dataset=CaptionFolder:root=a"])
+    assert exit_.value.code == 2 and f"--output-dir: cannot create the folder {out}" in capsys.readouterr().err
+
+
 def test_eval_launcher_checks_trailing_overrides_before_submission(tmp_path, monkeypatch, capsys):
     from dinov2.run.eval import knn as knn_launcher
 

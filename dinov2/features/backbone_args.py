@@ -15,7 +15,7 @@ from dinov2.data.dataset_strings import parse_dataset_str
 from dinov2.features.backbone import LoadedBackbone, load_backbone
 from dinov2.hub import catalog
 from dinov2.models.weights import is_url
-from dinov2.utils.cli import usage_errors
+from dinov2.utils.cli import check_writable_dir, usage_errors
 
 __all__ = [
     "BACKBONE_NOTE",
@@ -143,3 +143,5 @@ def check_eval_args(
         for dataset_str in [value] if isinstance(value, str) else value:
             with usage_errors(parser, ValueError, flag=f"{flag}{default}"):
                 parse_dataset_str(dataset_str)
+    if getattr(args, "output_dir", None):  # last: a mistake above makes no folder
+        check_writable_dir(parser, args.output_dir, "--output-dir")

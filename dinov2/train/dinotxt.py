@@ -46,7 +46,7 @@ from dinov2.train.dinotxt_parts import (
     shard_trainable_parts,
 )
 from dinov2.train.parallelize import apply_activation_checkpointing
-from dinov2.utils.cli import ArgumentParser, usage_errors
+from dinov2.utils.cli import ArgumentParser, check_writable_dir, usage_errors
 from dinov2.utils.io import atomic_torch_save, write_json
 from dinov2.utils.utils import CosineScheduler
 
@@ -198,6 +198,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         if dataset:
             with usage_errors(parser, ValueError, flag=key):
                 parse_dataset_str(dataset)
+    if args.output_dir:  # last: a mistake above makes no folder
+        check_writable_dir(parser, args.output_dir, "--output-dir")
 
 
 def cli_main(argv: Sequence[str] | None = None) -> int:

@@ -67,7 +67,7 @@ from dinov2.train.pretrained import (  # noqa: E402
 from dinov2.train.run_lock import RunLock  # noqa: E402
 from dinov2.train.ssl_meta_arch import Batch, SSLMetaArch  # noqa: E402
 from dinov2.train.tracking import Tracking  # noqa: E402
-from dinov2.utils.cli import usage_errors  # noqa: E402
+from dinov2.utils.cli import check_writable_dir, usage_errors  # noqa: E402
 from dinov2.utils.config import ConfigKeyError, ConfigValueError, load_cfg, setup  # noqa: E402
 from dinov2.utils.config import get_args_parser as _get_args_parser  # noqa: E402
 from dinov2.utils.param_groups import apply_optim_scheduler  # noqa: E402
@@ -380,6 +380,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             parse_dataset_str(cfg.train.dataset_path)
         with usage_errors(parser, FileNotFoundError, ValueError, ConfigValueError):
             check_meta_arch_inputs(cfg)
+    if args.output_dir:  # last: a mistake above makes no folder
+        check_writable_dir(parser, args.output_dir, "--output-dir")
 
 
 def cli_main(argv: Sequence[str] | None = None) -> int:

@@ -29,7 +29,7 @@ from dinov2.eval.metrics import MetricType
 from dinov2.features.backbone_args import add_backbone_args, check_backbone_args, loaded_from_args
 from dinov2.features.knn_scoring import DEFAULT_NB_KNN, RESIZE_RATIO
 from dinov2.models.weights import is_url
-from dinov2.utils.cli import ArgumentParser, add_output_dir, call_with_args, usage_errors
+from dinov2.utils.cli import ArgumentParser, add_output_dir, call_with_args, check_writable_dir, usage_errors
 from dinov2.utils.config import default_setup
 from dinov2.utils.dtype import parse_dtype
 
@@ -102,6 +102,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     for flag, attribute, _ in DATASET_FLAGS:
         with usage_errors(parser, ValueError, flag=flag):
             parse_dataset_str(getattr(args, attribute))
+    if args.output_dir:  # last: a mistake above makes no folder
+        check_writable_dir(parser, args.output_dir, "--output-dir")
 
 
 def main(args: argparse.Namespace) -> int:
