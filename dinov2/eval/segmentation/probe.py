@@ -135,14 +135,12 @@ def main(args: argparse.Namespace, probe: dense_probe.ProbeSetup | None = None) 
         )
     model = build_segmentor(probe.backbone, cfg, int(num_classes))
     class_names = class_names_for(val_set, int(num_classes))
-    first_batch = True  # its labels are checked against the head (one sync, then never again)
 
     def step_loss(head, batch, iteration):
-        nonlocal first_batch
         images, labels = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
-        if first_batch:
-            check_labels_fit(labels, int(num_classes), cfg.head.ignore_index, args.train_dataset_str)
-            first_batch = False
+        # every batch (a label outside the head may first appear late; one small reduction beside the step's own
+        # loss sync), before cross-entropy would fail on it
+        check_labels_fit(labels, int(num_classes), cfg.head.ignore_index, args.train_dataset_str)
         with torch.no_grad(), autocast():
             features = model.extract_feat(images)
         logits = head([f.float() for f in features])

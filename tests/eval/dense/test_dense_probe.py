@@ -141,13 +141,20 @@ def test_an_unreadable_val_image_stops_the_probe_naming_it_while_training_skips(
 
 def test_a_head_too_small_for_the_labels_is_named(single_process_eval, backbone_files, tmp_path):
     """head.num_classes below the dataset's known classes: refused before training; labels the head cannot predict
-    (a dataset whose classes are not known): the first step names the key, not cross-entropy's index error."""
+    (a dataset whose classes are not known): the step that meets one names the key, not cross-entropy's index error."""
     from dinov2.eval.segmentation.probe import check_labels_fit
 
     keys = f"SyntheticDense:root={tmp_path / 'scenes'}:num_classes=2:images=3:val_images=2:size=40x30"
     argv = ["--config-file", CONFIG, "--pretrained-weights", str(backbone_files.hub), "--train-dataset", keys]
     argv += ["--val-dataset", f"{keys}:split=VAL", "--output-dir", str(tmp_path / "out"), "head.num_classes=2"]
     with pytest.raises(ValueError, match=r"head.num_classes=2 but .* has 3 classes \(labels 0..2\); set head.num_cla"):
+        segmentation_probe.main(segmentation_probe.get_args_parser().parse_args(argv))
+    # the same scenes as a folder that does not know its classes: the step that meets such a label names the key
+    folder = f"SegmentationFolder:root={tmp_path / 'scenes' / 'train'}"
+    argv = ["--config-file", CONFIG, "--pretrained-weights", str(backbone_files.hub), "--train-dataset", folder]
+    argv += ["--val-dataset", folder, "--output-dir", str(tmp_path / "out2"), "head.num_classes=1"]
+    argv += ["train.iterations=40", "train.batch_size=2", "train.num_workers=0", "train.crop_size=[28,28]"]
+    with pytest.raises(ValueError, match=r"has label [12] but the head predicts 1 classes \(0..0\); set head.num_cl"):
         segmentation_probe.main(segmentation_probe.get_args_parser().parse_args(argv))
     labels = torch.tensor([[0, 1], [255, 3]])
     check_labels_fit(labels, 4, 255, "d")  # 255 is ignored
